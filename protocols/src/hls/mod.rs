@@ -1,0 +1,1 @@
+//! HLS playlists (RFC 8216): types, writer and parser.

@@ -1,0 +1,29 @@
+//! Sans-IO protocol codecs for shardcast.
+//!
+//! This crate turns bytes into events and events into bytes. It never opens a socket, starts a
+//! thread, reads a clock or logs: time comes in as an argument (90 kHz stream time or UNIX
+//! nanoseconds given by the caller) and the caller owns every buffer it hands in.
+//!
+//! ```text
+//!  datagrams / file chunks
+//!    └─ ts::PacketSync        resync on 0x47, confirmed on following packets
+//!         └─ ts::Demuxer      continuity per PID, PAT/PMT (CRC-32), PES headers (PTS/DTS),
+//!              │              es::VideoScanner (H.264 IDR / H.265 IRAP), es::AudioScanner (frames)
+//!              └─ ts::Segmenter  cuts at keyframes past a target duration, PAT+PMT first,
+//!                                continuous counters, exact durations from PTS
+//!  hls::MediaPlaylist / hls::MultivariantPlaylist  write and parse RFC 8216 playlists
+//!  generator::Generator      a valid synthetic TS (H.264 + AAC) carrying wall-clock stamps
+//! ```
+//!
+//! What it does not do: decode pictures or sound, remux into other containers, or decide
+//! anything about delivery (windows, caching, who gets which bytes): that is the engine's job.
+//!
+//! Every parser is incremental (input split at any byte gives the same result), has explicit
+//! limits, allocates nothing per packet on its steady-state path and never panics on any input;
+//! fuzz targets under `fuzz/` check the last point.
+#![forbid(unsafe_code)]
+
+pub mod es;
+pub mod generator;
+pub mod hls;
+pub mod ts;

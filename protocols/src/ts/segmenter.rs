@@ -1,0 +1,520 @@
+//! The segmenter: cuts one program of a transport stream into HLS segments.
+//!
+//! ```text
+//!  packets ─ Demuxer ─┬─ PAT/PMT: pick the program, write its PAT+PMT (our counters)
+//!                     ├─ key PID PES start: hold packets until the picture type is known
+//!                     └─ keyframe: past the target duration? seal, start a segment with PAT+PMT
+//! ```
+//!
+//! Output is a single-program transport stream: the selected program's elementary streams
+//! (data PIDs such as SCTE-35 included) byte for byte, and PAT/PMT packets written by the
+//! segmenter with counters of its own, so the stream stays continuous across the inserted
+//! tables. Every segment starts with PAT, PMT and a keyframe; with
+//! [`SegmenterConfig::psi_at_keyframes`] every keyframe inside a segment gets PAT and PMT in front
+//! too, so that a progressive viewer can join there.
+//!
+//! A keyframe is known from the bitstream (H.264 IDR, H.265 IRAP), which may sit several packets
+//! after the PES start (long SEI, parameter sets): packets from the start of each video PES are
+//! held until its first slice is seen, then released, after the cut if there is one. A program
+//! without video is cut on audio PES starts.
+//!
+//! Durations are exact PTS spans: from this segment's first keyframe to the next segment's. A
+//! PTS jump larger than [`SegmenterConfig::discontinuity_threshold`], or a PCR discontinuity
+//! signalled by the source, seals the segment at the next keyframe and marks the next one as a
+//! discontinuity.
+
+use super::demux::{DemuxConfig, DemuxEvent, Demuxer};
+use super::packet::{set_continuity_counter, PACKET_SIZE};
+use super::pes::{Timestamp, Unwrapper, CLOCK_90KHZ};
+use super::psi::{packetize_section, Pat, PatEntry, Pmt};
+use super::types::{ContinuityCounter, Pid, StreamKind};
+
+/// How to cut.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmenterConfig {
+    /// Cut at the first keyframe at least this long (90 kHz ticks) after the segment start.
+    pub target_duration: u64,
+    /// The program to segment; `None` takes the first program with video or audio.
+    pub program: Option<u16>,
+    /// Sequence number of the first segment.
+    pub first_sequence: u64,
+    /// Put PAT and PMT in front of every keyframe, not only at segment starts.
+    pub psi_at_keyframes: bool,
+    /// Packets held while waiting to learn whether a PES starts with a keyframe.
+    pub max_held_packets: usize,
+    /// A PTS jump larger than this (90 kHz ticks) is a discontinuity.
+    pub discontinuity_threshold: u64,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        Self {
+            target_duration: 2 * CLOCK_90KHZ,
+            program: None,
+            first_sequence: 0,
+            psi_at_keyframes: true,
+            max_held_packets: 1024,
+            discontinuity_threshold: 10 * CLOCK_90KHZ,
+        }
+    }
+}
+
+/// A sealed segment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SegmentInfo {
+    /// Media sequence number.
+    pub sequence: u64,
+    /// PTS of the keyframe that starts it.
+    pub start_pts: Timestamp,
+    /// Exact duration in 90 kHz ticks.
+    pub duration: u64,
+    /// Transport packets in it.
+    pub packets: u64,
+    /// It follows a discontinuity (source restart or timestamp jump).
+    pub discontinuity: bool,
+}
+
+/// What the segmenter produces, in stream order.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum SegmenterEvent<'a> {
+    /// A segment begins; PAT, PMT and a keyframe follow.
+    SegmentStart {
+        /// Media sequence number.
+        sequence: u64,
+        /// PTS of its first keyframe.
+        pts: Timestamp,
+        /// It follows a discontinuity.
+        discontinuity: bool,
+    },
+    /// A keyframe inside a segment; PAT and PMT follow when `psi_at_keyframes` is set.
+    Keyframe {
+        /// Its PTS.
+        pts: Timestamp,
+    },
+    /// A packet of the current segment.
+    Packet(&'a [u8; PACKET_SIZE]),
+    /// The current segment is complete.
+    SegmentEnd(SegmentInfo),
+}
+
+/// Counters of the segmenter.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct SegmenterStats {
+    /// Segments sealed.
+    pub segments: u64,
+    /// Packets emitted (inserted PSI included).
+    pub packets_out: u64,
+    /// Packets dropped before the first keyframe.
+    pub dropped_before_start: u64,
+    /// Packets dropped for being unreadable or marked in error.
+    pub dropped_errors: u64,
+    /// Times the lookahead hit its limit without finding a slice.
+    pub lookahead_overflows: u64,
+    /// Discontinuities marked.
+    pub discontinuities: u64,
+}
+
+#[derive(Debug)]
+struct Selected {
+    pmt_pid: Pid,
+    key_pid: Pid,
+    key_is_video: bool,
+    pmt: Pmt,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    sequence: u64,
+    start_pts: Timestamp,
+    start: i64,
+    packets: u64,
+    discontinuity: bool,
+    /// End of the last picture seen in it (PTS plus one frame), for the last segment.
+    end: i64,
+}
+
+/// What the demuxer said about one packet.
+#[derive(Default)]
+struct Seen {
+    error: bool,
+    tables_changed: bool,
+    key_pes_start: bool,
+    key_pes_pts: Option<Timestamp>,
+    picture: Option<(bool, Option<Timestamp>, Option<Timestamp>, u64)>,
+    pcr_discontinuity: bool,
+}
+
+/// The HLS segmenter (see the module docs).
+#[derive(Debug)]
+pub struct Segmenter {
+    config: SegmenterConfig,
+    demux: Demuxer,
+    selected: Option<Selected>,
+    pass: Vec<bool>,
+    pat_packets: Vec<[u8; PACKET_SIZE]>,
+    pmt_packets: Vec<[u8; PACKET_SIZE]>,
+    pat_cc: ContinuityCounter,
+    pmt_cc: ContinuityCounter,
+    held: Vec<[u8; PACKET_SIZE]>,
+    holding: Option<u64>,
+    open: Option<Open>,
+    next_sequence: u64,
+    pending_discontinuity: bool,
+    pts: Unwrapper,
+    last_pts: Option<i64>,
+    last_dts: Option<i64>,
+    frame_ticks: i64,
+    dts: Unwrapper,
+    stats: SegmenterStats,
+}
+
+impl Segmenter {
+    /// A segmenter that has seen nothing yet.
+    pub fn new(config: SegmenterConfig) -> Self {
+        Self {
+            config,
+            demux: Demuxer::new(DemuxConfig {
+                program: config.program,
+            }),
+            selected: None,
+            pass: vec![false; Pid::COUNT],
+            pat_packets: Vec::new(),
+            pmt_packets: Vec::new(),
+            pat_cc: ContinuityCounter::from_bits(0),
+            pmt_cc: ContinuityCounter::from_bits(0),
+            held: Vec::new(),
+            holding: None,
+            open: None,
+            next_sequence: config.first_sequence,
+            pending_discontinuity: false,
+            pts: Unwrapper::default(),
+            last_pts: None,
+            last_dts: None,
+            frame_ticks: CLOCK_90KHZ as i64 / 25,
+            dts: Unwrapper::default(),
+            stats: SegmenterStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SegmenterStats {
+        self.stats
+    }
+
+    /// The demuxer inside, for its tables and counters.
+    pub fn demuxer(&self) -> &Demuxer {
+        &self.demux
+    }
+
+    /// The PMT of the program being segmented.
+    pub fn pmt(&self) -> Option<&Pmt> {
+        self.selected.as_ref().map(|s| &s.pmt)
+    }
+
+    /// Feed one packet.
+    pub fn push_packet(
+        &mut self,
+        bytes: &[u8; PACKET_SIZE],
+        out: &mut impl FnMut(SegmenterEvent<'_>),
+    ) {
+        let index = self.demux.packet_index();
+        let seen = self.observe(bytes);
+        if seen.error {
+            self.stats.dropped_errors += 1;
+            return;
+        }
+        if seen.tables_changed {
+            self.select();
+        }
+        let Some(sel) = &self.selected else {
+            self.stats.dropped_before_start += 1;
+            return;
+        };
+        let pid = Pid::from_bits(u16::from(bytes[1]) << 8 | u16::from(bytes[2]));
+        let (key_pid, pmt_pid, key_is_video) = (sel.key_pid, sel.pmt_pid, sel.key_is_video);
+        if seen.pcr_discontinuity {
+            self.pending_discontinuity = true;
+        }
+        if pid == key_pid && seen.key_pes_start {
+            self.release_held(out);
+            if key_is_video {
+                self.holding = Some(index);
+            }
+        }
+        if pid == Pid::PAT || pid == pmt_pid {
+            let unit_start = bytes[1] & 0x40 != 0;
+            if pid == Pid::PAT && unit_start {
+                self.emit_pat(out);
+            } else if pid == pmt_pid && (unit_start || seen.tables_changed) {
+                self.emit_pmt(out);
+            }
+        } else if self.pass[pid.index()] {
+            self.emit(bytes, out);
+        }
+        if pid == key_pid && !key_is_video && seen.key_pes_start {
+            if let Some(pts) = seen.key_pes_pts {
+                self.note_picture(pts, None);
+                self.access_point(pts, out);
+            }
+        }
+        if let Some((keyframe, pts, dts, pes_packet)) = seen.picture {
+            if let Some(pts) = pts {
+                self.note_picture(pts, dts);
+            }
+            if self.holding == Some(pes_packet) {
+                match pts.filter(|_| keyframe) {
+                    Some(pts) => self.access_point(pts, out),
+                    None => self.release_held(out),
+                }
+            }
+        }
+        if self.held.len() >= self.config.max_held_packets {
+            self.stats.lookahead_overflows += 1;
+            self.release_held(out);
+        }
+    }
+
+    /// End of input: release what is held and seal the open segment.
+    pub fn finish(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        self.release_held(out);
+        if let Some(open) = self.open.take() {
+            self.seal(open, open.end, out);
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8; PACKET_SIZE]) -> Seen {
+        let key_pid = self.selected.as_ref().map(|s| s.key_pid);
+        let pcr_pid = self.selected.as_ref().map(|s| s.pmt.pcr_pid);
+        let mut seen = Seen::default();
+        self.demux.push_packet(bytes, &mut |event| match event {
+            DemuxEvent::Error { .. } => seen.error = true,
+            DemuxEvent::Pat(_) | DemuxEvent::Pmt(_) => seen.tables_changed = true,
+            DemuxEvent::PesStart { pid, header, .. } if Some(pid) == key_pid => {
+                seen.key_pes_start = true;
+                seen.key_pes_pts = header.pts;
+            }
+            DemuxEvent::Picture {
+                pid,
+                keyframe,
+                pts,
+                dts,
+                pes_packet,
+                ..
+            } if Some(pid) == key_pid => {
+                // Only the first picture of a PES can start an access point.
+                if pts.is_some() && seen.picture.is_none() {
+                    seen.picture = Some((keyframe, pts, dts, pes_packet));
+                }
+            }
+            DemuxEvent::Pcr {
+                pid,
+                discontinuity: true,
+                ..
+            } if Some(pid) == pcr_pid => {
+                seen.pcr_discontinuity = true;
+            }
+            _ => {}
+        });
+        seen
+    }
+
+    /// Pick the program and rebuild the PSI we write after a table change.
+    fn select(&mut self) {
+        let chosen = self.demux.pmts().find(|pmt| {
+            self.config.program.is_none_or(|n| n == pmt.program_number)
+                && pmt
+                    .streams
+                    .iter()
+                    .any(|s| s.codec.kind() != StreamKind::Data)
+        });
+        let Some(pmt) = chosen.cloned() else { return };
+        let Some(pmt_pid) = self
+            .demux
+            .pat()
+            .and_then(|pat| {
+                pat.programs
+                    .iter()
+                    .find(|p| p.program_number == pmt.program_number)
+            })
+            .map(|p| p.pmt_pid)
+        else {
+            return;
+        };
+        let video = pmt
+            .streams
+            .iter()
+            .find(|s| s.codec.kind() == StreamKind::Video);
+        let audio = pmt
+            .streams
+            .iter()
+            .find(|s| s.codec.kind() == StreamKind::Audio);
+        let Some((key_pid, key_is_video)) = video
+            .map(|s| (s.pid, true))
+            .or(audio.map(|s| (s.pid, false)))
+        else {
+            return;
+        };
+        if self.selected.as_ref().is_some_and(|s| s.key_pid != key_pid) {
+            self.holding = None;
+            self.held.clear();
+        }
+        self.pass.fill(false);
+        for s in &pmt.streams {
+            self.pass[s.pid.index()] = true;
+        }
+        if pmt.pcr_pid != Pid::NULL {
+            self.pass[pmt.pcr_pid.index()] = true;
+        }
+        let ts_id = self.demux.pat().map_or(1, |p| p.transport_stream_id);
+        let pat = Pat {
+            transport_stream_id: ts_id,
+            version: self.demux.pat().map_or(0, |p| p.version),
+            programs: vec![PatEntry {
+                program_number: pmt.program_number,
+                pmt_pid,
+            }],
+            network_pid: None,
+        };
+        self.pat_packets.clear();
+        packetize_section(
+            &pat.to_section(),
+            Pid::PAT,
+            ContinuityCounter::from_bits(0),
+            &mut self.pat_packets,
+        );
+        self.pmt_packets.clear();
+        packetize_section(
+            &pmt.to_section(),
+            pmt_pid,
+            ContinuityCounter::from_bits(0),
+            &mut self.pmt_packets,
+        );
+        self.selected = Some(Selected {
+            pmt_pid,
+            key_pid,
+            key_is_video,
+            pmt,
+        });
+    }
+
+    fn note_picture(&mut self, pts: Timestamp, dts: Option<Timestamp>) {
+        let at = self.pts.extend(pts);
+        if let Some(dts) = dts {
+            let d = self.dts.extend(dts);
+            if let Some(last) = self.last_dts {
+                let step = d - last;
+                if step > 0 && step < CLOCK_90KHZ as i64 {
+                    self.frame_ticks = step;
+                }
+            }
+            self.last_dts = Some(d);
+        }
+        let jumped = self
+            .last_pts
+            .is_some_and(|last| (at - last).unsigned_abs() > self.config.discontinuity_threshold);
+        self.last_pts = Some(at);
+        if jumped {
+            self.pending_discontinuity = true;
+        }
+        if let Some(open) = self.open.as_mut().filter(|_| !self.pending_discontinuity) {
+            open.end = open.end.max(at + self.frame_ticks);
+        }
+    }
+
+    fn access_point(&mut self, pts: Timestamp, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        let at = self.last_pts.unwrap_or(pts.ticks() as i64);
+        let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        let cut = match self.open {
+            None => true,
+            Some(open) => discontinuity || at - open.start >= self.config.target_duration as i64,
+        };
+        if cut {
+            if let Some(open) = self.open.take() {
+                let end = if discontinuity { open.end } else { at };
+                self.seal(open, end, out);
+            }
+            let sequence = self.next_sequence;
+            self.next_sequence += 1;
+            let marked = discontinuity && sequence != self.config.first_sequence;
+            self.stats.discontinuities += u64::from(marked);
+            out(SegmenterEvent::SegmentStart {
+                sequence,
+                pts,
+                discontinuity: marked,
+            });
+            self.open = Some(Open {
+                sequence,
+                start_pts: pts,
+                start: at,
+                packets: 0,
+                discontinuity: marked,
+                end: at + self.frame_ticks,
+            });
+        } else {
+            out(SegmenterEvent::Keyframe { pts });
+        }
+        if cut || self.config.psi_at_keyframes {
+            self.holding = None; // PSI goes out ahead of the held packets
+            self.emit_pat(out);
+            self.emit_pmt(out);
+        }
+        self.release_held(out);
+    }
+
+    fn seal(&mut self, open: Open, end: i64, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        self.stats.segments += 1;
+        out(SegmenterEvent::SegmentEnd(SegmentInfo {
+            sequence: open.sequence,
+            start_pts: open.start_pts,
+            duration: (end - open.start).max(0) as u64,
+            packets: open.packets,
+            discontinuity: open.discontinuity,
+        }));
+    }
+
+    fn release_held(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        self.holding = None;
+        let held = std::mem::take(&mut self.held);
+        for p in &held {
+            self.emit(p, out);
+        }
+        self.held = held;
+        self.held.clear();
+    }
+
+    fn emit_pat(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        let mut packets = std::mem::take(&mut self.pat_packets);
+        for p in &mut packets {
+            set_continuity_counter(p, self.pat_cc);
+            self.pat_cc = self.pat_cc.next();
+            self.emit(p, out);
+        }
+        self.pat_packets = packets;
+    }
+
+    fn emit_pmt(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        let mut packets = std::mem::take(&mut self.pmt_packets);
+        for p in &mut packets {
+            set_continuity_counter(p, self.pmt_cc);
+            self.pmt_cc = self.pmt_cc.next();
+            self.emit(p, out);
+        }
+        self.pmt_packets = packets;
+    }
+
+    fn emit(&mut self, packet: &[u8; PACKET_SIZE], out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        if self.holding.is_some() {
+            self.held.push(*packet);
+            return;
+        }
+        match self.open.as_mut() {
+            Some(open) => {
+                open.packets += 1;
+                self.stats.packets_out += 1;
+                out(SegmenterEvent::Packet(packet));
+            }
+            None => self.stats.dropped_before_start += 1,
+        }
+    }
+}
