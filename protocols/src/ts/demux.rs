@@ -192,6 +192,8 @@ enum Scanner {
 #[derive(Debug)]
 struct Stream {
     stats: StreamStats,
+    /// The stream carries PSI-style sections (SCTE-35, private sections), not PES.
+    sections: bool,
     scanner: Scanner,
     header: PesHeaderReader,
     in_header: bool,
@@ -552,6 +554,9 @@ impl Demuxer {
         let s = &mut self.streams[i];
         let mut payload = packet.payload();
         s.stats.bytes += payload.len() as u64;
+        if s.sections {
+            return; // carried through; only continuity is checked
+        }
         if packet.payload_unit_start() {
             s.header.start();
             s.in_header = true;
@@ -608,7 +613,10 @@ impl Stream {
             Codec::Ac3 | Codec::Eac3 => Scanner::Audio(AudioScanner::new(AudioCodec::Ac3)),
             _ => Scanner::None,
         };
+        let sections =
+            matches!(codec, Codec::Scte35) || stream_type == StreamType::PRIVATE_SECTIONS;
         Self {
+            sections,
             stats: StreamStats {
                 pid,
                 program_number,

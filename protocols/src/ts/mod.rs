@@ -19,7 +19,7 @@ mod sync;
 mod types;
 
 pub use continuity::{Continuity, ContinuityTracker};
-pub use demux::{DemuxConfig, DemuxEvent, DemuxStats, Demuxer, StreamStats};
+pub use demux::{DemuxConfig, DemuxError, DemuxEvent, DemuxStats, Demuxer, StreamStats};
 pub use packet::{
     set_continuity_counter, AdaptationField, Packet, PacketError, Pcr, PACKET_SIZE, SYNC_BYTE,
 };

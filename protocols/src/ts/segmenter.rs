@@ -23,7 +23,7 @@
 //! signalled by the source, seals the segment at the next keyframe and marks the next one as a
 //! discontinuity.
 
-use super::demux::{DemuxConfig, DemuxEvent, Demuxer};
+use super::demux::{DemuxConfig, DemuxError, DemuxEvent, Demuxer};
 use super::packet::{set_continuity_counter, PACKET_SIZE};
 use super::pes::{Timestamp, Unwrapper, CLOCK_90KHZ};
 use super::psi::{packetize_section, Pat, PatEntry, Pmt};
@@ -107,7 +107,7 @@ pub struct SegmenterStats {
     pub packets_out: u64,
     /// Packets dropped before the first keyframe.
     pub dropped_before_start: u64,
-    /// Packets dropped for being unreadable or marked in error.
+    /// Packets dropped for being unreadable or marked with transport_error_indicator.
     pub dropped_errors: u64,
     /// Times the lookahead hit its limit without finding a slice.
     pub lookahead_overflows: u64,
@@ -288,7 +288,12 @@ impl Segmenter {
         let pcr_pid = self.selected.as_ref().map(|s| s.pmt.pcr_pid);
         let mut seen = Seen::default();
         self.demux.push_packet(bytes, &mut |event| match event {
-            DemuxEvent::Error { .. } => seen.error = true,
+            // Unreadable or flagged packets are dropped; content errors (a bad PES header, a
+            // bad section) travel on: the packet is valid TS and the player decides.
+            DemuxEvent::Error {
+                error: DemuxError::Packet(_) | DemuxError::TransportError,
+                ..
+            } => seen.error = true,
             DemuxEvent::Pat(_) | DemuxEvent::Pmt(_) => seen.tables_changed = true,
             DemuxEvent::PesStart { pid, header, .. } if Some(pid) == key_pid => {
                 seen.key_pes_start = true;

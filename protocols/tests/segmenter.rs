@@ -1,0 +1,254 @@
+//! The segmenter on real and generated streams: every segment starts with PAT, PMT and a
+//! keyframe, counters stay continuous across segments, durations are the PTS spans, and
+//! ffmpeg reads the result through a playlist written by the HLS writer.
+
+mod common;
+
+use common::{check_segment_starts, continuity_breaks, fixture, segment, Segmented};
+use proptest::prelude::*;
+use shardcast_protocols::generator::{Generator, GeneratorConfig};
+use shardcast_protocols::hls::{MediaPlaylist, MediaSegment};
+use shardcast_protocols::ts::psi::{packetize_section, write_long_section, Pmt, PmtStream};
+use shardcast_protocols::ts::{
+    Codec, ContinuityCounter, Pid, SegmenterConfig, StreamType, PACKET_SIZE,
+};
+use std::time::Duration;
+
+fn check(run: &Segmented, config: &SegmenterConfig) -> Vec<u64> {
+    assert!(!run.segments.is_empty());
+    assert_eq!(run.segments.len(), run.infos.len());
+    let starts = check_segment_starts(&run.segments);
+    let all: Vec<u8> = run.segments.concat();
+    assert_eq!(
+        continuity_breaks(&all),
+        vec![],
+        "counters break across segments"
+    );
+    for (i, info) in run.infos.iter().enumerate() {
+        assert_eq!(info.sequence, config.first_sequence + i as u64);
+        assert_eq!(info.start_pts.ticks(), starts[i]);
+        assert_eq!(info.packets as usize * PACKET_SIZE, run.segments[i].len());
+        if let Some(next) = starts.get(i + 1) {
+            assert_eq!(
+                info.duration,
+                next - starts[i],
+                "segment {i}: duration is not the PTS span"
+            );
+            assert!(
+                info.duration >= config.target_duration,
+                "segment {i} cut early"
+            );
+        }
+    }
+    starts
+}
+
+fn playlist(run: &Segmented) -> MediaPlaylist {
+    let mut p = MediaPlaylist {
+        segments: run
+            .infos
+            .iter()
+            .map(|i| MediaSegment {
+                uri: format!("{}.ts", i.sequence),
+                duration: Duration::from_nanos(i.duration * 1_000_000 / 90),
+                ..MediaSegment::default()
+            })
+            .collect(),
+        end_list: true,
+        ..MediaPlaylist::default()
+    };
+    p.target_duration = p.required_target_duration();
+    p
+}
+
+#[test]
+fn fixtures_segment_cleanly_and_ffmpeg_reads_them() {
+    for (file, program) in [
+        ("h264_aac_720p25.ts", None),
+        ("h265_mp2.ts", None),
+        ("mpts.ts", Some(2)),
+    ] {
+        let config = SegmenterConfig {
+            program,
+            first_sequence: 7,
+            ..SegmenterConfig::default()
+        };
+        let run = segment(&fixture(file), config, 1316);
+        check(&run, &config);
+        assert!(
+            run.segments.len() >= 2,
+            "{file}: {} segments",
+            run.segments.len()
+        );
+        if program == Some(2) {
+            let pids: std::collections::BTreeSet<u16> = run
+                .segments
+                .concat()
+                .chunks(PACKET_SIZE)
+                .map(|p| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]))
+                .collect();
+            assert!(
+                pids.contains(&0x102) && pids.contains(&0x103) && !pids.contains(&0x100),
+                "{pids:?}"
+            );
+        }
+        // Write the segments and a playlist; ffmpeg must read them without a single error.
+        let dir = std::env::temp_dir().join(format!("shardcast-seg-{}-{file}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (seg, info) in run.segments.iter().zip(&run.infos) {
+            std::fs::write(dir.join(format!("{}.ts", info.sequence)), seg).unwrap();
+        }
+        let p = playlist(&run);
+        // EXTINF as written (to the millisecond) against the exact PTS span.
+        let written: Vec<f64> = p
+            .to_string()
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .map(|l| l.trim_end_matches(',').parse().unwrap())
+            .collect();
+        assert_eq!(written.len(), run.infos.len());
+        for (w, info) in written.iter().zip(&run.infos) {
+            let exact = info.duration as f64 / 90_000.0;
+            assert!(
+                (w - exact).abs() < 0.001,
+                "{file}: EXTINF {w} against PTS span {exact}"
+            );
+        }
+        std::fs::write(dir.join("index.m3u8"), p.to_string()).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(dir.join("index.m3u8"))
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg must be installed (the test command installs it)");
+        std::fs::remove_dir_all(&dir).ok();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{file}: ffmpeg said: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn damaged_source_still_gives_keyframe_segments() {
+    let config = SegmenterConfig::default();
+    let run = segment(&fixture("damaged.ts"), config, 1316);
+    check_segment_starts(&run.segments);
+    assert_eq!(run.segments.len(), 2);
+}
+
+/// The generator's stream with an SCTE-35 PID added to the PMT and a splice section every 200
+/// packets: the segmenter must carry those packets through byte for byte.
+#[test]
+fn data_pids_are_carried_through_untouched() {
+    let mut g = Generator::new(GeneratorConfig::default()).unwrap();
+    let scte_pid = Pid::from_bits(0x1F0);
+    let pmt = Pmt {
+        program_number: 1,
+        version: 1,
+        pcr_pid: Pid::from_bits(0x100),
+        descriptors: vec![],
+        streams: vec![
+            PmtStream {
+                stream_type: StreamType::H264,
+                pid: Pid::from_bits(0x100),
+                descriptors: vec![],
+                codec: Codec::H264,
+            },
+            PmtStream {
+                stream_type: StreamType::AAC_ADTS,
+                pid: Pid::from_bits(0x101),
+                descriptors: vec![],
+                codec: Codec::AacAdts,
+            },
+            PmtStream {
+                stream_type: StreamType::SCTE35,
+                pid: scte_pid,
+                descriptors: vec![],
+                codec: Codec::Scte35,
+            },
+        ],
+    };
+    let mut pmt_packets = Vec::new();
+    packetize_section(
+        &pmt.to_section(),
+        Pid::from_bits(0x1000),
+        ContinuityCounter::from_bits(0),
+        &mut pmt_packets,
+    );
+    let mut stream = Vec::new();
+    let mut scte_cc = ContinuityCounter::from_bits(0);
+    let mut pmt_cc = ContinuityCounter::from_bits(0);
+    let mut injected = Vec::new();
+    for i in 0..8000 {
+        let mut p = [0u8; PACKET_SIZE];
+        g.next_packet(&mut p);
+        if p[1] & 0x1F == 0x10 && p[2] == 0x00 {
+            p = pmt_packets[0];
+            p[3] = (p[3] & 0xF0) | pmt_cc.value();
+            pmt_cc = pmt_cc.next();
+        }
+        stream.extend_from_slice(&p);
+        if i % 200 == 199 {
+            let section =
+                write_long_section(0xFC, 0, 0, &[0, 0, 0, 0, 0, 0xFF, 0xFF, 0xF0, 0, 0, 0]);
+            let mut packets = Vec::new();
+            scte_cc = packetize_section(&section, scte_pid, scte_cc, &mut packets);
+            stream.extend_from_slice(&packets[0]);
+            injected.push(packets[0]);
+        }
+    }
+    let config = SegmenterConfig::default();
+    let run = segment(&stream, config, 1316);
+    check(&run, &config);
+    let out = run.segments.concat();
+    let carried: Vec<&[u8]> = out
+        .chunks(PACKET_SIZE)
+        .filter(|p| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]) == 0x1F0)
+        .collect();
+    assert!(carried.len() >= 30, "{} SCTE-35 packets", carried.len());
+    for p in carried {
+        assert!(
+            injected.iter().any(|i| i[..] == *p),
+            "an SCTE-35 packet changed"
+        );
+    }
+}
+
+fn generated(config: GeneratorConfig, seconds: u64) -> Vec<u8> {
+    let mut g = Generator::new(config).unwrap();
+    let packets = u64::from(config.bitrate) * seconds / (PACKET_SIZE as u64 * 8);
+    let mut out = Vec::with_capacity(packets as usize * PACKET_SIZE);
+    let mut p = [0u8; PACKET_SIZE];
+    for _ in 0..packets {
+        g.next_packet(&mut p);
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn segmenter_output_is_continuous_and_starts_at_keyframes(
+        fps in prop_oneof![Just(24u32), Just(25), Just(30), Just(50)],
+        keyframe_interval in 1u32..60,
+        target_ms in 500u64..4000,
+        chunk in 1usize..3000,
+        audio in any::<bool>(),
+        psi_at_keyframes in any::<bool>(),
+        first_sequence in 0u64..1000,
+    ) {
+        let gen = GeneratorConfig { fps, keyframe_interval, audio, width: 64, height: 48, bitrate: 4_000_000, ..GeneratorConfig::default() };
+        let data = generated(gen, 8);
+        let config = SegmenterConfig { target_duration: target_ms * 90, psi_at_keyframes, first_sequence, ..SegmenterConfig::default() };
+        let run = segment(&data, config, chunk);
+        check(&run, &config);
+        let gop_ticks = u64::from(keyframe_interval) * 90_000 / u64::from(fps);
+        for info in &run.infos[..run.infos.len() - 1] {
+            prop_assert!(info.duration < config.target_duration + gop_ticks + 1, "{:?}", info);
+        }
+    }
+}
