@@ -1,4 +1,5 @@
 //! The demuxer against ffprobe on the fixtures made by `testdata/make-fixtures.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The segmenter on real and generated streams: every segment starts with PAT, PMT and a
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 //! keyframe, counters stay continuous across segments, durations are the PTS spans, and
 //! ffmpeg reads the result through a playlist written by the HLS writer.
 

@@ -158,12 +158,14 @@ impl PlaylistParser {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        // Bytes past the size limit are refused only after the bytes before them were parsed,
+        // so the first error is the same however the input was split.
+        let allowed = self.limits.max_bytes.saturating_sub(self.bytes);
+        let (data, over) = match data.get(..allowed) {
+            Some(head) if head.len() < data.len() => (head, true),
+            _ => (data, false),
+        };
         self.bytes += data.len();
-        if self.bytes > self.limits.max_bytes {
-            return self.fail(PlaylistErrorKind::TooLarge {
-                limit: self.limits.max_bytes,
-            });
-        }
         let mut rest = data;
         while let Some(end) = memchr::memchr(b'\n', rest) {
             self.line.extend_from_slice(&rest[..end]);
@@ -172,8 +174,15 @@ impl PlaylistParser {
         }
         self.line.extend_from_slice(rest);
         if self.line.len() > self.limits.max_line {
+            self.line_no += 1; // the line being collected is the one too long
             return self.fail(PlaylistErrorKind::LineTooLong {
                 limit: self.limits.max_line,
+            });
+        }
+        if over {
+            self.line_no += 1;
+            return self.fail(PlaylistErrorKind::TooLarge {
+                limit: self.limits.max_bytes,
             });
         }
         Ok(())

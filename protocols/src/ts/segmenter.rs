@@ -306,11 +306,10 @@ impl Segmenter {
                 dts,
                 pes_packet,
                 ..
-            } if Some(pid) == key_pid => {
-                // Only the first picture of a PES can start an access point.
-                if pts.is_some() && seen.picture.is_none() {
-                    seen.picture = Some((keyframe, pts, dts, pes_packet));
-                }
+            } if Some(pid) == key_pid && pts.is_some() && seen.picture.is_none() => {
+                // Only the first picture of a PES (the one with its PTS) can start an
+                // access point.
+                seen.picture = Some((keyframe, pts, dts, pes_packet));
             }
             DemuxEvent::Pcr {
                 pid,

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use shardcast_protocols::ts::{
     DemuxConfig, DemuxEvent, Demuxer, SegmentInfo, Segmenter, SegmenterConfig, SegmenterEvent,

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The one command that runs every test of shardcast (README: "Test").
+#
+# On a fresh Debian machine it first installs what the tests need and is missing: ffmpeg
+# (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write) and
+# cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+#
+# Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "dependencies"
+missing=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing from Debian: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+ffmpeg -version | head -n 1
+
+fuzz_seconds="${FUZZ_SECONDS:-45}"
+fuzz_toolchain=()
+if [ "$fuzz_seconds" != 0 ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  # libFuzzer needs nightly compiler flags: use a nightly toolchain when there is one,
+  # otherwise let the stable compiler accept them.
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    fuzz_toolchain=(+nightly)
+  else
+    export RUSTC_BOOTSTRAP=1
+  fi
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ "$fuzz_seconds" != 0 ]; then
+  step "fuzz (${fuzz_seconds}s per target)"
+  corpus=target/fuzz-corpus
+  mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse"
+  for f in protocols/testdata/*.ts; do head -c 20000 "$f" > "$corpus/ts_demux/$(basename "$f")"; done
+  cp protocols/fuzz/seeds/playlist_parse/* "$corpus/playlist_parse/"
+  (
+    cd protocols
+    for target in ts_demux playlist_parse; do
+      log="../target/fuzz-$target.log"
+      if ! cargo "${fuzz_toolchain[@]}" fuzz run "$target" "../$corpus/$target" -- \
+          -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=2048 \
+          -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed; the crashing input is under protocols/fuzz/artifacts/$target/"
+        exit 1
+      fi
+      echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ') runs, corpus $(ls "../$corpus/$target" | wc -l) inputs"
+    done
+  )
+fi
+
+step "tests"
+cargo test --workspace --locked
