@@ -30,9 +30,9 @@ fn check(run: &Segmented, config: &SegmenterConfig) -> Vec<u64> {
         assert_eq!(info.start_pts.ticks(), starts[i]);
         assert_eq!(info.packets as usize * PACKET_SIZE, run.segments[i].len());
         if let Some(next) = starts.get(i + 1) {
+            let span = next.wrapping_sub(starts[i]) & ((1 << 33) - 1); // PTS wraps at 2^33
             assert_eq!(
-                info.duration,
-                next - starts[i],
+                info.duration, span,
                 "segment {i}: duration is not the PTS span"
             );
             assert!(
@@ -251,5 +251,51 @@ proptest! {
         for info in &run.infos[..run.infos.len() - 1] {
             prop_assert!(info.duration < config.target_duration + gop_ticks + 1, "{:?}", info);
         }
+    }
+}
+
+#[test]
+fn durations_stay_exact_across_the_33_bit_wrap() {
+    let wrap = 1u64 << 33;
+    let gen = GeneratorConfig {
+        start_pts: wrap - 5 * 90_000,
+        ..GeneratorConfig::default()
+    };
+    let config = SegmenterConfig::default();
+    let run = segment(&generated(gen, 12), config, 1316);
+    let starts = check(&run, &config);
+    assert!(
+        starts.iter().any(|s| *s < 90_000 * 10),
+        "the stream never wrapped: {starts:?}"
+    );
+    for info in &run.infos[..run.infos.len() - 1] {
+        assert_eq!(info.duration, 2 * 90_000, "{info:?}");
+    }
+}
+
+#[test]
+fn a_source_restart_is_a_discontinuity() {
+    // Six seconds of one source, then the "same" source restarted with timestamps an hour
+    // earlier (and its counters starting over).
+    let mut data = generated(
+        GeneratorConfig {
+            start_pts: 3600 * 90_000,
+            ..GeneratorConfig::default()
+        },
+        6,
+    );
+    data.extend(generated(GeneratorConfig::default(), 6));
+    let config = SegmenterConfig::default();
+    let run = segment(&data, config, 1316);
+    check_segment_starts(&run.segments);
+    let marked: Vec<u64> = run
+        .infos
+        .iter()
+        .filter(|i| i.discontinuity)
+        .map(|i| i.sequence)
+        .collect();
+    assert_eq!(marked.len(), 1, "{:?}", run.infos);
+    for info in &run.infos[..run.infos.len() - 1] {
+        assert!(info.duration > 0 && info.duration <= 3 * 90_000, "{info:?}");
     }
 }

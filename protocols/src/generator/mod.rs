@@ -58,6 +58,9 @@ pub struct GeneratorConfig {
     pub video_pid: u16,
     /// PID of the audio.
     pub audio_pid: u16,
+    /// PCR base of the first packet, 90 kHz (PTS start a little later); timestamps wrap at
+    /// 2^33 like any source's.
+    pub start_pts: u64,
 }
 
 impl Default for GeneratorConfig {
@@ -73,6 +76,7 @@ impl Default for GeneratorConfig {
             pmt_pid: 0x1000,
             video_pid: 0x100,
             audio_pid: 0x101,
+            start_pts: CLOCK_90KHZ,
         }
     }
 }
@@ -96,7 +100,6 @@ pub enum GeneratorError {
     Invalid(&'static str),
 }
 
-const START_90KHZ: u64 = CLOCK_90KHZ;
 const AAC_SAMPLE_RATE: u64 = 48_000;
 const AAC_FRAME_SAMPLES: u64 = 1024;
 const PSI_INTERVAL_27MHZ: u64 = 2_700_000;
@@ -251,7 +254,7 @@ impl Generator {
             *out = p;
             return None;
         }
-        let pcr = Pcr::from_27mhz(START_90KHZ * 300 + now_27mhz);
+        let pcr = Pcr::from_27mhz(self.config.start_pts * 300 + now_27mhz);
         if let Some(stamp) = Self::packetize(&mut self.audio, &mut self.audio_cc, pcr, out) {
             return stamp;
         }
@@ -408,7 +411,7 @@ impl Generator {
     fn video_pes(&self, n: u64) -> QueuedPes {
         let es = self.frame(n);
         let pts = Timestamp::new(
-            START_90KHZ + self.delay_90khz + n * CLOCK_90KHZ / u64::from(self.config.fps),
+            self.config.start_pts + self.delay_90khz + n * CLOCK_90KHZ / u64::from(self.config.fps),
         );
         let mut data = pes_header(0xE0, pts, es.len());
         let stamp_at = data.len() + 6 + 7 + 16;
@@ -427,7 +430,9 @@ impl Generator {
 
     fn audio_pes(&self, n: u64) -> QueuedPes {
         let pts = Timestamp::new(
-            START_90KHZ + self.delay_90khz + n * AAC_FRAME_SAMPLES * CLOCK_90KHZ / AAC_SAMPLE_RATE,
+            self.config.start_pts
+                + self.delay_90khz
+                + n * AAC_FRAME_SAMPLES * CLOCK_90KHZ / AAC_SAMPLE_RATE,
         );
         let frame = silent_adts_frame();
         let mut data = pes_header(0xC0, pts, frame.len());

@@ -690,3 +690,80 @@ fn crc_of(section: &[u8]) -> u32 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::{Generator, GeneratorConfig};
+    use crate::ts::psi::{packetize_section, PmtStream};
+    use crate::ts::ContinuityCounter;
+
+    /// The generator's stream with its PMT replaced from packet `switch` on by a version 1
+    /// that adds a teletext stream.
+    #[test]
+    fn follows_a_pmt_version_change() {
+        let mut g = Generator::new(GeneratorConfig::default()).unwrap();
+        let streams = |extra: bool| {
+            let mut s = vec![
+                PmtStream {
+                    stream_type: StreamType::H264,
+                    pid: Pid::from_bits(0x100),
+                    descriptors: vec![],
+                    codec: Codec::H264,
+                },
+                PmtStream {
+                    stream_type: StreamType::AAC_ADTS,
+                    pid: Pid::from_bits(0x101),
+                    descriptors: vec![],
+                    codec: Codec::AacAdts,
+                },
+            ];
+            if extra {
+                s.push(PmtStream {
+                    stream_type: StreamType::PRIVATE_PES,
+                    pid: Pid::from_bits(0x105),
+                    descriptors: vec![0x56, 5, b'e', b'n', b'g', 0x09, 0x00],
+                    codec: Codec::Teletext,
+                });
+            }
+            s
+        };
+        let v1 = Pmt {
+            program_number: 1,
+            version: 1,
+            pcr_pid: Pid::from_bits(0x100),
+            descriptors: vec![],
+            streams: streams(true),
+        };
+        let mut v1_packets = Vec::new();
+        packetize_section(
+            &v1.to_section(),
+            Pid::from_bits(0x1000),
+            ContinuityCounter::from_bits(0),
+            &mut v1_packets,
+        );
+        let mut d = Demuxer::new(DemuxConfig::default());
+        let mut pmts = Vec::new();
+        let mut errors = 0;
+        for i in 0..4000 {
+            let mut p = [0u8; PACKET_SIZE];
+            g.next_packet(&mut p);
+            if i > 2000 && p[1] & 0x1F == 0x10 && p[2] == 0 {
+                let cc = p[3] & 0x0F;
+                p = v1_packets[0];
+                p[3] = (p[3] & 0xF0) | cc;
+            }
+            d.push_packet(&p, &mut |e| match e {
+                DemuxEvent::Pmt(pmt) => pmts.push((pmt.version, pmt.streams.len())),
+                DemuxEvent::Error { .. } | DemuxEvent::Continuity { .. } => errors += 1,
+                _ => {}
+            });
+        }
+        assert_eq!(errors, 0);
+        assert_eq!(pmts, vec![(0, 2), (1, 3)]);
+        let codecs: Vec<Codec> = d.streams().map(|s| s.codec).collect();
+        assert_eq!(codecs, vec![Codec::H264, Codec::AacAdts, Codec::Teletext]);
+        // The streams that stayed kept their counters.
+        assert!(d.streams().next().unwrap().frames > 50);
+    }
+}
