@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct InspectArgs {
+pub struct InspectArgs {
     /// Transport stream file; `-` reads stdin.
     file: PathBuf,
     /// Follow only this program_number (an MPTS carries several).
@@ -23,7 +23,7 @@ pub(crate) struct InspectArgs {
     segment: f64,
 }
 
-pub(crate) fn run(args: &InspectArgs) -> Result<(), String> {
+pub fn run(args: &InspectArgs) -> Result<(), String> {
     if !(args.segment > 0.0 && args.segment <= 3600.0) {
         return Err(format!(
             "--segment {} is out of range (0 to 3600 seconds)",

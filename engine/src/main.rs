@@ -1,15 +1,14 @@
 //! `shardcast`: the live-media server daemon and its command line.
 //!
-//! Today the binary carries the tools that stand on the protocols crate alone: `inspect`
-//! reads a transport stream file (or stdin) the way ingest will, and reports its programs,
-//! streams, frame and keyframe counts, continuity errors and the HLS segments it would cut.
-//! `serve` (the io_uring data plane), `tune`, `capacity` and `check-config` arrive with the
-//! engine, appliance and control-plane issues.
+//! `serve` runs the data plane: pinned shards (one per CPU), UDP/multicast MPEG-TS ingest,
+//! progressive HTTP-TS to viewers. With no arguments it serves a built-in `demo` stream on
+//! 0.0.0.0:8080. `inspect` reads a transport stream file the way ingest does and reports it.
+//! `tune`, `capacity` and `check-config` arrive with the appliance and control-plane issues.
 #![deny(unsafe_code)]
 
-mod inspect;
-
 use clap::{Parser, Subcommand};
+use shardcast::{config, inspect, server};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -28,13 +27,26 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve streams (no arguments: a built-in demo stream on 0.0.0.0:8080).
+    Serve(ServeArgs),
     /// Read a transport stream and report programs, streams, frames, errors and segments.
     Inspect(inspect::InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Configuration file (TOML); without it the embedded default runs.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the configuration's.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve(&args),
         Command::Inspect(args) => inspect::run(&args),
     };
     match result {
@@ -44,4 +56,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => config::Config::load(path)
+            .map_err(|e| format!("configuration {} refused: {e}", path.display()))?,
+        None => config::Config::embedded(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    server::serve(config)
 }

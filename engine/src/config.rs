@@ -1,0 +1,284 @@
+//! Configuration: TOML file or the embedded default (HTTP on 0.0.0.0:8080, a `demo` stream).
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8080"
+//! cpus = [0, 1]                   # default: every CPU this process may run on
+//! max_connections_per_shard = 20000
+//! header_timeout = 10             # seconds to send a request head
+//! idle_timeout = 30               # seconds without progress before a connection is closed
+//! max_lag = 4194304               # bytes a viewer may fall behind before it skips
+//!
+//! [[stream]]
+//! name = "cam1"
+//! source = "udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2"
+//! window = 10                     # seconds of stream kept for joining viewers
+//! ```
+//!
+//! Every refusal names the line and the reason. What it does not do (yet): live reload and
+//! the API; those come with the control plane.
+
+use crate::ingest::SourceSpec;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// CPUs to run a shard on, one shard each.
+    pub cpus: Vec<usize>,
+    /// Connection cap per shard.
+    pub max_connections_per_shard: usize,
+    /// Seconds allowed for a request head.
+    pub header_timeout_s: f64,
+    /// Seconds without progress before a connection is closed.
+    pub idle_timeout_s: f64,
+    /// Bytes a viewer may fall behind before it skips to the newest keyframe.
+    pub max_lag_bytes: usize,
+    /// The streams.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// One configured stream.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// The name in URLs (`/{name}.ts`).
+    pub name: String,
+    /// Where it comes from.
+    pub source: SourceSpec,
+    /// Seconds kept for joining viewers.
+    pub window_s: f64,
+}
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The line of the file the error is on, when known.
+    pub line: Option<usize>,
+    /// The reason.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default, rename = "stream")]
+    streams: Vec<toml::Spanned<StreamSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    #[serde(default = "default_listen")]
+    listen: toml::Spanned<String>,
+    cpus: Option<toml::Spanned<Vec<usize>>>,
+    #[serde(default = "default_max_connections")]
+    max_connections_per_shard: usize,
+    #[serde(default = "default_header_timeout")]
+    header_timeout: f64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: f64,
+    #[serde(default = "default_max_lag")]
+    max_lag: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            cpus: None,
+            max_connections_per_shard: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_lag: default_max_lag(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamSection {
+    name: toml::Spanned<String>,
+    source: toml::Spanned<String>,
+    #[serde(default = "default_window")]
+    window: f64,
+}
+
+fn default_listen() -> toml::Spanned<String> {
+    toml::Spanned::new(0..0, "0.0.0.0:8080".to_owned())
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_header_timeout() -> f64 {
+    10.0
+}
+fn default_idle_timeout() -> f64 {
+    30.0
+}
+fn default_max_lag() -> usize {
+    4 << 20
+}
+fn default_window() -> f64 {
+    10.0
+}
+
+impl Config {
+    /// The embedded default: HTTP on 0.0.0.0:8080, every CPU, one `demo` stream.
+    pub fn embedded() -> Config {
+        let mut c =
+            Self::parse("").unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"));
+        c.streams.push(StreamConfig {
+            name: "demo".into(),
+            source: SourceSpec::Demo,
+            window_s: default_window(),
+        });
+        c
+    }
+
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Validate the text of a config file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let line_of =
+            |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+        let file: File = toml::from_str(text).map_err(|e| ConfigError {
+            line: e.span().map(|s| s.start).and_then(line_of),
+            message: e.message().to_owned(),
+        })?;
+        let s = file.server;
+        let bad = |span: std::ops::Range<usize>, message: String| ConfigError {
+            line: line_of(span.start),
+            message,
+        };
+        let listen = s.listen.get_ref().parse().map_err(|_| {
+            bad(
+                s.listen.span(),
+                format!("listen {:?} is not an address:port", s.listen.get_ref()),
+            )
+        })?;
+        let available = crate::sys::available_cpus();
+        let cpus = match s.cpus {
+            None => available.clone(),
+            Some(c) => {
+                if c.get_ref().is_empty() {
+                    return Err(bad(c.span(), "cpus is empty".into()));
+                }
+                if let Some(cpu) = c.get_ref().iter().find(|cpu| !available.contains(cpu)) {
+                    return Err(bad(
+                        c.span(),
+                        format!(
+                            "cpu {cpu} is not available to this process (available: {available:?})"
+                        ),
+                    ));
+                }
+                c.into_inner()
+            }
+        };
+        if s.max_connections_per_shard == 0 {
+            return Err(ConfigError {
+                line: None,
+                message: "max_connections_per_shard must be at least 1".into(),
+            });
+        }
+        for (name, v) in [
+            ("header_timeout", s.header_timeout),
+            ("idle_timeout", s.idle_timeout),
+        ] {
+            if !(v > 0.0 && v <= 3600.0) {
+                return Err(ConfigError {
+                    line: None,
+                    message: format!("{name} must be between 0 and 3600 seconds"),
+                });
+            }
+        }
+        let mut streams: Vec<StreamConfig> = Vec::new();
+        for spanned in file.streams {
+            let span = spanned.span();
+            let st = spanned.into_inner();
+            let name = st.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
+            {
+                return Err(bad(
+                    st.name.span(),
+                    format!("stream name {name:?} must be letters, digits, - _ or +"),
+                ));
+            }
+            if streams.iter().any(|s| &s.name == name) {
+                return Err(bad(
+                    st.name.span(),
+                    format!("stream {name:?} is defined twice"),
+                ));
+            }
+            let source = SourceSpec::parse(st.source.get_ref())
+                .map_err(|e| bad(st.source.span(), e.to_string()))?;
+            if !(st.window >= 1.0 && st.window <= 3600.0) {
+                return Err(bad(
+                    span,
+                    format!("window {} must be 1 to 3600 seconds", st.window),
+                ));
+            }
+            streams.push(StreamConfig {
+                name: name.clone(),
+                source,
+                window_s: st.window,
+            });
+        }
+        Ok(Config {
+            listen,
+            cpus,
+            max_connections_per_shard: s.max_connections_per_shard,
+            header_timeout_s: s.header_timeout,
+            idle_timeout_s: s.idle_timeout,
+            max_lag_bytes: s.max_lag,
+            streams,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_serves_the_demo() {
+        let c = Config::embedded();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.streams.len(), 1);
+        assert_eq!(c.streams[0].source, SourceSpec::Demo);
+        assert!(!c.cpus.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_reason() {
+        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"rtmp://x\"\n").unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.to_string().contains("unsupported source scheme"), "{e}");
+        let e = Config::parse("[server]\nlisten = 8080\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[sever]\n").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\n[[stream]]\nname = \"a\"\nsource = \"demo:\"\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        let e = Config::parse("[server]\ncpus = [999]\n").unwrap_err();
+        assert!(e.to_string().contains("not available"), "{e}");
+    }
+}

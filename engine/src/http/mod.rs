@@ -1,0 +1,218 @@
+//! HTTP/1.1 for viewers (RFC 9112 message syntax, RFC 9110 semantics), sans-IO.
+//!
+//! [`parse_head`] reads one request head with httparse under explicit limits and maps every
+//! refusal to the status code that goes back ([`HttpError::status`]). [`Conn`] is the state
+//! machine of one viewer connection: bytes in, requests routed, response bytes and stream
+//! subscriptions out, timeouts from a clock the caller passes in. The backends (epoll today,
+//! io_uring next) own the sockets and drive it; neither holds HTTP logic of its own.
+//!
+//! What it does not do: request bodies (refused with 413), chunked uploads, HTTP/2, TLS (a
+//! reverse proxy terminates it).
+
+mod conn;
+
+pub use conn::{Conn, ConnLimits, ConnState, Feed, Route, Router};
+
+/// Most headers accepted in one request.
+pub const MAX_HEADERS: usize = 32;
+
+/// Request methods the server knows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// HEAD: the same headers as GET, no body.
+    Head,
+    /// OPTIONS (CORS preflight).
+    Options,
+    /// Anything else: answered with 405.
+    Other,
+}
+
+/// What the server needs of a request head.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    /// The query, without the `?`.
+    pub query: String,
+    /// The connection may serve another request after this one.
+    pub keep_alive: bool,
+}
+
+/// Why a request head was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Not an HTTP/1.x request head.
+    #[error("malformed request head")]
+    Malformed,
+    /// The head is longer than the limit.
+    #[error("request head over {limit} bytes")]
+    HeadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// More header fields than [`MAX_HEADERS`].
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    /// The request has a body (Content-Length above 0 or Transfer-Encoding).
+    #[error("request bodies are not accepted")]
+    Body,
+    /// The request target is not an absolute path.
+    #[error("request target is not an absolute path")]
+    Target,
+}
+
+impl HttpError {
+    /// The status code this error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::Malformed | HttpError::Target => 400,
+            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
+            HttpError::Body => 413,
+        }
+    }
+}
+
+/// Parse a request head from the start of `buf`. `Ok(None)`: not complete yet.
+/// On success, also returns the bytes the head took.
+pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(_) => return Err(HttpError::Malformed),
+    };
+    let len = match status {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() > limit => {
+            return Err(HttpError::HeadTooLarge { limit })
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    if len > limit {
+        return Err(HttpError::HeadTooLarge { limit });
+    }
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some("OPTIONS") => Method::Options,
+        _ => Method::Other,
+    };
+    let target = req.path.ok_or(HttpError::Malformed)?;
+    if !target.starts_with('/') {
+        return Err(HttpError::Target);
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let http11 = req.version == Some(1);
+    let mut keep_alive = http11;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            if value != "0" {
+                return Err(HttpError::Body);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::Body);
+        }
+    }
+    let head = RequestHead {
+        method,
+        path: path.to_owned(),
+        query: query.to_owned(),
+        keep_alive,
+    };
+    Ok(Some((head, len)))
+}
+
+/// The reason phrase of a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A response head. `content_length: None` means the body runs until the connection closes.
+pub fn response_head(
+    status: u16,
+    content_type: &str,
+    content_length: Option<usize>,
+    keep_alive: bool,
+    extra: &str,
+) -> String {
+    let mut h = format!(
+        "HTTP/1.1 {status} {}\r\nServer: shardcast\r\n",
+        reason(status)
+    );
+    h.push_str("Access-Control-Allow-Origin: *\r\n");
+    if !content_type.is_empty() {
+        h.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    if let Some(len) = content_length {
+        h.push_str(&format!("Content-Length: {len}\r\n"));
+    }
+    h.push_str(extra);
+    h.push_str(if keep_alive && content_length.is_some() {
+        "Connection: keep-alive\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads_and_maps_errors_to_statuses() {
+        let (h, len) = parse_head(
+            b"GET /demo.ts?token=x HTTP/1.1\r\nHost: a\r\n\r\nrest",
+            8192,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (h.method, h.path.as_str(), h.query.as_str(), h.keep_alive),
+            (Method::Get, "/demo.ts", "token=x", true)
+        );
+        assert_eq!(len, 42);
+        let (h, _) = parse_head(b"HEAD / HTTP/1.0\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 8192), Ok(None));
+        let e = |buf: &[u8]| parse_head(buf, 64).unwrap_err().status();
+        assert_eq!(e(b"\x01\x02 nonsense\r\n\r\n"), 400);
+        assert_eq!(e(b"GET http://x/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            e(&[b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 100]].concat()),
+            431
+        );
+        assert_eq!(e(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), 413);
+        let many: String = (0..40).map(|i| format!("X{i}: y\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(req.as_bytes(), 8192).unwrap_err().status(), 431);
+    }
+}

@@ -1,0 +1,163 @@
+//! Bytes of a source to chunks: packet sync, the segmenter (program selection, PAT+PMT in front
+//! of every keyframe, counters kept continuous), chunk boundaries at access points.
+
+use crate::stream::{Chunk, StreamCounters};
+use bytes::BytesMut;
+use shardcast_protocols::ts::{
+    PacketSync, Segmenter, SegmenterConfig, SegmenterEvent, SegmenterStats, PACKET_SIZE,
+};
+use std::sync::Arc;
+
+/// Bytes reserved at a time for chunk data; chunks are split off it without copying.
+const BLOCK: usize = 256 * 1024;
+
+/// The ingest pipeline of one stream (no I/O).
+#[derive(Debug)]
+pub struct Pipeline {
+    sync: PacketSync,
+    segmenter: Segmenter,
+    current: BytesMut,
+    current_access_point: bool,
+    next_seq: u64,
+    counters: Arc<StreamCounters>,
+    reported: (u64, u64, u64),
+}
+
+impl Pipeline {
+    /// A pipeline for the program `program` (or the first with video or audio).
+    pub fn new(program: Option<u16>, counters: Arc<StreamCounters>) -> Self {
+        Self {
+            sync: PacketSync::new(),
+            segmenter: Segmenter::new(SegmenterConfig {
+                program,
+                ..SegmenterConfig::default()
+            }),
+            current: BytesMut::with_capacity(BLOCK),
+            current_access_point: false,
+            next_seq: 0,
+            counters,
+            reported: (0, 0, 0),
+        }
+    }
+
+    /// Feed the bytes of one datagram or read; finished chunks go to `publish`.
+    pub fn push(&mut self, data: &[u8], received_ns: u64, publish: &mut impl FnMut(Chunk)) {
+        StreamCounters::add(&self.counters.bytes_in, data.len() as u64);
+        let Self {
+            sync,
+            segmenter,
+            current,
+            current_access_point,
+            next_seq,
+            ..
+        } = self;
+        sync.push(data, |packet| {
+            segmenter.push_packet(packet, &mut |event| match event {
+                SegmenterEvent::SegmentStart { .. } | SegmenterEvent::Keyframe { .. } => {
+                    Self::seal(
+                        current,
+                        current_access_point,
+                        next_seq,
+                        received_ns,
+                        publish,
+                    );
+                    *current_access_point = true;
+                }
+                SegmenterEvent::Packet(p) => {
+                    if current.capacity() - current.len() < PACKET_SIZE {
+                        current.reserve(BLOCK);
+                    }
+                    current.extend_from_slice(p);
+                }
+                _ => {}
+            });
+        });
+    }
+
+    /// End of a read batch: publish what is pending as a chunk, and update the counters.
+    pub fn flush(&mut self, received_ns: u64, publish: &mut impl FnMut(Chunk)) {
+        Self::seal(
+            &mut self.current,
+            &mut self.current_access_point,
+            &mut self.next_seq,
+            received_ns,
+            publish,
+        );
+        let demux = self.segmenter.demuxer().stats();
+        let errors = (
+            demux.continuity_gaps,
+            demux.malformed + demux.transport_errors,
+            self.sync.stats().skipped_bytes,
+        );
+        let c = &self.counters;
+        StreamCounters::add(&c.continuity_errors, errors.0 - self.reported.0);
+        StreamCounters::add(&c.malformed_packets, errors.1 - self.reported.1);
+        StreamCounters::add(&c.sync_skipped_bytes, errors.2 - self.reported.2);
+        self.reported = errors;
+    }
+
+    fn seal(
+        current: &mut BytesMut,
+        access_point: &mut bool,
+        next_seq: &mut u64,
+        received_ns: u64,
+        publish: &mut impl FnMut(Chunk),
+    ) {
+        if current.is_empty() {
+            return;
+        }
+        let data = current.split().freeze();
+        let chunk = Chunk {
+            seq: *next_seq,
+            data,
+            access_point: *access_point,
+            received_ns,
+        };
+        *next_seq += 1;
+        *access_point = false;
+        publish(chunk);
+    }
+
+    /// Counters of the segmenter inside.
+    pub fn segmenter_stats(&self) -> SegmenterStats {
+        self.segmenter.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardcast_protocols::generator::{Generator, GeneratorConfig};
+
+    #[test]
+    fn chunks_start_at_access_points_and_carry_every_packet() {
+        let counters = Arc::new(StreamCounters::default());
+        let mut p = Pipeline::new(None, counters.clone());
+        let mut g = Generator::new(GeneratorConfig::default()).unwrap();
+        let mut chunks = Vec::new();
+        let mut datagram = Vec::new();
+        for i in 0..4000u64 {
+            let mut packet = [0u8; PACKET_SIZE];
+            g.next_packet(&mut packet);
+            datagram.extend_from_slice(&packet);
+            if datagram.len() == 7 * PACKET_SIZE {
+                p.push(&datagram, i, &mut |c| chunks.push(c));
+                p.flush(i, &mut |c| chunks.push(c));
+                datagram.clear();
+            }
+        }
+        assert!(chunks.iter().enumerate().all(|(i, c)| c.seq == i as u64));
+        assert!(chunks[0].access_point);
+        let access_points = chunks.iter().filter(|c| c.access_point).count();
+        assert!((5..=7).contains(&access_points), "{access_points}");
+        for c in chunks.iter().filter(|c| c.access_point) {
+            assert_eq!(
+                c.data[1] & 0x1F,
+                0,
+                "access point chunk must start with the PAT"
+            );
+        }
+        assert_eq!(counters.snapshot().continuity_errors, 0);
+        assert!(counters.snapshot().bytes_in > 0);
+    }
+}

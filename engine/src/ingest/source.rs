@@ -1,0 +1,146 @@
+//! Source URLs: `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES`
+//! and `demo:` (the built-in generator).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Where a stream comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The built-in synthetic stream.
+    Demo,
+    /// MPEG-TS over UDP.
+    Udp(UdpSpec),
+}
+
+/// A UDP source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpSpec {
+    /// Address and port to receive on: a multicast group, or a local unicast address.
+    pub addr: SocketAddrV4,
+    /// Source-specific multicast: only datagrams from this sender.
+    pub source: Option<Ipv4Addr>,
+    /// The interface to join on, by name or by address.
+    pub iface: Option<String>,
+    /// The program to take from an MPTS.
+    pub program: Option<u16>,
+    /// SO_RCVBUF to ask for.
+    pub rcvbuf: usize,
+}
+
+/// Default receive buffer: about 4 s of a 16 Mbit/s stream.
+pub const DEFAULT_RCVBUF: usize = 8 << 20;
+
+/// Why a source URL was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The scheme is not one shardcast reads.
+    #[error("unsupported source scheme in {0:?} (expected udp:// or demo:)")]
+    Scheme(String),
+    /// The address or port does not parse.
+    #[error("bad address {0:?} (expected IPv4:port, e.g. 239.1.1.1:5000)")]
+    Address(String),
+    /// A query parameter is unknown or its value does not parse.
+    #[error("bad source parameter {0:?}")]
+    Parameter(String),
+    /// `source=` given for an address that is not multicast.
+    #[error("source-specific join needs a multicast group, not {0}")]
+    SourceWithoutGroup(Ipv4Addr),
+}
+
+impl SourceSpec {
+    /// Parse a source URL.
+    pub fn parse(url: &str) -> Result<SourceSpec, SourceError> {
+        if url == "demo:" || url == "demo" {
+            return Ok(SourceSpec::Demo);
+        }
+        let Some(rest) = url.strip_prefix("udp://") else {
+            return Err(SourceError::Scheme(url.to_owned()));
+        };
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (userinfo_source, hostport) = match authority.split_once('@') {
+            Some((src, hp)) => (Some(src), hp),
+            None => (None, authority),
+        };
+        let hostport = hostport.trim_end_matches('/');
+        let addr: SocketAddrV4 = hostport
+            .parse()
+            .map_err(|_| SourceError::Address(hostport.to_owned()))?;
+        let mut spec = UdpSpec {
+            addr,
+            source: None,
+            iface: None,
+            program: None,
+            rcvbuf: DEFAULT_RCVBUF,
+        };
+        if let Some(src) = userinfo_source {
+            spec.source = Some(
+                src.parse()
+                    .map_err(|_| SourceError::Address(src.to_owned()))?,
+            );
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || SourceError::Parameter(pair.to_owned());
+            match key {
+                "source" => spec.source = Some(value.parse().map_err(|_| bad())?),
+                "iface" if !value.is_empty() => spec.iface = Some(value.to_owned()),
+                "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
+                "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
+                _ => return Err(bad()),
+            }
+        }
+        if let Some(src) = spec.source {
+            if !addr.ip().is_multicast() {
+                return Err(SourceError::SourceWithoutGroup(*addr.ip()));
+            }
+            let _ = src;
+        }
+        Ok(SourceSpec::Udp(spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_udp_urls() {
+        let s =
+            SourceSpec::parse("udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2").unwrap();
+        let SourceSpec::Udp(u) = s else { panic!() };
+        assert_eq!(u.addr, "239.1.1.1:5000".parse().unwrap());
+        assert_eq!(u.source, Some(Ipv4Addr::new(10, 0, 0, 7)));
+        assert_eq!(u.iface.as_deref(), Some("eth1"));
+        assert_eq!(u.program, Some(2));
+        let SourceSpec::Udp(u) = SourceSpec::parse("udp://10.0.0.9@232.0.0.1:1234").unwrap() else {
+            panic!()
+        };
+        assert_eq!(u.source, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(SourceSpec::parse("demo:").unwrap(), SourceSpec::Demo);
+    }
+
+    #[test]
+    fn refuses_bad_urls_with_a_reason() {
+        assert!(matches!(
+            SourceSpec::parse("rtmp://x"),
+            Err(SourceError::Scheme(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("udp://239.1.1.1"),
+            Err(SourceError::Address(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("udp://239.1.1.1:5000?colour=red"),
+            Err(SourceError::Parameter(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("udp://239.1.1.1:5000?program=x"),
+            Err(SourceError::Parameter(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("udp://127.0.0.1:5000?source=1.2.3.4"),
+            Err(SourceError::SourceWithoutGroup(_))
+        ));
+    }
+}

@@ -1,0 +1,151 @@
+//! MPEG-TS over UDP: the socket (socket2 for the options, nix for recvmsg with the kernel's
+//! drop counter), unicast or multicast, any-source or source-specific.
+
+use super::source::UdpSpec;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+/// Largest datagram read (a jumbo frame's worth of TS, and then some).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// An open UDP ingest socket.
+#[derive(Debug)]
+pub struct UdpIngest {
+    socket: mio::net::UdpSocket,
+    buf: Vec<u8>,
+    cmsg: Vec<u8>,
+    drops_seen: u32,
+}
+
+/// What one read pass found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadPass {
+    /// Datagrams read.
+    pub datagrams: u64,
+    /// Datagrams the kernel dropped since the previous pass (socket buffer full).
+    pub kernel_drops: u64,
+}
+
+impl UdpIngest {
+    /// Open and join. Warnings worth a log line (a clamped buffer) go to `warn`.
+    pub fn open(spec: &UdpSpec, mut warn: impl FnMut(String)) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_recv_buffer_size(spec.rcvbuf)?;
+        // Linux reports twice what it granted (bookkeeping overhead included).
+        let granted = socket.recv_buffer_size()? / 2;
+        if granted < spec.rcvbuf {
+            warn(format!(
+                "receive buffer for {} clamped to {granted} bytes (asked {}): raise net.core.rmem_max",
+                spec.addr, spec.rcvbuf
+            ));
+        }
+        let group = *spec.addr.ip();
+        if group.is_multicast() {
+            // Receive this group only, not every group another socket on the host joined.
+            socket.set_multicast_all_v4(false)?;
+            socket.bind(&SocketAddrV4::new(group, spec.addr.port()).into())?;
+            let iface = resolve_interface(spec.iface.as_deref())?;
+            match spec.source {
+                Some(source) => {
+                    let addr = match iface {
+                        Interface::Address(a) => a,
+                        Interface::Index(_, a) => a,
+                        Interface::Any => Ipv4Addr::UNSPECIFIED,
+                    };
+                    socket.join_ssm_v4(&source, &group, &addr)?;
+                }
+                None => {
+                    let iface = match iface {
+                        Interface::Address(a) => InterfaceIndexOrAddress::Address(a),
+                        Interface::Index(i, _) => InterfaceIndexOrAddress::Index(i),
+                        Interface::Any => InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
+                    };
+                    socket.join_multicast_v4_n(&group, &iface)?;
+                }
+            }
+        } else {
+            socket.bind(&spec.addr.into())?;
+        }
+        setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
+        socket.set_nonblocking(true)?;
+        let std_socket: std::net::UdpSocket = socket.into();
+        Ok(Self {
+            socket: mio::net::UdpSocket::from_std(std_socket),
+            buf: vec![0; MAX_DATAGRAM],
+            cmsg: nix::cmsg_space!(u32),
+            drops_seen: 0,
+        })
+    }
+
+    /// The socket, to register with the shard's poller.
+    pub fn socket(&mut self) -> &mut mio::net::UdpSocket {
+        &mut self.socket
+    }
+
+    /// Read every datagram waiting, handing each to `datagram`.
+    pub fn read_all(&mut self, mut datagram: impl FnMut(&[u8])) -> io::Result<ReadPass> {
+        let mut pass = ReadPass::default();
+        let fd = self.socket.as_raw_fd();
+        loop {
+            let (len, drops) = {
+                let mut iov = [IoSliceMut::new(&mut self.buf)];
+                let msg = match recvmsg::<SockaddrIn>(
+                    fd,
+                    &mut iov,
+                    Some(&mut self.cmsg),
+                    MsgFlags::empty(),
+                ) {
+                    Ok(m) => m,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let mut drops = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::RxqOvfl(n) = c {
+                            drops = Some(n);
+                        }
+                    }
+                }
+                (msg.bytes, drops)
+            };
+            if let Some(total) = drops {
+                pass.kernel_drops += u64::from(total.wrapping_sub(self.drops_seen));
+                self.drops_seen = total;
+            }
+            pass.datagrams += 1;
+            datagram(&self.buf[..len]);
+        }
+        Ok(pass)
+    }
+}
+
+enum Interface {
+    Any,
+    Address(Ipv4Addr),
+    Index(u32, Ipv4Addr),
+}
+
+/// An interface given by address or by name (the name also gives its first IPv4 address,
+/// which source-specific joins need).
+fn resolve_interface(iface: Option<&str>) -> io::Result<Interface> {
+    let Some(iface) = iface else {
+        return Ok(Interface::Any);
+    };
+    if let Ok(addr) = iface.parse::<Ipv4Addr>() {
+        return Ok(Interface::Address(addr));
+    }
+    let index = nix::net::if_::if_nametoindex(iface)
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("interface {iface}: {e}")))?;
+    let addr = nix::ifaddrs::getifaddrs()
+        .map_err(io::Error::from)?
+        .filter(|a| a.interface_name == iface)
+        .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    Ok(Interface::Index(index, addr))
+}

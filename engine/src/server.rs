@@ -1,0 +1,176 @@
+//! Starting and stopping the shards.
+//!
+//! Lifecycle: load config → bind one SO_REUSEPORT listener per shard → make every shard's
+//! poller and waker → wire the fan-out queues (home shard of each stream to every other shard)
+//! → start the pinned shard threads → wait for a signal.
+//!
+//! Signals: SIGTERM stops gracefully (no new connections, viewers get what is queued, up to
+//! 2 s); SIGINT stops at once.
+
+use crate::config::Config;
+use crate::http::ConnLimits;
+use crate::shard::{Fanout, Inbox, RunState, Shard, ShardSetup, StreamInfo, QUEUE_CHUNKS, WAKER};
+use crate::stream::StreamCounters;
+use crossbeam_queue::ArrayQueue;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Run the server until a signal stops it.
+pub fn serve(config: Config) -> Result<(), String> {
+    let shards = config.cpus.len();
+    let listeners = bind_listeners(config.listen, shards)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listen);
+    let streams: Arc<Vec<StreamInfo>> = Arc::new(
+        config
+            .streams
+            .iter()
+            .map(|s| StreamInfo {
+                name: s.name.clone(),
+                counters: Arc::new(StreamCounters::default()),
+                window_ns: (s.window_s * 1e9) as u64,
+            })
+            .collect(),
+    );
+    let mut polls = Vec::new();
+    let mut wakers = Vec::new();
+    for _ in 0..shards {
+        let poll = mio::Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)
+            .map_err(|e| format!("cannot create a waker: {e}"))?;
+        polls.push(poll);
+        wakers.push(Arc::new(waker));
+    }
+    let mut inboxes: Vec<Inbox> = (0..shards).map(|_| Inbox::default()).collect();
+    let mut homes: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, s) in config.streams.iter().enumerate() {
+        let home = i % shards;
+        let mut fanout = Fanout::default();
+        for (shard, inbox) in inboxes
+            .iter_mut()
+            .enumerate()
+            .filter(|(shard, _)| *shard != home)
+        {
+            let queue = Arc::new(ArrayQueue::new(QUEUE_CHUNKS));
+            inbox.add(i, queue.clone());
+            fanout.add(queue, wakers[shard].clone());
+        }
+        homes[home].push((i, s.source.clone(), fanout));
+    }
+    let run = Arc::new(RunState::default());
+    let limits = ConnLimits {
+        header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
+        idle_timeout_ns: (config.idle_timeout_s * 1e9) as u64,
+        max_lag_bytes: config.max_lag_bytes,
+        ..ConnLimits::default()
+    };
+    let mut threads = Vec::new();
+    let parts = polls
+        .into_iter()
+        .zip(listeners)
+        .zip(inboxes)
+        .zip(homes)
+        .enumerate();
+    for (index, (((poll, listener), inbox), home)) in parts {
+        let setup = ShardSetup {
+            index,
+            cpu: config.cpus[index],
+            poll,
+            listener,
+            streams: streams.clone(),
+            inbox,
+            home,
+            limits,
+            max_connections: config.max_connections_per_shard,
+            run: run.clone(),
+        };
+        let run = run.clone();
+        let wakers = wakers.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                let result = Shard::new(setup).and_then(Shard::run);
+                if let Err(e) = &result {
+                    tracing::error!(shard = index, "shard stopped: {e}");
+                    run.stop_now();
+                    for w in &wakers {
+                        let _ = w.wake();
+                    }
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        threads.push(thread);
+    }
+    let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, "shardcast serving (io backend: epoll)");
+    wait_for_signal(&run, &wakers)?;
+    let mut failed = false;
+    for t in threads {
+        failed |= !matches!(t.join(), Ok(Ok(())));
+    }
+    tracing::info!("shardcast stopped");
+    if failed {
+        Err("a shard failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<mio::Waker>]) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let handle = signals.handle();
+    let watcher_run = run.clone();
+    let watcher_wakers: Vec<_> = wakers.to_vec();
+    // A shard that fails stops the others and must end the wait too.
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if watcher_run.stopping() {
+            for w in &watcher_wakers {
+                let _ = w.wake();
+            }
+            handle.close();
+            return;
+        }
+    });
+    if let Some(signal) = signals.forever().next() {
+        match signal {
+            SIGTERM => {
+                tracing::info!("SIGTERM: stopping gracefully");
+                run.stop_gracefully();
+            }
+            _ => {
+                tracing::info!("SIGINT: stopping now");
+                run.stop_now();
+            }
+        }
+        for w in wakers {
+            let _ = w.wake();
+        }
+    }
+    Ok(())
+}
+
+/// One listener per shard on the same address (SO_REUSEPORT); port 0 picks one port for all.
+fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}

@@ -1,0 +1,55 @@
+//! Chunks from a stream's home shard to the other shards: one bounded lock-free queue per
+//! (stream, shard), and the shard's waker. Pushing never blocks: a full queue drops the chunk
+//! for that shard (counted), whose view then resumes at the next access point.
+
+use crate::stream::{Chunk, StreamCounters};
+use crossbeam_queue::ArrayQueue;
+use std::sync::Arc;
+
+/// Chunks queued for one shard per stream.
+pub const QUEUE_CHUNKS: usize = 4096;
+
+/// The sending side of one stream: every other shard's queue and waker.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    targets: Vec<(Arc<ArrayQueue<Chunk>>, Arc<mio::Waker>)>,
+}
+
+impl Fanout {
+    /// Add a subscriber shard.
+    pub fn add(&mut self, queue: Arc<ArrayQueue<Chunk>>, waker: Arc<mio::Waker>) {
+        self.targets.push((queue, waker));
+    }
+
+    /// Hand `chunk` to every subscriber shard and wake it.
+    pub fn send(&self, chunk: &Chunk, counters: &StreamCounters) {
+        for (queue, waker) in &self.targets {
+            if queue.push(chunk.clone()).is_err() {
+                StreamCounters::add(&counters.fanout_drops, 1);
+            }
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// The receiving side of one shard: a queue per stream.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    queues: Vec<(usize, Arc<ArrayQueue<Chunk>>)>,
+}
+
+impl Inbox {
+    /// Receive stream `stream` through `queue`.
+    pub fn add(&mut self, stream: usize, queue: Arc<ArrayQueue<Chunk>>) {
+        self.queues.push((stream, queue));
+    }
+
+    /// Take every queued chunk.
+    pub fn drain(&mut self, mut chunk: impl FnMut(usize, Chunk)) {
+        for (stream, queue) in &self.queues {
+            while let Some(c) = queue.pop() {
+                chunk(*stream, c);
+            }
+        }
+    }
+}

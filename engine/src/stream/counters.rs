@@ -1,0 +1,75 @@
+//! Per-stream counters shared by the shards (relaxed atomics: statistics, not coordination).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of one stream, updated by its home shard (ingest) and by every shard (viewers).
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Datagrams (or reads) received by ingest.
+    pub datagrams: AtomicU64,
+    /// Bytes received by ingest.
+    pub bytes_in: AtomicU64,
+    /// Transport packets published.
+    pub packets_out: AtomicU64,
+    /// Continuity gaps seen in the source.
+    pub continuity_errors: AtomicU64,
+    /// Unreadable or flagged packets dropped.
+    pub malformed_packets: AtomicU64,
+    /// Bytes skipped while looking for packet sync.
+    pub sync_skipped_bytes: AtomicU64,
+    /// Datagrams the kernel dropped because the socket buffer was full (SO_RXQ_OVFL).
+    pub kernel_drops: AtomicU64,
+    /// Chunks a subscriber shard missed because its queue was full.
+    pub fanout_drops: AtomicU64,
+    /// Viewers connected now, all protocols.
+    pub viewers: AtomicU64,
+    /// Viewers moved to a newer keyframe because they fell behind.
+    pub lag_skips: AtomicU64,
+    /// Viewers closed because they kept falling behind.
+    pub lag_closes: AtomicU64,
+    /// Bytes sent to viewers.
+    pub bytes_out: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct StreamCountersSnapshot {
+    pub datagrams: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub continuity_errors: u64,
+    pub malformed_packets: u64,
+    pub sync_skipped_bytes: u64,
+    pub kernel_drops: u64,
+    pub fanout_drops: u64,
+    pub viewers: u64,
+    pub lag_skips: u64,
+    pub lag_closes: u64,
+    pub bytes_out: u64,
+}
+
+impl StreamCounters {
+    /// Add `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Read every counter.
+    pub fn snapshot(&self) -> StreamCountersSnapshot {
+        StreamCountersSnapshot {
+            datagrams: self.datagrams.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            packets_out: self.packets_out.load(Relaxed),
+            continuity_errors: self.continuity_errors.load(Relaxed),
+            malformed_packets: self.malformed_packets.load(Relaxed),
+            sync_skipped_bytes: self.sync_skipped_bytes.load(Relaxed),
+            kernel_drops: self.kernel_drops.load(Relaxed),
+            fanout_drops: self.fanout_drops.load(Relaxed),
+            viewers: self.viewers.load(Relaxed),
+            lag_skips: self.lag_skips.load(Relaxed),
+            lag_closes: self.lag_closes.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Stream buffers: what ingest publishes and every shard reads.
+//!
+//! ```text
+//!  home shard: ingest ─ Chunk ─┬─ its own StreamView
+//!                              └─ ArrayQueue per other shard + wake ─► that shard's StreamView
+//! ```
+//!
+//! A [`Chunk`] is a run of whole transport packets in an immutable refcounted buffer
+//! (`bytes::Bytes`): cloning it for another shard or another viewer copies nothing. Chunks are
+//! published through one lock-free queue per subscriber shard (the push is the release store);
+//! each shard keeps its own [`StreamView`] of recent chunks, which only that shard touches, so
+//! readers never take a lock. A shard whose queue is full misses chunks: its view notices the
+//! gap in sequence numbers and its viewers resume at the next access point. Ingest never waits.
+//!
+//! What it does not do: HLS segments and playlists (the HLS issue), or decide who may watch.
+
+mod counters;
+
+pub use counters::StreamCounters;
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// A run of whole transport packets as published by ingest.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Sequence number; consecutive chunks of a stream have consecutive numbers.
+    pub seq: u64,
+    /// Whole 188-byte packets.
+    pub data: Bytes,
+    /// It begins with PAT, PMT and a keyframe: a viewer may start here.
+    pub access_point: bool,
+    /// Wall clock (UNIX ns) at which ingest received the last datagram of the chunk.
+    pub received_ns: u64,
+}
+
+/// One shard's view of a stream: the recent chunks, oldest first, within a time window, and
+/// always back to the newest access point.
+#[derive(Debug)]
+pub struct StreamView {
+    chunks: VecDeque<Chunk>,
+    window_ns: u64,
+    bytes: usize,
+    /// A chunk was missed since the last access point: viewers must wait for the next one.
+    gap_since_access_point: bool,
+}
+
+impl StreamView {
+    /// An empty view keeping `window_ns` of chunks.
+    pub fn new(window_ns: u64) -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            window_ns,
+            bytes: 0,
+            gap_since_access_point: false,
+        }
+    }
+
+    /// Add the next chunk. Returns false when chunks were missed before it (a gap).
+    pub fn push(&mut self, chunk: Chunk) -> bool {
+        let continuous = self
+            .chunks
+            .back()
+            .is_none_or(|last| last.seq + 1 == chunk.seq);
+        if !continuous {
+            // Chunks before the gap cannot be joined to what follows: start over.
+            self.chunks.clear();
+            self.bytes = 0;
+        }
+        if chunk.access_point {
+            self.gap_since_access_point = false;
+        } else if !continuous {
+            self.gap_since_access_point = true;
+        }
+        self.bytes += chunk.data.len();
+        let newest = chunk.received_ns;
+        self.chunks.push_back(chunk);
+        self.evict(newest);
+        continuous
+    }
+
+    fn evict(&mut self, newest_ns: u64) {
+        let keep_from = self.newest_access_point();
+        while let Some(front) = self.chunks.front() {
+            let old = newest_ns.saturating_sub(front.received_ns) > self.window_ns;
+            if !old || keep_from.is_some_and(|seq| front.seq >= seq) {
+                break;
+            }
+            self.bytes -= front.data.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The sequence number the next chunk will have (0 before the first).
+    pub fn next_seq(&self) -> u64 {
+        self.chunks.back().map_or(0, |c| c.seq + 1)
+    }
+
+    /// The chunk numbered `seq`, if still held.
+    pub fn get(&self, seq: u64) -> Option<&Chunk> {
+        let first = self.chunks.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.chunks.get(index)
+    }
+
+    /// The newest chunk a viewer may start at.
+    pub fn newest_access_point(&self) -> Option<u64> {
+        if self.gap_since_access_point {
+            return None;
+        }
+        self.chunks
+            .iter()
+            .rev()
+            .find(|c| c.access_point)
+            .map(|c| c.seq)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Chunks held.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether no chunk is held.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(seq: u64, access_point: bool, at_s: u64) -> Chunk {
+        Chunk {
+            seq,
+            data: Bytes::from(vec![0x47; 188]),
+            access_point,
+            received_ns: at_s * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn keeps_the_window_and_the_newest_access_point() {
+        let mut v = StreamView::new(5_000_000_000);
+        assert_eq!(v.newest_access_point(), None);
+        assert!(v.push(chunk(0, true, 0)));
+        for s in 1..20 {
+            assert!(v.push(chunk(s, false, s)));
+        }
+        // Nothing after chunk 0 is an access point, so the window cannot drop it.
+        assert_eq!(v.len(), 20);
+        assert!(v.push(chunk(20, true, 20)));
+        // Now the window (5 s) applies: 15..=20 stay.
+        assert_eq!(v.get(14).map(|c| c.seq), None);
+        assert_eq!(v.get(15).map(|c| c.seq), Some(15));
+        assert_eq!(v.newest_access_point(), Some(20));
+        assert_eq!(v.next_seq(), 21);
+        assert_eq!(v.bytes(), 6 * 188);
+    }
+
+    #[test]
+    fn a_gap_hides_the_access_point_until_the_next_one() {
+        let mut v = StreamView::new(10_000_000_000);
+        v.push(chunk(0, true, 0));
+        v.push(chunk(1, false, 0));
+        assert!(!v.push(chunk(5, false, 1)));
+        assert_eq!(v.newest_access_point(), None);
+        assert_eq!(v.get(1).map(|c| c.seq), None);
+        v.push(chunk(6, true, 1));
+        assert_eq!(v.newest_access_point(), Some(6));
+    }
+}

@@ -1,0 +1,105 @@
+//! `shardcast serve` end to end: the real binary, real sockets, ffmpeg and ffprobe as clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn serves_the_demo_stream_with_no_configuration() {
+    let server = Server::start(&[]);
+    let url = server.url("/demo.ts");
+    let (ok, probe) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    );
+    assert!(ok, "{probe}");
+    assert!(
+        probe.contains("h264,256,144") && probe.contains("aac"),
+        "{probe}"
+    );
+    let (ok, decode) = run(
+        "ffmpeg",
+        &[
+            "-nostdin", "-v", "error", "-i", &url, "-t", "4", "-f", "null", "-",
+        ],
+    );
+    assert!(ok && decode.trim().is_empty(), "ffmpeg said: {decode}");
+    let body = capture(server.addr, "/demo.ts", 2.5);
+    // Null packets are padding and are not carried; count pictures instead: the viewer starts
+    // at the newest keyframe (at most 1 s back) and then gets 25 frames a second.
+    let pictures = pictures(&body);
+    assert!(
+        (60..=95).contains(&pictures),
+        "{pictures} pictures in 2.5 s"
+    );
+    assert_eq!(continuity_breaks(&body), vec![]);
+    assert!(
+        first_picture_is_keyframe(&body),
+        "a joining viewer must start at a keyframe"
+    );
+    // The PAT comes first.
+    assert_eq!(u16::from(body[1] & 0x1F) << 8 | u16::from(body[2]), 0);
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("SIGTERM: stopping gracefully") && log.contains("shardcast stopped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn answers_bad_requests_with_the_right_status() {
+    let server = Server::start(&[]);
+    let ask = |req: &str| {
+        String::from_utf8_lossy(&raw_get(server.addr, req, Duration::from_millis(600))).to_string()
+    };
+    assert!(ask("GET /nope.ts HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(ask("DELETE /demo.ts HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(ask("POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody").starts_with("HTTP/1.1 413"));
+    assert!(ask("GET / HTTP/1.1\r\nX: \u{1}\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
+    assert!(ask(&big).starts_with("HTTP/1.1 431"));
+    let head = ask("HEAD /demo.ts HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
+    // Two pipelined requests on one connection, answered in order.
+    let two = ask("GET /nope HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let statuses: Vec<&str> = two.lines().filter(|l| l.starts_with("HTTP/1.1")).collect();
+    assert_eq!(
+        statuses,
+        vec!["HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK"],
+        "{two}"
+    );
+    let (status, _) = server.stop(Signal::SIGINT);
+    assert!(status.success());
+}
+
+#[test]
+fn refuses_a_bad_configuration_with_the_line_and_the_reason() {
+    let path = std::env::temp_dir().join(format!("shardcast-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1\"\n").unwrap();
+    let (ok, text) = run(
+        env!("CARGO_BIN_EXE_shardcast"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    std::fs::remove_file(&path).ok();
+    assert!(!ok);
+    assert!(
+        text.contains("line 6") && text.contains("bad address"),
+        "{text}"
+    );
+}

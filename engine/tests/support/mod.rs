@@ -1,0 +1,195 @@
+//! Helpers for the end-to-end tests: start the real binary, capture, probe, clean up.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `shardcast serve`, stopped (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Start with `args` after `serve`, on a free port, and wait until it accepts.
+    pub fn start(args: &[&str]) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "shardcast did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Send a signal and wait for the exit; returns the exit status and everything logged.
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) -> (std::process::ExitStatus, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut log = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut log)
+                    .unwrap();
+                return (status, log);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shardcast did not stop after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP exchange: the whole response (head and body) read for at most `for_how_long`.
+pub fn raw_get(addr: SocketAddr, request: &str, for_how_long: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + for_how_long;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    out
+}
+
+/// The body of a progressive stream captured for `seconds`, cut to whole packets.
+pub fn capture(addr: SocketAddr, path: &str, seconds: f64) -> Vec<u8> {
+    let raw = raw_get(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
+        Duration::from_secs_f64(seconds),
+    );
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: video/mp2t"), "{head}");
+    let body = &raw[end..];
+    body[..body.len() / 188 * 188].to_vec()
+}
+
+/// Run a tool; returns (success, stdout + stderr).
+pub fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} must be installed (the test command installs it): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Continuity breaks in raw packets: (pid, packet index).
+pub fn continuity_breaks(data: &[u8]) -> Vec<(u16, usize)> {
+    let mut last: Vec<Option<u8>> = vec![None; 0x2000];
+    let mut breaks = Vec::new();
+    for (i, p) in data.chunks_exact(188).enumerate() {
+        assert_eq!(p[0], 0x47, "packet {i} is not aligned");
+        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        if pid == 0x1FFF {
+            continue;
+        }
+        let cc = p[3] & 0x0F;
+        if let Some(prev) = last[usize::from(pid)] {
+            let expected = if p[3] & 0x10 != 0 {
+                (prev + 1) & 0x0F
+            } else {
+                prev
+            };
+            if cc != expected {
+                breaks.push((pid, i));
+            }
+        }
+        last[usize::from(pid)] = Some(cc);
+    }
+    breaks
+}
+
+/// Whether the first picture in `data` is a keyframe (and there is one).
+pub fn first_picture_is_keyframe(data: &[u8]) -> bool {
+    use shardcast_protocols::ts::{DemuxConfig, DemuxEvent, Demuxer};
+    let mut d = Demuxer::new(DemuxConfig::default());
+    let mut first = None;
+    d.push(data, |e| {
+        if let DemuxEvent::Picture { keyframe, .. } = e {
+            first.get_or_insert(keyframe);
+        }
+    });
+    first == Some(true)
+}
+
+/// Pictures in `data`.
+pub fn pictures(data: &[u8]) -> usize {
+    use shardcast_protocols::ts::{DemuxConfig, DemuxEvent, Demuxer};
+    let mut d = Demuxer::new(DemuxConfig::default());
+    let mut n = 0;
+    d.push(data, |e| {
+        if let DemuxEvent::Picture { .. } = e {
+            n += 1;
+        }
+    });
+    n
+}
