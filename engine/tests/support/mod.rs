@@ -125,9 +125,11 @@ pub fn capture(addr: SocketAddr, path: &str, seconds: f64) -> Vec<u8> {
     body[..body.len() / 188 * 188].to_vec()
 }
 
-/// Run a tool; returns (success, stdout + stderr).
+/// Run a tool (killed after 120 s, so a test can never hang on it); returns
+/// (success, stdout + stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program)
+    let out = Command::new("timeout")
+        .args(["-k", "5", "120", program])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -192,4 +194,14 @@ pub fn pictures(data: &[u8]) -> usize {
         }
     });
     n
+}
+
+/// A child process killed when the guard drops (declare it after anything it depends on).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
