@@ -91,7 +91,9 @@ impl MediaPlaylist {
     pub fn required_target_duration(&self) -> u64 {
         self.segments
             .iter()
-            .map(|s| (s.duration.as_millis() as u64 + 500) / 1000)
+            .map(|s| {
+                u64::try_from(s.duration.as_millis().saturating_add(500) / 1000).unwrap_or(u64::MAX)
+            })
             .max()
             .unwrap_or(0)
             .max(1)

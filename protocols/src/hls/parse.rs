@@ -551,7 +551,7 @@ fn variant(list: &str) -> Result<VariantStream, PlaylistErrorKind> {
             }
             "FRAME-RATE" => {
                 let d = seconds(value, TAG)?;
-                let millis = d.as_secs() * 1000 + u64::from(d.subsec_millis());
+                let millis = d.as_millis();
                 v.frame_rate_millis = Some(u32::try_from(millis).map_err(|_| bad(TAG))?);
             }
             "AUDIO" => v.audio = Some(value.to_owned()),

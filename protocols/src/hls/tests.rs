@@ -85,6 +85,30 @@ fn errors_name_the_line() {
 }
 
 #[test]
+fn huge_values_are_refused_not_overflowed() {
+    // Found by the playlist_parse fuzz target: a frame rate of 2^64 seconds.
+    let e = parse(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,FRAME-RATE=18446744073709551615.5\nx\n")
+        .unwrap_err();
+    assert_eq!(
+        (e.line, e.kind),
+        (
+            2,
+            PlaylistErrorKind::BadValue {
+                tag: "EXT-X-STREAM-INF"
+            }
+        )
+    );
+    let p = MediaPlaylist {
+        segments: vec![MediaSegment {
+            duration: Duration::MAX,
+            ..MediaSegment::default()
+        }],
+        ..MediaPlaylist::default()
+    };
+    assert!(p.required_target_duration() > 1 << 60);
+}
+
+#[test]
 fn writes_a_multivariant_playlist() {
     let m = MultivariantPlaylist {
         version: 3,
