@@ -1,7 +1,6 @@
-//! `shardcast-bench`: the load generator and benchmark driver of shardcast.
-//!
-//! Today it writes the protocols crate's synthetic test stream (`generate`); the ingest sender,
-//! the HTTP-TS and HLS viewers and the side-by-side runs arrive with the bench issue.
+//! `shardcast-bench`: the load generator and benchmark driver of shardcast (see the library
+//! docs): `generate` writes the synthetic stream, `ingest` sends it over UDP, `ts` runs
+//! HTTP-TS viewers and reports throughput, gaps, latency and server CPU.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -29,6 +28,51 @@ struct Cli {
 enum Command {
     /// Write the synthetic test stream (H.264 + AAC, constant mux rate) to a file or stdout.
     Generate(GenerateArgs),
+    /// Send the synthetic stream over UDP, paced, with wall-clock stamps written at send.
+    Ingest(IngestArgs),
+    /// Run N progressive HTTP-TS viewers and report what they saw.
+    Ts(TsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct IngestArgs {
+    /// Destination, unicast or multicast (e.g. 239.1.1.1:5000).
+    #[arg(long)]
+    to: std::net::SocketAddr,
+    /// Local address to send from.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    from: std::net::SocketAddr,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Mux rate in bit/s.
+    #[arg(long, default_value_t = 2_000_000)]
+    bitrate: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct TsArgs {
+    /// Stream URL, http://IP:PORT/PATH.
+    #[arg(long)]
+    url: String,
+    /// Viewers.
+    #[arg(long, default_value_t = 100)]
+    viewers: usize,
+    /// Seconds over which viewers connect.
+    #[arg(long, default_value_t = 2.0)]
+    ramp: f64,
+    /// Seconds after the ramp before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// The server's pid, to account its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON line at the end instead of the summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +107,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(&args),
+        Command::Ingest(args) => ingest(&args),
+        Command::Ts(args) => ts(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,4 +147,59 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
     }
     out.flush()
         .map_err(|e| format!("when writing the stream: {e}"))
+}
+
+fn ingest(args: &IngestArgs) -> Result<(), String> {
+    let plan = shardcast_bench::ingest::IngestPlan {
+        to: args.to,
+        from: args.from,
+        duration: std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
+        generator: GeneratorConfig {
+            bitrate: args.bitrate,
+            ..GeneratorConfig::default()
+        },
+    };
+    let sent = shardcast_bench::ingest::run(&plan)
+        .map_err(|e| format!("when sending to {}: {e}", args.to))?;
+    eprintln!("sent {sent} datagrams to {}", args.to);
+    Ok(())
+}
+
+fn ts(args: &TsArgs) -> Result<(), String> {
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .ok_or("--url must start with http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = host
+        .parse()
+        .map_err(|_| format!("--url host {host:?} must be IP:PORT"))?;
+    let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let load = shardcast_bench::ts::TsLoad {
+        addr,
+        path: format!("/{path}"),
+        viewers: args.viewers,
+        ramp: secs(args.ramp),
+        settle: secs(args.settle),
+        measure: secs(args.seconds),
+        server_pid: args.server_pid,
+        progress: !args.json,
+    };
+    let r = shardcast_bench::ts::run(&load)
+        .map_err(|e| format!("when running viewers against {addr}: {e}"))?;
+    if args.json {
+        let q = |p: f64| r.latency_us.value_at_quantile(p);
+        println!(
+            "{{\"viewers\":{},\"connected\":{},\"disconnected\":{},\"gaps\":{},\"viewers_with_gaps\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
+            r.viewers, r.connected, r.disconnected, r.gaps, r.viewers_with_gaps, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
+            q(0.5), q(0.99), q(0.999), r.latency_us.max(), r.latency_us.len(),
+            r.server_cpu.map_or("null".into(), |c| format!("{:.3}", c.as_secs_f64())),
+            r.server_ms_per_viewer_second().map_or("null".into(), |v| format!("{v:.5}")),
+            r.server_rss.map_or("null".into(), |v| v.to_string()),
+            r.client_cpu.as_secs_f64()
+        );
+    } else {
+        print!("{}", r.summary());
+    }
+    Ok(())
 }

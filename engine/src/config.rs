@@ -8,6 +8,8 @@
 //! header_timeout = 10             # seconds to send a request head
 //! idle_timeout = 30               # seconds without progress before a connection is closed
 //! max_lag = 4194304               # bytes a viewer may fall behind before it skips
+//! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
+//! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
 //!
 //! [[stream]]
 //! name = "cam1"
@@ -38,6 +40,10 @@ pub struct Config {
     pub idle_timeout_s: f64,
     /// Bytes a viewer may fall behind before it skips to the newest keyframe.
     pub max_lag_bytes: usize,
+    /// Milliseconds new data may wait before viewers are written to (0: at once).
+    pub flush_interval_ms: f64,
+    /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
+    pub send_buffer: usize,
     /// The streams.
     pub streams: Vec<StreamConfig>,
 }
@@ -86,6 +92,10 @@ struct ServerSection {
     idle_timeout: f64,
     #[serde(default = "default_max_lag")]
     max_lag: usize,
+    #[serde(default = "default_flush_interval")]
+    flush_interval: f64,
+    #[serde(default)]
+    send_buffer: usize,
 }
 
 impl Default for ServerSection {
@@ -97,6 +107,8 @@ impl Default for ServerSection {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             max_lag: default_max_lag(),
+            flush_interval: default_flush_interval(),
+            send_buffer: 0,
         }
     }
 }
@@ -124,6 +136,9 @@ fn default_idle_timeout() -> f64 {
 }
 fn default_max_lag() -> usize {
     4 << 20
+}
+fn default_flush_interval() -> f64 {
+    20.0
 }
 fn default_window() -> f64 {
     10.0
@@ -205,6 +220,12 @@ impl Config {
                 });
             }
         }
+        if !(0.0..=1000.0).contains(&s.flush_interval) {
+            return Err(ConfigError {
+                line: None,
+                message: "flush_interval must be 0 to 1000 ms".into(),
+            });
+        }
         let mut streams: Vec<StreamConfig> = Vec::new();
         for spanned in file.streams {
             let span = spanned.span();
@@ -247,6 +268,8 @@ impl Config {
             header_timeout_s: s.header_timeout,
             idle_timeout_s: s.idle_timeout,
             max_lag_bytes: s.max_lag,
+            flush_interval_ms: s.flush_interval,
+            send_buffer: s.send_buffer,
             streams,
         })
     }

@@ -88,6 +88,8 @@ pub fn serve(config: Config) -> Result<(), String> {
             limits,
             max_connections: config.max_connections_per_shard,
             run: run.clone(),
+            flush_interval: std::time::Duration::from_secs_f64(config.flush_interval_ms / 1000.0),
+            send_buffer: config.send_buffer,
         };
         let run = run.clone();
         let wakers = wakers.clone();

@@ -33,6 +33,8 @@ const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 const INGEST_BASE: usize = 2;
 const CONN_BASE: usize = 1 << 20;
+/// The demo source produces what is due at most this often.
+const DEMO_TICK: Duration = Duration::from_millis(10);
 
 /// Whether the server runs, stops gracefully, or stops now.
 #[derive(Debug, Default)]
@@ -102,6 +104,10 @@ pub struct ShardSetup {
     pub max_connections: usize,
     /// Stop flag.
     pub run: Arc<RunState>,
+    /// Viewers of a stream are written to at most this often (new data waits up to this long).
+    pub flush_interval: Duration,
+    /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
+    pub send_buffer: usize,
 }
 
 struct StreamsRouter<'a>(&'a [StreamInfo]);
@@ -163,7 +169,10 @@ pub struct Shard {
     run: Arc<RunState>,
     started: Instant,
     read_buf: Vec<u8>,
-    dirty: Vec<bool>,
+    /// Per stream: since when viewers have data they were not yet fed.
+    pending_since: Vec<Option<Instant>>,
+    flush_interval: Duration,
+    send_buffer: usize,
 }
 
 impl Shard {
@@ -240,7 +249,9 @@ impl Shard {
             run: setup.run,
             started: Instant::now(),
             read_buf: vec![0; 16 * 1024],
-            dirty: vec![false; n],
+            pending_since: vec![None; n],
+            flush_interval: setup.flush_interval,
+            send_buffer: setup.send_buffer,
         })
     }
 
@@ -270,7 +281,7 @@ impl Shard {
             }
             self.demo_tick();
             self.take_inbox();
-            self.feed_dirty();
+            self.feed_due();
             if Instant::now() >= next_sweep {
                 self.sweep_timeouts();
                 next_sweep = Instant::now() + Duration::from_millis(250);
@@ -298,23 +309,24 @@ impl Shard {
     }
 
     fn next_timer(&self) -> Duration {
-        let now = self.now_ns();
-        self.homes
-            .iter()
-            .filter_map(|h| match &h.source {
-                Some(Source::Demo { source, started }) => {
-                    let elapsed = started.elapsed().as_nanos() as u64;
-                    Some(Duration::from_nanos(
-                        source.next_due_ns().saturating_sub(elapsed).max(1_000_000),
-                    ))
-                }
-                _ => None,
-            })
+        let demo = self.homes.iter().filter_map(|h| match &h.source {
+            Some(Source::Demo { source, started }) => {
+                let due = Duration::from_nanos(source.next_due_ns()) + DEMO_TICK;
+                Some(
+                    due.saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1)),
+                )
+            }
+            _ => None,
+        });
+        let flush = self.pending_since.iter().flatten().map(|since| {
+            self.flush_interval
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_micros(100))
+        });
+        demo.chain(flush)
             .min()
             .unwrap_or(Duration::from_millis(100))
-            .min(Duration::from_nanos(
-                250_000_000u64.saturating_sub(now % 250_000_000).max(1),
-            ))
     }
 
     fn accept(&mut self) {
@@ -333,6 +345,9 @@ impl Shard {
                 continue;
             }
             let _ = socket.set_nodelay(true);
+            if self.send_buffer > 0 {
+                let _ = socket2::SockRef::from(&socket).set_send_buffer_size(self.send_buffer);
+            }
             let entry = self.clients.vacant_entry();
             let key = entry.key();
             if let Err(e) = self.poll.registry().register(
@@ -483,7 +498,8 @@ impl Shard {
                 continue;
             };
             let elapsed = started.elapsed().as_nanos() as u64;
-            if source.next_due_ns() > elapsed {
+            // Produce in batches of DEMO_TICK, like a source sending a datagram at a time.
+            if source.next_due_ns() + DEMO_TICK.as_nanos() as u64 > elapsed {
                 continue;
             }
             let now = sys::unix_ns();
@@ -507,29 +523,34 @@ impl Shard {
         StreamCounters::add(&counters.packets_out, (chunk.data.len() / 188) as u64);
         h.fanout.send(&chunk, counters);
         self.views[stream].push(chunk);
-        self.dirty[stream] = true;
+        self.pending_since[stream].get_or_insert_with(Instant::now);
     }
 
     fn take_inbox(&mut self) {
         let Self {
             inbox,
             views,
-            dirty,
+            pending_since,
             ..
         } = self;
         inbox.drain(|stream, chunk| {
             if let Some(view) = views.get_mut(stream) {
                 view.push(chunk);
-                dirty[stream] = true;
+                pending_since[stream].get_or_insert_with(Instant::now);
             }
         });
     }
 
-    fn feed_dirty(&mut self) {
+    /// Feed the viewers of every stream whose oldest unfed data has waited `flush_interval`
+    /// (one larger write per viewer instead of one per chunk).
+    fn feed_due(&mut self) {
         let now = self.now_ns();
-        for stream in 0..self.dirty.len() {
-            if !std::mem::take(&mut self.dirty[stream]) {
-                continue;
+        for stream in 0..self.pending_since.len() {
+            match self.pending_since[stream] {
+                Some(since) if since.elapsed() >= self.flush_interval => {
+                    self.pending_since[stream] = None;
+                }
+                _ => continue,
             }
             let keys = self.viewers[stream].clone();
             for key in keys {

@@ -205,3 +205,11 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `data` cut before the last PES start on `video_pid`: a capture of whole frames only.
+pub fn whole_frames(data: &[u8], video_pid: u16) -> &[u8] {
+    let last_start = data.chunks_exact(188).rposition(|p| {
+        p[1] & 0x40 != 0 && (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == video_pid
+    });
+    &data[..last_start.map_or(0, |i| i * 188)]
+}

@@ -1,0 +1,371 @@
+//! `ts`: many progressive HTTP-TS viewers on one thread.
+//!
+//! Each viewer sends one GET, then reads the stream for the whole run and checks it as it
+//! goes: packet alignment, continuity counters per PID (a gap means it lost data or was
+//! skipped), and the wall-clock stamps the generator put in each frame, which give the
+//! ingest-to-viewer latency. Figures count only the measured window, after the ramp-up.
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use shardcast_protocols::generator::read_stamp;
+use shardcast_protocols::ts::PACKET_SIZE;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The load to apply.
+#[derive(Clone, Debug)]
+pub struct TsLoad {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Path of the stream, e.g. `/demo.ts`.
+    pub path: String,
+    /// Viewers.
+    pub viewers: usize,
+    /// Time over which the viewers connect.
+    pub ramp: Duration,
+    /// Time after the ramp before measuring starts.
+    pub settle: Duration,
+    /// Length of the measured window.
+    pub measure: Duration,
+    /// The server's process id, to account its CPU and memory over the window.
+    pub server_pid: Option<u32>,
+    /// Print a progress line every second.
+    pub progress: bool,
+}
+
+/// What the viewers saw.
+#[derive(Debug)]
+pub struct TsReport {
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// Viewers whose response head said 200.
+    pub connected: usize,
+    /// Viewers whose connection ended or failed before the end.
+    pub disconnected: usize,
+    /// Viewers that saw at least one continuity gap in the window.
+    pub viewers_with_gaps: usize,
+    /// Continuity gaps in the window, all viewers.
+    pub gaps: u64,
+    /// Bytes received in the window, all viewers.
+    pub bytes: u64,
+    /// The fewest bytes one viewer received in the window.
+    pub min_viewer_bytes: u64,
+    /// Latency from the stamp to arrival at the viewer, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Length of the window.
+    pub window: Duration,
+    /// Server CPU over the window (utime + stime, all threads).
+    pub server_cpu: Option<Duration>,
+    /// Server resident memory at the end of the window.
+    pub server_rss: Option<u64>,
+    /// This process's CPU over the window.
+    pub client_cpu: Duration,
+}
+
+impl TsReport {
+    /// Server CPU milliseconds per viewer-second.
+    pub fn server_ms_per_viewer_second(&self) -> Option<f64> {
+        let viewer_seconds = self.connected as f64 * self.window.as_secs_f64();
+        self.server_cpu
+            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+    }
+
+    /// Aggregate throughput in Gbit/s over the window.
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// The human summary.
+    pub fn summary(&self) -> String {
+        let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let mut s = format!(
+            "viewers {}/{} connected, {} disconnected, {} with gaps ({} gaps)\n\
+             window {:.1} s: {:.3} Gbit/s, fewest bytes for one viewer {}\n\
+             latency ms (stamp to viewer, {} samples): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+            self.connected,
+            self.viewers,
+            self.disconnected,
+            self.viewers_with_gaps,
+            self.gaps,
+            self.window.as_secs_f64(),
+            self.gbit_per_s(),
+            self.min_viewer_bytes,
+            self.latency_us.len(),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            self.latency_us.max() as f64 / 1000.0
+        );
+        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_ms_per_viewer_second()) {
+            s.push_str(&format!(
+                "server cpu {:.2} s ({:.4} ms per viewer-second), rss {:.1} MiB; client cpu {:.2} s\n",
+                cpu.as_secs_f64(),
+                per,
+                self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
+                self.client_cpu.as_secs_f64()
+            ));
+        }
+        s
+    }
+}
+
+struct Viewer {
+    socket: Option<TcpStream>,
+    sent_request: bool,
+    head: Vec<u8>,
+    in_body: bool,
+    ok: bool,
+    carry: Vec<u8>,
+    counters: Vec<(u16, u8)>,
+    bytes: u64,
+    bytes_at_window: u64,
+    gaps_in_window: u64,
+    gone: bool,
+}
+
+/// Run the load; blocks for ramp + settle + measure.
+pub fn run(load: &TsLoad) -> io::Result<TsReport> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(4096);
+    let mut viewers: Vec<Viewer> = Vec::with_capacity(load.viewers);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardcast-bench\r\n\r\n",
+        load.path, load.addr
+    );
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let start = Instant::now();
+    let window_start = start + load.ramp + load.settle;
+    let end = window_start + load.measure;
+    let mut in_window = false;
+    let mut cpu_at_window = (None, Duration::ZERO);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut next_progress = start + Duration::from_secs(1);
+    let mut last_bytes = 0u64;
+    while Instant::now() < end {
+        // Connect the viewers due by now.
+        let due = if load.ramp.is_zero() {
+            load.viewers
+        } else {
+            ((start.elapsed().as_secs_f64() / load.ramp.as_secs_f64()) * load.viewers as f64).ceil()
+                as usize
+        };
+        while viewers.len() < due.min(load.viewers) {
+            let mut socket = TcpStream::connect(load.addr)?;
+            let token = Token(viewers.len());
+            poll.registry().register(
+                &mut socket,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            viewers.push(Viewer {
+                socket: Some(socket),
+                sent_request: false,
+                head: Vec::new(),
+                in_body: false,
+                ok: false,
+                carry: Vec::with_capacity(PACKET_SIZE),
+                counters: Vec::new(),
+                bytes: 0,
+                bytes_at_window: 0,
+                gaps_in_window: 0,
+                gone: false,
+            });
+        }
+        if !in_window && Instant::now() >= window_start {
+            in_window = true;
+            for v in &mut viewers {
+                v.bytes_at_window = v.bytes;
+            }
+            cpu_at_window = (
+                load.server_pid
+                    .map(|p| crate::cpu::cpu_time(Some(p)))
+                    .transpose()?,
+                crate::cpu::cpu_time(None)?,
+            );
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        let now_unix = unix_ns();
+        for event in events.iter() {
+            let Some(v) = viewers.get_mut(event.token().0) else {
+                continue;
+            };
+            service(v, &request, &mut buf, in_window, now_unix, &mut latency);
+        }
+        if load.progress && Instant::now() >= next_progress {
+            let total: u64 = viewers.iter().map(|v| v.bytes).sum();
+            let live = viewers.iter().filter(|v| v.ok && !v.gone).count();
+            eprintln!(
+                "  {:>5.1} s  viewers {live:>6}  {:.3} Gbit/s",
+                start.elapsed().as_secs_f64(),
+                (total - last_bytes) as f64 * 8.0 / 1e9
+            );
+            last_bytes = total;
+            next_progress += Duration::from_secs(1);
+        }
+    }
+    let server_cpu_end = load
+        .server_pid
+        .map(|p| crate::cpu::cpu_time(Some(p)))
+        .transpose()?;
+    let client_cpu = crate::cpu::cpu_time(None)? - cpu_at_window.1;
+    let server_cpu = match (cpu_at_window.0, server_cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let window_bytes: Vec<u64> = viewers
+        .iter()
+        .map(|v| v.bytes - v.bytes_at_window)
+        .collect();
+    Ok(TsReport {
+        viewers: load.viewers,
+        connected: viewers.iter().filter(|v| v.ok).count(),
+        disconnected: viewers.iter().filter(|v| v.gone).count(),
+        viewers_with_gaps: viewers.iter().filter(|v| v.gaps_in_window > 0).count(),
+        gaps: viewers.iter().map(|v| v.gaps_in_window).sum(),
+        bytes: window_bytes.iter().sum(),
+        min_viewer_bytes: window_bytes.iter().copied().min().unwrap_or(0),
+        latency_us: latency,
+        window: load.measure,
+        server_cpu,
+        server_rss: load
+            .server_pid
+            .and_then(|p| crate::cpu::rss_bytes(Some(p)).ok()),
+        client_cpu,
+    })
+}
+
+fn service(
+    v: &mut Viewer,
+    request: &str,
+    buf: &mut [u8],
+    in_window: bool,
+    now_unix: u64,
+    latency: &mut Histogram<u64>,
+) {
+    let Some(mut socket) = v.socket.take() else {
+        return;
+    };
+    if read_and_check(v, &mut socket, request, buf, in_window, now_unix, latency) {
+        v.socket = Some(socket);
+    } else {
+        v.gone = true;
+    }
+}
+
+/// Returns false when the viewer's connection is over.
+fn read_and_check(
+    v: &mut Viewer,
+    socket: &mut TcpStream,
+    request: &str,
+    buf: &mut [u8],
+    in_window: bool,
+    now_unix: u64,
+    latency: &mut Histogram<u64>,
+) -> bool {
+    if !v.sent_request {
+        match socket.write(request.as_bytes()) {
+            Ok(n) if n == request.len() => v.sent_request = true,
+            Ok(_) => return false,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::NotConnected =>
+            {
+                return true
+            }
+            Err(_) => return false,
+        }
+    }
+    loop {
+        let n = match socket.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        let data = &buf[..n];
+        if v.in_body {
+            packets(v, data, in_window, now_unix, latency);
+            continue;
+        }
+        v.head.extend_from_slice(data);
+        let Some(end) = memchr::memmem::find(&v.head, b"\r\n\r\n") else {
+            if v.head.len() > 16 * 1024 {
+                return false;
+            }
+            continue;
+        };
+        v.ok = v.head.starts_with(b"HTTP/1.1 200");
+        v.in_body = true;
+        let body = v.head.split_off(end + 4);
+        v.head = Vec::new();
+        if !v.ok {
+            return false;
+        }
+        packets(v, &body, in_window, now_unix, latency);
+    }
+}
+
+fn packets(
+    v: &mut Viewer,
+    mut data: &[u8],
+    in_window: bool,
+    now_unix: u64,
+    latency: &mut Histogram<u64>,
+) {
+    v.bytes += data.len() as u64;
+    if !v.carry.is_empty() {
+        let take = (PACKET_SIZE - v.carry.len()).min(data.len());
+        v.carry.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if v.carry.len() == PACKET_SIZE {
+            let carry = std::mem::take(&mut v.carry);
+            check(v, &carry, in_window, now_unix, latency);
+            v.carry = carry;
+            v.carry.clear();
+        }
+    }
+    let mut chunks = data.chunks_exact(PACKET_SIZE);
+    for p in &mut chunks {
+        check(v, p, in_window, now_unix, latency);
+    }
+    v.carry.extend_from_slice(chunks.remainder());
+}
+
+fn check(v: &mut Viewer, p: &[u8], in_window: bool, now_unix: u64, latency: &mut Histogram<u64>) {
+    if p[0] != 0x47 {
+        v.gaps_in_window += u64::from(in_window);
+        return;
+    }
+    let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+    let cc = p[3] & 0x0F;
+    let has_payload = p[3] & 0x10 != 0;
+    match v.counters.iter_mut().find(|(q, _)| *q == pid) {
+        Some((_, last)) => {
+            let expected = if has_payload {
+                (*last + 1) & 0x0F
+            } else {
+                *last
+            };
+            if cc != expected && in_window {
+                v.gaps_in_window += 1;
+            }
+            *last = cc;
+        }
+        None => v.counters.push((pid, cc)),
+    }
+    if in_window && p[1] & 0x40 != 0 {
+        if let Some(stamp) = read_stamp(p) {
+            let _ = latency.record(now_unix.saturating_sub(stamp) / 1000);
+        }
+    }
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
