@@ -48,6 +48,12 @@ struct IngestArgs {
     /// Mux rate in bit/s.
     #[arg(long, default_value_t = 2_000_000)]
     bitrate: u32,
+    /// Picture width (larger pictures carry more content per second).
+    #[arg(long, default_value_t = 256)]
+    width: u16,
+    /// Picture height.
+    #[arg(long, default_value_t = 144)]
+    height: u16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +162,8 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
         duration: std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
         generator: GeneratorConfig {
             bitrate: args.bitrate,
+            width: args.width,
+            height: args.height,
             ..GeneratorConfig::default()
         },
     };
