@@ -9,7 +9,8 @@
 
 use crate::config::Config;
 use crate::http::ConnLimits;
-use crate::shard::{Fanout, Inbox, RunState, Shard, ShardSetup, StreamInfo, QUEUE_CHUNKS, WAKER};
+use crate::shard::epoll::EpollShard;
+use crate::shard::{Fanout, Inbox, RunState, ShardSetup, StreamInfo, QUEUE_CHUNKS, WAKER};
 use crate::stream::StreamCounters;
 use crossbeam_queue::ArrayQueue;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -96,7 +97,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
-                let result = Shard::new(setup).and_then(Shard::run);
+                let result = EpollShard::new(setup).and_then(EpollShard::run);
                 if let Err(e) = &result {
                     tracing::error!(shard = index, "shard stopped: {e}");
                     run.stop_now();

@@ -1,0 +1,410 @@
+//! The shard's logic with no I/O: streams and their views, viewers, ingest pipelines, flush
+//! and timeout policy. A backend (epoll today) owns the sockets and calls in with bytes read,
+//! bytes written and the time; it asks which connections have something to write.
+//!
+//! Driven in the unit tests below with no socket at all.
+
+use super::{Fanout, Inbox, StreamInfo};
+use crate::http::{Conn, ConnLimits, ConnState, Feed, Route, Router};
+use crate::ingest::{DemoSource, Pipeline};
+use crate::stream::{Chunk, StreamCounters, StreamView};
+use crate::sys;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The demo source produces what is due at most this often (a datagram's worth at a time).
+pub const DEMO_TICK: Duration = Duration::from_millis(10);
+
+/// A stream this shard is home to: its pipeline, its fan-out, and the demo generator if the
+/// source is the built-in one (sockets stay with the backend).
+struct Home {
+    stream: usize,
+    pipeline: Pipeline,
+    fanout: Fanout,
+    demo: Option<(Box<DemoSource>, Instant)>,
+}
+
+struct StreamsRouter<'a>(&'a [StreamInfo]);
+
+impl Router for StreamsRouter<'_> {
+    fn route(&self, path: &str) -> Route {
+        if path == "/" {
+            return Route::Index;
+        }
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_suffix(".ts"))
+            .and_then(|name| self.0.iter().position(|s| s.name == name))
+            .map_or(Route::NotFound, Route::Stream)
+    }
+
+    fn index(&self) -> String {
+        let mut s = String::from("shardcast streams (progressive MPEG-TS at /{name}.ts):\n");
+        for info in self.0 {
+            s.push_str(&format!("{}\n", info.name));
+        }
+        s
+    }
+}
+
+/// What a shard knows and decides (see the module docs).
+#[allow(missing_debug_implementations)] // large tables; nothing useful to print
+pub struct ShardCore {
+    index: usize,
+    streams: Arc<Vec<StreamInfo>>,
+    views: Vec<StreamView>,
+    viewers: Vec<Vec<usize>>,
+    inbox: Inbox,
+    homes: Vec<Home>,
+    conns: slab::Slab<Conn>,
+    limits: ConnLimits,
+    started: Instant,
+    pending_since: Vec<Option<Instant>>,
+    flush_interval: Duration,
+}
+
+impl ShardCore {
+    /// A core for shard `index`. `homes` lists the streams it is home to, with their program
+    /// selection, fan-out, and whether the source is the demo generator.
+    pub fn new(
+        index: usize,
+        streams: Arc<Vec<StreamInfo>>,
+        inbox: Inbox,
+        homes: Vec<(usize, Option<u16>, Fanout, bool)>,
+        limits: ConnLimits,
+        flush_interval: Duration,
+    ) -> Self {
+        let n = streams.len();
+        let homes = homes
+            .into_iter()
+            .map(|(stream, program, fanout, demo)| Home {
+                stream,
+                pipeline: Pipeline::new(program, streams[stream].counters.clone()),
+                fanout,
+                demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
+            })
+            .collect();
+        Self {
+            index,
+            views: streams
+                .iter()
+                .map(|s| StreamView::new(s.window_ns))
+                .collect(),
+            viewers: vec![Vec::new(); n],
+            streams,
+            inbox,
+            homes,
+            conns: slab::Slab::new(),
+            limits,
+            started: Instant::now(),
+            pending_since: vec![None; n],
+            flush_interval,
+        }
+    }
+
+    /// Monotonic nanoseconds since the shard started.
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The shard's number.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The streams.
+    pub fn streams(&self) -> &[StreamInfo] {
+        &self.streams
+    }
+
+    /// Connections open.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// A new connection; returns its key.
+    pub fn open(&mut self) -> usize {
+        let now = self.now_ns();
+        self.conns.insert(Conn::new(self.limits, now))
+    }
+
+    /// Forget a connection (its socket is gone).
+    pub fn close(&mut self, key: usize) {
+        if self.conns.try_remove(key).is_none() {
+            return;
+        }
+        for (stream, list) in self.viewers.iter_mut().enumerate() {
+            if let Some(pos) = list.iter().position(|k| *k == key) {
+                list.swap_remove(pos);
+                self.streams[stream]
+                    .counters
+                    .viewers
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The connection `key`, to take what it wants written.
+    pub fn conn(&self, key: usize) -> Option<&Conn> {
+        self.conns.get(key)
+    }
+
+    /// Bytes read from connection `key`.
+    pub fn on_read(&mut self, key: usize, data: &[u8]) {
+        let now = self.now_ns();
+        let router = StreamsRouter(&self.streams);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(stream) = conn.on_read(data, now, &router) {
+            self.viewers[stream].push(key);
+            StreamCounters::add(&self.streams[stream].counters.viewers, 1);
+            conn.feed(&self.views[stream], now);
+        }
+    }
+
+    /// `n` bytes of connection `key` went out. Returns whether it is finished (close it).
+    pub fn wrote(&mut self, key: usize, n: usize) -> bool {
+        let now = self.now_ns();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return true;
+        };
+        conn.wrote(n, now);
+        if let ConnState::Streaming { stream } = conn.state() {
+            StreamCounters::add(&self.streams[stream].counters.bytes_out, n as u64);
+        }
+        conn.finished()
+    }
+
+    /// Datagram (or read) `data` of home stream `home`, received at `received_ns` (UNIX).
+    pub fn ingest(&mut self, home: usize, data: &[u8], received_ns: u64) {
+        let mut chunks = Vec::new();
+        if let Some(h) = self.homes.get_mut(home) {
+            h.pipeline.push(data, received_ns, &mut |c| chunks.push(c));
+        }
+        for c in chunks {
+            self.publish(home, c);
+        }
+    }
+
+    /// The end of a batch of reads of home stream `home`: publish what is pending.
+    pub fn ingest_done(
+        &mut self,
+        home: usize,
+        datagrams: u64,
+        kernel_drops: u64,
+        received_ns: u64,
+    ) {
+        let mut chunks = Vec::new();
+        let Some(h) = self.homes.get_mut(home) else {
+            return;
+        };
+        h.pipeline.flush(received_ns, &mut |c| chunks.push(c));
+        let info = &self.streams[h.stream];
+        StreamCounters::add(&info.counters.datagrams, datagrams);
+        if kernel_drops > 0 {
+            StreamCounters::add(&info.counters.kernel_drops, kernel_drops);
+            tracing::warn!(stream = %info.name, drops = kernel_drops, "the kernel dropped datagrams: the socket buffer was full");
+        }
+        for c in chunks {
+            self.publish(home, c);
+        }
+    }
+
+    /// Run the demo generators that have a tick's worth of packets due.
+    pub fn demo_tick(&mut self) {
+        for home in 0..self.homes.len() {
+            let Some((source, started)) = &mut self.homes[home].demo else {
+                continue;
+            };
+            let elapsed = started.elapsed().as_nanos() as u64;
+            if source.next_due_ns() + DEMO_TICK.as_nanos() as u64 > elapsed {
+                continue;
+            }
+            let now = sys::unix_ns();
+            let mut bytes = Vec::new();
+            source.due(elapsed, now, &mut bytes);
+            self.ingest(home, &bytes, now);
+            self.ingest_done(home, 1, 0, now);
+        }
+    }
+
+    fn publish(&mut self, home: usize, chunk: Chunk) {
+        let Some(h) = self.homes.get(home) else {
+            return;
+        };
+        let stream = h.stream;
+        let counters = &self.streams[stream].counters;
+        StreamCounters::add(&counters.packets_out, (chunk.data.len() / 188) as u64);
+        h.fanout.send(&chunk, counters);
+        self.views[stream].push(chunk);
+        self.pending_since[stream].get_or_insert_with(Instant::now);
+    }
+
+    /// Take the chunks other shards published for this one.
+    pub fn take_inbox(&mut self) {
+        let Self {
+            inbox,
+            views,
+            pending_since,
+            ..
+        } = self;
+        inbox.drain(|stream, chunk| {
+            if let Some(view) = views.get_mut(stream) {
+                view.push(chunk);
+                pending_since[stream].get_or_insert_with(Instant::now);
+            }
+        });
+    }
+
+    /// Feed the viewers of every stream whose oldest unfed data has waited `flush_interval`
+    /// (one larger write per viewer instead of one per chunk); `write` gets the keys of the
+    /// connections that now have something to write.
+    pub fn feed_due(&mut self, mut write: impl FnMut(usize)) {
+        let now = self.now_ns();
+        for stream in 0..self.pending_since.len() {
+            match self.pending_since[stream] {
+                Some(since) if since.elapsed() >= self.flush_interval => {
+                    self.pending_since[stream] = None
+                }
+                _ => continue,
+            }
+            for &key in &self.viewers[stream] {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    continue;
+                };
+                let info = &self.streams[stream];
+                match conn.feed(&self.views[stream], now) {
+                    Feed::Ok => {}
+                    Feed::Skipped => {
+                        StreamCounters::add(&info.counters.lag_skips, 1);
+                        tracing::info!(stream = %info.name, shard = self.index, "viewer fell behind: moved to the newest keyframe");
+                    }
+                    Feed::Closed => {
+                        StreamCounters::add(&info.counters.lag_closes, 1);
+                        tracing::info!(stream = %info.name, shard = self.index, "viewer kept falling behind: closed");
+                    }
+                }
+                write(key);
+            }
+        }
+    }
+
+    /// Keys of the connections whose timeouts have expired (close them).
+    pub fn expired(&self) -> Vec<usize> {
+        let now = self.now_ns();
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.timed_out(now))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Whether every connection has written what it had queued.
+    pub fn flushed(&self) -> bool {
+        self.conns.iter().all(|(_, c)| !c.wants_write())
+    }
+
+    /// How long the backend may wait before the next demo tick or flush is due.
+    pub fn next_timer(&self) -> Duration {
+        let demo = self.homes.iter().filter_map(|h| {
+            let (source, started) = h.demo.as_ref()?;
+            let due = Duration::from_nanos(source.next_due_ns()) + DEMO_TICK;
+            Some(
+                due.saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1)),
+            )
+        });
+        let flush = self.pending_since.iter().flatten().map(|since| {
+            self.flush_interval
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_micros(100))
+        });
+        demo.chain(flush)
+            .min()
+            .unwrap_or(Duration::from_millis(100))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+
+    fn core(flush_ms: u64) -> ShardCore {
+        let streams = Arc::new(vec![StreamInfo {
+            name: "demo".into(),
+            counters: Arc::new(StreamCounters::default()),
+            window_ns: 10_000_000_000,
+        }]);
+        ShardCore::new(
+            0,
+            streams,
+            Inbox::default(),
+            vec![(0, None, Fanout::default(), true)],
+            ConnLimits::default(),
+            Duration::from_millis(flush_ms),
+        )
+    }
+
+    fn drain(core: &mut ShardCore, key: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(conn) = core.conn(key).filter(|c| c.wants_write()) {
+            let mut slices = [IoSlice::new(&[]); 8];
+            let n = conn.write_slices(&mut slices);
+            let chunk: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            out.extend_from_slice(&chunk);
+            core.wrote(key, chunk.len());
+        }
+        out
+    }
+
+    #[test]
+    fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
+        let mut core = core(0);
+        let key = core.open();
+        core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
+        let head = drain(&mut core, key);
+        assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut body = Vec::new();
+        while Instant::now() < until {
+            std::thread::sleep(core.next_timer().min(Duration::from_millis(5)));
+            core.demo_tick();
+            core.feed_due(|_| {});
+            body.extend(drain(&mut core, key));
+        }
+        assert!(body.len() > 50 * 188, "{} bytes", body.len());
+        assert_eq!(body[0], 0x47);
+        assert_eq!(
+            u16::from(body[1] & 0x1F) << 8 | u16::from(body[2]),
+            0,
+            "the PAT comes first"
+        );
+        assert_eq!(
+            core.streams()[0].counters.viewers.load(Ordering::Relaxed),
+            1
+        );
+        core.close(key);
+        assert_eq!(
+            core.streams()[0].counters.viewers.load(Ordering::Relaxed),
+            0
+        );
+    }
+
+    #[test]
+    fn writes_wait_for_the_flush_interval() {
+        let mut core = core(200);
+        let key = core.open();
+        core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
+        drain(&mut core, key);
+        std::thread::sleep(DEMO_TICK * 2);
+        core.demo_tick();
+        let mut fed = 0;
+        core.feed_due(|_| fed += 1);
+        assert_eq!(fed, 0, "fed before the flush interval");
+        std::thread::sleep(Duration::from_millis(210));
+        core.feed_due(|_| fed += 1);
+        assert_eq!(fed, 1);
+    }
+}

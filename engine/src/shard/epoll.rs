@@ -1,0 +1,275 @@
+//! The epoll backend (through mio): sockets, readiness, `readv`/`writev`; every decision is
+//! the core's.
+
+use super::core::ShardCore;
+use super::{RunState, ShardSetup, WAKER};
+use crate::http::Conn;
+use crate::ingest::{SourceSpec, UdpIngest};
+use crate::sys;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const INGEST_BASE: usize = 2;
+const CONN_BASE: usize = 1 << 20;
+
+/// A shard running on epoll.
+#[allow(missing_debug_implementations)] // sockets and a poller; nothing useful to print
+pub struct EpollShard {
+    core: ShardCore,
+    poll: Poll,
+    listener: TcpListener,
+    sockets: Vec<Option<TcpStream>>,
+    ingest: Vec<(usize, UdpIngest)>,
+    read_buf: Vec<u8>,
+    max_connections: usize,
+    send_buffer: usize,
+    run: Arc<RunState>,
+}
+
+impl EpollShard {
+    /// Pin, register the listener, open the ingest sockets.
+    pub fn new(setup: ShardSetup) -> io::Result<EpollShard> {
+        if let Err(e) = sys::pin_current_thread(setup.cpu) {
+            tracing::warn!(
+                shard = setup.index,
+                cpu = setup.cpu,
+                "cannot pin shard to its CPU: {e}"
+            );
+        }
+        let mut listener = TcpListener::from_std(setup.listener);
+        setup
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut homes = Vec::new();
+        let mut ingest = Vec::new();
+        for (home, (stream, spec, fanout)) in setup.home.into_iter().enumerate() {
+            let name = setup.streams[stream].name.clone();
+            match spec {
+                SourceSpec::Demo => homes.push((stream, None, fanout, true)),
+                SourceSpec::Udp(udp) => {
+                    homes.push((stream, udp.program, fanout, false));
+                    match UdpIngest::open(&udp, |w| tracing::warn!(stream = %name, "{w}")) {
+                        Ok(mut socket) => {
+                            setup.poll.registry().register(
+                                socket.socket(),
+                                Token(INGEST_BASE + home),
+                                Interest::READABLE,
+                            )?;
+                            tracing::info!(stream = %name, shard = setup.index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+                            ingest.push((home, socket));
+                        }
+                        Err(e) => {
+                            tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
+                        }
+                    }
+                }
+            }
+        }
+        let core = ShardCore::new(
+            setup.index,
+            setup.streams,
+            setup.inbox,
+            homes,
+            setup.limits,
+            setup.flush_interval,
+        );
+        Ok(EpollShard {
+            core,
+            poll: setup.poll,
+            listener,
+            sockets: Vec::new(),
+            ingest,
+            read_buf: vec![0; 16 * 1024],
+            max_connections: setup.max_connections,
+            send_buffer: setup.send_buffer,
+            run: setup.run,
+        })
+    }
+
+    /// Run until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now();
+        let mut stopping_since: Option<Instant> = None;
+        let mut to_write = Vec::new();
+        loop {
+            let timeout = self.core.next_timer().min(Duration::from_millis(100));
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) if t >= CONN_BASE => self.client_event(t - CONN_BASE),
+                    Token(t) => self.read_ingest(t - INGEST_BASE),
+                }
+            }
+            self.core.demo_tick();
+            self.core.take_inbox();
+            self.core.feed_due(|key| to_write.push(key));
+            for key in to_write.drain(..) {
+                self.write(key);
+            }
+            if Instant::now() >= next_sweep {
+                for key in self.core.expired() {
+                    self.close(key);
+                }
+                next_sweep = Instant::now() + Duration::from_millis(250);
+            }
+            if self.run.stopping() {
+                let since = *stopping_since.get_or_insert_with(|| {
+                    let _ = self.poll.registry().deregister(&mut self.listener);
+                    tracing::info!(
+                        shard = self.core.index(),
+                        clients = self.core.connections(),
+                        "stopping: no new connections, flushing viewers"
+                    );
+                    Instant::now()
+                });
+                if self.run.fast()
+                    || self.core.flushed()
+                    || since.elapsed() > Duration::from_secs(2)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut socket, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(shard = self.core.index(), "accept failed: {e}");
+                    return;
+                }
+            };
+            if self.core.connections() >= self.max_connections {
+                let _ = socket.write(&Conn::overloaded_response());
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            if self.send_buffer > 0 {
+                let _ = socket2::SockRef::from(&socket).set_send_buffer_size(self.send_buffer);
+            }
+            let key = self.core.open();
+            if let Err(e) = self.poll.registry().register(
+                &mut socket,
+                Token(CONN_BASE + key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(
+                    shard = self.core.index(),
+                    "cannot register a connection: {e}"
+                );
+                self.core.close(key);
+                continue;
+            }
+            if self.sockets.len() <= key {
+                self.sockets.resize_with(key + 1, || None);
+            }
+            self.sockets[key] = Some(socket);
+        }
+    }
+
+    fn client_event(&mut self, key: usize) {
+        let mut gone = false;
+        loop {
+            let Some(Some(socket)) = self.sockets.get_mut(key) else {
+                return;
+            };
+            match socket.read(&mut self.read_buf) {
+                Ok(0) => {
+                    gone = true;
+                    break;
+                }
+                Ok(n) => self.core.on_read(key, &self.read_buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone {
+            self.close(key);
+        } else {
+            self.write(key);
+        }
+    }
+
+    /// Write what the connection has queued; close it when it is done or broken.
+    fn write(&mut self, key: usize) {
+        let mut done = false;
+        loop {
+            let Some(Some(socket)) = self.sockets.get_mut(key) else {
+                return;
+            };
+            let Some(conn) = self.core.conn(key).filter(|c| c.wants_write()) else {
+                break;
+            };
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = conn.write_slices(&mut slices);
+            match socket.write_vectored(&slices[..n]) {
+                Ok(0) => {
+                    done = true;
+                    break;
+                }
+                Ok(w) => {
+                    if self.core.wrote(key, w) {
+                        done = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if done || self.core.conn(key).is_some_and(|c| c.finished()) {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut socket) = self.sockets.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut socket);
+        }
+        self.core.close(key);
+    }
+
+    fn read_ingest(&mut self, home: usize) {
+        let received = sys::unix_ns();
+        let Some((_, socket)) = self.ingest.iter_mut().find(|(h, _)| *h == home) else {
+            return;
+        };
+        let core = &mut self.core;
+        match socket.read_all(|datagram| core.ingest(home, datagram, received)) {
+            Ok(pass) => core.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
+            Err(e) => {
+                core.ingest_done(home, 0, 0, received);
+                let name = core
+                    .streams()
+                    .get(home)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                tracing::warn!(stream = %name, "when reading the ingest socket: {e}");
+            }
+        }
+    }
+}
