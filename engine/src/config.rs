@@ -4,6 +4,7 @@
 //! [server]
 //! listen = "0.0.0.0:8080"
 //! cpus = [0, 1]                   # default: every CPU this process may run on
+//! io = "auto"                     # auto (io_uring, else epoll with a log line) | io_uring | epoll
 //! max_connections_per_shard = 20000
 //! header_timeout = 10             # seconds to send a request head
 //! idle_timeout = 30               # seconds without progress before a connection is closed
@@ -32,6 +33,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// CPUs to run a shard on, one shard each.
     pub cpus: Vec<usize>,
+    /// The I/O backend.
+    pub io: IoBackend,
     /// Connection cap per shard.
     pub max_connections_per_shard: usize,
     /// Seconds allowed for a request head.
@@ -46,6 +49,33 @@ pub struct Config {
     pub send_buffer: usize,
     /// The streams.
     pub streams: Vec<StreamConfig>,
+}
+
+/// Which I/O backend the shards run on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// io_uring when the kernel allows it, epoll otherwise (saying why in one log line).
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "io_uring" => Ok(Self::IoUring),
+            "epoll" => Ok(Self::Epoll),
+            _ => Err(format!(
+                "{s:?} is not an io backend (auto, io_uring, epoll)"
+            )),
+        }
+    }
 }
 
 /// One configured stream.
@@ -84,6 +114,8 @@ struct ServerSection {
     #[serde(default = "default_listen")]
     listen: toml::Spanned<String>,
     cpus: Option<toml::Spanned<Vec<usize>>>,
+    #[serde(default)]
+    io: IoBackend,
     #[serde(default = "default_max_connections")]
     max_connections_per_shard: usize,
     #[serde(default = "default_header_timeout")]
@@ -103,6 +135,7 @@ impl Default for ServerSection {
         Self {
             listen: default_listen(),
             cpus: None,
+            io: IoBackend::Auto,
             max_connections_per_shard: default_max_connections(),
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
@@ -264,6 +297,7 @@ impl Config {
         Ok(Config {
             listen,
             cpus,
+            io: s.io,
             max_connections_per_shard: s.max_connections_per_shard,
             header_timeout_s: s.header_timeout,
             idle_timeout_s: s.idle_timeout,

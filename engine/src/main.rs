@@ -41,6 +41,9 @@ struct ServeArgs {
     /// Listen address, overriding the configuration's.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// I/O backend (auto, io_uring, epoll), overriding the configuration's.
+    #[arg(long)]
+    io: Option<config::IoBackend>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(io) = args.io {
+        config.io = io;
     }
     server::serve(config)
 }

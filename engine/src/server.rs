@@ -8,9 +8,11 @@
 //! 2 s); SIGINT stops at once.
 
 use crate::config::Config;
+use crate::config::IoBackend;
 use crate::http::ConnLimits;
 use crate::shard::epoll::EpollShard;
-use crate::shard::{Fanout, Inbox, RunState, ShardSetup, StreamInfo, QUEUE_CHUNKS, WAKER};
+use crate::shard::uring::{self, UringParts, UringShard};
+use crate::shard::{Fanout, Inbox, RunState, ShardSetup, StreamInfo, Wake, QUEUE_CHUNKS, WAKER};
 use crate::stream::StreamCounters;
 use crossbeam_queue::ArrayQueue;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -38,14 +40,35 @@ pub fn serve(config: Config) -> Result<(), String> {
             })
             .collect(),
     );
-    let mut polls = Vec::new();
-    let mut wakers = Vec::new();
+    let use_uring = match config.io {
+        IoBackend::Epoll => false,
+        IoBackend::IoUring => {
+            uring::probe().map_err(|why| format!("io = \"io_uring\" was asked for, but {why}"))?;
+            true
+        }
+        IoBackend::Auto => match uring::probe() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!("io_uring is not available ({why}): serving on epoll");
+                false
+            }
+        },
+    };
+    let mut backends = Vec::new();
+    let mut wakers: Vec<Arc<dyn Wake>> = Vec::new();
     for _ in 0..shards {
-        let poll = mio::Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)
-            .map_err(|e| format!("cannot create a waker: {e}"))?;
-        polls.push(poll);
-        wakers.push(Arc::new(waker));
+        if use_uring {
+            let parts =
+                UringParts::new(4096).map_err(|e| format!("cannot set up an io_uring: {e}"))?;
+            wakers.push(parts.waker.clone());
+            backends.push(Backend::Uring(Box::new(parts)));
+        } else {
+            let poll = mio::Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
+            let waker = mio::Waker::new(poll.registry(), WAKER)
+                .map_err(|e| format!("cannot create a waker: {e}"))?;
+            wakers.push(Arc::new(waker));
+            backends.push(Backend::Epoll(poll));
+        }
     }
     let mut inboxes: Vec<Inbox> = (0..shards).map(|_| Inbox::default()).collect();
     let mut homes: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
@@ -71,17 +94,16 @@ pub fn serve(config: Config) -> Result<(), String> {
         ..ConnLimits::default()
     };
     let mut threads = Vec::new();
-    let parts = polls
+    let parts = backends
         .into_iter()
         .zip(listeners)
         .zip(inboxes)
         .zip(homes)
         .enumerate();
-    for (index, (((poll, listener), inbox), home)) in parts {
+    for (index, (((backend, listener), inbox), home)) in parts {
         let setup = ShardSetup {
             index,
             cpu: config.cpus[index],
-            poll,
             listener,
             streams: streams.clone(),
             inbox,
@@ -97,12 +119,17 @@ pub fn serve(config: Config) -> Result<(), String> {
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
-                let result = EpollShard::new(setup).and_then(EpollShard::run);
+                let result = match backend {
+                    Backend::Epoll(poll) => EpollShard::new(setup, poll).and_then(EpollShard::run),
+                    Backend::Uring(parts) => {
+                        UringShard::new(setup, *parts).and_then(UringShard::run)
+                    }
+                };
                 if let Err(e) = &result {
                     tracing::error!(shard = index, "shard stopped: {e}");
                     run.stop_now();
                     for w in &wakers {
-                        let _ = w.wake();
+                        w.wake();
                     }
                 }
                 result
@@ -111,7 +138,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         threads.push(thread);
     }
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
-    tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, "shardcast serving (io backend: epoll)");
+    let io = if use_uring { "io_uring" } else { "epoll" };
+    tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, "shardcast serving (io backend: {io})");
     wait_for_signal(&run, &wakers)?;
     let mut failed = false;
     for t in threads {
@@ -125,7 +153,13 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
 }
 
-fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<mio::Waker>]) -> Result<(), String> {
+/// A shard's backend, made before the shards start so each can hold the others' wakers.
+enum Backend {
+    Epoll(mio::Poll),
+    Uring(Box<UringParts>),
+}
+
+fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<dyn Wake>]) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let handle = signals.handle();
@@ -136,7 +170,7 @@ fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<mio::Waker>]) -> Result<()
         std::thread::sleep(std::time::Duration::from_millis(100));
         if watcher_run.stopping() {
             for w in &watcher_wakers {
-                let _ = w.wake();
+                w.wake();
             }
             handle.close();
             return;
@@ -154,7 +188,7 @@ fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<mio::Waker>]) -> Result<()
             }
         }
         for w in wakers {
-            let _ = w.wake();
+            w.wake();
         }
     }
     Ok(())

@@ -56,6 +56,8 @@ fn serves_the_demo_stream_with_no_configuration() {
         log.contains("SIGTERM: stopping gracefully") && log.contains("shardcast stopped"),
         "{log}"
     );
+    let backend = format!("io backend: {}", expected_backend());
+    assert!(log.contains(&backend), "expected {backend}: {log}");
 }
 
 #[test]
@@ -100,6 +102,51 @@ fn refuses_a_bad_configuration_with_the_line_and_the_reason() {
     assert!(!ok);
     assert!(
         text.contains("line 6") && text.contains("bad address"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_io_uring_it_says_so_and_serves_on_epoll() {
+    let server = Server::start_under(&WITHOUT_IO_URING, &["--io", "auto"]);
+    let (ok, probe) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &server.url("/demo.ts"),
+        ],
+    );
+    assert!(ok && probe.contains("h264"), "{probe}");
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("io_uring is not available"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("io_uring_setup failed") && lines[0].contains("serving on epoll"),
+        "{log}"
+    );
+    assert!(log.contains("io backend: epoll"), "{log}");
+    // Asked for io_uring explicitly, it refuses to start and says why.
+    let mut wrapped: Vec<&str> = WITHOUT_IO_URING.to_vec();
+    wrapped.extend([
+        env!("CARGO_BIN_EXE_shardcast"),
+        "serve",
+        "--io",
+        "io_uring",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let (ok, text) = run(wrapped[0], &wrapped[1..]);
+    assert!(
+        !ok && text.contains("io = \"io_uring\" was asked for, but io_uring_setup failed"),
         "{text}"
     );
 }

@@ -95,6 +95,9 @@ pub struct Conn {
     out: VecDeque<Bytes>,
     out_bytes: usize,
     front_written: usize,
+    /// Buffers at the head of `out` handed to the kernel by a completion-based backend and not
+    /// yet reported back: a skip must not drop them.
+    in_flight: usize,
     head_started_ns: Option<u64>,
     last_progress_ns: u64,
     /// For a viewer: the next chunk to queue; `None` until it has an access point to start at.
@@ -113,6 +116,7 @@ impl Conn {
             out: VecDeque::new(),
             out_bytes: 0,
             front_written: 0,
+            in_flight: 0,
             head_started_ns: None,
             last_progress_ns: now_ns,
             next_seq: None,
@@ -266,7 +270,7 @@ impl Conn {
     /// Drop queued buffers that have not started to go out (the one being written stays, so
     /// the viewer never gets half a packet).
     fn drop_unstarted(&mut self) {
-        let keep = usize::from(self.front_written > 0);
+        let keep = self.in_flight.max(usize::from(self.front_written > 0));
         while self.out.len() > keep {
             if let Some(b) = self.out.pop_back() {
                 self.out_bytes -= b.len();
@@ -296,8 +300,25 @@ impl Conn {
         n
     }
 
-    /// `written` bytes went out at `now_ns`.
+    /// For a completion-based backend: the next buffers to send (at most `max`, the first one
+    /// past what is already written), as shared handles the backend keeps until the send
+    /// completes. Nothing may be begun again before [`Conn::wrote`] reports the result.
+    pub fn begin_write(&mut self, max: usize, out: &mut Vec<Bytes>) {
+        out.clear();
+        for (i, b) in self.out.iter().take(max).enumerate() {
+            out.push(if i == 0 {
+                b.slice(self.front_written..)
+            } else {
+                b.clone()
+            });
+        }
+        self.in_flight = out.len();
+    }
+
+    /// `written` bytes went out at `now_ns` (for a completion-based backend, this ends the
+    /// send begun by [`Conn::begin_write`]).
     pub fn wrote(&mut self, mut written: usize, now_ns: u64) {
+        self.in_flight = 0;
         if written > 0 {
             self.last_progress_ns = now_ns;
         }

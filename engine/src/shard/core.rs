@@ -149,6 +149,11 @@ impl ShardCore {
         self.conns.get(key)
     }
 
+    /// The connection `key`, for a completion-based backend to begin a send.
+    pub fn conn_mut(&mut self, key: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(key)
+    }
+
     /// Bytes read from connection `key`.
     pub fn on_read(&mut self, key: usize, data: &[u8]) {
         let now = self.now_ns();

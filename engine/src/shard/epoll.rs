@@ -31,8 +31,9 @@ pub struct EpollShard {
 }
 
 impl EpollShard {
-    /// Pin, register the listener, open the ingest sockets.
-    pub fn new(setup: ShardSetup) -> io::Result<EpollShard> {
+    /// Pin, register the listener, open the ingest sockets. `poll` was made beforehand so that
+    /// the other shards could take its waker.
+    pub fn new(setup: ShardSetup, poll: Poll) -> io::Result<EpollShard> {
         if let Err(e) = sys::pin_current_thread(setup.cpu) {
             tracing::warn!(
                 shard = setup.index,
@@ -41,9 +42,7 @@ impl EpollShard {
             );
         }
         let mut listener = TcpListener::from_std(setup.listener);
-        setup
-            .poll
-            .registry()
+        poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut homes = Vec::new();
         let mut ingest = Vec::new();
@@ -55,7 +54,7 @@ impl EpollShard {
                     homes.push((stream, udp.program, fanout, false));
                     match UdpIngest::open(&udp, |w| tracing::warn!(stream = %name, "{w}")) {
                         Ok(mut socket) => {
-                            setup.poll.registry().register(
+                            poll.registry().register(
                                 socket.socket(),
                                 Token(INGEST_BASE + home),
                                 Interest::READABLE,
@@ -80,7 +79,7 @@ impl EpollShard {
         );
         Ok(EpollShard {
             core,
-            poll: setup.poll,
+            poll,
             listener,
             sockets: Vec::new(),
             ingest,

@@ -9,15 +9,30 @@ use std::sync::Arc;
 /// Chunks queued for one shard per stream.
 pub const QUEUE_CHUNKS: usize = 4096;
 
+/// Wakes a shard that waits for I/O (an eventfd underneath, for either backend).
+pub trait Wake: Send + Sync + std::fmt::Debug {
+    /// Wake it; never blocks.
+    fn wake(&self);
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        let _ = mio::Waker::wake(self);
+    }
+}
+
+/// One subscriber shard's queue for a stream, and its waker.
+type Target = (Arc<ArrayQueue<Chunk>>, Arc<dyn Wake>);
+
 /// The sending side of one stream: every other shard's queue and waker.
 #[derive(Debug, Default)]
 pub struct Fanout {
-    targets: Vec<(Arc<ArrayQueue<Chunk>>, Arc<mio::Waker>)>,
+    targets: Vec<Target>,
 }
 
 impl Fanout {
     /// Add a subscriber shard.
-    pub fn add(&mut self, queue: Arc<ArrayQueue<Chunk>>, waker: Arc<mio::Waker>) {
+    pub fn add(&mut self, queue: Arc<ArrayQueue<Chunk>>, waker: Arc<dyn Wake>) {
         self.targets.push((queue, waker));
     }
 
@@ -27,7 +42,7 @@ impl Fanout {
             if queue.push(chunk.clone()).is_err() {
                 StreamCounters::add(&counters.fanout_drops, 1);
             }
-            let _ = waker.wake();
+            waker.wake();
         }
     }
 }

@@ -11,18 +11,20 @@
 //!
 //! The logic (what to publish, whom to feed, when to flush, who timed out) is
 //! [`core::ShardCore`], which does no I/O; the backend owns the sockets and the waiting:
-//! [`epoll::EpollShard`] (through mio) today.
+//! [`uring::UringShard`] on io_uring, or [`epoll::EpollShard`] (through mio) where io_uring is
+//! not available.
 
 pub mod core;
 pub mod epoll;
 mod fanout;
+pub mod uring;
 
-pub use fanout::{Fanout, Inbox, QUEUE_CHUNKS};
+pub use fanout::{Fanout, Inbox, Wake, QUEUE_CHUNKS};
 
 use crate::http::ConnLimits;
 use crate::ingest::SourceSpec;
 use crate::stream::StreamCounters;
-use mio::{Poll, Token};
+use mio::Token;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +89,6 @@ pub struct ShardSetup {
     pub index: usize,
     /// CPU to pin to.
     pub cpu: usize,
-    /// Its poller (made beforehand so other shards hold its waker).
-    pub poll: Poll,
     /// Its listener (SO_REUSEPORT).
     pub listener: std::net::TcpListener,
     /// The streams.

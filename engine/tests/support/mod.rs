@@ -21,14 +21,35 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Start with `args` after `serve`, on a free port, and wait until it accepts.
+    /// Start with `args` after `serve`, on a free port, and wait until it accepts. The
+    /// backend is `SHARDCAST_TEST_IO` when set (the test command runs the suite with each).
     pub fn start(args: &[&str]) -> Server {
+        Self::start_under(&[], args)
+    }
+
+    /// Like [`Server::start`], with the command run through `wrapper` (a program and its
+    /// arguments, the server's command line appended).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_shardcast"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shardcast")),
+        };
+        command
             .arg("serve")
             .args(args)
-            .args(["--listen", &addr.to_string()])
+            .args(["--listen", &addr.to_string()]);
+        if let Ok(io) = std::env::var("SHARDCAST_TEST_IO") {
+            if !args.contains(&"--io") {
+                command.args(["--io", &io]);
+            }
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -213,3 +234,32 @@ pub fn whole_frames(data: &[u8], video_pid: u16) -> &[u8] {
     });
     &data[..last_start.map_or(0, |i| i * 188)]
 }
+
+/// The backend the tests ask for (`SHARDCAST_TEST_IO`), or what `auto` picks on this machine.
+pub fn expected_backend() -> &'static str {
+    match std::env::var("SHARDCAST_TEST_IO").as_deref() {
+        Ok("epoll") => "epoll",
+        Ok("io_uring") => "io_uring",
+        _ => {
+            let setup_works = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map_or(true, |v| v.trim() == "0");
+            if setup_works {
+                "io_uring"
+            } else {
+                "epoll"
+            }
+        }
+    }
+}
+
+/// A filter that makes io_uring_setup fail with EPERM, as a container's seccomp profile does,
+/// then runs the command after it (libseccomp's Python binding, from Debian).
+pub const WITHOUT_IO_URING: [&str; 3] = [
+    "/usr/bin/python3",
+    "-c",
+    "import errno, os, sys, seccomp\n\
+     f = seccomp.SyscallFilter(seccomp.ALLOW)\n\
+     f.add_rule(seccomp.ERRNO(errno.EPERM), 'io_uring_setup')\n\
+     f.load()\n\
+     os.execv(sys.argv[1], sys.argv[1:])",
+];

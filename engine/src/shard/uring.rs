@@ -1,0 +1,516 @@
+//! The io_uring backend: multishot accept, recv and `writev` submitted to the shard's own ring,
+//! a multishot poll for ingest sockets, and an eventfd read for wake-ups from other shards.
+//! Every decision is the core's.
+//!
+//! Memory handed to the kernel stays put until its completion arrives: receive buffers and
+//! iovec arrays are boxed per connection, and an in-flight send keeps its own handles on the
+//! `Bytes` it points into. A connection is freed only once neither its receive nor its send is
+//! in flight (closing shuts the socket down first, which completes both).
+//!
+//! This is the only module of the engine with `unsafe`: pushing entries whose buffers the
+//! kernel will use.
+#![allow(unsafe_code)]
+
+use super::core::ShardCore;
+use super::fanout::Wake;
+use super::{RunState, ShardSetup};
+use crate::http::Conn;
+use crate::ingest::{SourceSpec, UdpIngest};
+use crate::sys;
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ACCEPT: u64 = 1;
+const WAKE: u64 = 2;
+const INGEST: u64 = 3;
+const RECV: u64 = 4;
+const SEND: u64 = 5;
+const RECV_BUFFER: usize = 4096;
+const MAX_IOVECS: usize = 64;
+
+fn user_data(kind: u64, key: usize) -> u64 {
+    kind << 56 | key as u64
+}
+
+/// The opcodes this backend submits, checked before it is chosen.
+const NEEDED: [(u8, &str); 5] = [
+    (opcode::AcceptMulti::CODE, "ACCEPT (multishot)"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Writev::CODE, "WRITEV"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::Read::CODE, "READ"),
+];
+
+/// Whether io_uring can be used here; the error says why not, in one line.
+pub fn probe() -> Result<(), String> {
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: {e}"))?;
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, n)| *n)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the kernel's io_uring lacks {}",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// An eventfd other shards write to wake this one.
+#[derive(Debug)]
+pub struct EventWaker(EventFd);
+
+impl EventWaker {
+    /// A new eventfd.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?))
+    }
+}
+
+impl Wake for EventWaker {
+    fn wake(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+/// What a shard on io_uring is made with.
+#[allow(missing_debug_implementations)] // IoUring is not Debug
+pub struct UringParts {
+    /// The ring.
+    pub ring: IoUring,
+    /// Its wake-up eventfd (other shards hold it too).
+    pub waker: Arc<EventWaker>,
+}
+
+impl UringParts {
+    /// A ring with room for `entries` submissions.
+    pub fn new(entries: u32) -> io::Result<Self> {
+        Ok(Self {
+            ring: IoUring::builder().build(entries)?,
+            waker: Arc::new(EventWaker::new()?),
+        })
+    }
+}
+
+struct InflightSend {
+    iovecs: Box<[libc::iovec]>,
+    /// Keeps the memory the iovecs point into alive until the completion.
+    _hold: Vec<Bytes>,
+}
+
+struct Client {
+    fd: OwnedFd,
+    recv_buf: Box<[u8; RECV_BUFFER]>,
+    recv_in_flight: bool,
+    send: Option<InflightSend>,
+    closing: bool,
+}
+
+/// A shard running on io_uring.
+#[allow(missing_debug_implementations)] // a ring and raw buffers; nothing useful to print
+pub struct UringShard {
+    core: ShardCore,
+    ring: IoUring,
+    waker: Arc<EventWaker>,
+    wake_buf: Box<[u8; 8]>,
+    listener: std::net::TcpListener,
+    clients: Vec<Option<Client>>,
+    ingest: Vec<(usize, UdpIngest)>,
+    max_connections: usize,
+    send_buffer: usize,
+    run: Arc<RunState>,
+    accepting: bool,
+    scratch: Vec<Bytes>,
+}
+
+impl UringShard {
+    /// Pin, open the ingest sockets, arm accept, wake-up and ingest polls.
+    pub fn new(setup: ShardSetup, parts: UringParts) -> io::Result<UringShard> {
+        if let Err(e) = sys::pin_current_thread(setup.cpu) {
+            tracing::warn!(
+                shard = setup.index,
+                cpu = setup.cpu,
+                "cannot pin shard to its CPU: {e}"
+            );
+        }
+        let mut homes = Vec::new();
+        let mut ingest = Vec::new();
+        for (home, (stream, spec, fanout)) in setup.home.into_iter().enumerate() {
+            let name = setup.streams[stream].name.clone();
+            match spec {
+                SourceSpec::Demo => homes.push((stream, None, fanout, true)),
+                SourceSpec::Udp(udp) => {
+                    homes.push((stream, udp.program, fanout, false));
+                    match UdpIngest::open(&udp, |w| tracing::warn!(stream = %name, "{w}")) {
+                        Ok(socket) => {
+                            tracing::info!(stream = %name, shard = setup.index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+                            ingest.push((home, socket));
+                        }
+                        Err(e) => {
+                            tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
+                        }
+                    }
+                }
+            }
+        }
+        let core = ShardCore::new(
+            setup.index,
+            setup.streams,
+            setup.inbox,
+            homes,
+            setup.limits,
+            setup.flush_interval,
+        );
+        let mut shard = UringShard {
+            core,
+            ring: parts.ring,
+            waker: parts.waker,
+            wake_buf: Box::new([0; 8]),
+            listener: setup.listener,
+            clients: Vec::new(),
+            ingest,
+            max_connections: setup.max_connections,
+            send_buffer: setup.send_buffer,
+            run: setup.run,
+            accepting: true,
+            scratch: Vec::with_capacity(MAX_IOVECS),
+        };
+        shard.arm_accept()?;
+        shard.arm_wake()?;
+        for i in 0..shard.ingest.len() {
+            shard.arm_ingest(i)?;
+        }
+        Ok(shard)
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every entry pushed here points only into memory owned by this shard that
+            // stays where it is until the entry's completion is reaped: the boxed receive
+            // buffer and iovec array of a client (freed only when nothing is in flight), the
+            // boxed wake-up buffer, and the Bytes held by the in-flight send.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let e = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(ACCEPT, 0));
+        self.push(&e)
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.waker.0.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            8,
+        )
+        .build()
+        .user_data(user_data(WAKE, 0));
+        self.push(&e)
+    }
+
+    fn arm_ingest(&mut self, i: usize) -> io::Result<()> {
+        let Some((_, socket)) = self.ingest.get_mut(i) else {
+            return Ok(());
+        };
+        let fd = socket.socket().as_raw_fd();
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(INGEST, i));
+        self.push(&e)
+    }
+
+    fn arm_recv(&mut self, key: usize) -> io::Result<()> {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        if c.recv_in_flight || c.closing {
+            return Ok(());
+        }
+        c.recv_in_flight = true;
+        let e = opcode::Recv::new(
+            types::Fd(c.fd.as_raw_fd()),
+            c.recv_buf.as_mut_ptr(),
+            RECV_BUFFER as u32,
+        )
+        .build()
+        .user_data(user_data(RECV, key));
+        self.push(&e)
+    }
+
+    /// Start sending what connection `key` has queued, unless a send is already in flight.
+    fn send(&mut self, key: usize) -> io::Result<()> {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        if c.send.is_some() || c.closing {
+            return Ok(());
+        }
+        let Some(conn) = self.core.conn_mut(key) else {
+            return Ok(());
+        };
+        if !conn.wants_write() {
+            return Ok(());
+        }
+        conn.begin_write(MAX_IOVECS, &mut self.scratch);
+        let hold = std::mem::take(&mut self.scratch);
+        let iovecs: Box<[libc::iovec]> = hold
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let e = opcode::Writev::new(
+            types::Fd(c.fd.as_raw_fd()),
+            iovecs.as_ptr(),
+            iovecs.len() as u32,
+        )
+        .build()
+        .user_data(user_data(SEND, key));
+        c.send = Some(InflightSend {
+            iovecs,
+            _hold: hold,
+        });
+        self.push(&e)
+    }
+
+    /// Run until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut next_sweep = Instant::now();
+        let mut stopping_since: Option<Instant> = None;
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut to_send = Vec::new();
+        loop {
+            let wait = self.core.next_timer().min(Duration::from_millis(100));
+            let ts = types::Timespec::new()
+                .sec(wait.as_secs())
+                .nsec(wait.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for (data, result, flags) in completions.drain(..) {
+                let key = (data & ((1 << 56) - 1)) as usize;
+                match data >> 56 {
+                    ACCEPT => self.on_accept(result, flags)?,
+                    WAKE => self.arm_wake()?,
+                    INGEST => self.on_ingest(key, result, flags)?,
+                    RECV => self.on_recv(key, result)?,
+                    SEND => self.on_send(key, result)?,
+                    _ => {}
+                }
+            }
+            self.core.demo_tick();
+            self.core.take_inbox();
+            self.core.feed_due(|key| to_send.push(key));
+            for key in to_send.drain(..) {
+                self.send(key)?;
+                self.close_if_finished(key);
+            }
+            if Instant::now() >= next_sweep {
+                for key in self.core.expired() {
+                    self.close(key);
+                }
+                next_sweep = Instant::now() + Duration::from_millis(250);
+            }
+            if self.run.stopping() {
+                let since = *stopping_since.get_or_insert_with(|| {
+                    self.accepting = false;
+                    tracing::info!(
+                        shard = self.core.index(),
+                        clients = self.core.connections(),
+                        "stopping: no new connections, flushing viewers"
+                    );
+                    Instant::now()
+                });
+                if self.run.fast()
+                    || self.core.flushed()
+                    || since.elapsed() > Duration::from_secs(2)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, result: i32, flags: u32) -> io::Result<()> {
+        if !cqueue::more(flags) && self.accepting {
+            self.arm_accept()?;
+        }
+        if result < 0 {
+            if result != -libc::ECANCELED {
+                tracing::warn!(
+                    shard = self.core.index(),
+                    "accept failed: {}",
+                    io::Error::from_raw_os_error(-result)
+                );
+            }
+            return Ok(());
+        }
+        // SAFETY: a non-negative accept result is a new file descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        if !self.accepting {
+            return Ok(());
+        }
+        if self.core.connections() >= self.max_connections {
+            let mut stream = std::net::TcpStream::from(fd);
+            let _ = stream.write(&Conn::overloaded_response());
+            return Ok(());
+        }
+        let sock = socket2::SockRef::from(&fd);
+        let _ = sock.set_nodelay(true);
+        if self.send_buffer > 0 {
+            let _ = sock.set_send_buffer_size(self.send_buffer);
+        }
+        let key = self.core.open();
+        if self.clients.len() <= key {
+            self.clients.resize_with(key + 1, || None);
+        }
+        self.clients[key] = Some(Client {
+            fd,
+            recv_buf: Box::new([0; RECV_BUFFER]),
+            recv_in_flight: false,
+            send: None,
+            closing: false,
+        });
+        self.arm_recv(key)
+    }
+
+    fn on_ingest(&mut self, i: usize, result: i32, flags: u32) -> io::Result<()> {
+        let received = sys::unix_ns();
+        if let Some((home, socket)) = self.ingest.get_mut(i) {
+            let home = *home;
+            let core = &mut self.core;
+            match socket.read_all(|datagram| core.ingest(home, datagram, received)) {
+                Ok(pass) => core.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
+                Err(e) => {
+                    core.ingest_done(home, 0, 0, received);
+                    tracing::warn!(home, "when reading the ingest socket: {e}");
+                }
+            }
+        }
+        if result < 0 && result != -libc::ECANCELED {
+            tracing::warn!(
+                "ingest poll failed: {}",
+                io::Error::from_raw_os_error(-result)
+            );
+        }
+        if !cqueue::more(flags) {
+            self.arm_ingest(i)?;
+        }
+        Ok(())
+    }
+
+    fn on_recv(&mut self, key: usize, result: i32) -> io::Result<()> {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        c.recv_in_flight = false;
+        if c.closing || result <= 0 {
+            if result < 0 && (result == -libc::EAGAIN || result == -libc::EINTR) && !c.closing {
+                return self.arm_recv(key);
+            }
+            self.close(key);
+            return Ok(());
+        }
+        let n = result as usize;
+        let data: [u8; RECV_BUFFER] = *c.recv_buf;
+        self.core.on_read(key, &data[..n]);
+        self.send(key)?;
+        self.close_if_finished(key);
+        self.arm_recv(key)
+    }
+
+    fn on_send(&mut self, key: usize, result: i32) -> io::Result<()> {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        let was = c.send.take();
+        drop(was.map(|s| s.iovecs));
+        if c.closing {
+            self.close(key);
+            return Ok(());
+        }
+        if result < 0 {
+            if result == -libc::EAGAIN || result == -libc::EINTR {
+                if let Some(conn) = self.core.conn_mut(key) {
+                    conn.wrote(0, 0);
+                }
+                return self.send(key);
+            }
+            self.close(key);
+            return Ok(());
+        }
+        if self.core.wrote(key, result as usize) {
+            self.close(key);
+            return Ok(());
+        }
+        self.send(key)
+    }
+
+    fn close_if_finished(&mut self, key: usize) {
+        let idle = self
+            .clients
+            .get(key)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.send.is_none());
+        if idle && self.core.conn(key).is_some_and(|c| c.finished()) {
+            self.close(key);
+        }
+    }
+
+    /// Close connection `key`: forget it in the core, shut the socket down so whatever is in
+    /// flight completes, and free it once nothing is.
+    ///
+    /// The core keeps the connection (and its key) until then, so the key cannot be given to a
+    /// new connection while the kernel still holds this one's buffers.
+    fn close(&mut self, key: usize) {
+        let Some(slot) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(c) = slot.as_mut() else { return };
+        if !c.closing {
+            c.closing = true;
+            let _ = socket2::SockRef::from(&c.fd).shutdown(std::net::Shutdown::Both);
+        }
+        if !c.recv_in_flight && c.send.is_none() {
+            *slot = None;
+            self.core.close(key);
+        }
+    }
+}
