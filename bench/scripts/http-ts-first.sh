@@ -2,7 +2,7 @@
 # First HTTP-TS figures (engine issue): shardcast with one shard on CPU 0 receives a UDP stream
 # from `shardcast-bench ingest` and serves N progressive viewers run by `shardcast-bench ts`
 # on CPU 1. Three repetitions at each N; prints one JSON line per run, then the medians.
-# Usage: bench/scripts/http-ts-first.sh [N ...]   (default: 100 1000)
+# Usage: [IO=io_uring|epoll] bench/scripts/http-ts-first.sh [N ...]   (default: 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(100 1000)
@@ -13,6 +13,7 @@ cat > "$cfg" <<TOML
 [server]
 listen = "127.0.0.1:$http_port"
 cpus = [0]
+io = "${IO:-auto}"
 
 [[stream]]
 name = "live"
@@ -37,6 +38,8 @@ done
 python3 - "$out" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
+import os
+print(f"\nio backend: {os.environ.get('IO', 'auto')}")
 print("\n| viewers | server ms per viewer-s (median, min-max) | server+client ms per viewer-s | Mbit/s per viewer | latency p50 / p99 / p99.9 ms (median) | gaps | server RSS MiB |")
 print("|---|---|---|---|---|---|---|")
 for n in sorted({r["n"] for r in runs}):
