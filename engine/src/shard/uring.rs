@@ -30,6 +30,7 @@ const WAKE: u64 = 2;
 const INGEST: u64 = 3;
 const RECV: u64 = 4;
 const SEND: u64 = 5;
+const CANCEL: u64 = 6;
 const RECV_BUFFER: usize = 4096;
 const MAX_IOVECS: usize = 64;
 
@@ -136,6 +137,8 @@ pub struct UringShard {
     run: Arc<RunState>,
     accepting: bool,
     scratch: Vec<Bytes>,
+    /// Operations submitted whose last completion has not been reaped.
+    in_flight: usize,
 }
 
 impl UringShard {
@@ -189,6 +192,7 @@ impl UringShard {
             run: setup.run,
             accepting: true,
             scratch: Vec::with_capacity(MAX_IOVECS),
+            in_flight: 0,
         };
         shard.arm_accept()?;
         shard.arm_wake()?;
@@ -206,6 +210,7 @@ impl UringShard {
             // boxed wake-up buffer, and the Bytes held by the in-flight send.
             let pushed = unsafe { self.ring.submission().push(entry) };
             if pushed.is_ok() {
+                self.in_flight += 1;
                 return Ok(());
             }
             self.ring.submit()?;
@@ -325,6 +330,9 @@ impl UringShard {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             for (data, result, flags) in completions.drain(..) {
+                if !cqueue::more(flags) {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
                 let key = (data & ((1 << 56) - 1)) as usize;
                 match data >> 56 {
                     ACCEPT => self.on_accept(result, flags)?,
@@ -511,6 +519,42 @@ impl UringShard {
         if !c.recv_in_flight && c.send.is_none() {
             *slot = None;
             self.core.close(key);
+        }
+    }
+}
+
+impl Drop for UringShard {
+    /// Before the buffers go, the kernel must be done with them: shut every connection down,
+    /// cancel everything in flight and reap the completions. Whatever is still in flight
+    /// after two seconds keeps its memory (leaked, never freed under the kernel).
+    fn drop(&mut self) {
+        for c in self.clients.iter().flatten() {
+            let _ = socket2::SockRef::from(&c.fd).shutdown(std::net::Shutdown::Both);
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(CANCEL, 0));
+        let _ = self.push(&cancel);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let ts = types::Timespec::new().nsec(50_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let ended = self
+                .ring
+                .completion()
+                .filter(|c| !cqueue::more(c.flags()))
+                .count();
+            self.in_flight = self.in_flight.saturating_sub(ended);
+        }
+        if self.in_flight > 0 {
+            tracing::warn!(
+                shard = self.core.index(),
+                operations = self.in_flight,
+                "io_uring operations still in flight at exit: their buffers are left allocated"
+            );
+            std::mem::forget(std::mem::take(&mut self.clients));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
         }
     }
 }
