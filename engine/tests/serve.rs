@@ -150,3 +150,65 @@ fn without_io_uring_it_says_so_and_serves_on_epoll() {
         "{text}"
     );
 }
+
+#[test]
+fn receives_unicast_udp_from_the_bench_sender() {
+    let port = free_port();
+    let config =
+        std::env::temp_dir().join(format!("shardcast-unicast-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("[[stream]]\nname = \"live\"\nsource = \"udp://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let plan = shardcast_bench::ingest::IngestPlan {
+        to: format!("127.0.0.1:{port}").parse().unwrap(),
+        from: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_secs(6),
+        generator: shardcast_protocols::generator::GeneratorConfig::default(),
+    };
+    let sender = std::thread::spawn(move || shardcast_bench::ingest::run(&plan).unwrap());
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = capture(server.addr, "/live.ts", 3.0);
+    assert!(pictures(&body) >= 60, "{} pictures", pictures(&body));
+    assert!(first_picture_is_keyframe(&body));
+    assert_eq!(continuity_breaks(&body), vec![]);
+    assert!(sender.join().unwrap() > 1000);
+    std::fs::remove_file(&config).ok();
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(
+        status.success() && log.contains("receiving MPEG-TS over UDP"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_full_shard_answers_503() {
+    let config = std::env::temp_dir().join(format!("shardcast-cap-{}.toml", std::process::id()));
+    std::fs::write(&config, "[server]\ncpus = [0]\nmax_connections_per_shard = 2\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    // Server::start's own probe connection has come and gone; hold the two places.
+    std::thread::sleep(Duration::from_millis(300));
+    let a = std::net::TcpStream::connect(server.addr).unwrap();
+    let b = std::net::TcpStream::connect(server.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let third = String::from_utf8_lossy(&raw_get(
+        server.addr,
+        "GET / HTTP/1.1\r\n\r\n",
+        Duration::from_millis(800),
+    ))
+    .to_string();
+    assert!(third.starts_with("HTTP/1.1 503"), "{third}");
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(300));
+    let later = String::from_utf8_lossy(&raw_get(
+        server.addr,
+        "GET / HTTP/1.1\r\n\r\n",
+        Duration::from_millis(800),
+    ))
+    .to_string();
+    assert!(later.starts_with("HTTP/1.1 200"), "{later}");
+    std::fs::remove_file(&config).ok();
+    let _ = server.stop(Signal::SIGTERM);
+}

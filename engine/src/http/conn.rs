@@ -104,6 +104,8 @@ pub struct Conn {
     next_seq: Option<u64>,
     skips: u32,
     skip_window_start_ns: u64,
+    /// Accepted over the shard's cap: its request is read and answered with 503.
+    overloaded: bool,
 }
 
 impl Conn {
@@ -122,6 +124,16 @@ impl Conn {
             next_seq: None,
             skips: 0,
             skip_window_start_ns: now_ns,
+            overloaded: false,
+        }
+    }
+
+    /// A connection accepted over the shard's cap: it reads the request (so closing does not
+    /// reset the connection under the answer) and answers 503 with Retry-After.
+    pub fn overloaded(limits: ConnLimits, now_ns: u64) -> Self {
+        Self {
+            overloaded: true,
+            ..Self::new(limits, now_ns)
         }
     }
 
@@ -157,6 +169,18 @@ impl Conn {
     }
 
     fn answer(&mut self, head: &RequestHead, router: &impl Router) -> Option<usize> {
+        if self.overloaded {
+            let body = b"server full, try again later\n";
+            self.respond(
+                503,
+                "text/plain",
+                body,
+                false,
+                "Retry-After: 5\r\n",
+                head.method == Method::Head,
+            );
+            return None;
+        }
         let keep = head.keep_alive;
         let route = router.route(&head.path);
         match (head.method, route) {
@@ -354,19 +378,6 @@ impl Conn {
                 self.wants_write() && idle > self.limits.idle_timeout_ns
             }
         }
-    }
-
-    /// The canned answer for a connection refused because the shard is full.
-    pub fn overloaded_response() -> Bytes {
-        let body = "server full, try again later\n";
-        let head = response_head(
-            503,
-            "text/plain",
-            Some(body.len()),
-            false,
-            "Retry-After: 5\r\n",
-        );
-        Bytes::from(head + body)
     }
 }
 

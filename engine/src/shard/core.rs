@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Connections taken over the cap only to be told 503 (beyond them, new ones are closed).
+pub const OVERLOAD_SLACK: usize = 256;
+
 /// The demo source produces what is due at most this often (a datagram's worth at a time).
 pub const DEMO_TICK: Duration = Duration::from_millis(10);
 
@@ -122,10 +125,20 @@ impl ShardCore {
         self.conns.len()
     }
 
-    /// A new connection; returns its key.
-    pub fn open(&mut self) -> usize {
+    /// A new connection; returns its key. Over `max_connections` it is taken only to be
+    /// answered 503 (up to [`OVERLOAD_SLACK`] more); past that `None`: close it at once.
+    pub fn open(&mut self, max_connections: usize) -> Option<usize> {
         let now = self.now_ns();
-        self.conns.insert(Conn::new(self.limits, now))
+        let n = self.conns.len();
+        if n >= max_connections.saturating_add(OVERLOAD_SLACK) {
+            return None;
+        }
+        let conn = if n >= max_connections {
+            Conn::overloaded(self.limits, now)
+        } else {
+            Conn::new(self.limits, now)
+        };
+        Some(self.conns.insert(conn))
     }
 
     /// Forget a connection (its socket is gone).
@@ -243,6 +256,9 @@ impl ShardCore {
         StreamCounters::add(&counters.packets_out, (chunk.data.len() / 188) as u64);
         h.fanout.send(&chunk, counters);
         self.views[stream].push(chunk);
+        counters
+            .buffered_bytes
+            .store(self.views[stream].bytes() as u64, Ordering::Relaxed);
         self.pending_since[stream].get_or_insert_with(Instant::now);
     }
 
@@ -367,7 +383,7 @@ mod tests {
     #[test]
     fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
         let mut core = core(0);
-        let key = core.open();
+        let key = core.open(usize::MAX).unwrap();
         core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
         let head = drain(&mut core, key);
         assert!(head.starts_with(b"HTTP/1.1 200 OK"));
@@ -400,7 +416,7 @@ mod tests {
     #[test]
     fn writes_wait_for_the_flush_interval() {
         let mut core = core(200);
-        let key = core.open();
+        let key = core.open(usize::MAX).unwrap();
         core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
         drain(&mut core, key);
         std::thread::sleep(DEMO_TICK * 2);

@@ -3,7 +3,6 @@
 
 use super::core::ShardCore;
 use super::{RunState, ShardSetup, WAKER};
-use crate::http::Conn;
 use crate::ingest::{SourceSpec, UdpIngest};
 use crate::sys;
 use mio::net::{TcpListener, TcpStream};
@@ -154,15 +153,13 @@ impl EpollShard {
                     return;
                 }
             };
-            if self.core.connections() >= self.max_connections {
-                let _ = socket.write(&Conn::overloaded_response());
-                continue;
-            }
             let _ = socket.set_nodelay(true);
             if self.send_buffer > 0 {
                 let _ = socket2::SockRef::from(&socket).set_send_buffer_size(self.send_buffer);
             }
-            let key = self.core.open();
+            let Some(key) = self.core.open(self.max_connections) else {
+                continue;
+            };
             if let Err(e) = self.poll.registry().register(
                 &mut socket,
                 Token(CONN_BASE + key),

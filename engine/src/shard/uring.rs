@@ -14,13 +14,12 @@
 use super::core::ShardCore;
 use super::fanout::Wake;
 use super::{RunState, ShardSetup};
-use crate::http::Conn;
 use crate::ingest::{SourceSpec, UdpIngest};
 use crate::sys;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -395,17 +394,14 @@ impl UringShard {
         if !self.accepting {
             return Ok(());
         }
-        if self.core.connections() >= self.max_connections {
-            let mut stream = std::net::TcpStream::from(fd);
-            let _ = stream.write(&Conn::overloaded_response());
-            return Ok(());
-        }
         let sock = socket2::SockRef::from(&fd);
         let _ = sock.set_nodelay(true);
         if self.send_buffer > 0 {
             let _ = sock.set_send_buffer_size(self.send_buffer);
         }
-        let key = self.core.open();
+        let Some(key) = self.core.open(self.max_connections) else {
+            return Ok(());
+        };
         if self.clients.len() <= key {
             self.clients.resize_with(key + 1, || None);
         }

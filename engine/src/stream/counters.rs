@@ -29,6 +29,8 @@ pub struct StreamCounters {
     pub lag_closes: AtomicU64,
     /// Bytes sent to viewers.
     pub bytes_out: AtomicU64,
+    /// Bytes the home shard holds for the stream's window (a gauge; other shards share them).
+    pub buffered_bytes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -47,6 +49,7 @@ pub struct StreamCountersSnapshot {
     pub lag_skips: u64,
     pub lag_closes: u64,
     pub bytes_out: u64,
+    pub buffered_bytes: u64,
 }
 
 impl StreamCounters {
@@ -70,6 +73,7 @@ impl StreamCounters {
             lag_skips: self.lag_skips.load(Relaxed),
             lag_closes: self.lag_closes.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            buffered_bytes: self.buffered_bytes.load(Relaxed),
         }
     }
 }
