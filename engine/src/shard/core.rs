@@ -6,7 +6,7 @@
 
 use super::{Fanout, Inbox, StreamInfo};
 use crate::http::{Conn, ConnLimits, ConnState, Feed, Route, Router};
-use crate::ingest::{DemoSource, Pipeline};
+use crate::ingest::{DemoSource, Pipeline, UdpIngest};
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
 use std::sync::atomic::Ordering;
@@ -226,6 +226,20 @@ impl ShardCore {
         }
         for c in chunks {
             self.publish(home, c);
+        }
+    }
+
+    /// Read every datagram waiting on home stream `home`'s socket and publish them.
+    pub fn read_ingest(&mut self, home: usize, socket: &mut UdpIngest) {
+        let received = sys::unix_ns();
+        match socket.read_all(|datagram| self.ingest(home, datagram, received)) {
+            Ok(pass) => self.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
+            Err(e) => {
+                self.ingest_done(home, 0, 0, received);
+                if let Some(h) = self.homes.get(home) {
+                    tracing::warn!(stream = %self.streams[h.stream].name, "when reading the ingest socket: {e}");
+                }
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! the core's.
 
 use super::core::ShardCore;
-use super::{RunState, ShardSetup, WAKER};
-use crate::ingest::{SourceSpec, UdpIngest};
+use super::{open_sources, RunState, ShardSetup, WAKER};
+use crate::ingest::UdpIngest;
 use crate::sys;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -43,30 +43,13 @@ impl EpollShard {
         let mut listener = TcpListener::from_std(setup.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut homes = Vec::new();
-        let mut ingest = Vec::new();
-        for (home, (stream, spec, fanout)) in setup.home.into_iter().enumerate() {
-            let name = setup.streams[stream].name.clone();
-            match spec {
-                SourceSpec::Demo => homes.push((stream, None, fanout, true)),
-                SourceSpec::Udp(udp) => {
-                    homes.push((stream, udp.program, fanout, false));
-                    match UdpIngest::open(&udp, |w| tracing::warn!(stream = %name, "{w}")) {
-                        Ok(mut socket) => {
-                            poll.registry().register(
-                                socket.socket(),
-                                Token(INGEST_BASE + home),
-                                Interest::READABLE,
-                            )?;
-                            tracing::info!(stream = %name, shard = setup.index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
-                            ingest.push((home, socket));
-                        }
-                        Err(e) => {
-                            tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
-                        }
-                    }
-                }
-            }
+        let (homes, mut ingest) = open_sources(setup.index, &setup.streams, setup.home);
+        for (home, socket) in &mut ingest {
+            poll.registry().register(
+                socket.socket(),
+                Token(INGEST_BASE + *home),
+                Interest::READABLE,
+            )?;
         }
         let core = ShardCore::new(
             setup.index,
@@ -250,22 +233,8 @@ impl EpollShard {
     }
 
     fn read_ingest(&mut self, home: usize) {
-        let received = sys::unix_ns();
-        let Some((_, socket)) = self.ingest.iter_mut().find(|(h, _)| *h == home) else {
-            return;
-        };
-        let core = &mut self.core;
-        match socket.read_all(|datagram| core.ingest(home, datagram, received)) {
-            Ok(pass) => core.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
-            Err(e) => {
-                core.ingest_done(home, 0, 0, received);
-                let name = core
-                    .streams()
-                    .get(home)
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
-                tracing::warn!(stream = %name, "when reading the ingest socket: {e}");
-            }
+        if let Some((_, socket)) = self.ingest.iter_mut().find(|(h, _)| *h == home) {
+            self.core.read_ingest(home, socket);
         }
     }
 }

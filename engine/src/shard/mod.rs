@@ -108,3 +108,43 @@ pub struct ShardSetup {
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
 }
+
+/// A shard's home streams as the core takes them (stream, program, fan-out, demo?), and the
+/// UDP sockets opened for them (home index, socket). A socket that cannot be opened is logged
+/// and its stream stays offline; the shard serves the rest.
+pub type OpenedSources = (
+    Vec<(usize, Option<u16>, Fanout, bool)>,
+    Vec<(usize, crate::ingest::UdpIngest)>,
+);
+
+/// Open the sources of the streams shard `index` is home to.
+pub fn open_sources(
+    index: usize,
+    streams: &[StreamInfo],
+    home: Vec<(usize, SourceSpec, Fanout)>,
+) -> OpenedSources {
+    let mut homes = Vec::new();
+    let mut sockets = Vec::new();
+    for (i, (stream, spec, fanout)) in home.into_iter().enumerate() {
+        let name = &streams[stream].name;
+        match spec {
+            SourceSpec::Demo => homes.push((stream, None, fanout, true)),
+            SourceSpec::Udp(udp) => {
+                homes.push((stream, udp.program, fanout, false));
+                match crate::ingest::UdpIngest::open(
+                    &udp,
+                    |w| tracing::warn!(stream = %name, "{w}"),
+                ) {
+                    Ok(socket) => {
+                        tracing::info!(stream = %name, shard = index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+                        sockets.push((i, socket));
+                    }
+                    Err(e) => {
+                        tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
+                    }
+                }
+            }
+        }
+    }
+    (homes, sockets)
+}

@@ -1,5 +1,6 @@
 //! The io_uring backend: multishot accept, recv and `writev` submitted to the shard's own ring,
-//! a multishot poll for ingest sockets, and an eventfd read for wake-ups from other shards.
+//! multishot `RECVMSG` into a provided-buffer ring for ingest sockets ([`ingest`]), and an
+//! eventfd read for wake-ups from other shards.
 //! Every decision is the core's.
 //!
 //! Memory handed to the kernel stays put until its completion arrives: receive buffers and
@@ -11,10 +12,11 @@
 //! kernel will use.
 #![allow(unsafe_code)]
 
+mod ingest;
+
 use super::core::ShardCore;
 use super::fanout::Wake;
-use super::{RunState, ShardSetup};
-use crate::ingest::{SourceSpec, UdpIngest};
+use super::{open_sources, RunState, ShardSetup};
 use crate::sys;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -38,12 +40,13 @@ fn user_data(kind: u64, key: usize) -> u64 {
 }
 
 /// The opcodes this backend submits, checked before it is chosen.
-const NEEDED: [(u8, &str); 5] = [
+const NEEDED: [(u8, &str); 6] = [
     (opcode::AcceptMulti::CODE, "ACCEPT (multishot)"),
     (opcode::Recv::CODE, "RECV"),
+    (opcode::RecvMsgMulti::CODE, "RECVMSG (multishot)"),
     (opcode::Writev::CODE, "WRITEV"),
-    (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Read::CODE, "READ"),
+    (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
 ];
 
 /// Whether io_uring can be used here; the error says why not, in one line.
@@ -58,14 +61,16 @@ pub fn probe() -> Result<(), String> {
         .filter(|(code, _)| !probe.is_supported(*code))
         .map(|(_, n)| *n)
         .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !missing.is_empty() {
+        return Err(format!(
             "the kernel's io_uring lacks {}",
             missing.join(", ")
-        ))
+        ));
     }
+    let mut buffers = ingest::BufRing::new(&ring, 0)
+        .map_err(|e| format!("cannot register a provided-buffer ring: {e}"))?;
+    buffers.release(&ring);
+    Ok(())
 }
 
 /// An eventfd other shards write to wake this one.
@@ -130,7 +135,9 @@ pub struct UringShard {
     wake_buf: Box<[u8; 8]>,
     listener: std::net::TcpListener,
     clients: Vec<Option<Client>>,
-    ingest: Vec<(usize, UdpIngest)>,
+    ingest: Vec<ingest::RingIngest>,
+    /// Per ingest socket: datagrams and kernel drops since the last publish.
+    ingest_batch: Vec<(u64, u64)>,
     max_connections: usize,
     send_buffer: usize,
     run: Arc<RunState>,
@@ -150,25 +157,12 @@ impl UringShard {
                 "cannot pin shard to its CPU: {e}"
             );
         }
-        let mut homes = Vec::new();
+        let (homes, sockets) = open_sources(setup.index, &setup.streams, setup.home);
         let mut ingest = Vec::new();
-        for (home, (stream, spec, fanout)) in setup.home.into_iter().enumerate() {
-            let name = setup.streams[stream].name.clone();
-            match spec {
-                SourceSpec::Demo => homes.push((stream, None, fanout, true)),
-                SourceSpec::Udp(udp) => {
-                    homes.push((stream, udp.program, fanout, false));
-                    match UdpIngest::open(&udp, |w| tracing::warn!(stream = %name, "{w}")) {
-                        Ok(socket) => {
-                            tracing::info!(stream = %name, shard = setup.index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
-                            ingest.push((home, socket));
-                        }
-                        Err(e) => {
-                            tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
-                        }
-                    }
-                }
-            }
+        for (group, (home, socket)) in sockets.into_iter().enumerate() {
+            let group = u16::try_from(group)
+                .map_err(|_| io::Error::other("too many ingest sockets on one shard"))?;
+            ingest.push(ingest::RingIngest::new(&parts.ring, home, socket, group)?);
         }
         let core = ShardCore::new(
             setup.index,
@@ -185,6 +179,7 @@ impl UringShard {
             wake_buf: Box::new([0; 8]),
             listener: setup.listener,
             clients: Vec::new(),
+            ingest_batch: vec![(0, 0); ingest.len()],
             ingest,
             max_connections: setup.max_connections,
             send_buffer: setup.send_buffer,
@@ -236,15 +231,11 @@ impl UringShard {
     }
 
     fn arm_ingest(&mut self, i: usize) -> io::Result<()> {
-        let Some((_, socket)) = self.ingest.get_mut(i) else {
+        let Some(ingest) = self.ingest.get_mut(i) else {
             return Ok(());
         };
-        let fd = socket.socket().as_raw_fd();
-        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(user_data(INGEST, i));
-        self.push(&e)
+        let entry = ingest.receive(user_data(INGEST, i));
+        self.push(&entry)
     }
 
     fn arm_recv(&mut self, key: usize) -> io::Result<()> {
@@ -328,6 +319,7 @@ impl UringShard {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            let received = sys::unix_ns();
             for (data, result, flags) in completions.drain(..) {
                 if !cqueue::more(flags) {
                     self.in_flight = self.in_flight.saturating_sub(1);
@@ -336,12 +328,13 @@ impl UringShard {
                 match data >> 56 {
                     ACCEPT => self.on_accept(result, flags)?,
                     WAKE => self.arm_wake()?,
-                    INGEST => self.on_ingest(key, result, flags)?,
+                    INGEST => self.on_ingest(key, result, flags, received)?,
                     RECV => self.on_recv(key, result)?,
                     SEND => self.on_send(key, result)?,
                     _ => {}
                 }
             }
+            self.flush_ingest(received);
             self.core.demo_tick();
             self.core.take_inbox();
             self.core.feed_due(|key| to_send.push(key));
@@ -415,29 +408,46 @@ impl UringShard {
         self.arm_recv(key)
     }
 
-    fn on_ingest(&mut self, i: usize, result: i32, flags: u32) -> io::Result<()> {
-        let received = sys::unix_ns();
-        if let Some((home, socket)) = self.ingest.get_mut(i) {
-            let home = *home;
-            let core = &mut self.core;
-            match socket.read_all(|datagram| core.ingest(home, datagram, received)) {
-                Ok(pass) => core.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
-                Err(e) => {
-                    core.ingest_done(home, 0, 0, received);
-                    tracing::warn!(home, "when reading the ingest socket: {e}");
+    fn on_ingest(&mut self, i: usize, result: i32, flags: u32, received: u64) -> io::Result<()> {
+        let Some(ingest) = self.ingest.get_mut(i) else {
+            return Ok(());
+        };
+        let home = ingest.home;
+        if let Some(id) = cqueue::buffer_select(flags) {
+            match ingest.datagram(id) {
+                Ok((payload, drops)) => {
+                    self.core.ingest(home, payload, received);
+                    self.ingest_batch[i].0 += 1;
+                    self.ingest_batch[i].1 += drops;
                 }
+                Err(why) => tracing::warn!(home, "ingest datagram dropped: {why}"),
             }
-        }
-        if result < 0 && result != -libc::ECANCELED {
+            ingest.buffers.give_back(id);
+        } else if result < 0 && result != -libc::ENOBUFS && result != -libc::ECANCELED {
             tracing::warn!(
-                "ingest poll failed: {}",
+                "ingest receive failed: {}",
                 io::Error::from_raw_os_error(-result)
             );
         }
         if !cqueue::more(flags) {
+            // Ended (buffers ran out, or an error): hand back what was used and start again.
+            ingest.buffers.publish();
             self.arm_ingest(i)?;
         }
         Ok(())
+    }
+
+    /// Publish what ingest received in this batch of completions, and give the kernel its
+    /// buffers back.
+    fn flush_ingest(&mut self, received: u64) {
+        for (i, ingest) in self.ingest.iter().enumerate() {
+            let (datagrams, drops) = std::mem::take(&mut self.ingest_batch[i]);
+            if datagrams > 0 {
+                ingest.buffers.publish();
+                self.core
+                    .ingest_done(ingest.home, datagrams, drops, received);
+            }
+        }
     }
 
     fn on_recv(&mut self, key: usize, result: i32) -> io::Result<()> {
@@ -543,7 +553,11 @@ impl Drop for UringShard {
                 .count();
             self.in_flight = self.in_flight.saturating_sub(ended);
         }
-        if self.in_flight > 0 {
+        if self.in_flight == 0 {
+            for ingest in &mut self.ingest {
+                ingest.buffers.release(&self.ring);
+            }
+        } else {
             tracing::warn!(
                 shard = self.core.index(),
                 operations = self.in_flight,

@@ -1,0 +1,211 @@
+//! UDP ingest on io_uring: one multishot `RECVMSG` per socket into a ring of provided buffers
+//! (`IORING_REGISTER_PBUF_RING`), so datagrams arrive with no syscall of their own. The
+//! kernel's drop counter (SO_RXQ_OVFL) comes back in each message's control data.
+//!
+//! The buffer ring's memory is registered with the kernel; it is unregistered before it is
+//! freed ([`BufRing::release`]), and only after every operation that may use it has completed.
+
+use crate::ingest::UdpIngest;
+use io_uring::{opcode, squeue, types, IoUring};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Buffers per ingest socket.
+const ENTRIES: u16 = 256;
+/// Bytes per buffer: the recvmsg header, the control data and a jumbo datagram.
+const BUFFER: usize = 10 * 1024;
+/// Size of one `struct io_uring_buf` in the ring.
+const SLOT: usize = 16;
+
+/// A provided-buffer ring: `ENTRIES` slots the kernel takes buffers from, and the buffers.
+pub(super) struct BufRing {
+    ring: *mut u8,
+    layout: Layout,
+    buffers: Vec<u8>,
+    tail: u16,
+    group: u16,
+    registered: bool,
+}
+
+impl BufRing {
+    /// Allocate, fill with every buffer, and register as buffer group `group`.
+    pub(super) fn new(uring: &IoUring, group: u16) -> std::io::Result<Self> {
+        let layout = Layout::from_size_align(usize::from(ENTRIES) * SLOT, 4096)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // SAFETY: the layout has a non-zero size.
+        let ring = unsafe { alloc_zeroed(layout) };
+        if ring.is_null() {
+            return Err(std::io::Error::other("cannot allocate the buffer ring"));
+        }
+        let mut r = BufRing {
+            ring,
+            layout,
+            buffers: vec![0; usize::from(ENTRIES) * BUFFER],
+            tail: 0,
+            group,
+            registered: false,
+        };
+        for id in 0..ENTRIES {
+            r.give_back(id);
+        }
+        r.publish();
+        // SAFETY: `ring` holds ENTRIES slots, page aligned, and stays allocated until `release`
+        // has unregistered it (Drop never frees a ring that is still registered).
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(r.ring as u64, ENTRIES, group, 0)?
+        };
+        r.registered = true;
+        Ok(r)
+    }
+
+    /// The buffer with id `id`.
+    pub(super) fn buffer(&self, id: u16) -> &[u8] {
+        let start = usize::from(id % ENTRIES) * BUFFER;
+        &self.buffers[start..start + BUFFER]
+    }
+
+    /// Put buffer `id` back in the ring (visible to the kernel at the next `publish`).
+    pub(super) fn give_back(&mut self, id: u16) {
+        let slot = usize::from(self.tail & (ENTRIES - 1)) * SLOT;
+        let addr = self.buffers.as_ptr() as u64 + (usize::from(id % ENTRIES) * BUFFER) as u64;
+        // SAFETY: `slot` is below ENTRIES * SLOT, inside the ring allocation; the fields of
+        // `struct io_uring_buf` are addr (u64, offset 0), len (u32, 8) and bid (u16, 12). The
+        // tail (u16, 14 of slot 0) is only written through `publish`.
+        unsafe {
+            self.ring.add(slot).cast::<u64>().write_unaligned(addr);
+            self.ring
+                .add(slot + 8)
+                .cast::<u32>()
+                .write_unaligned(BUFFER as u32);
+            self.ring.add(slot + 12).cast::<u16>().write_unaligned(id);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Make the buffers given back visible to the kernel (release store of the tail).
+    pub(super) fn publish(&self) {
+        // SAFETY: offset 14 of the page-aligned ring is the u16 tail, naturally aligned; the
+        // kernel only reads it, and this thread is its only writer.
+        let tail = unsafe { AtomicU16::from_ptr(self.ring.add(14).cast::<u16>()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Unregister from the kernel: after this the memory may go.
+    pub(super) fn release(&mut self, uring: &IoUring) {
+        if self.registered && uring.submitter().unregister_buf_ring(self.group).is_ok() {
+            self.registered = false;
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.registered {
+            // Still registered (the ring could not be told): keep the memory rather than free
+            // it under the kernel.
+            return;
+        }
+        // SAFETY: allocated in `new` with this layout, and no longer registered.
+        unsafe { dealloc(self.ring, self.layout) };
+    }
+}
+
+/// One UDP ingest socket on the ring.
+pub(super) struct RingIngest {
+    pub(super) home: usize,
+    pub(super) socket: UdpIngest,
+    pub(super) buffers: BufRing,
+    /// Template for the multishot receive: only the name and control sizes matter.
+    pub(super) msghdr: Box<libc::msghdr>,
+    drops_seen: u32,
+}
+
+/// Room for one SO_RXQ_OVFL control message (cmsghdr + u32, aligned).
+const CONTROL: usize = 24;
+
+impl RingIngest {
+    pub(super) fn new(
+        uring: &IoUring,
+        home: usize,
+        socket: UdpIngest,
+        group: u16,
+    ) -> std::io::Result<Self> {
+        // SAFETY: msghdr is plain old data; all zeroes is a valid (empty) value.
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_controllen = CONTROL as _;
+        Ok(Self {
+            home,
+            buffers: BufRing::new(uring, group)?,
+            socket,
+            msghdr,
+            drops_seen: 0,
+        })
+    }
+
+    /// The multishot receive to submit (again, whenever a completion says it ended).
+    pub(super) fn receive(&mut self, user_data: u64) -> squeue::Entry {
+        let fd = self.socket.socket().as_raw_fd();
+        opcode::RecvMsgMulti::new(types::Fd(fd), &*self.msghdr, self.buffers.group)
+            .build()
+            .user_data(user_data)
+    }
+
+    /// The datagram in buffer `id` and the drops the kernel reported since the last one.
+    pub(super) fn datagram(&mut self, id: u16) -> Result<(&[u8], u64), &'static str> {
+        let msg = types::RecvMsgOut::parse(self.buffers.buffer(id), &self.msghdr)
+            .map_err(|()| "malformed receive buffer")?;
+        if msg.is_payload_truncated() {
+            return Err("datagram larger than the receive buffer");
+        }
+        let mut drops = 0;
+        if let Some(total) = rxq_ovfl(msg.control_data()) {
+            drops = u64::from(total.wrapping_sub(self.drops_seen));
+            self.drops_seen = total;
+        }
+        // The payload as a slice of the buffer itself (the parsed view borrows a local).
+        let payload = msg.payload_data();
+        let start = payload.as_ptr() as usize - self.buffers.buffer(id).as_ptr() as usize;
+        let len = payload.len();
+        Ok((&self.buffers.buffer(id)[start..start + len], drops))
+    }
+}
+
+/// The SO_RXQ_OVFL counter in a control-message buffer (`struct cmsghdr`: len usize, level
+/// i32, type i32, then the data).
+fn rxq_ovfl(control: &[u8]) -> Option<u32> {
+    let mut rest = control;
+    while rest.len() >= 16 {
+        let len = usize::from_ne_bytes(rest[..8].try_into().ok()?);
+        let level = i32::from_ne_bytes(rest[8..12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(rest[12..16].try_into().ok()?);
+        if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL {
+            return rest
+                .get(16..20)
+                .and_then(|d| d.try_into().ok())
+                .map(u32::from_ne_bytes);
+        }
+        let step = len.max(16).next_multiple_of(8);
+        rest = rest.get(step..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_drop_counter() {
+        let mut c = Vec::new();
+        c.extend_from_slice(&20usize.to_ne_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c.extend_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
+        c.extend_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&c), Some(7));
+        assert_eq!(rxq_ovfl(&c[..12]), None);
+        assert_eq!(rxq_ovfl(&[]), None);
+    }
+}
