@@ -443,3 +443,53 @@ mod tests {
         assert_eq!(fed, 1);
     }
 }
+
+/// The end of every backend's loop turn: sweeping timeouts now and then, and the stop
+/// sequence (no new connections, viewers get up to two seconds to take what is queued).
+#[derive(Debug)]
+pub struct Housekeeping {
+    next_sweep: Instant,
+    stopping_since: Option<Instant>,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Self {
+            next_sweep: Instant::now(),
+            stopping_since: None,
+        }
+    }
+}
+
+impl Housekeeping {
+    /// Every 250 ms, the connections whose timeouts expired (close them).
+    pub fn expired(&mut self, core: &ShardCore) -> Vec<usize> {
+        if Instant::now() < self.next_sweep {
+            return Vec::new();
+        }
+        self.next_sweep = Instant::now() + Duration::from_millis(250);
+        core.expired()
+    }
+
+    /// Whether the loop should end. `stop_accepting` runs once, when a stop is first seen.
+    pub fn should_exit(
+        &mut self,
+        core: &ShardCore,
+        run: &super::RunState,
+        stop_accepting: impl FnOnce(),
+    ) -> bool {
+        if !run.stopping() {
+            return false;
+        }
+        let since = *self.stopping_since.get_or_insert_with(|| {
+            stop_accepting();
+            tracing::info!(
+                shard = core.index(),
+                clients = core.connections(),
+                "stopping: no new connections, flushing viewers"
+            );
+            Instant::now()
+        });
+        run.fast() || core.flushed() || since.elapsed() > Duration::from_secs(2)
+    }
+}

@@ -1,7 +1,7 @@
 //! The epoll backend (through mio): sockets, readiness, `readv`/`writev`; every decision is
 //! the core's.
 
-use super::core::ShardCore;
+use super::core::{Housekeeping, ShardCore};
 use super::{open_sources, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
 use crate::sys;
@@ -9,7 +9,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LISTENER: Token = Token(0);
 const INGEST_BASE: usize = 2;
@@ -75,8 +75,7 @@ impl EpollShard {
     /// Run until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut next_sweep = Instant::now();
-        let mut stopping_since: Option<Instant> = None;
+        let mut housekeeping = Housekeeping::default();
         let mut to_write = Vec::new();
         loop {
             let timeout = self.core.next_timer().min(Duration::from_millis(100));
@@ -99,28 +98,13 @@ impl EpollShard {
             for key in to_write.drain(..) {
                 self.write(key);
             }
-            if Instant::now() >= next_sweep {
-                for key in self.core.expired() {
-                    self.close(key);
-                }
-                next_sweep = Instant::now() + Duration::from_millis(250);
+            for key in housekeeping.expired(&self.core) {
+                self.close(key);
             }
-            if self.run.stopping() {
-                let since = *stopping_since.get_or_insert_with(|| {
-                    let _ = self.poll.registry().deregister(&mut self.listener);
-                    tracing::info!(
-                        shard = self.core.index(),
-                        clients = self.core.connections(),
-                        "stopping: no new connections, flushing viewers"
-                    );
-                    Instant::now()
-                });
-                if self.run.fast()
-                    || self.core.flushed()
-                    || since.elapsed() > Duration::from_secs(2)
-                {
-                    return Ok(());
-                }
+            if housekeeping.should_exit(&self.core, &self.run, || {
+                let _ = self.poll.registry().deregister(&mut self.listener);
+            }) {
+                return Ok(());
             }
         }
     }

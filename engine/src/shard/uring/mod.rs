@@ -14,7 +14,7 @@
 
 mod ingest;
 
-use super::core::ShardCore;
+use super::core::{Housekeeping, ShardCore};
 use super::fanout::Wake;
 use super::{open_sources, RunState, ShardSetup};
 use crate::sys;
@@ -295,8 +295,7 @@ impl UringShard {
 
     /// Run until stopped.
     pub fn run(mut self) -> io::Result<()> {
-        let mut next_sweep = Instant::now();
-        let mut stopping_since: Option<Instant> = None;
+        let mut housekeeping = Housekeeping::default();
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         let mut to_send = Vec::new();
         loop {
@@ -342,28 +341,11 @@ impl UringShard {
                 self.send(key)?;
                 self.close_if_finished(key);
             }
-            if Instant::now() >= next_sweep {
-                for key in self.core.expired() {
-                    self.close(key);
-                }
-                next_sweep = Instant::now() + Duration::from_millis(250);
+            for key in housekeeping.expired(&self.core) {
+                self.close(key);
             }
-            if self.run.stopping() {
-                let since = *stopping_since.get_or_insert_with(|| {
-                    self.accepting = false;
-                    tracing::info!(
-                        shard = self.core.index(),
-                        clients = self.core.connections(),
-                        "stopping: no new connections, flushing viewers"
-                    );
-                    Instant::now()
-                });
-                if self.run.fast()
-                    || self.core.flushed()
-                    || since.elapsed() > Duration::from_secs(2)
-                {
-                    return Ok(());
-                }
+            if housekeeping.should_exit(&self.core, &self.run, || self.accepting = false) {
+                return Ok(());
             }
         }
     }
