@@ -16,6 +16,7 @@ step "dependencies"
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 [ -x /usr/bin/python3 ] || missing+=(python3)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # libseccomp's Python binding: a test takes io_uring away the way a container profile does.
 /usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || missing+=(python3-seccomp)
 if [ "${#missing[@]}" -gt 0 ]; then
