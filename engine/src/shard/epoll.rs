@@ -2,9 +2,8 @@
 //! the core's.
 
 use super::core::{Housekeeping, ShardCore};
-use super::{open_sources, RunState, ShardSetup, WAKER};
+use super::{prepare, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
-use crate::sys;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
@@ -33,17 +32,11 @@ impl EpollShard {
     /// Pin, register the listener, open the ingest sockets. `poll` was made beforehand so that
     /// the other shards could take its waker.
     pub fn new(setup: ShardSetup, poll: Poll) -> io::Result<EpollShard> {
-        if let Err(e) = sys::pin_current_thread(setup.cpu) {
-            tracing::warn!(
-                shard = setup.index,
-                cpu = setup.cpu,
-                "cannot pin shard to its CPU: {e}"
-            );
-        }
-        let mut listener = TcpListener::from_std(setup.listener);
+        let p = prepare(setup);
+        let mut listener = TcpListener::from_std(p.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let (homes, mut ingest) = open_sources(setup.index, &setup.streams, setup.home);
+        let mut ingest = p.sockets;
         for (home, socket) in &mut ingest {
             poll.registry().register(
                 socket.socket(),
@@ -51,14 +44,7 @@ impl EpollShard {
                 Interest::READABLE,
             )?;
         }
-        let core = ShardCore::new(
-            setup.index,
-            setup.streams,
-            setup.inbox,
-            homes,
-            setup.limits,
-            setup.flush_interval,
-        );
+        let core = p.core;
         Ok(EpollShard {
             core,
             poll,
@@ -66,9 +52,9 @@ impl EpollShard {
             sockets: Vec::new(),
             ingest,
             read_buf: vec![0; 16 * 1024],
-            max_connections: setup.max_connections,
-            send_buffer: setup.send_buffer,
-            run: setup.run,
+            max_connections: p.max_connections,
+            send_buffer: p.send_buffer,
+            run: p.run,
         })
     }
 

@@ -148,3 +148,48 @@ pub fn open_sources(
     }
     (homes, sockets)
 }
+
+/// What every backend starts from: the thread pinned, the sources opened, the core built.
+#[allow(missing_debug_implementations)] // holds the core and sockets; nothing useful to print
+pub struct Prepared {
+    /// The shard's logic.
+    pub core: core::ShardCore,
+    /// The UDP sockets of its home streams (home index, socket).
+    pub sockets: Vec<(usize, crate::ingest::UdpIngest)>,
+    /// Its listener.
+    pub listener: std::net::TcpListener,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
+    pub send_buffer: usize,
+    /// Stop flag.
+    pub run: Arc<RunState>,
+}
+
+/// Pin the calling thread to the shard's CPU, open its sources and build its core.
+pub fn prepare(setup: ShardSetup) -> Prepared {
+    if let Err(e) = crate::sys::pin_current_thread(setup.cpu) {
+        tracing::warn!(
+            shard = setup.index,
+            cpu = setup.cpu,
+            "cannot pin shard to its CPU: {e}"
+        );
+    }
+    let (homes, sockets) = open_sources(setup.index, &setup.streams, setup.home);
+    let core = core::ShardCore::new(
+        setup.index,
+        setup.streams,
+        setup.inbox,
+        homes,
+        setup.limits,
+        setup.flush_interval,
+    );
+    Prepared {
+        core,
+        sockets,
+        listener: setup.listener,
+        max_connections: setup.max_connections,
+        send_buffer: setup.send_buffer,
+        run: setup.run,
+    }
+}

@@ -16,7 +16,7 @@ mod ingest;
 
 use super::core::{Housekeeping, ShardCore};
 use super::fanout::Wake;
-use super::{open_sources, RunState, ShardSetup};
+use super::{prepare, RunState, ShardSetup};
 use crate::sys;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -150,40 +150,26 @@ pub struct UringShard {
 impl UringShard {
     /// Pin, open the ingest sockets, arm accept, wake-up and ingest polls.
     pub fn new(setup: ShardSetup, parts: UringParts) -> io::Result<UringShard> {
-        if let Err(e) = sys::pin_current_thread(setup.cpu) {
-            tracing::warn!(
-                shard = setup.index,
-                cpu = setup.cpu,
-                "cannot pin shard to its CPU: {e}"
-            );
-        }
-        let (homes, sockets) = open_sources(setup.index, &setup.streams, setup.home);
+        let p = prepare(setup);
         let mut ingest = Vec::new();
-        for (group, (home, socket)) in sockets.into_iter().enumerate() {
+        for (group, (home, socket)) in p.sockets.into_iter().enumerate() {
             let group = u16::try_from(group)
                 .map_err(|_| io::Error::other("too many ingest sockets on one shard"))?;
             ingest.push(ingest::RingIngest::new(&parts.ring, home, socket, group)?);
         }
-        let core = ShardCore::new(
-            setup.index,
-            setup.streams,
-            setup.inbox,
-            homes,
-            setup.limits,
-            setup.flush_interval,
-        );
+        let core = p.core;
         let mut shard = UringShard {
             core,
             ring: parts.ring,
             waker: parts.waker,
             wake_buf: Box::new([0; 8]),
-            listener: setup.listener,
+            listener: p.listener,
             clients: Vec::new(),
             ingest_batch: vec![(0, 0); ingest.len()],
             ingest,
-            max_connections: setup.max_connections,
-            send_buffer: setup.send_buffer,
-            run: setup.run,
+            max_connections: p.max_connections,
+            send_buffer: p.send_buffer,
+            run: p.run,
             accepting: true,
             scratch: Vec::with_capacity(MAX_IOVECS),
             in_flight: 0,
