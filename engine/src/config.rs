@@ -11,11 +11,15 @@
 //! max_lag = 4194304               # bytes a viewer may fall behind before it skips
 //! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
 //! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
+//! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
 //!
 //! [[stream]]
 //! name = "cam1"
 //! source = "udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2"
 //! window = 10                     # seconds of stream kept for joining viewers
+//! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
+//! playlist_segments = 6           # HLS: segments listed in the live playlist
+//! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
 //! ```
 //!
 //! Every refusal names the line and the reason. What it does not do (yet): live reload and
@@ -47,6 +51,8 @@ pub struct Config {
     pub flush_interval_ms: f64,
     /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
     pub send_buffer: usize,
+    /// How sealed HLS segments are sent.
+    pub segment_send: SegmentSend,
     /// The streams.
     pub streams: Vec<StreamConfig>,
 }
@@ -62,6 +68,48 @@ pub enum IoBackend {
     IoUring,
     /// epoll.
     Epoll,
+}
+
+/// How sealed HLS segments reach viewer sockets (see bench/RESULTS.md for what each costs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentSend {
+    /// The cheapest measured on this kind of host: `sendfile`.
+    #[default]
+    Auto,
+    /// Segments in memory, written with `writev` / io_uring `WRITEV` (the kernel copies).
+    Copy,
+    /// Segments in sealed memfds, sent with `sendfile(2)` (page references, no copy).
+    Sendfile,
+    /// Segments in memory, sent with io_uring `SENDMSG_ZC`; a connection whose sends the
+    /// kernel reports as copied (loopback, NICs without scatter-gather) falls back to `copy`.
+    /// On epoll this is `copy`.
+    Zerocopy,
+}
+
+impl SegmentSend {
+    /// What `Auto` means.
+    pub fn resolve(self) -> SegmentSend {
+        match self {
+            SegmentSend::Auto => SegmentSend::Sendfile,
+            other => other,
+        }
+    }
+}
+
+impl std::str::FromStr for SegmentSend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "copy" => Ok(Self::Copy),
+            "sendfile" => Ok(Self::Sendfile),
+            "zerocopy" => Ok(Self::Zerocopy),
+            _ => Err(format!(
+                "{s:?} is not a segment send mode (auto, copy, sendfile, zerocopy)"
+            )),
+        }
+    }
 }
 
 impl std::str::FromStr for IoBackend {
@@ -87,6 +135,29 @@ pub struct StreamConfig {
     pub source: SourceSpec,
     /// Seconds kept for joining viewers.
     pub window_s: f64,
+    /// HLS segmenting and playlist settings.
+    pub hls: HlsSettings,
+}
+
+/// HLS settings of a stream.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct HlsSettings {
+    /// Segments are cut at the first keyframe at least this many seconds in.
+    pub segment_duration_s: f64,
+    /// Segments listed in the live playlist.
+    pub playlist_segments: usize,
+    /// Seconds a segment stays fetchable after it left the playlist.
+    pub segment_grace_s: f64,
+}
+
+impl Default for HlsSettings {
+    fn default() -> Self {
+        Self {
+            segment_duration_s: 2.0,
+            playlist_segments: 6,
+            segment_grace_s: 10.0,
+        }
+    }
 }
 
 /// A refused configuration.
@@ -128,6 +199,8 @@ struct ServerSection {
     flush_interval: f64,
     #[serde(default)]
     send_buffer: usize,
+    #[serde(default)]
+    segment_send: SegmentSend,
 }
 
 impl Default for ServerSection {
@@ -142,6 +215,7 @@ impl Default for ServerSection {
             max_lag: default_max_lag(),
             flush_interval: default_flush_interval(),
             send_buffer: 0,
+            segment_send: SegmentSend::Auto,
         }
     }
 }
@@ -153,6 +227,9 @@ struct StreamSection {
     source: toml::Spanned<String>,
     #[serde(default = "default_window")]
     window: f64,
+    segment_duration: Option<toml::Spanned<f64>>,
+    playlist_segments: Option<toml::Spanned<usize>>,
+    segment_grace: Option<toml::Spanned<f64>>,
 }
 
 fn default_listen() -> toml::Spanned<String> {
@@ -186,6 +263,7 @@ impl Config {
             name: "demo".into(),
             source: SourceSpec::Demo,
             window_s: default_window(),
+            hls: HlsSettings::default(),
         });
         c
     }
@@ -288,10 +366,39 @@ impl Config {
                     format!("window {} must be 1 to 3600 seconds", st.window),
                 ));
             }
+            let mut hls = HlsSettings::default();
+            if let Some(d) = st.segment_duration {
+                if !(0.5..=60.0).contains(d.get_ref()) {
+                    return Err(bad(
+                        d.span(),
+                        format!("segment_duration {} must be 0.5 to 60 seconds", d.get_ref()),
+                    ));
+                }
+                hls.segment_duration_s = d.into_inner();
+            }
+            if let Some(n) = st.playlist_segments {
+                if !(2..=1000).contains(n.get_ref()) {
+                    return Err(bad(
+                        n.span(),
+                        format!("playlist_segments {} must be 2 to 1000", n.get_ref()),
+                    ));
+                }
+                hls.playlist_segments = n.into_inner();
+            }
+            if let Some(g) = st.segment_grace {
+                if !(0.0..=3600.0).contains(g.get_ref()) {
+                    return Err(bad(
+                        g.span(),
+                        format!("segment_grace {} must be 0 to 3600 seconds", g.get_ref()),
+                    ));
+                }
+                hls.segment_grace_s = g.into_inner();
+            }
             streams.push(StreamConfig {
                 name: name.clone(),
                 source,
                 window_s: st.window,
+                hls,
             });
         }
         Ok(Config {
@@ -304,6 +411,7 @@ impl Config {
             max_lag_bytes: s.max_lag,
             flush_interval_ms: s.flush_interval,
             send_buffer: s.send_buffer,
+            segment_send: s.segment_send,
             streams,
         })
     }
@@ -335,6 +443,12 @@ mod tests {
         assert_eq!(e.line, Some(1), "{e}");
         let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\n[[stream]]\nname = \"a\"\nsource = \"demo:\"\n").unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
+        let e =
+            Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\nsegment_duration = 0.1\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = Config::parse("[server]\nsegment_send = \"mmap\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
         let e = Config::parse("[server]\ncpus = [999]\n").unwrap_err();
         assert!(e.to_string().contains("not available"), "{e}");
     }

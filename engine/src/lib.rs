@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod ingest;
 pub mod inspect;

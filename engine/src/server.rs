@@ -8,7 +8,7 @@
 //! 2 s); SIGINT stops at once.
 
 use crate::config::Config;
-use crate::config::IoBackend;
+use crate::config::{IoBackend, SegmentSend};
 use crate::http::ConnLimits;
 use crate::shard::epoll::EpollShard;
 use crate::shard::uring::{self, UringParts, UringShard};
@@ -37,6 +37,8 @@ pub fn serve(config: Config) -> Result<(), String> {
                 name: s.name.clone(),
                 counters: Arc::new(StreamCounters::default()),
                 window_ns: (s.window_s * 1e9) as u64,
+                hls: s.hls,
+                hls_window: Default::default(),
             })
             .collect(),
     );
@@ -93,6 +95,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         max_lag_bytes: config.max_lag_bytes,
         ..ConnLimits::default()
     };
+    let segment_send = match (config.segment_send.resolve(), use_uring) {
+        (SegmentSend::Zerocopy, false) => {
+            tracing::warn!("segment_send = \"zerocopy\" needs io_uring: segments are sent by copy");
+            SegmentSend::Copy
+        }
+        (mode, _) => mode,
+    };
     let mut threads = Vec::new();
     let parts = backends
         .into_iter()
@@ -113,6 +122,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             run: run.clone(),
             flush_interval: std::time::Duration::from_secs_f64(config.flush_interval_ms / 1000.0),
             send_buffer: config.send_buffer,
+            segment_send,
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -139,7 +149,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
-    tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, "shardcast serving (io backend: {io})");
+    tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
     wait_for_signal(&run, &wakers)?;
     let mut failed = false;
     for t in threads {

@@ -1,7 +1,8 @@
-//! The few system facts and calls the engine needs beyond its libraries (CPU affinity).
+//! The few system facts and calls the engine needs beyond its libraries: CPU affinity, the
+//! wall clock, sealed memfds and `sendfile(2)` for HLS segments.
 //!
-//! All of it goes through nix's safe wrappers; when the io_uring backend lands, its `unsafe`
-//! lives in its own module, not here.
+//! All of it goes through nix's safe wrappers; the io_uring backend's `unsafe` lives in its own
+//! module, not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -28,4 +29,47 @@ pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A sealed in-memory file holding `data`: written once, then sealed against writes, growing
+/// and shrinking, so every later `sendfile` reads exactly these bytes.
+pub fn sealed_memfd(name: &str, data: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let cname = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    let fd = memfd_create(
+        &cname,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data)?;
+    fcntl(
+        file.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(file.into())
+}
+
+/// `sendfile(2)` of up to `len` bytes of `file` from `offset` to `socket` (non-blocking: a full
+/// socket gives `WouldBlock`).
+pub fn send_file(
+    socket: std::os::fd::BorrowedFd<'_>,
+    file: std::os::fd::BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<usize> {
+    let mut off = libc::off_t::try_from(offset).map_err(std::io::Error::other)?;
+    loop {
+        match nix::sys::sendfile::sendfile(socket, file, Some(&mut off), len) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
 }

@@ -2,15 +2,49 @@
 //!
 //! ```text
 //!  ReadingHead ──GET /{stream}.ts──► Streaming ──lag, timeout, error──► Closing
-//!      │ ▲  other requests answered in order (keep-alive, pipelining-safe)
-//!      └─┘
+//!      │ ▲  playlists, segments and other requests answered in order (keep-alive,
+//!      └─┘  pipelining-safe)
 //! ```
+//!
+//! What goes out is a queue of [`Out`] buffers: shared memory (`Bytes`) or a range of a sealed
+//! segment's memfd, which the backend sends with `sendfile`. Nothing is copied per viewer.
 
-use super::{parse_head, response_head, HttpError, Method, RequestHead};
+use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
+use crate::hls::{HlsWindow, Segment};
 use crate::stream::StreamView;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+/// How long caches may keep a segment: its bytes never change under its URL.
+const SEGMENT_CACHE_CONTROL: &str = "public, max-age=86400, immutable";
+
+/// One buffer queued for a connection.
+#[derive(Clone, Debug)]
+pub enum Out {
+    /// Shared memory.
+    Bytes(Bytes),
+    /// Bytes `start..end` of a segment kept in a memfd (sent with `sendfile`).
+    File {
+        /// The segment; holding it keeps the memfd open.
+        segment: Arc<Segment>,
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Bytes(b) => b.len(),
+            Out::File { start, end, .. } => end - start,
+        }
+    }
+}
 
 /// Limits of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -57,14 +91,31 @@ pub enum ConnState {
 }
 
 /// What a request path names.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub enum Route {
     /// `/{stream}.ts`: the progressive stream with this index.
     Stream(usize),
+    /// `/{stream}/…`: HLS.
+    Hls(HlsRoute),
     /// `/`: the list of streams.
     Index,
     /// Nothing.
     NotFound,
+}
+
+/// What an HLS path names, resolved against the stream's newest window.
+#[derive(Clone, Debug)]
+pub enum HlsRoute {
+    /// `/{stream}/index.m3u8`.
+    Media(Arc<HlsWindow>),
+    /// `/{stream}/master.m3u8`.
+    Master(Arc<HlsWindow>),
+    /// `/{stream}/{sequence}.ts`, held.
+    Segment(Arc<Segment>),
+    /// A segment that is not held (evicted, or not made yet).
+    NoSegment(u64),
+    /// The stream has no segment yet.
+    NotReady,
 }
 
 /// Maps paths to streams.
@@ -92,7 +143,7 @@ pub struct Conn {
     state: ConnState,
     limits: ConnLimits,
     read_buf: Vec<u8>,
-    out: VecDeque<Bytes>,
+    out: VecDeque<Out>,
     out_bytes: usize,
     front_written: usize,
     /// Buffers at the head of `out` handed to the kernel by a completion-based backend and not
@@ -184,6 +235,7 @@ impl Conn {
         let keep = head.keep_alive;
         let route = router.route(&head.path);
         match (head.method, route) {
+            (m @ (Method::Get | Method::Head), Route::Hls(hls)) => self.answer_hls(head, m == Method::Head, hls),
             (Method::Other, _) => {
                 self.respond(405, "text/plain", b"method not allowed\n", keep, "Allow: GET, HEAD, OPTIONS\r\n", false)
             }
@@ -197,7 +249,7 @@ impl Conn {
             ),
             (m, Route::Stream(stream)) => {
                 let head = response_head(200, "video/mp2t", None, false, "Cache-Control: no-cache, no-store\r\n");
-                self.queue(Bytes::from(head));
+                self.queue(Out::Bytes(Bytes::from(head)));
                 if m == Method::Head {
                     self.state = ConnState::Closing;
                     return None;
@@ -217,6 +269,127 @@ impl Conn {
         None
     }
 
+    fn answer_hls(&mut self, head: &RequestHead, head_only: bool, route: HlsRoute) {
+        let keep = head.keep_alive;
+        const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+        match route {
+            HlsRoute::Media(w) | HlsRoute::Master(w)
+                if head.if_none_match.as_deref() == Some(w.playlist_etag.as_str()) =>
+            {
+                let extra = format!(
+                    "Cache-Control: {}\r\nETag: {}\r\n",
+                    w.playlist_cache_control, w.playlist_etag
+                );
+                self.respond(304, "", b"", keep, &extra, true);
+            }
+            HlsRoute::Media(w) => {
+                let extra = format!(
+                    "Cache-Control: {}\r\nETag: {}\r\n",
+                    w.playlist_cache_control, w.playlist_etag
+                );
+                self.respond_bytes(200, PLAYLIST, w.playlist.clone(), keep, &extra, head_only);
+            }
+            HlsRoute::Master(w) => {
+                let extra = format!(
+                    "Cache-Control: {}\r\nETag: {}\r\n",
+                    w.playlist_cache_control, w.playlist_etag
+                );
+                self.respond_bytes(200, PLAYLIST, w.master.clone(), keep, &extra, head_only);
+            }
+            HlsRoute::Segment(s) => self.answer_segment(head, head_only, s),
+            HlsRoute::NoSegment(sequence) => {
+                let body = format!("segment {sequence} is not available\n");
+                self.respond(
+                    404,
+                    "text/plain; charset=utf-8",
+                    body.as_bytes(),
+                    keep,
+                    "Cache-Control: no-store\r\n",
+                    head_only,
+                );
+            }
+            HlsRoute::NotReady => {
+                self.respond(
+                    503,
+                    "text/plain; charset=utf-8",
+                    b"stream not ready: no segment yet\n",
+                    keep,
+                    "Cache-Control: no-store\r\nRetry-After: 2\r\n",
+                    head_only,
+                );
+            }
+        }
+    }
+
+    fn answer_segment(&mut self, head: &RequestHead, head_only: bool, segment: Arc<Segment>) {
+        let keep = head.keep_alive;
+        let len = segment.len();
+        let mut extra = format!(
+            "Cache-Control: {SEGMENT_CACHE_CONTROL}\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n",
+            segment.etag, segment.last_modified
+        );
+        if head.if_none_match.as_deref() == Some(segment.etag.as_str()) {
+            self.respond(304, "", b"", keep, &extra, true);
+            return;
+        }
+        let (status, start, end) = match byte_range(head.range.as_deref(), len) {
+            ByteRange::Full => (200, 0, len),
+            ByteRange::Part { start, end } => {
+                extra.push_str(&format!(
+                    "Content-Range: bytes {start}-{}/{len}\r\n",
+                    end - 1
+                ));
+                (206, start, end)
+            }
+            ByteRange::Unsatisfiable => {
+                extra.push_str(&format!("Content-Range: bytes */{len}\r\n"));
+                self.respond(
+                    416,
+                    "text/plain; charset=utf-8",
+                    b"range not satisfiable\n",
+                    keep,
+                    &extra,
+                    head_only,
+                );
+                return;
+            }
+        };
+        let head_bytes = response_head(status, "video/mp2t", Some(end - start), keep, &extra);
+        self.queue(Out::Bytes(Bytes::from(head_bytes)));
+        if !head_only && end > start {
+            match &segment.body {
+                crate::hls::SegmentBody::Memory(b) => self.queue(Out::Bytes(b.slice(start..end))),
+                crate::hls::SegmentBody::File { .. } => self.queue(Out::File {
+                    segment: segment.clone(),
+                    start,
+                    end,
+                }),
+            }
+        }
+        if !keep {
+            self.state = ConnState::Closing;
+        }
+    }
+
+    fn respond_bytes(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        body: Bytes,
+        keep_alive: bool,
+        extra: &str,
+        head_only: bool,
+    ) {
+        let head = response_head(status, content_type, Some(body.len()), keep_alive, extra);
+        self.queue(Out::Bytes(Bytes::from(head)));
+        if !head_only && !body.is_empty() {
+            self.queue(Out::Bytes(body));
+        }
+        if !keep_alive {
+            self.state = ConnState::Closing;
+        }
+    }
+
     fn respond(
         &mut self,
         status: u16,
@@ -226,10 +399,11 @@ impl Conn {
         extra: &str,
         head_only: bool,
     ) {
-        let head = response_head(status, content_type, Some(body.len()), keep_alive, extra);
-        self.queue(Bytes::from(head));
+        let length = (status != 304).then_some(body.len());
+        let head = response_head(status, content_type, length, keep_alive, extra);
+        self.queue(Out::Bytes(Bytes::from(head)));
         if !head_only && !body.is_empty() {
-            self.queue(Bytes::copy_from_slice(body));
+            self.queue(Out::Bytes(Bytes::copy_from_slice(body)));
         }
         if !keep_alive {
             self.state = ConnState::Closing;
@@ -249,7 +423,7 @@ impl Conn {
         self.read_buf = Vec::new();
     }
 
-    fn queue(&mut self, b: Bytes) {
+    fn queue(&mut self, b: Out) {
         self.out_bytes += b.len();
         self.out.push_back(b);
     }
@@ -285,7 +459,7 @@ impl Conn {
         while let Some(seq) = self.next_seq {
             let Some(chunk) = view.get(seq) else { break };
             let data = chunk.data.clone();
-            self.queue(data);
+            self.queue(Out::Bytes(data));
             self.next_seq = Some(seq + 1);
         }
         outcome
@@ -312,10 +486,12 @@ impl Conn {
         self.out_bytes - self.front_written
     }
 
-    /// Fill `slices` with what to write next; returns how many were filled.
+    /// Fill `slices` with the memory buffers to write next (up to the first file range, see
+    /// [`Conn::front_file`]); returns how many were filled.
     pub fn write_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, b) in self.out.iter().enumerate() {
+            let Out::Bytes(b) = b else { break };
             let Some(slot) = slices.get_mut(n) else { break };
             let start = if i == 0 { self.front_written } else { 0 };
             *slot = IoSlice::new(&b[start..]);
@@ -324,12 +500,31 @@ impl Conn {
         n
     }
 
-    /// For a completion-based backend: the next buffers to send (at most `max`, the first one
-    /// past what is already written), as shared handles the backend keeps until the send
-    /// completes. Nothing may be begun again before [`Conn::wrote`] reports the result.
+    /// When the next thing to send is a range of a segment's memfd: the memfd, the offset and
+    /// the length to send from it.
+    pub fn front_file(&self) -> Option<(BorrowedFd<'_>, u64, usize)> {
+        match self.out.front()? {
+            Out::File {
+                segment,
+                start,
+                end,
+            } => {
+                let fd = segment.file()?;
+                let from = start + self.front_written;
+                Some((fd, from as u64, end - from))
+            }
+            Out::Bytes(_) => None,
+        }
+    }
+
+    /// For a completion-based backend: the next memory buffers to send (at most `max`, the
+    /// first one past what is already written, up to the first file range), as shared handles
+    /// the backend keeps until the send completes. Nothing may be begun again before
+    /// [`Conn::wrote`] reports the result.
     pub fn begin_write(&mut self, max: usize, out: &mut Vec<Bytes>) {
         out.clear();
         for (i, b) in self.out.iter().take(max).enumerate() {
+            let Out::Bytes(b) = b else { break };
             out.push(if i == 0 {
                 b.slice(self.front_written..)
             } else {

@@ -11,7 +11,7 @@
 
 mod conn;
 
-pub use conn::{Conn, ConnLimits, ConnState, Feed, Route, Router};
+pub use conn::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Out, Route, Router};
 
 /// Most headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;
@@ -40,6 +40,10 @@ pub struct RequestHead {
     pub query: String,
     /// The connection may serve another request after this one.
     pub keep_alive: bool,
+    /// The Range header, when there is one.
+    pub range: Option<String>,
+    /// The If-None-Match header, when there is one.
+    pub if_none_match: Option<String>,
 }
 
 /// Why a request head was refused.
@@ -110,6 +114,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let http11 = req.version == Some(1);
     let mut keep_alive = http11;
+    let mut range = None;
+    let mut if_none_match = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("connection") {
@@ -126,6 +132,10 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(HttpError::Body);
+        } else if h.name.eq_ignore_ascii_case("range") {
+            range = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(value.to_owned());
         }
     }
     let head = RequestHead {
@@ -133,8 +143,86 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         path: path.to_owned(),
         query: query.to_owned(),
         keep_alive,
+        range,
+        if_none_match,
     };
     Ok(Some((head, len)))
+}
+
+/// What a Range header asks of a body `len` bytes long (RFC 9110 §14.2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ByteRange {
+    /// The whole body: no Range, or one the server may ignore (several ranges, bad syntax).
+    Full,
+    /// Bytes `start..end` (end exclusive).
+    Part {
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
+    /// No byte of the body is in the range: 416.
+    Unsatisfiable,
+}
+
+/// Read a Range header against a body of `len` bytes. Only single `bytes` ranges are served;
+/// anything else is ignored and the whole body is sent, which RFC 9110 allows.
+pub fn byte_range(header: Option<&str>, len: usize) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let number = |s: &str| -> Option<usize> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Longer than any body: saturate rather than refuse.
+        Some(s.parse().unwrap_or(usize::MAX))
+    };
+    match (number(first), number(last)) {
+        (Some(start), last) if last.is_none() && !last_present(last, spec) => {
+            if start >= len {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part { start, end: len }
+            }
+        }
+        (Some(start), Some(last)) if start <= last => {
+            if start >= len {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part {
+                    start,
+                    end: last.saturating_add(1).min(len),
+                }
+            }
+        }
+        (None, Some(suffix)) if first.trim().is_empty() => {
+            if suffix == 0 || len == 0 {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part {
+                    start: len.saturating_sub(suffix),
+                    end: len,
+                }
+            }
+        }
+        _ => ByteRange::Full,
+    }
+}
+
+/// Whether the part after `-` has anything in it (`bytes=5-x` is bad syntax, not `bytes=5-`).
+fn last_present(parsed: Option<usize>, spec: &str) -> bool {
+    parsed.is_some()
+        || spec
+            .split_once('-')
+            .is_some_and(|(_, l)| !l.trim().is_empty())
 }
 
 /// The reason phrase of a status code.
@@ -142,11 +230,14 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        206 => "Partial Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -173,7 +264,9 @@ pub fn response_head(
         h.push_str(&format!("Content-Length: {len}\r\n"));
     }
     h.push_str(extra);
-    h.push_str(if keep_alive && content_length.is_some() {
+    // 204 and 304 never have a body, so they need no length to keep the connection.
+    let delimited = content_length.is_some() || matches!(status, 204 | 304);
+    h.push_str(if keep_alive && delimited {
         "Connection: keep-alive\r\n\r\n"
     } else {
         "Connection: close\r\n\r\n"
@@ -198,6 +291,14 @@ mod tests {
             (Method::Get, "/demo.ts", "token=x", true)
         );
         assert_eq!(len, 42);
+        let (h, _) = parse_head(
+            b"GET /a/1.ts HTTP/1.1\r\nRange: bytes=0-99\r\nIf-None-Match: \"x\"\r\n\r\n",
+            8192,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.range.as_deref(), Some("bytes=0-99"));
+        assert_eq!(h.if_none_match.as_deref(), Some("\"x\""));
         let (h, _) = parse_head(b"HEAD / HTTP/1.0\r\n\r\n", 8192)
             .unwrap()
             .unwrap();
@@ -211,6 +312,36 @@ mod tests {
             431
         );
         assert_eq!(e(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), 413);
+        let r = |h: &str| byte_range(Some(h), 1000);
+        assert_eq!(r("bytes=0-99"), ByteRange::Part { start: 0, end: 100 });
+        assert_eq!(
+            r("bytes=990-"),
+            ByteRange::Part {
+                start: 990,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            r("bytes=-10"),
+            ByteRange::Part {
+                start: 990,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            r("bytes=900-5000"),
+            ByteRange::Part {
+                start: 900,
+                end: 1000
+            }
+        );
+        assert_eq!(r("bytes=1000-"), ByteRange::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), ByteRange::Unsatisfiable);
+        assert_eq!(r("bytes=5-1"), ByteRange::Full);
+        assert_eq!(r("bytes=0-1,5-6"), ByteRange::Full);
+        assert_eq!(r("bytes=5-x"), ByteRange::Full);
+        assert_eq!(r("items=0-1"), ByteRange::Full);
+        assert_eq!(byte_range(None, 10), ByteRange::Full);
         let many: String = (0..40).map(|i| format!("X{i}: y\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse_head(req.as_bytes(), 8192).unwrap_err().status(), 431);

@@ -1,6 +1,8 @@
-//! Bytes of a source to chunks: packet sync, the segmenter (program selection, PAT+PMT in front
-//! of every keyframe, counters kept continuous), chunk boundaries at access points.
+//! Bytes of a source to chunks and HLS segments: packet sync, the segmenter (program
+//! selection, PAT+PMT in front of every keyframe, counters kept continuous), chunk boundaries
+//! at access points, and the segments' bytes to the stream's [`Packager`].
 
+use crate::hls::Packager;
 use crate::stream::{Chunk, StreamCounters};
 use bytes::BytesMut;
 use shardcast_protocols::ts::{
@@ -21,15 +23,26 @@ pub struct Pipeline {
     next_seq: u64,
     counters: Arc<StreamCounters>,
     reported: (u64, u64, u64),
+    packager: Option<Packager>,
 }
 
 impl Pipeline {
-    /// A pipeline for the program `program` (or the first with video or audio).
-    pub fn new(program: Option<u16>, counters: Arc<StreamCounters>) -> Self {
+    /// A pipeline for the program `program` (or the first with video or audio), cutting
+    /// segments `target_duration` (90 kHz ticks) long for `packager`, numbered from
+    /// `first_sequence`.
+    pub fn new(
+        program: Option<u16>,
+        counters: Arc<StreamCounters>,
+        target_duration: u64,
+        first_sequence: u64,
+        packager: Option<Packager>,
+    ) -> Self {
         Self {
             sync: PacketSync::new(),
             segmenter: Segmenter::new(SegmenterConfig {
                 program,
+                target_duration,
+                first_sequence,
                 ..SegmenterConfig::default()
             }),
             current: BytesMut::with_capacity(BLOCK),
@@ -37,6 +50,7 @@ impl Pipeline {
             next_seq: 0,
             counters,
             reported: (0, 0, 0),
+            packager,
         }
     }
 
@@ -49,11 +63,34 @@ impl Pipeline {
             current,
             current_access_point,
             next_seq,
+            packager,
             ..
         } = self;
         sync.push(data, |packet| {
             segmenter.push_packet(packet, &mut |event| match event {
-                SegmenterEvent::SegmentStart { .. } | SegmenterEvent::Keyframe { .. } => {
+                SegmenterEvent::SegmentStart {
+                    sequence,
+                    discontinuity,
+                    ..
+                } => {
+                    if let Some(p) = packager.as_mut() {
+                        p.start(sequence, discontinuity, received_ns);
+                    }
+                    Self::seal(
+                        current,
+                        current_access_point,
+                        next_seq,
+                        received_ns,
+                        publish,
+                    );
+                    *current_access_point = true;
+                }
+                SegmenterEvent::SegmentEnd(info) => {
+                    if let Some(p) = packager.as_mut() {
+                        p.end(info, received_ns);
+                    }
+                }
+                SegmenterEvent::Keyframe { .. } => {
                     Self::seal(
                         current,
                         current_access_point,
@@ -68,6 +105,9 @@ impl Pipeline {
                         current.reserve(BLOCK);
                     }
                     current.extend_from_slice(p);
+                    if let Some(packager) = packager.as_mut() {
+                        packager.packet(p);
+                    }
                 }
                 _ => {}
             });
@@ -132,7 +172,7 @@ mod tests {
     #[test]
     fn chunks_start_at_access_points_and_carry_every_packet() {
         let counters = Arc::new(StreamCounters::default());
-        let mut p = Pipeline::new(None, counters.clone());
+        let mut p = Pipeline::new(None, counters.clone(), 2 * 90_000, 0, None);
         let mut g = Generator::new(GeneratorConfig::default()).unwrap();
         let mut chunks = Vec::new();
         let mut datagram = Vec::new();

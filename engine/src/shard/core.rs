@@ -5,7 +5,9 @@
 //! Driven in the unit tests below with no socket at all.
 
 use super::{Fanout, Inbox, StreamInfo};
-use crate::http::{Conn, ConnLimits, ConnState, Feed, Route, Router};
+use crate::config::SegmentSend;
+use crate::hls::Packager;
+use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Route, Router};
 use crate::ingest::{DemoSource, Pipeline, UdpIngest};
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
@@ -30,19 +32,62 @@ struct Home {
 
 struct StreamsRouter<'a>(&'a [StreamInfo]);
 
+impl StreamsRouter<'_> {
+    fn stream(&self, name: &str) -> Option<&StreamInfo> {
+        self.0.iter().find(|s| s.name == name)
+    }
+
+    /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
+    fn hls(&self, name: &str, file: &str) -> Route {
+        let Some(info) = self.stream(name) else {
+            return Route::NotFound;
+        };
+        let window = info.hls_window.load_full();
+        let hls = match (file, window) {
+            ("index.m3u8" | "master.m3u8", None) => HlsRoute::NotReady,
+            ("index.m3u8", Some(w)) => HlsRoute::Media(w),
+            ("master.m3u8", Some(w)) => HlsRoute::Master(w),
+            (other, window) => {
+                let Some(sequence) = other
+                    .strip_suffix(".ts")
+                    .filter(|n| {
+                        !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return Route::NotFound;
+                };
+                match window.as_ref().and_then(|w| w.segment(sequence)) {
+                    Some(segment) => HlsRoute::Segment(segment.clone()),
+                    None => HlsRoute::NoSegment(sequence),
+                }
+            }
+        };
+        StreamCounters::add(&info.counters.hls_requests, 1);
+        Route::Hls(hls)
+    }
+}
+
 impl Router for StreamsRouter<'_> {
     fn route(&self, path: &str) -> Route {
         if path == "/" {
             return Route::Index;
         }
-        path.strip_prefix('/')
-            .and_then(|p| p.strip_suffix(".ts"))
+        let Some(rest) = path.strip_prefix('/') else {
+            return Route::NotFound;
+        };
+        if let Some((name, file)) = rest.split_once('/') {
+            return self.hls(name, file);
+        }
+        rest.strip_suffix(".ts")
             .and_then(|name| self.0.iter().position(|s| s.name == name))
             .map_or(Route::NotFound, Route::Stream)
     }
 
     fn index(&self) -> String {
-        let mut s = String::from("shardcast streams (progressive MPEG-TS at /{name}.ts):\n");
+        let mut s = String::from(
+            "shardcast streams: /{name}/index.m3u8 (HLS), /{name}/master.m3u8, /{name}.ts (progressive MPEG-TS)\n",
+        );
         for info in self.0 {
             s.push_str(&format!("{}\n", info.name));
         }
@@ -76,15 +121,32 @@ impl ShardCore {
         homes: Vec<(usize, Option<u16>, Fanout, bool)>,
         limits: ConnLimits,
         flush_interval: Duration,
+        segment_send: SegmentSend,
     ) -> Self {
         let n = streams.len();
         let homes = homes
             .into_iter()
-            .map(|(stream, program, fanout, demo)| Home {
-                stream,
-                pipeline: Pipeline::new(program, streams[stream].counters.clone()),
-                fanout,
-                demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
+            .map(|(stream, program, fanout, demo)| {
+                let info = &streams[stream];
+                let packager = Packager::new(
+                    &info.name,
+                    info.hls,
+                    segment_send,
+                    info.hls_window.clone(),
+                    info.counters.clone(),
+                );
+                Home {
+                    stream,
+                    pipeline: Pipeline::new(
+                        program,
+                        info.counters.clone(),
+                        (info.hls.segment_duration_s * 90_000.0) as u64,
+                        crate::hls::first_sequence(),
+                        Some(packager),
+                    ),
+                    fanout,
+                    demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
+                }
             })
             .collect();
         Self {
@@ -371,6 +433,8 @@ mod tests {
             name: "demo".into(),
             counters: Arc::new(StreamCounters::default()),
             window_ns: 10_000_000_000,
+            hls: Default::default(),
+            hls_window: Default::default(),
         }]);
         ShardCore::new(
             0,
@@ -379,6 +443,7 @@ mod tests {
             vec![(0, None, Fanout::default(), true)],
             ConnLimits::default(),
             Duration::from_millis(flush_ms),
+            SegmentSend::Copy,
         )
     }
 

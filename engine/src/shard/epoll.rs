@@ -7,6 +7,7 @@ use crate::ingest::UdpIngest;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,9 +170,14 @@ impl EpollShard {
             let Some(conn) = self.core.conn(key).filter(|c| c.wants_write()) else {
                 break;
             };
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = conn.write_slices(&mut slices);
-            match socket.write_vectored(&slices[..n]) {
+            let result = if let Some((file, offset, len)) = conn.front_file() {
+                crate::sys::send_file(socket.as_fd(), file, offset, len)
+            } else {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let n = conn.write_slices(&mut slices);
+                socket.write_vectored(&slices[..n])
+            };
+            match result {
                 Ok(0) => {
                     done = true;
                     break;

@@ -80,6 +80,10 @@ pub struct StreamInfo {
     pub counters: Arc<StreamCounters>,
     /// Seconds kept.
     pub window_ns: u64,
+    /// HLS settings.
+    pub hls: crate::config::HlsSettings,
+    /// The newest HLS window, published by the home shard.
+    pub hls_window: crate::hls::HlsSlot,
 }
 
 /// Everything a shard is started with.
@@ -107,6 +111,8 @@ pub struct ShardSetup {
     pub flush_interval: Duration,
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
+    /// How HLS segments are sent (resolved: never `Auto`).
+    pub segment_send: crate::config::SegmentSend,
 }
 
 /// A shard's home streams as the core takes them (stream, program, fan-out, demo?), and the
@@ -162,6 +168,8 @@ pub struct Prepared {
     pub max_connections: usize,
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
+    /// How HLS segments are sent (resolved: never `Auto`).
+    pub segment_send: crate::config::SegmentSend,
     /// Stop flag.
     pub run: Arc<RunState>,
 }
@@ -183,6 +191,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         homes,
         setup.limits,
         setup.flush_interval,
+        setup.segment_send,
     );
     Prepared {
         core,
@@ -190,6 +199,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         listener: setup.listener,
         max_connections: setup.max_connections,
         send_buffer: setup.send_buffer,
+        segment_send: setup.segment_send,
         run: setup.run,
     }
 }

@@ -31,6 +31,15 @@ pub struct StreamCounters {
     pub bytes_out: AtomicU64,
     /// Bytes the home shard holds for the stream's window (a gauge; other shards share them).
     pub buffered_bytes: AtomicU64,
+    /// HLS segments sealed.
+    pub segments: AtomicU64,
+    /// HLS segments dropped while being built (too large without a keyframe).
+    pub segments_dropped: AtomicU64,
+    /// Bytes of the HLS segments in the window and in grace (a gauge; sends in flight may
+    /// keep an unlisted segment a little longer).
+    pub segment_bytes: AtomicU64,
+    /// HLS requests answered (playlists and segments).
+    pub hls_requests: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +59,10 @@ pub struct StreamCountersSnapshot {
     pub lag_closes: u64,
     pub bytes_out: u64,
     pub buffered_bytes: u64,
+    pub segments: u64,
+    pub segments_dropped: u64,
+    pub segment_bytes: u64,
+    pub hls_requests: u64,
 }
 
 impl StreamCounters {
@@ -74,6 +87,10 @@ impl StreamCounters {
             lag_closes: self.lag_closes.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             buffered_bytes: self.buffered_bytes.load(Relaxed),
+            segments: self.segments.load(Relaxed),
+            segments_dropped: self.segments_dropped.load(Relaxed),
+            segment_bytes: self.segment_bytes.load(Relaxed),
+            hls_requests: self.hls_requests.load(Relaxed),
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::stream::Chunk;
+use std::sync::Arc;
 
 struct Streams;
 
@@ -152,4 +153,151 @@ fn a_lagging_viewer_skips_then_is_closed() {
     assert_eq!(outcomes, vec![Feed::Skipped, Feed::Skipped, Feed::Closed]);
     // The half-written chunk stays queued so no packet is cut.
     assert_eq!(c.queued_bytes(), 88);
+}
+
+mod hls {
+    use super::*;
+    use crate::config::{HlsSettings, SegmentSend};
+    use crate::hls::{HlsSlot, HlsWindow, Packager};
+    use crate::stream::StreamCounters;
+    use shardcast_protocols::ts::pes::Timestamp;
+    use shardcast_protocols::ts::SegmentInfo;
+
+    /// A window with segments 7 and 8, each 10 packets whose bytes are their index.
+    fn window() -> Arc<HlsWindow> {
+        let slot = HlsSlot::default();
+        let mut p = Packager::new(
+            "t",
+            HlsSettings::default(),
+            SegmentSend::Copy,
+            slot.clone(),
+            Arc::new(StreamCounters::default()),
+        );
+        for sequence in [7, 8] {
+            p.start(sequence, false, 1_700_000_000_000_000_000);
+            for i in 0..10u8 {
+                p.packet(&[i; 188]);
+            }
+            p.end(
+                SegmentInfo {
+                    sequence,
+                    start_pts: Timestamp::new(0),
+                    duration: 180_000,
+                    packets: 10,
+                    discontinuity: false,
+                },
+                0,
+            );
+        }
+        slot.load_full().unwrap()
+    }
+
+    struct Hls(Option<Arc<HlsWindow>>);
+
+    impl Router for Hls {
+        fn route(&self, path: &str) -> Route {
+            let Some(w) = &self.0 else {
+                return Route::Hls(HlsRoute::NotReady);
+            };
+            match path {
+                "/t/index.m3u8" => Route::Hls(HlsRoute::Media(w.clone())),
+                "/t/master.m3u8" => Route::Hls(HlsRoute::Master(w.clone())),
+                p => {
+                    let n: u64 = p
+                        .trim_start_matches("/t/")
+                        .trim_end_matches(".ts")
+                        .parse()
+                        .unwrap();
+                    match w.segment(n) {
+                        Some(s) => Route::Hls(HlsRoute::Segment(s.clone())),
+                        None => Route::Hls(HlsRoute::NoSegment(n)),
+                    }
+                }
+            }
+        }
+        fn index(&self) -> String {
+            String::new()
+        }
+    }
+
+    fn ask(router: &Hls, request: &str) -> (String, Vec<u8>) {
+        let mut c = Conn::new(ConnLimits::default(), 0);
+        assert_eq!(c.on_read(request.as_bytes(), 0, router), None);
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = c.write_slices(&mut slices);
+        let out: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (
+            String::from_utf8(out[..split].to_vec()).unwrap(),
+            out[split..].to_vec(),
+        )
+    }
+
+    #[test]
+    fn segments_are_cacheable_with_ranges_and_validators() {
+        let r = Hls(Some(window()));
+        let (head, body) = ask(&r, "GET /t/8.ts HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 1880\r\n"), "{head}");
+        assert!(head.contains("Cache-Control: public, max-age=86400, immutable\r\n"));
+        assert!(head.contains("Accept-Ranges: bytes\r\n"));
+        assert!(head.contains("Last-Modified: "));
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("ETag: "))
+            .unwrap()
+            .to_owned();
+        assert_eq!(body.len(), 1880);
+
+        let (head, body) = ask(&r, "GET /t/8.ts HTTP/1.1\r\nRange: bytes=188-375\r\n\r\n");
+        assert!(
+            head.starts_with("HTTP/1.1 206 Partial Content\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Content-Range: bytes 188-375/1880\r\n"),
+            "{head}"
+        );
+        assert_eq!(body, vec![1u8; 188]);
+
+        let (head, body) = ask(&r, "GET /t/8.ts HTTP/1.1\r\nRange: bytes=5000-\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 416 "), "{head}");
+        assert!(head.contains("Content-Range: bytes */1880\r\n"), "{head}");
+        assert!(!body.is_empty());
+
+        let (head, body) = ask(&r, "HEAD /t/7.ts HTTP/1.1\r\n\r\n");
+        assert!(head.contains("Content-Length: 1880\r\n"), "{head}");
+        assert!(body.is_empty());
+
+        let (head, body) = ask(
+            &r,
+            &format!("GET /t/8.ts HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n"),
+        );
+        assert!(head.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{head}");
+        assert!(head.contains("Connection: keep-alive"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn playlists_are_short_lived_and_missing_segments_are_404() {
+        let r = Hls(Some(window()));
+        let (head, body) = ask(&r, "GET /t/index.m3u8 HTTP/1.1\r\n\r\n");
+        assert!(head.contains("Content-Type: application/vnd.apple.mpegurl\r\n"));
+        assert!(
+            head.contains("Cache-Control: public, max-age=1\r\n"),
+            "{head}"
+        );
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.contains("#EXT-X-MEDIA-SEQUENCE:7\n") && text.contains("\n8.ts\n"),
+            "{text}"
+        );
+        let (head, _) = ask(&r, "GET /t/9.ts HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+        assert!(head.contains("Cache-Control: no-store\r\n"), "{head}");
+        let (head, _) = ask(&Hls(None), "GET /t/index.m3u8 HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("Retry-After: "), "{head}");
+    }
 }

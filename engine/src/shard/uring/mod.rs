@@ -1,12 +1,19 @@
-//! The io_uring backend: multishot accept, recv and `writev` submitted to the shard's own ring,
+//! The io_uring backend: multishot accept, recv and `SENDMSG` submitted to the shard's own ring,
 //! multishot `RECVMSG` into a provided-buffer ring for ingest sockets ([`ingest`]), and an
-//! eventfd read for wake-ups from other shards.
-//! Every decision is the core's.
+//! eventfd read for wake-ups from other shards. Every decision is the core's.
 //!
-//! Memory handed to the kernel stays put until its completion arrives: receive buffers and
-//! iovec arrays are boxed per connection, and an in-flight send keeps its own handles on the
-//! `Bytes` it points into. A connection is freed only once neither its receive nor its send is
-//! in flight (closing shuts the socket down first, which completes both).
+//! HLS segments go out one of three ways (`segment_send`): `SENDMSG` (the kernel copies),
+//! `SENDMSG_ZC` for large sends (pages are referenced, and the buffers are held until the
+//! kernel's notification says it is done with them; a connection whose notifications report
+//! that the kernel copied anyway falls back to `SENDMSG`), or `sendfile(2)` from the
+//! segment's memfd, called directly on the non-blocking socket with a `POLL_ADD` to wait for
+//! room (io_uring's `SPLICE` would need a pipe per viewer and an io-wq thread per stalled one).
+//!
+//! Memory handed to the kernel stays put until its completion arrives: receive buffers,
+//! message headers and iovec arrays are boxed per connection, and an in-flight send keeps its
+//! own handles on the `Bytes` it points into. A connection is freed only once neither its
+//! receive nor a send nor a zero-copy notification is pending (closing shuts the socket down
+//! first, which completes them).
 //!
 //! This is the only module of the engine with `unsafe`: pushing entries whose buffers the
 //! kernel will use.
@@ -17,12 +24,13 @@ mod ingest;
 use super::core::{Housekeeping, ShardCore};
 use super::fanout::Wake;
 use super::{prepare, RunState, ShardSetup};
+use crate::config::SegmentSend;
 use crate::sys;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,19 +40,31 @@ const INGEST: u64 = 3;
 const RECV: u64 = 4;
 const SEND: u64 = 5;
 const CANCEL: u64 = 6;
+/// `IORING_SEND_ZC_REPORT_USAGE`: the notification says whether the kernel copied.
+const ZC_REPORT_USAGE: u16 = 8;
+/// `IORING_NOTIF_USAGE_ZC_COPIED` in a notification's result.
+const ZC_COPIED: i32 = i32::MIN;
+/// Sends smaller than this are copied even in zero-copy mode (pinning pages costs more).
+const ZC_MIN_BYTES: usize = 16 * 1024;
 const RECV_BUFFER: usize = 4096;
 const MAX_IOVECS: usize = 64;
 
 fn user_data(kind: u64, key: usize) -> u64 {
-    kind << 56 | key as u64
+    kind << 56 | (key as u64 & 0xFFFF_FFFF)
+}
+
+/// The user data of zero-copy send number `generation` of connection `key`.
+fn zc_user_data(key: usize, generation: u32) -> u64 {
+    user_data(SEND, key) | u64::from(generation & 0xFF_FFFF) << 32
 }
 
 /// The opcodes this backend submits, checked before it is chosen.
-const NEEDED: [(u8, &str); 6] = [
+const NEEDED: [(u8, &str); 7] = [
     (opcode::AcceptMulti::CODE, "ACCEPT (multishot)"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::RecvMsgMulti::CODE, "RECVMSG (multishot)"),
-    (opcode::Writev::CODE, "WRITEV"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Read::CODE, "READ"),
     (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
 ];
@@ -112,17 +132,34 @@ impl UringParts {
     }
 }
 
-struct InflightSend {
-    iovecs: Box<[libc::iovec]>,
-    /// Keeps the memory the iovecs point into alive until the completion.
+/// A `SENDMSG` or `SENDMSG_ZC` in flight and the memory it points into.
+struct MessageSend {
+    _msg: Box<libc::msghdr>,
+    _iovecs: Box<[libc::iovec]>,
+    /// Keeps the memory the iovecs point into alive until the completion (for zero-copy,
+    /// until the notification).
     _hold: Vec<Bytes>,
+}
+
+enum Sending {
+    Message {
+        send: MessageSend,
+        zero_copy: bool,
+    },
+    /// Waiting for room in the socket to `sendfile` more.
+    Poll,
 }
 
 struct Client {
     fd: OwnedFd,
     recv_buf: Box<[u8; RECV_BUFFER]>,
     recv_in_flight: bool,
-    send: Option<InflightSend>,
+    send: Option<Sending>,
+    /// Zero-copy sends whose notification has not come: (generation, memory).
+    zc_pending: Vec<(u32, MessageSend)>,
+    zc_generation: u32,
+    /// The kernel reported copying this connection's zero-copy sends: copy instead.
+    zc_copied: bool,
     closing: bool,
 }
 
@@ -145,6 +182,9 @@ pub struct UringShard {
     scratch: Vec<Bytes>,
     /// Operations submitted whose last completion has not been reaped.
     in_flight: usize,
+    segment_send: SegmentSend,
+    /// Whether the fall-back from zero-copy has been logged.
+    zc_fallback_logged: bool,
 }
 
 impl UringShard {
@@ -173,6 +213,8 @@ impl UringShard {
             accepting: true,
             scratch: Vec::with_capacity(MAX_IOVECS),
             in_flight: 0,
+            segment_send: p.segment_send,
+            zc_fallback_logged: false,
         };
         shard.arm_accept()?;
         shard.arm_wake()?;
@@ -186,8 +228,9 @@ impl UringShard {
         loop {
             // SAFETY: every entry pushed here points only into memory owned by this shard that
             // stays where it is until the entry's completion is reaped: the boxed receive
-            // buffer and iovec array of a client (freed only when nothing is in flight), the
-            // boxed wake-up buffer, and the Bytes held by the in-flight send.
+            // buffer, message header and iovec array of a client (freed only when nothing is
+            // in flight), the boxed wake-up buffer, and the Bytes held by the in-flight send
+            // (for zero-copy sends, until the notification).
             let pushed = unsafe { self.ring.submission().push(entry) };
             if pushed.is_ok() {
                 self.in_flight += 1;
@@ -198,8 +241,10 @@ impl UringShard {
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
+        // Non-blocking, so that a direct sendfile never blocks the shard; io_uring's own
+        // socket operations still wait for readiness by themselves.
         let e = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
             .user_data(user_data(ACCEPT, 0));
         self.push(&e)
@@ -242,41 +287,84 @@ impl UringShard {
         self.push(&e)
     }
 
-    /// Start sending what connection `key` has queued, unless a send is already in flight.
+    /// Start sending what connection `key` has queued, unless a send is already in flight:
+    /// memfd ranges right away with `sendfile` (waiting for room with a poll), memory with
+    /// `SENDMSG` or `SENDMSG_ZC`.
     fn send(&mut self, key: usize) -> io::Result<()> {
-        let Some(Some(c)) = self.clients.get_mut(key) else {
-            return Ok(());
-        };
-        if c.send.is_some() || c.closing {
-            return Ok(());
+        loop {
+            let Some(Some(c)) = self.clients.get_mut(key) else {
+                return Ok(());
+            };
+            if c.send.is_some() || c.closing {
+                return Ok(());
+            }
+            let Some(conn) = self.core.conn_mut(key) else {
+                return Ok(());
+            };
+            if !conn.wants_write() {
+                return Ok(());
+            }
+            if let Some((file, offset, len)) = conn.front_file() {
+                match sys::send_file(c.fd.as_fd(), file, offset, len) {
+                    Ok(n) if n > 0 => {
+                        if self.core.wrote(key, n) {
+                            self.close(key);
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        c.send = Some(Sending::Poll);
+                        let e =
+                            opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
+                                .build()
+                                .user_data(user_data(SEND, key));
+                        return self.push(&e);
+                    }
+                    _ => {
+                        self.close(key);
+                        return Ok(());
+                    }
+                }
+            }
+            conn.begin_write(MAX_IOVECS, &mut self.scratch);
+            let hold = std::mem::take(&mut self.scratch);
+            let bytes: usize = hold.iter().map(Bytes::len).sum();
+            let mut iovecs: Box<[libc::iovec]> = hold
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            msg.msg_iov = iovecs.as_mut_ptr();
+            msg.msg_iovlen = iovecs.len();
+            let zero_copy =
+                self.segment_send == SegmentSend::Zerocopy && !c.zc_copied && bytes >= ZC_MIN_BYTES;
+            let fd = types::Fd(c.fd.as_raw_fd());
+            let e = if zero_copy {
+                c.zc_generation = c.zc_generation.wrapping_add(1) & 0xFF_FFFF;
+                opcode::SendMsgZc::new(fd, &*msg)
+                    .ioprio(ZC_REPORT_USAGE)
+                    .build()
+                    .user_data(zc_user_data(key, c.zc_generation))
+            } else {
+                opcode::SendMsg::new(fd, &*msg)
+                    .build()
+                    .user_data(user_data(SEND, key))
+            };
+            c.send = Some(Sending::Message {
+                send: MessageSend {
+                    _msg: msg,
+                    _iovecs: iovecs,
+                    _hold: hold,
+                },
+                zero_copy,
+            });
+            return self.push(&e);
         }
-        let Some(conn) = self.core.conn_mut(key) else {
-            return Ok(());
-        };
-        if !conn.wants_write() {
-            return Ok(());
-        }
-        conn.begin_write(MAX_IOVECS, &mut self.scratch);
-        let hold = std::mem::take(&mut self.scratch);
-        let iovecs: Box<[libc::iovec]> = hold
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        let e = opcode::Writev::new(
-            types::Fd(c.fd.as_raw_fd()),
-            iovecs.as_ptr(),
-            iovecs.len() as u32,
-        )
-        .build()
-        .user_data(user_data(SEND, key));
-        c.send = Some(InflightSend {
-            iovecs,
-            _hold: hold,
-        });
-        self.push(&e)
     }
 
     /// Run until stopped.
@@ -309,13 +397,17 @@ impl UringShard {
                 if !cqueue::more(flags) {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
-                let key = (data & ((1 << 56) - 1)) as usize;
+                let key = (data & 0xFFFF_FFFF) as usize;
+                let generation = ((data >> 32) & 0xFF_FFFF) as u32;
                 match data >> 56 {
                     ACCEPT => self.on_accept(result, flags)?,
                     WAKE => self.arm_wake()?,
                     INGEST => self.on_ingest(key, result, flags, received)?,
                     RECV => self.on_recv(key, result)?,
-                    SEND => self.on_send(key, result)?,
+                    SEND if cqueue::notif(flags) => {
+                        self.on_zc_notification(key, generation, result)
+                    }
+                    SEND => self.on_send(key, generation, result, flags)?,
                     _ => {}
                 }
             }
@@ -371,6 +463,9 @@ impl UringShard {
             recv_buf: Box::new([0; RECV_BUFFER]),
             recv_in_flight: false,
             send: None,
+            zc_pending: Vec::new(),
+            zc_generation: 0,
+            zc_copied: false,
             closing: false,
         });
         self.arm_recv(key)
@@ -438,15 +533,29 @@ impl UringShard {
         self.arm_recv(key)
     }
 
-    fn on_send(&mut self, key: usize, result: i32) -> io::Result<()> {
+    fn on_send(&mut self, key: usize, generation: u32, result: i32, flags: u32) -> io::Result<()> {
         let Some(Some(c)) = self.clients.get_mut(key) else {
             return Ok(());
         };
-        let was = c.send.take();
-        drop(was.map(|s| s.iovecs));
+        let polled = match c.send.take() {
+            Some(Sending::Poll) => true,
+            Some(Sending::Message {
+                send,
+                zero_copy: true,
+            }) if cqueue::more(flags) => {
+                // The kernel still references the pages: keep them until the notification.
+                c.zc_pending.push((generation, send));
+                false
+            }
+            _ => false,
+        };
         if c.closing {
             self.close(key);
             return Ok(());
+        }
+        if polled {
+            // Room to send (or an error, which the next sendfile reports).
+            return self.send(key);
         }
         if result < 0 {
             if result == -libc::EAGAIN || result == -libc::EINTR {
@@ -463,6 +572,29 @@ impl UringShard {
             return Ok(());
         }
         self.send(key)
+    }
+
+    /// The kernel is done with the pages of zero-copy send `generation` of connection `key`.
+    fn on_zc_notification(&mut self, key: usize, generation: u32, result: i32) {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return;
+        };
+        if let Some(i) = c.zc_pending.iter().position(|(g, _)| *g == generation) {
+            c.zc_pending.swap_remove(i);
+        }
+        if result & ZC_COPIED != 0 && !c.zc_copied {
+            c.zc_copied = true;
+            if !self.zc_fallback_logged {
+                self.zc_fallback_logged = true;
+                tracing::info!(
+                    shard = self.core.index(),
+                    "the kernel copied zero-copy sends (loopback, or a NIC without scatter-gather): such connections are sent by copy"
+                );
+            }
+        }
+        if c.closing {
+            self.close(key);
+        }
     }
 
     fn close_if_finished(&mut self, key: usize) {
@@ -490,7 +622,7 @@ impl UringShard {
             c.closing = true;
             let _ = socket2::SockRef::from(&c.fd).shutdown(std::net::Shutdown::Both);
         }
-        if !c.recv_in_flight && c.send.is_none() {
+        if !c.recv_in_flight && c.send.is_none() && c.zc_pending.is_empty() {
             *slot = None;
             self.core.close(key);
         }

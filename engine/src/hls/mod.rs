@@ -1,0 +1,399 @@
+//! HLS output: sealed segments, the live window and its playlists.
+//!
+//! ```text
+//!  home shard: Pipeline ─ segmenter events ─► Packager ─ seal ─► Segment (memory or sealed memfd)
+//!                                                 │ render playlists once per seal
+//!                                                 └─ store ─► HlsSlot (ArcSwap) ◄─ load ─ every shard
+//! ```
+//!
+//! A [`Segment`] is immutable once sealed and shared by reference count: the window holds it
+//! while it is listed or within its grace period, and every send that uses it holds it too, so
+//! it is freed only when both are done with it. Each seal publishes a new [`HlsWindow`]
+//! snapshot (segments, media playlist bytes, multivariant playlist bytes) with one atomic
+//! store; shards load the newest snapshot when a request comes, with no lock and no copy.
+//!
+//! What it does not do: parse requests or write sockets (see [`crate::http`] and the shard
+//! backends), or low-latency parts (not built yet).
+
+mod media;
+
+pub use media::MediaInfo;
+
+use crate::config::{HlsSettings, SegmentSend};
+use crate::stream::StreamCounters;
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use shardcast_protocols::hls::{
+    DateTime, MediaPlaylist, MediaSegment, MultivariantPlaylist, Resolution, VariantStream,
+};
+use shardcast_protocols::ts::pes::Timestamp;
+use shardcast_protocols::ts::{SegmentInfo, PACKET_SIZE};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The newest published window of a stream, shared by every shard.
+pub type HlsSlot = Arc<ArcSwapOption<HlsWindow>>;
+
+/// A segment larger than this is dropped while it is built (a source without keyframes must
+/// not grow memory without bound); the next one is marked as a discontinuity.
+pub const MAX_SEGMENT_BYTES: usize = 64 << 20;
+
+/// Where a sealed segment's bytes are.
+#[derive(Debug)]
+pub enum SegmentBody {
+    /// In memory, for `writev` or zero-copy sends.
+    Memory(Bytes),
+    /// In a sealed memfd, for `sendfile`.
+    File {
+        /// The memfd.
+        fd: OwnedFd,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// One sealed, immutable HLS segment.
+#[derive(Debug)]
+pub struct Segment {
+    /// Media sequence number (also its URL: `/{stream}/{sequence}.ts`).
+    pub sequence: u64,
+    /// PTS of its first keyframe.
+    pub start_pts: Timestamp,
+    /// Exact duration, 90 kHz ticks.
+    pub duration: u64,
+    /// It follows a source restart or a timestamp jump.
+    pub discontinuity: bool,
+    /// When ingest received its first packet (UNIX ms): EXT-X-PROGRAM-DATE-TIME.
+    pub program_date_time_ms: i64,
+    /// The bytes.
+    pub body: SegmentBody,
+    /// Entity tag, quoted.
+    pub etag: String,
+    /// When it was sealed, as an HTTP date.
+    pub last_modified: String,
+}
+
+impl Segment {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match &self.body {
+            SegmentBody::Memory(b) => b.len(),
+            SegmentBody::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether it has no bytes (never, for a sealed segment).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its memfd, when it is in one.
+    pub fn file(&self) -> Option<BorrowedFd<'_>> {
+        match &self.body {
+            SegmentBody::File { fd, .. } => Some(fd.as_fd()),
+            SegmentBody::Memory(_) => None,
+        }
+    }
+
+    /// Its duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.duration * 100_000 / 9)
+    }
+}
+
+/// What a request may take from a stream's HLS output at one moment.
+#[derive(Debug)]
+pub struct HlsWindow {
+    /// Fetchable segments, ascending sequence: those in grace, then those listed.
+    segments: Vec<Arc<Segment>>,
+    /// `/{stream}/index.m3u8`.
+    pub playlist: Bytes,
+    /// `/{stream}/master.m3u8`.
+    pub master: Bytes,
+    /// The Cache-Control value for both playlists.
+    pub playlist_cache_control: &'static str,
+    /// The entity tag of both playlists (they change together, once per seal).
+    pub playlist_etag: String,
+    /// EXT-X-TARGETDURATION, seconds.
+    pub target_duration: u64,
+}
+
+impl HlsWindow {
+    /// Segment `sequence`, if it is listed or in its grace period.
+    pub fn segment(&self, sequence: u64) -> Option<&Arc<Segment>> {
+        let i = self
+            .segments
+            .binary_search_by_key(&sequence, |s| s.sequence)
+            .ok()?;
+        self.segments.get(i)
+    }
+
+    /// Every fetchable segment, ascending.
+    pub fn segments(&self) -> &[Arc<Segment>] {
+        &self.segments
+    }
+}
+
+/// Segment sequence numbers start from the UNIX time in seconds when the stream starts, so a
+/// restarted server never reuses a URL a cache may still hold for different bytes (segments
+/// are at least half a second long, so numbers never catch up with the clock).
+pub fn first_sequence() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct Building {
+    sequence: u64,
+    discontinuity: bool,
+    program_date_time_ms: i64,
+    data: Vec<u8>,
+}
+
+/// Builds a stream's segments from the segmenter's events and publishes its window (home
+/// shard only; no I/O beyond writing memfds).
+pub struct Packager {
+    name: String,
+    settings: HlsSettings,
+    send: SegmentSend,
+    slot: HlsSlot,
+    counters: Arc<StreamCounters>,
+    building: Option<Building>,
+    /// The segment being built was dropped (too large): the next one is a discontinuity.
+    dropped: bool,
+    listed: VecDeque<Arc<Segment>>,
+    /// Segments no longer listed, with when they left (monotonic ns from `now_ns`).
+    grace: VecDeque<(Arc<Segment>, u64)>,
+    target_duration: u64,
+    discontinuity_sequence: u64,
+    media: MediaInfo,
+}
+
+impl std::fmt::Debug for Packager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packager")
+            .field("name", &self.name)
+            .field("listed", &self.listed.len())
+            .field("grace", &self.grace.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Packager {
+    /// A packager for stream `name` publishing to `slot`.
+    pub fn new(
+        name: &str,
+        settings: HlsSettings,
+        send: SegmentSend,
+        slot: HlsSlot,
+        counters: Arc<StreamCounters>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            target_duration: settings.segment_duration_s.round().max(1.0) as u64,
+            settings,
+            send,
+            slot,
+            counters,
+            building: None,
+            dropped: false,
+            listed: VecDeque::new(),
+            grace: VecDeque::new(),
+            discontinuity_sequence: 0,
+            media: MediaInfo::default(),
+        }
+    }
+
+    /// What the playlists say about the tracks (codecs, resolution, frame rate).
+    pub fn set_media(&mut self, media: MediaInfo) {
+        self.media = media;
+    }
+
+    /// A segment begins; `received_ns` is the ingest wall clock (UNIX ns).
+    pub fn start(&mut self, sequence: u64, discontinuity: bool, received_ns: u64) {
+        let discontinuity = discontinuity || std::mem::take(&mut self.dropped);
+        self.building = Some(Building {
+            sequence,
+            discontinuity,
+            program_date_time_ms: (received_ns / 1_000_000) as i64,
+            data: Vec::with_capacity(self.building_capacity()),
+        });
+    }
+
+    fn building_capacity(&self) -> usize {
+        self.listed
+            .back()
+            .map_or(256 * 1024, |s| s.len() + s.len() / 4)
+            .min(MAX_SEGMENT_BYTES)
+    }
+
+    /// A packet of the segment being built.
+    pub fn packet(&mut self, packet: &[u8; PACKET_SIZE]) {
+        let Some(b) = &mut self.building else { return };
+        if b.data.len() + PACKET_SIZE > MAX_SEGMENT_BYTES {
+            tracing::warn!(stream = %self.name, sequence = b.sequence, "segment over {} MiB without a keyframe to cut at: dropped", MAX_SEGMENT_BYTES >> 20);
+            StreamCounters::add(&self.counters.segments_dropped, 1);
+            self.building = None;
+            self.dropped = true;
+            return;
+        }
+        b.data.extend_from_slice(packet);
+    }
+
+    /// The segment being built is complete; `now_ns` is a monotonic clock for the grace period.
+    pub fn end(&mut self, info: SegmentInfo, now_ns: u64) {
+        let Some(b) = self.building.take() else {
+            return;
+        };
+        if b.sequence != info.sequence || b.data.is_empty() {
+            return;
+        }
+        let body = self.body(b.sequence, b.data);
+        let sealed = SystemTime::now();
+        let segment = Arc::new(Segment {
+            sequence: b.sequence,
+            start_pts: info.start_pts,
+            duration: info.duration,
+            discontinuity: b.discontinuity,
+            program_date_time_ms: b.program_date_time_ms,
+            etag: format!("\"{:x}-{:x}\"", b.sequence, b.program_date_time_ms),
+            last_modified: httpdate::fmt_http_date(sealed),
+            body,
+        });
+        self.listed.push_back(segment);
+        while self.listed.len() > self.settings.playlist_segments {
+            if let Some(old) = self.listed.pop_front() {
+                if old.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+                self.grace.push_back((old, now_ns));
+            }
+        }
+        let grace_ns = (self.settings.segment_grace_s * 1e9) as u64;
+        while self
+            .grace
+            .front()
+            .is_some_and(|(_, left)| now_ns.saturating_sub(*left) > grace_ns)
+        {
+            self.grace.pop_front();
+        }
+        self.publish();
+    }
+
+    fn body(&self, sequence: u64, data: Vec<u8>) -> SegmentBody {
+        if self.send == SegmentSend::Sendfile {
+            let name = format!("shardcast-{}-{sequence}", self.name);
+            match crate::sys::sealed_memfd(&name, &data) {
+                Ok(fd) => {
+                    return SegmentBody::File {
+                        fd,
+                        len: data.len(),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, "cannot put a segment in a memfd ({e}): keeping it in memory")
+                }
+            }
+        }
+        SegmentBody::Memory(Bytes::from(data))
+    }
+
+    fn publish(&mut self) {
+        let mut playlist = MediaPlaylist {
+            version: 3,
+            target_duration: self.target_duration,
+            media_sequence: self.listed.front().map_or(0, |s| s.sequence),
+            discontinuity_sequence: self.discontinuity_sequence,
+            independent_segments: true,
+            segments: self
+                .listed
+                .iter()
+                .map(|s| MediaSegment {
+                    uri: format!("{}.ts", s.sequence),
+                    duration: s.duration(),
+                    discontinuity: s.discontinuity,
+                    program_date_time: Some(DateTime::from_unix_millis(s.program_date_time_ms)),
+                    ..MediaSegment::default()
+                })
+                .collect(),
+            ..MediaPlaylist::default()
+        };
+        // The target duration may only grow (RFC 8216 4.3.3.1): a segment longer than the
+        // configured one (sparse keyframes) raises it for the rest of the stream.
+        self.target_duration = self
+            .target_duration
+            .max(playlist.required_target_duration());
+        playlist.target_duration = self.target_duration;
+        let bytes: usize = self.listed.iter().map(|s| s.len()).sum::<usize>()
+            + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>();
+        let peak = self
+            .listed
+            .iter()
+            .map(|s| (s.len() as f64 * 8.0 / s.duration().as_secs_f64().max(0.001)) as u64)
+            .max()
+            .unwrap_or(0);
+        let average = {
+            let (b, d) = self.listed.iter().fold((0.0, 0.0), |(b, d), s| {
+                (b + s.len() as f64, d + s.duration().as_secs_f64())
+            });
+            (d > 0.0).then(|| (b * 8.0 / d) as u64)
+        };
+        let master = MultivariantPlaylist {
+            version: 3,
+            independent_segments: true,
+            variants: vec![VariantStream {
+                uri: "index.m3u8".into(),
+                bandwidth: peak,
+                average_bandwidth: average,
+                codecs: self.media.codecs(),
+                resolution: self
+                    .media
+                    .resolution
+                    .map(|(width, height)| Resolution { width, height }),
+                frame_rate_millis: self.media.frame_rate_millis,
+                ..VariantStream::default()
+            }],
+            ..MultivariantPlaylist::default()
+        };
+        let window = HlsWindow {
+            segments: self
+                .grace
+                .iter()
+                .map(|(s, _)| s.clone())
+                .chain(self.listed.iter().cloned())
+                .collect(),
+            playlist: Bytes::from(playlist.to_string()),
+            master: Bytes::from(master.to_string()),
+            playlist_cache_control: playlist_cache_control(self.target_duration),
+            playlist_etag: format!(
+                "\"{:x}-{:x}\"",
+                self.listed.back().map_or(0, |s| s.sequence),
+                self.listed.back().map_or(0, |s| s.program_date_time_ms)
+            ),
+            target_duration: self.target_duration,
+        };
+        self.slot.store(Some(Arc::new(window)));
+        let c = &self.counters;
+        c.segments.fetch_add(1, Ordering::Relaxed);
+        c.segment_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Playlists may be cached for at most half a target duration (so a cache is never more than
+/// one target duration behind); under two seconds that rounds to nothing: revalidate.
+fn playlist_cache_control(target_duration: u64) -> &'static str {
+    match target_duration / 2 {
+        0 => "no-cache",
+        1 => "public, max-age=1",
+        2 => "public, max-age=2",
+        3 => "public, max-age=3",
+        4 => "public, max-age=4",
+        _ => "public, max-age=5",
+    }
+}
+
+#[cfg(test)]
+mod tests;

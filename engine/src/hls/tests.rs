@@ -1,0 +1,156 @@
+use super::*;
+use crate::ingest::Pipeline;
+use shardcast_protocols::generator::{Generator, GeneratorConfig};
+use shardcast_protocols::hls::{parse, Playlist};
+
+/// Run `seconds` of the generator's stream through a pipeline with a packager; returns the
+/// slot. Packets are stamped as received at their stream time.
+fn package(
+    settings: HlsSettings,
+    send: SegmentSend,
+    seconds: u64,
+) -> (HlsSlot, Arc<StreamCounters>) {
+    let slot = HlsSlot::default();
+    let counters = Arc::new(StreamCounters::default());
+    let packager = Packager::new("t", settings, send, slot.clone(), counters.clone());
+    let target = (settings.segment_duration_s * 90_000.0) as u64;
+    let mut p = Pipeline::new(None, counters.clone(), target, 100, Some(packager));
+    let mut g = Generator::new(GeneratorConfig::default()).unwrap();
+    let mut datagram = Vec::new();
+    let mut packet = [0u8; PACKET_SIZE];
+    loop {
+        g.next_packet(&mut packet);
+        let at = g.packet_time_ns(g.packets());
+        if at > seconds * 1_000_000_000 {
+            break;
+        }
+        datagram.extend_from_slice(&packet);
+        if datagram.len() == 7 * PACKET_SIZE {
+            p.push(&datagram, at, &mut |_| {});
+            p.flush(at, &mut |_| {});
+            datagram.clear();
+        }
+    }
+    (slot, counters)
+}
+
+fn media(w: &HlsWindow) -> shardcast_protocols::hls::MediaPlaylist {
+    match parse(&w.playlist).unwrap() {
+        Playlist::Media(m) => m,
+        other => panic!("not a media playlist: {other:?}"),
+    }
+}
+
+#[test]
+fn the_window_lists_the_newest_segments_and_keeps_the_grace_ones_fetchable() {
+    let settings = HlsSettings {
+        segment_duration_s: 2.0,
+        playlist_segments: 4,
+        segment_grace_s: 4.5,
+    };
+    let (slot, counters) = package(settings, SegmentSend::Copy, 30);
+    let w = slot.load_full().expect("published");
+    let m = media(&w);
+    assert_eq!(m.segments.len(), 4);
+    assert_eq!(m.target_duration, 2);
+    // The generator has a keyframe every second: 2 s segments, numbered from 100.
+    let first = m.media_sequence;
+    assert!(first > 100, "{first}");
+    for (i, s) in m.segments.iter().enumerate() {
+        assert_eq!(s.uri, format!("{}.ts", first + i as u64));
+        assert_eq!(s.duration, Duration::from_secs(2));
+        assert!(s.program_date_time.is_some());
+    }
+    // Two (or three) segments in grace are fetchable, older ones are gone.
+    assert!(w.segment(first - 1).is_some());
+    assert!(w.segment(first - 2).is_some());
+    assert!(w.segment(first - 4).is_none());
+    assert!(w.segment(first + 4).is_none(), "the future is not there");
+    let held: usize = w.segments().iter().map(|s| s.len()).sum();
+    assert_eq!(counters.snapshot().segment_bytes, held as u64);
+    // Every segment starts with the PAT.
+    for s in w.segments() {
+        let SegmentBody::Memory(b) = &s.body else {
+            panic!("copy mode keeps segments in memory")
+        };
+        assert_eq!((b[0], b[1] & 0x1F, b[2]), (0x47, 0, 0));
+        assert_eq!(b.len() % PACKET_SIZE, 0);
+    }
+    // The multivariant playlist names the media playlist with its bandwidth.
+    let master = std::str::from_utf8(&w.master).unwrap();
+    assert!(master.contains("BANDWIDTH="), "{master}");
+    assert!(master.trim_end().ends_with("index.m3u8"), "{master}");
+    assert_eq!(w.playlist_cache_control, "public, max-age=1");
+}
+
+#[test]
+fn sendfile_mode_keeps_segments_in_sealed_memfds() {
+    let (slot, _) = package(HlsSettings::default(), SegmentSend::Sendfile, 6);
+    let w = slot.load_full().expect("published");
+    let s = w.segments().last().unwrap();
+    let fd = s.file().expect("a memfd");
+    let mut file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+    assert_eq!(file.metadata().unwrap().len(), s.len() as u64);
+    let mut data = vec![0u8; s.len()];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, 0).unwrap();
+    assert_eq!(data[0], 0x47);
+    // Sealed: no write can change what caches were told is immutable.
+    assert!(std::io::Write::write_all(&mut file, b"x").is_err());
+}
+
+#[test]
+fn a_longer_segment_raises_the_target_duration_for_good() {
+    // Keyframes every second but a 2.4 s target: segments are 3 s, the target must say 3.
+    let settings = HlsSettings {
+        segment_duration_s: 2.4,
+        ..HlsSettings::default()
+    };
+    let (slot, _) = package(settings, SegmentSend::Copy, 12);
+    let w = slot.load_full().unwrap();
+    let m = media(&w);
+    assert!(m
+        .segments
+        .iter()
+        .all(|s| s.duration == Duration::from_secs(3)));
+    assert_eq!(m.target_duration, 3);
+    assert_eq!(w.playlist_cache_control, "public, max-age=1");
+}
+
+#[test]
+fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinuity() {
+    let slot = HlsSlot::default();
+    let counters = Arc::new(StreamCounters::default());
+    let mut p = Packager::new(
+        "t",
+        HlsSettings::default(),
+        SegmentSend::Copy,
+        slot.clone(),
+        counters.clone(),
+    );
+    let packet = [0x47u8; PACKET_SIZE];
+    p.start(1, false, 0);
+    for _ in 0..=MAX_SEGMENT_BYTES / PACKET_SIZE {
+        p.packet(&packet);
+    }
+    assert_eq!(counters.snapshot().segments_dropped, 1);
+    let info = |sequence| SegmentInfo {
+        sequence,
+        start_pts: Timestamp::new(0),
+        duration: 180_000,
+        packets: 1,
+        discontinuity: false,
+    };
+    p.end(info(1), 0);
+    assert!(
+        slot.load().is_none(),
+        "the dropped segment is not published"
+    );
+    p.start(2, false, 0);
+    p.packet(&packet);
+    p.end(info(2), 0);
+    let w = slot.load_full().unwrap();
+    assert!(w.segment(2).unwrap().discontinuity);
+    assert!(std::str::from_utf8(&w.playlist)
+        .unwrap()
+        .contains("#EXT-X-DISCONTINUITY\n"));
+}
