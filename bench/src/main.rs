@@ -32,6 +32,8 @@ enum Command {
     Ingest(IngestArgs),
     /// Run N progressive HTTP-TS viewers and report what they saw.
     Ts(TsArgs),
+    /// Run N HLS viewers that behave like players and report what they saw.
+    Hls(TsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Ingest(args) => ingest(&args),
         Command::Ts(args) => ts(&args),
+        Command::Hls(args) => hls(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,19 +176,56 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn ts(args: &TsArgs) -> Result<(), String> {
-    let rest = args
-        .url
+/// The address and path of an `http://IP:PORT/PATH` URL.
+fn split_url(url: &str) -> Result<(std::net::SocketAddr, String), String> {
+    let rest = url
         .strip_prefix("http://")
         .ok_or("--url must start with http://")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let addr = host
         .parse()
         .map_err(|_| format!("--url host {host:?} must be IP:PORT"))?;
+    Ok((addr, format!("/{path}")))
+}
+
+fn hls(args: &TsArgs) -> Result<(), String> {
+    let (addr, path) = split_url(&args.url)?;
+    let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let load = shardcast_bench::hls::HlsLoad {
+        addr,
+        path,
+        viewers: args.viewers,
+        ramp: secs(args.ramp),
+        settle: secs(args.settle),
+        measure: secs(args.seconds),
+        server_pid: args.server_pid,
+        progress: !args.json,
+    };
+    let r = shardcast_bench::hls::run(&load)
+        .map_err(|e| format!("when running HLS viewers against {addr}: {e}"))?;
+    if args.json {
+        let q = |p: f64| r.fetch_us.value_at_quantile(p);
+        println!(
+            "{{\"viewers\":{},\"started\":{},\"reconnects\":{},\"playlists\":{},\"segments\":{},\"missed\":{},\"late\":{},\"listed_404\":{},\"status_4xx\":{},\"status_5xx\":{},\"bad_playlists\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"fetch_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
+            r.viewers, r.started, r.reconnects, r.playlists, r.segments, r.missed, r.late, r.listed_404, r.status_4xx, r.status_5xx, r.bad_playlists, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
+            q(0.5), q(0.99), q(0.999), r.fetch_us.max(), r.fetch_us.len(),
+            r.server_cpu.map_or("null".into(), |c| format!("{:.3}", c.as_secs_f64())),
+            r.server_ms_per_viewer_second().map_or("null".into(), |v| format!("{v:.5}")),
+            r.server_rss.map_or("null".into(), |v| v.to_string()),
+            r.client_cpu.as_secs_f64()
+        );
+    } else {
+        print!("{}", r.summary());
+    }
+    Ok(())
+}
+
+fn ts(args: &TsArgs) -> Result<(), String> {
+    let (addr, path) = split_url(&args.url)?;
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
     let load = shardcast_bench::ts::TsLoad {
         addr,
-        path: format!("/{path}"),
+        path,
         viewers: args.viewers,
         ramp: secs(args.ramp),
         settle: secs(args.settle),

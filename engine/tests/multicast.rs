@@ -11,66 +11,8 @@ mod support;
 use nix::sys::signal::Signal;
 use shardcast_protocols::generator::{Generator, GeneratorConfig};
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Multicast on loopback for the duration of the test.
-struct LoopbackMulticast {
-    enabled_flag: bool,
-    added_route: bool,
-}
-
-impl LoopbackMulticast {
-    fn set_up() -> Self {
-        let (_, link) = run("ip", &["link", "show", "lo"]);
-        let enabled_flag = !link.contains("MULTICAST");
-        if enabled_flag {
-            let (ok, out) = run("ip", &["link", "set", "lo", "multicast", "on"]);
-            assert!(
-                ok,
-                "ip link set lo multicast on: {out} (the multicast test needs root)"
-            );
-        }
-        let (_, routes) = run("ip", &["route", "show", "224.0.0.0/4", "dev", "lo"]);
-        let added_route = routes.trim().is_empty();
-        if added_route {
-            let (ok, out) = run(
-                "ip",
-                &[
-                    "route",
-                    "add",
-                    "224.0.0.0/4",
-                    "dev",
-                    "lo",
-                    "src",
-                    "127.0.0.1",
-                ],
-            );
-            assert!(ok, "ip route add 224.0.0.0/4 dev lo: {out}");
-        }
-        let (_, route) = run("ip", &["route", "get", "239.255.42.1"]);
-        assert!(
-            route.contains("dev lo"),
-            "multicast must stay on loopback: {route}"
-        );
-        LoopbackMulticast {
-            enabled_flag,
-            added_route,
-        }
-    }
-}
-
-impl Drop for LoopbackMulticast {
-    fn drop(&mut self) {
-        if self.added_route {
-            let _ = run("ip", &["route", "del", "224.0.0.0/4", "dev", "lo"]);
-        }
-        if self.enabled_flag {
-            let _ = run("ip", &["link", "set", "lo", "multicast", "off"]);
-        }
-    }
-}
 
 /// Send the generator's stream from `from` to `to`, paced, until `until`.
 fn send_generated(
@@ -125,51 +67,9 @@ fn multicast_any_source_and_source_specific() {
 
     // The any-source stream: Debian's ffmpeg, 720p25 H.264 + AAC, 1316-byte datagrams.
     // Dropped before `_net`, so the sender is gone before the route is.
-    let _ffmpeg = KillOnDrop(
-        Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-v",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1280x720:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-            ])
-            .args([
-                "-t",
-                "40",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "50",
-                "-pix_fmt",
-                "yuv420p",
-                "-b:v",
-                "2M",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-                "-f",
-                "mpegts",
-            ])
-            .arg(format!(
-                "udp://239.255.42.1:{asm_port}?pkt_size=1316&ttl=1&localaddr=127.0.0.1"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg must be installed"),
+    let _ffmpeg = ffmpeg_udp_source(
+        &format!("udp://239.255.42.1:{asm_port}?pkt_size=1316&ttl=1&localaddr=127.0.0.1"),
+        40,
     );
 
     // The source-specific stream: the wanted sender and an intruder on another address, with

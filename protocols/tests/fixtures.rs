@@ -174,3 +174,60 @@ fn same_events_at_every_split() {
         }
     }
 }
+
+/// The playlist facts (RFC 6381 codec strings, picture size) match ffprobe's reading.
+#[test]
+fn probed_tracks_match_ffprobe() {
+    use shardcast_protocols::ts::probe::probe_tracks;
+    for (file, video_prefix, audio) in [
+        ("h264_aac_720p25.ts", "avc1.64", "mp4a.40.2"),
+        ("h265_mp2.ts", "hvc1.1.6.L", "mp4a.6B"),
+        ("mpts.ts", "avc1.64", "mp4a.40.2"),
+    ] {
+        let data = fixture(file);
+        let tracks = probe_tracks(&data[..data.len().min(2 << 20) / 188 * 188]);
+        let video = tracks.video.unwrap_or_else(|| panic!("{file}: no video"));
+        let facts = ffprobe(
+            &[
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=width,height,level",
+            ],
+            file,
+        );
+        let fact = |k: &str| {
+            facts
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.parse::<u32>().unwrap())
+                .unwrap()
+        };
+        assert_eq!(
+            (video.width, video.height),
+            (fact("width"), fact("height")),
+            "{file}"
+        );
+        assert!(
+            video.codec.starts_with(video_prefix),
+            "{file}: {}",
+            video.codec
+        );
+        // The level is the last field for H.264 (hex) and follows the tier for H.265.
+        let level = fact("level");
+        if video_prefix.starts_with("avc1") {
+            assert!(
+                video.codec.ends_with(&format!("{level:02x}")),
+                "{file}: {}",
+                video.codec
+            );
+        } else {
+            assert!(
+                video.codec.contains(&format!(".L{level}")),
+                "{file}: {}",
+                video.codec
+            );
+        }
+        assert_eq!(tracks.audio.as_deref(), Some(audio), "{file}");
+    }
+}

@@ -13,7 +13,23 @@ pub struct MediaInfo {
     pub frame_rate_millis: Option<u32>,
 }
 
+/// Bytes at the start of a segment probed for its tracks (PAT, PMT and the keyframe with its
+/// parameter sets come first).
+const PROBE_BYTES: usize = 512 * 1024;
+
 impl MediaInfo {
+    /// What the start of a segment says about its tracks.
+    pub fn probe(segment: &[u8]) -> MediaInfo {
+        let end = segment.len().min(PROBE_BYTES) / 188 * 188;
+        let tracks = shardcast_protocols::ts::probe::probe_tracks(&segment[..end]);
+        MediaInfo {
+            resolution: tracks.video.as_ref().map(|v| (v.width, v.height)),
+            video: tracks.video.map(|v| v.codec),
+            audio: tracks.audio,
+            frame_rate_millis: None,
+        }
+    }
+
     /// The CODECS attribute: every known codec, comma-separated; `None` when none is known.
     pub fn codecs(&self) -> Option<String> {
         let known: Vec<&str> = [&self.video, &self.audio]

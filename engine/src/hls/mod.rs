@@ -207,11 +207,6 @@ impl Packager {
         }
     }
 
-    /// What the playlists say about the tracks (codecs, resolution, frame rate).
-    pub fn set_media(&mut self, media: MediaInfo) {
-        self.media = media;
-    }
-
     /// A segment begins; `received_ns` is the ingest wall clock (UNIX ns).
     pub fn start(&mut self, sequence: u64, discontinuity: bool, received_ns: u64) {
         let discontinuity = discontinuity || std::mem::take(&mut self.dropped);
@@ -251,6 +246,7 @@ impl Packager {
         if b.sequence != info.sequence || b.data.is_empty() {
             return;
         }
+        self.media = MediaInfo::probe(&b.data);
         let body = self.body(b.sequence, b.data);
         let sealed = SystemTime::now();
         let segment = Arc::new(Segment {

@@ -79,6 +79,12 @@ fn the_window_lists_the_newest_segments_and_keeps_the_grace_ones_fetchable() {
     // The multivariant playlist names the media playlist with its bandwidth.
     let master = std::str::from_utf8(&w.master).unwrap();
     assert!(master.contains("BANDWIDTH="), "{master}");
+    // The generator's H.264 is Constrained Baseline (66, constraint flags 0xC0) level 1.2.
+    assert!(
+        master.contains("CODECS=\"avc1.42c00c,mp4a.40.2\"")
+            && master.contains("RESOLUTION=256x144"),
+        "{master}"
+    );
     assert!(master.trim_end().ends_with("index.m3u8"), "{master}");
     assert_eq!(w.playlist_cache_control, "public, max-age=1");
 }

@@ -263,3 +263,168 @@ pub const WITHOUT_IO_URING: [&str; 3] = [
      f.load()\n\
      os.execv(sys.argv[1], sys.argv[1:])",
 ];
+
+/// Multicast on loopback for the duration of the test.
+pub struct LoopbackMulticast {
+    enabled_flag: bool,
+    added_route: bool,
+}
+
+impl LoopbackMulticast {
+    pub fn set_up() -> Self {
+        let (_, link) = run("ip", &["link", "show", "lo"]);
+        let enabled_flag = !link.contains("MULTICAST");
+        if enabled_flag {
+            let (ok, out) = run("ip", &["link", "set", "lo", "multicast", "on"]);
+            assert!(
+                ok,
+                "ip link set lo multicast on: {out} (the multicast test needs root)"
+            );
+        }
+        let (_, routes) = run("ip", &["route", "show", "224.0.0.0/4", "dev", "lo"]);
+        let added_route = routes.trim().is_empty();
+        if added_route {
+            let (ok, out) = run(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    "224.0.0.0/4",
+                    "dev",
+                    "lo",
+                    "src",
+                    "127.0.0.1",
+                ],
+            );
+            assert!(ok, "ip route add 224.0.0.0/4 dev lo: {out}");
+        }
+        let (_, route) = run("ip", &["route", "get", "239.255.42.1"]);
+        assert!(
+            route.contains("dev lo"),
+            "multicast must stay on loopback: {route}"
+        );
+        LoopbackMulticast {
+            enabled_flag,
+            added_route,
+        }
+    }
+}
+
+impl Drop for LoopbackMulticast {
+    fn drop(&mut self) {
+        if self.added_route {
+            let _ = run("ip", &["route", "del", "224.0.0.0/4", "dev", "lo"]);
+        }
+        if self.enabled_flag {
+            let _ = run("ip", &["link", "set", "lo", "multicast", "off"]);
+        }
+    }
+}
+
+/// Debian's ffmpeg sending a 720p25 H.264 (keyframe every 2 s) + AAC test pattern to `url`
+/// for `seconds`, in real time; killed when dropped.
+pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "50",
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                "2M",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-f",
+                "mpegts",
+            ])
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg must be installed"),
+    )
+}
+
+/// One GET with `Connection: close` and extra header lines; returns (status, head, body).
+pub fn fetch(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, raw[end..].to_vec())
+}
+
+/// The value of header `name` in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The PTS (90 kHz) of the first PES that starts on `pid` in `data`.
+pub fn first_pts(data: &[u8], pid: u16) -> Option<u64> {
+    data.chunks_exact(188).find_map(|p| {
+        let this = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        if this != pid || p[1] & 0x40 == 0 {
+            return None;
+        }
+        let start = if p[3] & 0x20 != 0 {
+            5 + usize::from(p[4])
+        } else {
+            4
+        };
+        let pes = p.get(start..)?;
+        if pes.len() < 14 || pes[..3] != [0, 0, 1] || pes[7] & 0x80 == 0 {
+            return None;
+        }
+        let b = &pes[9..14];
+        Some(
+            u64::from(b[0] >> 1 & 0x07) << 30
+                | u64::from(b[1]) << 22
+                | u64::from(b[2] >> 1) << 15
+                | u64::from(b[3]) << 7
+                | u64::from(b[4] >> 1),
+        )
+    })
+}

@@ -10,6 +10,7 @@
 
 mod audio;
 mod nal;
+pub mod params;
 
 pub use audio::AudioCodec;
 pub use audio::{AudioFrame, AudioScanner};

@@ -13,6 +13,7 @@ mod continuity;
 mod demux;
 mod packet;
 pub mod pes;
+pub mod probe;
 pub mod psi;
 mod segmenter;
 mod sync;

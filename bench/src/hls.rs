@@ -1,0 +1,580 @@
+//! `hls`: many HLS viewers on one thread, each behaving like a player.
+//!
+//! A viewer keeps one keep-alive connection. It reads the media playlist, starts three
+//! segments from the live edge (as hls.js and Apple's players do), fetches every segment it
+//! has not fetched yet, once, in order, and reads the playlist again one target duration after
+//! the previous read (players never poll faster). It records how long each segment took, the
+//! segments it could not fetch before they left the playlist (missed), segments that finished
+//! after they were due (first seen in a playlist plus their duration: late), and every 4xx and
+//! 5xx, separating 404s for segments the playlist it had just read listed. Figures count only
+//! the measured window, after the ramp-up.
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use shardcast_protocols::hls::{parse, Playlist};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The load to apply.
+#[derive(Clone, Debug)]
+pub struct HlsLoad {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Path of the media playlist, e.g. `/demo/index.m3u8`.
+    pub path: String,
+    /// Viewers.
+    pub viewers: usize,
+    /// Time over which the viewers start.
+    pub ramp: Duration,
+    /// Time after the ramp before measuring starts.
+    pub settle: Duration,
+    /// Length of the measured window.
+    pub measure: Duration,
+    /// The server's process id, to account its CPU and memory over the window.
+    pub server_pid: Option<u32>,
+    /// Print a progress line every second.
+    pub progress: bool,
+}
+
+/// What the viewers saw in the window.
+#[derive(Debug)]
+pub struct HlsReport {
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// Viewers that read a playlist.
+    pub started: usize,
+    /// Connections that ended or failed (each is reopened).
+    pub reconnects: u64,
+    /// Playlists read.
+    pub playlists: u64,
+    /// Segments fetched whole.
+    pub segments: u64,
+    /// Segments that left the playlist before the viewer fetched them.
+    pub missed: u64,
+    /// Segments that finished after they were due.
+    pub late: u64,
+    /// 404s for a segment the playlist the viewer had just read listed.
+    pub listed_404: u64,
+    /// Other 4xx answers.
+    pub status_4xx: u64,
+    /// 5xx answers.
+    pub status_5xx: u64,
+    /// Playlists that did not parse as media playlists.
+    pub bad_playlists: u64,
+    /// Bytes of segment bodies.
+    pub bytes: u64,
+    /// Segment fetch time, request sent to last byte, microseconds.
+    pub fetch_us: Histogram<u64>,
+    /// Length of the window.
+    pub window: Duration,
+    /// Server CPU over the window (utime + stime, all threads).
+    pub server_cpu: Option<Duration>,
+    /// Server resident memory at the end of the window.
+    pub server_rss: Option<u64>,
+    /// This process's CPU over the window.
+    pub client_cpu: Duration,
+}
+
+impl HlsReport {
+    /// Server CPU milliseconds per viewer-second.
+    pub fn server_ms_per_viewer_second(&self) -> Option<f64> {
+        let viewer_seconds = self.started as f64 * self.window.as_secs_f64();
+        self.server_cpu
+            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+    }
+
+    /// Aggregate segment throughput in Gbit/s over the window.
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// The human summary.
+    pub fn summary(&self) -> String {
+        let q = |p: f64| self.fetch_us.value_at_quantile(p) as f64 / 1000.0;
+        let mut s = format!(
+            "viewers {}/{} started, {} reconnects; window {:.1} s: {} playlists, {} segments, {:.3} Gbit/s\n\
+             missed {}  late {}  404 for listed segments {}  other 4xx {}  5xx {}  bad playlists {}\n\
+             segment fetch ms ({} samples): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+            self.started,
+            self.viewers,
+            self.reconnects,
+            self.window.as_secs_f64(),
+            self.playlists,
+            self.segments,
+            self.gbit_per_s(),
+            self.missed,
+            self.late,
+            self.listed_404,
+            self.status_4xx,
+            self.status_5xx,
+            self.bad_playlists,
+            self.fetch_us.len(),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            self.fetch_us.max() as f64 / 1000.0
+        );
+        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_ms_per_viewer_second()) {
+            s.push_str(&format!(
+                "server cpu {:.2} s ({:.4} ms per viewer-second), rss {:.1} MiB; client cpu {:.2} s\n",
+                cpu.as_secs_f64(),
+                per,
+                self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
+                self.client_cpu.as_secs_f64()
+            ));
+        }
+        s
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Asked {
+    Playlist,
+    Segment {
+        sequence: u64,
+        due: Instant,
+        listed: bool,
+    },
+}
+
+#[derive(Default)]
+struct Counts {
+    playlists: u64,
+    segments: u64,
+    missed: u64,
+    late: u64,
+    listed_404: u64,
+    status_4xx: u64,
+    status_5xx: u64,
+    bad_playlists: u64,
+    bytes: u64,
+    reconnects: u64,
+}
+
+struct Viewer {
+    socket: Option<TcpStream>,
+    /// Request bytes not yet written.
+    pending: Vec<u8>,
+    asked: Option<(Asked, Instant)>,
+    /// The segment asked for, to ask again after a reconnect.
+    asking: Option<(u64, String, Instant)>,
+    head: Vec<u8>,
+    /// Status and body length of the response being read, once its head is in.
+    response: Option<(u16, usize)>,
+    body: Vec<u8>,
+    body_read: usize,
+    /// Segments to fetch: (sequence, URI, due).
+    queue: VecDeque<(u64, String, Instant)>,
+    /// The next sequence this viewer wants (None before its first playlist).
+    next: Option<u64>,
+    last_poll: Option<Instant>,
+    target: Duration,
+    started: bool,
+}
+
+impl Viewer {
+    fn new() -> Self {
+        Self {
+            socket: None,
+            pending: Vec::new(),
+            asked: None,
+            asking: None,
+            head: Vec::new(),
+            response: None,
+            body: Vec::new(),
+            body_read: 0,
+            queue: VecDeque::new(),
+            next: None,
+            last_poll: None,
+            target: Duration::from_secs(2),
+            started: false,
+        }
+    }
+
+    /// When this viewer has something to do and nothing in flight.
+    fn wants_to_ask(&self, now: Instant) -> bool {
+        self.asked.is_none()
+            && (!self.queue.is_empty() || self.last_poll.is_none_or(|at| now >= at + self.target))
+    }
+}
+
+struct Run<'a> {
+    load: &'a HlsLoad,
+    base: String,
+    poll: Poll,
+    in_window: bool,
+    counts: Counts,
+    fetch_us: Histogram<u64>,
+    buf: Vec<u8>,
+}
+
+/// Run the load; blocks for ramp + settle + measure.
+pub fn run(load: &HlsLoad) -> io::Result<HlsReport> {
+    let base = load
+        .path
+        .rsplit_once('/')
+        .map_or("/".to_owned(), |(dir, _)| format!("{dir}/"));
+    let mut run = Run {
+        load,
+        base,
+        poll: Poll::new()?,
+        in_window: false,
+        counts: Counts::default(),
+        fetch_us: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        buf: vec![0u8; 256 * 1024],
+    };
+    let mut events = Events::with_capacity(4096);
+    let mut viewers: Vec<Viewer> = Vec::with_capacity(load.viewers);
+    let start = Instant::now();
+    let window_start = start + load.ramp + load.settle;
+    let end = window_start + load.measure;
+    let mut cpu_at_window = (None, Duration::ZERO);
+    let mut next_progress = start + Duration::from_secs(1);
+    let mut last_bytes = 0u64;
+    while Instant::now() < end {
+        let due = if load.ramp.is_zero() {
+            load.viewers
+        } else {
+            ((start.elapsed().as_secs_f64() / load.ramp.as_secs_f64()) * load.viewers as f64).ceil()
+                as usize
+        };
+        while viewers.len() < due.min(load.viewers) {
+            viewers.push(Viewer::new());
+        }
+        if !run.in_window && Instant::now() >= window_start {
+            run.in_window = true;
+            run.counts = Counts::default();
+            run.fetch_us.reset();
+            cpu_at_window = (
+                load.server_pid
+                    .map(|p| crate::cpu::cpu_time(Some(p)))
+                    .transpose()?,
+                crate::cpu::cpu_time(None)?,
+            );
+        }
+        let now = Instant::now();
+        for (i, v) in viewers.iter_mut().enumerate() {
+            if v.wants_to_ask(now) {
+                run.ask(i, v, now)?;
+            }
+        }
+        run.poll.poll(&mut events, Some(Duration::from_millis(5)))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            if let Some(v) = viewers.get_mut(i) {
+                run.service(i, v);
+            }
+        }
+        if load.progress && Instant::now() >= next_progress {
+            let started = viewers.iter().filter(|v| v.started).count();
+            eprintln!(
+                "  {:>5.1} s  viewers {started:>6}  {:.3} Gbit/s  segments {}  missed {}  late {}",
+                start.elapsed().as_secs_f64(),
+                run.counts.bytes.saturating_sub(last_bytes) as f64 * 8.0 / 1e9,
+                run.counts.segments,
+                run.counts.missed,
+                run.counts.late,
+            );
+            last_bytes = run.counts.bytes;
+            next_progress += Duration::from_secs(1);
+        }
+    }
+    let server_cpu_end = load
+        .server_pid
+        .map(|p| crate::cpu::cpu_time(Some(p)))
+        .transpose()?;
+    let client_cpu = crate::cpu::cpu_time(None)? - cpu_at_window.1;
+    let server_cpu = match (cpu_at_window.0, server_cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let c = run.counts;
+    Ok(HlsReport {
+        viewers: load.viewers,
+        started: viewers.iter().filter(|v| v.started).count(),
+        reconnects: c.reconnects,
+        playlists: c.playlists,
+        segments: c.segments,
+        missed: c.missed,
+        late: c.late,
+        listed_404: c.listed_404,
+        status_4xx: c.status_4xx,
+        status_5xx: c.status_5xx,
+        bad_playlists: c.bad_playlists,
+        bytes: c.bytes,
+        fetch_us: run.fetch_us,
+        window: load.measure,
+        server_cpu,
+        server_rss: load
+            .server_pid
+            .and_then(|p| crate::cpu::rss_bytes(Some(p)).ok()),
+        client_cpu,
+    })
+}
+
+impl Run<'_> {
+    /// Send the viewer's next request: the next segment, or the playlist when it is time.
+    fn ask(&mut self, i: usize, v: &mut Viewer, now: Instant) -> io::Result<()> {
+        if v.socket.is_none() {
+            let mut socket = TcpStream::connect(self.load.addr)?;
+            self.poll.registry().register(
+                &mut socket,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            v.socket = Some(socket);
+        }
+        let (asked, path) = match v.queue.pop_front() {
+            Some((sequence, uri, due)) => {
+                let path = format!("{}{uri}", self.base);
+                v.asking = Some((sequence, uri, due));
+                (
+                    Asked::Segment {
+                        sequence,
+                        due,
+                        listed: true,
+                    },
+                    path,
+                )
+            }
+            None => {
+                v.last_poll = Some(now);
+                (Asked::Playlist, self.load.path.clone())
+            }
+        };
+        v.pending = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardcast-bench\r\n\r\n",
+            self.load.addr
+        )
+        .into_bytes();
+        v.asked = Some((asked, now));
+        v.head.clear();
+        v.response = None;
+        v.body.clear();
+        v.body_read = 0;
+        self.service(i, v);
+        Ok(())
+    }
+
+    fn service(&mut self, _i: usize, v: &mut Viewer) {
+        let Some(mut socket) = v.socket.take() else {
+            return;
+        };
+        match self.exchange(v, &mut socket) {
+            Ok(()) => v.socket = Some(socket),
+            Err(()) => {
+                let _ = self.poll.registry().deregister(&mut socket);
+                self.counts.reconnects += 1;
+                // Ask again on a new connection (a segment goes back to the front).
+                if let (Some((Asked::Segment { .. }, _)), Some(again)) =
+                    (v.asked.take(), v.asking.take())
+                {
+                    v.queue.push_front(again);
+                }
+            }
+        }
+    }
+
+    /// Write what is pending and read what has come. Err: the connection is over.
+    fn exchange(&mut self, v: &mut Viewer, socket: &mut TcpStream) -> Result<(), ()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.exchange_with(v, socket, &mut buf);
+        self.buf = buf;
+        result
+    }
+
+    fn exchange_with(
+        &mut self,
+        v: &mut Viewer,
+        socket: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> Result<(), ()> {
+        while !v.pending.is_empty() {
+            match socket.write(&v.pending) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    v.pending.drain(..n);
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::NotConnected =>
+                {
+                    return Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        loop {
+            let n = match socket.read(buf) {
+                Ok(0) => return Err(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(()),
+            };
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                let Some((asked, _)) = v.asked else {
+                    return Err(()); // bytes nobody asked for
+                };
+                let Some((status, length)) = v.response else {
+                    v.head.extend_from_slice(data);
+                    let Some(end) = memchr::memmem::find(&v.head, b"\r\n\r\n") else {
+                        if v.head.len() > 16 * 1024 {
+                            return Err(());
+                        }
+                        break;
+                    };
+                    let rest = v.head.split_off(end + 4);
+                    v.response = Some(read_head(&v.head).ok_or(())?);
+                    v.head.clear();
+                    // Re-feed what followed the head.
+                    let leftover = rest;
+                    if leftover.is_empty() {
+                        data = &[];
+                        if v.response.is_some_and(|(_, len)| len == 0) {
+                            self.done(v);
+                        }
+                    } else {
+                        self.body(v, asked, &leftover)?;
+                        data = &[];
+                    }
+                    continue;
+                };
+                let _ = status;
+                let take = (length - v.body_read).min(data.len());
+                let (mine, rest) = data.split_at(take);
+                self.body(v, asked, mine)?;
+                data = rest;
+            }
+        }
+    }
+
+    /// Body bytes of the current response (and the end of it, when they complete it).
+    fn body(&mut self, v: &mut Viewer, asked: Asked, bytes: &[u8]) -> Result<(), ()> {
+        let Some((_, length)) = v.response else {
+            return Err(());
+        };
+        let take = (length - v.body_read).min(bytes.len());
+        v.body_read += take;
+        if asked == Asked::Playlist {
+            v.body.extend_from_slice(&bytes[..take]);
+        }
+        if take < bytes.len() {
+            return Err(()); // more than the length: the exchange is broken
+        }
+        if v.body_read == length {
+            self.done(v);
+        }
+        Ok(())
+    }
+
+    /// A whole response has arrived.
+    fn done(&mut self, v: &mut Viewer) {
+        let (Some((asked, sent)), Some((status, length))) = (v.asked.take(), v.response.take())
+        else {
+            return;
+        };
+        let now = Instant::now();
+        match asked {
+            Asked::Playlist => {
+                if status == 200 {
+                    self.counts.playlists += 1;
+                    self.playlist(v, now);
+                } else {
+                    self.status(status);
+                }
+            }
+            Asked::Segment {
+                sequence,
+                due,
+                listed,
+            } => {
+                if status == 200 {
+                    self.counts.segments += 1;
+                    self.counts.bytes += length as u64;
+                    let _ = self
+                        .fetch_us
+                        .record(now.duration_since(sent).as_micros() as u64);
+                    if now > due {
+                        self.counts.late += 1;
+                    }
+                } else if status == 404 && listed {
+                    self.counts.listed_404 += 1;
+                    self.counts.missed += 1;
+                } else {
+                    self.status(status);
+                    self.counts.missed += 1;
+                }
+                v.next = Some(v.next.map_or(sequence + 1, |n| n.max(sequence + 1)));
+            }
+        }
+        v.body.clear();
+    }
+
+    fn status(&mut self, status: u16) {
+        match status {
+            400..=499 => self.counts.status_4xx += 1,
+            500..=599 => self.counts.status_5xx += 1,
+            _ => {}
+        }
+    }
+
+    /// A playlist was read: queue the segments this viewer has not had.
+    fn playlist(&mut self, v: &mut Viewer, now: Instant) {
+        let Ok(Playlist::Media(m)) = parse(&v.body) else {
+            self.counts.bad_playlists += 1;
+            return;
+        };
+        v.started = true;
+        v.target = Duration::from_secs(m.target_duration.max(1));
+        let first = m.media_sequence;
+        let count = m.segments.len() as u64;
+        if count == 0 {
+            return;
+        }
+        let last = first + count - 1;
+        let next = *v.next.get_or_insert(last.saturating_sub(2).max(first));
+        let queued_to = v.queue.back().map(|(s, _, _)| *s + 1).unwrap_or(next);
+        if queued_to < first {
+            // These left the playlist before this viewer could fetch them.
+            self.counts.missed += first - queued_to;
+            v.queue.clear();
+            v.next = Some(first);
+        }
+        let from = queued_to.max(first);
+        for (i, s) in m.segments.iter().enumerate() {
+            let sequence = first + i as u64;
+            if sequence >= from {
+                v.queue
+                    .push_back((sequence, s.uri.clone(), now + s.duration));
+            }
+        }
+        // Segments already queued but now gone from the playlist are missed when asked for
+        // (the server answers 404 and they count as missed, not as 404s for listed ones).
+        for (sequence, _, _) in v.queue.iter() {
+            if *sequence < first {
+                self.counts.missed += 1;
+            }
+        }
+        v.queue.retain(|(s, _, _)| *s >= first);
+    }
+}
+
+/// Status and Content-Length of a response head.
+fn read_head(head: &[u8]) -> Option<(u16, usize)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    Some((status, length))
+}
