@@ -2,8 +2,8 @@
 # The one command that runs every test of shardcast (README: "Test").
 #
 # On a fresh Debian machine it first installs what the tests need and is missing: ffmpeg
-# (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write) and
-# cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
+# nginx (a caching proxy in front of shardcast), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
 set -euo pipefail
@@ -17,12 +17,22 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# Debian's nginx: the caching reverse proxy in front of shardcast, and the peer in benchmarks.
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 # libseccomp's Python binding: a test takes io_uring away the way a container profile does.
 /usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || missing+=(python3-seccomp)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
   as_root apt-get update -qq
+  # Packages must not start services (nginx would take port 80): tests start their own.
+  policy_added=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ "$policy_added" -eq 0 ] || as_root rm -f /usr/sbin/policy-rc.d
 fi
 ffmpeg -version | head -n 1
 
