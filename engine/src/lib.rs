@@ -1,18 +1,19 @@
 //! shardcast's engine: the live-media server behind the `shardcast` binary.
 //!
 //! ```text
-//!  ingest (home shard) ─ Pipeline ─ Chunk ─┬─ own StreamView ─┐
-//!                                          └─ queue + wake ─► other shards' StreamViews
-//!                                                     viewers: http::Conn ◄─ shard loop (epoll)
+//!  ingest (home shard) ─ Pipeline ─┬─ Chunk ─┬─ own StreamView ─┐
+//!                                  │         └─ queue + wake ─► other shards' StreamViews
+//!                                  └─ Packager ─ sealed Segment + playlists ─► HlsSlot (ArcSwap)
+//!                     viewers: http::Conn ◄─ shard loop (io_uring, or epoll as the fallback)
 //! ```
 //!
 //! Modules: [`config`] (TOML, embedded default), [`ingest`] (sources to chunks), [`stream`]
-//! (chunks, views, counters), [`http`] (sans-IO viewer connections), [`shard`] (the per-CPU
-//! event loop), [`server`] (start, signals, stop), [`inspect`] (the file inspector), [`sys`]
-//! (CPU affinity, clocks).
+//! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
+//! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
+//! (start, signals, stop), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks,
+//! memfds, sendfile).
 //!
-//! What it does not do yet: HLS output, the io_uring backend, the control plane; see the
-//! issues.
+//! What it does not do yet: low-latency HLS, the control plane; see the issues.
 #![deny(unsafe_code)]
 
 pub mod config;

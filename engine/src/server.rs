@@ -100,6 +100,10 @@ pub fn serve(config: Config) -> Result<(), String> {
             tracing::warn!("segment_send = \"zerocopy\" needs io_uring: segments are sent by copy");
             SegmentSend::Copy
         }
+        (SegmentSend::Zerocopy, true) if !uring::supports_send_zc() => {
+            tracing::warn!("this kernel's io_uring has no SENDMSG_ZC: segments are sent by copy");
+            SegmentSend::Copy
+        }
         (mode, _) => mode,
     };
     let mut threads = Vec::new();

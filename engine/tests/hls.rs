@@ -225,3 +225,51 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
     // 60 s of 2 s segments: about 30 per player.
     assert!(report.segments >= 1000 * 28, "{summary}");
 }
+
+#[test]
+fn a_restarted_source_is_marked_in_the_playlist() {
+    let port = free_port();
+    let config = write_config(
+        "restart",
+        &format!("[[stream]]\nname = \"src\"\nsource = \"udp://127.0.0.1:{port}\"\n"),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let send = |seconds: u64| {
+        shardcast_bench::ingest::run(&shardcast_bench::ingest::IngestPlan {
+            to: format!("127.0.0.1:{port}").parse().unwrap(),
+            from: "127.0.0.1:0".parse().unwrap(),
+            duration: Duration::from_secs(seconds),
+            generator: Default::default(),
+        })
+        .unwrap()
+    };
+    // The same encoder twice: its timestamps start over, six seconds back.
+    send(7);
+    std::thread::sleep(Duration::from_millis(500));
+    send(7);
+    let m = media_playlist(&server, "src").unwrap();
+    let marked: Vec<usize> = m
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.discontinuity)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(marked.len(), 1, "{m:?}");
+    // Before and after it, program date-times follow the ingest clock.
+    let pdt: Vec<i64> = m
+        .segments
+        .iter()
+        .map(|s| s.program_date_time.unwrap().unix_millis)
+        .collect();
+    assert!(pdt.windows(2).all(|w| w[1] > w[0]), "{pdt:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now - pdt[pdt.len() - 1]).abs() < 5_000,
+        "{pdt:?} against {now}"
+    );
+    std::fs::remove_file(&config).ok();
+}

@@ -56,7 +56,12 @@ impl Nginx {
         std::fs::write(&conf_path, conf).unwrap();
         let process = KillOnDrop(
             Command::new("/usr/sbin/nginx")
-                .args(["-p", dir.to_str().unwrap(), "-c", conf_path.to_str().unwrap()])
+                .args([
+                    "-p",
+                    dir.to_str().unwrap(),
+                    "-c",
+                    conf_path.to_str().unwrap(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -129,7 +134,11 @@ fn nginx_caches_segments_and_keeps_playlists_fresh() {
         assert!(again == first, "the cached copy differs");
     }
     let (status, head, part) = fetch(nginx.addr, &path, "Range: bytes=188-375\r\n");
-    assert_eq!((status, header(&head, "x-cache-status")), (206, Some("HIT")), "{head}");
+    assert_eq!(
+        (status, header(&head, "x-cache-status")),
+        (206, Some("HIT")),
+        "{head}"
+    );
     assert!(part == first[188..376], "the cached range differs");
 
     // The playlist through nginx, read every 200 ms for 12 s, is never more than one target

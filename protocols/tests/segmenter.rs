@@ -274,6 +274,17 @@ fn durations_stay_exact_across_the_33_bit_wrap() {
 }
 
 #[test]
+fn an_encoder_restarted_a_few_seconds_in_is_a_discontinuity() {
+    // The same encoder settings twice: the timestamps go back by six seconds.
+    let mut data = generated(GeneratorConfig::default(), 6);
+    data.extend(generated(GeneratorConfig::default(), 6));
+    let run = segment(&data, SegmenterConfig::default(), 1316);
+    check_segment_starts(&run.segments);
+    let marked = run.infos.iter().filter(|i| i.discontinuity).count();
+    assert_eq!(marked, 1, "{:?}", run.infos);
+}
+
+#[test]
 fn a_source_restart_is_a_discontinuity() {
     // Six seconds of one source, then the "same" source restarted with timestamps an hour
     // earlier (and its counters starting over).

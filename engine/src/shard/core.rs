@@ -335,7 +335,10 @@ impl ShardCore {
         counters
             .buffered_bytes
             .store(self.views[stream].bytes() as u64, Ordering::Relaxed);
-        self.pending_since[stream].get_or_insert_with(Instant::now);
+        // With no progressive viewer here, nothing waits to be fed: no flush timer, no wake.
+        if !self.viewers[stream].is_empty() {
+            self.pending_since[stream].get_or_insert_with(Instant::now);
+        }
     }
 
     /// Take the chunks other shards published for this one.
@@ -344,12 +347,15 @@ impl ShardCore {
             inbox,
             views,
             pending_since,
+            viewers,
             ..
         } = self;
         inbox.drain(|stream, chunk| {
             if let Some(view) = views.get_mut(stream) {
                 view.push(chunk);
-                pending_since[stream].get_or_insert_with(Instant::now);
+                if !viewers[stream].is_empty() {
+                    pending_since[stream].get_or_insert_with(Instant::now);
+                }
             }
         });
     }

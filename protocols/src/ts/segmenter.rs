@@ -19,9 +19,10 @@
 //! without video is cut on audio PES starts.
 //!
 //! Durations are exact PTS spans: from this segment's first keyframe to the next segment's. A
-//! PTS jump larger than [`SegmenterConfig::discontinuity_threshold`], or a PCR discontinuity
-//! signalled by the source, seals the segment at the next keyframe and marks the next one as a
-//! discontinuity.
+//! PTS jump forward larger than [`SegmenterConfig::discontinuity_threshold`], a jump back of
+//! more than a second (farther than any picture reordering goes: a restarted encoder), or a
+//! PCR discontinuity signalled by the source, seals the segment at the next keyframe and marks
+//! the next one as a discontinuity.
 
 use super::demux::{DemuxConfig, DemuxError, DemuxEvent, Demuxer};
 use super::packet::{set_continuity_counter, PACKET_SIZE};
@@ -42,7 +43,8 @@ pub struct SegmenterConfig {
     pub psi_at_keyframes: bool,
     /// Packets held while waiting to learn whether a PES starts with a keyframe.
     pub max_held_packets: usize,
-    /// A PTS jump larger than this (90 kHz ticks) is a discontinuity.
+    /// A PTS jump forward larger than this (90 kHz ticks) is a discontinuity (any jump back
+    /// of more than a second is one too).
     pub discontinuity_threshold: u64,
 }
 
@@ -414,9 +416,10 @@ impl Segmenter {
             }
             self.last_dts = Some(d);
         }
-        let jumped = self
-            .last_pts
-            .is_some_and(|last| (at - last).unsigned_abs() > self.config.discontinuity_threshold);
+        let jumped = self.last_pts.is_some_and(|last| {
+            let step = at - last;
+            step > self.config.discontinuity_threshold as i64 || step < -(CLOCK_90KHZ as i64)
+        });
         self.last_pts = Some(at);
         if jumped {
             self.pending_discontinuity = true;

@@ -93,6 +93,16 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the kernel's io_uring has `SENDMSG_ZC` (for `segment_send = "zerocopy"`).
+pub fn supports_send_zc() -> bool {
+    let Ok(ring) = IoUring::new(8) else {
+        return false;
+    };
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(opcode::SendMsgZc::CODE)
+}
+
 /// An eventfd other shards write to wake this one.
 #[derive(Debug)]
 pub struct EventWaker(EventFd);
