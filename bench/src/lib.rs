@@ -2,7 +2,8 @@
 //! and as the `shardcast-bench` binary.
 //!
 //! ```text
-//!  ingest:  Generator ─ paced UDP datagrams, wall-clock stamp written at send ─► server
+//!  ingest:  Generator (or a TS file, looped) ─ paced UDP datagrams, wall-clock stamp written
+//!           at send, to one or many destinations ─► server
 //!  ts:      N HTTP-TS viewers on one thread (mio) ◄─ server
 //!           └─ per viewer: bytes, continuity gaps, stamps → latency histogram (hdrhistogram)
 //!  hls:     N HLS viewers on one thread, each a player: playlist, live edge, every segment
@@ -10,8 +11,10 @@
 //!  cpu:     utime+stime of any process from /proc, over the measured window
 //! ```
 //!
-//! What it does not do yet: the side-by-side runs against nginx and the plots (the bench
-//! issue).
+//! The side-by-side runs against nginx are `bench/scripts/compare.sh` (servers, pinning,
+//! repetitions) and `bench/scripts/report.py` (tables and SVG plots); this crate is the load.
+//!
+//! What it does not do: drive remote machines, or TLS.
 #![forbid(unsafe_code)]
 
 pub mod cpu;

@@ -41,6 +41,13 @@ struct IngestArgs {
     /// Destination, unicast or multicast (e.g. 239.1.1.1:5000).
     #[arg(long)]
     to: std::net::SocketAddr,
+    /// Streams to send at once, to consecutive ports from --to's.
+    #[arg(long, default_value_t = 1)]
+    streams: u16,
+    /// Send this transport stream file, looped, instead of the generator's stream (at
+    /// --bitrate; frames carry no latency stamps).
+    #[arg(long)]
+    file: Option<PathBuf>,
     /// Local address to send from.
     #[arg(long, default_value = "0.0.0.0:0")]
     from: std::net::SocketAddr,
@@ -81,6 +88,10 @@ struct TsArgs {
     /// Print one JSON line at the end instead of the summary.
     #[arg(long)]
     json: bool,
+    /// `ts` only: read at most this many bit/s per viewer (for a static file standing in for a
+    /// live stream); 0 reads as fast as the server sends.
+    #[arg(long, default_value_t = 0)]
+    pace: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,20 +170,44 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
 }
 
 fn ingest(args: &IngestArgs) -> Result<(), String> {
-    let plan = shardcast_bench::ingest::IngestPlan {
-        to: args.to,
-        from: args.from,
-        duration: std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
-        generator: GeneratorConfig {
+    use shardcast_bench::ingest::{load_file, run_many, Content};
+    if args.streams == 0 {
+        return Err("--streams must be at least 1".into());
+    }
+    let last_port = u32::from(args.to.port()) + u32::from(args.streams) - 1;
+    if last_port > u32::from(u16::MAX) {
+        return Err(format!(
+            "--streams {} from port {} runs past port 65535",
+            args.streams,
+            args.to.port()
+        ));
+    }
+    let content = match &args.file {
+        Some(path) => Content::File {
+            packets: std::sync::Arc::new(
+                load_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            bitrate: args.bitrate,
+        },
+        None => Content::Generator(GeneratorConfig {
             bitrate: args.bitrate,
             width: args.width,
             height: args.height,
             ..GeneratorConfig::default()
-        },
+        }),
     };
-    let sent = shardcast_bench::ingest::run(&plan)
+    let destinations: Vec<std::net::SocketAddr> = (0..args.streams)
+        .map(|i| std::net::SocketAddr::new(args.to.ip(), args.to.port() + i))
+        .collect();
+    let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
+    let sent = run_many(&content, args.from, &destinations, duration)
         .map_err(|e| format!("when sending to {}: {e}", args.to))?;
-    eprintln!("sent {sent} datagrams to {}", args.to);
+    eprintln!(
+        "sent {} datagrams to {} destination(s) from {}",
+        sent.iter().sum::<u64>(),
+        destinations.len(),
+        args.to
+    );
     Ok(())
 }
 
@@ -188,8 +223,77 @@ fn split_url(url: &str) -> Result<(std::net::SocketAddr, String), String> {
     Ok((addr, format!("/{path}")))
 }
 
+/// Before the load: raise the descriptor limit for `viewers` connections (or say why it cannot
+/// be), warn when they need more ephemeral ports than the kernel hands out, and make one
+/// request so that an unreachable server or a wrong path is a clear error, not a run of
+/// failed viewers.
+fn preflight(addr: std::net::SocketAddr, path: &str, viewers: usize) -> Result<(), String> {
+    let needed = viewers as u64 + 64;
+    let (_, hard) = rlimit::Resource::NOFILE
+        .get()
+        .map_err(|e| format!("cannot read the descriptor limit: {e}"))?;
+    if hard < needed {
+        return Err(format!(
+            "{viewers} viewers need {needed} file descriptors but the hard limit is {hard}: raise it (ulimit -Hn, or LimitNOFILE)"
+        ));
+    }
+    rlimit::increase_nofile_limit(needed)
+        .map_err(|e| format!("cannot raise the descriptor limit to {needed}: {e}"))?;
+    if let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
+        let ports: Vec<u64> = range
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if let [low, high] = ports[..] {
+            if (high.saturating_sub(low) + 1) < viewers as u64 {
+                eprintln!(
+                    "warning: {viewers} viewers from one address need more ephemeral ports than net.ipv4.ip_local_port_range gives ({low}-{high})"
+                );
+            }
+        }
+    }
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+        .map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shardcast-bench\r\n\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("cannot send a request to {addr}: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while memchr::memmem::find(&head, b"\r\n\r\n").is_none() && head.len() < 16384 {
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("no answer from {addr}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "http://{addr}{path} answered {:?}, not 200",
+            if status.is_empty() {
+                "nothing"
+            } else {
+                status.as_str()
+            }
+        ));
+    }
+    Ok(())
+}
+
 fn hls(args: &TsArgs) -> Result<(), String> {
     let (addr, path) = split_url(&args.url)?;
+    preflight(addr, &path, args.viewers)?;
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
     let load = shardcast_bench::hls::HlsLoad {
         addr,
@@ -222,6 +326,7 @@ fn hls(args: &TsArgs) -> Result<(), String> {
 
 fn ts(args: &TsArgs) -> Result<(), String> {
     let (addr, path) = split_url(&args.url)?;
+    preflight(addr, &path, args.viewers)?;
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
     let load = shardcast_bench::ts::TsLoad {
         addr,
@@ -232,14 +337,20 @@ fn ts(args: &TsArgs) -> Result<(), String> {
         measure: secs(args.seconds),
         server_pid: args.server_pid,
         progress: !args.json,
+        pace_bps: args.pace,
     };
     let r = shardcast_bench::ts::run(&load)
         .map_err(|e| format!("when running viewers against {addr}: {e}"))?;
     if args.json {
         let q = |p: f64| r.latency_us.value_at_quantile(p);
+        let distribution: Vec<String> = r
+            .latency_percentiles()
+            .iter()
+            .map(|(p, ms)| format!("[{p},{ms:.3}]"))
+            .collect();
         println!(
-            "{{\"viewers\":{},\"connected\":{},\"disconnected\":{},\"gaps\":{},\"viewers_with_gaps\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
-            r.viewers, r.connected, r.disconnected, r.gaps, r.viewers_with_gaps, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
+            "{{\"latency_ms_by_percentile\":[{}],\"viewers\":{},\"connected\":{},\"disconnected\":{},\"gaps\":{},\"viewers_with_gaps\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
+            distribution.join(","), r.viewers, r.connected, r.disconnected, r.gaps, r.viewers_with_gaps, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
             q(0.5), q(0.99), q(0.999), r.latency_us.max(), r.latency_us.len(),
             r.server_cpu.map_or("null".into(), |c| format!("{:.3}", c.as_secs_f64())),
             r.server_ms_per_viewer_second().map_or("null".into(), |v| format!("{v:.5}")),

@@ -33,6 +33,9 @@ pub struct TsLoad {
     pub server_pid: Option<u32>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Read at most this many bits per second per viewer (0: as fast as the server sends).
+    /// Against a static file this makes viewers behave like players of a live stream.
+    pub pace_bps: u64,
 }
 
 /// What the viewers saw.
@@ -70,6 +73,16 @@ impl TsReport {
         let viewer_seconds = self.connected as f64 * self.window.as_secs_f64();
         self.server_cpu
             .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+    }
+
+    /// The latency distribution: (percentile, milliseconds) at the usual cut points.
+    pub fn latency_percentiles(&self) -> Vec<(f64, f64)> {
+        [
+            50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+        ]
+        .into_iter()
+        .map(|p| (p, self.latency_us.value_at_percentile(p) as f64 / 1000.0))
+        .collect()
     }
 
     /// Aggregate throughput in Gbit/s over the window.
@@ -123,6 +136,9 @@ struct Viewer {
     bytes_at_window: u64,
     gaps_in_window: u64,
     gone: bool,
+    started: Instant,
+    /// Stopped reading to keep to the pace; read again when the allowance is back.
+    throttled: bool,
 }
 
 /// Run the load; blocks for ramp + settle + measure.
@@ -172,6 +188,8 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
                 bytes_at_window: 0,
                 gaps_in_window: 0,
                 gone: false,
+                started: Instant::now(),
+                throttled: false,
             });
         }
         if !in_window && Instant::now() >= window_start {
@@ -192,7 +210,28 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
             let Some(v) = viewers.get_mut(event.token().0) else {
                 continue;
             };
-            service(v, &request, &mut buf, in_window, now_unix, &mut latency);
+            service(
+                v,
+                &request,
+                &mut buf,
+                in_window,
+                now_unix,
+                &mut latency,
+                load.pace_bps,
+            );
+        }
+        if load.pace_bps > 0 {
+            for v in viewers.iter_mut().filter(|v| v.throttled) {
+                service(
+                    v,
+                    &request,
+                    &mut buf,
+                    in_window,
+                    now_unix,
+                    &mut latency,
+                    load.pace_bps,
+                );
+            }
         }
         if load.progress && Instant::now() >= next_progress {
             let total: u64 = viewers.iter().map(|v| v.bytes).sum();
@@ -244,11 +283,21 @@ fn service(
     in_window: bool,
     now_unix: u64,
     latency: &mut Histogram<u64>,
+    pace_bps: u64,
 ) {
     let Some(mut socket) = v.socket.take() else {
         return;
     };
-    if read_and_check(v, &mut socket, request, buf, in_window, now_unix, latency) {
+    if read_and_check(
+        v,
+        &mut socket,
+        request,
+        buf,
+        in_window,
+        now_unix,
+        latency,
+        pace_bps,
+    ) {
         v.socket = Some(socket);
     } else {
         v.gone = true;
@@ -256,6 +305,7 @@ fn service(
 }
 
 /// Returns false when the viewer's connection is over.
+#[allow(clippy::too_many_arguments)]
 fn read_and_check(
     v: &mut Viewer,
     socket: &mut TcpStream,
@@ -264,6 +314,7 @@ fn read_and_check(
     in_window: bool,
     now_unix: u64,
     latency: &mut Histogram<u64>,
+    pace_bps: u64,
 ) -> bool {
     if !v.sent_request {
         match socket.write(request.as_bytes()) {
@@ -279,7 +330,19 @@ fn read_and_check(
         }
     }
     loop {
-        let n = match socket.read(buf) {
+        let mut room = buf.len();
+        if pace_bps > 0 && v.in_body {
+            let allowed =
+                (v.started.elapsed().as_secs_f64() * pace_bps as f64 / 8.0) as u64 + 64 * 1024;
+            let left = allowed.saturating_sub(v.bytes);
+            // Below a few packets' worth, wait: many tiny reads would cost more than the load.
+            v.throttled = left < 8 * 1024;
+            if v.throttled {
+                return true;
+            }
+            room = room.min(left as usize);
+        }
+        let n = match socket.read(&mut buf[..room]) {
             Ok(0) => return false,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,

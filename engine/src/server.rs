@@ -23,6 +23,16 @@ use std::sync::Arc;
 /// Run the server until a signal stops it.
 pub fn serve(config: Config) -> Result<(), String> {
     let shards = config.cpus.len();
+    let wanted = (config.max_connections_per_shard as u64 + 64).saturating_mul(shards as u64);
+    match crate::sys::raise_file_limit() {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open file limit is below max_connections_per_shard for every shard: connections past it will be refused (raise LimitNOFILE)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read or raise the open file limit: {e}"),
+    }
     let listeners = bind_listeners(config.listen, shards)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local = listeners
@@ -209,9 +219,27 @@ fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<dyn Wake>]) -> Result<(), 
 }
 
 /// One listener per shard on the same address (SO_REUSEPORT); port 0 picks one port for all.
+///
+/// SO_REUSEPORT would also let a second server of the same user share the port and silently
+/// take half the connections, so the address is first bound once without it: a port already
+/// in use is refused.
 fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                std::io::Error::new(
+                    e.kind(),
+                    "the address is in use (another server, or another shardcast, listens there)",
+                )
+            } else {
+                e
+            }
+        })?;
+    }
     for _ in 0..count {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;

@@ -24,6 +24,17 @@ pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set)
 }
 
+/// Raise the soft limit on open files to the hard limit (a server holds a descriptor per
+/// viewer); returns the limit now in force.
+pub fn raise_file_limit() -> nix::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
+
 /// Wall clock in UNIX nanoseconds.
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()

@@ -37,6 +37,7 @@ fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
         measure: Duration::from_secs(30),
         server_pid: Some(server.child.id()),
         progress: false,
+        pace_bps: 0,
     };
     let r = run_viewers(&load).unwrap();
     eprint!("{}", r.summary());
@@ -81,6 +82,7 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
         measure: Duration::from_secs(12),
         server_pid: Some(server.child.id()),
         progress: false,
+        pace_bps: 0,
     };
     let r = run_viewers(&load).unwrap();
     assert_eq!(

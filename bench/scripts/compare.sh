@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# shardcast against Debian's nginx, side by side in one run, on one machine (bench issue).
+#
+#   CPU 0: the server under test (shardcast with one shard, or nginx with one worker)
+#   CPU 1: everything else: `shardcast-bench ingest` (one stream to shardcast, an identical one
+#          to ffmpeg), ffmpeg's HLS muxer (-c copy onto tmpfs, -hls_flags temp_file) for nginx,
+#          and the viewers (`shardcast-bench hls` / `ts`)
+#
+# HLS: the same players against shardcast's /live/index.m3u8 and against nginx serving
+# ffmpeg's playlist and segments from tmpfs with sendfile on.
+# HTTP-TS: viewers of shardcast's /live.ts, and, as the floor nginx has no live equivalent
+# for, the same number of viewers reading a static file of the same stream (null packets
+# removed, as shardcast removes them) from nginx at the stream's rate (`ts --pace`).
+#
+# N = 100, 1000, 5000 (or the arguments); three repetitions; the server restarted for none of
+# them (each contender runs its whole series). One JSON line per run goes to
+# bench/results/compare-DATE.jsonl; bench/scripts/report.py turns it into the tables and the
+# SVG plots of bench/RESULTS.md.
+#
+# Usage: bench/scripts/compare.sh [N ...]      Environment: SECONDS_MEASURED (default 20),
+#        REPS (default 3), PROTOCOLS (default "hls ts"), IO (shardcast's backend, default auto).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(100 1000 5000)
+seconds=${SECONDS_MEASURED:-20}
+reps=${REPS:-3}
+protocols=(${PROTOCOLS:-hls ts})
+command -v ffmpeg >/dev/null && [ -x /usr/sbin/nginx ] || {
+  echo "compare needs ffmpeg and nginx (apt-get install ffmpeg nginx)" >&2; exit 1; }
+cargo build --release -q -p shardcast -p shardcast-bench
+bench=target/release/shardcast-bench
+sc_port=18301; ng_port=18302; udp_port=15301
+work=$(mktemp -d /dev/shm/shardcast-compare.XXXXXX)
+mkdir -p "$work/hls" bench/results
+out="bench/results/compare-$(date -u +%Y%m%d-%H%M).jsonl"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  # ffmpeg waiting on a silent UDP input does not act on SIGTERM until a packet comes.
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The stream: 480x272 I_PCM keyframes every second + AAC, 2.6 Mbit/s mux (1.9 carried).
+rate=2600000
+taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams 2 --from 127.0.0.1:0 \
+  --seconds 100000 --width 480 --height 272 --bitrate "$rate" 2>/dev/null & pids+=($!)
+
+# shardcast: one shard on CPU 0.
+cat > "$work/shardcast.toml" <<TOML
+[server]
+listen = "127.0.0.1:$sc_port"
+cpus = [0]
+io = "${IO:-auto}"
+
+[[stream]]
+name = "live"
+source = "udp://127.0.0.1:$udp_port"
+TOML
+taskset -c 0 target/release/shardcast serve --config "$work/shardcast.toml" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
+
+# ffmpeg's HLS muxer onto tmpfs for nginx, from the identical stream.
+taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo_size=1000000&overrun_nonfatal=1" \
+  -c copy -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
+  -hls_segment_filename "$work/hls/seg%d.ts" "$work/hls/index.m3u8" 2>"$work/ffmpeg.log" & ff=$!; pids+=($ff)
+
+# The static file for the HTTP-TS floor: 120 s of the same stream without null packets.
+"$bench" generate --seconds 120 --width 480 --height 272 --bitrate "$rate" -o "$work/full.ts"
+static_bps=$(python3 - "$work/full.ts" "$work/static.ts" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+keep = bytearray()
+for i in range(0, len(data) - 187, 188):
+    p = data[i:i + 188]
+    if ((p[1] & 0x1F) << 8 | p[2]) != 0x1FFF:
+        keep += p
+open(sys.argv[2], "wb").write(keep)
+print(len(keep) * 8 // 120)
+PY
+)
+rm -f "$work/full.ts"
+
+# nginx: one worker on CPU 0, sendfile, files from tmpfs.
+cat > "$work/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+worker_cpu_affinity 1;
+worker_rlimit_nofile 40000;
+user root;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  server {
+    listen 127.0.0.1:$ng_port backlog=8192;
+    root $work;
+    location ~ \.m3u8\$ { add_header Cache-Control "max-age=1"; }
+  }
+}
+NGINX
+taskset -c 0 /usr/sbin/nginx -p "$work" -c "$work/nginx.conf" & ng=$!; pids+=($ng)
+sleep 12   # segments on both sides
+ng_worker=$(pgrep -P "$ng" | head -n 1)
+[ -n "$ng_worker" ] || { echo "nginx has no worker: $(cat "$work/nginx-error.log")" >&2; exit 1; }
+
+machine=$(python3 - <<'PY'
+import json, os, platform
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
+PY
+)
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps}" > "$out"
+
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() {  # protocol contender n rep -- bench args
+  local protocol=$1 contender=$2 n=$3 rep=$4; shift 4
+  local ramp=$(( n >= 5000 ? 10 : 4 ))
+  local line ff0 ff1 t0 t1
+  # ffmpeg does nginx's segmenting; its CPU is recorded beside, never added to nginx's.
+  ff0=$(ticks "$ff"); t0=$(date +%s.%N)
+  if line=$(taskset -c 1 "$bench" "$@" --viewers "$n" --ramp "$ramp" --settle 4 --seconds "$seconds" --json 2>"$work/bench.err"); then
+    ff1=$(ticks "$ff"); t1=$(date +%s.%N)
+    local seg_ms
+    seg_ms=$(python3 -c "import sys; print(round(($ff1 - $ff0) / $(getconf CLK_TCK) * 1000 / ($t1 - $t0), 2))")
+    echo "{\"protocol\":\"$protocol\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"ffmpeg_ms_per_s\":$seg_ms,\"run\":$line}" | tee -a "$out"
+  else
+    echo "{\"protocol\":\"$protocol\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip()))' "$work/bench.err")}" | tee -a "$out"
+  fi
+  sleep 2
+}
+
+for protocol in "${protocols[@]}"; do
+  for n in "${counts[@]}"; do
+    for rep in $(seq 1 "$reps"); do
+      if [ "$protocol" = hls ]; then
+        run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc"
+        run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
+      else
+        run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc"
+        run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker"
+      fi
+    done
+  done
+done
+echo "results: $out"
+python3 bench/scripts/report.py "$out"
