@@ -9,35 +9,15 @@
 //! 5xx, separating 404s for segments the playlist it had just read listed. Figures count only
 //! the measured window, after the ramp-up.
 
+use crate::cpu::{WindowCost, WindowStart};
+use crate::load::Load;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use shardcast_protocols::hls::{parse, Playlist};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// The load to apply.
-#[derive(Clone, Debug)]
-pub struct HlsLoad {
-    /// Server address.
-    pub addr: SocketAddr,
-    /// Path of the media playlist, e.g. `/demo/index.m3u8`.
-    pub path: String,
-    /// Viewers.
-    pub viewers: usize,
-    /// Time over which the viewers start.
-    pub ramp: Duration,
-    /// Time after the ramp before measuring starts.
-    pub settle: Duration,
-    /// Length of the measured window.
-    pub measure: Duration,
-    /// The server's process id, to account its CPU and memory over the window.
-    pub server_pid: Option<u32>,
-    /// Print a progress line every second.
-    pub progress: bool,
-}
 
 /// What the viewers saw in the window.
 #[derive(Debug)]
@@ -68,27 +48,19 @@ pub struct HlsReport {
     pub bytes: u64,
     /// Segment fetch time, request sent to last byte, microseconds.
     pub fetch_us: Histogram<u64>,
-    /// Length of the window.
-    pub window: Duration,
-    /// Server CPU over the window (utime + stime, all threads).
-    pub server_cpu: Option<Duration>,
-    /// Server resident memory at the end of the window.
-    pub server_rss: Option<u64>,
-    /// This process's CPU over the window.
-    pub client_cpu: Duration,
+    /// CPU and memory over the window.
+    pub cost: WindowCost,
 }
 
 impl HlsReport {
     /// Server CPU milliseconds per viewer-second.
     pub fn server_ms_per_viewer_second(&self) -> Option<f64> {
-        let viewer_seconds = self.started as f64 * self.window.as_secs_f64();
-        self.server_cpu
-            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+        self.cost.server_ms_per_viewer_second(self.started)
     }
 
     /// Aggregate segment throughput in Gbit/s over the window.
     pub fn gbit_per_s(&self) -> f64 {
-        self.bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9) / 1e9
+        self.cost.gbit_per_s(self.bytes)
     }
 
     /// The human summary.
@@ -101,7 +73,7 @@ impl HlsReport {
             self.started,
             self.viewers,
             self.reconnects,
-            self.window.as_secs_f64(),
+            self.cost.window.as_secs_f64(),
             self.playlists,
             self.segments,
             self.gbit_per_s(),
@@ -117,15 +89,7 @@ impl HlsReport {
             q(0.999),
             self.fetch_us.max() as f64 / 1000.0
         );
-        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_ms_per_viewer_second()) {
-            s.push_str(&format!(
-                "server cpu {:.2} s ({:.4} ms per viewer-second), rss {:.1} MiB; client cpu {:.2} s\n",
-                cpu.as_secs_f64(),
-                per,
-                self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
-                self.client_cpu.as_secs_f64()
-            ));
-        }
+        s.push_str(&self.cost.summary(self.started));
         s
     }
 }
@@ -202,7 +166,7 @@ impl Viewer {
 }
 
 struct Run<'a> {
-    load: &'a HlsLoad,
+    load: &'a Load,
     base: String,
     poll: Poll,
     in_window: bool,
@@ -212,7 +176,7 @@ struct Run<'a> {
 }
 
 /// Run the load; blocks for ramp + settle + measure.
-pub fn run(load: &HlsLoad) -> io::Result<HlsReport> {
+pub fn run(load: &Load) -> io::Result<HlsReport> {
     let base = load
         .path
         .rsplit_once('/')
@@ -232,29 +196,19 @@ pub fn run(load: &HlsLoad) -> io::Result<HlsReport> {
     let start = Instant::now();
     let window_start = start + load.ramp + load.settle;
     let end = window_start + load.measure;
-    let mut cpu_at_window = (None, Duration::ZERO);
+    let mut window: Option<WindowStart> = None;
     let mut next_progress = start + Duration::from_secs(1);
     let mut last_bytes = 0u64;
+    let mut meter = crate::cpu::CpuMeter::new(load.server_pid);
     while Instant::now() < end {
-        let due = if load.ramp.is_zero() {
-            load.viewers
-        } else {
-            ((start.elapsed().as_secs_f64() / load.ramp.as_secs_f64()) * load.viewers as f64).ceil()
-                as usize
-        };
-        while viewers.len() < due.min(load.viewers) {
+        while viewers.len() < load.due(start.elapsed()) {
             viewers.push(Viewer::new());
         }
         if !run.in_window && Instant::now() >= window_start {
             run.in_window = true;
             run.counts = Counts::default();
             run.fetch_us.reset();
-            cpu_at_window = (
-                load.server_pid
-                    .map(|p| crate::cpu::cpu_time(Some(p)))
-                    .transpose()?,
-                crate::cpu::cpu_time(None)?,
-            );
+            window = Some(WindowStart::now(load.server_pid)?);
         }
         let now = Instant::now();
         for (i, v) in viewers.iter_mut().enumerate() {
@@ -272,25 +226,21 @@ pub fn run(load: &HlsLoad) -> io::Result<HlsReport> {
         if load.progress && Instant::now() >= next_progress {
             let started = viewers.iter().filter(|v| v.started).count();
             eprintln!(
-                "  {:>5.1} s  viewers {started:>6}  {:.3} Gbit/s  segments {}  missed {}  late {}",
+                "  {:>5.1} s  viewers {started:>6}  {:.3} Gbit/s  segments {}  missed {}  late {}  {}",
                 start.elapsed().as_secs_f64(),
                 run.counts.bytes.saturating_sub(last_bytes) as f64 * 8.0 / 1e9,
                 run.counts.segments,
                 run.counts.missed,
                 run.counts.late,
+                meter.sample(),
             );
             last_bytes = run.counts.bytes;
             next_progress += Duration::from_secs(1);
         }
     }
-    let server_cpu_end = load
-        .server_pid
-        .map(|p| crate::cpu::cpu_time(Some(p)))
-        .transpose()?;
-    let client_cpu = crate::cpu::cpu_time(None)? - cpu_at_window.1;
-    let server_cpu = match (cpu_at_window.0, server_cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
+    let cost = match window {
+        Some(w) => w.finish(load.measure)?,
+        None => WindowStart::now(load.server_pid)?.finish(Duration::ZERO)?,
     };
     let c = run.counts;
     Ok(HlsReport {
@@ -307,12 +257,7 @@ pub fn run(load: &HlsLoad) -> io::Result<HlsReport> {
         bad_playlists: c.bad_playlists,
         bytes: c.bytes,
         fetch_us: run.fetch_us,
-        window: load.measure,
-        server_cpu,
-        server_rss: load
-            .server_pid
-            .and_then(|p| crate::cpu::rss_bytes(Some(p)).ok()),
-        client_cpu,
+        cost,
     })
 }
 

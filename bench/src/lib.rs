@@ -20,4 +20,5 @@
 pub mod cpu;
 pub mod hls;
 pub mod ingest;
+pub mod load;
 pub mod ts;

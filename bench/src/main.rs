@@ -291,44 +291,12 @@ fn preflight(addr: std::net::SocketAddr, path: &str, viewers: usize) -> Result<(
     Ok(())
 }
 
-fn hls(args: &TsArgs) -> Result<(), String> {
+/// The load the arguments describe, once the server has answered a first request.
+fn load_from(args: &TsArgs) -> Result<shardcast_bench::load::Load, String> {
     let (addr, path) = split_url(&args.url)?;
     preflight(addr, &path, args.viewers)?;
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
-    let load = shardcast_bench::hls::HlsLoad {
-        addr,
-        path,
-        viewers: args.viewers,
-        ramp: secs(args.ramp),
-        settle: secs(args.settle),
-        measure: secs(args.seconds),
-        server_pid: args.server_pid,
-        progress: !args.json,
-    };
-    let r = shardcast_bench::hls::run(&load)
-        .map_err(|e| format!("when running HLS viewers against {addr}: {e}"))?;
-    if args.json {
-        let q = |p: f64| r.fetch_us.value_at_quantile(p);
-        println!(
-            "{{\"viewers\":{},\"started\":{},\"reconnects\":{},\"playlists\":{},\"segments\":{},\"missed\":{},\"late\":{},\"listed_404\":{},\"status_4xx\":{},\"status_5xx\":{},\"bad_playlists\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"fetch_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
-            r.viewers, r.started, r.reconnects, r.playlists, r.segments, r.missed, r.late, r.listed_404, r.status_4xx, r.status_5xx, r.bad_playlists, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
-            q(0.5), q(0.99), q(0.999), r.fetch_us.max(), r.fetch_us.len(),
-            r.server_cpu.map_or("null".into(), |c| format!("{:.3}", c.as_secs_f64())),
-            r.server_ms_per_viewer_second().map_or("null".into(), |v| format!("{v:.5}")),
-            r.server_rss.map_or("null".into(), |v| v.to_string()),
-            r.client_cpu.as_secs_f64()
-        );
-    } else {
-        print!("{}", r.summary());
-    }
-    Ok(())
-}
-
-fn ts(args: &TsArgs) -> Result<(), String> {
-    let (addr, path) = split_url(&args.url)?;
-    preflight(addr, &path, args.viewers)?;
-    let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
-    let load = shardcast_bench::ts::TsLoad {
+    Ok(shardcast_bench::load::Load {
         addr,
         path,
         viewers: args.viewers,
@@ -338,7 +306,31 @@ fn ts(args: &TsArgs) -> Result<(), String> {
         server_pid: args.server_pid,
         progress: !args.json,
         pace_bps: args.pace,
-    };
+    })
+}
+
+fn hls(args: &TsArgs) -> Result<(), String> {
+    let load = load_from(args)?;
+    let addr = load.addr;
+    let r = shardcast_bench::hls::run(&load)
+        .map_err(|e| format!("when running HLS viewers against {addr}: {e}"))?;
+    if args.json {
+        let q = |p: f64| r.fetch_us.value_at_quantile(p);
+        println!(
+            "{{\"viewers\":{},\"started\":{},\"reconnects\":{},\"playlists\":{},\"segments\":{},\"missed\":{},\"late\":{},\"listed_404\":{},\"status_4xx\":{},\"status_5xx\":{},\"bad_playlists\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"fetch_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},{}}}",
+            r.viewers, r.started, r.reconnects, r.playlists, r.segments, r.missed, r.late, r.listed_404, r.status_4xx, r.status_5xx, r.bad_playlists, r.bytes, r.cost.window.as_secs_f64(), r.gbit_per_s(),
+            q(0.5), q(0.99), q(0.999), r.fetch_us.max(), r.fetch_us.len(),
+            r.cost.json_fields(r.started)
+        );
+    } else {
+        print!("{}", r.summary());
+    }
+    Ok(())
+}
+
+fn ts(args: &TsArgs) -> Result<(), String> {
+    let load = load_from(args)?;
+    let addr = load.addr;
     let r = shardcast_bench::ts::run(&load)
         .map_err(|e| format!("when running viewers against {addr}: {e}"))?;
     if args.json {
@@ -349,13 +341,10 @@ fn ts(args: &TsArgs) -> Result<(), String> {
             .map(|(p, ms)| format!("[{p},{ms:.3}]"))
             .collect();
         println!(
-            "{{\"latency_ms_by_percentile\":[{}],\"viewers\":{},\"connected\":{},\"disconnected\":{},\"gaps\":{},\"viewers_with_gaps\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"server_cpu_s\":{},\"server_ms_per_viewer_s\":{},\"server_rss\":{},\"client_cpu_s\":{:.3}}}",
-            distribution.join(","), r.viewers, r.connected, r.disconnected, r.gaps, r.viewers_with_gaps, r.bytes, r.window.as_secs_f64(), r.gbit_per_s(),
+            "{{\"latency_ms_by_percentile\":[{}],\"viewers\":{},\"connected\":{},\"disconnected\":{},\"gaps\":{},\"viewers_with_gaps\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},{}}}",
+            distribution.join(","), r.viewers, r.connected, r.disconnected, r.gaps, r.viewers_with_gaps, r.bytes, r.cost.window.as_secs_f64(), r.gbit_per_s(),
             q(0.5), q(0.99), q(0.999), r.latency_us.max(), r.latency_us.len(),
-            r.server_cpu.map_or("null".into(), |c| format!("{:.3}", c.as_secs_f64())),
-            r.server_ms_per_viewer_second().map_or("null".into(), |v| format!("{v:.5}")),
-            r.server_rss.map_or("null".into(), |v| v.to_string()),
-            r.client_cpu.as_secs_f64()
+            r.cost.json_fields(r.connected)
         );
     } else {
         print!("{}", r.summary());

@@ -5,38 +5,15 @@
 //! skipped), and the wall-clock stamps the generator put in each frame, which give the
 //! ingest-to-viewer latency. Figures count only the measured window, after the ramp-up.
 
+use crate::cpu::{WindowCost, WindowStart};
+use crate::load::Load;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use shardcast_protocols::generator::read_stamp;
 use shardcast_protocols::ts::PACKET_SIZE;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The load to apply.
-#[derive(Clone, Debug)]
-pub struct TsLoad {
-    /// Server address.
-    pub addr: SocketAddr,
-    /// Path of the stream, e.g. `/demo.ts`.
-    pub path: String,
-    /// Viewers.
-    pub viewers: usize,
-    /// Time over which the viewers connect.
-    pub ramp: Duration,
-    /// Time after the ramp before measuring starts.
-    pub settle: Duration,
-    /// Length of the measured window.
-    pub measure: Duration,
-    /// The server's process id, to account its CPU and memory over the window.
-    pub server_pid: Option<u32>,
-    /// Print a progress line every second.
-    pub progress: bool,
-    /// Read at most this many bits per second per viewer (0: as fast as the server sends).
-    /// Against a static file this makes viewers behave like players of a live stream.
-    pub pace_bps: u64,
-}
 
 /// What the viewers saw.
 #[derive(Debug)]
@@ -57,22 +34,14 @@ pub struct TsReport {
     pub min_viewer_bytes: u64,
     /// Latency from the stamp to arrival at the viewer, microseconds.
     pub latency_us: Histogram<u64>,
-    /// Length of the window.
-    pub window: Duration,
-    /// Server CPU over the window (utime + stime, all threads).
-    pub server_cpu: Option<Duration>,
-    /// Server resident memory at the end of the window.
-    pub server_rss: Option<u64>,
-    /// This process's CPU over the window.
-    pub client_cpu: Duration,
+    /// CPU and memory over the window.
+    pub cost: WindowCost,
 }
 
 impl TsReport {
     /// Server CPU milliseconds per viewer-second.
     pub fn server_ms_per_viewer_second(&self) -> Option<f64> {
-        let viewer_seconds = self.connected as f64 * self.window.as_secs_f64();
-        self.server_cpu
-            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+        self.cost.server_ms_per_viewer_second(self.connected)
     }
 
     /// The latency distribution: (percentile, milliseconds) at the usual cut points.
@@ -87,7 +56,7 @@ impl TsReport {
 
     /// Aggregate throughput in Gbit/s over the window.
     pub fn gbit_per_s(&self) -> f64 {
-        self.bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9) / 1e9
+        self.cost.gbit_per_s(self.bytes)
     }
 
     /// The human summary.
@@ -102,7 +71,7 @@ impl TsReport {
             self.disconnected,
             self.viewers_with_gaps,
             self.gaps,
-            self.window.as_secs_f64(),
+            self.cost.window.as_secs_f64(),
             self.gbit_per_s(),
             self.min_viewer_bytes,
             self.latency_us.len(),
@@ -111,15 +80,7 @@ impl TsReport {
             q(0.999),
             self.latency_us.max() as f64 / 1000.0
         );
-        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_ms_per_viewer_second()) {
-            s.push_str(&format!(
-                "server cpu {:.2} s ({:.4} ms per viewer-second), rss {:.1} MiB; client cpu {:.2} s\n",
-                cpu.as_secs_f64(),
-                per,
-                self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
-                self.client_cpu.as_secs_f64()
-            ));
-        }
+        s.push_str(&self.cost.summary(self.connected));
         s
     }
 }
@@ -142,7 +103,7 @@ struct Viewer {
 }
 
 /// Run the load; blocks for ramp + settle + measure.
-pub fn run(load: &TsLoad) -> io::Result<TsReport> {
+pub fn run(load: &Load) -> io::Result<TsReport> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
     let mut viewers: Vec<Viewer> = Vec::with_capacity(load.viewers);
@@ -156,19 +117,14 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
     let window_start = start + load.ramp + load.settle;
     let end = window_start + load.measure;
     let mut in_window = false;
-    let mut cpu_at_window = (None, Duration::ZERO);
+    let mut window: Option<WindowStart> = None;
     let mut buf = vec![0u8; 256 * 1024];
     let mut next_progress = start + Duration::from_secs(1);
     let mut last_bytes = 0u64;
+    let mut meter = crate::cpu::CpuMeter::new(load.server_pid);
     while Instant::now() < end {
         // Connect the viewers due by now.
-        let due = if load.ramp.is_zero() {
-            load.viewers
-        } else {
-            ((start.elapsed().as_secs_f64() / load.ramp.as_secs_f64()) * load.viewers as f64).ceil()
-                as usize
-        };
-        while viewers.len() < due.min(load.viewers) {
+        while viewers.len() < load.due(start.elapsed()) {
             let mut socket = TcpStream::connect(load.addr)?;
             let token = Token(viewers.len());
             poll.registry().register(
@@ -197,19 +153,11 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
             for v in &mut viewers {
                 v.bytes_at_window = v.bytes;
             }
-            cpu_at_window = (
-                load.server_pid
-                    .map(|p| crate::cpu::cpu_time(Some(p)))
-                    .transpose()?,
-                crate::cpu::cpu_time(None)?,
-            );
+            window = Some(WindowStart::now(load.server_pid)?);
         }
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         let now_unix = unix_ns();
-        for event in events.iter() {
-            let Some(v) = viewers.get_mut(event.token().0) else {
-                continue;
-            };
+        let mut serve = |v: &mut Viewer| {
             service(
                 v,
                 &request,
@@ -218,41 +166,33 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
                 now_unix,
                 &mut latency,
                 load.pace_bps,
-            );
+            )
+        };
+        for event in events.iter() {
+            if let Some(v) = viewers.get_mut(event.token().0) {
+                serve(v);
+            }
         }
         if load.pace_bps > 0 {
-            for v in viewers.iter_mut().filter(|v| v.throttled) {
-                service(
-                    v,
-                    &request,
-                    &mut buf,
-                    in_window,
-                    now_unix,
-                    &mut latency,
-                    load.pace_bps,
-                );
-            }
+            // Throttled viewers are not drained, so no new readiness comes: look again.
+            viewers.iter_mut().filter(|v| v.throttled).for_each(serve);
         }
         if load.progress && Instant::now() >= next_progress {
             let total: u64 = viewers.iter().map(|v| v.bytes).sum();
             let live = viewers.iter().filter(|v| v.ok && !v.gone).count();
             eprintln!(
-                "  {:>5.1} s  viewers {live:>6}  {:.3} Gbit/s",
+                "  {:>5.1} s  viewers {live:>6}  {:.3} Gbit/s  {}",
                 start.elapsed().as_secs_f64(),
-                (total - last_bytes) as f64 * 8.0 / 1e9
+                (total - last_bytes) as f64 * 8.0 / 1e9,
+                meter.sample()
             );
             last_bytes = total;
             next_progress += Duration::from_secs(1);
         }
     }
-    let server_cpu_end = load
-        .server_pid
-        .map(|p| crate::cpu::cpu_time(Some(p)))
-        .transpose()?;
-    let client_cpu = crate::cpu::cpu_time(None)? - cpu_at_window.1;
-    let server_cpu = match (cpu_at_window.0, server_cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
+    let cost = match window {
+        Some(w) => w.finish(load.measure)?,
+        None => WindowStart::now(load.server_pid)?.finish(Duration::ZERO)?,
     };
     let window_bytes: Vec<u64> = viewers
         .iter()
@@ -267,12 +207,7 @@ pub fn run(load: &TsLoad) -> io::Result<TsReport> {
         bytes: window_bytes.iter().sum(),
         min_viewer_bytes: window_bytes.iter().copied().min().unwrap_or(0),
         latency_us: latency,
-        window: load.measure,
-        server_cpu,
-        server_rss: load
-            .server_pid
-            .and_then(|p| crate::cpu::rss_bytes(Some(p)).ok()),
-        client_cpu,
+        cost,
     })
 }
 

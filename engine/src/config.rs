@@ -232,6 +232,28 @@ struct StreamSection {
     segment_grace: Option<toml::Spanned<f64>>,
 }
 
+/// An optional setting's value, `default` when absent; out of `range`, the span and reason.
+fn within<T: PartialOrd + Copy + std::fmt::Display>(
+    value: Option<toml::Spanned<T>>,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    what: &str,
+) -> Result<T, (std::ops::Range<usize>, String)> {
+    match value {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(v.into_inner()),
+        Some(v) => Err((
+            v.span(),
+            format!(
+                "{what} is {}: it must be {} to {}",
+                v.get_ref(),
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
 fn default_listen() -> toml::Spanned<String> {
     toml::Spanned::new(0..0, "0.0.0.0:8080".to_owned())
 }
@@ -366,34 +388,30 @@ impl Config {
                     format!("window {} must be 1 to 3600 seconds", st.window),
                 ));
             }
-            let mut hls = HlsSettings::default();
-            if let Some(d) = st.segment_duration {
-                if !(0.5..=60.0).contains(d.get_ref()) {
-                    return Err(bad(
-                        d.span(),
-                        format!("segment_duration {} must be 0.5 to 60 seconds", d.get_ref()),
-                    ));
-                }
-                hls.segment_duration_s = d.into_inner();
-            }
-            if let Some(n) = st.playlist_segments {
-                if !(2..=1000).contains(n.get_ref()) {
-                    return Err(bad(
-                        n.span(),
-                        format!("playlist_segments {} must be 2 to 1000", n.get_ref()),
-                    ));
-                }
-                hls.playlist_segments = n.into_inner();
-            }
-            if let Some(g) = st.segment_grace {
-                if !(0.0..=3600.0).contains(g.get_ref()) {
-                    return Err(bad(
-                        g.span(),
-                        format!("segment_grace {} must be 0 to 3600 seconds", g.get_ref()),
-                    ));
-                }
-                hls.segment_grace_s = g.into_inner();
-            }
+            let defaults = HlsSettings::default();
+            let hls = HlsSettings {
+                segment_duration_s: within(
+                    st.segment_duration,
+                    0.5..=60.0,
+                    defaults.segment_duration_s,
+                    "segment_duration (seconds)",
+                )
+                .map_err(|(span, m)| bad(span, m))?,
+                playlist_segments: within(
+                    st.playlist_segments,
+                    2..=1000,
+                    defaults.playlist_segments,
+                    "playlist_segments",
+                )
+                .map_err(|(span, m)| bad(span, m))?,
+                segment_grace_s: within(
+                    st.segment_grace,
+                    0.0..=3600.0,
+                    defaults.segment_grace_s,
+                    "segment_grace (seconds)",
+                )
+                .map_err(|(span, m)| bad(span, m))?,
+            };
             streams.push(StreamConfig {
                 name: name.clone(),
                 source,

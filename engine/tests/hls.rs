@@ -60,21 +60,9 @@ fn hls_from_a_multicast_ffmpeg_source() {
 
     // ffprobe and ffmpeg read the HLS stream with no error.
     let url = server.url("/cam/index.m3u8");
-    let (ok, probe) = run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "csv=p=0",
-            &url,
-        ],
-    );
-    assert!(ok, "{probe}");
+    let probe = probe_streams(&url);
     assert!(
-        probe.contains("h264,1280,720") && probe.contains("aac"),
+        probe.contains("h264,1280,720,25/1") && probe.contains("aac"),
         "{probe}"
     );
     // The raw segments are fetched while ffmpeg decodes 20 s of the playlist.
@@ -201,7 +189,7 @@ fn every_segment_send_mode_serves_whole_segments_and_ranges() {
 fn a_thousand_players_for_a_minute_miss_nothing() {
     let server = Server::start(&[]);
     wait_for_segments(&server, "demo", 3, Duration::from_secs(10));
-    let report = shardcast_bench::hls::run(&shardcast_bench::hls::HlsLoad {
+    let report = shardcast_bench::hls::run(&shardcast_bench::load::Load {
         addr: server.addr,
         path: "/demo/index.m3u8".into(),
         viewers: 1000,
@@ -210,6 +198,7 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
         measure: Duration::from_secs(60),
         server_pid: Some(server.child.id()),
         progress: false,
+        pace_bps: 0,
     })
     .unwrap();
     let summary = report.summary();

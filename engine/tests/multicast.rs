@@ -128,19 +128,7 @@ fn multicast_any_source_and_source_specific() {
 
     // ffprobe sees what ffmpeg sent.
     let url = server.url("/cam.ts");
-    let (ok, probe) = run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height,r_frame_rate",
-            "-of",
-            "csv=p=0",
-            &url,
-        ],
-    );
-    assert!(ok, "{probe}");
+    let probe = probe_streams(&url);
     assert!(
         probe.contains("h264,1280,720,25/1") && probe.contains("aac"),
         "{probe}"

@@ -5,7 +5,8 @@
 mod support;
 
 use nix::sys::signal::Signal;
-use shardcast_bench::ts::{run as run_viewers, TsLoad};
+use shardcast_bench::load::Load;
+use shardcast_bench::ts::run as run_viewers;
 use std::io::Write;
 use std::time::Duration;
 use support::*;
@@ -28,7 +29,7 @@ fn config(extra: &str) -> std::path::PathBuf {
 fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
     let cfg = config("");
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let load = TsLoad {
+    let load = Load {
         addr: server.addr,
         path: "/demo.ts".into(),
         viewers: 1000,
@@ -73,7 +74,7 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
     let mut slow: std::net::TcpStream = slow.into();
     slow.write_all(b"GET /demo.ts HTTP/1.1\r\nHost: slow\r\n\r\n")
         .unwrap();
-    let load = TsLoad {
+    let load = Load {
         addr: server.addr,
         path: "/demo.ts".into(),
         viewers: 100,

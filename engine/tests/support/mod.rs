@@ -134,15 +134,9 @@ pub fn capture(addr: SocketAddr, path: &str, seconds: f64) -> Vec<u8> {
         &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
         Duration::from_secs_f64(seconds),
     );
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no response head")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let (head, body) = split_response(&raw);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("Content-Type: video/mp2t"), "{head}");
-    let body = &raw[end..];
     body[..body.len() / 188 * 188].to_vec()
 }
 
@@ -380,18 +374,26 @@ pub fn fetch(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no response head")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let (head, body) = split_response(&raw);
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head, raw[end..].to_vec())
+    (status, head, body.to_vec())
+}
+
+/// A raw response split into its head (as text) and body.
+pub fn split_response(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    (
+        String::from_utf8_lossy(&raw[..end]).to_string(),
+        &raw[end..],
+    )
 }
 
 /// The value of header `name` in a response head.
@@ -427,4 +429,23 @@ pub fn first_pts(data: &[u8], pid: u16) -> Option<u64> {
                 | u64::from(b[4] >> 1),
         )
     })
+}
+
+/// ffprobe's `codec_name,width,height,r_frame_rate` line of every stream at `url` (it must
+/// succeed).
+pub fn probe_streams(url: &str) -> String {
+    let (ok, probe) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate",
+            "-of",
+            "csv=p=0",
+            url,
+        ],
+    );
+    assert!(ok, "ffprobe {url}: {probe}");
+    probe
 }
