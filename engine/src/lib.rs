@@ -10,8 +10,9 @@
 //! Modules: [`config`] (TOML, embedded default), [`ingest`] (sources to chunks), [`stream`]
 //! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
 //! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
-//! (start, signals, stop), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks,
-//! memfds, sendfile).
+//! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
+//! notifications), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks, memfds,
+//! sendfile).
 //!
 //! What it does not do yet: low-latency HLS, the control plane; see the issues.
 #![deny(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod hls;
 pub mod http;
 pub mod ingest;
 pub mod inspect;
+pub mod notify;
 pub mod server;
 pub mod shard;
 pub mod stream;

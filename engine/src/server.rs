@@ -98,7 +98,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         homes[home].push((i, s.source.clone(), fanout));
     }
-    let run = Arc::new(RunState::default());
+    let run = Arc::new(RunState::new(shards));
     let limits = ConnLimits {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
         idle_timeout_ns: (config.idle_timeout_s * 1e9) as u64,
@@ -164,7 +164,25 @@ pub fn serve(config: Config) -> Result<(), String> {
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
+    let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.send(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=serving {} stream(s) on {local} with {shards} shard(s) ({io})",
+            std::process::id(),
+            names.len()
+        ));
+        if let Some(period) = crate::notify::watchdog_period() {
+            let (n, run) = (n.clone(), run.clone());
+            std::thread::Builder::new()
+                .name("watchdog".into())
+                .spawn(move || crate::notify::run_watchdog(n, period, run))
+                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+        }
+    }
     wait_for_signal(&run, &wakers)?;
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping");
+    }
     let mut failed = false;
     for t in threads {
         failed |= !matches!(t.join(), Ok(Ok(())));

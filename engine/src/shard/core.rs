@@ -521,13 +521,28 @@ mod tests {
 pub struct Housekeeping {
     next_sweep: Instant,
     stopping_since: Option<Instant>,
+    /// Test hook for the watchdog: this shard stops going round its loop at this moment.
+    hang_at: Option<(usize, Instant)>,
 }
+
+/// `SHARDCAST_DEBUG_HANG_SHARD=SHARD:SECONDS` makes shard SHARD stop going round its loop
+/// SECONDS after it starts, as a stuck shard would, so that the watchdog can be seen to stop
+/// pinging. Only the tests set it.
+pub const HANG_HOOK: &str = "SHARDCAST_DEBUG_HANG_SHARD";
 
 impl Default for Housekeeping {
     fn default() -> Self {
+        let hang_at = std::env::var(HANG_HOOK).ok().and_then(|v| {
+            let (shard, seconds) = v.split_once(':')?;
+            Some((
+                shard.parse().ok()?,
+                Instant::now() + Duration::from_secs_f64(seconds.parse().ok()?),
+            ))
+        });
         Self {
             next_sweep: Instant::now(),
             stopping_since: None,
+            hang_at,
         }
     }
 }
@@ -542,13 +557,23 @@ impl Housekeeping {
         core.expired()
     }
 
-    /// Whether the loop should end. `stop_accepting` runs once, when a stop is first seen.
+    /// Called once per loop turn: records the shard's heartbeat (for the watchdog) and says
+    /// whether the loop should end. `stop_accepting` runs once, when a stop is first seen.
     pub fn should_exit(
         &mut self,
         core: &ShardCore,
         run: &super::RunState,
         stop_accepting: impl FnOnce(),
     ) -> bool {
+        run.beat(core.index());
+        if let Some((shard, at)) = self.hang_at {
+            if shard == core.index() && Instant::now() >= at {
+                tracing::error!(shard, "{HANG_HOOK}: this shard hangs now");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        }
         if !run.stopping() {
             return false;
         }

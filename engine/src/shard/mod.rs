@@ -25,25 +25,62 @@ use crate::http::ConnLimits;
 use crate::ingest::SourceSpec;
 use crate::stream::StreamCounters;
 use mio::Token;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The waker's token in a shard's poller.
 pub const WAKER: Token = Token(1);
 
-/// Whether the server runs, stops gracefully, or stops now.
+/// Whether the server runs, stops gracefully, or stops now; and when each shard last went
+/// round its loop (for the service manager's watchdog).
 #[derive(Debug, Default)]
-pub struct RunState(AtomicU8);
+pub struct RunState {
+    state: AtomicU8,
+    /// Per shard: milliseconds since `since` at its last loop turn.
+    heartbeats: Box<[AtomicU64]>,
+    since: Option<std::time::Instant>,
+}
 
 impl RunState {
+    /// The state of a server of `shards` shards, running.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            state: AtomicU8::new(Self::RUN),
+            heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            since: Some(std::time::Instant::now()),
+        }
+    }
+
+    /// Shard `shard` is going round its loop.
+    pub fn beat(&self, shard: usize) {
+        if let (Some(beat), Some(since)) = (self.heartbeats.get(shard), self.since) {
+            beat.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The shard that went longest without a loop turn, and how long ago its last was.
+    pub fn stalest(&self) -> Option<(usize, Duration)> {
+        let now = self.since?.elapsed().as_millis() as u64;
+        self.heartbeats
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                (
+                    i,
+                    Duration::from_millis(now.saturating_sub(b.load(Ordering::Relaxed))),
+                )
+            })
+            .max_by_key(|(_, age)| *age)
+    }
+
     const RUN: u8 = 0;
     const GRACEFUL: u8 = 1;
     const FAST: u8 = 2;
 
     /// Ask for a graceful stop (SIGTERM).
     pub fn stop_gracefully(&self) {
-        let _ = self.0.compare_exchange(
+        let _ = self.state.compare_exchange(
             Self::RUN,
             Self::GRACEFUL,
             Ordering::AcqRel,
@@ -53,11 +90,11 @@ impl RunState {
 
     /// Ask for an immediate stop (SIGINT).
     pub fn stop_now(&self) {
-        self.0.store(Self::FAST, Ordering::Release);
+        self.state.store(Self::FAST, Ordering::Release);
     }
 
     fn get(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire)
     }
 
     /// Whether an immediate stop was asked for.

@@ -30,6 +30,11 @@ impl Server {
     /// Like [`Server::start`], with the command run through `wrapper` (a program and its
     /// arguments, the server's command line appended).
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        Self::start_with(wrapper, &[], args)
+    }
+
+    /// Like [`Server::start_under`], with these environment variables set.
+    pub fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut command = match wrapper.split_first() {
@@ -50,6 +55,7 @@ impl Server {
             }
         }
         let child = command
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

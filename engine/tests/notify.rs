@@ -1,0 +1,112 @@
+//! The service manager's protocol, with a notification socket this test owns in place of
+//! systemd's: READY=1 once serving, WATCHDOG=1 at half the watchdog period, STOPPING=1 on
+//! SIGTERM, and no more pings once a shard hangs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A notification socket; messages with the time they came.
+struct Manager {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+    start: Instant,
+}
+
+impl Manager {
+    fn new(name: &str) -> Manager {
+        let path =
+            std::env::temp_dir().join(format!("shardcast-notify-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Manager {
+            socket,
+            path,
+            start: Instant::now(),
+        }
+    }
+
+    /// Messages received over `for_how_long`, each with seconds since the manager started.
+    fn collect(&self, for_how_long: Duration) -> Vec<(f64, String)> {
+        let until = Instant::now() + for_how_long;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                out.push((
+                    self.start.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn pings(messages: &[(f64, String)], from: f64, to: f64) -> usize {
+    messages
+        .iter()
+        .filter(|(t, m)| *t >= from && *t < to && m == "WATCHDOG=1")
+        .count()
+}
+
+#[test]
+fn ready_watchdog_and_stopping() {
+    let manager = Manager::new("ok");
+    let socket = manager.path.to_str().unwrap().to_owned();
+    let server = Server::start_with(
+        &[],
+        &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "400000")],
+        &[],
+    );
+    let messages = manager.collect(Duration::from_secs(3));
+    let first = &messages.first().expect("no notification at all").1;
+    assert!(first.starts_with("READY=1\n"), "{first}");
+    assert!(
+        first.contains(&format!("MAINPID={}", server.child.id())),
+        "{first}"
+    );
+    // A 0.4 s watchdog is pinged every 0.2 s: about ten times in the two seconds after start.
+    let n = pings(&messages, 0.5, 2.5);
+    assert!((7..=12).contains(&n), "{n} pings in 2 s: {messages:?}");
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let after = manager.collect(Duration::from_secs(1));
+    assert!(
+        after.iter().any(|(_, m)| m.starts_with("STOPPING=1")),
+        "{after:?}"
+    );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_hung_shard_stops_the_pings() {
+    let manager = Manager::new("hang");
+    let socket = manager.path.to_str().unwrap().to_owned();
+    let _server = Server::start_with(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("WATCHDOG_USEC", "400000"),
+            ("SHARDCAST_DEBUG_HANG_SHARD", "0:1.5"),
+        ],
+        &[],
+    );
+    let messages = manager.collect(Duration::from_secs(4));
+    assert!(pings(&messages, 0.3, 1.3) >= 3, "{messages:?}");
+    assert_eq!(pings(&messages, 2.2, 4.0), 0, "{messages:?}");
+}
