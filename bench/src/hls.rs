@@ -220,7 +220,7 @@ pub fn run(load: &Load) -> io::Result<HlsReport> {
         for event in events.iter() {
             let i = event.token().0;
             if let Some(v) = viewers.get_mut(i) {
-                run.service(i, v);
+                run.service(v);
             }
         }
         if load.progress && Instant::now() >= next_progress {
@@ -301,11 +301,11 @@ impl Run<'_> {
         v.response = None;
         v.body.clear();
         v.body_read = 0;
-        self.service(i, v);
+        self.service(v);
         Ok(())
     }
 
-    fn service(&mut self, _i: usize, v: &mut Viewer) {
+    fn service(&mut self, v: &mut Viewer) {
         let Some(mut socket) = v.socket.take() else {
             return;
         };
@@ -362,41 +362,26 @@ impl Run<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(()),
             };
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                let Some((asked, _)) = v.asked else {
-                    return Err(()); // bytes nobody asked for
-                };
-                let Some((status, length)) = v.response else {
-                    v.head.extend_from_slice(data);
-                    let Some(end) = memchr::memmem::find(&v.head, b"\r\n\r\n") else {
-                        if v.head.len() > 16 * 1024 {
-                            return Err(());
-                        }
-                        break;
-                    };
-                    let rest = v.head.split_off(end + 4);
-                    v.response = Some(read_head(&v.head).ok_or(())?);
-                    v.head.clear();
-                    // Re-feed what followed the head.
-                    let leftover = rest;
-                    if leftover.is_empty() {
-                        data = &[];
-                        if v.response.is_some_and(|(_, len)| len == 0) {
-                            self.done(v);
-                        }
-                    } else {
-                        self.body(v, asked, &leftover)?;
-                        data = &[];
-                    }
-                    continue;
-                };
-                let _ = status;
-                let take = (length - v.body_read).min(data.len());
-                let (mine, rest) = data.split_at(take);
-                self.body(v, asked, mine)?;
-                data = rest;
+            // One request is in flight at a time, so a read holds one response at most.
+            let Some((asked, _)) = v.asked else {
+                return Err(()); // bytes nobody asked for
+            };
+            if v.response.is_some() {
+                self.body(v, asked, &buf[..n])?;
+                continue;
             }
+            v.head.extend_from_slice(&buf[..n]);
+            let Some(end) = memchr::memmem::find(&v.head, b"\r\n\r\n") else {
+                if v.head.len() > 16 * 1024 {
+                    return Err(());
+                }
+                continue;
+            };
+            let rest = v.head.split_off(end + 4);
+            v.response = Some(read_head(&v.head).ok_or(())?);
+            v.head.clear();
+            // What followed the head (possibly nothing, possibly a whole empty body).
+            self.body(v, asked, &rest)?;
         }
     }
 

@@ -54,7 +54,14 @@ struct IngestArgs {
     /// Seconds to send.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
-    /// Mux rate in bit/s.
+    #[command(flatten)]
+    stream: StreamShape,
+}
+
+/// The synthetic stream's rate and picture size (`ingest` and `generate`).
+#[derive(clap::Args, Debug)]
+struct StreamShape {
+    /// Mux rate in bit/s, null packets included.
     #[arg(long, default_value_t = 2_000_000)]
     bitrate: u32,
     /// Picture width (larger pictures carry more content per second).
@@ -63,6 +70,18 @@ struct IngestArgs {
     /// Picture height.
     #[arg(long, default_value_t = 144)]
     height: u16,
+}
+
+impl StreamShape {
+    /// The generator's settings for this shape, the rest default.
+    fn generator(&self) -> GeneratorConfig {
+        GeneratorConfig {
+            bitrate: self.bitrate,
+            width: self.width,
+            height: self.height,
+            ..GeneratorConfig::default()
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,15 +118,8 @@ struct GenerateArgs {
     /// Seconds of stream to write.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Mux rate in bit/s, null packets included.
-    #[arg(long, default_value_t = 2_000_000)]
-    bitrate: u32,
-    /// Picture width.
-    #[arg(long, default_value_t = 256)]
-    width: u16,
-    /// Picture height.
-    #[arg(long, default_value_t = 144)]
-    height: u16,
+    #[command(flatten)]
+    stream: StreamShape,
     /// Frames per second.
     #[arg(long, default_value_t = 25)]
     fps: u32,
@@ -141,16 +153,14 @@ fn main() -> ExitCode {
 
 fn generate(args: &GenerateArgs) -> Result<(), String> {
     let config = GeneratorConfig {
-        bitrate: args.bitrate,
-        width: args.width,
-        height: args.height,
         fps: args.fps,
         keyframe_interval: args.keyframe_interval,
         audio: !args.no_audio,
-        ..GeneratorConfig::default()
+        ..args.stream.generator()
     };
     let mut generator = Generator::new(config).map_err(|e| e.to_string())?;
-    let packets = (args.seconds.max(0.0) * f64::from(args.bitrate) / (PACKET_SIZE as f64 * 8.0))
+    let packets = (args.seconds.max(0.0) * f64::from(args.stream.bitrate)
+        / (PACKET_SIZE as f64 * 8.0))
         .ceil() as u64;
     let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
@@ -187,14 +197,9 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
             packets: std::sync::Arc::new(
                 load_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
             ),
-            bitrate: args.bitrate,
+            bitrate: args.stream.bitrate,
         },
-        None => Content::Generator(GeneratorConfig {
-            bitrate: args.bitrate,
-            width: args.width,
-            height: args.height,
-            ..GeneratorConfig::default()
-        }),
+        None => Content::Generator(args.stream.generator()),
     };
     let destinations: Vec<std::net::SocketAddr> = (0..args.streams)
         .map(|i| std::net::SocketAddr::new(args.to.ip(), args.to.port() + i))

@@ -157,17 +157,14 @@ pub fn run(load: &Load) -> io::Result<TsReport> {
         }
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         let now_unix = unix_ns();
-        let mut serve = |v: &mut Viewer| {
-            service(
-                v,
-                &request,
-                &mut buf,
-                in_window,
-                now_unix,
-                &mut latency,
-                load.pace_bps,
-            )
+        let mut pass = Pass {
+            request: &request,
+            in_window,
+            now_unix,
+            latency: &mut latency,
+            pace_bps: load.pace_bps,
         };
+        let mut serve = |v: &mut Viewer| service(v, &mut buf, &mut pass);
         for event in events.iter() {
             if let Some(v) = viewers.get_mut(event.token().0) {
                 serve(v);
@@ -211,28 +208,20 @@ pub fn run(load: &Load) -> io::Result<TsReport> {
     })
 }
 
-fn service(
-    v: &mut Viewer,
-    request: &str,
-    buf: &mut [u8],
+/// What one pass over the ready viewers shares.
+struct Pass<'a> {
+    request: &'a str,
     in_window: bool,
     now_unix: u64,
-    latency: &mut Histogram<u64>,
+    latency: &'a mut Histogram<u64>,
     pace_bps: u64,
-) {
+}
+
+fn service(v: &mut Viewer, buf: &mut [u8], pass: &mut Pass<'_>) {
     let Some(mut socket) = v.socket.take() else {
         return;
     };
-    if read_and_check(
-        v,
-        &mut socket,
-        request,
-        buf,
-        in_window,
-        now_unix,
-        latency,
-        pace_bps,
-    ) {
+    if read_and_check(v, &mut socket, buf, pass) {
         v.socket = Some(socket);
     } else {
         v.gone = true;
@@ -240,20 +229,15 @@ fn service(
 }
 
 /// Returns false when the viewer's connection is over.
-#[allow(clippy::too_many_arguments)]
 fn read_and_check(
     v: &mut Viewer,
     socket: &mut TcpStream,
-    request: &str,
     buf: &mut [u8],
-    in_window: bool,
-    now_unix: u64,
-    latency: &mut Histogram<u64>,
-    pace_bps: u64,
+    pass: &mut Pass<'_>,
 ) -> bool {
     if !v.sent_request {
-        match socket.write(request.as_bytes()) {
-            Ok(n) if n == request.len() => v.sent_request = true,
+        match socket.write(pass.request.as_bytes()) {
+            Ok(n) if n == pass.request.len() => v.sent_request = true,
             Ok(_) => return false,
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
@@ -266,9 +250,9 @@ fn read_and_check(
     }
     loop {
         let mut room = buf.len();
-        if pace_bps > 0 && v.in_body {
+        if pass.pace_bps > 0 && v.in_body {
             let allowed =
-                (v.started.elapsed().as_secs_f64() * pace_bps as f64 / 8.0) as u64 + 64 * 1024;
+                (v.started.elapsed().as_secs_f64() * pass.pace_bps as f64 / 8.0) as u64 + 64 * 1024;
             let left = allowed.saturating_sub(v.bytes);
             // Below a few packets' worth, wait: many tiny reads would cost more than the load.
             v.throttled = left < 8 * 1024;
@@ -286,7 +270,7 @@ fn read_and_check(
         };
         let data = &buf[..n];
         if v.in_body {
-            packets(v, data, in_window, now_unix, latency);
+            packets(v, data, pass);
             continue;
         }
         v.head.extend_from_slice(data);
@@ -303,17 +287,11 @@ fn read_and_check(
         if !v.ok {
             return false;
         }
-        packets(v, &body, in_window, now_unix, latency);
+        packets(v, &body, pass);
     }
 }
 
-fn packets(
-    v: &mut Viewer,
-    mut data: &[u8],
-    in_window: bool,
-    now_unix: u64,
-    latency: &mut Histogram<u64>,
-) {
+fn packets(v: &mut Viewer, mut data: &[u8], pass: &mut Pass<'_>) {
     v.bytes += data.len() as u64;
     if !v.carry.is_empty() {
         let take = (PACKET_SIZE - v.carry.len()).min(data.len());
@@ -321,19 +299,20 @@ fn packets(
         data = &data[take..];
         if v.carry.len() == PACKET_SIZE {
             let carry = std::mem::take(&mut v.carry);
-            check(v, &carry, in_window, now_unix, latency);
+            check(v, &carry, pass);
             v.carry = carry;
             v.carry.clear();
         }
     }
     let mut chunks = data.chunks_exact(PACKET_SIZE);
     for p in &mut chunks {
-        check(v, p, in_window, now_unix, latency);
+        check(v, p, pass);
     }
     v.carry.extend_from_slice(chunks.remainder());
 }
 
-fn check(v: &mut Viewer, p: &[u8], in_window: bool, now_unix: u64, latency: &mut Histogram<u64>) {
+fn check(v: &mut Viewer, p: &[u8], pass: &mut Pass<'_>) {
+    let in_window = pass.in_window;
     if p[0] != 0x47 {
         v.gaps_in_window += u64::from(in_window);
         return;
@@ -357,7 +336,9 @@ fn check(v: &mut Viewer, p: &[u8], in_window: bool, now_unix: u64, latency: &mut
     }
     if in_window && p[1] & 0x40 != 0 {
         if let Some(stamp) = read_stamp(p) {
-            let _ = latency.record(now_unix.saturating_sub(stamp) / 1000);
+            let _ = pass
+                .latency
+                .record(pass.now_unix.saturating_sub(stamp) / 1000);
         }
     }
 }

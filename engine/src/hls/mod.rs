@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The newest published window of a stream, shared by every shard.
 pub type HlsSlot = Arc<ArcSwapOption<HlsWindow>>;
@@ -141,9 +141,7 @@ impl HlsWindow {
 /// restarted server never reuses a URL a cache may still hold for different bytes (segments
 /// are at least half a second long, so numbers never catch up with the clock).
 pub fn first_sequence() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::sys::unix_ns() / 1_000_000_000
 }
 
 struct Building {

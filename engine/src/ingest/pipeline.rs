@@ -68,29 +68,23 @@ impl Pipeline {
         } = self;
         sync.push(data, |packet| {
             segmenter.push_packet(packet, &mut |event| match event {
-                SegmenterEvent::SegmentStart {
-                    sequence,
-                    discontinuity,
-                    ..
-                } => {
-                    if let Some(p) = packager.as_mut() {
-                        p.start(sequence, discontinuity, received_ns);
-                    }
-                    Self::seal(
-                        current,
-                        current_access_point,
-                        next_seq,
-                        received_ns,
-                        publish,
-                    );
-                    *current_access_point = true;
-                }
                 SegmenterEvent::SegmentEnd(info) => {
                     if let Some(p) = packager.as_mut() {
                         p.end(info, received_ns);
                     }
                 }
-                SegmenterEvent::Keyframe { .. } => {
+                SegmenterEvent::SegmentStart { .. } | SegmenterEvent::Keyframe { .. } => {
+                    if let (
+                        SegmenterEvent::SegmentStart {
+                            sequence,
+                            discontinuity,
+                            ..
+                        },
+                        Some(p),
+                    ) = (event, packager.as_mut())
+                    {
+                        p.start(sequence, discontinuity, received_ns);
+                    }
                     Self::seal(
                         current,
                         current_access_point,

@@ -412,28 +412,16 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// The PTS (90 kHz) of the first PES that starts on `pid` in `data`.
 pub fn first_pts(data: &[u8], pid: u16) -> Option<u64> {
-    data.chunks_exact(188).find_map(|p| {
-        let this = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
-        if this != pid || p[1] & 0x40 == 0 {
+    use shardcast_protocols::ts::{pes::PesHeader, Packet};
+    data.chunks_exact(188).find_map(|bytes| {
+        let packet = Packet::new(bytes.try_into().ok()?).ok()?;
+        if packet.pid().value() != pid || !packet.payload_unit_start() {
             return None;
         }
-        let start = if p[3] & 0x20 != 0 {
-            5 + usize::from(p[4])
-        } else {
-            4
-        };
-        let pes = p.get(start..)?;
-        if pes.len() < 14 || pes[..3] != [0, 0, 1] || pes[7] & 0x80 == 0 {
-            return None;
-        }
-        let b = &pes[9..14];
-        Some(
-            u64::from(b[0] >> 1 & 0x07) << 30
-                | u64::from(b[1]) << 22
-                | u64::from(b[2] >> 1) << 15
-                | u64::from(b[3]) << 7
-                | u64::from(b[4] >> 1),
-        )
+        PesHeader::parse(packet.payload())
+            .ok()??
+            .pts
+            .map(|t| t.ticks())
     })
 }
 

@@ -7,6 +7,7 @@
 
 use super::demux::{DemuxConfig, DemuxEvent, Demuxer};
 use super::packet::{Packet, PACKET_SIZE};
+use super::pes::PesHeader;
 use super::psi::Pmt;
 use super::types::Codec;
 use crate::es::params::{audio_codec, h264_sps, h265_sps, VideoParams};
@@ -81,12 +82,10 @@ pub fn probe_tracks(data: &[u8]) -> Tracks {
     }
 }
 
-/// The payload of a PES packet whose header starts `data`.
+/// The payload of a PES packet whose header starts `data` (and fits in it).
 fn pes_payload(data: &[u8]) -> Option<&[u8]> {
-    if data.len() < 9 || data[..3] != [0, 0, 1] {
-        return None;
-    }
-    data.get(9 + usize::from(data[8])..)
+    let header = PesHeader::parse(data).ok()??;
+    data.get(header.header_len..)
 }
 
 /// The first sequence parameter set in an Annex B byte stream, read.
