@@ -3,7 +3,8 @@
 #
 # On a fresh Debian machine it first installs what the tests need and is missing: ffmpeg
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
-# nginx (a caching proxy in front of shardcast), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
+# and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
 set -euo pipefail
@@ -21,6 +22,10 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # libseccomp's Python binding: a test takes io_uring away the way a container profile does.
 /usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || missing+=(python3-seccomp)
+# The appliance tests: systemd-analyze and systemd-sysusers verify and install the unit into a
+# root of their own; sysctl is what `tune check` is compared with.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
   as_root apt-get update -qq

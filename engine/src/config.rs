@@ -127,7 +127,7 @@ impl std::str::FromStr for IoBackend {
 }
 
 /// One configured stream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StreamConfig {
     /// The name in URLs (`/{name}.ts`).
     pub name: String,
@@ -157,6 +157,36 @@ impl Default for HlsSettings {
             playlist_segments: 6,
             segment_grace_s: 10.0,
         }
+    }
+}
+
+/// Where the running configuration comes from: a file (or the embedded default) with the
+/// command line's overrides on top. SIGHUP loads it again the same way.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The file; `None` runs the embedded default.
+    pub path: Option<std::path::PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--io`.
+    pub io: Option<IoBackend>,
+}
+
+impl ConfigSource {
+    /// Load (or load again) the configuration.
+    pub fn load(&self) -> Result<Config, String> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)
+                .map_err(|e| format!("configuration {} refused ({e})", path.display()))?,
+            None => Config::embedded(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(io) = self.io {
+            config.io = io;
+        }
+        Ok(config)
     }
 }
 
@@ -277,6 +307,49 @@ fn default_window() -> f64 {
 }
 
 impl Config {
+    /// What differs between this configuration and `other`: the server settings by name,
+    /// and the streams added, removed or changed.
+    pub fn differences(&self, other: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut server = |name: &str, same: bool| {
+            if !same {
+                out.push(format!("server.{name}"));
+            }
+        };
+        server("listen", self.listen == other.listen);
+        server("cpus", self.cpus == other.cpus);
+        server("io", self.io == other.io);
+        server(
+            "max_connections_per_shard",
+            self.max_connections_per_shard == other.max_connections_per_shard,
+        );
+        server(
+            "header_timeout",
+            self.header_timeout_s == other.header_timeout_s,
+        );
+        server("idle_timeout", self.idle_timeout_s == other.idle_timeout_s);
+        server("max_lag", self.max_lag_bytes == other.max_lag_bytes);
+        server(
+            "flush_interval",
+            self.flush_interval_ms == other.flush_interval_ms,
+        );
+        server("send_buffer", self.send_buffer == other.send_buffer);
+        server("segment_send", self.segment_send == other.segment_send);
+        for s in &self.streams {
+            match other.streams.iter().find(|o| o.name == s.name) {
+                None => out.push(format!("stream {} removed", s.name)),
+                Some(o) if o != s => out.push(format!("stream {} changed", s.name)),
+                Some(_) => {}
+            }
+        }
+        for o in &other.streams {
+            if !self.streams.iter().any(|s| s.name == o.name) {
+                out.push(format!("stream {} added", o.name));
+            }
+        }
+        out
+    }
+
     /// The embedded default: HTTP on 0.0.0.0:8080, every CPU, one `demo` stream.
     pub fn embedded() -> Config {
         let mut c =

@@ -12,13 +12,17 @@
 //! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
 //! notifications), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks, memfds,
-//! sendfile).
+//! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
+//! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes).
 //!
 //! What it does not do yet: low-latency HLS, the control plane; see the issues.
 #![deny(unsafe_code)]
 
+pub mod capacity;
 pub mod config;
+pub mod files;
 pub mod hls;
+pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod inspect;
@@ -27,3 +31,4 @@ pub mod server;
 pub mod shard;
 pub mod stream;
 pub mod sys;
+pub mod tune;

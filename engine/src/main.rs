@@ -3,11 +3,12 @@
 //! `serve` runs the data plane: pinned shards (one per CPU), UDP/multicast MPEG-TS ingest,
 //! progressive HTTP-TS to viewers. With no arguments it serves a built-in `demo` stream on
 //! 0.0.0.0:8080. `inspect` reads a transport stream file the way ingest does and reports it.
-//! `tune`, `capacity` and `check-config` arrive with the appliance and control-plane issues.
+//! `tune check|apply` compares the kernel with a tuning profile or installs one; `capacity`
+//! plans a deployment from measured costs. `check-config` arrives with the control plane.
 #![deny(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use shardcast::{config, inspect, server};
+use shardcast::{capacity, config, inspect, server, tune};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,36 @@ enum Command {
     Serve(ServeArgs),
     /// Read a transport stream and report programs, streams, frames, errors and segments.
     Inspect(inspect::InspectArgs),
+    /// Compare the kernel's settings with a tuning profile, or install the profile.
+    Tune {
+        #[command(subcommand)]
+        action: TuneAction,
+    },
+    /// CPU, memory, bandwidth and storage for a number of viewers and streams.
+    Capacity(capacity::Inputs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TuneAction {
+    /// Print each setting of the profile against the running kernel, and the NIC facts.
+    Check {
+        /// Profile: general or many-viewers.
+        #[arg(long, default_value = "general")]
+        profile: String,
+        /// Configuration whose shard CPUs the NIC interrupts are checked against (default:
+        /// every CPU, as the embedded configuration runs).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write the profile to /etc/sysctl.d/60-shardcast.conf and apply it (needs root).
+    Apply {
+        /// Profile: general or many-viewers.
+        #[arg(long, default_value = "general")]
+        profile: String,
+        /// Install under this root instead of / (then nothing is applied to the kernel).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +82,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Tune { action } => run_tune(action),
+        Command::Capacity(inputs) => {
+            print!("{}", capacity::render(&inputs));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,16 +104,39 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut config = match &args.config {
-        Some(path) => config::Config::load(path)
-            .map_err(|e| format!("configuration {} refused: {e}", path.display()))?,
-        None => config::Config::embedded(),
+    let source = config::ConfigSource {
+        path: args.config.clone(),
+        listen: args.listen,
+        io: args.io,
     };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+    let config = source.load()?;
+    server::serve(config, source)
+}
+
+fn run_tune(action: TuneAction) -> Result<(), String> {
+    match action {
+        TuneAction::Check { profile, config } => {
+            let cpus = match config {
+                Some(path) => {
+                    config::Config::load(&path)
+                        .map_err(|e| format!("configuration {} refused: {e}", path.display()))?
+                        .cpus
+                }
+                None => config::Config::embedded().cpus,
+            };
+            let root = std::path::Path::new("/");
+            let (report, all_ok) = tune::check(root, &profile, &cpus)?;
+            print!("{report}");
+            if all_ok {
+                println!("\nevery setting of profile {profile} is in place");
+            } else {
+                println!("\nto install the profile: sudo shardcast tune apply --profile {profile}");
+            }
+            Ok(())
+        }
+        TuneAction::Apply { profile, root } => {
+            print!("{}", tune::apply(&root, &profile)?);
+            Ok(())
+        }
     }
-    if let Some(io) = args.io {
-        config.io = io;
-    }
-    server::serve(config)
 }

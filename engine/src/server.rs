@@ -5,24 +5,32 @@
 //! → start the pinned shard threads → wait for a signal.
 //!
 //! Signals: SIGTERM stops gracefully (no new connections, viewers get what is queued, up to
-//! 2 s); SIGINT stops at once.
+//! 2 s); SIGINT stops at once; SIGHUP re-reads the configuration file and refuses a file that
+//! does not validate, keeping the running configuration.
+//!
+//! Startup checks: one log line for each thing about this host that will hurt (io_uring not
+//! available, socket receive limit below the tuning profile, file limit below the connection
+//! cap, NIC interrupts on shard cores).
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 use crate::config::{IoBackend, SegmentSend};
 use crate::http::ConnLimits;
+use crate::ingest::SourceSpec;
 use crate::shard::epoll::EpollShard;
 use crate::shard::uring::{self, UringParts, UringShard};
 use crate::shard::{Fanout, Inbox, RunState, ShardSetup, StreamInfo, Wake, QUEUE_CHUNKS, WAKER};
 use crate::stream::StreamCounters;
 use crossbeam_queue::ArrayQueue;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
-/// Run the server until a signal stops it.
-pub fn serve(config: Config) -> Result<(), String> {
+/// Run the server until a signal stops it. SIGHUP loads `source` again.
+pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let shards = config.cpus.len();
+    startup_checks(&config, Path::new("/"));
     let wanted = (config.max_connections_per_shard as u64 + 64).saturating_mul(shards as u64);
     match crate::sys::raise_file_limit() {
         Ok(limit) if limit < wanted => tracing::warn!(
@@ -179,7 +187,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
         }
     }
-    wait_for_signal(&run, &wakers)?;
+    wait_for_signal(&run, &wakers, &config, &source)?;
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
@@ -201,8 +209,13 @@ enum Backend {
     Uring(Box<UringParts>),
 }
 
-fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<dyn Wake>]) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+fn wait_for_signal(
+    run: &Arc<RunState>,
+    wakers: &[Arc<dyn Wake>],
+    running: &Config,
+    source: &ConfigSource,
+) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let handle = signals.handle();
     let watcher_run = run.clone();
@@ -218,8 +231,12 @@ fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<dyn Wake>]) -> Result<(), 
             return;
         }
     });
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
         match signal {
+            SIGHUP => {
+                reread(running, source);
+                continue;
+            }
             SIGTERM => {
                 tracing::info!("SIGTERM: stopping gracefully");
                 run.stop_gracefully();
@@ -232,8 +249,72 @@ fn wait_for_signal(run: &Arc<RunState>, wakers: &[Arc<dyn Wake>]) -> Result<(), 
         for w in wakers {
             w.wake();
         }
+        break;
     }
     Ok(())
+}
+
+/// SIGHUP: read the configuration file again. A file that does not validate is refused with
+/// its line and reason and changes nothing.
+fn reread(running: &Config, source: &ConfigSource) {
+    let Some(path) = &source.path else {
+        tracing::info!("SIGHUP: running the embedded configuration, there is no file to re-read");
+        return;
+    };
+    match source.load() {
+        Err(e) => tracing::error!("SIGHUP: {e}; the running configuration stays"),
+        Ok(new) => {
+            let changed = running.differences(&new);
+            if changed.is_empty() {
+                tracing::info!(
+                    "SIGHUP: configuration {} re-read, unchanged",
+                    path.display()
+                );
+            } else {
+                // Applying changes to a running server arrives with the control plane
+                // (issue 6); until then the operator is told plainly.
+                tracing::warn!(
+                    changed = ?changed,
+                    "SIGHUP: configuration {} is valid, but these changes take effect only at the next restart",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The socket receive limit below which UDP ingest bursts are dropped by the kernel: the
+/// general tuning profile's value.
+const RMEM_MAX_WANTED: u64 = 16 << 20;
+
+/// One log line for each thing about this host that will hurt the configured service.
+fn startup_checks(config: &Config, root: &Path) {
+    let receives_udp = config
+        .streams
+        .iter()
+        .any(|s| matches!(s.source, SourceSpec::Udp(_)));
+    if receives_udp {
+        if let Some(rmem) =
+            crate::host::sysctl(root, "net.core.rmem_max").and_then(|v| v.parse::<u64>().ok())
+        {
+            if rmem < RMEM_MAX_WANTED {
+                tracing::warn!(
+                    rmem_max = rmem,
+                    profile = RMEM_MAX_WANTED,
+                    "net.core.rmem_max is below the tuning profile's: UDP ingest bursts may be dropped by the kernel (shardcast tune check)"
+                );
+            }
+        }
+    }
+    let nics = crate::host::nics(root);
+    for overlap in crate::host::irq_overlaps(root, &nics, &config.cpus) {
+        tracing::warn!(
+            nic = %overlap.nic,
+            irq = overlap.irq,
+            shard_cpus = ?overlap.shard_cpus,
+            "a NIC interrupt is delivered on a core that runs a shard: its softirq work competes with the shard's loop (shardcast tune check)"
+        );
+    }
 }
 
 /// One listener per shard on the same address (SO_REUSEPORT); port 0 picks one port for all.

@@ -1,0 +1,350 @@
+//! `shardcast tune`: kernel tuning profiles for dedicated streaming hosts.
+//!
+//! The profiles are the sysctl.d files under `tuning/`, built into the binary so an installed
+//! server needs nothing else. `tune check` prints each setting of a profile against the
+//! running kernel (ok / differs / missing) and the network interface facts worth knowing
+//! (IRQ affinity against the shard CPUs, offloads, MTU, rings); `tune apply` writes the
+//! profile to `/etc/sysctl.d/` atomically and applies it to the running kernel.
+//!
+//! What it does not do: tune NICs (rings, IRQ affinity, offloads are reported, not changed,
+//! since the right values depend on the rest of the host), or persist anything but sysctls.
+
+use crate::host;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The profiles shipped with shardcast: (name, sysctl.d text).
+pub const PROFILES: [(&str, &str); 2] = [
+    ("general", include_str!("../../tuning/general.conf")),
+    (
+        "many-viewers",
+        include_str!("../../tuning/many-viewers.conf"),
+    ),
+];
+
+/// Where `tune apply` writes the profile, under the root.
+pub const SYSCTL_FILE: &str = "etc/sysctl.d/60-shardcast.conf";
+
+/// One setting of a profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// The sysctl key (`net.core.rmem_max`).
+    pub key: String,
+    /// The profile's value, whitespace normalised.
+    pub value: String,
+    /// The comment above it: why it is there.
+    pub why: String,
+}
+
+/// A profile by name.
+pub fn profile(name: &str) -> Result<&'static str, String> {
+    PROFILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| {
+            let names: Vec<_> = PROFILES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "no tuning profile {name:?} (there are: {})",
+                names.join(", ")
+            )
+        })
+}
+
+/// The settings of a profile in sysctl.d syntax, each with the comment block above it.
+pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
+    let mut out = Vec::new();
+    let mut why = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(comment) = line.strip_prefix('#') {
+            let comment = comment.trim();
+            if !comment.starts_with("---") {
+                why.push(comment.to_string());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            why.clear();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected `key = value`", n + 1))?;
+        let (key, value) = (key.trim(), host::normalise(value));
+        if key.is_empty() || value.is_empty() {
+            return Err(format!("line {}: expected `key = value`", n + 1));
+        }
+        out.push(Setting {
+            key: key.to_string(),
+            value,
+            why: why.join(" "),
+        });
+    }
+    Ok(out)
+}
+
+/// How a live value compares with the profile's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Equal, or for a limit, at least the profile's value.
+    Ok,
+    /// Set otherwise.
+    Differs,
+    /// The kernel has no such setting (a module not loaded, an older kernel).
+    Missing,
+}
+
+/// Limits where a larger live value serves as well as the profile's.
+fn larger_is_fine(key: &str) -> bool {
+    [
+        "net.core.rmem_max",
+        "net.core.wmem_max",
+        "net.core.netdev_max_backlog",
+        "net.core.netdev_budget",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.igmp_max_memberships",
+        "net.ipv4.igmp_max_msf",
+        "fs.nr_open",
+        "fs.file-max",
+    ]
+    .contains(&key)
+}
+
+/// Compare a live value with a profile setting.
+pub fn compare(setting: &Setting, live: Option<&str>) -> Status {
+    let Some(live) = live else {
+        return Status::Missing;
+    };
+    if live == setting.value {
+        return Status::Ok;
+    }
+    if larger_is_fine(&setting.key) {
+        if let (Ok(l), Ok(p)) = (live.parse::<u64>(), setting.value.parse::<u64>()) {
+            if l >= p {
+                return Status::Ok;
+            }
+        }
+    }
+    Status::Differs
+}
+
+/// The `tune check` report: the table of settings, then the interfaces. Returns the text and
+/// whether every setting is ok.
+pub fn check(
+    root: &Path,
+    profile_name: &str,
+    shard_cpus: &[usize],
+) -> Result<(String, bool), String> {
+    let settings = parse(profile(profile_name)?)?;
+    let mut out = String::new();
+    let width = settings.iter().map(|s| s.key.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "profile {profile_name}: {} settings", settings.len());
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<8}  {:<24}  live",
+        "key", "status", "profile"
+    );
+    let mut all_ok = true;
+    for s in &settings {
+        let live = host::sysctl(root, &s.key);
+        let status = compare(s, live.as_deref());
+        all_ok &= status == Status::Ok;
+        let mut note = String::new();
+        if s.key == "net.ipv4.tcp_congestion_control" && status == Status::Differs {
+            let available =
+                host::sysctl(root, "net.ipv4.tcp_available_congestion_control").unwrap_or_default();
+            if !available.split(' ').any(|a| a == s.value) {
+                note = format!(" ({} is not loaded: modprobe tcp_{})", s.value, s.value);
+            }
+        }
+        let word = match status {
+            Status::Ok => "ok",
+            Status::Differs => "differs",
+            Status::Missing => "missing",
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {word:<8}  {:<24}  {}{note}",
+            s.key,
+            s.value,
+            live.as_deref().unwrap_or("-")
+        );
+    }
+    out.push('\n');
+    out.push_str(&nic_report(root, shard_cpus));
+    Ok((out, all_ok))
+}
+
+/// What is worth knowing about each interface for a streaming host.
+pub fn nic_report(root: &Path, shard_cpus: &[usize]) -> String {
+    let nics = host::nics(root);
+    let mut out = String::new();
+    if nics.is_empty() {
+        out.push_str("network interfaces: none readable under /sys/class/net\n");
+        return out;
+    }
+    let overlaps = host::irq_overlaps(root, &nics, shard_cpus);
+    let _ = writeln!(out, "network interfaces (shard CPUs {shard_cpus:?}):");
+    for nic in &nics {
+        let speed = nic
+            .speed_mbps
+            .map_or("speed unknown".to_string(), |s| format!("{s} Mbit/s"));
+        let _ = writeln!(
+            out,
+            "  {}: {}, {}, MTU {}, {}, {} rx / {} tx queues, driver {}, rp_filter {}",
+            nic.name,
+            if nic.up { "up" } else { "down" },
+            if nic.multicast {
+                "multicast"
+            } else {
+                "no multicast"
+            },
+            nic.mtu.map_or("?".into(), |m| m.to_string()),
+            speed,
+            nic.queues.0,
+            nic.queues.1,
+            nic.driver.as_deref().unwrap_or("none (virtual)"),
+            nic.rp_filter.as_deref().unwrap_or("?"),
+        );
+        if nic.irqs.is_empty() {
+            let _ = writeln!(out, "    IRQs: none found (virtual, or polled by its host)");
+        }
+        for irq in &nic.irqs {
+            let cpus = irq
+                .cpus
+                .as_ref()
+                .map_or("unreadable".to_string(), |c| format!("{c:?}"));
+            let shared = overlaps
+                .iter()
+                .find(|o| o.nic == nic.name && o.irq == irq.number)
+                .map_or(String::new(), |o| {
+                    format!(" - shares a core with shard CPU(s) {:?}", o.shard_cpus)
+                });
+            let _ = writeln!(out, "    IRQ {} on CPUs {cpus}{shared}", irq.number);
+        }
+        match host::ethtool(&nic.name) {
+            Some(facts) => {
+                let offloads: Vec<String> = facts
+                    .offloads
+                    .iter()
+                    .map(|(k, on)| format!("{k} {}", if *on { "on" } else { "off" }))
+                    .collect();
+                let _ = writeln!(out, "    offloads: {}", offloads.join(", "));
+                let ring = |r: Option<host::Ring>| {
+                    r.map_or("?".to_string(), |(c, m)| format!("{c} of {m}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "    rings: rx {}, tx {}",
+                    ring(facts.rx_ring),
+                    ring(facts.tx_ring)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "    offloads and rings: not readable (install ethtool, or the driver does not say)"
+                );
+            }
+        }
+    }
+    if !overlaps.is_empty() {
+        out.push_str(
+            "  NIC interrupts share cores with shards: softirq work then competes with those \
+             shards' loops. Give the IRQs other CPUs (/proc/irq/N/smp_affinity_list) or list \
+             other CPUs in [server] cpus.\n",
+        );
+    }
+    out
+}
+
+/// Write a profile under `root` (`root/etc/sysctl.d/60-shardcast.conf`) atomically and, when
+/// `root` is `/`, apply it to the running kernel. Returns a report, one line per setting.
+pub fn apply(root: &Path, profile_name: &str) -> Result<String, String> {
+    let text = profile(profile_name)?;
+    let settings = parse(text)?;
+    let live_system = root == Path::new("/");
+    if live_system && !nix::unistd::geteuid().is_root() {
+        return Err(
+            "tune apply writes /etc/sysctl.d/ and the running kernel's settings: it needs root \
+             (sudo shardcast tune apply)"
+                .into(),
+        );
+    }
+    let path: PathBuf = root.join(SYSCTL_FILE);
+    let mut content = format!(
+        "# Written by `shardcast tune apply --profile {profile_name}` (shardcast {}).\n\
+         # Remove this file and reboot, or run `sysctl --system`, to return to the defaults.\n\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    content.push_str(text);
+    crate::files::write_atomically(&path, content.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut report = format!("wrote {}\n", path.display());
+    if !live_system {
+        report.push_str("not applied to the running kernel (a root other than / was given)\n");
+        return Ok(report);
+    }
+    let mut failures = 0;
+    for s in &settings {
+        match std::fs::write(host::sysctl_path(root, &s.key), &s.value) {
+            Ok(()) => {
+                let _ = writeln!(report, "{} = {}", s.key, s.value);
+            }
+            Err(e) => {
+                failures += 1;
+                let _ = writeln!(report, "{} = {}: not applied ({e})", s.key, s.value);
+            }
+        }
+    }
+    if failures > 0 {
+        let _ = writeln!(
+            report,
+            "{failures} setting(s) not applied now; the file stays and applies at boot"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_profile_parses_and_explains_every_value() {
+        for (name, text) in PROFILES {
+            let settings = parse(text).unwrap();
+            assert!(settings.len() > 10, "{name}");
+            for s in &settings {
+                assert!(!s.why.is_empty(), "{name}: {} has no reason", s.key);
+            }
+        }
+    }
+
+    #[test]
+    fn limits_may_be_larger_other_values_must_match() {
+        let s = |key: &str, value: &str| Setting {
+            key: key.into(),
+            value: value.into(),
+            why: String::new(),
+        };
+        let rmem = s("net.core.rmem_max", "16777216");
+        assert_eq!(compare(&rmem, Some("33554432")), Status::Ok);
+        assert_eq!(compare(&rmem, Some("212992")), Status::Differs);
+        assert_eq!(compare(&rmem, None), Status::Missing);
+        let cc = s("net.ipv4.tcp_congestion_control", "bbr");
+        assert_eq!(compare(&cc, Some("cubic")), Status::Differs);
+        let wmem = s("net.ipv4.tcp_wmem", "4096 65536 16777216");
+        assert_eq!(compare(&wmem, Some("4096 65536 16777216")), Status::Ok);
+    }
+
+    #[test]
+    fn a_line_without_equals_is_refused_with_its_number() {
+        assert_eq!(
+            parse("# why\na = 1\nb\n").unwrap_err(),
+            "line 3: expected `key = value`"
+        );
+    }
+}
