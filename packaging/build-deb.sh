@@ -29,7 +29,8 @@ for profile in tuning/*.conf; do
   install -D -m 0644 "$profile" "$stage/usr/share/shardcast/tuning/$(basename "$profile")"
 done
 install -D -m 0644 README.md "$stage/usr/share/doc/shardcast/README.md"
-printf 'shardcast\nLicense: Apache-2.0\n' > "$stage/usr/share/doc/shardcast/copyright"
+printf 'shardcast\nLicense: Apache-2.0\n\nThe player page serves hls.js (https://github.com/video-dev/hls.js),\nbuilt into the binary from the npm registry.\nLicense: Apache-2.0\n' \
+  > "$stage/usr/share/doc/shardcast/copyright"
 
 mkdir -p "$stage/DEBIAN"
 install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$stage/DEBIAN/"

@@ -4,7 +4,7 @@
 # On a fresh Debian machine it first installs what the tests need and is missing: ffmpeg
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
-# and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# npm and chromium (hls.js for the player page, and the browser tests), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
 set -euo pipefail
@@ -26,6 +26,10 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # root of their own; sysctl is what `tune check` is compared with.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v sysctl >/dev/null 2>&1 || missing+=(procps)
+# The player page: npm fetches hls.js for the build and playwright-core for the browser tests,
+# which drive Debian's Chromium.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
   as_root apt-get update -qq
@@ -40,6 +44,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$policy_added" -eq 0 ] || as_root rm -f /usr/sbin/policy-rc.d
 fi
 ffmpeg -version | head -n 1
+chromium --version 2>/dev/null | head -n 1
+[ -d tests/browser/node_modules/playwright-core ] || \
+  npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund
 
 fuzz_seconds="${FUZZ_SECONDS:-45}"
 fuzz_toolchain=()
@@ -86,4 +93,5 @@ step "tests (io backend: auto)"
 cargo test --workspace --locked
 
 step "end-to-end tests again, epoll forced"
-SHARDCAST_TEST_IO=epoll cargo test -p shardcast --locked --tests
+# The browser tests exercise the page, not the backend: they run once, above.
+SHARDCAST_TEST_IO=epoll cargo test -p shardcast --locked --tests -- --skip browser_

@@ -11,7 +11,7 @@
 //! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
 //! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
-//! notifications), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks, memfds,
+//! notifications), [`player`] (player page, embed script, stream info, hls.js), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks, memfds,
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
 //! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes).
 //!
@@ -27,6 +27,7 @@ pub mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod notify;
+pub mod player;
 pub mod server;
 pub mod shard;
 pub mod stream;

@@ -119,6 +119,12 @@ pub struct HlsWindow {
     pub playlist_etag: String,
     /// EXT-X-TARGETDURATION, seconds.
     pub target_duration: u64,
+    /// The tracks, as read from the newest segment.
+    pub media: MediaInfo,
+    /// Peak segment bitrate of the listed segments, bits per second.
+    pub peak_bitrate: u64,
+    /// How many segments the media playlist lists.
+    pub listed: usize,
 }
 
 impl HlsWindow {
@@ -368,6 +374,9 @@ impl Packager {
                 self.listed.back().map_or(0, |s| s.program_date_time_ms)
             ),
             target_duration: self.target_duration,
+            media: self.media.clone(),
+            peak_bitrate: peak,
+            listed: self.listed.len(),
         };
         self.slot.store(Some(Arc::new(window)));
         let c = &self.counters;

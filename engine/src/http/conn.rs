@@ -99,8 +99,23 @@ pub enum Route {
     Hls(HlsRoute),
     /// `/`: the list of streams.
     Index,
+    /// A document made by the router (player page, embed script, stream info, hls.js).
+    Page(Page),
     /// Nothing.
     NotFound,
+}
+
+/// A document answered as it is, with its caching rules.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// Content-Type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+    /// Cache-Control.
+    pub cache_control: &'static str,
+    /// Entity tag, quoted, for documents that change only with the binary.
+    pub etag: Option<String>,
 }
 
 /// What an HLS path names, resolved against the stream's newest window.
@@ -120,8 +135,8 @@ pub enum HlsRoute {
 
 /// Maps paths to streams.
 pub trait Router {
-    /// What `path` names.
-    fn route(&self, path: &str) -> Route;
+    /// What a request names.
+    fn route(&self, head: &RequestHead) -> Route;
     /// The text of the index page.
     fn index(&self) -> String;
 }
@@ -233,7 +248,7 @@ impl Conn {
             return None;
         }
         let keep = head.keep_alive;
-        let route = router.route(&head.path);
+        let route = router.route(head);
         match (head.method, route) {
             (m @ (Method::Get | Method::Head), Route::Hls(hls)) => self.answer_hls(head, m == Method::Head, hls),
             (Method::Other, _) => {
@@ -256,6 +271,17 @@ impl Conn {
                 }
                 self.state = ConnState::Streaming { stream };
                 return Some(stream);
+            }
+            (m, Route::Page(page)) => {
+                let mut extra = format!("Cache-Control: {}\r\n", page.cache_control);
+                if let Some(etag) = &page.etag {
+                    extra.push_str(&format!("ETag: {etag}\r\n"));
+                    if head.if_none_match.as_deref() == Some(etag.as_str()) {
+                        self.respond(304, "", b"", keep, &extra, true);
+                        return None;
+                    }
+                }
+                self.respond_bytes(200, page.content_type, page.body, keep, &extra, m == Method::Head);
             }
             (m, Route::Index) => {
                 let body = router.index();

@@ -11,7 +11,7 @@
 
 mod conn;
 
-pub use conn::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Out, Route, Router};
+pub use conn::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Out, Page, Route, Router};
 
 /// Most headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;
@@ -44,6 +44,8 @@ pub struct RequestHead {
     pub range: Option<String>,
     /// The If-None-Match header, when there is one.
     pub if_none_match: Option<String>,
+    /// The Host header, when there is one and it is a plausible host[:port].
+    pub host: Option<String>,
 }
 
 /// Why a request head was refused.
@@ -68,13 +70,16 @@ pub enum HttpError {
     /// The request target is not an absolute path.
     #[error("request target is not an absolute path")]
     Target,
+    /// More than one Host header (RFC 9112, section 3.2: answered 400).
+    #[error("more than one Host header")]
+    DuplicateHost,
 }
 
 impl HttpError {
     /// The status code this error is answered with.
     pub fn status(self) -> u16 {
         match self {
-            HttpError::Malformed | HttpError::Target => 400,
+            HttpError::Malformed | HttpError::Target | HttpError::DuplicateHost => 400,
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
             HttpError::Body => 413,
         }
@@ -116,6 +121,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
     let mut keep_alive = http11;
     let mut range = None;
     let mut if_none_match = None;
+    let mut host = None;
+    let mut seen_host = false;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("connection") {
@@ -134,6 +141,18 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
             return Err(HttpError::Body);
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("host") {
+            if seen_host {
+                return Err(HttpError::DuplicateHost);
+            }
+            seen_host = true;
+            // It is written into URLs the server hands out: only host-name characters.
+            host = (!value.is_empty()
+                && value.len() <= 255
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+            .then(|| value.to_owned());
         } else if h.name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(value.to_owned());
         }
@@ -145,6 +164,7 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         keep_alive,
         range,
         if_none_match,
+        host,
     };
     Ok(Some((head, len)))
 }

@@ -7,10 +7,12 @@
 use super::{Fanout, Inbox, StreamInfo};
 use crate::config::SegmentSend;
 use crate::hls::Packager;
-use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Route, Router};
+use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Page, RequestHead, Route, Router};
 use crate::ingest::{DemoSource, Pipeline, UdpIngest};
+use crate::player;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,16 +70,66 @@ impl StreamsRouter<'_> {
     }
 }
 
+impl StreamsRouter<'_> {
+    /// `/{stream}/info.json`: URLs from the request's Host (the public base URL of the control
+    /// plane will take precedence once there is one).
+    fn info(&self, info: &StreamInfo, head: &RequestHead) -> Route {
+        let base = head
+            .host
+            .as_deref()
+            .map_or_else(|| "/".to_string(), |h| format!("http://{h}/"));
+        let window = info.hls_window.load_full();
+        Route::Page(Page {
+            content_type: "application/json",
+            body: player::info_json(
+                &info.name,
+                window.as_deref(),
+                &info.counters,
+                &base,
+                (sys::unix_ns() / 1_000_000) as i64,
+            ),
+            cache_control: "no-store",
+            etag: None,
+        })
+    }
+}
+
 impl Router for StreamsRouter<'_> {
-    fn route(&self, path: &str) -> Route {
+    fn route(&self, head: &RequestHead) -> Route {
+        let path = head.path.as_str();
         if path == "/" {
             return Route::Index;
         }
         let Some(rest) = path.strip_prefix('/') else {
             return Route::NotFound;
         };
+        if rest == player::hlsjs_path() {
+            return Route::Page(Page {
+                content_type: "text/javascript; charset=utf-8",
+                body: Bytes::from_static(player::HLSJS),
+                cache_control: "public, max-age=31536000, immutable",
+                etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),
+            });
+        }
         if let Some((name, file)) = rest.split_once('/') {
-            return self.hls(name, file);
+            return match (file, self.stream(name)) {
+                ("info.json", Some(info)) => self.info(info, head),
+                ("embed.js", Some(info)) => Route::Page(Page {
+                    content_type: "text/javascript; charset=utf-8",
+                    body: Bytes::from(player::embed_js(&info.name, None)),
+                    cache_control: "no-cache",
+                    etag: None,
+                }),
+                _ => self.hls(name, file),
+            };
+        }
+        if let Some(info) = rest.strip_suffix(".html").and_then(|n| self.stream(n)) {
+            return Route::Page(Page {
+                content_type: "text/html; charset=utf-8",
+                body: Bytes::from(player::page(&info.name)),
+                cache_control: "no-cache",
+                etag: None,
+            });
         }
         rest.strip_suffix(".ts")
             .and_then(|name| self.0.iter().position(|s| s.name == name))
@@ -86,7 +138,7 @@ impl Router for StreamsRouter<'_> {
 
     fn index(&self) -> String {
         let mut s = String::from(
-            "shardcast streams: /{name}/index.m3u8 (HLS), /{name}/master.m3u8, /{name}.ts (progressive MPEG-TS)\n",
+            "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
         );
         for info in self.0 {
             s.push_str(&format!("{}\n", info.name));

@@ -5,7 +5,8 @@ use std::sync::Arc;
 struct Streams;
 
 impl Router for Streams {
-    fn route(&self, path: &str) -> Route {
+    fn route(&self, head: &RequestHead) -> Route {
+        let path = head.path.as_str();
         match path {
             "/" => Route::Index,
             "/demo.ts" => Route::Stream(0),
@@ -195,7 +196,8 @@ mod hls {
     struct Hls(Option<Arc<HlsWindow>>);
 
     impl Router for Hls {
-        fn route(&self, path: &str) -> Route {
+        fn route(&self, head: &RequestHead) -> Route {
+            let path = head.path.as_str();
             let Some(w) = &self.0 else {
                 return Route::Hls(HlsRoute::NotReady);
             };

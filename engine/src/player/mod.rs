@@ -1,0 +1,195 @@
+//! What browsers get: the player page (`/{stream}.html`), the embed script
+//! (`/{stream}/embed.js`), the stream's info (`/{stream}/info.json`) and hls.js itself
+//! (`/player/hls-VERSION.min.js`), served from the binary so the page works offline.
+//!
+//! hls.js comes from the npm registry at build time (`engine/build.rs`, the version pinned by
+//! `player/package-lock.json`); the page uses it only where the browser has no native HLS.
+//! URLs in the page are relative, so it works behind any proxy path; the embed script finds
+//! the server from its own address. What it does not do: decide who may watch (the control
+//! plane's token checks), or know a public base URL yet (the control plane's setting).
+
+use crate::hls::HlsWindow;
+use crate::stream::StreamCounters;
+use bytes::Bytes;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+
+/// hls.js, minified, as npm installed it.
+pub static HLSJS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hls.min.js"));
+
+/// The hls.js version (its URL changes with it, so it can be cached for good).
+pub const HLSJS_VERSION: &str = env!("SHARDCAST_HLSJS_VERSION");
+
+/// Where hls.js is served, relative to the server root.
+pub fn hlsjs_path() -> String {
+    format!("player/hls-{HLSJS_VERSION}.min.js")
+}
+
+/// The player page of a stream.
+pub fn page(stream: &str) -> String {
+    include_str!("page.html")
+        .replace("__STREAM__", stream)
+        .replace("__HLSJS__", &hlsjs_path())
+}
+
+/// The embed script of a stream. `public_base` (with a trailing slash) overrides the address
+/// the script was loaded from.
+pub fn embed_js(stream: &str, public_base: Option<&str>) -> String {
+    include_str!("embed.js")
+        .replace("__STREAM__", stream)
+        .replace("__BASE__", public_base.unwrap_or(""))
+}
+
+/// Whether a stream can be watched now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// No segment yet, or none for a while: the source is silent.
+    Waiting,
+    /// Segments are being made.
+    Live,
+}
+
+/// A source is silent when the newest segment ended this long ago: two target durations (one
+/// segment being cut, one more for a late keyframe) and a second.
+fn silent_after_ms(window: &HlsWindow) -> i64 {
+    (window.target_duration as i64 * 2 + 1) * 1000
+}
+
+/// The state of a stream from its newest window, at `now_ms` (UNIX ms).
+pub fn state(window: Option<&HlsWindow>, now_ms: i64) -> StreamState {
+    let Some(w) = window else {
+        return StreamState::Waiting;
+    };
+    let Some(newest) = w.segments().last() else {
+        return StreamState::Waiting;
+    };
+    let ended_ms = newest.program_date_time_ms + newest.duration().as_millis() as i64;
+    if now_ms - ended_ms > silent_after_ms(w) {
+        StreamState::Waiting
+    } else {
+        StreamState::Live
+    }
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    stream: &'a str,
+    state: StreamState,
+    outputs: Outputs,
+    tracks: Vec<Track>,
+    /// Peak segment bitrate, bits per second (0 before the first segment).
+    bitrate: u64,
+    /// HLS target duration, seconds (0 before the first segment).
+    target_duration: u64,
+    /// Segments the live playlist lists now (players start a few segments from its end).
+    segments: usize,
+    /// Viewers connected now, all protocols.
+    viewers: u64,
+}
+
+#[derive(Serialize)]
+struct Outputs {
+    hls: String,
+    hls_media: String,
+    http_ts: String,
+    player: String,
+    embed: String,
+}
+
+#[derive(Serialize)]
+struct Track {
+    kind: &'static str,
+    codec: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u32>,
+}
+
+/// `/{stream}/info.json`. `base` is the server's URL with a trailing slash (the public base
+/// URL, or one made from the request's Host), or `/` when neither is known.
+pub fn info_json(
+    stream: &str,
+    window: Option<&HlsWindow>,
+    counters: &StreamCounters,
+    base: &str,
+    now_ms: i64,
+) -> Bytes {
+    let mut tracks = Vec::new();
+    if let Some(w) = window {
+        if let Some(codec) = &w.media.video {
+            tracks.push(Track {
+                kind: "video",
+                codec: codec.clone(),
+                width: w.media.resolution.map(|r| r.0),
+                height: w.media.resolution.map(|r| r.1),
+            });
+        }
+        if let Some(codec) = &w.media.audio {
+            tracks.push(Track {
+                kind: "audio",
+                codec: codec.clone(),
+                width: None,
+                height: None,
+            });
+        }
+    }
+    let info = Info {
+        stream,
+        state: state(window, now_ms),
+        outputs: Outputs {
+            hls: format!("{base}{stream}/master.m3u8"),
+            hls_media: format!("{base}{stream}/index.m3u8"),
+            http_ts: format!("{base}{stream}.ts"),
+            player: format!("{base}{stream}.html"),
+            embed: format!("{base}{stream}/embed.js"),
+        },
+        tracks,
+        bitrate: window.map_or(0, |w| w.peak_bitrate),
+        target_duration: window.map_or(0, |w| w.target_duration),
+        segments: window.map_or(0, |w| w.listed),
+        viewers: counters.viewers.load(Ordering::Relaxed),
+    };
+    // Serialising plain strings and numbers cannot fail; an empty object would be the answer
+    // if it somehow did.
+    Bytes::from(serde_json::to_vec(&info).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_its_stream_and_the_served_hlsjs() {
+        let html = page("cam1");
+        assert!(html.contains("var stream = \"cam1\";"));
+        assert!(html.contains(&format!(
+            "<script src=\"player/hls-{HLSJS_VERSION}.min.js\">"
+        )));
+        assert!(!html.contains("__"));
+        // hls.js really is in the binary.
+        assert!(HLSJS.len() > 100_000);
+        assert!(HLSJS.windows(11).any(|w| w == b"isSupported"));
+    }
+
+    #[test]
+    fn the_embed_script_uses_its_own_address_unless_a_base_is_given() {
+        let js = embed_js("cam1", None);
+        assert!(js.contains("var base = \"\" || new URL(\"..\", script.src).href;"));
+        assert!(js.contains("base + \"cam1.html\""));
+        let js = embed_js("cam1", Some("https://tv.example/live/"));
+        assert!(js.contains("var base = \"https://tv.example/live/\" ||"));
+    }
+
+    #[test]
+    fn a_stream_without_segments_is_waiting_with_urls_from_the_base() {
+        let counters = StreamCounters::default();
+        let json = info_json("cam1", None, &counters, "http://h:8080/", 0);
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(text.contains("\"state\":\"waiting\""), "{text}");
+        assert!(text.contains("\"hls\":\"http://h:8080/cam1/master.m3u8\""));
+        assert!(text.contains("\"http_ts\":\"http://h:8080/cam1.ts\""));
+        assert!(text.contains("\"tracks\":[]"));
+    }
+}

@@ -1,0 +1,371 @@
+//! The player page in a real browser: shardcast with an ffmpeg source, the page opened in
+//! Debian's headless Chromium (driven by playwright-core through tests/browser/play.mjs), once
+//! through hls.js and once through Chromium's native HLS; and the page going to "waiting" when
+//! the source stops and playing again when it comes back. Also info.json and embed.js over
+//! HTTP. Screenshots go to target/browser/.
+//!
+//! The browser tests run one at a time (each holds an encoder and a browser on two cores).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use support::*;
+
+static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An H.264 + AAC source into UDP, small enough to leave the browser CPU.
+fn source(port: u16, seconds: u32) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "800k"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "mpegts"])
+            .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg must be installed"),
+    )
+}
+
+/// shardcast with one stream `cam` fed by UDP on the returned port.
+fn server_with_udp_stream(dir: &Path) -> (Server, u16) {
+    let port = free_port();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n"
+        ),
+    )
+    .unwrap();
+    (Server::start(&["--config", config.to_str().unwrap()]), port)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One observation of the page.
+#[derive(Debug, Clone)]
+struct Sample {
+    t: f64,
+    current_time: f64,
+    frames: u64,
+    state: String,
+    engine: String,
+    media_errors: usize,
+    #[allow(dead_code)] // read through Debug, in failure messages
+    errors: String,
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":");
+    let at = line.find(&key).map(|i| i + key.len()).unwrap_or(line.len());
+    let rest = &line[at..];
+    let end = rest
+        .find([',', '}'])
+        .filter(|_| !rest.starts_with('['))
+        .unwrap_or_else(|| rest.find(']').map_or(rest.len(), |i| i + 1));
+    rest[..end].trim_matches('"')
+}
+
+fn parse(line: &str) -> Option<Sample> {
+    line.starts_with('{').then(|| Sample {
+        t: field(line, "t").parse().unwrap_or(0.0),
+        current_time: field(line, "currentTime").parse().unwrap_or(0.0),
+        frames: field(line, "frames").parse().unwrap_or(0),
+        state: field(line, "state").to_string(),
+        engine: field(line, "engine").to_string(),
+        media_errors: field(line, "mediaErrors").matches('"').count() / 2,
+        errors: format!(
+            "{} {}",
+            field(line, "mediaErrors"),
+            field(line, "networkErrors")
+        ),
+    })
+}
+
+/// The browser, reporting samples as they come.
+struct Browser {
+    child: KillOnDrop,
+    samples: mpsc::Receiver<Sample>,
+    seen: Vec<Sample>,
+}
+
+impl Browser {
+    fn open(url: &str, seconds: u32, screenshot: Option<(&Path, u32)>) -> Browser {
+        let script = workspace().join("tests/browser/play.mjs");
+        assert!(
+            workspace()
+                .join("tests/browser/node_modules/playwright-core")
+                .exists(),
+            "playwright-core is missing: run tests/run.sh (it runs npm ci in tests/browser)"
+        );
+        let mut command = Command::new("node");
+        command.arg(&script).arg(url).arg(seconds.to_string());
+        if let Some((path, at)) = screenshot {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            command.arg(format!("{}@{at}", path.display()));
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(sample) = parse(&line) {
+                    if tx.send(sample).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Browser {
+            child: KillOnDrop(child),
+            samples: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait up to `limit` for a sample that satisfies `until`; every sample is kept.
+    fn watch(&mut self, limit: Duration, until: impl Fn(&Sample) -> bool) -> Option<Sample> {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.samples.recv_timeout(left) {
+                Ok(s) => {
+                    self.seen.push(s.clone());
+                    if until(&s) {
+                        return Some(s);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn finish(mut self) -> Vec<Sample> {
+        while let Ok(s) = self.samples.recv_timeout(Duration::from_secs(30)) {
+            self.seen.push(s);
+        }
+        let _ = self.child.0.wait();
+        self.seen
+    }
+}
+
+/// The page plays through `engine`: currentTime advances by at least 10 s over 15 s, frames
+/// are decoded, no media error.
+fn plays_through(engine: &str) {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir(&format!("browser-{engine}"));
+    let (server, port) = server_with_udp_stream(&dir);
+    let _ffmpeg = source(port, 60);
+    let shot = workspace().join(format!("target/browser/player-{engine}.png"));
+    let _ = std::fs::remove_file(&shot);
+    let url = server.url(&format!("/cam.html?engine={engine}"));
+    let mut browser = Browser::open(&url, 40, Some((&shot, 30)));
+    let started = browser
+        .watch(Duration::from_secs(25), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    let samples = browser.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    let later = samples
+        .iter()
+        .find(|s| s.t >= started.t + 15.0)
+        .unwrap_or_else(|| panic!("no sample 15 s after the start: {samples:?}"));
+    assert!(
+        later.current_time - started.current_time >= 10.0,
+        "currentTime went from {} to {} in {:.1} s: {samples:?}",
+        started.current_time,
+        later.current_time,
+        later.t - started.t
+    );
+    assert!(later.frames > started.frames + 100, "{samples:?}");
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.engine != "null")
+            .all(|s| s.engine == engine),
+        "{samples:?}"
+    );
+    assert_eq!(later.state, "live");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5000);
+}
+
+#[test]
+fn browser_plays_through_hlsjs() {
+    plays_through("hlsjs");
+}
+
+#[test]
+fn browser_plays_through_native_hls() {
+    plays_through("native");
+}
+
+#[test]
+fn browser_waits_when_the_source_stops_and_plays_when_it_returns() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("browser-outage");
+    let (server, port) = server_with_udp_stream(&dir);
+    let mut ffmpeg = source(port, 120);
+    let mut browser = Browser::open(&server.url("/cam.html"), 75, None);
+    let playing = browser
+        .watch(Duration::from_secs(25), |s| s.current_time > 2.0)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    assert_eq!(playing.state, "live");
+
+    let _ = ffmpeg.0.kill();
+    let _ = ffmpeg.0.wait();
+    let stopped = Instant::now();
+    let waiting = browser.watch(Duration::from_secs(15), |s| s.state == "waiting");
+    assert!(
+        waiting.is_some(),
+        "the page never said waiting after the source stopped: {:?}",
+        browser.seen.last()
+    );
+    let waited = stopped.elapsed();
+
+    ffmpeg = source(port, 120);
+    let back = browser
+        .watch(Duration::from_secs(20), |s| s.state == "live")
+        .unwrap_or_else(|| panic!("the page never went live again: {:?}", browser.seen.last()));
+    let resumed = browser
+        .watch(Duration::from_secs(25), |s| {
+            s.state == "live" && s.frames > back.frames + 50
+        })
+        .unwrap_or_else(|| panic!("playback did not resume: {:?}", browser.seen));
+    let at = resumed.current_time;
+    let advancing = browser.watch(Duration::from_secs(15), |s| s.current_time >= at + 3.0);
+    drop(ffmpeg);
+    let samples = browser.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        advancing.is_some(),
+        "currentTime did not advance after the source came back: {samples:?}"
+    );
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    eprintln!("waiting shown {waited:?} after the source stopped");
+    drop(server);
+}
+
+#[test]
+fn info_json_and_embed_js_describe_the_stream() {
+    let dir = temp_dir("info");
+    let (server, port) = server_with_udp_stream(&dir);
+    // Before the source: waiting, no tracks, CORS open.
+    let raw = raw_get(
+        server.addr,
+        "GET /cam/info.json HTTP/1.1\r\nHost: tv.example:8080\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let (head, body) = split_response(&raw);
+    let (head, body) = (head.to_string(), body.to_vec());
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    assert_eq!(header(&head, "content-type"), Some("application/json"));
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("\"state\":\"waiting\""), "{text}");
+    assert!(
+        text.contains("\"hls\":\"http://tv.example:8080/cam/master.m3u8\""),
+        "{text}"
+    );
+    assert!(text.contains("\"http_ts\":\"http://tv.example:8080/cam.ts\""));
+
+    let _ffmpeg = source(port, 30);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, _, body) = fetch(server.addr, "/cam/info.json", "");
+        let text = String::from_utf8(body).unwrap();
+        if text.contains("\"state\":\"live\"") && text.contains("avc1") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never live: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        text.contains("{\"kind\":\"video\",\"codec\":\"avc1.")
+            && text.contains("\"width\":640,\"height\":360"),
+        "{text}"
+    );
+    assert!(
+        text.contains("{\"kind\":\"audio\",\"codec\":\"mp4a.40.2\"}"),
+        "{text}"
+    );
+
+    let (status, head, body) = fetch(server.addr, "/cam/embed.js", "");
+    assert_eq!(status, 200);
+    assert!(header(&head, "content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    let js = String::from_utf8(body).unwrap();
+    assert!(js.contains("base + \"cam.html\""));
+
+    let (status, head, body) = fetch(server.addr, "/cam.html", "");
+    assert_eq!(status, 200);
+    assert!(header(&head, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = String::from_utf8(body).unwrap();
+    let hlsjs = html
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let (status, head, body) = fetch(server.addr, &format!("/{hlsjs}"), "");
+    assert_eq!(status, 200);
+    assert!(body.len() > 100_000);
+    let etag = header(&head, "etag").unwrap().to_string();
+    assert!(header(&head, "cache-control")
+        .unwrap()
+        .contains("immutable"));
+    let (status, _, _) = fetch(
+        server.addr,
+        &format!("/{hlsjs}"),
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(status, 304);
+    let (status, _, _) = fetch(server.addr, "/nothere.html", "");
+    assert_eq!(status, 404);
+    let (status, _, _) = fetch(server.addr, "/nothere/info.json", "");
+    assert_eq!(status, 404);
+    // Two Host headers are refused (RFC 9112): the value is written into URLs.
+    let (status, _, _) = fetch(server.addr, "/cam/info.json", "Host: other\r\n");
+    assert_eq!(status, 400);
+    let _ = std::fs::remove_dir_all(&dir);
+}
