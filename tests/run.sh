@@ -4,7 +4,8 @@
 # On a fresh Debian machine it first installs what the tests need and is missing: ffmpeg
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
-# npm and chromium (hls.js for the player page, and the browser tests), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# npm and chromium (hls.js for the player page, and the browser tests), prometheus (promtool),
+# and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
 set -euo pipefail
@@ -29,6 +30,8 @@ command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 # The player page: npm fetches hls.js for the build and playwright-core for the browser tests,
 # which drive Debian's Chromium.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# promtool, Prometheus's own parser, reads /metrics in the control-plane tests.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

@@ -12,6 +12,13 @@
 //! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
 //! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
+//! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
+//!                                  # else ~/.local/state/shardcast
+//!
+//! [api]
+//! listen = "127.0.0.1:4242"       # the JSON API and /metrics; "off" for none
+//! token = "…"                     # bearer token; default: generated once, kept in state_dir
+//! metrics_need_token = false      # /metrics without the token (the listener is loopback)
 //!
 //! [[stream]]
 //! name = "cam1"
@@ -55,6 +62,15 @@ pub struct Config {
     pub segment_send: SegmentSend,
     /// The streams.
     pub streams: Vec<StreamConfig>,
+    /// The API and metrics listener; `None`: no API.
+    pub api_listen: Option<SocketAddr>,
+    /// The API's bearer token; `None`: generated once and kept in the state directory.
+    pub api_token: Option<String>,
+    /// Whether `/metrics` needs the API token too.
+    pub metrics_need_token: bool,
+    /// Where state (a generated API token) is kept; `None`: the default (see
+    /// [`crate::control::token::state_dir`]).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Which I/O backend the shards run on.
@@ -133,6 +149,8 @@ pub struct StreamConfig {
     pub name: String,
     /// Where it comes from.
     pub source: SourceSpec,
+    /// The source as configured (a URL).
+    pub source_url: String,
     /// Seconds kept for joining viewers.
     pub window_s: f64,
     /// HLS segmenting and playlist settings.
@@ -170,6 +188,10 @@ pub struct ConfigSource {
     pub listen: Option<SocketAddr>,
     /// `--io`.
     pub io: Option<IoBackend>,
+    /// `--api-listen` (`Some(None)`: `off`).
+    pub api_listen: Option<Option<SocketAddr>>,
+    /// `--state-dir`.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl ConfigSource {
@@ -185,6 +207,12 @@ impl ConfigSource {
         }
         if let Some(io) = self.io {
             config.io = io;
+        }
+        if let Some(api) = self.api_listen {
+            config.api_listen = api;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = Some(dir.clone());
         }
         Ok(config)
     }
@@ -207,6 +235,17 @@ struct File {
     server: ServerSection,
     #[serde(default, rename = "stream")]
     streams: Vec<toml::Spanned<StreamSection>>,
+    #[serde(default)]
+    api: ApiSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    listen: Option<toml::Spanned<String>>,
+    token: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    metrics_need_token: bool,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +270,7 @@ struct ServerSection {
     send_buffer: usize,
     #[serde(default)]
     segment_send: SegmentSend,
+    state_dir: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -246,6 +286,7 @@ impl Default for ServerSection {
             flush_interval: default_flush_interval(),
             send_buffer: 0,
             segment_send: SegmentSend::Auto,
+            state_dir: None,
         }
     }
 }
@@ -335,6 +376,16 @@ impl Config {
         );
         server("send_buffer", self.send_buffer == other.send_buffer);
         server("segment_send", self.segment_send == other.segment_send);
+        server("state_dir", self.state_dir == other.state_dir);
+        if self.api_listen != other.api_listen {
+            out.push("api.listen".into());
+        }
+        if self.api_token != other.api_token {
+            out.push("api.token".into());
+        }
+        if self.metrics_need_token != other.metrics_need_token {
+            out.push("api.metrics_need_token".into());
+        }
         for s in &self.streams {
             match other.streams.iter().find(|o| o.name == s.name) {
                 None => out.push(format!("stream {} removed", s.name)),
@@ -357,6 +408,7 @@ impl Config {
         c.streams.push(StreamConfig {
             name: "demo".into(),
             source: SourceSpec::Demo,
+            source_url: "demo:".into(),
             window_s: default_window(),
             hls: HlsSettings::default(),
         });
@@ -432,6 +484,29 @@ impl Config {
                 message: "flush_interval must be 0 to 1000 ms".into(),
             });
         }
+        let api_listen = match &file.api.listen {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 4242))),
+            Some(l) if l.get_ref() == "off" => None,
+            Some(l) => Some(l.get_ref().parse().map_err(|_| {
+                bad(
+                    l.span(),
+                    format!(
+                        "api listen {:?} is not an address:port or \"off\"",
+                        l.get_ref()
+                    ),
+                )
+            })?),
+        };
+        let api_token = match file.api.token {
+            None => None,
+            Some(t) if crate::control::token::valid(t.get_ref()) => Some(t.into_inner()),
+            Some(t) => {
+                return Err(bad(
+                    t.span(),
+                    "api token must be 16 to 256 printable characters without spaces".into(),
+                ))
+            }
+        };
         let mut streams: Vec<StreamConfig> = Vec::new();
         for spanned in file.streams {
             let span = spanned.span();
@@ -488,6 +563,7 @@ impl Config {
             streams.push(StreamConfig {
                 name: name.clone(),
                 source,
+                source_url: st.source.get_ref().clone(),
                 window_s: st.window,
                 hls,
             });
@@ -504,6 +580,10 @@ impl Config {
             send_buffer: s.send_buffer,
             segment_send: s.segment_send,
             streams,
+            api_listen,
+            api_token,
+            metrics_need_token: file.api.metrics_need_token,
+            state_dir: s.state_dir.map(std::path::PathBuf::from),
         })
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod capacity;
 pub mod config;
+pub mod control;
 pub mod files;
 pub mod hls;
 pub mod host;

@@ -4,7 +4,7 @@
 //! progressive HTTP-TS to viewers. With no arguments it serves a built-in `demo` stream on
 //! 0.0.0.0:8080. `inspect` reads a transport stream file the way ingest does and reports it.
 //! `tune check|apply` compares the kernel with a tuning profile or installs one; `capacity`
-//! plans a deployment from measured costs. `check-config` arrives with the control plane.
+//! plans a deployment from measured costs; `check-config` validates a configuration file.
 #![deny(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -39,6 +39,12 @@ enum Command {
     },
     /// CPU, memory, bandwidth and storage for a number of viewers and streams.
     Capacity(capacity::Inputs),
+    /// Validate a configuration file: prints what it configures, or the line and reason of
+    /// the error (exit status 1).
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +81,25 @@ struct ServeArgs {
     /// I/O backend (auto, io_uring, epoll), overriding the configuration's.
     #[arg(long)]
     io: Option<config::IoBackend>,
+    /// The API's listen address, or `off`, overriding the configuration's.
+    #[arg(long, value_parser = parse_api_listen)]
+    api_listen: Option<ApiListen>,
+    /// State directory (a generated API token is kept there), overriding the configuration's.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// `--api-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct ApiListen(Option<std::net::SocketAddr>);
+
+fn parse_api_listen(text: &str) -> Result<ApiListen, String> {
+    if text == "off" {
+        return Ok(ApiListen(None));
+    }
+    text.parse()
+        .map(|a| ApiListen(Some(a)))
+        .map_err(|_| format!("{text:?} is not an address:port or \"off\""))
 }
 
 fn main() -> ExitCode {
@@ -87,6 +112,7 @@ fn main() -> ExitCode {
             print!("{}", capacity::render(&inputs));
             Ok(())
         }
+        Command::CheckConfig { file } => check_config(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,9 +134,31 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         path: args.config.clone(),
         listen: args.listen,
         io: args.io,
+        api_listen: args.api_listen.map(|a| a.0),
+        state_dir: args.state_dir.clone(),
     };
     let config = source.load()?;
     server::serve(config, source)
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    let c = config::Config::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let api = c
+        .api_listen
+        .map_or("off".to_string(), |a| format!("API on {a}"));
+    println!(
+        "{}: ok: listen {}, {} shard(s) on CPUs {:?}, io {:?}, {api}, {} stream(s)",
+        file.display(),
+        c.listen,
+        c.cpus.len(),
+        c.cpus,
+        c.io,
+        c.streams.len()
+    );
+    for s in &c.streams {
+        println!("  {} <- {}", s.name, s.source_url);
+    }
+    Ok(())
 }
 
 fn run_tune(action: TuneAction) -> Result<(), String> {

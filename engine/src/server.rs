@@ -30,6 +30,10 @@ use std::sync::Arc;
 /// Run the server until a signal stops it. SIGHUP loads `source` again.
 pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let shards = config.cpus.len();
+    // Handlers first: a signal that comes while the server starts must not kill it (SIGHUP's
+    // default action is to terminate).
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     startup_checks(&config, Path::new("/"));
     let wanted = (config.max_connections_per_shard as u64 + 64).saturating_mul(shards as u64);
     match crate::sys::raise_file_limit() {
@@ -172,6 +176,16 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
+    let control = match config.api_listen {
+        None => None,
+        Some(listen) => Some(crate::control::ControlPlane::start(
+            listen,
+            start_control(&config, &streams, io)?,
+        )?),
+    };
+    if let Some(c) = &control {
+        tracing::info!(api = %c.local, "JSON API on http://{}/api/v1/, metrics on http://{}/metrics", c.local, c.local);
+    }
     let notifier = crate::notify::Notifier::from_env().map(Arc::new);
     if let Some(n) = &notifier {
         n.send(&format!(
@@ -187,9 +201,12 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
                 .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
         }
     }
-    wait_for_signal(&run, &wakers, &config, &source)?;
+    wait_for_signal(signals, &run, &wakers, &config, &source);
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    if let Some(c) = control {
+        c.stop();
     }
     let mut failed = false;
     for t in threads {
@@ -203,6 +220,39 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     }
 }
 
+/// The control plane's view of the server, with the API token found or made.
+fn start_control(
+    config: &Config,
+    streams: &Arc<Vec<StreamInfo>>,
+    io: &'static str,
+) -> Result<Arc<crate::control::ControlState>, String> {
+    use crate::control::token;
+    let dir = token::state_dir(None, config.state_dir.as_deref());
+    let (token, origin) = token::load_or_generate(config.api_token.as_deref(), &dir)?;
+    match &origin {
+        token::Origin::Configured => tracing::info!("API token: from the configuration"),
+        token::Origin::Stored(path) => {
+            tracing::info!("API token: in {}", path.display())
+        }
+        token::Origin::Generated(path) => tracing::warn!(
+            "API token generated and kept in {} (send it as `Authorization: Bearer {token}`)",
+            path.display()
+        ),
+    }
+    Ok(Arc::new(crate::control::ControlState::new(
+        streams.clone(),
+        config
+            .streams
+            .iter()
+            .map(|s| s.source_url.clone())
+            .collect(),
+        config.cpus.clone(),
+        io,
+        token,
+        config.metrics_need_token,
+    )))
+}
+
 /// A shard's backend, made before the shards start so each can hold the others' wakers.
 enum Backend {
     Epoll(mio::Poll),
@@ -210,13 +260,12 @@ enum Backend {
 }
 
 fn wait_for_signal(
+    mut signals: signal_hook::iterator::Signals,
     run: &Arc<RunState>,
     wakers: &[Arc<dyn Wake>],
     running: &Config,
     source: &ConfigSource,
-) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+) {
     let handle = signals.handle();
     let watcher_run = run.clone();
     let watcher_wakers: Vec<_> = wakers.to_vec();
@@ -251,7 +300,6 @@ fn wait_for_signal(
         }
         break;
     }
-    Ok(())
 }
 
 /// SIGHUP: read the configuration file again. A file that does not validate is refused with

@@ -97,25 +97,23 @@ struct Outputs {
     embed: String,
 }
 
-#[derive(Serialize)]
-struct Track {
-    kind: &'static str,
-    codec: String,
+/// A track of a stream, as info.json and the API describe it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Track {
+    /// `video` or `audio`.
+    pub kind: &'static str,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Video width.
     #[serde(skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
+    pub width: Option<u32>,
+    /// Video height.
     #[serde(skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
+    pub height: Option<u32>,
 }
 
-/// `/{stream}/info.json`. `base` is the server's URL with a trailing slash (the public base
-/// URL, or one made from the request's Host), or `/` when neither is known.
-pub fn info_json(
-    stream: &str,
-    window: Option<&HlsWindow>,
-    counters: &StreamCounters,
-    base: &str,
-    now_ms: i64,
-) -> Bytes {
+/// The tracks of the newest segment.
+pub fn tracks(window: Option<&HlsWindow>) -> Vec<Track> {
     let mut tracks = Vec::new();
     if let Some(w) = window {
         if let Some(codec) = &w.media.video {
@@ -135,6 +133,18 @@ pub fn info_json(
             });
         }
     }
+    tracks
+}
+
+/// `/{stream}/info.json`. `base` is the server's URL with a trailing slash (the public base
+/// URL, or one made from the request's Host), or `/` when neither is known.
+pub fn info_json(
+    stream: &str,
+    window: Option<&HlsWindow>,
+    counters: &StreamCounters,
+    base: &str,
+    now_ms: i64,
+) -> Bytes {
     let info = Info {
         stream,
         state: state(window, now_ms),
@@ -145,7 +155,7 @@ pub fn info_json(
             player: format!("{base}{stream}.html"),
             embed: format!("{base}{stream}/embed.js"),
         },
-        tracks,
+        tracks: tracks(window),
         bitrate: window.map_or(0, |w| w.peak_bitrate),
         target_duration: window.map_or(0, |w| w.target_duration),
         segments: window.map_or(0, |w| w.listed),

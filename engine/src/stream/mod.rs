@@ -16,7 +16,7 @@
 
 mod counters;
 
-pub use counters::StreamCounters;
+pub use counters::{StreamCounters, StreamCountersSnapshot};
 
 use bytes::Bytes;
 use std::collections::VecDeque;

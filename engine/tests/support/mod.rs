@@ -49,6 +49,10 @@ impl Server {
             .arg("serve")
             .args(args)
             .args(["--listen", &addr.to_string()]);
+        // The API listens on a fixed port by default; tests that want it ask for one.
+        if !args.contains(&"--api-listen") {
+            command.args(["--api-listen", "off"]);
+        }
         if let Ok(io) = std::env::var("SHARDCAST_TEST_IO") {
             if !args.contains(&"--io") {
                 command.args(["--io", &io]);

@@ -1,0 +1,216 @@
+//! The JSON API's routes and answers (`/api/v1/…`, documented in `engine/api/openapi.json`)
+//! and the `/metrics` route. Every error is a JSON object with an `error` message.
+
+use super::{metrics, token, ControlState};
+use crate::player;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+type Shared = Arc<ControlState>;
+
+/// An API error: its status and a message, answered as `{"error": "…"}`.
+#[derive(Debug)]
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        let mut response = (self.0, Json(Body { error: self.1 })).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shardcast\""),
+            );
+        }
+        response
+    }
+}
+
+/// The routes, with the token required where it is.
+pub(super) fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/api/v1/server", get(server_info))
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/streams/{name}", get(stream_status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let mut metrics = Router::new().route("/metrics", get(metrics_text));
+    if state.metrics_need_token {
+        metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    }
+    Router::new()
+        .merge(api)
+        .merge(metrics)
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here".into(),
+            )
+        })
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if token::matches(t, &state.token) => next.run(request).await,
+        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "the bearer token is wrong".into()).into_response(),
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "an API token is needed: Authorization: Bearer TOKEN (see the server's state directory)".into(),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct ServerInfo {
+    version: &'static str,
+    shards: usize,
+    cpus: Vec<usize>,
+    io_backend: &'static str,
+    uptime_seconds: f64,
+    started_at: u64,
+    streams: usize,
+}
+
+async fn server_info(State(state): State<Shared>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        shards: state.cpus.len(),
+        cpus: state.cpus.clone(),
+        io_backend: state.io_backend,
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        started_at: state.started_unix,
+        streams: state.streams.len(),
+    })
+}
+
+#[derive(Serialize)]
+struct StreamSummary {
+    name: String,
+    source: String,
+    state: player::StreamState,
+    input_bitrate: u64,
+    viewers: u64,
+}
+
+#[derive(Serialize)]
+struct Viewers {
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct Segments {
+    sealed: u64,
+    dropped: u64,
+    listed: usize,
+    target_duration: u64,
+    held_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct StreamStatus {
+    name: String,
+    source: String,
+    state: player::StreamState,
+    input_bitrate: u64,
+    tracks: Vec<player::Track>,
+    received_bytes: u64,
+    sent_bytes: u64,
+    continuity_errors: u64,
+    malformed_packets: u64,
+    kernel_drops: u64,
+    viewers: Viewers,
+    segments: Segments,
+}
+
+fn now_ms() -> i64 {
+    (crate::sys::unix_ns() / 1_000_000) as i64
+}
+
+async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
+    let now = now_ms();
+    Json(
+        state
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let window = info.hls_window.load_full();
+                StreamSummary {
+                    name: info.name.clone(),
+                    source: state.sources.get(i).cloned().unwrap_or_default(),
+                    state: player::state(window.as_deref(), now),
+                    input_bitrate: state.input_bitrate(i),
+                    viewers: info.counters.viewers.load(Ordering::Relaxed),
+                }
+            })
+            .collect(),
+    )
+}
+
+async fn stream_status(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<StreamStatus>, ApiError> {
+    let Some((i, info)) = state
+        .streams
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name)
+    else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stream named {name:?}"),
+        ));
+    };
+    let window = info.hls_window.load_full();
+    let c = info.counters.snapshot();
+    Ok(Json(StreamStatus {
+        name: info.name.clone(),
+        source: state.sources.get(i).cloned().unwrap_or_default(),
+        state: player::state(window.as_deref(), now_ms()),
+        input_bitrate: state.input_bitrate(i),
+        tracks: player::tracks(window.as_deref()),
+        received_bytes: c.bytes_in,
+        sent_bytes: c.bytes_out,
+        continuity_errors: c.continuity_errors,
+        malformed_packets: c.malformed_packets,
+        kernel_drops: c.kernel_drops,
+        viewers: Viewers { total: c.viewers },
+        segments: Segments {
+            sealed: c.segments,
+            dropped: c.segments_dropped,
+            listed: window.as_ref().map_or(0, |w| w.listed),
+            target_duration: window.as_ref().map_or(0, |w| w.target_duration),
+            held_bytes: c.segment_bytes,
+        },
+    }))
+}
+
+async fn metrics_text(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics::render(&state),
+    )
+        .into_response()
+}

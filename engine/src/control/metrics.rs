@@ -1,0 +1,170 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//!
+//! The values are the engine's own atomics read at scrape time, so there is no registry to
+//! keep in step with the streams: this writes the format directly (HELP, TYPE, one sample per
+//! stream, label values escaped). Names are listed in README ("Metrics").
+//!
+//! What it does not have yet: ingest-to-send latency histograms, per-shard loop times and
+//! trigger counts (they arrive with the rest of the control plane).
+
+use super::ControlState;
+use crate::stream::StreamCountersSnapshot;
+use std::fmt::Write as _;
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+type Read = fn(&StreamCountersSnapshot) -> u64;
+
+/// Per-stream families: name, type, help, value.
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 13] = [
+    (
+        "shardcast_stream_viewers",
+        "gauge",
+        "Viewers connected now, all protocols.",
+        |c| c.viewers,
+    ),
+    (
+        "shardcast_stream_received_bytes_total",
+        "counter",
+        "Bytes received from the source.",
+        |c| c.bytes_in,
+    ),
+    (
+        "shardcast_stream_received_datagrams_total",
+        "counter",
+        "Datagrams (or reads) received from the source.",
+        |c| c.datagrams,
+    ),
+    (
+        "shardcast_stream_sent_bytes_total",
+        "counter",
+        "Bytes sent to viewers.",
+        |c| c.bytes_out,
+    ),
+    (
+        "shardcast_stream_continuity_errors_total",
+        "counter",
+        "MPEG-TS continuity counter gaps in the source.",
+        |c| c.continuity_errors,
+    ),
+    (
+        "shardcast_stream_malformed_packets_total",
+        "counter",
+        "Unreadable or flagged transport packets dropped.",
+        |c| c.malformed_packets,
+    ),
+    (
+        "shardcast_stream_kernel_drops_total",
+        "counter",
+        "Datagrams the kernel dropped because the socket buffer was full.",
+        |c| c.kernel_drops,
+    ),
+    (
+        "shardcast_stream_fanout_drops_total",
+        "counter",
+        "Chunks a shard missed because its queue was full.",
+        |c| c.fanout_drops,
+    ),
+    (
+        "shardcast_stream_lag_skips_total",
+        "counter",
+        "Viewers moved ahead to a newer keyframe because they fell behind.",
+        |c| c.lag_skips,
+    ),
+    (
+        "shardcast_stream_segments_total",
+        "counter",
+        "HLS segments sealed.",
+        |c| c.segments,
+    ),
+    (
+        "shardcast_stream_segments_dropped_total",
+        "counter",
+        "HLS segments dropped while being built (too large without a keyframe).",
+        |c| c.segments_dropped,
+    ),
+    (
+        "shardcast_stream_segment_bytes",
+        "gauge",
+        "Bytes of HLS segments held (listed and in grace).",
+        |c| c.segment_bytes,
+    ),
+    (
+        "shardcast_stream_hls_requests_total",
+        "counter",
+        "HLS requests answered (playlists and segments).",
+        |c| c.hls_requests,
+    ),
+];
+
+/// The whole exposition.
+pub(super) fn render(state: &ControlState) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_info The running server: version and I/O backend."
+    );
+    let _ = writeln!(out, "# TYPE shardcast_info gauge");
+    let _ = writeln!(
+        out,
+        "shardcast_info{{version=\"{}\",io_backend=\"{}\"}} 1",
+        escape(env!("CARGO_PKG_VERSION")),
+        escape(state.io_backend)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_uptime_seconds Seconds since the server started."
+    );
+    let _ = writeln!(out, "# TYPE shardcast_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "shardcast_uptime_seconds {:.3}",
+        state.started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_shards Shards (pinned event loops) running."
+    );
+    let _ = writeln!(out, "# TYPE shardcast_shards gauge");
+    let _ = writeln!(out, "shardcast_shards {}", state.cpus.len());
+
+    let snapshots: Vec<_> = state
+        .streams
+        .iter()
+        .map(|s| s.counters.snapshot())
+        .collect();
+    let names: Vec<String> = state.streams.iter().map(|s| escape(&s.name)).collect();
+    let _ = writeln!(out, "# HELP shardcast_stream_input_bytes_per_second Bytes received from the source over the last second.");
+    let _ = writeln!(out, "# TYPE shardcast_stream_input_bytes_per_second gauge");
+    for (i, name) in names.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "shardcast_stream_input_bytes_per_second{{stream=\"{name}\"}} {}",
+            state.input_bitrate(i) / 8
+        );
+    }
+    for (family, kind, help, read) in STREAM_FAMILIES {
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for (name, snapshot) in names.iter().zip(&snapshots) {
+            let _ = writeln!(out, "{family}{{stream=\"{name}\"}} {}", read(snapshot));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

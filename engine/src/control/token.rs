@@ -1,0 +1,146 @@
+//! The API's bearer token: from the configuration, or generated at first start and kept in
+//! the state directory, so the API is never open by default.
+//!
+//! The state directory is the first of: `--state-dir`, `[server] state_dir`, systemd's
+//! `$STATE_DIRECTORY`, `/var/lib/shardcast` when running as root, and
+//! `$XDG_STATE_HOME/shardcast` (or `~/.local/state/shardcast`) otherwise.
+
+use std::path::{Path, PathBuf};
+
+/// The file under the state directory that holds a generated token.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// Where state is kept, given the command line's and the configuration's choices.
+pub fn state_dir(cli: Option<&Path>, configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = cli.or(configured) {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may list several, separated by colons; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return PathBuf::from(first);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/shardcast");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("shardcast")
+}
+
+/// Where the token came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `[api] token` in the configuration.
+    Configured,
+    /// Read from the state directory, generated at an earlier start.
+    Stored(PathBuf),
+    /// Generated now and stored there.
+    Generated(PathBuf),
+}
+
+/// The configured token, or the stored one, or a new one (stored with mode 0600).
+pub fn load_or_generate(
+    configured: Option<&str>,
+    state_dir: &Path,
+) -> Result<(String, Origin), String> {
+    if let Some(token) = configured {
+        return Ok((token.to_string(), Origin::Configured));
+    }
+    let path = state_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid(text.trim()) => return Ok((text.trim().to_string(), Origin::Stored(path))),
+        Ok(_) => {
+            return Err(format!(
+                "{} does not hold a token (16 to 256 printable characters): remove it to have one generated",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for an API token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
+    write_private(&path, &token)
+        .map_err(|e| format!("cannot store the API token in {}: {e}", path.display()))?;
+    Ok((token, Origin::Generated(path)))
+}
+
+/// A token is 16 to 256 visible ASCII characters.
+pub fn valid(token: &str) -> bool {
+    (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Created 0600 before the token is in it: the atomic write keeps an existing file's mode.
+    if !path.exists() {
+        std::fs::write(path, "")?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    crate::files::write_atomically(path, format!("{token}\n").as_bytes())
+}
+
+/// Compare a presented token with the expected one in time that does not depend on where
+/// they first differ.
+pub fn matches(presented: &str, expected: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    let mut difference = a.len() ^ b.len();
+    for (i, &e) in b.iter().enumerate() {
+        difference |= usize::from(a.get(i).copied().unwrap_or(0) ^ e);
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_token_is_generated_once_kept_private_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("shardcast-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (first, origin) = load_or_generate(None, &dir).unwrap();
+        assert_eq!(origin, Origin::Generated(dir.join(TOKEN_FILE)));
+        assert!(valid(&first));
+        let mode = std::fs::metadata(dir.join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, origin) = load_or_generate(None, &dir).unwrap();
+        assert_eq!(
+            (second.as_str(), origin),
+            (first.as_str(), Origin::Stored(dir.join(TOKEN_FILE)))
+        );
+        let (configured, origin) = load_or_generate(Some("from-the-config-file"), &dir).unwrap();
+        assert_eq!(
+            (configured.as_str(), origin),
+            ("from-the-config-file", Origin::Configured)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(matches("0123456789abcdef", "0123456789abcdef"));
+        assert!(!matches("0123456789abcdeF", "0123456789abcdef"));
+        assert!(!matches("0123456789abcdef0", "0123456789abcdef"));
+        assert!(!matches("", "0123456789abcdef"));
+    }
+}

@@ -1,0 +1,422 @@
+//! The control plane against a running server: the bearer token (generated, kept, required),
+//! every endpoint of engine/api/openapi.json answered as its schema says, JSON errors,
+//! /metrics read by Prometheus's own parser (promtool) with numbers that move, and
+//! `check-config`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_shardcast");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A server with one UDP stream `cam` and the API on a port of its own.
+struct Rig {
+    server: Server,
+    api: std::net::SocketAddr,
+    udp_port: u16,
+}
+
+fn start(dir: &Path) -> Rig {
+    let udp_port = free_port();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!("[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{udp_port}\"\n"),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--api-listen",
+        &api.to_string(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(api).is_err() {
+        assert!(Instant::now() < deadline, "the API never listened on {api}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Rig {
+        server,
+        api,
+        udp_port,
+    }
+}
+
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let raw = raw_get(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: api\r\n{auth}Connection: close\r\n\r\n"),
+        Duration::from_secs(5),
+    );
+    let (head, body) = split_response(&raw);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_vec())
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Check `value` against an OpenAPI schema: types, required properties, enums, minimums,
+/// `$ref`s into the spec's components.
+fn check(spec: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let mut target = spec;
+        for part in reference.trim_start_matches("#/").split('/') {
+            target = &target[part];
+        }
+        return check(spec, target, value, at);
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let object = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object: {value}"));
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap();
+                assert!(
+                    object.contains_key(name),
+                    "{at}: {name} is missing from {value}"
+                );
+            }
+            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                if let Some(v) = object.get(name) {
+                    check(spec, property, v, &format!("{at}.{name}"));
+                }
+            }
+        }
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array: {value}"));
+            for (i, item) in items.iter().enumerate() {
+                check(spec, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => {
+            let s = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: not a string: {value}"));
+            if let Some(allowed) = schema["enum"].as_array() {
+                assert!(
+                    allowed.iter().any(|a| a == s),
+                    "{at}: {s:?} is not one of {allowed:?}"
+                );
+            }
+        }
+        Some("integer") => {
+            let n = value
+                .as_i64()
+                .unwrap_or_else(|| panic!("{at}: not an integer: {value}"));
+            if let Some(min) = schema["minimum"].as_i64() {
+                assert!(n >= min, "{at}: {n} < {min}");
+            }
+        }
+        Some("number") => {
+            let n = value
+                .as_f64()
+                .unwrap_or_else(|| panic!("{at}: not a number: {value}"));
+            if let Some(min) = schema["minimum"].as_f64() {
+                assert!(n >= min, "{at}: {n} < {min}");
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_api_needs_its_token_and_answers_as_documented() {
+    let dir = temp_dir("api");
+    let rig = start(&dir);
+    let _ffmpeg = ffmpeg_udp_source(
+        &format!("udp://127.0.0.1:{}?pkt_size=1316", rig.udp_port),
+        60,
+    );
+    let token_file = dir.join("state/api-token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // No token, a wrong one: 401 with a JSON message and a Bearer challenge.
+    for presented in [None, Some("not-the-right-token-at-all")] {
+        let (status, head, body) = request(rig.api, "GET", "/api/v1/streams", presented);
+        assert_eq!(status, 401, "{head}");
+        assert!(header(&head, "www-authenticate")
+            .unwrap()
+            .starts_with("Bearer"));
+        assert!(json(&body)["error"].as_str().unwrap().len() > 5);
+    }
+
+    // Wait until the stream has segments, so every field has something in it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, body) = request(rig.api, "GET", "/api/v1/streams/cam", Some(&token));
+        let v = json(&body);
+        if v["state"] == "live" && v["input_bitrate"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stream never went live: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("api/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "cam");
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let (status, head, body) =
+                request(rig.api, &method.to_uppercase(), &concrete, Some(&token));
+            assert_eq!(status, 200, "{method} {concrete}: {head}");
+            let response = &operation["responses"]["200"]["content"];
+            if let Some(media) = response.get("application/json") {
+                assert!(header(&head, "content-type")
+                    .unwrap()
+                    .starts_with("application/json"));
+                check(
+                    &spec,
+                    &media["schema"],
+                    &json(&body),
+                    &format!("{method} {concrete}"),
+                );
+            }
+            checked += 1;
+            // Every documented 404 is JSON of the Error schema.
+            if operation["responses"].get("404").is_some() {
+                let (status, _, body) = request(
+                    rig.api,
+                    "GET",
+                    &path.replace("{name}", "nosuch"),
+                    Some(&token),
+                );
+                assert_eq!(status, 404);
+                check(
+                    &spec,
+                    &spec["components"]["schemas"]["Error"],
+                    &json(&body),
+                    "404",
+                );
+            }
+        }
+    }
+    assert_eq!(checked, 4);
+    let (_, _, body) = request(rig.api, "GET", "/api/v1/streams/cam", Some(&token));
+    let cam = json(&body);
+    assert_eq!(cam["source"], format!("udp://127.0.0.1:{}", rig.udp_port));
+    assert_eq!(
+        cam["tracks"][0]["codec"].as_str().unwrap().get(..5),
+        Some("avc1.")
+    );
+    assert_eq!(cam["tracks"][0]["width"], 1280);
+    assert!(cam["segments"]["sealed"].as_u64().unwrap() >= 1);
+    let (_, _, body) = request(rig.api, "GET", "/api/v1/server", Some(&token));
+    let server = json(&body);
+    assert_eq!(server["io_backend"], expected_backend());
+    assert_eq!(server["streams"], 1);
+
+    // Unknown endpoints and methods: JSON errors too.
+    let (status, _, body) = request(rig.api, "GET", "/api/v1/nothing", Some(&token));
+    assert_eq!(status, 404);
+    check(
+        &spec,
+        &spec["components"]["schemas"]["Error"],
+        &json(&body),
+        "404",
+    );
+    let (status, _, body) = request(rig.api, "DELETE", "/api/v1/server", Some(&token));
+    assert_eq!(status, 405);
+    check(
+        &spec,
+        &spec["components"]["schemas"]["Error"],
+        &json(&body),
+        "405",
+    );
+
+    let (_, log) = rig.server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        log.contains(&format!(
+            "API token generated and kept in {}",
+            token_file.display()
+        )),
+        "{log}"
+    );
+
+    // The token survives a restart.
+    let rig = start(&dir);
+    let (status, _, _) = request(rig.api, "GET", "/api/v1/server", Some(&token));
+    assert_eq!(status, 200);
+    drop(rig);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The value of a sample line `name{labels} value`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_parse_with_promtool_and_move() {
+    let dir = temp_dir("metrics");
+    let rig = start(&dir);
+    let (status, head, body) = request(rig.api, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(header(&head, "content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let before = String::from_utf8(body).unwrap();
+    assert_eq!(
+        sample(
+            &before,
+            "shardcast_stream_received_bytes_total{stream=\"cam\"}"
+        ),
+        0.0
+    );
+
+    let _ffmpeg = ffmpeg_udp_source(
+        &format!("udp://127.0.0.1:{}?pkt_size=1316", rig.udp_port),
+        60,
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let (_, _, body) = request(rig.api, "GET", "/metrics", None);
+    let after = String::from_utf8(body).unwrap();
+    let received = sample(
+        &after,
+        "shardcast_stream_received_bytes_total{stream=\"cam\"}",
+    );
+    assert!(received > 500_000.0, "{after}");
+    let bitrate = sample(
+        &after,
+        "shardcast_stream_input_bytes_per_second{stream=\"cam\"}",
+    );
+    assert!(
+        bitrate > 60_000.0 && bitrate < 1_250_000.0,
+        "{bitrate} bytes/s"
+    );
+    assert!(sample(&after, "shardcast_stream_segments_total{stream=\"cam\"}") >= 2.0);
+    assert!(sample(&after, "shardcast_shards") >= 1.0);
+
+    // Every metric the Grafana dashboard queries is one the server exports.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/shardcast.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("shardcast_"))
+            {
+                assert!(
+                    after.contains(&format!("# TYPE {name} ")),
+                    "the dashboard uses {name}, which /metrics does not have"
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 10);
+
+    // Prometheus's own parser and linter.
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, &after).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect(
+            "promtool (Debian's prometheus package) must be installed: tests/run.sh installs it",
+        );
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(rig);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_config_names_the_line_and_the_reason() {
+    let dir = temp_dir("check-config");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1:5000\"\n").unwrap();
+    let out = Command::new(BINARY)
+        .args(["check-config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(": ok: listen 127.0.0.1:8080")
+            && stdout.contains("cam <- udp://239.1.1.1:5000"),
+        "{stdout}"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1:5000\"\n\n[api]\nlisten = \"everywhere\"\n").unwrap();
+    let out = Command::new(BINARY)
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "bad.toml: line 6: api listen \"everywhere\" is not an address:port or \"off\""
+        ),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
