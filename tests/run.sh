@@ -96,5 +96,7 @@ step "tests (io backend: auto)"
 cargo test --workspace --locked
 
 step "end-to-end tests again, epoll forced"
-# The browser tests exercise the page, not the backend: they run once, above.
-SHARDCAST_TEST_IO=epoll cargo test -p shardcast --locked --tests -- --skip browser_
+# The browser, package, tuning, capacity and check-config tests exercise no I/O backend: they
+# run once, above.
+SHARDCAST_TEST_IO=epoll cargo test -p shardcast --locked --tests -- --skip browser_ \
+  --skip the_package_ --skip tune_ --skip capacity_ --skip check_config_
