@@ -14,6 +14,8 @@
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
 //! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
 //!                                  # else ~/.local/state/shardcast
+//! public_base_url = "https://tv.example.com/live/"  # written into stream info and embeds
+//! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]     # X-Forwarded-* believed from these only
 //!
 //! [api]
 //! listen = "127.0.0.1:4242"       # the JSON API and /metrics; "off" for none
@@ -62,6 +64,10 @@ pub struct Config {
     pub segment_send: SegmentSend,
     /// The streams.
     pub streams: Vec<StreamConfig>,
+    /// The public base URL written into what the server hands out (with a trailing slash).
+    pub public_base_url: Option<String>,
+    /// Peers whose X-Forwarded-* / X-Real-IP / X-Mst-Path headers are believed.
+    pub trusted_proxies: Vec<crate::site::Cidr>,
     /// The API and metrics listener; `None`: no API.
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token; `None`: generated once and kept in the state directory.
@@ -271,6 +277,9 @@ struct ServerSection {
     #[serde(default)]
     segment_send: SegmentSend,
     state_dir: Option<String>,
+    public_base_url: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<toml::Spanned<String>>,
 }
 
 impl Default for ServerSection {
@@ -287,6 +296,8 @@ impl Default for ServerSection {
             send_buffer: 0,
             segment_send: SegmentSend::Auto,
             state_dir: None,
+            public_base_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -377,6 +388,14 @@ impl Config {
         server("send_buffer", self.send_buffer == other.send_buffer);
         server("segment_send", self.segment_send == other.segment_send);
         server("state_dir", self.state_dir == other.state_dir);
+        server(
+            "public_base_url",
+            self.public_base_url == other.public_base_url,
+        );
+        server(
+            "trusted_proxies",
+            self.trusted_proxies == other.trusted_proxies,
+        );
         if self.api_listen != other.api_listen {
             out.push("api.listen".into());
         }
@@ -507,6 +526,20 @@ impl Config {
                 ))
             }
         };
+        let public_base_url = match &s.public_base_url {
+            None => None,
+            Some(u) => {
+                Some(crate::site::parse_public_base(u.get_ref()).map_err(|e| bad(u.span(), e))?)
+            }
+        };
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|t| {
+                crate::site::Cidr::parse(t.get_ref())
+                    .map_err(|e| bad(t.span(), format!("trusted_proxies: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut streams: Vec<StreamConfig> = Vec::new();
         for spanned in file.streams {
             let span = spanned.span();
@@ -584,6 +617,8 @@ impl Config {
             api_token,
             metrics_need_token: file.api.metrics_need_token,
             state_dir: s.state_dir.map(std::path::PathBuf::from),
+            public_base_url,
+            trusted_proxies,
         })
     }
 }

@@ -31,6 +31,7 @@ pub mod notify;
 pub mod player;
 pub mod server;
 pub mod shard;
+pub mod site;
 pub mod stream;
 pub mod sys;
 pub mod tune;

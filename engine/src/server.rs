@@ -128,6 +128,10 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         }
         (mode, _) => mode,
     };
+    let site = Arc::new(crate::site::Site {
+        public_base_url: config.public_base_url.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+    });
     let mut threads = Vec::new();
     let parts = backends
         .into_iter()
@@ -149,6 +153,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             flush_interval: std::time::Duration::from_secs_f64(config.flush_interval_ms / 1000.0),
             send_buffer: config.send_buffer,
             segment_send,
+            site: site.clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();

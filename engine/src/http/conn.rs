@@ -172,6 +172,8 @@ pub struct Conn {
     skip_window_start_ns: u64,
     /// Accepted over the shard's cap: its request is read and answered with 503.
     overloaded: bool,
+    /// The peer's address, when the backend knows it.
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -191,7 +193,13 @@ impl Conn {
             skips: 0,
             skip_window_start_ns: now_ns,
             overloaded: false,
+            peer: None,
         }
+    }
+
+    /// Note the peer's address (requests carry it to the router, for trusted proxies).
+    pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
+        self.peer = peer;
     }
 
     /// A connection accepted over the shard's cap: it reads the request (so closing does not
@@ -220,7 +228,8 @@ impl Conn {
             self.head_started_ns.get_or_insert(now_ns);
             match parse_head(&self.read_buf, self.limits.max_head) {
                 Ok(None) => break,
-                Ok(Some((head, len))) => {
+                Ok(Some((mut head, len))) => {
+                    head.peer = self.peer;
                     self.read_buf.drain(..len);
                     self.head_started_ns = None;
                     if let Some(stream) = self.answer(&head, router) {

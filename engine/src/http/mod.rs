@@ -17,9 +17,10 @@ pub use conn::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Out, Page, Route, Ro
 pub const MAX_HEADERS: usize = 32;
 
 /// Request methods the server knows.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Method {
     /// GET.
+    #[default]
     Get,
     /// HEAD: the same headers as GET, no body.
     Head,
@@ -30,7 +31,7 @@ pub enum Method {
 }
 
 /// What the server needs of a request head.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct RequestHead {
     /// The method.
     pub method: Method,
@@ -46,6 +47,44 @@ pub struct RequestHead {
     pub if_none_match: Option<String>,
     /// The Host header, when there is one and it is a plausible host[:port].
     pub host: Option<String>,
+    /// Reverse-proxy headers, believed only from trusted proxies ([`crate::site`]).
+    pub forwarded: Forwarded,
+    /// The connection's peer (set by the connection, not parsed).
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// What a reverse proxy says about the original request; each header is kept only when its
+/// value has the shape it should (it may end up in URLs the server writes).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Forwarded {
+    /// X-Forwarded-Proto: `http` or `https`.
+    pub proto: Option<String>,
+    /// X-Forwarded-Host: host[:port].
+    pub host: Option<String>,
+    /// X-Forwarded-Prefix: a path.
+    pub prefix: Option<String>,
+    /// X-Forwarded-For: a comma-separated list of addresses.
+    pub for_list: Option<String>,
+    /// X-Real-IP: an address.
+    pub real_ip: Option<String>,
+    /// X-Mst-Path: the full public base URL (as MistServer's proxy configurations send it).
+    pub mst_path: Option<String>,
+}
+
+fn host_like(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+fn path_like(value: &str) -> bool {
+    value.starts_with('/')
+        && value.len() <= 512
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/%+".contains(&b))
 }
 
 /// Why a request head was refused.
@@ -123,6 +162,7 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
     let mut if_none_match = None;
     let mut host = None;
     let mut seen_host = false;
+    let mut forwarded = Forwarded::default();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("connection") {
@@ -147,12 +187,33 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
             }
             seen_host = true;
             // It is written into URLs the server hands out: only host-name characters.
-            host = (!value.is_empty()
-                && value.len() <= 255
+            host = host_like(value).then(|| value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+            let proto = value
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            forwarded.proto = matches!(proto.as_str(), "http" | "https").then_some(proto);
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-host") {
+            let first = value.split(',').next().unwrap_or("").trim();
+            forwarded.host = host_like(first).then(|| first.to_owned());
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-prefix") {
+            forwarded.prefix = path_like(value).then(|| value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded.for_list = (value.len() <= 1024
                 && value
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+                    .all(|b| b.is_ascii_hexdigit() || b".:, ".contains(&b)))
             .then(|| value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("x-real-ip") {
+            forwarded.real_ip = value
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+                .then(|| value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("x-mst-path") {
+            forwarded.mst_path = crate::site::parse_public_base(value).ok();
         } else if h.name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(value.to_owned());
         }
@@ -165,6 +226,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         range,
         if_none_match,
         host,
+        forwarded,
+        peer: None,
     };
     Ok(Some((head, len)))
 }

@@ -10,6 +10,7 @@ use crate::hls::Packager;
 use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Page, RequestHead, Route, Router};
 use crate::ingest::{DemoSource, Pipeline, UdpIngest};
 use crate::player;
+use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
 use bytes::Bytes;
@@ -32,11 +33,14 @@ struct Home {
     demo: Option<(Box<DemoSource>, Instant)>,
 }
 
-struct StreamsRouter<'a>(&'a [StreamInfo]);
+struct StreamsRouter<'a> {
+    streams: &'a [StreamInfo],
+    site: &'a Site,
+}
 
 impl StreamsRouter<'_> {
     fn stream(&self, name: &str) -> Option<&StreamInfo> {
-        self.0.iter().find(|s| s.name == name)
+        self.streams.iter().find(|s| s.name == name)
     }
 
     /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
@@ -71,13 +75,10 @@ impl StreamsRouter<'_> {
 }
 
 impl StreamsRouter<'_> {
-    /// `/{stream}/info.json`: URLs from the request's Host (the public base URL of the control
-    /// plane will take precedence once there is one).
+    /// `/{stream}/info.json`: URLs from the public base URL (configured, or from a trusted
+    /// proxy), else from the request's Host.
     fn info(&self, info: &StreamInfo, head: &RequestHead) -> Route {
-        let base = head
-            .host
-            .as_deref()
-            .map_or_else(|| "/".to_string(), |h| format!("http://{h}/"));
+        let base = self.site.base(head).url;
         let window = info.hls_window.load_full();
         Route::Page(Page {
             content_type: "application/json",
@@ -116,7 +117,10 @@ impl Router for StreamsRouter<'_> {
                 ("info.json", Some(info)) => self.info(info, head),
                 ("embed.js", Some(info)) => Route::Page(Page {
                     content_type: "text/javascript; charset=utf-8",
-                    body: Bytes::from(player::embed_js(&info.name, None)),
+                    body: Bytes::from({
+                        let base = self.site.base(head);
+                        player::embed_js(&info.name, base.public.then_some(base.url.as_str()))
+                    }),
                     cache_control: "no-cache",
                     etag: None,
                 }),
@@ -132,7 +136,7 @@ impl Router for StreamsRouter<'_> {
             });
         }
         rest.strip_suffix(".ts")
-            .and_then(|name| self.0.iter().position(|s| s.name == name))
+            .and_then(|name| self.streams.iter().position(|s| s.name == name))
             .map_or(Route::NotFound, Route::Stream)
     }
 
@@ -140,7 +144,7 @@ impl Router for StreamsRouter<'_> {
         let mut s = String::from(
             "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
         );
-        for info in self.0 {
+        for info in self.streams {
             s.push_str(&format!("{}\n", info.name));
         }
         s
@@ -161,6 +165,7 @@ pub struct ShardCore {
     started: Instant,
     pending_since: Vec<Option<Instant>>,
     flush_interval: Duration,
+    site: Arc<Site>,
 }
 
 impl ShardCore {
@@ -216,6 +221,7 @@ impl ShardCore {
             started: Instant::now(),
             pending_since: vec![None; n],
             flush_interval,
+            site: Arc::new(Site::default()),
         }
     }
 
@@ -234,6 +240,11 @@ impl ShardCore {
         &self.streams
     }
 
+    /// How the server is reached from outside (public base URL, trusted proxies).
+    pub fn set_site(&mut self, site: Arc<Site>) {
+        self.site = site;
+    }
+
     /// Connections open.
     pub fn connections(&self) -> usize {
         self.conns.len()
@@ -241,17 +252,22 @@ impl ShardCore {
 
     /// A new connection; returns its key. Over `max_connections` it is taken only to be
     /// answered 503 (up to [`OVERLOAD_SLACK`] more); past that `None`: close it at once.
-    pub fn open(&mut self, max_connections: usize) -> Option<usize> {
+    pub fn open(
+        &mut self,
+        max_connections: usize,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<usize> {
         let now = self.now_ns();
         let n = self.conns.len();
         if n >= max_connections.saturating_add(OVERLOAD_SLACK) {
             return None;
         }
-        let conn = if n >= max_connections {
+        let mut conn = if n >= max_connections {
             Conn::overloaded(self.limits, now)
         } else {
             Conn::new(self.limits, now)
         };
+        conn.set_peer(peer);
         Some(self.conns.insert(conn))
     }
 
@@ -284,7 +300,10 @@ impl ShardCore {
     /// Bytes read from connection `key`.
     pub fn on_read(&mut self, key: usize, data: &[u8]) {
         let now = self.now_ns();
-        let router = StreamsRouter(&self.streams);
+        let router = StreamsRouter {
+            streams: &self.streams,
+            site: &self.site,
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -520,7 +539,7 @@ mod tests {
     #[test]
     fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
         let mut core = core(0);
-        let key = core.open(usize::MAX).unwrap();
+        let key = core.open(usize::MAX, None).unwrap();
         core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
         let head = drain(&mut core, key);
         assert!(head.starts_with(b"HTTP/1.1 200 OK"));
@@ -553,7 +572,7 @@ mod tests {
     #[test]
     fn writes_wait_for_the_flush_interval() {
         let mut core = core(200);
-        let key = core.open(usize::MAX).unwrap();
+        let key = core.open(usize::MAX, None).unwrap();
         core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
         drain(&mut core, key);
         std::thread::sleep(DEMO_TICK * 2);

@@ -98,7 +98,7 @@ impl EpollShard {
 
     fn accept(&mut self) {
         loop {
-            let (mut socket, _) = match self.listener.accept() {
+            let (mut socket, peer) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -111,7 +111,7 @@ impl EpollShard {
             if self.send_buffer > 0 {
                 let _ = socket2::SockRef::from(&socket).set_send_buffer_size(self.send_buffer);
             }
-            let Some(key) = self.core.open(self.max_connections) else {
+            let Some(key) = self.core.open(self.max_connections, Some(peer.ip())) else {
                 continue;
             };
             if let Err(e) = self.poll.registry().register(

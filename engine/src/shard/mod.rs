@@ -150,6 +150,8 @@ pub struct ShardSetup {
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
     pub segment_send: crate::config::SegmentSend,
+    /// Public base URL and trusted proxies.
+    pub site: Arc<crate::site::Site>,
 }
 
 /// A shard's home streams as the core takes them (stream, program, fan-out, demo?), and the
@@ -221,7 +223,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         );
     }
     let (homes, sockets) = open_sources(setup.index, &setup.streams, setup.home);
-    let core = core::ShardCore::new(
+    let mut core = core::ShardCore::new(
         setup.index,
         setup.streams,
         setup.inbox,
@@ -230,6 +232,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         setup.flush_interval,
         setup.segment_send,
     );
+    core.set_site(setup.site);
     Prepared {
         core,
         sockets,

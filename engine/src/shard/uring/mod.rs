@@ -462,7 +462,12 @@ impl UringShard {
         if self.send_buffer > 0 {
             let _ = sock.set_send_buffer_size(self.send_buffer);
         }
-        let Some(key) = self.core.open(self.max_connections) else {
+        let peer = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip());
+        let Some(key) = self.core.open(self.max_connections, peer) else {
             return Ok(());
         };
         if self.clients.len() <= key {

@@ -1,0 +1,231 @@
+//! Behind Debian's nginx as a reverse proxy under a path prefix (`/tv/`), with the snippet
+//! README gives: the stream info, the embed script and the player page point through the
+//! proxy, every URL in the playlists resolves through it, and forwarding headers from a peer
+//! that is not a trusted proxy change nothing. nginx connects from 127.0.0.2, the only
+//! trusted proxy; the test's own requests come from 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The location block README shows, for an upstream and a prefix.
+fn location(upstream: SocketAddr) -> String {
+    format!(
+        "location /tv/ {{\n\
+           proxy_pass http://{upstream}/;\n\
+           proxy_http_version 1.1;\n\
+           proxy_set_header Connection \"\";\n\
+           proxy_set_header Host $http_host;\n\
+           proxy_set_header X-Forwarded-Proto $scheme;\n\
+           proxy_set_header X-Forwarded-Host $http_host;\n\
+           proxy_set_header X-Forwarded-Prefix /tv;\n\
+           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+           proxy_set_header X-Real-IP $remote_addr;\n\
+           proxy_buffering off;\n\
+           proxy_bind 127.0.0.2;\n\
+         }}\n"
+    )
+}
+
+struct Nginx {
+    _process: KillOnDrop,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(upstream: SocketAddr) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("shardcast-revproxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\nuser root;\npid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log warn;\nevents {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {dir}/body;\n\
+             proxy_temp_path {dir}/proxy;\n fastcgi_temp_path {dir}/fastcgi;\n\
+             uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
+             server {{\n listen 127.0.0.1:{port};\n{}\n }}\n}}\n",
+            location(upstream),
+            dir = dir.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let process = KillOnDrop(
+            Command::new("/usr/sbin/nginx")
+                .args([
+                    "-p",
+                    dir.to_str().unwrap(),
+                    "-c",
+                    conf_path.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nginx must be installed (the test command installs it)"),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            _process: process,
+            addr,
+            dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// GET `url` (an absolute http:// URL on this machine) with a Host header naming it.
+fn get_url(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let addr: SocketAddr = authority.parse().unwrap();
+    let raw = raw_get(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+        Duration::from_secs(5),
+    );
+    let (head, body) = split_response(&raw);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_vec())
+}
+
+/// Resolve a playlist URI against the playlist's URL (relative, absolute path or absolute).
+fn resolve(base: &str, uri: &str) -> String {
+    if uri.starts_with("http://") {
+        return uri.to_string();
+    }
+    let origin_end = base[7..].find('/').map_or(base.len(), |i| i + 7);
+    if uri.starts_with('/') {
+        return format!("{}{uri}", &base[..origin_end]);
+    }
+    format!("{}{uri}", &base[..=base.rfind('/').unwrap()])
+}
+
+#[test]
+fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("shardcast-revproxy-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let nginx = Nginx::start(server.addr);
+    let public = format!("http://{}/tv/", nginx.addr);
+
+    // The stream info through the proxy names the proxy's URLs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let info: Value = loop {
+        let (status, body) = get_url(&format!("{public}demo/info.json"));
+        let info: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status == 200 && info["segments"].as_u64().unwrap_or(0) >= 2 {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "{status}: {info}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(info["outputs"]["hls"], format!("{public}demo/master.m3u8"));
+    assert_eq!(info["outputs"]["http_ts"], format!("{public}demo.ts"));
+    assert_eq!(info["outputs"]["player"], format!("{public}demo.html"));
+
+    // Every URL in the playlists resolves through the proxy and answers.
+    let master_url = info["outputs"]["hls"].as_str().unwrap().to_string();
+    let (status, master) = get_url(&master_url);
+    assert_eq!(status, 200);
+    let master = String::from_utf8(master).unwrap();
+    let media_uri = master
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap();
+    let media_url = resolve(&master_url, media_uri);
+    assert!(media_url.starts_with(&public), "{media_url}");
+    let (status, media) = get_url(&media_url);
+    assert_eq!(status, 200);
+    let media = String::from_utf8(media).unwrap();
+    let segments: Vec<&str> = media
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(!segments.is_empty());
+    for uri in segments.iter().rev().take(2) {
+        let url = resolve(&media_url, uri);
+        assert!(url.starts_with(&public), "{url}");
+        let (status, body) = get_url(&url);
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(body.first(), Some(&0x47));
+    }
+
+    // The embed script carries the proxy's base; the page's hls.js resolves through it.
+    let (status, js) = get_url(&format!("{public}demo/embed.js"));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(js)
+        .unwrap()
+        .contains(&format!("var base = \"{public}\"")));
+    let (status, html) = get_url(&format!("{public}demo.html"));
+    assert_eq!(status, 200);
+    let html = String::from_utf8(html).unwrap();
+    let hlsjs = html
+        .split("<script src=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let (status, _) = get_url(&resolve(&format!("{public}demo.html"), hlsjs));
+    assert_eq!(status, 200);
+
+    // From a peer that is not a trusted proxy, forwarding headers change nothing.
+    let raw = raw_get(
+        server.addr,
+        &format!(
+            "GET /demo/info.json HTTP/1.1\r\nHost: {}\r\nX-Forwarded-Host: evil.example\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /phish\r\nX-Mst-Path: https://evil.example/\r\n\
+             X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
+            server.addr
+        ),
+        Duration::from_secs(5),
+    );
+    let (_, body) = split_response(&raw);
+    let direct: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        direct["outputs"]["hls"],
+        format!("http://{}/demo/master.m3u8", server.addr)
+    );
+    let raw = raw_get(
+        server.addr,
+        &format!(
+            "GET /demo/embed.js HTTP/1.1\r\nHost: {}\r\nX-Mst-Path: https://evil.example/\r\nConnection: close\r\n\r\n",
+            server.addr
+        ),
+        Duration::from_secs(5),
+    );
+    let (_, body) = split_response(&raw);
+    assert!(String::from_utf8_lossy(body).contains("var base = \"\" ||"));
+    drop(nginx);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
