@@ -5,7 +5,7 @@
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
 # npm and chromium (hls.js for the player page, and the browser tests), prometheus (promtool),
-# and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 45; 0 skips fuzzing).
 set -euo pipefail
@@ -32,6 +32,9 @@ command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # promtool, Prometheus's own parser, reads /metrics in the control-plane tests.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Apache and lighttpd: the reverse-proxy snippets of README are tested with each.
+[ -x /usr/sbin/apache2 ] || missing+=(apache2)
+[ -x /usr/sbin/lighttpd ] || missing+=(lighttpd)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"

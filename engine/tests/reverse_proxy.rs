@@ -123,20 +123,9 @@ fn resolve(base: &str, uri: &str) -> String {
     format!("{}{uri}", &base[..=base.rfind('/').unwrap()])
 }
 
-#[test]
-fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
-    let dir = std::env::temp_dir().join(format!("shardcast-revproxy-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let nginx = Nginx::start(server.addr);
-    let public = format!("http://{}/tv/", nginx.addr);
-
+/// Through the proxy at `public` (its base URL, with the prefix): the stream info, the embed
+/// script and the player page name the proxy, and every playlist URL resolves through it.
+fn check_through_proxy(public: &str) {
     // The stream info through the proxy names the proxy's URLs.
     let deadline = Instant::now() + Duration::from_secs(15);
     let info: Value = loop {
@@ -162,7 +151,7 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
         .find(|l| !l.starts_with('#') && !l.is_empty())
         .unwrap();
     let media_url = resolve(&master_url, media_uri);
-    assert!(media_url.starts_with(&public), "{media_url}");
+    assert!(media_url.starts_with(public), "{media_url}");
     let (status, media) = get_url(&media_url);
     assert_eq!(status, 200);
     let media = String::from_utf8(media).unwrap();
@@ -173,7 +162,7 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
     assert!(!segments.is_empty());
     for uri in segments.iter().rev().take(2) {
         let url = resolve(&media_url, uri);
-        assert!(url.starts_with(&public), "{url}");
+        assert!(url.starts_with(public), "{url}");
         let (status, body) = get_url(&url);
         assert_eq!(status, 200, "{url}");
         assert_eq!(body.first(), Some(&0x47));
@@ -197,6 +186,23 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
         .unwrap();
     let (status, _) = get_url(&resolve(&format!("{public}demo.html"), hlsjs));
     assert_eq!(status, 200);
+}
+
+#[test]
+fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("shardcast-revproxy-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let nginx = Nginx::start(server.addr);
+    let public = format!("http://{}/tv/", nginx.addr);
+
+    check_through_proxy(&public);
 
     // From a peer that is not a trusted proxy, forwarding headers change nothing.
     let raw = raw_get(
@@ -226,6 +232,134 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
     let (_, body) = split_response(&raw);
     assert!(String::from_utf8_lossy(body).contains("var base = \"\" ||"));
     drop(nginx);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A proxy under test: its process, its address and its directory (removed at the end).
+struct Proxy {
+    _process: KillOnDrop,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_proxy(name: &str, program: &str, args: &[&str], conf: &str, port: u16) -> Proxy {
+    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Apache drops to `nobody`, which must be able to read its configuration.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = conf.replace("DIR", dir.to_str().unwrap());
+    let conf_path = dir.join(format!("{name}.conf"));
+    std::fs::write(&conf_path, conf).unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("CONF", conf_path.to_str().unwrap()))
+        .collect();
+    let process = KillOnDrop(
+        Command::new(program)
+            .args(&args)
+            .env("APACHE_RUN_DIR", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{program} must be installed (the test command installs it): {e}")
+            }),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proxy {
+        _process: process,
+        addr,
+        dir,
+    }
+}
+
+/// shardcast with the demo stream, trusting proxies on 127.0.0.1.
+fn server_trusting_loopback() -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "shardcast-revproxy-lo-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
+    )
+    .unwrap();
+    (Server::start(&["--config", config.to_str().unwrap()]), dir)
+}
+
+#[test]
+fn apache_with_the_readme_snippet() {
+    let (server, dir) = server_trusting_loopback();
+    let port = free_port();
+    let upstream = server.addr;
+    let conf = format!(
+        "ServerRoot \"DIR\"\nListen 127.0.0.1:{port}\nPidFile DIR/apache.pid\nErrorLog DIR/error.log\n\
+         LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n\
+         LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n\
+         LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so\n\
+         LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so\n\
+         LoadModule headers_module /usr/lib/apache2/modules/mod_headers.so\n\
+         ServerName localhost\nUser nobody\nGroup nogroup\n\
+         <Location \"/tv/\">\n\
+             ProxyPass \"http://{upstream}/\" flushpackets=on\n\
+             ProxyPassReverse \"http://{upstream}/\"\n\
+             ProxyPreserveHost On\n\
+             RequestHeader set X-Forwarded-Prefix \"/tv\"\n\
+             RequestHeader set X-Forwarded-Proto expr=%{{REQUEST_SCHEME}}\n\
+         </Location>\n"
+    );
+    let apache = start_proxy(
+        "apache",
+        "/usr/sbin/apache2",
+        &["-X", "-f", "CONF"],
+        &conf,
+        port,
+    );
+    check_through_proxy(&format!("http://{}/tv/", apache.addr));
+    drop(apache);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lighttpd_with_the_readme_snippet() {
+    let (server, dir) = server_trusting_loopback();
+    let port = free_port();
+    let (host, upstream_port) = (server.addr.ip(), server.addr.port());
+    let conf = format!(
+        "server.document-root = \"DIR\"\nserver.port = {port}\nserver.bind = \"127.0.0.1\"\n\
+         server.errorlog = \"DIR/error.log\"\nserver.modules += ( \"mod_proxy\", \"mod_setenv\" )\n\
+         $HTTP[\"url\"] =~ \"^/tv/\" {{\n\
+             proxy.server = ( \"\" => (( \"host\" => \"{host}\", \"port\" => {upstream_port} )) )\n\
+             proxy.header = ( \"map-urlpath\" => ( \"/tv/\" => \"/\" ) )\n\
+             proxy.forwarded = ( \"for\" => 1, \"proto\" => 1, \"host\" => 1 )\n\
+             setenv.add-request-header = ( \"X-Forwarded-Prefix\" => \"/tv\" )\n\
+         }}\n"
+    );
+    let lighttpd = start_proxy(
+        "lighttpd",
+        "/usr/sbin/lighttpd",
+        &["-D", "-f", "CONF"],
+        &conf,
+        port,
+    );
+    check_through_proxy(&format!("http://{}/tv/", lighttpd.addr));
+    drop(lighttpd);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
