@@ -87,15 +87,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // The process goes first (its guard is dropped after this body): kill it, then clean.
-        let pid = std::fs::read_to_string(self.dir.join("nginx.pid")).unwrap_or_default();
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        // The process goes first (its guard is dropped after this body), then its files.
+        stop_gracefully(&mut self._process.0);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

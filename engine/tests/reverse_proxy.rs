@@ -88,6 +88,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        stop_gracefully(&mut self._process.0);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

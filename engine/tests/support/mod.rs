@@ -224,6 +224,23 @@ pub fn pictures(data: &[u8]) -> usize {
 /// A child process killed when the guard drops (declare it after anything it depends on).
 pub struct KillOnDrop(pub Child);
 
+/// Stop a server that has children of its own (nginx's master and its workers): SIGTERM, so
+/// it stops them, then SIGKILL if it is still there after three seconds. A SIGKILL alone would
+/// leave the workers running, still listening.
+pub fn stop_gracefully(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
