@@ -185,7 +185,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         None => None,
         Some(listen) => Some(crate::control::ControlPlane::start(
             listen,
-            start_control(&config, &streams, io)?,
+            start_control(&config, &streams, io, &run)?,
         )?),
     };
     if let Some(c) = &control {
@@ -230,6 +230,7 @@ fn start_control(
     config: &Config,
     streams: &Arc<Vec<StreamInfo>>,
     io: &'static str,
+    run: &Arc<RunState>,
 ) -> Result<Arc<crate::control::ControlState>, String> {
     use crate::control::token;
     let dir = token::state_dir(None, config.state_dir.as_deref());
@@ -255,6 +256,7 @@ fn start_control(
         io,
         token,
         config.metrics_need_token,
+        run.clone(),
     )))
 }
 

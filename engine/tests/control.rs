@@ -322,7 +322,14 @@ fn metrics_parse_with_promtool_and_move() {
         &format!("udp://127.0.0.1:{}?pkt_size=1316", rig.udp_port),
         60,
     );
+    // A progressive viewer for part of the time: the send latency histogram fills.
+    let viewer_addr = rig.server.addr;
+    let viewer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        capture(viewer_addr, "/cam.ts", 3.0).len()
+    });
     std::thread::sleep(Duration::from_secs(6));
+    assert!(viewer.join().unwrap() > 100_000);
     let (_, _, body) = request(rig.api, "GET", "/metrics", None);
     let after = String::from_utf8(body).unwrap();
     let received = sample(
@@ -340,6 +347,25 @@ fn metrics_parse_with_promtool_and_move() {
     );
     assert!(sample(&after, "shardcast_stream_segments_total{stream=\"cam\"}") >= 2.0);
     assert!(sample(&after, "shardcast_shards") >= 1.0);
+    let flushes = sample(
+        &after,
+        "shardcast_stream_send_latency_seconds_count{stream=\"cam\"}",
+    );
+    let under_50ms = sample(
+        &after,
+        "shardcast_stream_send_latency_seconds_bucket{stream=\"cam\",le=\"0.05\"}",
+    );
+    assert!(flushes > 20.0, "{after}");
+    assert!(
+        under_50ms >= flushes / 2.0,
+        "{under_50ms} of {flushes} flushes under 50 ms"
+    );
+    let turns: f64 = after
+        .lines()
+        .filter(|l| l.starts_with("shardcast_shard_loop_turns_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(turns > 100.0, "{after}");
 
     // Every metric the Grafana dashboard queries is one the server exports.
     let dashboard: Value = serde_json::from_str(

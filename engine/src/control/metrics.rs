@@ -4,12 +4,15 @@
 //! keep in step with the streams: this writes the format directly (HELP, TYPE, one sample per
 //! stream, label values escaped). Names are listed in README ("Metrics").
 //!
-//! What it does not have yet: ingest-to-send latency histograms, per-shard loop times and
-//! trigger counts (they arrive with the rest of the control plane).
+//! Per shard: connections, loop turns and the time the loop worked (rate of busy seconds:
+//! how loaded the shard is; busy over turns: the mean turn). Per stream: the ingest-to-send
+//! latency histogram of progressive delivery. What it does not have yet: trigger counts
+//! (they arrive with the triggers).
 
 use super::ControlState;
-use crate::stream::StreamCountersSnapshot;
+use crate::stream::{StreamCountersSnapshot, LATENCY_BUCKETS_MS};
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn escape(value: &str) -> String {
@@ -148,6 +151,59 @@ pub(super) fn render(state: &ControlState) -> String {
             "shardcast_stream_input_bytes_per_second{{stream=\"{name}\"}} {}",
             state.input_bitrate(i) / 8
         );
+    }
+    let family = "shardcast_stream_send_latency_seconds";
+    let _ = writeln!(out, "# HELP {family} Time from ingest receiving data to its write to progressive viewers (one observation per flush).");
+    let _ = writeln!(out, "# TYPE {family} histogram");
+    for (info, name) in state.streams.iter().zip(&names) {
+        let (cumulative, sum_ns) = info.counters.send_latency.cumulative();
+        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
+            let le = *bound as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "{family}_bucket{{stream=\"{name}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let total = cumulative[LATENCY_BUCKETS_MS.len()];
+        let _ = writeln!(
+            out,
+            "{family}_bucket{{stream=\"{name}\",le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "{family}_sum{{stream=\"{name}\"}} {:.6}",
+            sum_ns as f64 / 1e9
+        );
+        let _ = writeln!(out, "{family}_count{{stream=\"{name}\"}} {total}");
+    }
+    let stats = state.run.shard_stats();
+    for (family, kind, help) in [
+        (
+            "shardcast_shard_connections",
+            "gauge",
+            "Connections open on the shard.",
+        ),
+        (
+            "shardcast_shard_loop_turns_total",
+            "counter",
+            "Turns of the shard's event loop.",
+        ),
+        (
+            "shardcast_shard_busy_seconds_total",
+            "counter",
+            "Time the shard's loop spent working rather than waiting.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for (i, (s, cpu)) in stats.iter().zip(&state.cpus).enumerate() {
+            let value = match family {
+                "shardcast_shard_connections" => s.connections.load(Ordering::Relaxed).to_string(),
+                "shardcast_shard_loop_turns_total" => s.turns.load(Ordering::Relaxed).to_string(),
+                _ => format!("{:.6}", s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),
+            };
+            let _ = writeln!(out, "{family}{{shard=\"{i}\",cpu=\"{cpu}\"}} {value}");
+        }
     }
     for (family, kind, help, read) in STREAM_FAMILIES {
         let _ = writeln!(out, "# HELP {family} {help}");

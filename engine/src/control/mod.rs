@@ -45,6 +45,8 @@ pub struct ControlState {
     pub token: String,
     /// Whether `/metrics` needs the token too.
     pub metrics_need_token: bool,
+    /// The shards' run state and loop statistics.
+    pub run: Arc<crate::shard::RunState>,
     /// Input bitrate per stream, from the last two samples of its byte counter.
     rates: Mutex<Vec<Rate>>,
 }
@@ -65,6 +67,7 @@ impl ControlState {
         io_backend: &'static str,
         token: String,
         metrics_need_token: bool,
+        run: Arc<crate::shard::RunState>,
     ) -> Self {
         let n = streams.len();
         Self {
@@ -76,6 +79,7 @@ impl ControlState {
             started_unix: crate::sys::unix_ns() / 1_000_000_000,
             token,
             metrics_need_token,
+            run,
             rates: Mutex::new(vec![Rate::default(); n]),
         }
     }

@@ -164,6 +164,8 @@ pub struct ShardCore {
     limits: ConnLimits,
     started: Instant,
     pending_since: Vec<Option<Instant>>,
+    /// When ingest received the oldest data waiting to be fed (UNIX ns), per stream.
+    pending_received_ns: Vec<Option<u64>>,
     flush_interval: Duration,
     site: Arc<Site>,
 }
@@ -220,6 +222,7 @@ impl ShardCore {
             limits,
             started: Instant::now(),
             pending_since: vec![None; n],
+            pending_received_ns: vec![None; n],
             flush_interval,
             site: Arc::new(Site::default()),
         }
@@ -402,6 +405,7 @@ impl ShardCore {
         let counters = &self.streams[stream].counters;
         StreamCounters::add(&counters.packets_out, (chunk.data.len() / 188) as u64);
         h.fanout.send(&chunk, counters);
+        let received_ns = chunk.received_ns;
         self.views[stream].push(chunk);
         counters
             .buffered_bytes
@@ -409,6 +413,7 @@ impl ShardCore {
         // With no progressive viewer here, nothing waits to be fed: no flush timer, no wake.
         if !self.viewers[stream].is_empty() {
             self.pending_since[stream].get_or_insert_with(Instant::now);
+            self.pending_received_ns[stream].get_or_insert(received_ns);
         }
     }
 
@@ -418,14 +423,17 @@ impl ShardCore {
             inbox,
             views,
             pending_since,
+            pending_received_ns,
             viewers,
             ..
         } = self;
         inbox.drain(|stream, chunk| {
             if let Some(view) = views.get_mut(stream) {
+                let received_ns = chunk.received_ns;
                 view.push(chunk);
                 if !viewers[stream].is_empty() {
                     pending_since[stream].get_or_insert_with(Instant::now);
+                    pending_received_ns[stream].get_or_insert(received_ns);
                 }
             }
         });
@@ -442,6 +450,13 @@ impl ShardCore {
                     self.pending_since[stream] = None
                 }
                 _ => continue,
+            }
+            // The oldest data fed now came in at this time: ingest-to-send latency.
+            if let Some(received_ns) = self.pending_received_ns[stream].take() {
+                self.streams[stream]
+                    .counters
+                    .send_latency
+                    .record(sys::unix_ns().saturating_sub(received_ns));
             }
             for &key in &self.viewers[stream] {
                 let Some(conn) = self.conns.get_mut(key) else {
@@ -594,6 +609,8 @@ pub struct Housekeeping {
     stopping_since: Option<Instant>,
     /// Test hook for the watchdog: this shard stops going round its loop at this moment.
     hang_at: Option<(usize, Instant)>,
+    /// When the loop's wait last returned.
+    woke: Option<Instant>,
 }
 
 /// `SHARDCAST_DEBUG_HANG_SHARD=SHARD:SECONDS` makes shard SHARD stop going round its loop
@@ -614,11 +631,18 @@ impl Default for Housekeeping {
             next_sweep: Instant::now(),
             stopping_since: None,
             hang_at,
+            woke: None,
         }
     }
 }
 
 impl Housekeeping {
+    /// The loop's wait has just returned: a turn's work starts (its length is accounted at
+    /// [`Housekeeping::should_exit`]).
+    pub fn woke(&mut self) {
+        self.woke = Some(Instant::now());
+    }
+
     /// Every 250 ms, the connections whose timeouts expired (close them).
     pub fn expired(&mut self, core: &ShardCore) -> Vec<usize> {
         if Instant::now() < self.next_sweep {
@@ -637,6 +661,9 @@ impl Housekeeping {
         stop_accepting: impl FnOnce(),
     ) -> bool {
         run.beat(core.index());
+        if let Some(woke) = self.woke.take() {
+            run.account(core.index(), core.connections(), woke.elapsed());
+        }
         if let Some((shard, at)) = self.hang_at {
             if shard == core.index() && Instant::now() >= at {
                 tracing::error!(shard, "{HANG_HOOK}: this shard hangs now");

@@ -71,6 +71,7 @@ impl EpollShard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            housekeeping.woke();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),

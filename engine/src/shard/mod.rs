@@ -37,6 +37,8 @@ pub const WAKER: Token = Token(1);
 #[derive(Debug, Default)]
 pub struct RunState {
     state: AtomicU8,
+    /// Per shard: connections, loop turns, time spent working (for the metrics).
+    stats: Box<[ShardStats]>,
     /// Per shard: milliseconds since `since` at its last loop turn.
     heartbeats: Box<[AtomicU64]>,
     since: Option<std::time::Instant>,
@@ -48,6 +50,7 @@ impl RunState {
         Self {
             state: AtomicU8::new(Self::RUN),
             heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            stats: (0..shards).map(|_| ShardStats::default()).collect(),
             since: Some(std::time::Instant::now()),
         }
     }
@@ -57,6 +60,21 @@ impl RunState {
         if let (Some(beat), Some(since)) = (self.heartbeats.get(shard), self.since) {
             beat.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Shard `shard` finished a loop turn that worked for `busy`, holding `connections`.
+    pub fn account(&self, shard: usize, connections: usize, busy: Duration) {
+        if let Some(s) = self.stats.get(shard) {
+            s.connections.store(connections as u64, Ordering::Relaxed);
+            s.turns.fetch_add(1, Ordering::Relaxed);
+            s.busy_ns
+                .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Every shard's statistics, by shard number.
+    pub fn shard_stats(&self) -> &[ShardStats] {
+        &self.stats
     }
 
     /// The shard that went longest without a loop turn, and how long ago its last was.
@@ -106,6 +124,17 @@ impl RunState {
     pub fn stopping(&self) -> bool {
         self.get() != Self::RUN
     }
+}
+
+/// One shard's loop, as the metrics show it.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Connections open at its last loop turn.
+    pub connections: AtomicU64,
+    /// Loop turns.
+    pub turns: AtomicU64,
+    /// Nanoseconds spent working (from a wait's return to the end of the turn).
+    pub busy_ns: AtomicU64,
 }
 
 /// What every shard knows of a stream.

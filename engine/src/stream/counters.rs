@@ -40,6 +40,42 @@ pub struct StreamCounters {
     pub segment_bytes: AtomicU64,
     /// HLS requests answered (playlists and segments).
     pub hls_requests: AtomicU64,
+    /// How long data waited between ingest and the write to progressive viewers.
+    pub send_latency: LatencyHistogram,
+}
+
+/// Upper bounds of the ingest-to-send latency buckets, milliseconds (and +Inf after them).
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// A latency histogram of fixed buckets, updated with relaxed atomics by any shard.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last is over the largest bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Count one observation of `ns` nanoseconds.
+    pub fn record(&self, ns: u64) {
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&ms| ns <= ms * 1_000_000)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is the total), and the sum in nanoseconds.
+    pub fn cumulative(&self) -> ([u64; LATENCY_BUCKETS_MS.len() + 1], u64) {
+        let mut out = [0; LATENCY_BUCKETS_MS.len() + 1];
+        let mut total = 0;
+        for (slot, bucket) in out.iter_mut().zip(&self.buckets) {
+            total += bucket.load(Relaxed);
+            *slot = total;
+        }
+        (out, self.sum_ns.load(Relaxed))
+    }
 }
 
 /// A copy of the counters at one moment.

@@ -16,7 +16,7 @@
 
 mod counters;
 
-pub use counters::{StreamCounters, StreamCountersSnapshot};
+pub use counters::{LatencyHistogram, StreamCounters, StreamCountersSnapshot, LATENCY_BUCKETS_MS};
 
 use bytes::Bytes;
 use std::collections::VecDeque;

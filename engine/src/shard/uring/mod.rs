@@ -397,6 +397,7 @@ impl UringShard {
                     ) => {}
                 Err(e) => return Err(e),
             }
+            housekeeping.woke();
             completions.extend(
                 self.ring
                     .completion()
