@@ -64,18 +64,10 @@ fn request(
     token: Option<&str>,
 ) -> (u16, String, Vec<u8>) {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let raw = raw_get(
+    exchange(
         addr,
         &format!("{method} {path} HTTP/1.1\r\nHost: api\r\n{auth}Connection: close\r\n\r\n"),
-        Duration::from_secs(5),
-    );
-    let (head, body) = split_response(&raw);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_vec())
+    )
 }
 
 fn json(body: &[u8]) -> Value {
@@ -148,6 +140,16 @@ fn check(spec: &Value, schema: &Value, value: &Value, at: &str) {
         }
         _ => {}
     }
+}
+
+/// `body` is JSON of the spec's Error schema.
+fn check_error(spec: &Value, body: &[u8], what: &str) {
+    check(
+        spec,
+        &spec["components"]["schemas"]["Error"],
+        &json(body),
+        what,
+    );
 }
 
 #[test]
@@ -228,12 +230,7 @@ fn the_api_needs_its_token_and_answers_as_documented() {
                     Some(&token),
                 );
                 assert_eq!(status, 404);
-                check(
-                    &spec,
-                    &spec["components"]["schemas"]["Error"],
-                    &json(&body),
-                    "404",
-                );
+                check_error(&spec, &body, "404");
             }
         }
     }
@@ -255,20 +252,10 @@ fn the_api_needs_its_token_and_answers_as_documented() {
     // Unknown endpoints and methods: JSON errors too.
     let (status, _, body) = request(rig.api, "GET", "/api/v1/nothing", Some(&token));
     assert_eq!(status, 404);
-    check(
-        &spec,
-        &spec["components"]["schemas"]["Error"],
-        &json(&body),
-        "404",
-    );
+    check_error(&spec, &body, "404");
     let (status, _, body) = request(rig.api, "DELETE", "/api/v1/server", Some(&token));
     assert_eq!(status, 405);
-    check(
-        &spec,
-        &spec["components"]["schemas"]["Error"],
-        &json(&body),
-        "405",
-    );
+    check_error(&spec, &body, "405");
 
     let (_, log) = rig.server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(

@@ -25,27 +25,12 @@ fn workspace() -> PathBuf {
 
 /// An H.264 + AAC source into UDP, small enough to leave the browser CPU.
 fn source(port: u16, seconds: u32) -> KillOnDrop {
-    KillOnDrop(
-        Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "800k"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "mpegts"])
-            .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg must be installed"),
+    ffmpeg_source(
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        seconds,
+        "640x360",
+        "800k",
+        25,
     )
 }
 
@@ -287,14 +272,10 @@ fn info_json_and_embed_js_describe_the_stream() {
     let dir = temp_dir("info");
     let (server, port) = server_with_udp_stream(&dir);
     // Before the source: waiting, no tracks, CORS open.
-    let raw = raw_get(
+    let (status, head, body) = exchange(
         server.addr,
         "GET /cam/info.json HTTP/1.1\r\nHost: tv.example:8080\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(5),
     );
-    let (head, body) = split_response(&raw);
-    let (head, body) = (head.to_string(), body.to_vec());
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     assert_eq!(status, 200);
     assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
     assert_eq!(header(&head, "content-type"), Some("application/json"));

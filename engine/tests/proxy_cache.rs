@@ -7,90 +7,24 @@
 mod support;
 
 use shardcast_protocols::hls::{parse, Playlist};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// nginx as a caching proxy for `upstream`, on a free port, all its files in a temp dir.
-struct Nginx {
-    _process: KillOnDrop,
-    addr: std::net::SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Nginx {
-    fn start(upstream: std::net::SocketAddr) -> Nginx {
-        let dir = std::env::temp_dir().join(format!("shardcast-nginx-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("cache")).unwrap();
-        let port = free_port();
-        let conf = format!(
-            "daemon off;\n\
-             worker_processes 1;\n\
-             user root;\n\
-             pid {dir}/nginx.pid;\n\
-             error_log {dir}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n\
-               access_log off;\n\
-               client_body_temp_path {dir}/body;\n\
-               proxy_temp_path {dir}/proxy;\n\
-               fastcgi_temp_path {dir}/fastcgi;\n\
-               uwsgi_temp_path {dir}/uwsgi;\n\
-               scgi_temp_path {dir}/scgi;\n\
-               proxy_cache_path {dir}/cache levels=1:2 keys_zone=hls:10m max_size=1g inactive=10m use_temp_path=off;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 location / {{\n\
-                   proxy_pass http://{upstream};\n\
-                   proxy_http_version 1.1;\n\
-                   proxy_set_header Connection \"\";\n\
-                   proxy_cache hls;\n\
-                   proxy_cache_lock on;\n\
-                   add_header X-Cache-Status $upstream_cache_status always;\n\
-                 }}\n\
-               }}\n\
-             }}\n",
-            dir = dir.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let process = KillOnDrop(
-            Command::new("/usr/sbin/nginx")
-                .args([
-                    "-p",
-                    dir.to_str().unwrap(),
-                    "-c",
-                    conf_path.to_str().unwrap(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nginx must be installed (the test command installs it)"),
-        );
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
-            _process: process,
-            addr,
-            dir,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The process goes first (its guard is dropped after this body), then its files.
-        stop_gracefully(&mut self._process.0);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// nginx as a caching proxy for `upstream`, configured as an operator would, nothing more.
+fn caching_nginx(upstream: std::net::SocketAddr) -> Peer {
+    start_nginx(
+        "proxy_cache_path DIR/cache levels=1:2 keys_zone=hls:10m max_size=1g inactive=10m use_temp_path=off;",
+        &format!(
+            "location / {{\n\
+               proxy_pass http://{upstream};\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\";\n\
+               proxy_cache hls;\n\
+               proxy_cache_lock on;\n\
+               add_header X-Cache-Status $upstream_cache_status always;\n\
+             }}\n"
+        ),
+    )
 }
 
 /// The newest sequence number a playlist lists.
@@ -104,7 +38,7 @@ fn newest(body: &[u8]) -> u64 {
 #[test]
 fn nginx_caches_segments_and_keeps_playlists_fresh() {
     let server = Server::start(&[]);
-    let nginx = Nginx::start(server.addr);
+    let nginx = caching_nginx(server.addr);
     let deadline = Instant::now() + Duration::from_secs(10);
     let playlist = loop {
         let (status, _, body) = fetch(nginx.addr, "/demo/index.m3u8", "");

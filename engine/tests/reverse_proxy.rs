@@ -9,7 +9,6 @@ mod support;
 
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -32,84 +31,15 @@ fn location(upstream: SocketAddr) -> String {
     )
 }
 
-struct Nginx {
-    _process: KillOnDrop,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Nginx {
-    fn start(upstream: SocketAddr) -> Nginx {
-        let dir = std::env::temp_dir().join(format!("shardcast-revproxy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\nuser root;\npid {dir}/nginx.pid;\n\
-             error_log {dir}/error.log warn;\nevents {{ worker_connections 256; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {dir}/body;\n\
-             proxy_temp_path {dir}/proxy;\n fastcgi_temp_path {dir}/fastcgi;\n\
-             uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
-             server {{\n listen 127.0.0.1:{port};\n{}\n }}\n}}\n",
-            location(upstream),
-            dir = dir.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let process = KillOnDrop(
-            Command::new("/usr/sbin/nginx")
-                .args([
-                    "-p",
-                    dir.to_str().unwrap(),
-                    "-c",
-                    conf_path.to_str().unwrap(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nginx must be installed (the test command installs it)"),
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
-            _process: process,
-            addr,
-            dir,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop_gracefully(&mut self._process.0);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// GET `url` (an absolute http:// URL on this machine) with a Host header naming it.
 fn get_url(url: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let addr: SocketAddr = authority.parse().unwrap();
-    let raw = raw_get(
-        addr,
+    let (status, _, body) = exchange(
+        authority.parse().unwrap(),
         &format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
-        Duration::from_secs(5),
     );
-    let (head, body) = split_response(&raw);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_vec())
+    (status, body)
 }
 
 /// Resolve a playlist URI against the playlist's URL (relative, absolute path or absolute).
@@ -200,90 +130,30 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
     )
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let nginx = Nginx::start(server.addr);
+    let nginx = start_nginx("", &location(server.addr));
     let public = format!("http://{}/tv/", nginx.addr);
 
     check_through_proxy(&public);
 
     // From a peer that is not a trusted proxy, forwarding headers change nothing.
-    let raw = raw_get(
+    let (_, _, body) = fetch(
         server.addr,
-        &format!(
-            "GET /demo/info.json HTTP/1.1\r\nHost: {}\r\nX-Forwarded-Host: evil.example\r\n\
-             X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /phish\r\nX-Mst-Path: https://evil.example/\r\n\
-             X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
-            server.addr
-        ),
-        Duration::from_secs(5),
+        "/demo/info.json",
+        "X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Prefix: /phish\r\nX-Mst-Path: https://evil.example/\r\n\
+         X-Forwarded-For: 203.0.113.7\r\n",
     );
-    let (_, body) = split_response(&raw);
-    let direct: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!(
-        direct["outputs"]["hls"],
-        format!("http://{}/demo/master.m3u8", server.addr)
-    );
-    let raw = raw_get(
+    let direct: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(direct["outputs"]["hls"], "http://test/demo/master.m3u8");
+    let (_, _, body) = fetch(
         server.addr,
-        &format!(
-            "GET /demo/embed.js HTTP/1.1\r\nHost: {}\r\nX-Mst-Path: https://evil.example/\r\nConnection: close\r\n\r\n",
-            server.addr
-        ),
-        Duration::from_secs(5),
+        "/demo/embed.js",
+        "X-Mst-Path: https://evil.example/\r\n",
     );
-    let (_, body) = split_response(&raw);
-    assert!(String::from_utf8_lossy(body).contains("var base = \"\" ||"));
+    assert!(String::from_utf8_lossy(&body).contains("var base = \"\" ||"));
     drop(nginx);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A proxy under test: its process, its address and its directory (removed at the end).
-struct Proxy {
-    _process: KillOnDrop,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_proxy(name: &str, program: &str, args: &[&str], conf: &str, port: u16) -> Proxy {
-    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Apache drops to `nobody`, which must be able to read its configuration.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let conf = conf.replace("DIR", dir.to_str().unwrap());
-    let conf_path = dir.join(format!("{name}.conf"));
-    std::fs::write(&conf_path, conf).unwrap();
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.replace("CONF", conf_path.to_str().unwrap()))
-        .collect();
-    let process = KillOnDrop(
-        Command::new(program)
-            .args(&args)
-            .env("APACHE_RUN_DIR", &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{program} must be installed (the test command installs it): {e}")
-            }),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{name} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proxy {
-        _process: process,
-        addr,
-        dir,
-    }
 }
 
 /// shardcast with the demo stream, trusting proxies on 127.0.0.1.
@@ -324,7 +194,7 @@ fn apache_with_the_readme_snippet() {
              RequestHeader set X-Forwarded-Proto expr=%{{REQUEST_SCHEME}}\n\
          </Location>\n"
     );
-    let apache = start_proxy(
+    let apache = Peer::start(
         "apache",
         "/usr/sbin/apache2",
         &["-X", "-f", "CONF"],
@@ -352,7 +222,7 @@ fn lighttpd_with_the_readme_snippet() {
              setenv.add-request-header = ( \"X-Forwarded-Prefix\" => \"/tv\" )\n\
          }}\n"
     );
-    let lighttpd = start_proxy(
+    let lighttpd = Peer::start(
         "lighttpd",
         "/usr/sbin/lighttpd",
         &["-D", "-f", "CONF"],

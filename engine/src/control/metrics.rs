@@ -106,35 +106,44 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 13] = [
     ),
 ];
 
+/// The HELP and TYPE lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// The whole exposition.
 pub(super) fn render(state: &ControlState) -> String {
     let mut out = String::with_capacity(4096);
-    let _ = writeln!(
-        out,
-        "# HELP shardcast_info The running server: version and I/O backend."
+    family(
+        &mut out,
+        "shardcast_info",
+        "gauge",
+        "The running server: version and I/O backend.",
     );
-    let _ = writeln!(out, "# TYPE shardcast_info gauge");
     let _ = writeln!(
         out,
         "shardcast_info{{version=\"{}\",io_backend=\"{}\"}} 1",
         escape(env!("CARGO_PKG_VERSION")),
         escape(state.io_backend)
     );
-    let _ = writeln!(
-        out,
-        "# HELP shardcast_uptime_seconds Seconds since the server started."
+    family(
+        &mut out,
+        "shardcast_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
     );
-    let _ = writeln!(out, "# TYPE shardcast_uptime_seconds gauge");
     let _ = writeln!(
         out,
         "shardcast_uptime_seconds {:.3}",
         state.started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "# HELP shardcast_shards Shards (pinned event loops) running."
+    family(
+        &mut out,
+        "shardcast_shards",
+        "gauge",
+        "Shards (pinned event loops) running.",
     );
-    let _ = writeln!(out, "# TYPE shardcast_shards gauge");
     let _ = writeln!(out, "shardcast_shards {}", state.cpus.len());
 
     let snapshots: Vec<_> = state
@@ -143,8 +152,12 @@ pub(super) fn render(state: &ControlState) -> String {
         .map(|s| s.counters.snapshot())
         .collect();
     let names: Vec<String> = state.streams.iter().map(|s| escape(&s.name)).collect();
-    let _ = writeln!(out, "# HELP shardcast_stream_input_bytes_per_second Bytes received from the source over the last second.");
-    let _ = writeln!(out, "# TYPE shardcast_stream_input_bytes_per_second gauge");
+    family(
+        &mut out,
+        "shardcast_stream_input_bytes_per_second",
+        "gauge",
+        "Bytes received from the source over the last second.",
+    );
     for (i, name) in names.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -152,32 +165,31 @@ pub(super) fn render(state: &ControlState) -> String {
             state.input_bitrate(i) / 8
         );
     }
-    let family = "shardcast_stream_send_latency_seconds";
-    let _ = writeln!(out, "# HELP {family} Time from ingest receiving data to its write to progressive viewers (one observation per flush).");
-    let _ = writeln!(out, "# TYPE {family} histogram");
+    let latency = "shardcast_stream_send_latency_seconds";
+    family(&mut out, latency, "histogram", "Time from ingest receiving data to its write to progressive viewers (one observation per flush).");
     for (info, name) in state.streams.iter().zip(&names) {
         let (cumulative, sum_ns) = info.counters.send_latency.cumulative();
         for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
             let le = *bound as f64 / 1000.0;
             let _ = writeln!(
                 out,
-                "{family}_bucket{{stream=\"{name}\",le=\"{le}\"}} {count}"
+                "{latency}_bucket{{stream=\"{name}\",le=\"{le}\"}} {count}"
             );
         }
         let total = cumulative[LATENCY_BUCKETS_MS.len()];
         let _ = writeln!(
             out,
-            "{family}_bucket{{stream=\"{name}\",le=\"+Inf\"}} {total}"
+            "{latency}_bucket{{stream=\"{name}\",le=\"+Inf\"}} {total}"
         );
         let _ = writeln!(
             out,
-            "{family}_sum{{stream=\"{name}\"}} {:.6}",
+            "{latency}_sum{{stream=\"{name}\"}} {:.6}",
             sum_ns as f64 / 1e9
         );
-        let _ = writeln!(out, "{family}_count{{stream=\"{name}\"}} {total}");
+        let _ = writeln!(out, "{latency}_count{{stream=\"{name}\"}} {total}");
     }
     let stats = state.run.shard_stats();
-    for (family, kind, help) in [
+    for (metric, kind, help) in [
         (
             "shardcast_shard_connections",
             "gauge",
@@ -194,22 +206,20 @@ pub(super) fn render(state: &ControlState) -> String {
             "Time the shard's loop spent working rather than waiting.",
         ),
     ] {
-        let _ = writeln!(out, "# HELP {family} {help}");
-        let _ = writeln!(out, "# TYPE {family} {kind}");
+        family(&mut out, metric, kind, help);
         for (i, (s, cpu)) in stats.iter().zip(&state.cpus).enumerate() {
-            let value = match family {
+            let value = match metric {
                 "shardcast_shard_connections" => s.connections.load(Ordering::Relaxed).to_string(),
                 "shardcast_shard_loop_turns_total" => s.turns.load(Ordering::Relaxed).to_string(),
                 _ => format!("{:.6}", s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),
             };
-            let _ = writeln!(out, "{family}{{shard=\"{i}\",cpu=\"{cpu}\"}} {value}");
+            let _ = writeln!(out, "{metric}{{shard=\"{i}\",cpu=\"{cpu}\"}} {value}");
         }
     }
-    for (family, kind, help, read) in STREAM_FAMILIES {
-        let _ = writeln!(out, "# HELP {family} {help}");
-        let _ = writeln!(out, "# TYPE {family} {kind}");
+    for (metric, kind, help, read) in STREAM_FAMILIES {
+        family(&mut out, metric, kind, help);
         for (name, snapshot) in names.iter().zip(&snapshots) {
-            let _ = writeln!(out, "{family}{{stream=\"{name}\"}} {}", read(snapshot));
+            let _ = writeln!(out, "{metric}{{stream=\"{name}\"}} {}", read(snapshot));
         }
     }
     out

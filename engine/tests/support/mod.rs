@@ -345,6 +345,12 @@ impl Drop for LoopbackMulticast {
 /// Debian's ffmpeg sending a 720p25 H.264 (keyframe every 2 s) + AAC test pattern to `url`
 /// for `seconds`, in real time; killed when dropped.
 pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
+    ffmpeg_source(url, seconds, "1280x720", "2M", 50)
+}
+
+/// ffmpeg's test pattern and a tone as H.264 + AAC in MPEG-TS to `url`, for `seconds`, at
+/// `size` (WxH), video bitrate `bitrate` and a keyframe every `gop` frames (25 fps).
+pub fn ffmpeg_source(url: &str, seconds: u32, size: &str, bitrate: &str, gop: u32) -> KillOnDrop {
     KillOnDrop(
         Command::new("ffmpeg")
             .args([
@@ -355,7 +361,7 @@ pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc2=size=1280x720:rate=25",
+                &format!("testsrc2=size={size}:rate=25"),
                 "-f",
                 "lavfi",
                 "-i",
@@ -370,11 +376,11 @@ pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
                 "-tune",
                 "zerolatency",
                 "-g",
-                "50",
+                &gop.to_string(),
                 "-pix_fmt",
                 "yuv420p",
                 "-b:v",
-                "2M",
+                bitrate,
                 "-c:a",
                 "aac",
                 "-b:a",
@@ -392,22 +398,10 @@ pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
 
 /// One GET with `Connection: close` and extra header lines; returns (status, head, body).
 pub fn fetch(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n")
-            .as_bytes(),
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"),
     )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let (head, body) = split_response(&raw);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, body.to_vec())
 }
 
 /// A raw response split into its head (as text) and body.
@@ -463,4 +457,103 @@ pub fn probe_streams(url: &str) -> String {
     );
     assert!(ok, "ffprobe {url}: {probe}");
     probe
+}
+
+/// A server of another project (nginx, Apache, lighttpd) that a test runs from a
+/// configuration it writes, in a directory of its own on a free port; stopped with SIGTERM
+/// (then SIGKILL) and its directory removed when dropped.
+pub struct Peer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: std::path::PathBuf,
+}
+
+impl Peer {
+    /// Start `program` with `args` and the configuration `conf`, and wait until it accepts on
+    /// 127.0.0.1:`port`. `conf` and `args` may name the directory as `DIR`; `args` names the
+    /// configuration file as `CONF`.
+    pub fn start(name: &str, program: &str, args: &[&str], conf: &str, port: u16) -> Peer {
+        let dir =
+            std::env::temp_dir().join(format!("shardcast-{name}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Apache drops to `nobody`, which must be able to read its configuration.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let dir_text = dir.to_str().unwrap();
+        let conf_path = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf_path, conf.replace("DIR", dir_text)).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("CONF", conf_path.to_str().unwrap())
+                    .replace("DIR", dir_text)
+            })
+            .collect();
+        let child = Command::new(program)
+            .args(&args)
+            .env("APACHE_RUN_DIR", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{program} must be installed (the test command installs it): {e}")
+            });
+        let peer = Peer {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(peer.addr).is_err() {
+            assert!(Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peer
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        stop_gracefully(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Debian's nginx with one worker and every file under its directory, listening on a free
+/// port, with `http_extra` in its http block and `server_body` in its server block (both may
+/// name the directory as `DIR`).
+pub fn start_nginx(http_extra: &str, server_body: &str) -> Peer {
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\nuser root;\npid DIR/nginx.pid;\n\
+         error_log DIR/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n access_log off;\n client_body_temp_path DIR/body;\n\
+         proxy_temp_path DIR/proxy;\n fastcgi_temp_path DIR/fastcgi;\n\
+         uwsgi_temp_path DIR/uwsgi;\n scgi_temp_path DIR/scgi;\n{http_extra}\n\
+         server {{\n listen 127.0.0.1:{port};\n{server_body}\n }}\n}}\n"
+    );
+    Peer::start(
+        "nginx",
+        "/usr/sbin/nginx",
+        &["-p", "DIR", "-c", "CONF"],
+        &conf,
+        port,
+    )
+}
+
+/// Send a whole request (it should say `Connection: close`) and read the whole response:
+/// (status, head, body).
+pub fn exchange(addr: SocketAddr, request: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (head, body) = split_response(&raw);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, body.to_vec())
 }
