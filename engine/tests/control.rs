@@ -315,10 +315,16 @@ fn metrics_parse_with_promtool_and_move() {
         std::thread::sleep(Duration::from_secs(2));
         capture(viewer_addr, "/cam.ts", 3.0).len()
     });
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(3500));
+    let (_, _, body) = request(rig.api, "GET", "/metrics", None);
+    let during = String::from_utf8(body).unwrap();
+    let viewers = "shardcast_stream_viewers{stream=\"cam\",protocol=\"http_ts\"}";
+    assert_eq!(sample(&during, viewers), 1.0, "{during}");
+    std::thread::sleep(Duration::from_millis(2500));
     assert!(viewer.join().unwrap() > 100_000);
     let (_, _, body) = request(rig.api, "GET", "/metrics", None);
     let after = String::from_utf8(body).unwrap();
+    assert_eq!(sample(&after, viewers), 0.0);
     let received = sample(
         &after,
         "shardcast_stream_received_bytes_total{stream=\"cam\"}",

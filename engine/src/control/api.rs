@@ -107,12 +107,14 @@ struct StreamSummary {
     source: String,
     state: player::StreamState,
     input_bitrate: u64,
-    viewers: u64,
+    viewers: Viewers,
 }
 
+/// Viewers by protocol. Only progressive HTTP-TS viewers so far: HLS players are counted
+/// once sessions exist.
 #[derive(Serialize)]
 struct Viewers {
-    total: u64,
+    http_ts: u64,
 }
 
 #[derive(Serialize)]
@@ -158,7 +160,9 @@ async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
                     source: state.sources.get(i).cloned().unwrap_or_default(),
                     state: player::state(window.as_deref(), now),
                     input_bitrate: state.input_bitrate(i),
-                    viewers: info.counters.viewers.load(Ordering::Relaxed),
+                    viewers: Viewers {
+                        http_ts: info.counters.viewers.load(Ordering::Relaxed),
+                    },
                 }
             })
             .collect(),
@@ -193,7 +197,7 @@ async fn stream_status(
         continuity_errors: c.continuity_errors,
         malformed_packets: c.malformed_packets,
         kernel_drops: c.kernel_drops,
-        viewers: Viewers { total: c.viewers },
+        viewers: Viewers { http_ts: c.viewers },
         segments: Segments {
             sealed: c.segments,
             dropped: c.segments_dropped,

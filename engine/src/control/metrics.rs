@@ -25,13 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 13] = [
-    (
-        "shardcast_stream_viewers",
-        "gauge",
-        "Viewers connected now, all protocols.",
-        |c| c.viewers,
-    ),
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 12] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -215,6 +209,19 @@ pub(super) fn render(state: &ControlState) -> String {
             };
             let _ = writeln!(out, "{metric}{{shard=\"{i}\",cpu=\"{cpu}\"}} {value}");
         }
+    }
+    family(
+        &mut out,
+        "shardcast_stream_viewers",
+        "gauge",
+        "Viewers connected now, by protocol (progressive HTTP-TS so far; HLS players come with sessions).",
+    );
+    for (name, snapshot) in names.iter().zip(&snapshots) {
+        let _ = writeln!(
+            out,
+            "shardcast_stream_viewers{{stream=\"{name}\",protocol=\"http_ts\"}} {}",
+            snapshot.viewers
+        );
     }
     for (metric, kind, help, read) in STREAM_FAMILIES {
         family(&mut out, metric, kind, help);

@@ -85,7 +85,8 @@ struct Info<'a> {
     /// Segments the live playlist lists now (players start a few segments from its end).
     segments: usize,
     /// Viewers connected now, all protocols.
-    viewers: u64,
+    /// Progressive (HTTP-TS) viewers connected now.
+    http_ts_viewers: u64,
 }
 
 #[derive(Serialize)]
@@ -159,7 +160,7 @@ pub fn info_json(
         bitrate: window.map_or(0, |w| w.peak_bitrate),
         target_duration: window.map_or(0, |w| w.target_duration),
         segments: window.map_or(0, |w| w.listed),
-        viewers: counters.viewers.load(Ordering::Relaxed),
+        http_ts_viewers: counters.viewers.load(Ordering::Relaxed),
     };
     // Serialising plain strings and numbers cannot fail; an empty object would be the answer
     // if it somehow did.

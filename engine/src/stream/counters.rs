@@ -21,7 +21,8 @@ pub struct StreamCounters {
     pub kernel_drops: AtomicU64,
     /// Chunks a subscriber shard missed because its queue was full.
     pub fanout_drops: AtomicU64,
-    /// Viewers connected now, all protocols.
+    /// Progressive (HTTP-TS) viewers connected now. HLS players are not connections that
+    /// last; they are counted as sessions (not yet: the control plane's sessions).
     pub viewers: AtomicU64,
     /// Viewers moved to a newer keyframe because they fell behind.
     pub lag_skips: AtomicU64,
