@@ -7,19 +7,12 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_shardcast");
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A server with one UDP stream `cam` and the API on a port of its own.
 struct Rig {
@@ -154,7 +147,7 @@ fn check_error(spec: &Value, body: &[u8], what: &str) {
 
 #[test]
 fn the_api_needs_its_token_and_answers_as_documented() {
-    let dir = temp_dir("api");
+    let dir = TempDir::new("api");
     let rig = start(&dir);
     let _ffmpeg = ffmpeg_udp_source(
         &format!("udp://127.0.0.1:{}?pkt_size=1316", rig.udp_port),
@@ -271,7 +264,6 @@ fn the_api_needs_its_token_and_answers_as_documented() {
     let (status, _, _) = request(rig.api, "GET", "/api/v1/server", Some(&token));
     assert_eq!(status, 200);
     drop(rig);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The value of a sample line `name{labels} value`.
@@ -289,7 +281,7 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[test]
 fn metrics_parse_with_promtool_and_move() {
-    let dir = temp_dir("metrics");
+    let dir = TempDir::new("metrics");
     let rig = start(&dir);
     let (status, head, body) = request(rig.api, "GET", "/metrics", None);
     assert_eq!(status, 200, "{head}");
@@ -408,12 +400,11 @@ fn metrics_parse_with_promtool_and_move() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(rig);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn check_config_names_the_line_and_the_reason() {
-    let dir = temp_dir("check-config");
+    let dir = TempDir::new("check-config");
     let good = dir.join("good.toml");
     std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1:5000\"\n").unwrap();
     let out = Command::new(BINARY)
@@ -442,5 +433,4 @@ fn check_config_names_the_line_and_the_reason() {
         ),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

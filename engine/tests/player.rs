@@ -48,12 +48,6 @@ fn server_with_udp_stream(dir: &Path) -> (Server, u16) {
     (Server::start(&["--config", config.to_str().unwrap()]), port)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// One observation of the page.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -172,7 +166,7 @@ fn plays_through(engine: &str) {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir(&format!("browser-{engine}"));
+    let dir = TempDir::new(&format!("browser-{engine}"));
     let (server, port) = server_with_udp_stream(&dir);
     let _ffmpeg = source(port, 60);
     let shot = workspace().join(format!("target/browser/player-{engine}.png"));
@@ -183,7 +177,6 @@ fn plays_through(engine: &str) {
         .watch(Duration::from_secs(25), |s| s.current_time > 0.5)
         .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
     let samples = browser.finish();
-    let _ = std::fs::remove_dir_all(&dir);
     let later = samples
         .iter()
         .find(|s| s.t >= started.t + 15.0)
@@ -224,7 +217,7 @@ fn browser_waits_when_the_source_stops_and_plays_when_it_returns() {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("browser-outage");
+    let dir = TempDir::new("browser-outage");
     let (server, port) = server_with_udp_stream(&dir);
     let mut ffmpeg = source(port, 120);
     let mut browser = Browser::open(&server.url("/cam.html"), 75, None);
@@ -257,7 +250,6 @@ fn browser_waits_when_the_source_stops_and_plays_when_it_returns() {
     let advancing = browser.watch(Duration::from_secs(15), |s| s.current_time >= at + 3.0);
     drop(ffmpeg);
     let samples = browser.finish();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         advancing.is_some(),
         "currentTime did not advance after the source came back: {samples:?}"
@@ -269,7 +261,7 @@ fn browser_waits_when_the_source_stops_and_plays_when_it_returns() {
 
 #[test]
 fn info_json_and_embed_js_describe_the_stream() {
-    let dir = temp_dir("info");
+    let dir = TempDir::new("info");
     let (server, port) = server_with_udp_stream(&dir);
     // Before the source: waiting, no tracks, CORS open.
     let (status, head, body) = exchange(
@@ -348,5 +340,4 @@ fn info_json_and_embed_js_describe_the_stream() {
     // Two Host headers are refused (RFC 9112): the value is written into URLs.
     let (status, _, _) = fetch(server.addr, "/cam/info.json", "Host: other\r\n");
     assert_eq!(status, 400);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -121,8 +121,7 @@ fn check_through_proxy(public: &str) {
 
 #[test]
 fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
-    let dir = std::env::temp_dir().join(format!("shardcast-revproxy-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("revproxy-nginx");
     let config = dir.join("shardcast.toml");
     std::fs::write(
         &config,
@@ -153,17 +152,11 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
     assert!(String::from_utf8_lossy(&body).contains("var base = \"\" ||"));
     drop(nginx);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// shardcast with the demo stream, trusting proxies on 127.0.0.1.
-fn server_trusting_loopback() -> (Server, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "shardcast-revproxy-lo-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+fn server_trusting_loopback(name: &str) -> (Server, TempDir) {
+    let dir = TempDir::new(&format!("revproxy-{name}"));
     let config = dir.join("shardcast.toml");
     std::fs::write(
         &config,
@@ -175,7 +168,7 @@ fn server_trusting_loopback() -> (Server, std::path::PathBuf) {
 
 #[test]
 fn apache_with_the_readme_snippet() {
-    let (server, dir) = server_trusting_loopback();
+    let (server, _dir) = server_trusting_loopback("apache");
     let port = free_port();
     let upstream = server.addr;
     let conf = format!(
@@ -204,12 +197,11 @@ fn apache_with_the_readme_snippet() {
     check_through_proxy(&format!("http://{}/tv/", apache.addr));
     drop(apache);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn lighttpd_with_the_readme_snippet() {
-    let (server, dir) = server_trusting_loopback();
+    let (server, _dir) = server_trusting_loopback("lighttpd");
     let port = free_port();
     let (host, upstream_port) = (server.addr.ip(), server.addr.port());
     let conf = format!(
@@ -232,5 +224,4 @@ fn lighttpd_with_the_readme_snippet() {
     check_through_proxy(&format!("http://{}/tv/", lighttpd.addr));
     drop(lighttpd);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -557,3 +557,29 @@ pub fn exchange(addr: SocketAddr, request: &str) -> (u16, String, Vec<u8>) {
         .unwrap_or(0);
     (status, head, body.to_vec())
 }
+
+/// A directory for one test, removed when it goes out of scope, however the test ends.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// `shardcast-NAME-PID` under the system's temporary directory, empty.
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("shardcast-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
