@@ -60,7 +60,7 @@ io = "${IO:-auto}"
 name = "live"
 source = "udp://127.0.0.1:$udp_port"
 TOML
-taskset -c 0 target/release/shardcast serve --config "$work/shardcast.toml" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
+taskset -c 0 target/release/shardcast serve --api-listen off --config "$work/shardcast.toml" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
 
 # ffmpeg's HLS muxer onto tmpfs for nginx, from the identical stream.
 taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo_size=1000000&overrun_nonfatal=1" \

@@ -39,7 +39,7 @@ name = "live"
 source = "udp://127.0.0.1:$udp_port"
 playlist_segments = 6
 TOML
-    taskset -c 0 target/release/shardcast serve --config "$cfg" 2>/dev/null & srv=$!
+    taskset -c 0 target/release/shardcast serve --api-listen off --config "$cfg" 2>/dev/null & srv=$!
     sleep 9   # three segments before the first player
     for n in "${counts[@]}"; do
       for rep in 1 2 3; do

@@ -19,7 +19,7 @@ io = "${IO:-auto}"
 name = "live"
 source = "udp://127.0.0.1:$udp_port"
 TOML
-taskset -c 0 target/release/shardcast serve --config "$cfg" 2>/dev/null & srv=$!
+taskset -c 0 target/release/shardcast serve --api-listen off --config "$cfg" 2>/dev/null & srv=$!
 ing=""
 cleanup() { kill "$srv" ${ing:+"$ing"} 2>/dev/null || true; wait 2>/dev/null || true; rm -f "$cfg" "$out"; }
 trap cleanup EXIT
