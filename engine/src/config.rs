@@ -184,6 +184,9 @@ impl Default for HlsSettings {
     }
 }
 
+/// The embedded default configuration's text: every setting at its default, one demo stream.
+pub const EMBEDDED: &str = "[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n";
+
 /// Where the running configuration comes from: a file (or the embedded default) with the
 /// command line's overrides on top. SIGHUP loads it again the same way.
 #[derive(Clone, Debug, Default)]
@@ -208,6 +211,12 @@ impl ConfigSource {
                 .map_err(|e| format!("configuration {} refused ({e})", path.display()))?,
             None => Config::embedded(),
         };
+        self.override_settings(&mut config);
+        Ok(config)
+    }
+
+    /// Put the command line's settings over `config`'s.
+    pub fn override_settings(&self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
@@ -220,7 +229,6 @@ impl ConfigSource {
         if let Some(dir) = &self.state_dir {
             config.state_dir = Some(dir.clone());
         }
-        Ok(config)
     }
 }
 
@@ -422,16 +430,8 @@ impl Config {
 
     /// The embedded default: HTTP on 0.0.0.0:8080, every CPU, one `demo` stream.
     pub fn embedded() -> Config {
-        let mut c =
-            Self::parse("").unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"));
-        c.streams.push(StreamConfig {
-            name: "demo".into(),
-            source: SourceSpec::Demo,
-            source_url: "demo:".into(),
-            window_s: default_window(),
-            hls: HlsSettings::default(),
-        });
-        c
+        Self::parse(EMBEDDED)
+            .unwrap_or_else(|e| unreachable!("the embedded configuration is valid: {e}"))
     }
 
     /// Read and validate a file.

@@ -14,13 +14,12 @@
 
 use crate::config::{Config, ConfigSource};
 use crate::config::{IoBackend, SegmentSend};
+use crate::control::store::ConfigStore;
 use crate::http::ConnLimits;
 use crate::ingest::SourceSpec;
 use crate::shard::epoll::EpollShard;
 use crate::shard::uring::{self, UringParts, UringShard};
-use crate::shard::{Fanout, Inbox, RunState, ShardSetup, StreamInfo, Wake, QUEUE_CHUNKS, WAKER};
-use crate::stream::StreamCounters;
-use crossbeam_queue::ArrayQueue;
+use crate::shard::{RunState, ShardSetup, Streams, Wake, WAKER};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -51,19 +50,6 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.listen);
-    let streams: Arc<Vec<StreamInfo>> = Arc::new(
-        config
-            .streams
-            .iter()
-            .map(|s| StreamInfo {
-                name: s.name.clone(),
-                counters: Arc::new(StreamCounters::default()),
-                window_ns: (s.window_s * 1e9) as u64,
-                hls: s.hls,
-                hls_window: Default::default(),
-            })
-            .collect(),
-    );
     let use_uring = match config.io {
         IoBackend::Epoll => false,
         IoBackend::IoUring => {
@@ -94,22 +80,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             backends.push(Backend::Epoll(poll));
         }
     }
-    let mut inboxes: Vec<Inbox> = (0..shards).map(|_| Inbox::default()).collect();
-    let mut homes: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
-    for (i, s) in config.streams.iter().enumerate() {
-        let home = i % shards;
-        let mut fanout = Fanout::default();
-        for (shard, inbox) in inboxes
-            .iter_mut()
-            .enumerate()
-            .filter(|(shard, _)| *shard != home)
-        {
-            let queue = Arc::new(ArrayQueue::new(QUEUE_CHUNKS));
-            inbox.add(i, queue.clone());
-            fanout.add(queue, wakers[shard].clone());
-        }
-        homes[home].push((i, s.source.clone(), fanout));
-    }
+    let streams = Arc::new(Streams::new(&config.streams, wakers.clone()));
     let run = Arc::new(RunState::new(shards));
     let limits = ConnLimits {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
@@ -133,20 +104,13 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         trusted_proxies: config.trusted_proxies.clone(),
     });
     let mut threads = Vec::new();
-    let parts = backends
-        .into_iter()
-        .zip(listeners)
-        .zip(inboxes)
-        .zip(homes)
-        .enumerate();
-    for (index, (((backend, listener), inbox), home)) in parts {
+    for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
         let setup = ShardSetup {
             index,
             cpu: config.cpus[index],
             listener,
-            streams: streams.clone(),
-            inbox,
-            home,
+            catalog: streams.shared(),
+            wakers: wakers.clone(),
             limits,
             max_connections: config.max_connections_per_shard,
             run: run.clone(),
@@ -178,14 +142,15 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         threads.push(thread);
     }
-    let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
+    let store = Arc::new(ConfigStore::new(source, config.clone(), streams));
     let control = match config.api_listen {
         None => None,
         Some(listen) => Some(crate::control::ControlPlane::start(
             listen,
-            start_control(&config, &streams, io, &run)?,
+            start_control(&config, &store, io, &run)?,
         )?),
     };
     if let Some(c) = &control {
@@ -206,7 +171,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
                 .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
         }
     }
-    wait_for_signal(signals, &run, &wakers, &config, &source);
+    wait_for_signal(signals, &run, &wakers, &store);
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
@@ -228,7 +193,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
 /// The control plane's view of the server, with the API token found or made.
 fn start_control(
     config: &Config,
-    streams: &Arc<Vec<StreamInfo>>,
+    store: &Arc<ConfigStore>,
     io: &'static str,
     run: &Arc<RunState>,
 ) -> Result<Arc<crate::control::ControlState>, String> {
@@ -246,12 +211,7 @@ fn start_control(
         ),
     }
     Ok(Arc::new(crate::control::ControlState::new(
-        streams.clone(),
-        config
-            .streams
-            .iter()
-            .map(|s| s.source_url.clone())
-            .collect(),
+        store.clone(),
         config.cpus.clone(),
         io,
         token,
@@ -270,8 +230,7 @@ fn wait_for_signal(
     mut signals: signal_hook::iterator::Signals,
     run: &Arc<RunState>,
     wakers: &[Arc<dyn Wake>],
-    running: &Config,
-    source: &ConfigSource,
+    store: &ConfigStore,
 ) {
     let handle = signals.handle();
     let watcher_run = run.clone();
@@ -290,7 +249,7 @@ fn wait_for_signal(
     for signal in signals.forever() {
         match signal {
             SIGHUP => {
-                reread(running, source);
+                reread(store);
                 continue;
             }
             SIGTERM => {
@@ -309,32 +268,21 @@ fn wait_for_signal(
     }
 }
 
-/// SIGHUP: read the configuration file again. A file that does not validate is refused with
-/// its line and reason and changes nothing.
-fn reread(running: &Config, source: &ConfigSource) {
-    let Some(path) = &source.path else {
+/// SIGHUP: read the configuration file again and apply it: streams change live, other
+/// settings at the next restart. A file that does not validate is refused with its line and
+/// reason and changes nothing.
+fn reread(store: &ConfigStore) {
+    let Some(path) = store.file() else {
         tracing::info!("SIGHUP: running the embedded configuration, there is no file to re-read");
         return;
     };
-    match source.load() {
+    match store.reload() {
         Err(e) => tracing::error!("SIGHUP: {e}; the running configuration stays"),
-        Ok(new) => {
-            let changed = running.differences(&new);
-            if changed.is_empty() {
-                tracing::info!(
-                    "SIGHUP: configuration {} re-read, unchanged",
-                    path.display()
-                );
-            } else {
-                // Applying changes to a running server arrives with the control plane
-                // (issue 6); until then the operator is told plainly.
-                tracing::warn!(
-                    changed = ?changed,
-                    "SIGHUP: configuration {} is valid, but these changes take effect only at the next restart",
-                    path.display()
-                );
-            }
-        }
+        Ok((changes, later)) if changes.is_empty() && later.is_empty() => tracing::info!(
+            "SIGHUP: configuration {} re-read, unchanged",
+            path.display()
+        ),
+        Ok(_) => tracing::info!("SIGHUP: configuration {} applied", path.display()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The JSON API's routes and answers (`/api/v1/…`, documented in `engine/api/openapi.json`)
 //! and the `/metrics` route. Every error is a JSON object with an `error` message.
 
+use super::store::{StoreError, StreamFields};
 use super::{metrics, token, ControlState};
 use crate::player;
 use axum::extract::{Path, Request, State};
@@ -41,7 +42,10 @@ pub(super) fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/api/v1/server", get(server_info))
         .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/streams/{name}", get(stream_status))
+        .route(
+            "/api/v1/streams/{name}",
+            get(stream_status).put(put_stream).delete(delete_stream),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut metrics = Router::new().route("/metrics", get(metrics_text));
     if state.metrics_need_token {
@@ -87,6 +91,9 @@ struct ServerInfo {
     uptime_seconds: f64,
     started_at: u64,
     streams: usize,
+    /// Where API changes are persisted; `null`: the embedded configuration, changes are kept
+    /// in memory only.
+    config_file: Option<String>,
 }
 
 async fn server_info(State(state): State<Shared>) -> Json<ServerInfo> {
@@ -97,7 +104,8 @@ async fn server_info(State(state): State<Shared>) -> Json<ServerInfo> {
         io_backend: state.io_backend,
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         started_at: state.started_unix,
-        streams: state.streams.len(),
+        streams: state.catalog().len(),
+        config_file: state.store.file().map(|p| p.display().to_string()),
     })
 }
 
@@ -140,6 +148,7 @@ struct StreamStatus {
     kernel_drops: u64,
     viewers: Viewers,
     segments: Segments,
+    config: StreamFields,
 }
 
 fn now_ms() -> i64 {
@@ -150,16 +159,15 @@ async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
     let now = now_ms();
     Json(
         state
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(i, info)| {
+            .catalog()
+            .streams()
+            .map(|(_, info)| {
                 let window = info.hls_window.load_full();
                 StreamSummary {
                     name: info.name.clone(),
-                    source: state.sources.get(i).cloned().unwrap_or_default(),
+                    source: info.config.source_url.clone(),
                     state: player::state(window.as_deref(), now),
-                    input_bitrate: state.input_bitrate(i),
+                    input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
                     viewers: Viewers {
                         http_ts: info.counters.viewers.load(Ordering::Relaxed),
                     },
@@ -173,12 +181,8 @@ async fn stream_status(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<StreamStatus>, ApiError> {
-    let Some((i, info)) = state
-        .streams
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == name)
-    else {
+    let catalog = state.catalog();
+    let Some((_, info)) = catalog.find(&name) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no stream named {name:?}"),
@@ -188,9 +192,9 @@ async fn stream_status(
     let c = info.counters.snapshot();
     Ok(Json(StreamStatus {
         name: info.name.clone(),
-        source: state.sources.get(i).cloned().unwrap_or_default(),
+        source: info.config.source_url.clone(),
         state: player::state(window.as_deref(), now_ms()),
-        input_bitrate: state.input_bitrate(i),
+        input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
         tracks: player::tracks(window.as_deref()),
         received_bytes: c.bytes_in,
         sent_bytes: c.bytes_out,
@@ -205,7 +209,74 @@ async fn stream_status(
             target_duration: window.as_ref().map_or(0, |w| w.target_duration),
             held_bytes: c.segment_bytes,
         },
+        config: StreamFields::of(&info.config),
     }))
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::FileInvalid(_) => StatusCode::CONFLICT,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Run a store edit (which reads, fsyncs and renames files) off the control thread's loop.
+async fn blocking<T: Send + 'static>(
+    edit: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(edit)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the edit failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// `PUT /api/v1/streams/{name}`: create (201) or replace (200) a stream, persisted before the
+/// answer; the body is the stream's settings (`source` and the optional `[[stream]]` keys).
+async fn put_stream(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let fields: StreamFields = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be a JSON stream object: {e}"),
+        )
+    })?;
+    let store = state.store.clone();
+    let (n, f) = (name.clone(), fields.clone());
+    let created = blocking(move || store.put_stream(&n, &f)).await?;
+    let catalog = state.catalog();
+    let settings = catalog
+        .find(&name)
+        .map_or(fields, |(_, info)| StreamFields::of(&info.config));
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(settings)).into_response())
+}
+
+/// `DELETE /api/v1/streams/{name}`: end the stream (its viewers are closed) and remove it from
+/// the configuration.
+async fn delete_stream(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.store.clone();
+    blocking(move || store.delete_stream(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {

@@ -140,28 +140,26 @@ pub(super) fn render(state: &ControlState) -> String {
     );
     let _ = writeln!(out, "shardcast_shards {}", state.cpus.len());
 
-    let snapshots: Vec<_> = state
-        .streams
-        .iter()
-        .map(|s| s.counters.snapshot())
-        .collect();
-    let names: Vec<String> = state.streams.iter().map(|s| escape(&s.name)).collect();
+    let catalog = state.catalog();
+    let streams: Vec<_> = catalog.streams().map(|(_, s)| s).collect();
+    let snapshots: Vec<_> = streams.iter().map(|s| s.counters.snapshot()).collect();
+    let names: Vec<String> = streams.iter().map(|s| escape(&s.name)).collect();
     family(
         &mut out,
         "shardcast_stream_input_bytes_per_second",
         "gauge",
         "Bytes received from the source over the last second.",
     );
-    for (i, name) in names.iter().enumerate() {
+    for (info, name) in streams.iter().zip(&names) {
         let _ = writeln!(
             out,
             "shardcast_stream_input_bytes_per_second{{stream=\"{name}\"}} {}",
-            state.input_bitrate(i) / 8
+            info.counters.input_bits_per_second.load(Ordering::Relaxed) / 8
         );
     }
     let latency = "shardcast_stream_send_latency_seconds";
     family(&mut out, latency, "histogram", "Time from ingest receiving data to its write to progressive viewers (one observation per flush).");
-    for (info, name) in state.streams.iter().zip(&names) {
+    for (info, name) in streams.iter().zip(&names) {
         let (cumulative, sum_ns) = info.counters.send_latency.cumulative();
         for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
             let le = *bound as f64 / 1000.0;

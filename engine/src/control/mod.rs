@@ -7,32 +7,32 @@
 //!                                             └─ /metrics
 //!        reads: StreamInfo counters and HLS windows (atomics and ArcSwap loads, no locks
 //!        shared with shards); samples input bitrates once a second
+//!        writes: stream edits through the ConfigStore (file first, then a new stream table
+//!        the shards follow), on a blocking thread so fsync never stalls the API
 //! ```
 //!
 //! Every API request needs `Authorization: Bearer TOKEN`; with no token in the configuration
 //! one is generated at first start and kept in the state directory ([`token`]). `/metrics`
 //! is readable without it unless `[api] metrics_need_token = true`.
 //!
-//! What it does not do yet (issue 6 continues): change streams (create, replace, delete with
-//! live application and atomic persistence), sessions, triggers, token access control for
-//! viewers, reverse-proxy headers.
+//! What it does not do yet (issue 6 continues): sessions, triggers, token access control for
+//! viewers.
 
 mod api;
 mod metrics;
+pub mod store;
 pub mod token;
 
-use crate::shard::StreamInfo;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the control plane knows about the running server.
 #[derive(Debug)]
 pub struct ControlState {
-    /// The streams, as the shards see them.
-    pub streams: Arc<Vec<StreamInfo>>,
-    /// Each stream's source, as configured.
-    pub sources: Vec<String>,
+    /// The running configuration and its stream table.
+    pub store: Arc<store::ConfigStore>,
     /// Shard CPUs.
     pub cpus: Vec<usize>,
     /// `io_uring` or `epoll`.
@@ -47,32 +47,20 @@ pub struct ControlState {
     pub metrics_need_token: bool,
     /// The shards' run state and loop statistics.
     pub run: Arc<crate::shard::RunState>,
-    /// Input bitrate per stream, from the last two samples of its byte counter.
-    rates: Mutex<Vec<Rate>>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Rate {
-    at: Option<Instant>,
-    bytes: u64,
-    bits_per_second: u64,
 }
 
 impl ControlState {
     /// The state of a server that has just started.
     pub fn new(
-        streams: Arc<Vec<StreamInfo>>,
-        sources: Vec<String>,
+        store: Arc<store::ConfigStore>,
         cpus: Vec<usize>,
         io_backend: &'static str,
         token: String,
         metrics_need_token: bool,
         run: Arc<crate::shard::RunState>,
     ) -> Self {
-        let n = streams.len();
         Self {
-            streams,
-            sources,
+            store,
             cpus,
             io_backend,
             started: Instant::now(),
@@ -80,35 +68,33 @@ impl ControlState {
             token,
             metrics_need_token,
             run,
-            rates: Mutex::new(vec![Rate::default(); n]),
         }
     }
 
-    /// Take a sample of every stream's received bytes; called about once a second.
+    /// The streams now.
+    pub fn catalog(&self) -> Arc<crate::shard::Catalog> {
+        self.store.streams().load()
+    }
+
+    /// Take a sample of every stream's received bytes and set its input bitrate; called about
+    /// once a second.
     pub fn sample_rates(&self) {
         let now = Instant::now();
-        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        for (rate, info) in rates.iter_mut().zip(self.streams.iter()) {
-            let bytes = info
-                .counters
-                .bytes_in
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if let Some(at) = rate.at {
+        for (_, info) in self.catalog().streams() {
+            let c = &info.counters;
+            let bytes = c.bytes_in.load(Ordering::Relaxed);
+            let mut sample = c.input_sample.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = sample.0 {
                 let dt = now.duration_since(at).as_secs_f64();
                 if dt > 0.0 {
-                    rate.bits_per_second =
-                        (bytes.saturating_sub(rate.bytes) as f64 * 8.0 / dt) as u64;
+                    c.input_bits_per_second.store(
+                        (bytes.saturating_sub(sample.1) as f64 * 8.0 / dt) as u64,
+                        Ordering::Relaxed,
+                    );
                 }
             }
-            rate.at = Some(now);
-            rate.bytes = bytes;
+            *sample = (Some(now), bytes);
         }
-    }
-
-    /// The input bitrate of stream `index`, bits per second, over the last sample period.
-    pub fn input_bitrate(&self, index: usize) -> u64 {
-        let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.get(index).map_or(0, |r| r.bits_per_second)
     }
 }
 

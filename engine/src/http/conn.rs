@@ -591,6 +591,14 @@ impl Conn {
         }
     }
 
+    /// The stream this connection plays has ended (removed or restarted): what is queued
+    /// still goes out, then the connection closes, so the player sees the end of the body.
+    pub fn end_stream(&mut self) {
+        if matches!(self.state, ConnState::Streaming { .. }) {
+            self.state = ConnState::Closing;
+        }
+    }
+
     /// Whether the connection is done: closing with nothing left to write.
     pub fn finished(&self) -> bool {
         self.state == ConnState::Closing && self.out.is_empty()

@@ -1,19 +1,23 @@
 //! The shard's logic with no I/O: streams and their views, viewers, ingest pipelines, flush
-//! and timeout policy. A backend (epoll today) owns the sockets and calls in with bytes read,
-//! bytes written and the time; it asks which connections have something to write.
+//! and timeout policy. A backend (io_uring or epoll) owns the sockets and calls in with bytes
+//! read, bytes written and the time; it asks which connections have something to write, and
+//! which ingest sockets to open or close when the stream table changes.
 //!
 //! Driven in the unit tests below with no socket at all.
 
-use super::{Fanout, Inbox, StreamInfo};
+use super::catalog::{Catalog, StreamInfo};
+use super::{Fanout, Wake};
 use crate::config::SegmentSend;
 use crate::hls::Packager;
 use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Page, RequestHead, Route, Router};
-use crate::ingest::{DemoSource, Pipeline, UdpIngest};
+use crate::ingest::{DemoSource, Pipeline, SourceSpec, UdpIngest, UdpSpec};
 use crate::player;
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,20 +31,43 @@ pub const DEMO_TICK: Duration = Duration::from_millis(10);
 /// A stream this shard is home to: its pipeline, its fan-out, and the demo generator if the
 /// source is the built-in one (sockets stay with the backend).
 struct Home {
-    stream: usize,
+    slot: usize,
     pipeline: Pipeline,
     fanout: Fanout,
     demo: Option<(Box<DemoSource>, Instant)>,
 }
 
+/// This shard's side of one stream: its view, its progressive viewers here, what waits to be
+/// fed to them, and the queue its chunks arrive through from the home shard.
+struct Local {
+    info: Arc<StreamInfo>,
+    view: StreamView,
+    viewers: Vec<usize>,
+    pending_since: Option<Instant>,
+    /// When ingest received the oldest data waiting to be fed (UNIX ns).
+    pending_received_ns: Option<u64>,
+    inbox: Option<Arc<ArrayQueue<Chunk>>>,
+}
+
+/// What the backend does after the core followed a change of the stream table.
+#[derive(Debug, Default)]
+pub struct StreamChanges {
+    /// Connections whose stream ended: write what they have queued, then close them.
+    pub ended: Vec<usize>,
+    /// Home streams whose source is gone: close their ingest socket (by home index).
+    pub stop_sources: Vec<usize>,
+    /// Home streams to receive over UDP: open a socket (home index, stream name, source).
+    pub start_sources: Vec<(usize, String, UdpSpec)>,
+}
+
 struct StreamsRouter<'a> {
-    streams: &'a [StreamInfo],
+    catalog: &'a Catalog,
     site: &'a Site,
 }
 
 impl StreamsRouter<'_> {
     fn stream(&self, name: &str) -> Option<&StreamInfo> {
-        self.streams.iter().find(|s| s.name == name)
+        self.catalog.find(name).map(|(_, s)| &**s)
     }
 
     /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
@@ -136,15 +163,15 @@ impl Router for StreamsRouter<'_> {
             });
         }
         rest.strip_suffix(".ts")
-            .and_then(|name| self.streams.iter().position(|s| s.name == name))
-            .map_or(Route::NotFound, Route::Stream)
+            .and_then(|name| self.catalog.find(name))
+            .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot))
     }
 
     fn index(&self) -> String {
         let mut s = String::from(
             "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
         );
-        for info in self.streams {
+        for (_, info) in self.catalog.streams() {
             s.push_str(&format!("{}\n", info.name));
         }
         s
@@ -155,77 +182,166 @@ impl Router for StreamsRouter<'_> {
 #[allow(missing_debug_implementations)] // large tables; nothing useful to print
 pub struct ShardCore {
     index: usize,
-    streams: Arc<Vec<StreamInfo>>,
-    views: Vec<StreamView>,
-    viewers: Vec<Vec<usize>>,
-    inbox: Inbox,
-    homes: Vec<Home>,
+    /// The stream table as published, and the one this shard has followed.
+    catalog: Arc<ArcSwap<Catalog>>,
+    followed: Arc<Catalog>,
+    /// Every shard's waker (home streams wake the others when they publish).
+    wakers: Vec<Arc<dyn Wake>>,
+    /// This shard's side of each stream, by catalog slot.
+    locals: Vec<Option<Local>>,
+    /// The streams this shard is home to, by home index (the backend's name for their sockets).
+    homes: Vec<Option<Home>>,
     conns: slab::Slab<Conn>,
     limits: ConnLimits,
     started: Instant,
-    pending_since: Vec<Option<Instant>>,
-    /// When ingest received the oldest data waiting to be fed (UNIX ns), per stream.
-    pending_received_ns: Vec<Option<u64>>,
     flush_interval: Duration,
+    segment_send: SegmentSend,
     site: Arc<Site>,
 }
 
 impl ShardCore {
-    /// A core for shard `index`. `homes` lists the streams it is home to, with their program
-    /// selection, fan-out, and whether the source is the demo generator.
+    /// A core for shard `index`, following the stream table `catalog`; `wakers` wake every
+    /// shard (by shard number). It holds no stream until [`ShardCore::follow_catalog`].
     pub fn new(
         index: usize,
-        streams: Arc<Vec<StreamInfo>>,
-        inbox: Inbox,
-        homes: Vec<(usize, Option<u16>, Fanout, bool)>,
+        catalog: Arc<ArcSwap<Catalog>>,
+        wakers: Vec<Arc<dyn Wake>>,
         limits: ConnLimits,
         flush_interval: Duration,
         segment_send: SegmentSend,
     ) -> Self {
-        let n = streams.len();
-        let homes = homes
-            .into_iter()
-            .map(|(stream, program, fanout, demo)| {
-                let info = &streams[stream];
-                let packager = Packager::new(
-                    &info.name,
-                    info.hls,
-                    segment_send,
-                    info.hls_window.clone(),
-                    info.counters.clone(),
-                );
-                Home {
-                    stream,
-                    pipeline: Pipeline::new(
-                        program,
-                        info.counters.clone(),
-                        (info.hls.segment_duration_s * 90_000.0) as u64,
-                        crate::hls::first_sequence(),
-                        Some(packager),
-                    ),
-                    fanout,
-                    demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
-                }
-            })
-            .collect();
         Self {
             index,
-            views: streams
-                .iter()
-                .map(|s| StreamView::new(s.window_ns))
-                .collect(),
-            viewers: vec![Vec::new(); n],
-            streams,
-            inbox,
-            homes,
+            catalog,
+            followed: Arc::new(Catalog::default()),
+            wakers,
+            locals: Vec::new(),
+            homes: Vec::new(),
             conns: slab::Slab::new(),
             limits,
             started: Instant::now(),
-            pending_since: vec![None; n],
-            pending_received_ns: vec![None; n],
             flush_interval,
+            segment_send,
             site: Arc::new(Site::default()),
         }
+    }
+
+    /// Catch up with the stream table, if it changed: end the streams that went (their
+    /// viewers are told to finish), start the new ones (a view here; at home, a pipeline and
+    /// a fan-out, and a socket for the backend to open). `None` when nothing changed.
+    pub fn follow_catalog(&mut self) -> Option<StreamChanges> {
+        if self.catalog.load().generation == self.followed.generation {
+            return None;
+        }
+        let catalog = self.catalog.load_full();
+        let mut changes = StreamChanges::default();
+        let slots = catalog.slots.len().max(self.locals.len());
+        self.locals.resize_with(slots, || None);
+        for slot in 0..slots {
+            let wanted = catalog.slots.get(slot).and_then(Option::as_ref);
+            let same = match (&self.locals[slot], wanted) {
+                (Some(local), Some(info)) => Arc::ptr_eq(&local.info, info),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            if let Some(local) = self.locals[slot].take() {
+                self.end_stream(slot, local, &mut changes);
+            }
+            if let Some(info) = wanted {
+                self.start_stream(slot, info.clone(), &mut changes);
+            }
+        }
+        while self.locals.last().is_some_and(Option::is_none) {
+            self.locals.pop();
+        }
+        self.followed = catalog;
+        Some(changes)
+    }
+
+    fn end_stream(&mut self, slot: usize, local: Local, changes: &mut StreamChanges) {
+        for &key in &local.viewers {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.end_stream();
+                changes.ended.push(key);
+            }
+        }
+        local
+            .info
+            .counters
+            .viewers
+            .fetch_sub(local.viewers.len() as u64, Ordering::Relaxed);
+        if let Some(home) = self
+            .homes
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|h| h.slot == slot))
+        {
+            self.homes[home] = None;
+            if !matches!(local.info.config.source, SourceSpec::Demo) {
+                changes.stop_sources.push(home);
+            }
+            tracing::info!(stream = %local.info.name, shard = self.index, "stream ended");
+        }
+    }
+
+    fn start_stream(&mut self, slot: usize, info: Arc<StreamInfo>, changes: &mut StreamChanges) {
+        if info.home == self.index {
+            let mut fanout = Fanout::default();
+            for (shard, queue) in info.queues.iter().enumerate() {
+                if let (Some(queue), Some(waker)) = (queue, self.wakers.get(shard)) {
+                    fanout.add(queue.clone(), waker.clone());
+                }
+            }
+            let packager = Packager::new(
+                &info.name,
+                info.hls,
+                self.segment_send,
+                info.hls_window.clone(),
+                info.counters.clone(),
+            );
+            let (program, demo) = match &info.config.source {
+                SourceSpec::Demo => (None, true),
+                SourceSpec::Udp(udp) => (udp.program, false),
+            };
+            let home = Home {
+                slot,
+                pipeline: Pipeline::new(
+                    program,
+                    info.counters.clone(),
+                    (info.hls.segment_duration_s * 90_000.0) as u64,
+                    crate::hls::first_sequence(),
+                    Some(packager),
+                ),
+                fanout,
+                demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
+            };
+            let index = match self.homes.iter().position(Option::is_none) {
+                Some(free) => {
+                    self.homes[free] = Some(home);
+                    free
+                }
+                None => {
+                    self.homes.push(Some(home));
+                    self.homes.len() - 1
+                }
+            };
+            if let SourceSpec::Udp(udp) = &info.config.source {
+                changes
+                    .start_sources
+                    .push((index, info.name.clone(), udp.clone()));
+            }
+            tracing::info!(stream = %info.name, shard = self.index, source = %info.config.source_url, "stream started");
+        }
+        self.locals[slot] = Some(Local {
+            view: StreamView::new(info.window_ns),
+            viewers: Vec::new(),
+            pending_since: None,
+            pending_received_ns: None,
+            inbox: info.queues.get(self.index).cloned().flatten(),
+            info,
+        });
     }
 
     /// Monotonic nanoseconds since the shard started.
@@ -238,9 +354,9 @@ impl ShardCore {
         self.index
     }
 
-    /// The streams.
-    pub fn streams(&self) -> &[StreamInfo] {
-        &self.streams
+    /// The streams as this shard last followed them.
+    pub fn catalog(&self) -> &Catalog {
+        &self.followed
     }
 
     /// How the server is reached from outside (public base URL, trusted proxies).
@@ -276,16 +392,15 @@ impl ShardCore {
 
     /// Forget a connection (its socket is gone).
     pub fn close(&mut self, key: usize) {
-        if self.conns.try_remove(key).is_none() {
+        let Some(conn) = self.conns.try_remove(key) else {
             return;
-        }
-        for (stream, list) in self.viewers.iter_mut().enumerate() {
-            if let Some(pos) = list.iter().position(|k| *k == key) {
-                list.swap_remove(pos);
-                self.streams[stream]
-                    .counters
-                    .viewers
-                    .fetch_sub(1, Ordering::Relaxed);
+        };
+        if let ConnState::Streaming { stream } = conn.state() {
+            if let Some(Some(local)) = self.locals.get_mut(stream) {
+                if let Some(pos) = local.viewers.iter().position(|k| *k == key) {
+                    local.viewers.swap_remove(pos);
+                    local.info.counters.viewers.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -304,16 +419,18 @@ impl ShardCore {
     pub fn on_read(&mut self, key: usize, data: &[u8]) {
         let now = self.now_ns();
         let router = StreamsRouter {
-            streams: &self.streams,
+            catalog: &self.followed,
             site: &self.site,
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if let Some(stream) = conn.on_read(data, now, &router) {
-            self.viewers[stream].push(key);
-            StreamCounters::add(&self.streams[stream].counters.viewers, 1);
-            conn.feed(&self.views[stream], now);
+            if let Some(Some(local)) = self.locals.get_mut(stream) {
+                local.viewers.push(key);
+                StreamCounters::add(&local.info.counters.viewers, 1);
+                conn.feed(&local.view, now);
+            }
         }
     }
 
@@ -325,7 +442,9 @@ impl ShardCore {
         };
         conn.wrote(n, now);
         if let ConnState::Streaming { stream } = conn.state() {
-            StreamCounters::add(&self.streams[stream].counters.bytes_out, n as u64);
+            if let Some(Some(local)) = self.locals.get(stream) {
+                StreamCounters::add(&local.info.counters.bytes_out, n as u64);
+            }
         }
         conn.finished()
     }
@@ -333,7 +452,7 @@ impl ShardCore {
     /// Datagram (or read) `data` of home stream `home`, received at `received_ns` (UNIX).
     pub fn ingest(&mut self, home: usize, data: &[u8], received_ns: u64) {
         let mut chunks = Vec::new();
-        if let Some(h) = self.homes.get_mut(home) {
+        if let Some(Some(h)) = self.homes.get_mut(home) {
             h.pipeline.push(data, received_ns, &mut |c| chunks.push(c));
         }
         for c in chunks {
@@ -350,19 +469,30 @@ impl ShardCore {
         received_ns: u64,
     ) {
         let mut chunks = Vec::new();
-        let Some(h) = self.homes.get_mut(home) else {
+        let Some(Some(h)) = self.homes.get_mut(home) else {
             return;
         };
         h.pipeline.flush(received_ns, &mut |c| chunks.push(c));
-        let info = &self.streams[h.stream];
-        StreamCounters::add(&info.counters.datagrams, datagrams);
-        if kernel_drops > 0 {
-            StreamCounters::add(&info.counters.kernel_drops, kernel_drops);
-            tracing::warn!(stream = %info.name, drops = kernel_drops, "the kernel dropped datagrams: the socket buffer was full");
+        if let Some(Some(local)) = self.locals.get(h.slot) {
+            let info = &local.info;
+            StreamCounters::add(&info.counters.datagrams, datagrams);
+            if kernel_drops > 0 {
+                StreamCounters::add(&info.counters.kernel_drops, kernel_drops);
+                tracing::warn!(stream = %info.name, drops = kernel_drops, "the kernel dropped datagrams: the socket buffer was full");
+            }
         }
         for c in chunks {
             self.publish(home, c);
         }
+    }
+
+    /// The name of home stream `home`, for log lines.
+    pub fn home_name(&self, home: usize) -> &str {
+        self.homes
+            .get(home)
+            .and_then(Option::as_ref)
+            .and_then(|h| self.locals.get(h.slot)?.as_ref())
+            .map_or("?", |l| l.info.name.as_str())
     }
 
     /// Read every datagram waiting on home stream `home`'s socket and publish them.
@@ -372,9 +502,7 @@ impl ShardCore {
             Ok(pass) => self.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
             Err(e) => {
                 self.ingest_done(home, 0, 0, received);
-                if let Some(h) = self.homes.get(home) {
-                    tracing::warn!(stream = %self.streams[h.stream].name, "when reading the ingest socket: {e}");
-                }
+                tracing::warn!(stream = %self.home_name(home), "when reading the ingest socket: {e}");
             }
         }
     }
@@ -382,7 +510,11 @@ impl ShardCore {
     /// Run the demo generators that have a tick's worth of packets due.
     pub fn demo_tick(&mut self) {
         for home in 0..self.homes.len() {
-            let Some((source, started)) = &mut self.homes[home].demo else {
+            let Some(Some(Home {
+                demo: Some((source, started)),
+                ..
+            })) = self.homes.get_mut(home)
+            else {
                 continue;
             };
             let elapsed = started.elapsed().as_nanos() as u64;
@@ -398,45 +530,35 @@ impl ShardCore {
     }
 
     fn publish(&mut self, home: usize, chunk: Chunk) {
-        let Some(h) = self.homes.get(home) else {
+        let Some(Some(h)) = self.homes.get(home) else {
             return;
         };
-        let stream = h.stream;
-        let counters = &self.streams[stream].counters;
-        StreamCounters::add(&counters.packets_out, (chunk.data.len() / 188) as u64);
-        h.fanout.send(&chunk, counters);
-        let received_ns = chunk.received_ns;
-        self.views[stream].push(chunk);
-        counters
+        let Some(Some(local)) = self.locals.get_mut(h.slot) else {
+            return;
+        };
+        StreamCounters::add(
+            &local.info.counters.packets_out,
+            (chunk.data.len() / 188) as u64,
+        );
+        h.fanout.send(&chunk, &local.info.counters);
+        local.take(chunk);
+        local
+            .info
+            .counters
             .buffered_bytes
-            .store(self.views[stream].bytes() as u64, Ordering::Relaxed);
-        // With no progressive viewer here, nothing waits to be fed: no flush timer, no wake.
-        if !self.viewers[stream].is_empty() {
-            self.pending_since[stream].get_or_insert_with(Instant::now);
-            self.pending_received_ns[stream].get_or_insert(received_ns);
-        }
+            .store(local.view.bytes() as u64, Ordering::Relaxed);
     }
 
     /// Take the chunks other shards published for this one.
     pub fn take_inbox(&mut self) {
-        let Self {
-            inbox,
-            views,
-            pending_since,
-            pending_received_ns,
-            viewers,
-            ..
-        } = self;
-        inbox.drain(|stream, chunk| {
-            if let Some(view) = views.get_mut(stream) {
-                let received_ns = chunk.received_ns;
-                view.push(chunk);
-                if !viewers[stream].is_empty() {
-                    pending_since[stream].get_or_insert_with(Instant::now);
-                    pending_received_ns[stream].get_or_insert(received_ns);
-                }
+        for local in self.locals.iter_mut().flatten() {
+            let Some(queue) = local.inbox.clone() else {
+                continue;
+            };
+            while let Some(chunk) = queue.pop() {
+                local.take(chunk);
             }
-        });
+        }
     }
 
     /// Feed the viewers of every stream whose oldest unfed data has waited `flush_interval`
@@ -444,26 +566,23 @@ impl ShardCore {
     /// connections that now have something to write.
     pub fn feed_due(&mut self, mut write: impl FnMut(usize)) {
         let now = self.now_ns();
-        for stream in 0..self.pending_since.len() {
-            match self.pending_since[stream] {
-                Some(since) if since.elapsed() >= self.flush_interval => {
-                    self.pending_since[stream] = None
-                }
+        for local in self.locals.iter_mut().flatten() {
+            match local.pending_since {
+                Some(since) if since.elapsed() >= self.flush_interval => local.pending_since = None,
                 _ => continue,
             }
+            let info = &local.info;
             // The oldest data fed now came in at this time: ingest-to-send latency.
-            if let Some(received_ns) = self.pending_received_ns[stream].take() {
-                self.streams[stream]
-                    .counters
+            if let Some(received_ns) = local.pending_received_ns.take() {
+                info.counters
                     .send_latency
                     .record(sys::unix_ns().saturating_sub(received_ns));
             }
-            for &key in &self.viewers[stream] {
+            for &key in &local.viewers {
                 let Some(conn) = self.conns.get_mut(key) else {
                     continue;
                 };
-                let info = &self.streams[stream];
-                match conn.feed(&self.views[stream], now) {
+                match conn.feed(&local.view, now) {
                     Feed::Ok => {}
                     Feed::Skipped => {
                         StreamCounters::add(&info.counters.lag_skips, 1);
@@ -496,7 +615,7 @@ impl ShardCore {
 
     /// How long the backend may wait before the next demo tick or flush is due.
     pub fn next_timer(&self) -> Duration {
-        let demo = self.homes.iter().filter_map(|h| {
+        let demo = self.homes.iter().flatten().filter_map(|h| {
             let (source, started) = h.demo.as_ref()?;
             let due = Duration::from_nanos(source.next_due_ns()) + DEMO_TICK;
             Some(
@@ -504,14 +623,31 @@ impl ShardCore {
                     .max(Duration::from_millis(1)),
             )
         });
-        let flush = self.pending_since.iter().flatten().map(|since| {
-            self.flush_interval
-                .saturating_sub(since.elapsed())
-                .max(Duration::from_micros(100))
-        });
+        let flush = self
+            .locals
+            .iter()
+            .flatten()
+            .filter_map(|l| l.pending_since)
+            .map(|since| {
+                self.flush_interval
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_micros(100))
+            });
         demo.chain(flush)
             .min()
             .unwrap_or(Duration::from_millis(100))
+    }
+}
+
+impl Local {
+    /// Put `chunk` in the view; with progressive viewers here, it now waits to be fed.
+    fn take(&mut self, chunk: Chunk) {
+        let received_ns = chunk.received_ns;
+        self.view.push(chunk);
+        if !self.viewers.is_empty() {
+            self.pending_since.get_or_insert_with(Instant::now);
+            self.pending_received_ns.get_or_insert(received_ns);
+        }
     }
 }
 
@@ -521,22 +657,24 @@ mod tests {
     use std::io::IoSlice;
 
     fn core(flush_ms: u64) -> ShardCore {
-        let streams = Arc::new(vec![StreamInfo {
-            name: "demo".into(),
-            counters: Arc::new(StreamCounters::default()),
-            window_ns: 10_000_000_000,
-            hls: Default::default(),
-            hls_window: Default::default(),
-        }]);
-        ShardCore::new(
+        let config = crate::config::Config::embedded().streams;
+        let table = super::super::catalog::Streams::new(&config, Vec::new());
+        let mut core = ShardCore::new(
             0,
-            streams,
-            Inbox::default(),
-            vec![(0, None, Fanout::default(), true)],
+            table.shared(),
+            Vec::new(),
             ConnLimits::default(),
             Duration::from_millis(flush_ms),
             SegmentSend::Copy,
-        )
+        );
+        let changes = core.follow_catalog().expect("a first table");
+        assert!(changes.start_sources.is_empty(), "the demo needs no socket");
+        core
+    }
+
+    fn viewers(core: &ShardCore) -> u64 {
+        let (_, info) = core.catalog().find("demo").unwrap();
+        info.counters.viewers.load(Ordering::Relaxed)
     }
 
     fn drain(core: &mut ShardCore, key: usize) -> Vec<u8> {
@@ -573,15 +711,9 @@ mod tests {
             0,
             "the PAT comes first"
         );
-        assert_eq!(
-            core.streams()[0].counters.viewers.load(Ordering::Relaxed),
-            1
-        );
+        assert_eq!(viewers(&core), 1);
         core.close(key);
-        assert_eq!(
-            core.streams()[0].counters.viewers.load(Ordering::Relaxed),
-            0
-        );
+        assert_eq!(viewers(&core), 0);
     }
 
     #[test]

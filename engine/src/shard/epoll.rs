@@ -37,26 +37,49 @@ impl EpollShard {
         let mut listener = TcpListener::from_std(p.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut ingest = p.sockets;
-        for (home, socket) in &mut ingest {
-            poll.registry().register(
-                socket.socket(),
-                Token(INGEST_BASE + *home),
-                Interest::READABLE,
-            )?;
-        }
-        let core = p.core;
-        Ok(EpollShard {
-            core,
+        let mut shard = EpollShard {
+            core: p.core,
             poll,
             listener,
             sockets: Vec::new(),
-            ingest,
+            ingest: Vec::new(),
             read_buf: vec![0; 16 * 1024],
             max_connections: p.max_connections,
             send_buffer: p.send_buffer,
             run: p.run,
-        })
+        };
+        shard.follow_catalog();
+        Ok(shard)
+    }
+
+    /// Follow a change of the stream table: open and close ingest sockets, end the viewers of
+    /// streams that went.
+    fn follow_catalog(&mut self) {
+        let Some(changes) = self.core.follow_catalog() else {
+            return;
+        };
+        for home in changes.stop_sources {
+            if let Some(pos) = self.ingest.iter().position(|(h, _)| *h == home) {
+                let (_, mut socket) = self.ingest.swap_remove(pos);
+                let _ = self.poll.registry().deregister(socket.socket());
+            }
+        }
+        for (home, name, udp) in changes.start_sources {
+            let Some(mut socket) = super::open_source(self.core.index(), &name, &udp) else {
+                continue;
+            };
+            match self.poll.registry().register(
+                socket.socket(),
+                Token(INGEST_BASE + home),
+                Interest::READABLE,
+            ) {
+                Ok(()) => self.ingest.push((home, socket)),
+                Err(e) => tracing::error!(stream = %name, "cannot poll the ingest socket: {e}"),
+            }
+        }
+        for key in changes.ended {
+            self.write(key);
+        }
     }
 
     /// Run until stopped.
@@ -80,6 +103,7 @@ impl EpollShard {
                     Token(t) => self.read_ingest(t - INGEST_BASE),
                 }
             }
+            self.follow_catalog();
             self.core.demo_tick();
             self.core.take_inbox();
             self.core.feed_due(|key| to_write.push(key));

@@ -46,25 +46,3 @@ impl Fanout {
         }
     }
 }
-
-/// The receiving side of one shard: a queue per stream.
-#[derive(Debug, Default)]
-pub struct Inbox {
-    queues: Vec<(usize, Arc<ArrayQueue<Chunk>>)>,
-}
-
-impl Inbox {
-    /// Receive stream `stream` through `queue`.
-    pub fn add(&mut self, stream: usize, queue: Arc<ArrayQueue<Chunk>>) {
-        self.queues.push((stream, queue));
-    }
-
-    /// Take every queued chunk.
-    pub fn drain(&mut self, mut chunk: impl FnMut(usize, Chunk)) {
-        for (stream, queue) in &self.queues {
-            while let Some(c) = queue.pop() {
-                chunk(*stream, c);
-            }
-        }
-    }
-}

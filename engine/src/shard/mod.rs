@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  poll ─┬─ listener    accept, cap, Conn::new
-//!        ├─ waker       chunks from other shards' ingest (lock-free queues) → views
+//!        ├─ waker       chunks from other shards' ingest (lock-free queues) → views;
+//!        │              a new stream table (catalog) → start / end streams
 //!        ├─ ingest      datagrams → Pipeline → Chunk → own view + every other shard's queue
 //!        ├─ conns       read → Conn (sans-IO HTTP) ; write → writev of shared Bytes
 //!        └─ timers      demo pacing, timeouts
@@ -14,16 +15,16 @@
 //! [`uring::UringShard`] on io_uring, or [`epoll::EpollShard`] (through mio) where io_uring is
 //! not available.
 
+pub mod catalog;
 pub mod core;
 pub mod epoll;
 mod fanout;
 pub mod uring;
 
-pub use fanout::{Fanout, Inbox, Wake, QUEUE_CHUNKS};
+pub use catalog::{Catalog, StreamInfo, Streams};
+pub use fanout::{Fanout, Wake, QUEUE_CHUNKS};
 
 use crate::http::ConnLimits;
-use crate::ingest::SourceSpec;
-use crate::stream::StreamCounters;
 use mio::Token;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -137,21 +138,6 @@ pub struct ShardStats {
     pub busy_ns: AtomicU64,
 }
 
-/// What every shard knows of a stream.
-#[derive(Debug)]
-pub struct StreamInfo {
-    /// Its name.
-    pub name: String,
-    /// Its counters.
-    pub counters: Arc<StreamCounters>,
-    /// Seconds kept.
-    pub window_ns: u64,
-    /// HLS settings.
-    pub hls: crate::config::HlsSettings,
-    /// The newest HLS window, published by the home shard.
-    pub hls_window: crate::hls::HlsSlot,
-}
-
 /// Everything a shard is started with.
 #[derive(Debug)]
 pub struct ShardSetup {
@@ -161,12 +147,10 @@ pub struct ShardSetup {
     pub cpu: usize,
     /// Its listener (SO_REUSEPORT).
     pub listener: std::net::TcpListener,
-    /// The streams.
-    pub streams: Arc<Vec<StreamInfo>>,
-    /// Chunks for this shard, one queue per stream.
-    pub inbox: Inbox,
-    /// Streams this shard is home to: their source and their fan-out to the other shards.
-    pub home: Vec<(usize, SourceSpec, Fanout)>,
+    /// The stream table, followed at every loop turn.
+    pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
+    /// Every shard's waker, by shard number.
+    pub wakers: Vec<Arc<dyn Wake>>,
     /// Connection limits.
     pub limits: ConnLimits,
     /// Connection cap.
@@ -183,44 +167,23 @@ pub struct ShardSetup {
     pub site: Arc<crate::site::Site>,
 }
 
-/// A shard's home streams as the core takes them (stream, program, fan-out, demo?), and the
-/// UDP sockets opened for them (home index, socket). A socket that cannot be opened is logged
-/// and its stream stays offline; the shard serves the rest.
-pub type OpenedSources = (
-    Vec<(usize, Option<u16>, Fanout, bool)>,
-    Vec<(usize, crate::ingest::UdpIngest)>,
-);
-
-/// Open the sources of the streams shard `index` is home to.
-pub fn open_sources(
+/// Open the UDP socket of home stream `name` on shard `index`. A socket that cannot be opened
+/// is logged and its stream stays offline; the shard serves the rest.
+pub fn open_source(
     index: usize,
-    streams: &[StreamInfo],
-    home: Vec<(usize, SourceSpec, Fanout)>,
-) -> OpenedSources {
-    let mut homes = Vec::new();
-    let mut sockets = Vec::new();
-    for (i, (stream, spec, fanout)) in home.into_iter().enumerate() {
-        let name = &streams[stream].name;
-        match spec {
-            SourceSpec::Demo => homes.push((stream, None, fanout, true)),
-            SourceSpec::Udp(udp) => {
-                homes.push((stream, udp.program, fanout, false));
-                match crate::ingest::UdpIngest::open(
-                    &udp,
-                    |w| tracing::warn!(stream = %name, "{w}"),
-                ) {
-                    Ok(socket) => {
-                        tracing::info!(stream = %name, shard = index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
-                        sockets.push((i, socket));
-                    }
-                    Err(e) => {
-                        tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline")
-                    }
-                }
-            }
+    name: &str,
+    udp: &crate::ingest::UdpSpec,
+) -> Option<crate::ingest::UdpIngest> {
+    match crate::ingest::UdpIngest::open(udp, |w| tracing::warn!(stream = %name, "{w}")) {
+        Ok(socket) => {
+            tracing::info!(stream = %name, shard = index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+            Some(socket)
+        }
+        Err(e) => {
+            tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline");
+            None
         }
     }
-    (homes, sockets)
 }
 
 /// What every backend starts from: the thread pinned, the sources opened, the core built.
@@ -228,8 +191,6 @@ pub fn open_sources(
 pub struct Prepared {
     /// The shard's logic.
     pub core: core::ShardCore,
-    /// The UDP sockets of its home streams (home index, socket).
-    pub sockets: Vec<(usize, crate::ingest::UdpIngest)>,
     /// Its listener.
     pub listener: std::net::TcpListener,
     /// Connection cap.
@@ -242,7 +203,8 @@ pub struct Prepared {
     pub run: Arc<RunState>,
 }
 
-/// Pin the calling thread to the shard's CPU, open its sources and build its core.
+/// Pin the calling thread to the shard's CPU and build its core (which holds no stream until
+/// the backend has it follow the stream table).
 pub fn prepare(setup: ShardSetup) -> Prepared {
     if let Err(e) = crate::sys::pin_current_thread(setup.cpu) {
         tracing::warn!(
@@ -251,12 +213,10 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
             "cannot pin shard to its CPU: {e}"
         );
     }
-    let (homes, sockets) = open_sources(setup.index, &setup.streams, setup.home);
     let mut core = core::ShardCore::new(
         setup.index,
-        setup.streams,
-        setup.inbox,
-        homes,
+        setup.catalog,
+        setup.wakers,
         setup.limits,
         setup.flush_interval,
         setup.segment_send,
@@ -264,7 +224,6 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_site(setup.site);
     Prepared {
         core,
-        sockets,
         listener: setup.listener,
         max_connections: setup.max_connections,
         send_buffer: setup.send_buffer,

@@ -43,6 +43,11 @@ pub struct StreamCounters {
     pub hls_requests: AtomicU64,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
+    /// Input bitrate over the last sample period (a gauge the control plane sets about once
+    /// a second from `bytes_in`).
+    pub input_bits_per_second: AtomicU64,
+    /// The control plane's last sample of `bytes_in`: when, and how many.
+    pub input_sample: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 /// Upper bounds of the ingest-to-send latency buckets, milliseconds (and +Inf after them).

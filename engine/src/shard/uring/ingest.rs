@@ -115,7 +115,9 @@ impl Drop for BufRing {
 
 /// One UDP ingest socket on the ring.
 pub(super) struct RingIngest {
-    pub(super) home: usize,
+    /// The home stream it feeds; `None` once the stream has gone and the receive is being
+    /// cancelled.
+    pub(super) home: Option<usize>,
     pub(super) socket: UdpIngest,
     pub(super) buffers: BufRing,
     /// Template for the multishot receive: only the name and control sizes matter.
@@ -137,7 +139,7 @@ impl RingIngest {
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_controllen = CONTROL as _;
         Ok(Self {
-            home,
+            home: Some(home),
             buffers: BufRing::new(uring, group)?,
             socket,
             msghdr,

@@ -182,8 +182,10 @@ pub struct UringShard {
     wake_buf: Box<[u8; 8]>,
     listener: std::net::TcpListener,
     clients: Vec<Option<Client>>,
-    ingest: Vec<ingest::RingIngest>,
-    /// Per ingest socket: datagrams and kernel drops since the last publish.
+    /// Ingest sockets, by the slot their receives and buffer group are numbered with (a slot
+    /// is reused only once its socket's last completion has arrived).
+    ingest: Vec<Option<ingest::RingIngest>>,
+    /// Per ingest slot: datagrams and kernel drops since the last publish.
     ingest_batch: Vec<(u64, u64)>,
     max_connections: usize,
     send_buffer: usize,
@@ -201,12 +203,6 @@ impl UringShard {
     /// Pin, open the ingest sockets, arm accept, wake-up and ingest polls.
     pub fn new(setup: ShardSetup, parts: UringParts) -> io::Result<UringShard> {
         let p = prepare(setup);
-        let mut ingest = Vec::new();
-        for (group, (home, socket)) in p.sockets.into_iter().enumerate() {
-            let group = u16::try_from(group)
-                .map_err(|_| io::Error::other("too many ingest sockets on one shard"))?;
-            ingest.push(ingest::RingIngest::new(&parts.ring, home, socket, group)?);
-        }
         let core = p.core;
         let mut shard = UringShard {
             core,
@@ -215,8 +211,8 @@ impl UringShard {
             wake_buf: Box::new([0; 8]),
             listener: p.listener,
             clients: Vec::new(),
-            ingest_batch: vec![(0, 0); ingest.len()],
-            ingest,
+            ingest_batch: Vec::new(),
+            ingest: Vec::new(),
             max_connections: p.max_connections,
             send_buffer: p.send_buffer,
             run: p.run,
@@ -228,10 +224,65 @@ impl UringShard {
         };
         shard.arm_accept()?;
         shard.arm_wake()?;
-        for i in 0..shard.ingest.len() {
-            shard.arm_ingest(i)?;
-        }
+        shard.follow_catalog()?;
         Ok(shard)
+    }
+
+    /// Follow a change of the stream table: start and stop ingest receives, end the viewers
+    /// of streams that went.
+    fn follow_catalog(&mut self) -> io::Result<()> {
+        let Some(changes) = self.core.follow_catalog() else {
+            return Ok(());
+        };
+        for home in changes.stop_sources {
+            let Some(i) = self
+                .ingest
+                .iter()
+                .position(|g| g.as_ref().is_some_and(|g| g.home == Some(home)))
+            else {
+                continue;
+            };
+            if let Some(g) = self.ingest[i].as_mut() {
+                // Its receive ends with ECANCELED; the slot is freed then (on_ingest).
+                g.home = None;
+                let cancel = opcode::AsyncCancel::new(user_data(INGEST, i))
+                    .build()
+                    .user_data(user_data(CANCEL, 0));
+                self.push(&cancel)?;
+            }
+        }
+        for (home, name, udp) in changes.start_sources {
+            let Some(socket) = super::open_source(self.core.index(), &name, &udp) else {
+                continue;
+            };
+            let i = match self.ingest.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    self.ingest.push(None);
+                    self.ingest_batch.push((0, 0));
+                    self.ingest.len() - 1
+                }
+            };
+            let Ok(group) = u16::try_from(i) else {
+                tracing::error!(stream = %name, "too many ingest sockets on one shard: the stream stays offline");
+                continue;
+            };
+            match ingest::RingIngest::new(&self.ring, home, socket, group) {
+                Ok(g) => {
+                    self.ingest[i] = Some(g);
+                    self.ingest_batch[i] = (0, 0);
+                    self.arm_ingest(i)?;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %name, "cannot receive on io_uring: {e}; the stream stays offline")
+                }
+            }
+        }
+        for key in changes.ended {
+            self.send(key)?;
+            self.close_if_finished(key);
+        }
+        Ok(())
     }
 
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
@@ -272,7 +323,7 @@ impl UringShard {
     }
 
     fn arm_ingest(&mut self, i: usize) -> io::Result<()> {
-        let Some(ingest) = self.ingest.get_mut(i) else {
+        let Some(Some(ingest)) = self.ingest.get_mut(i) else {
             return Ok(());
         };
         let entry = ingest.receive(user_data(INGEST, i));
@@ -423,6 +474,7 @@ impl UringShard {
                 }
             }
             self.flush_ingest(received);
+            self.follow_catalog()?;
             self.core.demo_tick();
             self.core.take_inbox();
             self.core.feed_due(|key| to_send.push(key));
@@ -488,18 +540,22 @@ impl UringShard {
     }
 
     fn on_ingest(&mut self, i: usize, result: i32, flags: u32, received: u64) -> io::Result<()> {
-        let Some(ingest) = self.ingest.get_mut(i) else {
+        let Some(Some(ingest)) = self.ingest.get_mut(i) else {
             return Ok(());
         };
         let home = ingest.home;
         if let Some(id) = cqueue::buffer_select(flags) {
-            match ingest.datagram(id) {
-                Ok((payload, drops)) => {
+            match (ingest.datagram(id), home) {
+                (Ok((payload, drops)), Some(home)) => {
                     self.core.ingest(home, payload, received);
                     self.ingest_batch[i].0 += 1;
                     self.ingest_batch[i].1 += drops;
                 }
-                Err(why) => tracing::warn!(home, "ingest datagram dropped: {why}"),
+                // The stream has gone: the datagram is dropped with its socket.
+                (Ok(_), None) => {}
+                (Err(why), _) => {
+                    tracing::warn!(stream = %home.map_or("?", |h| self.core.home_name(h)), "ingest datagram dropped: {why}")
+                }
             }
             ingest.buffers.give_back(id);
         } else if result < 0 && result != -libc::ENOBUFS && result != -libc::ECANCELED {
@@ -509,9 +565,14 @@ impl UringShard {
             );
         }
         if !cqueue::more(flags) {
-            // Ended (buffers ran out, or an error): hand back what was used and start again.
             ingest.buffers.publish();
-            self.arm_ingest(i)?;
+            if home.is_some() {
+                // Ended (buffers ran out, or an error): start again.
+                self.arm_ingest(i)?;
+            } else if let Some(mut gone) = self.ingest[i].take() {
+                // Its stream has gone and the kernel is done with its buffers.
+                gone.buffers.release(&self.ring);
+            }
         }
         Ok(())
     }
@@ -520,11 +581,13 @@ impl UringShard {
     /// buffers back.
     fn flush_ingest(&mut self, received: u64) {
         for (i, ingest) in self.ingest.iter().enumerate() {
+            let Some(ingest) = ingest else { continue };
             let (datagrams, drops) = std::mem::take(&mut self.ingest_batch[i]);
             if datagrams > 0 {
                 ingest.buffers.publish();
-                self.core
-                    .ingest_done(ingest.home, datagrams, drops, received);
+                if let Some(home) = ingest.home {
+                    self.core.ingest_done(home, datagrams, drops, received);
+                }
             }
         }
     }
@@ -670,7 +733,7 @@ impl Drop for UringShard {
             self.in_flight = self.in_flight.saturating_sub(ended);
         }
         if self.in_flight == 0 {
-            for ingest in &mut self.ingest {
+            for ingest in self.ingest.iter_mut().flatten() {
                 ingest.buffers.release(&self.ring);
             }
         } else {

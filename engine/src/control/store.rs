@@ -1,0 +1,328 @@
+//! The configuration the server runs, and every change to it: API stream edits and SIGHUP.
+//!
+//! The file is the truth. An API edit reads the file as it is on disk, changes only the one
+//! `[[stream]]` table (with `toml_edit`, so the operator's comments and layout stay), validates
+//! the whole new text exactly as a start would, writes it atomically (temporary file, fsync,
+//! rename, fsync of the directory) and only then applies it to the running server and answers.
+//! A crash at any moment leaves the old file or the new one, each valid. SIGHUP applies the
+//! file as it is. Either way, streams change live ([`Streams::apply`]); other settings are
+//! logged as taking effect at the next restart.
+//!
+//! Without a file (the embedded default) edits apply live and are kept in memory only; the
+//! server info says so (`config_file: null`).
+//!
+//! What it does not do: ask triggers whether a change is allowed (`STREAM_ADD`/`CONFIG`/
+//! `REMOVE` vetoes come with the triggers), or merge concurrent edits of the file by hand
+//! (an edit made while one is in flight waits for it).
+
+use crate::config::{Config, ConfigSource, StreamConfig, EMBEDDED};
+use crate::shard::catalog::{Changes, Streams};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A stream's settings as the API takes and gives them (the `[[stream]]` keys but `name`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFields {
+    /// Source URL.
+    pub source: String,
+    /// Seconds kept for joining viewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<f64>,
+    /// HLS segment duration, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_duration: Option<f64>,
+    /// HLS segments listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playlist_segments: Option<u64>,
+    /// Seconds an unlisted segment stays fetchable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_grace: Option<f64>,
+}
+
+impl StreamFields {
+    /// The settings of a running stream, every one spelled out.
+    pub fn of(config: &StreamConfig) -> Self {
+        Self {
+            source: config.source_url.clone(),
+            window: Some(config.window_s),
+            segment_duration: Some(config.hls.segment_duration_s),
+            playlist_segments: Some(config.hls.playlist_segments as u64),
+            segment_grace: Some(config.hls.segment_grace_s),
+        }
+    }
+
+    fn table(&self, name: &str) -> toml_edit::Table {
+        let mut t = toml_edit::Table::new();
+        t["name"] = toml_edit::value(name);
+        t["source"] = toml_edit::value(self.source.as_str());
+        if let Some(v) = self.window {
+            t["window"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.segment_duration {
+            t["segment_duration"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.playlist_segments {
+            t["playlist_segments"] = toml_edit::value(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = self.segment_grace {
+            t["segment_grace"] = toml_edit::value(v);
+        }
+        t
+    }
+}
+
+/// Why an edit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The edit would make the configuration invalid (the reason, as a start would give it).
+    #[error("{0}")]
+    Invalid(String),
+    /// The file on disk does not parse or validate as it is (edited by hand and not fixed):
+    /// nothing is changed until it does.
+    #[error("the configuration file {0}")]
+    FileInvalid(String),
+    /// No stream has that name.
+    #[error("no stream named {0:?}")]
+    NotFound(String),
+    /// The file cannot be read or written.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The `[[stream]]` tables of a configuration text, to edit.
+fn stream_tables(
+    doc: &mut toml_edit::DocumentMut,
+) -> Result<&mut toml_edit::ArrayOfTables, String> {
+    if !doc.contains_key("stream") {
+        doc.insert(
+            "stream",
+            toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()),
+        );
+    }
+    doc["stream"]
+        .as_array_of_tables_mut()
+        .ok_or_else(|| "has `stream` as something else than [[stream]] tables".to_owned())
+}
+
+fn position(tables: &toml_edit::ArrayOfTables, name: &str) -> Option<usize> {
+    tables
+        .iter()
+        .position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+}
+
+/// `text` with stream `name` set to `fields` (replaced where it is, or added at the end);
+/// and whether it is new.
+pub fn set_stream(text: &str, name: &str, fields: &StreamFields) -> Result<(String, bool), String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    let tables = stream_tables(&mut doc)?;
+    let mut table = fields.table(name);
+    let created = match position(tables, name) {
+        Some(i) => {
+            let old = tables
+                .get_mut(i)
+                .ok_or_else(|| "lost its stream table".to_owned())?;
+            // Comments above the table stay with it.
+            *table.decor_mut() = old.decor().clone();
+            *old = table;
+            false
+        }
+        None => {
+            tables.push(table);
+            true
+        }
+    };
+    Ok((doc.to_string(), created))
+}
+
+/// `text` without stream `name`; `None` when it has no such stream.
+pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    let tables = stream_tables(&mut doc)?;
+    let Some(i) = position(tables, name) else {
+        return Ok(None);
+    };
+    tables.remove(i);
+    if tables.is_empty() {
+        doc.remove("stream");
+    }
+    Ok(Some(doc.to_string()))
+}
+
+/// The running configuration and the one way to change it.
+#[derive(Debug)]
+pub struct ConfigStore {
+    source: ConfigSource,
+    streams: Arc<Streams>,
+    running: Mutex<Config>,
+    /// Without a file: the configuration text, edited in memory.
+    memory: Mutex<String>,
+    /// One change at a time (API edits and SIGHUP).
+    writer: Mutex<()>,
+}
+
+impl ConfigStore {
+    /// The store of a server started with `running`, loaded from `source`.
+    pub fn new(source: ConfigSource, running: Config, streams: Arc<Streams>) -> Self {
+        Self {
+            source,
+            streams,
+            running: Mutex::new(running),
+            memory: Mutex::new(EMBEDDED.to_owned()),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The stream table.
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
+    }
+
+    /// The configuration file, when there is one.
+    pub fn file(&self) -> Option<&PathBuf> {
+        self.source.path.as_ref()
+    }
+
+    /// SIGHUP: apply the file as it is now. A file that does not validate changes nothing.
+    pub fn reload(&self) -> Result<(Changes, Vec<String>), String> {
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let new = self.source.load()?;
+        Ok(self.apply(new))
+    }
+
+    /// Set stream `name` (create or replace); returns whether it was created.
+    pub fn put_stream(&self, name: &str, fields: &StreamFields) -> Result<bool, StoreError> {
+        let mut created = false;
+        self.edit(|text| {
+            let (new, c) = set_stream(text, name, fields).map_err(StoreError::FileInvalid)?;
+            created = c;
+            Ok(new)
+        })?;
+        Ok(created)
+    }
+
+    /// Remove stream `name`.
+    pub fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
+        self.edit(|text| {
+            remove_stream(text, name)
+                .map_err(StoreError::FileInvalid)?
+                .ok_or_else(|| StoreError::NotFound(name.to_owned()))
+        })
+    }
+
+    /// Read the configuration text, change it, validate, persist, apply.
+    fn edit(
+        &self,
+        change: impl FnOnce(&str) -> Result<String, StoreError>,
+    ) -> Result<(), StoreError> {
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let text = match self.file() {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?,
+            None => self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        if let Err(e) = Config::parse(&text) {
+            return Err(StoreError::FileInvalid(format!(
+                "is invalid as it is on disk ({e}): fix it first"
+            )));
+        }
+        let new_text = change(&text)?;
+        let mut new = Config::parse(&new_text).map_err(|e| StoreError::Invalid(e.message))?;
+        match self.file() {
+            Some(path) => crate::files::write_atomically(path, new_text.as_bytes())
+                .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", path.display())))?,
+            None => *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = new_text,
+        }
+        self.source.override_settings(&mut new);
+        self.apply(new);
+        Ok(())
+    }
+
+    /// Make `new` the running configuration: streams live, the rest at the next restart
+    /// (returned by name).
+    fn apply(&self, new: Config) -> (Changes, Vec<String>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.streams.apply(&new.streams);
+        let later: Vec<String> = running
+            .differences(&new)
+            .into_iter()
+            .filter(|d| !d.starts_with("stream "))
+            .collect();
+        if !changes.is_empty() {
+            tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = ?changes.removed, "streams changed");
+        }
+        if !later.is_empty() {
+            tracing::warn!(settings = ?later, "configuration changes that take effect only at the next restart");
+        }
+        // What runs now: the new streams, the old settings (until a restart).
+        running.streams = new.streams;
+        (changes, later)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# the operator's notes\n[server]\nlisten = \"127.0.0.1:8080\"\n\n# the camera\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1:5000\"\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n";
+
+    #[test]
+    fn edits_keep_the_rest_of_the_file() {
+        let fields = StreamFields {
+            source: "demo:".into(),
+            window: Some(5.0),
+            ..Default::default()
+        };
+        let (text, created) = set_stream(FILE, "cam", &fields).unwrap();
+        assert!(!created);
+        assert!(
+            text.starts_with("# the operator's notes\n[server]"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# the camera\n[[stream]]\nname = \"cam\"\nsource = \"demo:\"\nwindow = 5.0\n"
+            ),
+            "{text}"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.streams[0].name, "cam");
+        assert_eq!(c.streams[0].window_s, 5.0);
+        assert_eq!(c.streams[1].name, "demo");
+
+        let (text, created) = set_stream(&text, "new", &fields).unwrap();
+        assert!(created);
+        assert_eq!(Config::parse(&text).unwrap().streams[2].name, "new");
+
+        let text = remove_stream(&text, "demo").unwrap().unwrap();
+        let names: Vec<String> = Config::parse(&text)
+            .unwrap()
+            .streams
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["cam", "new"]);
+        assert_eq!(remove_stream(&text, "demo").unwrap(), None);
+        let text = remove_stream(&text, "cam").unwrap().unwrap();
+        let text = remove_stream(&text, "new").unwrap().unwrap();
+        assert!(Config::parse(&text).unwrap().streams.is_empty());
+        let (text, _) = set_stream("", "x", &fields).unwrap();
+        assert_eq!(Config::parse(&text).unwrap().streams[0].name, "x");
+    }
+
+    #[test]
+    fn names_are_quoted_and_then_validated() {
+        let fields = StreamFields {
+            source: "demo:".into(),
+            ..Default::default()
+        };
+        let (text, _) = set_stream(FILE, "a\"b\n[server]", &fields).unwrap();
+        let e = Config::parse(&text).unwrap_err();
+        assert!(e.message.contains("must be letters, digits"), "{e}");
+    }
+}

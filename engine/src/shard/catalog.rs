@@ -1,0 +1,257 @@
+//! The stream table: which streams exist, which shard is home to each, and the queues their
+//! chunks travel through. The control side publishes a new [`Catalog`] (one `ArcSwap` store)
+//! and wakes every shard; each shard follows it at its next loop turn
+//! ([`super::core::ShardCore::follow_catalog`]): it starts the ingest of new streams it is home
+//! to, keeps a view of every stream, and ends the viewers of streams that went away.
+//!
+//! ```text
+//!  config / API / SIGHUP ─► Streams::apply ─► Catalog (slots of Arc<StreamInfo>) ─► wake shards
+//! ```
+//!
+//! A stream whose configuration is unchanged keeps its `Arc<StreamInfo>` (its buffers, counters
+//! and viewers carry on); a changed one gets a new `StreamInfo` in the same slot, which every
+//! shard sees as the old stream ending and a new one beginning. Slots of removed streams are
+//! reused; a shard tells streams apart by the `Arc`, never by the slot alone.
+//!
+//! What it does not do: decide whether a change is allowed (validation is the config's, vetoes
+//! are the triggers'), or persist anything.
+
+use super::fanout::Wake;
+use crate::config::StreamConfig;
+use crate::stream::{Chunk, StreamCounters};
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use std::sync::{Arc, Mutex};
+
+/// What every shard knows of a stream.
+#[derive(Debug)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub config: StreamConfig,
+    /// The shard that receives its source and publishes its chunks.
+    pub home: usize,
+    /// Its counters.
+    pub counters: Arc<StreamCounters>,
+    /// Nanoseconds of stream kept for joining viewers.
+    pub window_ns: u64,
+    /// HLS settings.
+    pub hls: crate::config::HlsSettings,
+    /// The newest HLS window, published by the home shard.
+    pub hls_window: crate::hls::HlsSlot,
+    /// Per shard, the queue its chunks reach that shard through (`None` for the home shard).
+    pub queues: Vec<Option<Arc<ArrayQueue<Chunk>>>>,
+}
+
+impl StreamInfo {
+    /// A stream of `shards` shards, at home on `home`.
+    pub fn new(config: StreamConfig, home: usize, shards: usize) -> Self {
+        Self {
+            name: config.name.clone(),
+            counters: Arc::new(StreamCounters::default()),
+            window_ns: (config.window_s * 1e9) as u64,
+            hls: config.hls,
+            hls_window: Default::default(),
+            queues: (0..shards)
+                .map(|s| (s != home).then(|| Arc::new(ArrayQueue::new(super::QUEUE_CHUNKS))))
+                .collect(),
+            home,
+            config,
+        }
+    }
+}
+
+/// The streams at one moment, by slot.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Increases with every change.
+    pub generation: u64,
+    /// The streams; `None` where one was removed (the slot may be reused).
+    pub slots: Vec<Option<Arc<StreamInfo>>>,
+}
+
+impl Catalog {
+    /// The stream named `name`, with its slot.
+    pub fn find(&self, name: &str) -> Option<(usize, &Arc<StreamInfo>)> {
+        self.streams().find(|(_, s)| s.name == name)
+    }
+
+    /// Every stream, with its slot, in slot order.
+    pub fn streams(&self) -> impl Iterator<Item = (usize, &Arc<StreamInfo>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    /// How many streams there are.
+    pub fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Whether there is no stream.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What [`Streams::apply`] changed, by stream name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Streams that did not exist.
+    pub added: Vec<String>,
+    /// Streams whose configuration changed (restarted with the new one).
+    pub changed: Vec<String>,
+    /// Streams that no longer exist.
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The publishing side of the stream table.
+#[derive(Debug)]
+pub struct Streams {
+    catalog: Arc<ArcSwap<Catalog>>,
+    wakers: Vec<Arc<dyn Wake>>,
+    /// Changes are made one at a time.
+    writer: Mutex<()>,
+}
+
+impl Streams {
+    /// A table of `configs`, for the shards woken by `wakers` (one per shard).
+    pub fn new(configs: &[StreamConfig], wakers: Vec<Arc<dyn Wake>>) -> Self {
+        let streams = Self {
+            catalog: Arc::new(ArcSwap::from_pointee(Catalog::default())),
+            wakers,
+            writer: Mutex::new(()),
+        };
+        streams.apply(configs);
+        streams
+    }
+
+    /// Where shards follow the table.
+    pub fn shared(&self) -> Arc<ArcSwap<Catalog>> {
+        self.catalog.clone()
+    }
+
+    /// The table now.
+    pub fn load(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Make the table hold exactly `configs`: keep unchanged streams as they are, restart the
+    /// changed ones, start the new ones on the shard with the fewest streams at home, and end
+    /// the others. Wakes every shard when anything changed.
+    pub fn apply(&self, configs: &[StreamConfig]) -> Changes {
+        let _one_at_a_time = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.catalog.load_full();
+        let shards = self.wakers.len().max(1);
+        let mut slots = old.slots.clone();
+        let mut changes = Changes::default();
+        for slot in slots.iter_mut() {
+            let Some(info) = slot.as_ref() else { continue };
+            match configs.iter().find(|c| c.name == info.name) {
+                None => {
+                    changes.removed.push(info.name.clone());
+                    *slot = None;
+                }
+                Some(c) if *c != info.config => {
+                    changes.changed.push(info.name.clone());
+                    *slot = Some(Arc::new(StreamInfo::new(c.clone(), info.home, shards)));
+                }
+                Some(_) => {}
+            }
+        }
+        for c in configs {
+            if slots.iter().flatten().any(|s| s.name == c.name) {
+                continue;
+            }
+            let mut at_home = vec![0usize; shards];
+            for s in slots.iter().flatten() {
+                at_home[s.home] += 1;
+            }
+            let home = (0..shards).min_by_key(|&s| at_home[s]).unwrap_or(0);
+            let info = Some(Arc::new(StreamInfo::new(c.clone(), home, shards)));
+            match slots.iter_mut().find(|s| s.is_none()) {
+                Some(free) => *free = info,
+                None => slots.push(info),
+            }
+            changes.added.push(c.name.clone());
+        }
+        if changes.is_empty() {
+            return changes;
+        }
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        self.catalog.store(Arc::new(Catalog {
+            generation: old.generation + 1,
+            slots,
+        }));
+        for w in &self.wakers {
+            w.wake();
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::SourceSpec;
+
+    fn stream(name: &str, window_s: f64) -> StreamConfig {
+        StreamConfig {
+            name: name.into(),
+            source: SourceSpec::Demo,
+            source_url: "demo:".into(),
+            window_s,
+            hls: Default::default(),
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    #[test]
+    fn keeps_unchanged_streams_and_reuses_slots() {
+        let wakers: Vec<Arc<dyn Wake>> = vec![Arc::new(NoWake), Arc::new(NoWake)];
+        let t = Streams::new(&[stream("a", 10.0), stream("b", 10.0)], wakers);
+        let first = t.load();
+        assert_eq!(first.len(), 2);
+        let (a_slot, a) = first.find("a").map(|(i, s)| (i, s.clone())).unwrap();
+        let (_, b) = first.find("b").unwrap();
+        assert_ne!(a.home, b.home, "spread over the shards");
+        assert!(a.queues[a.home].is_none() && a.queues[1 - a.home].is_some());
+
+        let changes = t.apply(&[stream("a", 10.0), stream("b", 5.0), stream("c", 10.0)]);
+        assert_eq!(changes.added, ["c"]);
+        assert_eq!(changes.changed, ["b"]);
+        assert!(changes.removed.is_empty());
+        let second = t.load();
+        assert!(Arc::ptr_eq(second.find("a").unwrap().1, &a), "a untouched");
+        assert!(!Arc::ptr_eq(second.find("b").unwrap().1, b), "b restarted");
+        assert_eq!(second.generation, first.generation + 1);
+
+        let changes = t.apply(&[stream("b", 5.0), stream("c", 10.0)]);
+        assert_eq!(changes.removed, ["a"]);
+        assert!(t.load().find("a").is_none());
+        t.apply(&[stream("b", 5.0), stream("c", 10.0), stream("d", 10.0)]);
+        assert_eq!(t.load().find("d").unwrap().0, a_slot, "a's slot reused");
+
+        let unchanged = t.load().generation;
+        assert!(t
+            .apply(&[stream("b", 5.0), stream("c", 10.0), stream("d", 10.0)])
+            .is_empty());
+        assert_eq!(t.load().generation, unchanged);
+    }
+}
