@@ -63,88 +63,6 @@ fn request(
     )
 }
 
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
-
-/// Check `value` against an OpenAPI schema: types, required properties, enums, minimums,
-/// `$ref`s into the spec's components.
-fn check(spec: &Value, schema: &Value, value: &Value, at: &str) {
-    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-        let mut target = spec;
-        for part in reference.trim_start_matches("#/").split('/') {
-            target = &target[part];
-        }
-        return check(spec, target, value, at);
-    }
-    match schema.get("type").and_then(Value::as_str) {
-        Some("object") => {
-            let object = value
-                .as_object()
-                .unwrap_or_else(|| panic!("{at}: not an object: {value}"));
-            for required in schema["required"].as_array().into_iter().flatten() {
-                let name = required.as_str().unwrap();
-                assert!(
-                    object.contains_key(name),
-                    "{at}: {name} is missing from {value}"
-                );
-            }
-            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
-                if let Some(v) = object.get(name) {
-                    check(spec, property, v, &format!("{at}.{name}"));
-                }
-            }
-        }
-        Some("array") => {
-            let items = value
-                .as_array()
-                .unwrap_or_else(|| panic!("{at}: not an array: {value}"));
-            for (i, item) in items.iter().enumerate() {
-                check(spec, &schema["items"], item, &format!("{at}[{i}]"));
-            }
-        }
-        Some("string") => {
-            let s = value
-                .as_str()
-                .unwrap_or_else(|| panic!("{at}: not a string: {value}"));
-            if let Some(allowed) = schema["enum"].as_array() {
-                assert!(
-                    allowed.iter().any(|a| a == s),
-                    "{at}: {s:?} is not one of {allowed:?}"
-                );
-            }
-        }
-        Some("integer") => {
-            let n = value
-                .as_i64()
-                .unwrap_or_else(|| panic!("{at}: not an integer: {value}"));
-            if let Some(min) = schema["minimum"].as_i64() {
-                assert!(n >= min, "{at}: {n} < {min}");
-            }
-        }
-        Some("number") => {
-            let n = value
-                .as_f64()
-                .unwrap_or_else(|| panic!("{at}: not a number: {value}"));
-            if let Some(min) = schema["minimum"].as_f64() {
-                assert!(n >= min, "{at}: {n} < {min}");
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `body` is JSON of the spec's Error schema.
-fn check_error(spec: &Value, body: &[u8], what: &str) {
-    check(
-        spec,
-        &spec["components"]["schemas"]["Error"],
-        &json(body),
-        what,
-    );
-}
-
 #[test]
 fn the_api_needs_its_token_and_answers_as_documented() {
     let dir = TempDir::new("api");
@@ -186,17 +104,13 @@ fn the_api_needs_its_token_and_answers_as_documented() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let spec: Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("api/openapi.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let spec = openapi();
     let mut checked = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
         let concrete = path.replace("{name}", "cam");
         for (method, operation) in item.as_object().unwrap() {
-            if method == "parameters" {
-                continue;
+            if method != "get" {
+                continue; // PUT and DELETE: engine/tests/stream_edits.rs
             }
             let (status, head, body) =
                 request(rig.api, &method.to_uppercase(), &concrete, Some(&token));

@@ -155,13 +155,16 @@ fn now_ms() -> i64 {
     (crate::sys::unix_ns() / 1_000_000) as i64
 }
 
+/// `GET /api/v1/streams`: every stream, by name.
 async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
     let now = now_ms();
+    let catalog = state.catalog();
+    let mut streams: Vec<_> = catalog.streams().map(|(_, s)| s).collect();
+    streams.sort_by(|a, b| a.name.cmp(&b.name));
     Json(
-        state
-            .catalog()
-            .streams()
-            .map(|(_, info)| {
+        streams
+            .into_iter()
+            .map(|info| {
                 let window = info.hls_window.load_full();
                 StreamSummary {
                     name: info.name.clone(),

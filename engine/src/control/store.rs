@@ -133,6 +133,22 @@ pub fn set_stream(text: &str, name: &str, fields: &StreamFields) -> Result<(Stri
             true
         }
     };
+    if created {
+        // Comments at the end of the file stay above the table appended after them.
+        let trailing = doc.trailing().as_str().unwrap_or("").to_owned();
+        if !trailing.trim().is_empty() {
+            doc.set_trailing("");
+            if let Some(new) = stream_tables(&mut doc)?.iter_mut().last() {
+                let own = new
+                    .decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                new.decor_mut().set_prefix(format!("{trailing}{own}"));
+            }
+        }
+    }
     Ok((doc.to_string(), created))
 }
 
@@ -143,7 +159,35 @@ pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
     let Some(i) = position(tables, name) else {
         return Ok(None);
     };
+    // Comments right above the table go with it; those before a blank line above it are not
+    // its own (a file's header, say) and stay where they were.
+    let prefix = tables
+        .get(i)
+        .and_then(|t| t.decor().prefix())
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let keep = prefix.rfind("\n\n").map_or("", |at| &prefix[..at + 2]);
     tables.remove(i);
+    if !keep.is_empty() {
+        match tables.get_mut(i) {
+            Some(next) => {
+                let own = next
+                    .decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                let own = own.trim_start_matches('\n');
+                next.decor_mut().set_prefix(format!("{keep}{own}"));
+            }
+            None => {
+                let trailing = doc.trailing().as_str().unwrap_or("").to_owned();
+                doc.set_trailing(format!("{trailing}{keep}"));
+            }
+        }
+    }
+    let tables = stream_tables(&mut doc)?;
     if tables.is_empty() {
         doc.remove("stream");
     }
@@ -165,6 +209,9 @@ pub struct ConfigStore {
 impl ConfigStore {
     /// The store of a server started with `running`, loaded from `source`.
     pub fn new(source: ConfigSource, running: Config, streams: Arc<Streams>) -> Self {
+        if let Some(path) = &source.path {
+            crate::files::remove_stale_temporaries(path);
+        }
         Self {
             source,
             streams,
@@ -313,6 +360,28 @@ mod tests {
         assert!(Config::parse(&text).unwrap().streams.is_empty());
         let (text, _) = set_stream("", "x", &fields).unwrap();
         assert_eq!(Config::parse(&text).unwrap().streams[0].name, "x");
+    }
+
+    #[test]
+    fn a_removed_table_takes_only_its_own_comments() {
+        let text = "# the file's header\n\n# the first\n[[stream]]\nname = \"a\"\nsource = \"demo:\"\n\n[[stream]]\nname = \"b\"\nsource = \"demo:\"\n";
+        let text = remove_stream(text, "a").unwrap().unwrap();
+        assert!(
+            text.starts_with("# the file's header\n\n[[stream]]\nname = \"b\""),
+            "{text}"
+        );
+        let text = remove_stream(&text, "b").unwrap().unwrap();
+        assert!(text.starts_with("# the file's header\n"), "{text}");
+        assert!(Config::parse(&text).unwrap().streams.is_empty());
+        let fields = StreamFields {
+            source: "demo:".into(),
+            ..Default::default()
+        };
+        let (text, _) = set_stream(&text, "c", &fields).unwrap();
+        assert!(
+            text.starts_with("# the file's header\n\n[[stream]]\nname = \"c\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -583,3 +583,101 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// engine/api/openapi.json.
+pub fn openapi() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Check `value` against an OpenAPI schema: types, required properties, enums, minimums,
+/// `$ref`s into the spec's components.
+pub fn check(
+    spec: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) {
+    if let Some(reference) = schema.get("$ref").and_then(serde_json::Value::as_str) {
+        let mut target = spec;
+        for part in reference.trim_start_matches("#/").split('/') {
+            target = &target[part];
+        }
+        return check(spec, target, value, at);
+    }
+    match schema.get("type").and_then(serde_json::Value::as_str) {
+        Some("object") => {
+            let object = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object: {value}"));
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap();
+                assert!(
+                    object.contains_key(name),
+                    "{at}: {name} is missing from {value}"
+                );
+            }
+            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                if let Some(v) = object.get(name) {
+                    check(spec, property, v, &format!("{at}.{name}"));
+                }
+            }
+        }
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array: {value}"));
+            for (i, item) in items.iter().enumerate() {
+                check(spec, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => {
+            let s = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: not a string: {value}"));
+            if let Some(allowed) = schema["enum"].as_array() {
+                assert!(
+                    allowed.iter().any(|a| a == s),
+                    "{at}: {s:?} is not one of {allowed:?}"
+                );
+            }
+        }
+        Some("integer") => {
+            let n = value
+                .as_i64()
+                .unwrap_or_else(|| panic!("{at}: not an integer: {value}"));
+            if let Some(min) = schema["minimum"].as_i64() {
+                assert!(n >= min, "{at}: {n} < {min}");
+            }
+        }
+        Some("number") => {
+            let n = value
+                .as_f64()
+                .unwrap_or_else(|| panic!("{at}: not a number: {value}"));
+            if let Some(min) = schema["minimum"].as_f64() {
+                assert!(n >= min, "{at}: {n} < {min}");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `body` is JSON of the spec's Error schema.
+pub fn check_error(spec: &serde_json::Value, body: &[u8], what: &str) {
+    check(
+        spec,
+        &spec["components"]["schemas"]["Error"],
+        &json(body),
+        what,
+    );
+}
