@@ -300,8 +300,14 @@ impl ConfigStore {
             .into_iter()
             .filter(|d| !d.starts_with("stream "))
             .collect();
-        if !changes.is_empty() {
-            tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = ?changes.removed, "streams changed");
+        for name in &changes.added {
+            tracing::info!("stream {name} added");
+        }
+        for name in &changes.changed {
+            tracing::info!("stream {name} changed: restarted with its new settings");
+        }
+        for name in &changes.removed {
+            tracing::info!("stream {name} removed: its viewers are closed");
         }
         if !later.is_empty() {
             tracing::warn!(settings = ?later, "configuration changes that take effect only at the next restart");
