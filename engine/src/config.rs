@@ -14,6 +14,9 @@
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
 //! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
 //!                                  # else ~/.local/state/shardcast
+//! session_timeout = 20            # seconds without a request or connection ending a session
+//! access_log = "/var/log/shardcast/access.log"  # a JSON line per ended session
+//!                                  # default: $LOGS_DIRECTORY/access.log, else none
 //! public_base_url = "https://tv.example.com/live/"  # written into stream info and embeds
 //! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]     # X-Forwarded-* believed from these only
 //!
@@ -77,6 +80,10 @@ pub struct Config {
     /// Where state (a generated API token) is kept; `None`: the default (see
     /// [`crate::control::token::state_dir`]).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Seconds without a request or an open connection after which a viewer session ends.
+    pub session_timeout_s: f64,
+    /// Where a JSON line is appended for every session that ends; `None`: no access log.
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 /// Which I/O backend the shards run on.
@@ -285,6 +292,9 @@ struct ServerSection {
     #[serde(default)]
     segment_send: SegmentSend,
     state_dir: Option<String>,
+    #[serde(default = "default_session_timeout")]
+    session_timeout: f64,
+    access_log: Option<String>,
     public_base_url: Option<toml::Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<toml::Spanned<String>>,
@@ -304,6 +314,8 @@ impl Default for ServerSection {
             send_buffer: 0,
             segment_send: SegmentSend::Auto,
             state_dir: None,
+            session_timeout: default_session_timeout(),
+            access_log: None,
             public_base_url: None,
             trusted_proxies: Vec::new(),
         }
@@ -362,6 +374,9 @@ fn default_max_lag() -> usize {
 fn default_flush_interval() -> f64 {
     20.0
 }
+fn default_session_timeout() -> f64 {
+    20.0
+}
 fn default_window() -> f64 {
     10.0
 }
@@ -396,6 +411,11 @@ impl Config {
         server("send_buffer", self.send_buffer == other.send_buffer);
         server("segment_send", self.segment_send == other.segment_send);
         server("state_dir", self.state_dir == other.state_dir);
+        server(
+            "session_timeout",
+            self.session_timeout_s == other.session_timeout_s,
+        );
+        server("access_log", self.access_log == other.access_log);
         server(
             "public_base_url",
             self.public_base_url == other.public_base_url,
@@ -496,6 +516,15 @@ impl Config {
                     message: format!("{name} must be between 0 and 3600 seconds"),
                 });
             }
+        }
+        if !(1.0..=3600.0).contains(&s.session_timeout) {
+            return Err(ConfigError {
+                line: None,
+                message: format!(
+                    "session_timeout is {}: it must be 1 to 3600 seconds",
+                    s.session_timeout
+                ),
+            });
         }
         if !(0.0..=1000.0).contains(&s.flush_interval) {
             return Err(ConfigError {
@@ -617,6 +646,11 @@ impl Config {
             api_token,
             metrics_need_token: file.api.metrics_need_token,
             state_dir: s.state_dir.map(std::path::PathBuf::from),
+            session_timeout_s: s.session_timeout,
+            access_log: s.access_log.map(std::path::PathBuf::from).or_else(|| {
+                std::env::var_os("LOGS_DIRECTORY")
+                    .map(|d| std::path::PathBuf::from(d).join("access.log"))
+            }),
             public_base_url,
             trusted_proxies,
         })

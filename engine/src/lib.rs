@@ -11,11 +11,11 @@
 //! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
 //! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
-//! notifications), [`player`] (player page, embed script, stream info, hls.js), [`inspect`] (the file inspector), [`sys`] (CPU affinity, clocks, memfds,
+//! notifications), [`player`] (player page, embed script, stream info, hls.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
 //! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes).
 //!
-//! What it does not do yet: low-latency HLS, the control plane; see the issues.
+//! What it does not do yet: low-latency HLS, triggers and viewer access control; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;
@@ -30,6 +30,7 @@ pub mod inspect;
 pub mod notify;
 pub mod player;
 pub mod server;
+pub mod session;
 pub mod shard;
 pub mod site;
 pub mod stream;

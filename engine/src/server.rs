@@ -81,6 +81,12 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         }
     }
     let streams = Arc::new(Streams::new(&config.streams, wakers.clone()));
+    let links = crate::session::Links {
+        shards: (0..shards)
+            .map(|_| crate::session::ShardLink::new())
+            .collect(),
+        wakers: wakers.clone(),
+    };
     let run = Arc::new(RunState::new(shards));
     let limits = ConnLimits {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
@@ -111,6 +117,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             listener,
             catalog: streams.shared(),
             wakers: wakers.clone(),
+            link: links.shards[index].clone(),
             limits,
             max_connections: config.max_connections_per_shard,
             run: run.clone(),
@@ -146,15 +153,12 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
     let store = Arc::new(ConfigStore::new(source, config.clone(), streams));
-    let control = match config.api_listen {
-        None => None,
-        Some(listen) => Some(crate::control::ControlPlane::start(
-            listen,
-            start_control(&config, &store, io, &run)?,
-        )?),
-    };
-    if let Some(c) = &control {
-        tracing::info!(api = %c.local, "JSON API on http://{}/api/v1/, metrics on http://{}/metrics", c.local, c.local);
+    let control = crate::control::ControlPlane::start(
+        config.api_listen,
+        start_control(&config, &store, io, &run, links)?,
+    )?;
+    if let Some(api) = control.local {
+        tracing::info!("JSON API on http://{api}/api/v1/, metrics on http://{api}/metrics");
     }
     let notifier = crate::notify::Notifier::from_env().map(Arc::new);
     if let Some(n) = &notifier {
@@ -175,9 +179,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
-    if let Some(c) = control {
-        c.stop();
-    }
+    control.stop();
     let mut failed = false;
     for t in threads {
         failed |= !matches!(t.join(), Ok(Ok(())));
@@ -196,20 +198,27 @@ fn start_control(
     store: &Arc<ConfigStore>,
     io: &'static str,
     run: &Arc<RunState>,
+    links: crate::session::Links,
 ) -> Result<Arc<crate::control::ControlState>, String> {
     use crate::control::token;
-    let dir = token::state_dir(None, config.state_dir.as_deref());
-    let (token, origin) = token::load_or_generate(config.api_token.as_deref(), &dir)?;
-    match &origin {
-        token::Origin::Configured => tracing::info!("API token: from the configuration"),
-        token::Origin::Stored(path) => {
-            tracing::info!("API token: in {}", path.display())
+    // Without the API there is nothing to protect: no token is made or read.
+    let token = if config.api_listen.is_some() {
+        let dir = token::state_dir(None, config.state_dir.as_deref());
+        let (token, origin) = token::load_or_generate(config.api_token.as_deref(), &dir)?;
+        match &origin {
+            token::Origin::Configured => tracing::info!("API token: from the configuration"),
+            token::Origin::Stored(path) => {
+                tracing::info!("API token: in {}", path.display())
+            }
+            token::Origin::Generated(path) => tracing::warn!(
+                "API token generated and kept in {} (send it as `Authorization: Bearer {token}`)",
+                path.display()
+            ),
         }
-        token::Origin::Generated(path) => tracing::warn!(
-            "API token generated and kept in {} (send it as `Authorization: Bearer {token}`)",
-            path.display()
-        ),
-    }
+        token
+    } else {
+        String::new()
+    };
     Ok(Arc::new(crate::control::ControlState::new(
         store.clone(),
         config.cpus.clone(),
@@ -217,6 +226,11 @@ fn start_control(
         token,
         config.metrics_need_token,
         run.clone(),
+        crate::control::sessions::SessionTable::new(
+            std::time::Duration::from_secs_f64(config.session_timeout_s),
+            config.access_log.clone(),
+        ),
+        links,
     )))
 }
 

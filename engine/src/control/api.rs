@@ -46,6 +46,8 @@ pub(super) fn router(state: Shared) -> Router {
             "/api/v1/streams/{name}",
             get(stream_status).put(put_stream).delete(delete_stream),
         )
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{id}", axum::routing::delete(stop_session))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut metrics = Router::new().route("/metrics", get(metrics_text));
     if state.metrics_need_token {
@@ -118,11 +120,21 @@ struct StreamSummary {
     viewers: Viewers,
 }
 
-/// Viewers by protocol. Only progressive HTTP-TS viewers so far: HLS players are counted
-/// once sessions exist.
+/// Viewers by protocol: progressive HTTP-TS connections open now, and HLS sessions (one
+/// player, many requests) not yet ended.
 #[derive(Serialize)]
 struct Viewers {
     http_ts: u64,
+    hls: u64,
+}
+
+impl Viewers {
+    fn of(state: &ControlState, info: &crate::shard::StreamInfo) -> Self {
+        Self {
+            http_ts: info.counters.viewers.load(Ordering::Relaxed),
+            hls: state.sessions().viewers(&info.name).1,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -171,9 +183,7 @@ async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
                     source: info.config.source_url.clone(),
                     state: player::state(window.as_deref(), now),
                     input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
-                    viewers: Viewers {
-                        http_ts: info.counters.viewers.load(Ordering::Relaxed),
-                    },
+                    viewers: Viewers::of(&state, info),
                 }
             })
             .collect(),
@@ -204,7 +214,7 @@ async fn stream_status(
         continuity_errors: c.continuity_errors,
         malformed_packets: c.malformed_packets,
         kernel_drops: c.kernel_drops,
-        viewers: Viewers { http_ts: c.viewers },
+        viewers: Viewers::of(&state, info),
         segments: Segments {
             sealed: c.segments,
             dropped: c.segments_dropped,
@@ -279,6 +289,43 @@ async fn delete_stream(
 ) -> Result<StatusCode, ApiError> {
     let store = state.store.clone();
     blocking(move || store.delete_stream(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct SessionFilter {
+    stream: Option<String>,
+}
+
+/// `GET /api/v1/sessions[?stream=NAME]`: the viewer sessions now, oldest first.
+async fn list_sessions(
+    State(state): State<Shared>,
+    axum::extract::Query(filter): axum::extract::Query<SessionFilter>,
+) -> Json<Vec<super::sessions::Session>> {
+    Json(state.sessions().list(filter.stream.as_deref()))
+}
+
+#[derive(serde::Deserialize)]
+struct StopOptions {
+    /// Seconds its requests are refused (403) after the stop; default 60.
+    block: Option<u64>,
+}
+
+/// `DELETE /api/v1/sessions/{id}[?block=SECONDS]`: close the session's connections, refuse
+/// its requests for a while, and end it (its access-log line says `stopped`).
+async fn stop_session(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    axum::extract::Query(options): axum::extract::Query<StopOptions>,
+) -> Result<StatusCode, ApiError> {
+    let key = state
+        .sessions()
+        .stop(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no session {id:?}")))?;
+    let block = std::time::Duration::from_secs(options.block.unwrap_or(60).min(86_400));
+    state
+        .links
+        .broadcast(&crate::session::ShardCommand::Stop(key, block));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -212,15 +212,29 @@ pub(super) fn render(state: &ControlState) -> String {
         &mut out,
         "shardcast_stream_viewers",
         "gauge",
-        "Viewers connected now, by protocol (progressive HTTP-TS so far; HLS players come with sessions).",
+        "Viewers now, by protocol: progressive HTTP-TS connections open, HLS sessions not ended.",
     );
-    for (name, snapshot) in names.iter().zip(&snapshots) {
+    let sessions = state.sessions();
+    for ((name, snapshot), info) in names.iter().zip(&snapshots).zip(&streams) {
         let _ = writeln!(
             out,
             "shardcast_stream_viewers{{stream=\"{name}\",protocol=\"http_ts\"}} {}",
             snapshot.viewers
         );
+        let _ = writeln!(
+            out,
+            "shardcast_stream_viewers{{stream=\"{name}\",protocol=\"hls\"}} {}",
+            sessions.viewers(&info.name).1
+        );
     }
+    family(
+        &mut out,
+        "shardcast_sessions_ended_total",
+        "counter",
+        "Viewer sessions that have ended (each one is a line in the access log).",
+    );
+    let _ = writeln!(out, "shardcast_sessions_ended_total {}", sessions.ended);
+    drop(sessions);
     for (metric, kind, help, read) in STREAM_FAMILIES {
         family(&mut out, metric, kind, help);
         for (name, snapshot) in names.iter().zip(&snapshots) {

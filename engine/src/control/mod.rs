@@ -20,6 +20,7 @@
 
 mod api;
 mod metrics;
+pub mod sessions;
 pub mod store;
 pub mod token;
 
@@ -47,10 +48,15 @@ pub struct ControlState {
     pub metrics_need_token: bool,
     /// The shards' run state and loop statistics.
     pub run: Arc<crate::shard::RunState>,
+    /// Viewer sessions.
+    pub sessions: std::sync::Mutex<sessions::SessionTable>,
+    /// The shards' queues and wakers.
+    pub links: crate::session::Links,
 }
 
 impl ControlState {
     /// The state of a server that has just started.
+    #[allow(clippy::too_many_arguments)] // one constructor, called once
     pub fn new(
         store: Arc<store::ConfigStore>,
         cpus: Vec<usize>,
@@ -58,8 +64,12 @@ impl ControlState {
         token: String,
         metrics_need_token: bool,
         run: Arc<crate::shard::RunState>,
+        sessions: sessions::SessionTable,
+        links: crate::session::Links,
     ) -> Self {
         Self {
+            sessions: std::sync::Mutex::new(sessions),
+            links,
             store,
             cpus,
             io_backend,
@@ -69,6 +79,22 @@ impl ControlState {
             metrics_need_token,
             run,
         }
+    }
+
+    /// The session table (a poisoned lock is taken over: it holds only statistics).
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, sessions::SessionTable> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take every shard's session reports and end the quiet sessions.
+    pub fn collect_sessions(&self) {
+        let mut table = self.sessions();
+        for link in &self.links.shards {
+            while let Some(report) = link.reports.pop() {
+                table.absorb(report);
+            }
+        }
+        table.sweep();
     }
 
     /// The streams now.
@@ -101,22 +127,33 @@ impl ControlState {
 /// The running control plane; stopping it (or dropping it) ends its thread.
 #[derive(Debug)]
 pub struct ControlPlane {
-    /// The address it listens on.
-    pub local: SocketAddr,
+    /// The address the API listens on, when it does.
+    pub local: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControlPlane {
-    /// Bind `listen` and serve the API from a thread of its own.
-    pub fn start(listen: SocketAddr, state: Arc<ControlState>) -> Result<ControlPlane, String> {
-        let listener = std::net::TcpListener::bind(listen)
-            .map_err(|e| format!("cannot listen for the API on {listen}: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("API listener: {e}"))?;
+    /// Start the control thread: sessions collected four times a second, and the API served
+    /// on `listen` when there is one.
+    pub fn start(
+        listen: Option<SocketAddr>,
+        state: Arc<ControlState>,
+    ) -> Result<ControlPlane, String> {
+        let listener = match listen {
+            None => None,
+            Some(listen) => {
+                let l = std::net::TcpListener::bind(listen)
+                    .map_err(|e| format!("cannot listen for the API on {listen}: {e}"))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| format!("API listener: {e}"))?;
+                Some(l)
+            }
+        };
         let local = listener
-            .local_addr()
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
             .map_err(|e| format!("API listener: {e}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -128,13 +165,6 @@ impl ControlPlane {
             .name("control".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("API listener: {e}");
-                            return;
-                        }
-                    };
                     let sampler = state.clone();
                     tokio::spawn(async move {
                         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -143,15 +173,36 @@ impl ControlPlane {
                             sampler.sample_rates();
                         }
                     });
-                    let app = api::router(state);
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
+                    let collector = state.clone();
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                        loop {
+                            tick.tick().await;
+                            collector.collect_sessions();
+                        }
+                    });
+                    match listener.map(tokio::net::TcpListener::from_std) {
+                        None => {
                             let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!("the API stopped: {e}");
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!("API listener: {e}");
+                            let _ = stopped.await;
+                        }
+                        Some(Ok(listener)) => {
+                            let app = api::router(state.clone());
+                            let served = axum::serve(listener, app)
+                                .with_graceful_shutdown(async {
+                                    let _ = stopped.await;
+                                })
+                                .await;
+                            if let Err(e) = served {
+                                tracing::error!("the API stopped: {e}");
+                            }
+                        }
                     }
+                    state.collect_sessions();
+                    state.sessions().end_all();
                 });
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;

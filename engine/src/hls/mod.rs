@@ -398,5 +398,24 @@ fn playlist_cache_control(target_duration: u64) -> &'static str {
     }
 }
 
+/// `playlist` with `query` (`name=value`, already URL-encoded) added to every URI line, for a
+/// viewer whose token must travel with its segment requests.
+pub fn with_query(playlist: &[u8], query: &str) -> Bytes {
+    let mut out = Vec::with_capacity(playlist.len() + 16 * (query.len() + 1));
+    for line in playlist.split_inclusive(|b| *b == b'\n') {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() || text.starts_with(b"#") {
+            out.extend_from_slice(line);
+            continue;
+        }
+        out.extend_from_slice(text);
+        out.push(if text.contains(&b'?') { b'&' } else { b'?' });
+        out.extend_from_slice(query.as_bytes());
+        out.extend_from_slice(&line[text.len()..]);
+    }
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -160,3 +160,14 @@ fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinui
         .unwrap()
         .contains("#EXT-X-DISCONTINUITY\n"));
 }
+
+#[test]
+fn a_token_goes_into_every_uri() {
+    let playlist =
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\n100.ts\n#EXTINF:2.000,\n101.ts?x=1\n";
+    let out = super::with_query(playlist, "token=a%20b");
+    assert_eq!(
+        &out[..],
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\n100.ts?token=a%20b\n#EXTINF:2.000,\n101.ts?x=1&token=a%20b\n"
+    );
+}

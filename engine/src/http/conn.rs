@@ -139,6 +139,35 @@ pub trait Router {
     fn route(&self, head: &RequestHead) -> Route;
     /// The text of the index page.
     fn index(&self) -> String;
+    /// Whether a request routed to `route` is a viewer's, of which session, and whether it
+    /// may be answered. Pages and errors are [`Gate::Open`].
+    fn gate(&self, _head: &RequestHead, _route: &Route) -> Gate {
+        Gate::Open
+    }
+}
+
+/// The `token=…` (or `tkn=…`) pair of a query, as the request wrote it.
+fn token_pair(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
+        .filter(|p| p.len() <= 600)
+}
+
+/// What the router says of a request before it is answered.
+#[derive(Clone, Debug)]
+pub enum Gate {
+    /// Not a viewer's request (pages, errors): no session.
+    Open,
+    /// A viewer's request, allowed: its session, and header lines to add to the response.
+    Viewer {
+        /// The session it belongs to.
+        session: crate::session::SessionKey,
+        /// Header lines (`Name: value\r\n`…) an access decision added.
+        headers: Option<std::sync::Arc<str>>,
+    },
+    /// Refused with this status (401 or 403) and reason.
+    Refused(u16, &'static str),
 }
 
 /// What happened to a viewer when it was fed.
@@ -174,6 +203,12 @@ pub struct Conn {
     overloaded: bool,
     /// The peer's address, when the backend knows it.
     peer: Option<std::net::IpAddr>,
+    /// The session of the latest viewer request, for the core to take (with its User-Agent).
+    new_session: Option<(crate::session::SessionKey, Option<String>)>,
+    /// The shard's number for the session this connection's bytes count to.
+    session: Option<usize>,
+    /// Header lines added to the response being built (from an access decision).
+    grant: Option<std::sync::Arc<str>>,
 }
 
 impl Conn {
@@ -194,6 +229,9 @@ impl Conn {
             skip_window_start_ns: now_ns,
             overloaded: false,
             peer: None,
+            new_session: None,
+            session: None,
+            grant: None,
         }
     }
 
@@ -208,6 +246,41 @@ impl Conn {
         Self {
             overloaded: true,
             ..Self::new(limits, now_ns)
+        }
+    }
+
+    /// The session of the latest viewer request and its User-Agent, once.
+    pub fn take_new_session(&mut self) -> Option<(crate::session::SessionKey, Option<String>)> {
+        self.new_session.take()
+    }
+
+    /// The shard's number of the session this connection's bytes count to.
+    pub fn session(&self) -> Option<usize> {
+        self.session
+    }
+
+    /// Count this connection's bytes to session `id` (the shard's number for it).
+    pub fn set_session(&mut self, id: Option<usize>) {
+        self.session = id;
+    }
+
+    fn response_head(
+        &self,
+        status: u16,
+        content_type: &str,
+        length: Option<usize>,
+        keep_alive: bool,
+        extra: &str,
+    ) -> String {
+        match &self.grant {
+            Some(grant) => response_head(
+                status,
+                content_type,
+                length,
+                keep_alive,
+                &format!("{extra}{grant}"),
+            ),
+            None => response_head(status, content_type, length, keep_alive, extra),
         }
     }
 
@@ -258,6 +331,43 @@ impl Conn {
         }
         let keep = head.keep_alive;
         let route = router.route(head);
+        self.grant = None;
+        match router.gate(head, &route) {
+            Gate::Open => {}
+            Gate::Refused(status, why) => {
+                let body = format!("{why}\n");
+                let extra = if status == 401 {
+                    "WWW-Authenticate: Bearer realm=\"shardcast\"\r\n"
+                } else {
+                    ""
+                };
+                self.respond(
+                    status,
+                    "text/plain; charset=utf-8",
+                    body.as_bytes(),
+                    keep,
+                    extra,
+                    head.method == Method::Head,
+                );
+                return None;
+            }
+            Gate::Viewer { session, headers } => {
+                self.new_session = Some((session, head.user_agent.clone()));
+                self.grant = headers;
+            }
+        }
+        let viewer = self.route_answer(head, route, router);
+        self.grant = None;
+        viewer
+    }
+
+    fn route_answer(
+        &mut self,
+        head: &RequestHead,
+        route: Route,
+        router: &impl Router,
+    ) -> Option<usize> {
+        let keep = head.keep_alive;
         match (head.method, route) {
             (m @ (Method::Get | Method::Head), Route::Hls(hls)) => self.answer_hls(head, m == Method::Head, hls),
             (Method::Other, _) => {
@@ -272,7 +382,7 @@ impl Conn {
                 false,
             ),
             (m, Route::Stream(stream)) => {
-                let head = response_head(200, "video/mp2t", None, false, "Cache-Control: no-cache, no-store\r\n");
+                let head = self.response_head(200, "video/mp2t", None, false, "Cache-Control: no-cache, no-store\r\n");
                 self.queue(Out::Bytes(Bytes::from(head)));
                 if m == Method::Head {
                     self.state = ConnState::Closing;
@@ -307,6 +417,7 @@ impl Conn {
     fn answer_hls(&mut self, head: &RequestHead, head_only: bool, route: HlsRoute) {
         let keep = head.keep_alive;
         const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+        let master = matches!(route, HlsRoute::Master(_));
         match route {
             HlsRoute::Media(w) | HlsRoute::Master(w)
                 if head.if_none_match.as_deref() == Some(w.playlist_etag.as_str()) =>
@@ -316,6 +427,15 @@ impl Conn {
                     w.playlist_cache_control, w.playlist_etag
                 );
                 self.respond(304, "", b"", keep, &extra, true);
+            }
+            HlsRoute::Media(w) | HlsRoute::Master(w) if token_pair(&head.query).is_some() => {
+                // The player's token goes into every URI of the playlist, so that its segment
+                // requests carry it too (one session); such a playlist is the viewer's own.
+                let pair = token_pair(&head.query).unwrap_or_default();
+                let playlist = if master { &w.master } else { &w.playlist };
+                let body = crate::hls::with_query(playlist, pair);
+                let extra = format!("Cache-Control: private, {}\r\n", w.playlist_cache_control);
+                self.respond_bytes(200, PLAYLIST, body, keep, &extra, head_only);
             }
             HlsRoute::Media(w) => {
                 let extra = format!(
@@ -389,7 +509,7 @@ impl Conn {
                 return;
             }
         };
-        let head_bytes = response_head(status, "video/mp2t", Some(end - start), keep, &extra);
+        let head_bytes = self.response_head(status, "video/mp2t", Some(end - start), keep, &extra);
         self.queue(Out::Bytes(Bytes::from(head_bytes)));
         if !head_only && end > start {
             match &segment.body {
@@ -415,7 +535,7 @@ impl Conn {
         extra: &str,
         head_only: bool,
     ) {
-        let head = response_head(status, content_type, Some(body.len()), keep_alive, extra);
+        let head = self.response_head(status, content_type, Some(body.len()), keep_alive, extra);
         self.queue(Out::Bytes(Bytes::from(head)));
         if !head_only && !body.is_empty() {
             self.queue(Out::Bytes(body));
@@ -435,7 +555,7 @@ impl Conn {
         head_only: bool,
     ) {
         let length = (status != 304).then_some(body.len());
-        let head = response_head(status, content_type, length, keep_alive, extra);
+        let head = self.response_head(status, content_type, length, keep_alive, extra);
         self.queue(Out::Bytes(Bytes::from(head)));
         if !head_only && !body.is_empty() {
             self.queue(Out::Bytes(Bytes::copy_from_slice(body)));

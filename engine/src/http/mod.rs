@@ -11,7 +11,7 @@
 
 mod conn;
 
-pub use conn::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Out, Page, Route, Router};
+pub use conn::{Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Out, Page, Route, Router};
 
 /// Most headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;
@@ -51,6 +51,57 @@ pub struct RequestHead {
     pub forwarded: Forwarded,
     /// The connection's peer (set by the connection, not parsed).
     pub peer: Option<std::net::IpAddr>,
+    /// The viewer's access token: the `token` (or MistServer's `tkn`) query parameter, else
+    /// an `Authorization: Bearer` header, else a `token` cookie; empty when none.
+    pub token: String,
+    /// The User-Agent header (at most 256 bytes of it).
+    pub user_agent: Option<String>,
+}
+
+/// Longest access token taken from a request (longer ones are cut: they are keys, not data).
+pub const MAX_TOKEN: usize = 512;
+
+/// The value of query parameter `name` (percent-decoding `%XX` and `+`), if present.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 /// What a reverse proxy says about the original request; each header is kept only when its
@@ -163,6 +214,9 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
     let mut host = None;
     let mut seen_host = false;
     let mut forwarded = Forwarded::default();
+    let mut bearer = None;
+    let mut cookie_token = None;
+    let mut user_agent = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("connection") {
@@ -216,8 +270,25 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
             forwarded.mst_path = crate::site::parse_public_base(value).ok();
         } else if h.name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            bearer = value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        } else if h.name.eq_ignore_ascii_case("cookie") {
+            cookie_token = cookie_token.or_else(|| {
+                value.split(';').find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == "token").then(|| v.trim_matches('"').to_owned())
+                })
+            });
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            user_agent = Some(cut(value.to_owned(), 256));
         }
     }
+    let token = query_param(query, "token")
+        .or_else(|| query_param(query, "tkn"))
+        .or(bearer)
+        .or(cookie_token)
+        .map(|t| cut(t, MAX_TOKEN))
+        .unwrap_or_default();
     let head = RequestHead {
         method,
         path: path.to_owned(),
@@ -228,6 +299,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         host,
         forwarded,
         peer: None,
+        token,
+        user_agent,
     };
     Ok(Some((head, len)))
 }
@@ -360,6 +433,29 @@ pub fn response_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_token_and_the_user_agent() {
+        let parse = |raw: &str| parse_head(raw.as_bytes(), 8192).unwrap().unwrap().0;
+        let h = parse("GET /a.ts?x=1&token=ab%2Fc+d HTTP/1.1\r\nUser-Agent: VLC/3\r\nAuthorization: Bearer other\r\n\r\n");
+        assert_eq!(h.token, "ab/c d");
+        assert_eq!(h.user_agent.as_deref(), Some("VLC/3"));
+        assert_eq!(parse("GET /a.ts?tkn=m1 HTTP/1.1\r\n\r\n").token, "m1");
+        assert_eq!(
+            parse("GET /a.ts HTTP/1.1\r\nAuthorization: Bearer b1\r\nCookie: token=c1\r\n\r\n")
+                .token,
+            "b1"
+        );
+        assert_eq!(
+            parse("GET /a.ts HTTP/1.1\r\nCookie: a=1; token=\"c1\"\r\n\r\n").token,
+            "c1"
+        );
+        assert_eq!(
+            parse("GET /a.ts?token=%E2%82%AC%zz% HTTP/1.1\r\n\r\n").token,
+            "€%zz%"
+        );
+        assert_eq!(parse("GET /a.ts HTTP/1.1\r\n\r\n").token, "");
+    }
 
     #[test]
     fn parses_heads_and_maps_errors_to_statuses() {

@@ -9,9 +9,12 @@ use super::catalog::{Catalog, StreamInfo};
 use super::{Fanout, Wake};
 use crate::config::SegmentSend;
 use crate::hls::Packager;
-use crate::http::{Conn, ConnLimits, ConnState, Feed, HlsRoute, Page, RequestHead, Route, Router};
+use crate::http::{
+    Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Page, RequestHead, Route, Router,
+};
 use crate::ingest::{DemoSource, Pipeline, SourceSpec, UdpIngest, UdpSpec};
 use crate::player;
+use crate::session::{LocalSessions, Protocol, SessionKey, ShardCommand, ShardLink};
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
@@ -63,6 +66,7 @@ pub struct StreamChanges {
 struct StreamsRouter<'a> {
     catalog: &'a Catalog,
     site: &'a Site,
+    sessions: &'a LocalSessions,
 }
 
 impl StreamsRouter<'_> {
@@ -167,6 +171,37 @@ impl Router for StreamsRouter<'_> {
             .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot))
     }
 
+    /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
+    /// stream, address, token and protocol; a stopped session's are refused.
+    fn gate(&self, head: &RequestHead, route: &Route) -> Gate {
+        let protocol = match route {
+            Route::Stream(_) => Protocol::HttpTs,
+            Route::Hls(_) => Protocol::Hls,
+            _ => return Gate::Open,
+        };
+        let rest = head.path.trim_start_matches('/');
+        let name = match protocol {
+            Protocol::HttpTs => rest.strip_suffix(".ts"),
+            Protocol::Hls => rest.split_once('/').map(|(n, _)| n),
+        };
+        let Some((_, info)) = name.and_then(|n| self.catalog.find(n)) else {
+            return Gate::Open;
+        };
+        let session = SessionKey {
+            stream: Arc::from(info.name.as_str()),
+            ip: self.site.client_ip(head),
+            token: Arc::from(head.token.as_str()),
+            protocol,
+        };
+        if self.sessions.is_stopped(&session) {
+            return Gate::Refused(403, "this session was stopped");
+        }
+        Gate::Viewer {
+            session,
+            headers: None,
+        }
+    }
+
     fn index(&self) -> String {
         let mut s = String::from(
             "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
@@ -197,6 +232,8 @@ pub struct ShardCore {
     flush_interval: Duration,
     segment_send: SegmentSend,
     site: Arc<Site>,
+    sessions: LocalSessions,
+    link: ShardLink,
 }
 
 impl ShardCore {
@@ -223,7 +260,39 @@ impl ShardCore {
             flush_interval,
             segment_send,
             site: Arc::new(Site::default()),
+            sessions: LocalSessions::default(),
+            link: ShardLink::new(),
         }
+    }
+
+    /// The queues to and from the control plane (sessions, commands).
+    pub fn set_link(&mut self, link: ShardLink) {
+        self.link = link;
+    }
+
+    /// Report session activity to the control plane (about once a second).
+    pub fn report_sessions(&mut self) {
+        self.sessions.report(&self.link.reports);
+    }
+
+    /// Carry out the control plane's commands; returns the connections to close.
+    pub fn take_commands(&mut self) -> Vec<usize> {
+        let mut close = Vec::new();
+        while let Some(command) = self.link.commands.pop() {
+            match command {
+                ShardCommand::Stop(key, how_long) => {
+                    if let Some(id) = self.sessions.stop(key, how_long) {
+                        close.extend(
+                            self.conns
+                                .iter()
+                                .filter(|(_, c)| c.session() == Some(id))
+                                .map(|(k, _)| k),
+                        );
+                    }
+                }
+            }
+        }
+        close
     }
 
     /// Catch up with the stream table, if it changed: end the streams that went (their
@@ -395,6 +464,9 @@ impl ShardCore {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        if let (ConnState::Streaming { .. }, Some(id)) = (conn.state(), conn.session()) {
+            self.sessions.connection(id, false);
+        }
         if let ConnState::Streaming { stream } = conn.state() {
             if let Some(Some(local)) = self.locals.get_mut(stream) {
                 if let Some(pos) = local.viewers.iter().position(|k| *k == key) {
@@ -421,11 +493,20 @@ impl ShardCore {
         let router = StreamsRouter {
             catalog: &self.followed,
             site: &self.site,
+            sessions: &self.sessions,
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some(stream) = conn.on_read(data, now, &router) {
+        let viewer = conn.on_read(data, now, &router);
+        if let Some((session, user_agent)) = conn.take_new_session() {
+            let id = self.sessions.touch(session, user_agent.as_deref());
+            conn.set_session(Some(id));
+            if viewer.is_some() {
+                self.sessions.connection(id, true);
+            }
+        }
+        if let Some(stream) = viewer {
             if let Some(Some(local)) = self.locals.get_mut(stream) {
                 local.viewers.push(key);
                 StreamCounters::add(&local.info.counters.viewers, 1);
@@ -441,6 +522,9 @@ impl ShardCore {
             return true;
         };
         conn.wrote(n, now);
+        if let Some(id) = conn.session() {
+            self.sessions.sent(id, n as u64);
+        }
         if let ConnState::Streaming { stream } = conn.state() {
             if let Some(Some(local)) = self.locals.get(stream) {
                 StreamCounters::add(&local.info.counters.bytes_out, n as u64);
@@ -738,6 +822,7 @@ mod tests {
 #[derive(Debug)]
 pub struct Housekeeping {
     next_sweep: Instant,
+    next_report: Instant,
     stopping_since: Option<Instant>,
     /// Test hook for the watchdog: this shard stops going round its loop at this moment.
     hang_at: Option<(usize, Instant)>,
@@ -761,6 +846,7 @@ impl Default for Housekeeping {
         });
         Self {
             next_sweep: Instant::now(),
+            next_report: Instant::now() + Duration::from_secs(1),
             stopping_since: None,
             hang_at,
             woke: None,
@@ -773,6 +859,16 @@ impl Housekeeping {
     /// [`Housekeeping::should_exit`]).
     pub fn woke(&mut self) {
         self.woke = Some(Instant::now());
+    }
+
+    /// The control plane's side of the loop: its commands now (returns the connections to
+    /// close), and a session report every second.
+    pub fn control(&mut self, core: &mut ShardCore) -> Vec<usize> {
+        if Instant::now() >= self.next_report {
+            self.next_report = Instant::now() + Duration::from_secs(1);
+            core.report_sessions();
+        }
+        core.take_commands()
     }
 
     /// Every 250 ms, the connections whose timeouts expired (close them).

@@ -113,6 +113,9 @@ impl EpollShard {
             for key in housekeeping.expired(&self.core) {
                 self.close(key);
             }
+            for key in housekeeping.control(&mut self.core) {
+                self.close(key);
+            }
             if housekeeping.should_exit(&self.core, &self.run, || {
                 let _ = self.poll.registry().deregister(&mut self.listener);
             }) {

@@ -151,6 +151,8 @@ pub struct ShardSetup {
     pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
     /// Every shard's waker, by shard number.
     pub wakers: Vec<Arc<dyn Wake>>,
+    /// Its queues to and from the control plane.
+    pub link: crate::session::ShardLink,
     /// Connection limits.
     pub limits: ConnLimits,
     /// Connection cap.
@@ -222,6 +224,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         setup.segment_send,
     );
     core.set_site(setup.site);
+    core.set_link(setup.link);
     Prepared {
         core,
         listener: setup.listener,

@@ -485,6 +485,9 @@ impl UringShard {
             for key in housekeeping.expired(&self.core) {
                 self.close(key);
             }
+            for key in housekeeping.control(&mut self.core) {
+                self.close(key);
+            }
             if housekeeping.should_exit(&self.core, &self.run, || self.accepting = false) {
                 return Ok(());
             }

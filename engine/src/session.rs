@@ -1,0 +1,325 @@
+//! Viewer sessions as the shards see them, and the links between the shards and the control
+//! plane that carry them.
+//!
+//! A session is keyed the way MistServer keys them: stream, viewer address, access token and
+//! protocol. One HLS player is one session across its many requests and connections (and
+//! across shards: each shard reports what it saw, the control plane adds them up). Shards
+//! keep a small table of the sessions they serve ([`LocalSessions`]) and report activity
+//! about once a second through a bounded lock-free queue; the control plane keeps the
+//! sessions themselves, ends them after a quiet period, writes the access log, and sends
+//! commands back (stop a session) through one queue per shard and its waker.
+//!
+//! What it does not do: decide who may watch (the access module), or any I/O.
+
+use crate::shard::Wake;
+use crossbeam_queue::ArrayQueue;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a session watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Progressive MPEG-TS over HTTP (`/{stream}.ts`): one long connection.
+    HttpTs,
+    /// HLS: playlists and segments, many requests.
+    Hls,
+}
+
+impl Protocol {
+    /// The name in the API, the metrics and the access log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpTs => "http_ts",
+            Protocol::Hls => "hls",
+        }
+    }
+}
+
+/// What a session is known by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The stream watched.
+    pub stream: Arc<str>,
+    /// The viewer's address (from a trusted proxy's header, else the peer).
+    pub ip: Option<IpAddr>,
+    /// The access token presented; empty when none.
+    pub token: Arc<str>,
+    /// How it watches.
+    pub protocol: Protocol,
+}
+
+impl SessionKey {
+    /// A short stable identifier (hex), the same on every shard and across restarts.
+    pub fn id(&self) -> String {
+        // FNV-1a over the fields: stable, unlike the standard hasher's keys.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        };
+        eat(self.stream.as_bytes());
+        eat(self
+            .ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+            .as_bytes());
+        eat(self.token.as_bytes());
+        eat(self.protocol.name().as_bytes());
+        format!("{h:016x}")
+    }
+}
+
+/// What one shard saw of one session since its last report.
+#[derive(Clone, Debug)]
+pub struct SessionReport {
+    /// The session.
+    pub key: SessionKey,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Progressive connections opened minus closed.
+    pub opened: i64,
+    /// The User-Agent, in the first report of the session from this shard.
+    pub user_agent: Option<String>,
+}
+
+/// What the control plane asks of a shard.
+#[derive(Clone, Debug)]
+pub enum ShardCommand {
+    /// Close the session's connections and refuse its requests (403) for this long.
+    Stop(SessionKey, Duration),
+}
+
+/// Reports a shard may have queued before they are dropped (and counted).
+pub const REPORT_QUEUE: usize = 65_536;
+/// Commands queued for a shard.
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// One shard's ends of the links with the control plane.
+#[derive(Debug, Clone)]
+pub struct ShardLink {
+    /// Session reports to the control plane.
+    pub reports: Arc<ArrayQueue<SessionReport>>,
+    /// Commands from the control plane.
+    pub commands: Arc<ArrayQueue<ShardCommand>>,
+}
+
+impl ShardLink {
+    /// A new pair of queues.
+    pub fn new() -> Self {
+        Self {
+            reports: Arc::new(ArrayQueue::new(REPORT_QUEUE)),
+            commands: Arc::new(ArrayQueue::new(COMMAND_QUEUE)),
+        }
+    }
+}
+
+impl Default for ShardLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The control plane's ends: every shard's queues and waker.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// By shard number.
+    pub shards: Vec<ShardLink>,
+    /// By shard number.
+    pub wakers: Vec<Arc<dyn Wake>>,
+}
+
+impl Links {
+    /// Send `command` to every shard and wake them.
+    pub fn broadcast(&self, command: &ShardCommand) {
+        for (link, waker) in self.shards.iter().zip(&self.wakers) {
+            let _ = link.commands.push(command.clone());
+            waker.wake();
+        }
+    }
+}
+
+/// One session as a shard sees it.
+#[derive(Debug)]
+struct Local {
+    key: SessionKey,
+    bytes: u64,
+    requests: u64,
+    opened: i64,
+    /// Progressive connections open here now.
+    open: u32,
+    user_agent: Option<String>,
+    user_agent_sent: bool,
+    last: Instant,
+}
+
+/// The sessions a shard serves, their unreported activity, and the stopped ones it refuses.
+#[derive(Debug, Default)]
+pub struct LocalSessions {
+    index: HashMap<SessionKey, usize>,
+    table: slab::Slab<Local>,
+    stopped: HashMap<SessionKey, Instant>,
+    /// Reports dropped because the control plane's queue was full.
+    pub dropped_reports: u64,
+}
+
+/// A shard forgets a session it has no connection of after this long without a request.
+const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+impl LocalSessions {
+    /// A request of session `key`; returns its local number.
+    pub fn touch(&mut self, key: SessionKey, user_agent: Option<&str>) -> usize {
+        let now = Instant::now();
+        let id = match self.index.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.table.insert(Local {
+                    key: key.clone(),
+                    bytes: 0,
+                    requests: 0,
+                    opened: 0,
+                    open: 0,
+                    user_agent: user_agent.map(str::to_owned),
+                    user_agent_sent: false,
+                    last: now,
+                });
+                self.index.insert(key, id);
+                id
+            }
+        };
+        if let Some(s) = self.table.get_mut(id) {
+            s.requests += 1;
+            s.last = now;
+        }
+        id
+    }
+
+    /// Whether `key` was stopped and is still refused.
+    pub fn is_stopped(&self, key: &SessionKey) -> bool {
+        !self.stopped.is_empty() && self.stopped.get(key).is_some_and(|u| *u > Instant::now())
+    }
+
+    /// Refuse `key` for `how_long`; returns its local number, if it has one.
+    pub fn stop(&mut self, key: SessionKey, how_long: Duration) -> Option<usize> {
+        let id = self.index.get(&key).copied();
+        self.stopped.insert(key, Instant::now() + how_long);
+        id
+    }
+
+    /// `n` bytes went to session `id`.
+    pub fn sent(&mut self, id: usize, n: u64) {
+        if let Some(s) = self.table.get_mut(id) {
+            s.bytes += n;
+        }
+    }
+
+    /// A progressive connection of session `id` opened (`true`) or closed.
+    pub fn connection(&mut self, id: usize, opened: bool) {
+        if let Some(s) = self.table.get_mut(id) {
+            if opened {
+                s.open += 1;
+                s.opened += 1;
+            } else {
+                s.open = s.open.saturating_sub(1);
+                s.opened -= 1;
+            }
+            s.last = Instant::now();
+        }
+    }
+
+    /// Push what happened since the last report to `queue`, and forget sessions long quiet.
+    pub fn report(&mut self, queue: &ArrayQueue<SessionReport>) {
+        let now = Instant::now();
+        let mut forget = Vec::new();
+        for (id, s) in self.table.iter_mut() {
+            if s.bytes > 0 || s.requests > 0 || s.opened != 0 {
+                let report = SessionReport {
+                    key: s.key.clone(),
+                    bytes: s.bytes,
+                    requests: s.requests,
+                    opened: s.opened,
+                    user_agent: if s.user_agent_sent {
+                        None
+                    } else {
+                        s.user_agent.clone()
+                    },
+                };
+                if queue.push(report).is_ok() {
+                    s.user_agent_sent = true;
+                    s.bytes = 0;
+                    s.requests = 0;
+                    s.opened = 0;
+                } else {
+                    self.dropped_reports += 1;
+                }
+            } else if s.open == 0 && now.duration_since(s.last) > FORGET_AFTER {
+                forget.push(id);
+            }
+        }
+        for id in forget {
+            let s = self.table.remove(id);
+            self.index.remove(&s.key);
+        }
+        self.stopped.retain(|_, until| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(token: &str) -> SessionKey {
+        SessionKey {
+            stream: "cam".into(),
+            ip: Some("192.0.2.7".parse().unwrap()),
+            token: token.into(),
+            protocol: Protocol::Hls,
+        }
+    }
+
+    #[test]
+    fn one_session_across_requests_reported_once_per_period() {
+        let mut local = LocalSessions::default();
+        let a = local.touch(key("t"), Some("hls.js"));
+        assert_eq!(local.touch(key("t"), None), a);
+        local.sent(a, 1000);
+        let b = local.touch(key("other"), None);
+        assert_ne!(a, b);
+        let queue = ArrayQueue::new(16);
+        local.report(&queue);
+        let first = queue.pop().unwrap();
+        assert_eq!(
+            (first.requests, first.bytes, first.user_agent.as_deref()),
+            (2, 1000, Some("hls.js"))
+        );
+        assert_eq!(queue.pop().unwrap().requests, 1);
+        local.report(&queue);
+        assert!(queue.pop().is_none(), "nothing new, nothing reported");
+        local.sent(a, 5);
+        local.report(&queue);
+        let again = queue.pop().unwrap();
+        assert_eq!((again.bytes, again.user_agent), (5, None));
+        assert_eq!(key("t").id(), key("t").id());
+        assert_ne!(key("t").id(), key("u").id());
+        assert_eq!(key("t").id().len(), 16);
+    }
+
+    #[test]
+    fn a_stopped_session_is_refused_for_a_while() {
+        let mut local = LocalSessions::default();
+        local.touch(key("t"), None);
+        assert!(!local.is_stopped(&key("t")));
+        assert!(local.stop(key("t"), Duration::from_secs(60)).is_some());
+        assert!(local.is_stopped(&key("t")));
+        local.stop(key("x"), Duration::ZERO);
+        assert!(!local.is_stopped(&key("x")));
+    }
+}
