@@ -84,6 +84,8 @@ pub struct Config {
     pub session_timeout_s: f64,
     /// Where a JSON line is appended for every session that ends; `None`: no access log.
     pub access_log: Option<std::path::PathBuf>,
+    /// Triggers.
+    pub triggers: Vec<TriggerConfig>,
 }
 
 /// Which I/O backend the shards run on.
@@ -168,7 +170,88 @@ pub struct StreamConfig {
     pub window_s: f64,
     /// HLS segmenting and playlist settings.
     pub hls: HlsSettings,
+    /// Token access control: who may watch is asked of this backend.
+    pub access: Option<AccessConfig>,
 }
+
+/// A stream's viewer access control (as Flashphoner WCS does it): the viewer's token and
+/// session facts are POSTed as JSON to `url`; 200 allows (the headers it returns are added to
+/// the viewer's responses), 403 denies (the viewer gets 401).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The backend, http:// or https://.
+    pub url: String,
+    /// Seconds a decision is kept for the session.
+    #[serde(default = "default_access_ttl")]
+    pub ttl: f64,
+    /// Seconds to wait for the backend.
+    #[serde(default = "default_access_timeout")]
+    pub timeout: f64,
+    /// When the backend cannot be asked (down, slow, an unexpected answer): `deny` (the
+    /// viewer gets 503) or `allow`.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What an unanswered access check or blocking trigger decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Refuse (fail closed).
+    #[default]
+    Deny,
+    /// Let the viewer in (fail open).
+    Allow,
+}
+
+fn default_access_ttl() -> f64 {
+    60.0
+}
+fn default_access_timeout() -> f64 {
+    2.0
+}
+
+/// One trigger: MistServer's name, a handler (a URL POSTed to, or an executable run with the
+/// trigger name as its argument and the payload on stdin), the streams it applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerConfig {
+    /// The trigger's name (`USER_NEW`, `STREAM_BUFFER`, …).
+    pub on: String,
+    /// `http(s)://…` or an absolute path.
+    pub handler: String,
+    /// Only these streams (empty: all).
+    pub streams: Vec<String>,
+    /// Seconds a blocking trigger waits for its answer.
+    pub timeout_s: f64,
+    /// The answer a blocking trigger takes when its handler fails or is too slow.
+    pub default: String,
+}
+
+/// Triggers shardcast fires, with MistServer's names: the blocking ones wait for an answer.
+pub const TRIGGERS: [(&str, bool); 21] = [
+    ("USER_NEW", true),
+    ("CONN_PLAY", true),
+    ("STREAM_SOURCE", true),
+    ("PUSH_REWRITE", true),
+    ("DEFAULT_STREAM", true),
+    ("PLAY_REWRITE", true),
+    ("STREAM_ADD", true),
+    ("STREAM_CONFIG", true),
+    ("STREAM_REMOVE", true),
+    ("STREAM_BUFFER", false),
+    ("STREAM_READY", false),
+    ("STREAM_END", false),
+    ("CONN_OPEN", false),
+    ("CONN_CLOSE", false),
+    ("USER_END", false),
+    ("INPUT_ABORT", false),
+    ("LIVE_TRACK_LIST", false),
+    ("SYSTEM_START", false),
+    ("SYSTEM_STOP", false),
+    ("STREAM_UNLOAD", false),
+    ("OUTPUT_END", false),
+];
 
 /// HLS settings of a stream.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -258,6 +341,28 @@ struct File {
     streams: Vec<toml::Spanned<StreamSection>>,
     #[serde(default)]
     api: ApiSection,
+    #[serde(default, rename = "trigger")]
+    triggers: Vec<toml::Spanned<TriggerSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerSection {
+    on: toml::Spanned<String>,
+    handler: toml::Spanned<String>,
+    #[serde(default)]
+    streams: Vec<String>,
+    #[serde(default = "default_trigger_timeout")]
+    timeout: f64,
+    #[serde(default = "default_trigger_default")]
+    default: String,
+}
+
+fn default_trigger_timeout() -> f64 {
+    5.0
+}
+fn default_trigger_default() -> String {
+    "true".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -332,6 +437,7 @@ struct StreamSection {
     segment_duration: Option<toml::Spanned<f64>>,
     playlist_segments: Option<toml::Spanned<usize>>,
     segment_grace: Option<toml::Spanned<f64>>,
+    access: Option<toml::Spanned<AccessConfig>>,
 }
 
 /// An optional setting's value, `default` when absent; out of `range`, the span and reason.
@@ -429,6 +535,9 @@ impl Config {
         }
         if self.api_token != other.api_token {
             out.push("api.token".into());
+        }
+        if self.triggers != other.triggers {
+            out.push("triggers".into());
         }
         if self.metrics_need_token != other.metrics_need_token {
             out.push("api.metrics_need_token".into());
@@ -622,15 +731,75 @@ impl Config {
                 )
                 .map_err(|(span, m)| bad(span, m))?,
             };
+            let access = match st.access {
+                None => None,
+                Some(a) => {
+                    let span = a.span();
+                    let a = a.into_inner();
+                    if !(a.url.starts_with("http://") || a.url.starts_with("https://"))
+                        || reqwest::Url::parse(&a.url).is_err()
+                    {
+                        return Err(bad(
+                            span,
+                            format!("access url {:?} is not an http(s):// URL", a.url),
+                        ));
+                    }
+                    if !(0.0..=86_400.0).contains(&a.ttl) || !(0.1..=60.0).contains(&a.timeout) {
+                        return Err(bad(
+                            span,
+                            "access ttl must be 0 to 86400 seconds and timeout 0.1 to 60".into(),
+                        ));
+                    }
+                    Some(a)
+                }
+            };
             streams.push(StreamConfig {
                 name: name.clone(),
                 source,
                 source_url: st.source.get_ref().clone(),
                 window_s: st.window,
                 hls,
+                access,
+            });
+        }
+        let mut triggers = Vec::new();
+        for t in file.triggers {
+            let t = t.into_inner();
+            let name = t.on.get_ref();
+            if !TRIGGERS.iter().any(|(n, _)| n == name) {
+                return Err(bad(
+                    t.on.span(),
+                    format!("{name:?} is not a trigger shardcast fires (see README: Triggers)"),
+                ));
+            }
+            let handler = t.handler.get_ref();
+            let url = handler.contains("://");
+            if (url
+                && reqwest::Url::parse(handler)
+                    .map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
+                || (!url && !handler.starts_with('/'))
+            {
+                return Err(bad(
+                    t.handler.span(),
+                    format!("trigger handler {handler:?} must be an http(s):// URL or an absolute path to an executable"),
+                ));
+            }
+            if !(0.1..=300.0).contains(&t.timeout) {
+                return Err(bad(
+                    t.on.span(),
+                    format!("trigger timeout {} must be 0.1 to 300 seconds", t.timeout),
+                ));
+            }
+            triggers.push(TriggerConfig {
+                on: name.clone(),
+                handler: handler.clone(),
+                streams: t.streams,
+                timeout_s: t.timeout,
+                default: t.default,
             });
         }
         Ok(Config {
+            triggers,
             listen,
             cpus,
             io: s.io,

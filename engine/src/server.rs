@@ -80,10 +80,14 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             backends.push(Backend::Epoll(poll));
         }
     }
-    let streams = Arc::new(Streams::new(&config.streams, wakers.clone()));
+    // The streams start once the store applies the configuration (below): through the same
+    // rules as every later change (access gates, STREAM_SOURCE).
+    let streams = Arc::new(Streams::new(&[], wakers.clone()));
+    let triggers = crate::control::triggers::Triggers::new(config.triggers.clone())?;
+    let asked = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
         shards: (0..shards)
-            .map(|_| crate::session::ShardLink::new())
+            .map(|_| crate::session::ShardLink::with(asked.clone()))
             .collect(),
         wakers: wakers.clone(),
     };
@@ -152,11 +156,19 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
-    let store = Arc::new(ConfigStore::new(source, config.clone(), streams));
-    let control = crate::control::ControlPlane::start(
-        config.api_listen,
-        start_control(&config, &store, io, &run, links)?,
-    )?;
+    let store = Arc::new(ConfigStore::new(
+        source,
+        config.clone(),
+        streams.clone(),
+        triggers.clone(),
+    ));
+    store.start();
+    let access = crate::control::access::Access::new(triggers.shared(), links.clone(), streams);
+    triggers.spawn(access.clone().run(asked));
+    let state = start_control(&config, &store, io, &run, links, &triggers, access)?;
+    triggers.spawn(crate::control::watch::run(state.clone()));
+    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
+    triggers.fire("SYSTEM_START", None, &[env!("CARGO_PKG_VERSION")]);
     if let Some(api) = control.local {
         tracing::info!("JSON API on http://{api}/api/v1/, metrics on http://{api}/metrics");
     }
@@ -180,6 +192,8 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
     control.stop();
+    triggers.fire("SYSTEM_STOP", None, &["shutdown"]);
+    triggers.drain(std::time::Duration::from_secs(2));
     let mut failed = false;
     for t in threads {
         failed |= !matches!(t.join(), Ok(Ok(())));
@@ -199,6 +213,8 @@ fn start_control(
     io: &'static str,
     run: &Arc<RunState>,
     links: crate::session::Links,
+    triggers: &Arc<crate::control::triggers::Triggers>,
+    access: Arc<crate::control::access::Access>,
 ) -> Result<Arc<crate::control::ControlState>, String> {
     use crate::control::token;
     // Without the API there is nothing to protect: no token is made or read.
@@ -229,8 +245,11 @@ fn start_control(
         crate::control::sessions::SessionTable::new(
             std::time::Duration::from_secs_f64(config.session_timeout_s),
             config.access_log.clone(),
+            Some(triggers.shared()),
         ),
         links,
+        triggers.shared(),
+        access,
     )))
 }
 

@@ -96,7 +96,36 @@ pub struct SessionReport {
 pub enum ShardCommand {
     /// Close the session's connections and refuse its requests (403) for this long.
     Stop(SessionKey, Duration),
+    /// The access decision for a session the shard asked about.
+    Verdict(SessionKey, Verdict),
 }
+
+/// Whether a session may watch, for how long the answer holds, and what its responses carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `None`: allowed; otherwise the status refused requests get (401, 403 or 503).
+    pub refused: Option<u16>,
+    /// Header lines (`Name: value\r\n`…) added to the session's responses.
+    pub headers: Option<Arc<str>>,
+    /// How long the shard keeps the answer.
+    pub ttl: Duration,
+}
+
+/// A shard's question about a session it has no decision for.
+#[derive(Clone, Debug)]
+pub struct AccessQuery {
+    /// The session.
+    pub key: SessionKey,
+    /// Its User-Agent.
+    pub user_agent: Option<String>,
+    /// The request's path and query.
+    pub url: String,
+    /// The shard that asks (and holds the request until the answer).
+    pub shard: usize,
+}
+
+/// Questions a shard may have outstanding before new ones are refused (503).
+pub const ASK_QUEUE: usize = 4096;
 
 /// Reports a shard may have queued before they are dropped (and counted).
 pub const REPORT_QUEUE: usize = 65_536;
@@ -108,17 +137,28 @@ pub const COMMAND_QUEUE: usize = 4096;
 pub struct ShardLink {
     /// Session reports to the control plane.
     pub reports: Arc<ArrayQueue<SessionReport>>,
+    /// Access questions to the control plane.
+    pub asks: Arc<ArrayQueue<AccessQuery>>,
+    /// Wakes the control plane's access task (shared by every shard).
+    pub asked: Arc<tokio::sync::Notify>,
     /// Commands from the control plane.
     pub commands: Arc<ArrayQueue<ShardCommand>>,
 }
 
 impl ShardLink {
-    /// A new pair of queues.
-    pub fn new() -> Self {
+    /// New queues, waking the access task through `asked`.
+    pub fn with(asked: Arc<tokio::sync::Notify>) -> Self {
         Self {
             reports: Arc::new(ArrayQueue::new(REPORT_QUEUE)),
+            asks: Arc::new(ArrayQueue::new(ASK_QUEUE)),
+            asked,
             commands: Arc::new(ArrayQueue::new(COMMAND_QUEUE)),
         }
+    }
+
+    /// New queues with a notifier of their own.
+    pub fn new() -> Self {
+        Self::with(Arc::new(tokio::sync::Notify::new()))
     }
 }
 
@@ -138,6 +178,19 @@ pub struct Links {
 }
 
 impl Links {
+    /// Send `command` to shard `shard` and wake it.
+    pub fn send(&self, shard: usize, command: ShardCommand) {
+        if let (Some(link), Some(waker)) = (self.shards.get(shard), self.wakers.get(shard)) {
+            if link.commands.push(command).is_err() {
+                tracing::warn!(
+                    shard,
+                    "the shard's command queue is full: a command was dropped"
+                );
+            }
+            waker.wake();
+        }
+    }
+
     /// Send `command` to every shard and wake them.
     pub fn broadcast(&self, command: &ShardCommand) {
         for (link, waker) in self.shards.iter().zip(&self.wakers) {
@@ -167,6 +220,8 @@ pub struct LocalSessions {
     index: HashMap<SessionKey, usize>,
     table: slab::Slab<Local>,
     stopped: HashMap<SessionKey, Instant>,
+    /// Access decisions, until they expire.
+    verdicts: HashMap<SessionKey, (Verdict, Instant)>,
     /// Reports dropped because the control plane's queue was full.
     pub dropped_reports: u64,
 }
@@ -205,6 +260,20 @@ impl LocalSessions {
     /// Whether `key` was stopped and is still refused.
     pub fn is_stopped(&self, key: &SessionKey) -> bool {
         !self.stopped.is_empty() && self.stopped.get(key).is_some_and(|u| *u > Instant::now())
+    }
+
+    /// The access decision for `key`, while it holds.
+    pub fn verdict(&self, key: &SessionKey) -> Option<&Verdict> {
+        self.verdicts
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v)
+    }
+
+    /// Keep `verdict` for `key` for its time to live.
+    pub fn decided(&mut self, key: SessionKey, verdict: Verdict) {
+        let until = Instant::now() + verdict.ttl;
+        self.verdicts.insert(key, (verdict, until));
     }
 
     /// Refuse `key` for `how_long`; returns its local number, if it has one.
@@ -269,6 +338,7 @@ impl LocalSessions {
             self.index.remove(&s.key);
         }
         self.stopped.retain(|_, until| *until > now);
+        self.verdicts.retain(|_, (_, until)| *until > now);
     }
 }
 

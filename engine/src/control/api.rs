@@ -180,7 +180,7 @@ async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
                 let window = info.hls_window.load_full();
                 StreamSummary {
                     name: info.name.clone(),
-                    source: info.config.source_url.clone(),
+                    source: info.source_url.clone(),
                     state: player::state(window.as_deref(), now),
                     input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
                     viewers: Viewers::of(&state, info),
@@ -205,7 +205,7 @@ async fn stream_status(
     let c = info.counters.snapshot();
     Ok(Json(StreamStatus {
         name: info.name.clone(),
-        source: info.config.source_url.clone(),
+        source: info.source_url.clone(),
         state: player::state(window.as_deref(), now_ms()),
         input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
         tracks: player::tracks(window.as_deref()),
@@ -232,6 +232,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::FileInvalid(_) => StatusCode::CONFLICT,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Vetoed(_) => StatusCode::FORBIDDEN,
             StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -235,6 +235,63 @@ pub(super) fn render(state: &ControlState) -> String {
     );
     let _ = writeln!(out, "shardcast_sessions_ended_total {}", sessions.ended);
     drop(sessions);
+    let triggers = state.triggers.stats();
+    for (metric, help) in [
+        ("shardcast_trigger_calls_total", "Trigger handler calls (each attempt), by trigger."),
+        ("shardcast_trigger_failures_total", "Trigger handler calls that failed (error status, unreachable, timeout, non-zero exit), by trigger."),
+        ("shardcast_trigger_dropped_total", "Non-blocking trigger events dropped because the delivery queue was full, by trigger."),
+    ] {
+        family(&mut out, metric, "counter", help);
+        for (name, stats) in &triggers {
+            let value = match metric {
+                "shardcast_trigger_calls_total" => &stats.calls,
+                "shardcast_trigger_failures_total" => &stats.failures,
+                _ => &stats.dropped,
+            };
+            let _ = writeln!(
+                out,
+                "{metric}{{trigger=\"{name}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let latency = "shardcast_trigger_latency_seconds";
+    family(
+        &mut out,
+        latency,
+        "histogram",
+        "Time trigger handlers took to answer, by trigger.",
+    );
+    for (name, stats) in &triggers {
+        let (cumulative, sum_ns) = stats.latency.cumulative();
+        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
+            let le = *bound as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "{latency}_bucket{{trigger=\"{name}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let total = cumulative[LATENCY_BUCKETS_MS.len()];
+        let _ = writeln!(
+            out,
+            "{latency}_bucket{{trigger=\"{name}\",le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "{latency}_sum{{trigger=\"{name}\"}} {:.6}",
+            sum_ns as f64 / 1e9
+        );
+        let _ = writeln!(out, "{latency}_count{{trigger=\"{name}\"}} {total}");
+    }
+    let a = &state.access.stats;
+    for (metric, help, value) in [
+        ("shardcast_access_backend_calls_total", "Calls to the token access backends.", &a.calls),
+        ("shardcast_access_backend_failures_total", "Access backend calls without a usable answer (unreachable, timeout, unexpected status): on_error decided.", &a.failures),
+        ("shardcast_access_cached_total", "Access questions answered from the decision cache.", &a.cached),
+    ] {
+        family(&mut out, metric, "counter", help);
+        let _ = writeln!(out, "{metric} {}", value.load(Ordering::Relaxed));
+    }
     for (metric, kind, help, read) in STREAM_FAMILIES {
         family(&mut out, metric, kind, help);
         for (name, snapshot) in names.iter().zip(&snapshots) {

@@ -18,11 +18,14 @@
 //! What it does not do yet (issue 6 continues): sessions, triggers, token access control for
 //! viewers.
 
+pub mod access;
 mod api;
 mod metrics;
 pub mod sessions;
 pub mod store;
 pub mod token;
+pub mod triggers;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -52,6 +55,10 @@ pub struct ControlState {
     pub sessions: std::sync::Mutex<sessions::SessionTable>,
     /// The shards' queues and wakers.
     pub links: crate::session::Links,
+    /// Triggers (for their counts).
+    pub triggers: Arc<triggers::TriggerSet>,
+    /// The access task (for its counts).
+    pub access: Arc<access::Access>,
 }
 
 impl ControlState {
@@ -66,8 +73,12 @@ impl ControlState {
         run: Arc<crate::shard::RunState>,
         sessions: sessions::SessionTable,
         links: crate::session::Links,
+        triggers: Arc<triggers::TriggerSet>,
+        access: Arc<access::Access>,
     ) -> Self {
         Self {
+            triggers,
+            access,
             sessions: std::sync::Mutex::new(sessions),
             links,
             store,

@@ -4,11 +4,13 @@
 //!
 //! What it does not do: see requests itself (the shards report), or decide who may watch.
 
+use super::triggers::TriggerSet;
 use crate::session::{Protocol, SessionKey, SessionReport};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One session.
@@ -71,6 +73,8 @@ pub struct SessionTable {
     access_log: Option<(PathBuf, Option<std::fs::File>)>,
     /// Sessions that ended, since the start.
     pub ended: u64,
+    /// For `USER_END`, `CONN_OPEN` and `CONN_CLOSE`.
+    triggers: Option<Arc<TriggerSet>>,
 }
 
 fn unix_ms() -> u64 {
@@ -79,12 +83,17 @@ fn unix_ms() -> u64 {
 
 impl SessionTable {
     /// A table ending sessions after `timeout` of quiet, logging to `access_log`.
-    pub fn new(timeout: Duration, access_log: Option<PathBuf>) -> Self {
+    pub fn new(
+        timeout: Duration,
+        access_log: Option<PathBuf>,
+        triggers: Option<Arc<TriggerSet>>,
+    ) -> Self {
         Self {
             sessions: HashMap::new(),
             timeout,
             access_log: access_log.map(|p| (p, None)),
             ended: 0,
+            triggers,
         }
     }
 
@@ -109,6 +118,27 @@ impl SessionTable {
                 key: Some(report.key.clone()),
                 last: None,
             });
+        if let Some(t) = &self.triggers {
+            // Progressive connections opened and closed since the last report.
+            let (name, times) = if report.opened > 0 {
+                ("CONN_OPEN", report.opened)
+            } else {
+                ("CONN_CLOSE", -report.opened)
+            };
+            let url = format!("/{}.ts", session.stream);
+            for _ in 0..times.min(64) {
+                t.fire(
+                    name,
+                    Some(&session.stream),
+                    &[
+                        &session.stream,
+                        session.ip.as_deref().unwrap_or(""),
+                        "HTTPTS",
+                        &url,
+                    ],
+                );
+            }
+        }
         session.bytes += report.bytes;
         session.requests += report.requests;
         session.connections += report.opened;
@@ -154,10 +184,31 @@ impl SessionTable {
             return;
         };
         self.ended += 1;
+        let ended_at = unix_ms();
+        if let Some(t) = &self.triggers {
+            let duration = (ended_at.saturating_sub(session.started_at) / 1000).to_string();
+            let connector = match session.protocol {
+                Protocol::Hls => "HLS",
+                Protocol::HttpTs => "HTTPTS",
+            };
+            t.fire(
+                "USER_END",
+                Some(&session.stream),
+                &[
+                    &session.id,
+                    &session.stream,
+                    connector,
+                    session.ip.as_deref().unwrap_or(""),
+                    &duration,
+                    "0",
+                    &session.bytes.to_string(),
+                    &session.token,
+                ],
+            );
+        }
         let Some((path, file)) = &mut self.access_log else {
             return;
         };
-        let ended_at = unix_ms();
         let line = LogLine {
             session: &session,
             ended_at,
@@ -218,7 +269,6 @@ impl SessionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn report(token: &str, opened: i64, bytes: u64) -> SessionReport {
         SessionReport {
@@ -245,7 +295,7 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let log = dir.join("access.log");
         let _ = std::fs::remove_file(&log);
-        let mut t = SessionTable::new(Duration::from_millis(50), Some(log.clone()));
+        let mut t = SessionTable::new(Duration::from_millis(50), Some(log.clone()), None);
         t.absorb(report("a", 0, 100));
         t.absorb(report("a", 0, 50));
         t.absorb(report("b", 1, 10));

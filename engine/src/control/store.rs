@@ -16,7 +16,7 @@
 //! (an edit made while one is in flight waits for it).
 
 use crate::config::{Config, ConfigSource, StreamConfig, EMBEDDED};
-use crate::shard::catalog::{Changes, Streams};
+use crate::shard::catalog::{Changes, StartRules, Streams};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -86,6 +86,9 @@ pub enum StoreError {
     /// No stream has that name.
     #[error("no stream named {0:?}")]
     NotFound(String),
+    /// A `STREAM_ADD`, `STREAM_CONFIG` or `STREAM_REMOVE` trigger refused the change.
+    #[error("{0} refused the change")]
+    Vetoed(&'static str),
     /// The file cannot be read or written.
     #[error("{0}")]
     Io(String),
@@ -199,6 +202,7 @@ pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
 pub struct ConfigStore {
     source: ConfigSource,
     streams: Arc<Streams>,
+    triggers: Arc<super::triggers::Triggers>,
     running: Mutex<Config>,
     /// Without a file: the configuration text, edited in memory.
     memory: Mutex<String>,
@@ -208,13 +212,19 @@ pub struct ConfigStore {
 
 impl ConfigStore {
     /// The store of a server started with `running`, loaded from `source`.
-    pub fn new(source: ConfigSource, running: Config, streams: Arc<Streams>) -> Self {
+    pub fn new(
+        source: ConfigSource,
+        running: Config,
+        streams: Arc<Streams>,
+        triggers: Arc<super::triggers::Triggers>,
+    ) -> Self {
         if let Some(path) = &source.path {
             crate::files::remove_stale_temporaries(path);
         }
         Self {
             source,
             streams,
+            triggers,
             running: Mutex::new(running),
             memory: Mutex::new(EMBEDDED.to_owned()),
             writer: Mutex::new(()),
@@ -231,6 +241,17 @@ impl ConfigStore {
         self.source.path.as_ref()
     }
 
+    /// Start the streams of the configuration the server started with.
+    pub fn start(&self) {
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.apply(config);
+    }
+
     /// SIGHUP: apply the file as it is now. A file that does not validate changes nothing.
     pub fn reload(&self) -> Result<(Changes, Vec<String>), String> {
         let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -244,6 +265,9 @@ impl ConfigStore {
         self.edit(|text| {
             let (new, c) = set_stream(text, name, fields).map_err(StoreError::FileInvalid)?;
             created = c;
+            let trigger = if c { "STREAM_ADD" } else { "STREAM_CONFIG" };
+            let settings = serde_json::to_string(fields).unwrap_or_default();
+            self.veto(trigger, name, &[name, &settings])?;
             Ok(new)
         })?;
         Ok(created)
@@ -252,10 +276,23 @@ impl ConfigStore {
     /// Remove stream `name`.
     pub fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
         self.edit(|text| {
-            remove_stream(text, name)
+            let new = remove_stream(text, name)
                 .map_err(StoreError::FileInvalid)?
-                .ok_or_else(|| StoreError::NotFound(name.to_owned()))
+                .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+            self.veto("STREAM_REMOVE", name, &[name])?;
+            Ok(new)
         })
+    }
+
+    /// Ask a blocking stream trigger whether a change may be made.
+    fn veto(&self, trigger: &'static str, stream: &str, lines: &[&str]) -> Result<(), StoreError> {
+        match self.triggers.ask_blocking(trigger, Some(stream), lines) {
+            Some(answers) if answers.iter().any(|a| super::triggers::refuses(a)) => {
+                tracing::warn!(stream, "{trigger} refused the change");
+                Err(StoreError::Vetoed(trigger))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Read the configuration text, change it, validate, persist, apply.
@@ -294,11 +331,35 @@ impl ConfigStore {
     /// (returned by name).
     fn apply(&self, new: Config) -> (Changes, Vec<String>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let changes = self.streams.apply(&new.streams);
+        self.triggers.reconfigure(new.triggers.clone());
+        let triggers = self.triggers.shared();
+        let gated = |c: &StreamConfig| {
+            c.access.is_some()
+                || triggers.wants("USER_NEW", Some(&c.name))
+                || triggers.wants("CONN_PLAY", Some(&c.name))
+        };
+        let source = |c: &StreamConfig| {
+            let answers = self.triggers.ask_blocking(
+                "STREAM_SOURCE",
+                Some(&c.name),
+                &[&c.name, &c.source_url],
+            )?;
+            answers.into_iter().find(|a| !a.trim().is_empty())
+        };
+        let rules = StartRules {
+            gated: Some(&gated),
+            source: Some(&source),
+        };
+        let changes = self.streams.apply_with(&new.streams, &rules);
+        // Triggers may have changed for streams that did not: their gates follow.
+        for (_, info) in self.streams.load().streams() {
+            info.gated
+                .store(gated(&info.config), std::sync::atomic::Ordering::Relaxed);
+        }
         let later: Vec<String> = running
             .differences(&new)
             .into_iter()
-            .filter(|d| !d.starts_with("stream "))
+            .filter(|d| !d.starts_with("stream ") && d != "triggers")
             .collect();
         for name in &changes.added {
             tracing::info!("stream {name} added");
@@ -312,8 +373,9 @@ impl ConfigStore {
         if !later.is_empty() {
             tracing::warn!(settings = ?later, "configuration changes that take effect only at the next restart");
         }
-        // What runs now: the new streams, the old settings (until a restart).
+        // What runs now: the new streams and triggers, the old settings (until a restart).
         running.streams = new.streams;
+        running.triggers = new.triggers;
         (changes, later)
     }
 }

@@ -88,6 +88,8 @@ pub enum ConnState {
     },
     /// Sending what is queued, then closing.
     Closing,
+    /// Holding a request until its session's access decision arrives.
+    Waiting,
 }
 
 /// What a request path names.
@@ -166,8 +168,10 @@ pub enum Gate {
         /// Header lines (`Name: value\r\n`…) an access decision added.
         headers: Option<std::sync::Arc<str>>,
     },
-    /// Refused with this status (401 or 403) and reason.
+    /// Refused with this status (401, 403 or 503) and reason.
     Refused(u16, &'static str),
+    /// The session has no access decision yet: hold the request and ask.
+    Ask(crate::session::SessionKey),
 }
 
 /// What happened to a viewer when it was fed.
@@ -209,6 +213,10 @@ pub struct Conn {
     session: Option<usize>,
     /// Header lines added to the response being built (from an access decision).
     grant: Option<std::sync::Arc<str>>,
+    /// The request held while its session's access is decided.
+    parked: Option<RequestHead>,
+    /// The question to ask about it, for the core to take.
+    new_ask: Option<crate::session::AccessQuery>,
 }
 
 impl Conn {
@@ -232,6 +240,8 @@ impl Conn {
             new_session: None,
             session: None,
             grant: None,
+            parked: None,
+            new_ask: None,
         }
     }
 
@@ -252,6 +262,27 @@ impl Conn {
     /// The session of the latest viewer request and its User-Agent, once.
     pub fn take_new_session(&mut self) -> Option<(crate::session::SessionKey, Option<String>)> {
         self.new_session.take()
+    }
+
+    /// The access question of a held request, once (its `shard` is for the core to fill).
+    pub fn take_ask(&mut self) -> Option<crate::session::AccessQuery> {
+        self.new_ask.take()
+    }
+
+    /// The held request's session has its decision: answer it (and any request pipelined
+    /// after it). Returns the stream when it made the connection a viewer.
+    pub fn resume(&mut self, now_ns: u64, router: &impl Router) -> Option<usize> {
+        let head = self.parked.take()?;
+        self.state = ConnState::ReadingHead;
+        self.last_progress_ns = now_ns;
+        if let Some(stream) = self.answer(&head, router) {
+            self.read_buf = Vec::new();
+            return Some(stream);
+        }
+        if self.state == ConnState::ReadingHead && !self.read_buf.is_empty() {
+            return self.on_read(&[], now_ns, router);
+        }
+        None
     }
 
     /// The shard's number of the session this connection's bytes count to.
@@ -292,6 +323,13 @@ impl Conn {
     /// Bytes received from the peer. Returns the stream the connection now streams, when a
     /// request made it a viewer.
     pub fn on_read(&mut self, data: &[u8], now_ns: u64, router: &impl Router) -> Option<usize> {
+        if self.state == ConnState::Waiting {
+            // A request pipelined behind the held one: kept for after the decision.
+            if self.read_buf.len() + data.len() <= self.limits.max_head {
+                self.read_buf.extend_from_slice(data);
+            }
+            return None;
+        }
         if self.state != ConnState::ReadingHead {
             return None; // a viewer's further bytes are ignored; a closing one's too
         }
@@ -354,6 +392,22 @@ impl Conn {
             Gate::Viewer { session, headers } => {
                 self.new_session = Some((session, head.user_agent.clone()));
                 self.grant = headers;
+            }
+            Gate::Ask(key) => {
+                let url = if head.query.is_empty() {
+                    head.path.clone()
+                } else {
+                    format!("{}?{}", head.path, head.query)
+                };
+                self.new_ask = Some(crate::session::AccessQuery {
+                    key,
+                    user_agent: head.user_agent.clone(),
+                    url,
+                    shard: 0,
+                });
+                self.parked = Some(head.clone());
+                self.state = ConnState::Waiting;
+                return None;
             }
         }
         let viewer = self.route_answer(head, route, router);
@@ -735,6 +789,9 @@ impl Conn {
             ConnState::Streaming { .. } | ConnState::Closing => {
                 self.wants_write() && idle > self.limits.idle_timeout_ns
             }
+            // The control plane always answers (its checks have timeouts); this only ends a
+            // wait whose answer was lost.
+            ConnState::Waiting => idle > self.limits.idle_timeout_ns,
         }
     }
 }

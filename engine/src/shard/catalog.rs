@@ -30,6 +30,11 @@ pub struct StreamInfo {
     pub name: String,
     /// Its configuration.
     pub config: StreamConfig,
+    /// Where it comes from: the configured source, or what a `STREAM_SOURCE` trigger made of
+    /// it when the stream started.
+    pub source: crate::ingest::SourceSpec,
+    /// The same, as a URL.
+    pub source_url: String,
     /// The shard that receives its source and publishes its chunks.
     pub home: usize,
     /// Its counters.
@@ -42,12 +47,17 @@ pub struct StreamInfo {
     pub hls_window: crate::hls::HlsSlot,
     /// Per shard, the queue its chunks reach that shard through (`None` for the home shard).
     pub queues: Vec<Option<Arc<ArrayQueue<Chunk>>>>,
+    /// Whether viewers need an access decision (token access control, or a `USER_NEW` or
+    /// `CONN_PLAY` trigger applies); the control plane keeps it current.
+    pub gated: std::sync::atomic::AtomicBool,
 }
 
 impl StreamInfo {
     /// A stream of `shards` shards, at home on `home`.
     pub fn new(config: StreamConfig, home: usize, shards: usize) -> Self {
         Self {
+            source: config.source.clone(),
+            source_url: config.source_url.clone(),
             name: config.name.clone(),
             counters: Arc::new(StreamCounters::default()),
             window_ns: (config.window_s * 1e9) as u64,
@@ -57,6 +67,7 @@ impl StreamInfo {
                 .map(|s| (s != home).then(|| Arc::new(ArrayQueue::new(super::QUEUE_CHUNKS))))
                 .collect(),
             home,
+            gated: std::sync::atomic::AtomicBool::new(config.access.is_some()),
             config,
         }
     }
@@ -114,6 +125,43 @@ impl Changes {
     }
 }
 
+/// What a `STREAM_SOURCE` trigger makes of a stream's source: a URL, or `None` to keep it.
+pub type SourceRewrite<'a> = dyn Fn(&StreamConfig) -> Option<String> + 'a;
+
+/// How streams start: whether viewers need an access decision, and where the source really
+/// is (a `STREAM_SOURCE` trigger may say). By default: gated when `access` is set, the
+/// configured source.
+#[derive(Default)]
+#[allow(missing_debug_implementations)] // closures
+pub struct StartRules<'a> {
+    /// Whether the stream's viewers need an access decision.
+    pub gated: Option<&'a (dyn Fn(&StreamConfig) -> bool + 'a)>,
+    /// The source to use instead of the configured one (a URL), if any.
+    pub source: Option<&'a SourceRewrite<'a>>,
+}
+
+impl StartRules<'_> {
+    fn start(&self, config: &StreamConfig, home: usize, shards: usize) -> Arc<StreamInfo> {
+        let mut info = StreamInfo::new(config.clone(), home, shards);
+        if let Some(gated) = self.gated {
+            info.gated = std::sync::atomic::AtomicBool::new(gated(config));
+        }
+        if let Some(url) = self.source.and_then(|rewrite| rewrite(config)) {
+            match crate::ingest::SourceSpec::parse(&url) {
+                Ok(spec) => {
+                    tracing::info!(stream = %config.name, source = %url, "STREAM_SOURCE: the source is {url}");
+                    info.source = spec;
+                    info.source_url = url;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %config.name, "STREAM_SOURCE answered {url:?}, which is not a source ({e}): keeping {}", config.source_url)
+                }
+            }
+        }
+        Arc::new(info)
+    }
+}
+
 /// The publishing side of the stream table.
 #[derive(Debug)]
 pub struct Streams {
@@ -149,6 +197,11 @@ impl Streams {
     /// changed ones, start the new ones on the shard with the fewest streams at home, and end
     /// the others. Wakes every shard when anything changed.
     pub fn apply(&self, configs: &[StreamConfig]) -> Changes {
+        self.apply_with(configs, &StartRules::default())
+    }
+
+    /// [`Streams::apply`], with `rules` for the streams that start.
+    pub fn apply_with(&self, configs: &[StreamConfig], rules: &StartRules<'_>) -> Changes {
         let _one_at_a_time = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.catalog.load_full();
         let shards = self.wakers.len().max(1);
@@ -163,7 +216,7 @@ impl Streams {
                 }
                 Some(c) if *c != info.config => {
                     changes.changed.push(info.name.clone());
-                    *slot = Some(Arc::new(StreamInfo::new(c.clone(), info.home, shards)));
+                    *slot = Some(rules.start(c, info.home, shards));
                 }
                 Some(_) => {}
             }
@@ -177,7 +230,7 @@ impl Streams {
                 at_home[s.home] += 1;
             }
             let home = (0..shards).min_by_key(|&s| at_home[s]).unwrap_or(0);
-            let info = Some(Arc::new(StreamInfo::new(c.clone(), home, shards)));
+            let info = Some(rules.start(c, home, shards));
             match slots.iter_mut().find(|s| s.is_none()) {
                 Some(free) => *free = info,
                 None => slots.push(info),
@@ -213,6 +266,7 @@ mod tests {
             source_url: "demo:".into(),
             window_s,
             hls: Default::default(),
+            access: None,
         }
     }
 

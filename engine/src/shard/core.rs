@@ -14,7 +14,7 @@ use crate::http::{
 };
 use crate::ingest::{DemoSource, Pipeline, SourceSpec, UdpIngest, UdpSpec};
 use crate::player;
-use crate::session::{LocalSessions, Protocol, SessionKey, ShardCommand, ShardLink};
+use crate::session::{LocalSessions, Protocol, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
@@ -196,9 +196,29 @@ impl Router for StreamsRouter<'_> {
         if self.sessions.is_stopped(&session) {
             return Gate::Refused(403, "this session was stopped");
         }
-        Gate::Viewer {
-            session,
-            headers: None,
+        if !info.gated.load(Ordering::Relaxed) {
+            return Gate::Viewer {
+                session,
+                headers: None,
+            };
+        }
+        match self.sessions.verdict(&session) {
+            None => Gate::Ask(session),
+            Some(Verdict {
+                refused: Some(status),
+                ..
+            }) => Gate::Refused(
+                *status,
+                match status {
+                    401 => "a valid token is needed to watch this stream",
+                    503 => "the access check is unavailable, try again later",
+                    _ => "not allowed to watch this stream",
+                },
+            ),
+            Some(Verdict { headers, .. }) => Gate::Viewer {
+                headers: headers.clone(),
+                session,
+            },
         }
     }
 
@@ -234,6 +254,17 @@ pub struct ShardCore {
     site: Arc<Site>,
     sessions: LocalSessions,
     link: ShardLink,
+    /// Connections holding a request until their session's access decision arrives.
+    waiting: std::collections::HashMap<SessionKey, Vec<usize>>,
+}
+
+/// What the control plane's commands left for the backend.
+#[derive(Debug, Default)]
+pub struct ControlWork {
+    /// Connections to close.
+    pub close: Vec<usize>,
+    /// Connections with something new to write.
+    pub write: Vec<usize>,
 }
 
 impl ShardCore {
@@ -262,6 +293,7 @@ impl ShardCore {
             site: Arc::new(Site::default()),
             sessions: LocalSessions::default(),
             link: ShardLink::new(),
+            waiting: std::collections::HashMap::new(),
         }
     }
 
@@ -275,11 +307,21 @@ impl ShardCore {
         self.sessions.report(&self.link.reports);
     }
 
-    /// Carry out the control plane's commands; returns the connections to close.
-    pub fn take_commands(&mut self) -> Vec<usize> {
-        let mut close = Vec::new();
+    /// Carry out the control plane's commands; returns the connections to close and those
+    /// with something new to write.
+    pub fn take_commands(&mut self) -> ControlWork {
+        let mut work = ControlWork::default();
         while let Some(command) = self.link.commands.pop() {
+            let close = &mut work.close;
             match command {
+                ShardCommand::Verdict(key, verdict) => {
+                    let parked = self.waiting.remove(&key).unwrap_or_default();
+                    self.sessions.decided(key, verdict);
+                    for conn in parked {
+                        self.resume(conn);
+                        work.write.push(conn);
+                    }
+                }
                 ShardCommand::Stop(key, how_long) => {
                     if let Some(id) = self.sessions.stop(key, how_long) {
                         close.extend(
@@ -292,7 +334,22 @@ impl ShardCore {
                 }
             }
         }
-        close
+        work
+    }
+
+    /// Answer connection `key`'s held request now that its session has a decision.
+    fn resume(&mut self, key: usize) {
+        let now = self.now_ns();
+        let router = StreamsRouter {
+            catalog: &self.followed,
+            site: &self.site,
+            sessions: &self.sessions,
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let viewer = conn.resume(now, &router);
+        self.after_request(key, viewer);
     }
 
     /// Catch up with the stream table, if it changed: end the streams that went (their
@@ -348,7 +405,7 @@ impl ShardCore {
             .position(|h| h.as_ref().is_some_and(|h| h.slot == slot))
         {
             self.homes[home] = None;
-            if !matches!(local.info.config.source, SourceSpec::Demo) {
+            if !matches!(local.info.source, SourceSpec::Demo) {
                 changes.stop_sources.push(home);
             }
             tracing::info!(stream = %local.info.name, shard = self.index, "stream ended");
@@ -370,7 +427,7 @@ impl ShardCore {
                 info.hls_window.clone(),
                 info.counters.clone(),
             );
-            let (program, demo) = match &info.config.source {
+            let (program, demo) = match &info.source {
                 SourceSpec::Demo => (None, true),
                 SourceSpec::Udp(udp) => (udp.program, false),
             };
@@ -396,12 +453,12 @@ impl ShardCore {
                     self.homes.len() - 1
                 }
             };
-            if let SourceSpec::Udp(udp) = &info.config.source {
+            if let SourceSpec::Udp(udp) = &info.source {
                 changes
                     .start_sources
                     .push((index, info.name.clone(), udp.clone()));
             }
-            tracing::info!(stream = %info.name, shard = self.index, source = %info.config.source_url, "stream started");
+            tracing::info!(stream = %info.name, shard = self.index, source = %info.source_url, "stream started");
         }
         self.locals[slot] = Some(Local {
             view: StreamView::new(info.window_ns),
@@ -499,6 +556,38 @@ impl ShardCore {
             return;
         };
         let viewer = conn.on_read(data, now, &router);
+        self.after_request(key, viewer);
+    }
+
+    /// What a connection's requests left for the core: a session to count, a question to
+    /// ask, a viewer to feed.
+    fn after_request(&mut self, key: usize, viewer: Option<usize>) {
+        let now = self.now_ns();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(mut ask) = conn.take_ask() {
+            let waiting = self.waiting.entry(ask.key.clone()).or_default();
+            waiting.push(key);
+            if waiting.len() == 1 {
+                ask.shard = self.index;
+                let refused = self.link.asks.push(ask).err();
+                if let Some(ask) = refused {
+                    // Too many questions outstanding: this one is answered 503 at once.
+                    self.waiting.remove(&ask.key);
+                    let verdict = Verdict {
+                        refused: Some(503),
+                        headers: None,
+                        ttl: Duration::ZERO,
+                    };
+                    self.sessions.decided(ask.key.clone(), verdict);
+                    self.resume(key);
+                    return;
+                }
+                self.link.asked.notify_one();
+            }
+            return;
+        }
         if let Some((session, user_agent)) = conn.take_new_session() {
             let id = self.sessions.touch(session, user_agent.as_deref());
             conn.set_session(Some(id));
@@ -861,9 +950,9 @@ impl Housekeeping {
         self.woke = Some(Instant::now());
     }
 
-    /// The control plane's side of the loop: its commands now (returns the connections to
-    /// close), and a session report every second.
-    pub fn control(&mut self, core: &mut ShardCore) -> Vec<usize> {
+    /// The control plane's side of the loop: its commands now (what they leave for the
+    /// backend), and a session report every second.
+    pub fn control(&mut self, core: &mut ShardCore) -> ControlWork {
         if Instant::now() >= self.next_report {
             self.next_report = Instant::now() + Duration::from_secs(1);
             core.report_sessions();

@@ -113,8 +113,12 @@ impl EpollShard {
             for key in housekeeping.expired(&self.core) {
                 self.close(key);
             }
-            for key in housekeeping.control(&mut self.core) {
+            let work = housekeeping.control(&mut self.core);
+            for key in work.close {
                 self.close(key);
+            }
+            for key in work.write {
+                self.write(key);
             }
             if housekeeping.should_exit(&self.core, &self.run, || {
                 let _ = self.poll.registry().deregister(&mut self.listener);

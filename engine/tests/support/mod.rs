@@ -681,3 +681,131 @@ pub fn check_error(spec: &serde_json::Value, body: &[u8], what: &str) {
         what,
     );
 }
+
+/// A request a [`Backend`] received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`Backend`] answers: status, extra header lines, body, and how long to wait first.
+pub type Answer = (u16, Vec<(String, String)>, String, Duration);
+
+/// A small HTTP server standing in for an operator's backend (webhooks, token checks): it
+/// records every request and answers through `answer`. One thread per connection.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend {
+    pub fn start(answer: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> Backend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answer = std::sync::Arc::new(answer);
+        let (r, s) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (r, answer) = (r.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut raw = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let (head, length) = loop {
+                        let Ok(n) = conn.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        raw.extend_from_slice(&buf[..n]);
+                        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (n, v) = l.split_once(':')?;
+                                    n.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            raw.drain(..end + 4);
+                            break (head, length);
+                        }
+                    };
+                    while raw.len() < length {
+                        let Ok(n) = conn.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        raw.extend_from_slice(&buf[..n]);
+                    }
+                    let mut lines = head.lines();
+                    let path = lines
+                        .next()
+                        .and_then(|l| l.split(' ').nth(1))
+                        .unwrap_or("")
+                        .to_owned();
+                    let headers = lines
+                        .filter_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            Some((n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        })
+                        .collect();
+                    let request = Received {
+                        path,
+                        headers,
+                        body: String::from_utf8_lossy(&raw[..length]).to_string(),
+                    };
+                    r.lock().unwrap().push(request.clone());
+                    let (status, extra, body, delay) = answer(&request);
+                    std::thread::sleep(delay);
+                    let mut response = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        body.len()
+                    );
+                    for (n, v) in extra {
+                        response.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    response.push_str("\r\n");
+                    response.push_str(&body);
+                    let _ = conn.write_all(response.as_bytes());
+                });
+            }
+        });
+        Backend {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -485,8 +485,13 @@ impl UringShard {
             for key in housekeeping.expired(&self.core) {
                 self.close(key);
             }
-            for key in housekeeping.control(&mut self.core) {
+            let work = housekeeping.control(&mut self.core);
+            for key in work.close {
                 self.close(key);
+            }
+            for key in work.write {
+                self.send(key)?;
+                self.close_if_finished(key);
             }
             if housekeeping.should_exit(&self.core, &self.run, || self.accepting = false) {
                 return Ok(());

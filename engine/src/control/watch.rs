@@ -1,0 +1,96 @@
+//! Stream events for the triggers: four times a second the control plane looks at every
+//! stream's newest HLS window and fires what changed.
+//!
+//! ```text
+//!  (started) ── first segment ──► FULL (+ STREAM_READY) ── source silent ──► DRY
+//!                                   ▲                                         │
+//!                                   └─────────── segments again: RECOVER ◄────┘
+//!  removed or restarted after FULL: EMPTY (+ STREAM_END)
+//! ```
+//!
+//! "Silent" is the player page's rule: no segment ended within two target durations and a
+//! second. `LIVE_TRACK_LIST` fires when the tracks (codecs, sizes) change.
+//!
+//! What it does not do: look at the data plane itself (it reads what the home shard
+//! publishes).
+
+use super::ControlState;
+use crate::player::{self, StreamState};
+use crate::shard::StreamInfo;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Buffer {
+    Empty,
+    Full,
+    Dry,
+}
+
+struct Watched {
+    info: Arc<StreamInfo>,
+    buffer: Buffer,
+    tracks: String,
+}
+
+/// Watch the streams until the runtime ends.
+pub async fn run(state: Arc<ControlState>) {
+    let mut watched: HashMap<String, Watched> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let catalog = state.catalog();
+        let now = (crate::sys::unix_ns() / 1_000_000) as i64;
+        let t = &state.triggers;
+        // Streams gone or restarted since the last look.
+        watched.retain(|name, w| {
+            let same = catalog
+                .find(name)
+                .is_some_and(|(_, info)| Arc::ptr_eq(info, &w.info));
+            if !same && w.buffer != Buffer::Empty {
+                t.fire("STREAM_BUFFER", Some(name), &[name, "EMPTY"]);
+                t.fire("STREAM_END", Some(name), &[name]);
+            }
+            same
+        });
+        for (_, info) in catalog.streams() {
+            let w = watched.entry(info.name.clone()).or_insert_with(|| Watched {
+                info: info.clone(),
+                buffer: Buffer::Empty,
+                tracks: String::new(),
+            });
+            let window = info.hls_window.load_full();
+            let name = info.name.as_str();
+            let live = player::state(window.as_deref(), now) == StreamState::Live;
+            match (w.buffer, live) {
+                (Buffer::Empty, true) => {
+                    w.buffer = Buffer::Full;
+                    t.fire("STREAM_BUFFER", Some(name), &[name, "FULL"]);
+                    let input = match info.source {
+                        crate::ingest::SourceSpec::Demo => "demo",
+                        crate::ingest::SourceSpec::Udp(_) => "udp",
+                    };
+                    t.fire("STREAM_READY", Some(name), &[name, input]);
+                }
+                (Buffer::Full, false) => {
+                    w.buffer = Buffer::Dry;
+                    t.fire("STREAM_BUFFER", Some(name), &[name, "DRY"]);
+                }
+                (Buffer::Dry, true) => {
+                    w.buffer = Buffer::Full;
+                    t.fire("STREAM_BUFFER", Some(name), &[name, "RECOVER"]);
+                }
+                _ => {}
+            }
+            let tracks = player::tracks(window.as_deref());
+            if !tracks.is_empty() {
+                let text = serde_json::to_string(&tracks).unwrap_or_default();
+                if text != w.tracks {
+                    t.fire("LIVE_TRACK_LIST", Some(name), &[name, &text]);
+                    w.tracks = text;
+                }
+            }
+        }
+    }
+}
