@@ -253,6 +253,39 @@ pub const TRIGGERS: [(&str, bool); 21] = [
     ("OUTPUT_END", false),
 ];
 
+/// In a source URL, replaced by the part after `+` of a wildcard instance's name.
+pub const WILDCARD: &str = "$wildcard";
+
+impl StreamConfig {
+    /// Whether the source is a template (has `$wildcard`): only its instances receive.
+    pub fn is_template(&self) -> bool {
+        self.source_url.contains(WILDCARD)
+    }
+
+    /// The configuration of wildcard instance `base+wildcard` of this stream: the same
+    /// settings, `$wildcard` in the source replaced.
+    pub fn instance(&self, wildcard: &str) -> Result<StreamConfig, String> {
+        if wildcard.is_empty()
+            || wildcard.len() > 64
+            || !wildcard
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "{wildcard:?} is not a wildcard (letters, digits, - _ .)"
+            ));
+        }
+        let source_url = self.source_url.replace(WILDCARD, wildcard);
+        let source = SourceSpec::parse(&source_url).map_err(|e| e.to_string())?;
+        Ok(StreamConfig {
+            name: format!("{}+{wildcard}", self.name),
+            source,
+            source_url,
+            ..self.clone()
+        })
+    }
+}
+
 /// HLS settings of a stream.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct HlsSettings {
@@ -699,8 +732,16 @@ impl Config {
                     format!("stream {name:?} is defined twice"),
                 ));
             }
-            let source = SourceSpec::parse(st.source.get_ref())
+            // A template (`$wildcard` in the source) is checked with a stand-in value; its
+            // instances are checked again with theirs.
+            let source = SourceSpec::parse(&st.source.get_ref().replace(WILDCARD, "1"))
                 .map_err(|e| bad(st.source.span(), e.to_string()))?;
+            if name.contains('+') {
+                return Err(bad(
+                    st.name.span(),
+                    format!("stream name {name:?}: + separates a wildcard instance from its stream, configure {:?}", name.split('+').next().unwrap_or("")),
+                ));
+            }
             if !(st.window >= 1.0 && st.window <= 3600.0) {
                 return Err(bad(
                     span,

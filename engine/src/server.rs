@@ -164,6 +164,8 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     ));
     store.start();
     let access = crate::control::access::Access::new(triggers.shared(), links.clone(), streams);
+    let maker = store.clone();
+    access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
     triggers.spawn(access.clone().run(asked));
     let state = start_control(&config, &store, io, &run, links, &triggers, access)?;
     triggers.spawn(crate::control::watch::run(state.clone()));

@@ -461,3 +461,54 @@ fn a_daemon_killed_during_a_thousand_writes_leaves_an_acknowledged_config() {
         "temporary files pile up: {leftovers:?}"
     );
 }
+
+#[test]
+fn wildcard_instances_run_on_their_own_sources() {
+    let dir = TempDir::new("wildcard");
+    let config = dir.join("shardcast.toml");
+    let text = "[[stream]]\nname = \"live\"\nsource = \"udp://127.0.0.1:$wildcard\"\nsegment_duration = 1\n";
+    std::fs::write(&config, text).unwrap();
+    let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = start(&config, &dir.join("state"), api_addr);
+    let token = token(&dir.join("state"));
+    let (a, b) = (free_port(), free_port());
+    let _one = ffmpeg_udp_source(&format!("udp://127.0.0.1:{a}?pkt_size=1316"), 60);
+    let _two = ffmpeg_udp_source(&format!("udp://127.0.0.1:{b}?pkt_size=1316"), 60);
+
+    // The template itself receives nothing; an instance is started by its first request.
+    assert_eq!(fetch(server.addr, "/live/index.m3u8", "").0, 503);
+    let first = fetch(server.addr, &format!("/live+{a}/index.m3u8"), "").0;
+    assert!(first == 503 || first == 200, "{first}");
+    wait_live(&server, &format!("live+{a}"), Duration::from_secs(20));
+    wait_live(&server, &format!("live+{b}"), Duration::from_secs(20));
+    let ts = capture(server.addr, &format!("/live+{b}.ts"), 1.5);
+    assert!(ts.len() > 20 * 188);
+
+    // Each has its own buffer and state, and its own source.
+    let (_, one) = api(
+        api_addr,
+        "GET",
+        &format!("/api/v1/streams/live+{a}"),
+        &token,
+        None,
+    );
+    let (_, two) = api(
+        api_addr,
+        "GET",
+        &format!("/api/v1/streams/live+{b}"),
+        &token,
+        None,
+    );
+    assert_eq!(one["source"], format!("udp://127.0.0.1:{a}"));
+    assert_eq!(two["source"], format!("udp://127.0.0.1:{b}"));
+    assert!(one["received_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(two["viewers"]["hls"], 1, "{two}");
+    assert_eq!(names(api_addr, &token).len(), 3);
+
+    // Wildcards that make no source, and bases that do not exist: 404.
+    assert_eq!(fetch(server.addr, "/live+abc/index.m3u8", "").0, 404);
+    assert_eq!(fetch(server.addr, "/nothing+1/index.m3u8", "").0, 404);
+    assert_eq!(fetch(server.addr, "/live+abc.ts", "").0, 404);
+    // Instances are not configuration.
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+}

@@ -43,7 +43,6 @@ pub struct AccessStats {
 }
 
 /// The access task's state.
-#[derive(Debug)]
 pub struct Access {
     triggers: Arc<TriggerSet>,
     links: Links,
@@ -53,7 +52,24 @@ pub struct Access {
     deciding: Mutex<HashMap<SessionKey, Vec<usize>>>,
     /// The counts.
     pub stats: AccessStats,
+    /// Starts a wildcard instance (`base+wildcard`), or says why it cannot.
+    maker: Mutex<Option<InstanceMaker>>,
 }
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a wildcard instance by name, or says why it cannot (blocking: it may ask triggers).
+pub type InstanceMaker = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How long a decision about a stream nobody gates is kept (it only says that the stream,
+/// a wildcard instance, was started).
+const UNGATED_TTL: Duration = Duration::from_secs(2);
 
 /// The connector names MistServer's triggers use.
 fn connector(protocol: Protocol) -> &'static str {
@@ -73,7 +89,13 @@ impl Access {
             cache: Mutex::new(HashMap::new()),
             deciding: Mutex::new(HashMap::new()),
             stats: AccessStats::default(),
+            maker: Mutex::new(None),
         })
+    }
+
+    /// How wildcard instances are started.
+    pub fn set_instance_maker(&self, maker: InstanceMaker) {
+        *self.maker.lock().unwrap_or_else(|e| e.into_inner()) = Some(maker);
     }
 
     /// Take the shards' questions whenever one is asked, until the runtime ends.
@@ -141,6 +163,25 @@ impl Access {
 
     async fn decide(&self, q: &AccessQuery) -> Verdict {
         let stream = q.key.stream.to_string();
+        if self.streams.load().find(&stream).is_none() {
+            // A wildcard instance nobody watches yet: start it first.
+            let maker = self.maker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let name = stream.clone();
+            let made = match maker {
+                Some(make) => tokio::task::spawn_blocking(move || make(&name))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string())),
+                None => Err("wildcard instances are not started here".into()),
+            };
+            if let Err(why) = made {
+                tracing::info!(stream = %stream, "no wildcard instance: {why}");
+                return Verdict {
+                    refused: Some(404),
+                    headers: None,
+                    ttl: UNGATED_TTL,
+                };
+            }
+        }
         let access = self
             .streams
             .load()
@@ -182,6 +223,9 @@ impl Access {
                 )
                 .await
         };
+        if access.is_none() && user_new.is_none() && conn_play.is_none() {
+            verdict.ttl = UNGATED_TTL;
+        }
         if refused_by(user_new) || refused_by(conn_play) {
             verdict.refused = Some(403);
             verdict.headers = None;

@@ -197,6 +197,13 @@ pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
     Ok(Some(doc.to_string()))
 }
 
+/// Whether a stream's viewers need an access decision.
+fn gated(triggers: &super::triggers::TriggerSet, c: &StreamConfig) -> bool {
+    c.access.is_some()
+        || triggers.wants("USER_NEW", Some(&c.name))
+        || triggers.wants("CONN_PLAY", Some(&c.name))
+}
+
 /// The running configuration and the one way to change it.
 #[derive(Debug)]
 pub struct ConfigStore {
@@ -327,25 +334,52 @@ impl ConfigStore {
         Ok(())
     }
 
+    /// Start wildcard instance `name` (`base+wildcard`) of a configured stream.
+    pub fn start_instance(&self, name: &str) -> Result<(), String> {
+        let triggers = self.triggers.shared();
+        let gated = |c: &StreamConfig| gated(&triggers, c);
+        let source = |c: &StreamConfig| self.source_rewrite(c);
+        self.streams.start_instance(
+            name,
+            &StartRules {
+                gated: Some(&gated),
+                source: Some(&source),
+            },
+        )
+    }
+
+    /// End wildcard instance `name` (nobody watches it).
+    pub fn end_instance(&self, name: &str) {
+        let triggers = self.triggers.shared();
+        let gated = |c: &StreamConfig| gated(&triggers, c);
+        let source = |c: &StreamConfig| self.source_rewrite(c);
+        self.streams.end_instance(
+            name,
+            &StartRules {
+                gated: Some(&gated),
+                source: Some(&source),
+            },
+        );
+    }
+
+    /// What a `STREAM_SOURCE` trigger makes of a stream's source.
+    fn source_rewrite(&self, c: &StreamConfig) -> Option<String> {
+        let answers = self.triggers.ask_blocking(
+            "STREAM_SOURCE",
+            Some(&c.name),
+            &[&c.name, &c.source_url],
+        )?;
+        answers.into_iter().find(|a| !a.trim().is_empty())
+    }
+
     /// Make `new` the running configuration: streams live, the rest at the next restart
     /// (returned by name).
     fn apply(&self, new: Config) -> (Changes, Vec<String>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         self.triggers.reconfigure(new.triggers.clone());
         let triggers = self.triggers.shared();
-        let gated = |c: &StreamConfig| {
-            c.access.is_some()
-                || triggers.wants("USER_NEW", Some(&c.name))
-                || triggers.wants("CONN_PLAY", Some(&c.name))
-        };
-        let source = |c: &StreamConfig| {
-            let answers = self.triggers.ask_blocking(
-                "STREAM_SOURCE",
-                Some(&c.name),
-                &[&c.name, &c.source_url],
-            )?;
-            answers.into_iter().find(|a| !a.trim().is_empty())
-        };
+        let gated = |c: &StreamConfig| gated(&triggers, c);
+        let source = |c: &StreamConfig| self.source_rewrite(c);
         let rules = StartRules {
             gated: Some(&gated),
             source: Some(&source),

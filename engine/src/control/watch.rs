@@ -11,6 +11,8 @@
 //! "Silent" is the player page's rule: no segment ended within two target durations and a
 //! second. `LIVE_TRACK_LIST` fires when the tracks (codecs, sizes) change.
 //!
+//! Wildcard instances nobody has watched for [`INSTANCE_IDLE`] are ended here too.
+//!
 //! What it does not do: look at the data plane itself (it reads what the home shard
 //! publishes).
 
@@ -20,6 +22,9 @@ use crate::shard::StreamInfo;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A wildcard instance with no viewer (no connection, no session) for this long ends.
+pub const INSTANCE_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Buffer {
@@ -37,6 +42,7 @@ struct Watched {
 /// Watch the streams until the runtime ends.
 pub async fn run(state: Arc<ControlState>) {
     let mut watched: HashMap<String, Watched> = HashMap::new();
+    let mut unwatched_since: HashMap<String, std::time::Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
@@ -82,6 +88,29 @@ pub async fn run(state: Arc<ControlState>) {
                     t.fire("STREAM_BUFFER", Some(name), &[name, "RECOVER"]);
                 }
                 _ => {}
+            }
+            // A wildcard instance nobody has watched for a while ends.
+            if state.store.streams().is_instance(name) {
+                let watched_now = info
+                    .counters
+                    .viewers
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+                    || state.sessions().viewers(name) != (0, 0);
+                if watched_now {
+                    unwatched_since.remove(name);
+                } else {
+                    let since = *unwatched_since
+                        .entry(name.to_owned())
+                        .or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > INSTANCE_IDLE {
+                        unwatched_since.remove(name);
+                        let (store, name) = (state.store.clone(), name.to_owned());
+                        let _ =
+                            tokio::task::spawn_blocking(move || store.end_instance(&name)).await;
+                        continue;
+                    }
+                }
             }
             let tracks = player::tracks(window.as_deref());
             if !tracks.is_empty() {

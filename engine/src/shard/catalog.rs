@@ -167,9 +167,19 @@ impl StartRules<'_> {
 pub struct Streams {
     catalog: Arc<ArcSwap<Catalog>>,
     wakers: Vec<Arc<dyn Wake>>,
-    /// Changes are made one at a time.
-    writer: Mutex<()>,
+    /// Changes are made one at a time; this is what was last applied (the configured streams
+    /// and the wildcard instances running, by their base and wildcard).
+    writer: Mutex<Applied>,
 }
+
+#[derive(Debug, Default)]
+struct Applied {
+    configured: Vec<StreamConfig>,
+    instances: Vec<(String, String)>,
+}
+
+/// Wildcard instances running at once, at most (beyond, new ones are refused).
+pub const MAX_INSTANCES: usize = 10_000;
 
 impl Streams {
     /// A table of `configs`, for the shards woken by `wakers` (one per shard).
@@ -177,7 +187,7 @@ impl Streams {
         let streams = Self {
             catalog: Arc::new(ArcSwap::from_pointee(Catalog::default())),
             wakers,
-            writer: Mutex::new(()),
+            writer: Mutex::new(Applied::default()),
         };
         streams.apply(configs);
         streams
@@ -202,7 +212,88 @@ impl Streams {
 
     /// [`Streams::apply`], with `rules` for the streams that start.
     pub fn apply_with(&self, configs: &[StreamConfig], rules: &StartRules<'_>) -> Changes {
-        let _one_at_a_time = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        applied.configured = configs.to_vec();
+        self.publish(&mut applied, rules)
+    }
+
+    /// Start wildcard instance `name` (`base+wildcard`) of a configured stream, unless it runs
+    /// already. The error says why it cannot be.
+    pub fn start_instance(&self, name: &str, rules: &StartRules<'_>) -> Result<(), String> {
+        let mut applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (base, wildcard) = name
+            .split_once('+')
+            .ok_or_else(|| format!("{name:?} is not base+wildcard"))?;
+        let config = applied
+            .configured
+            .iter()
+            .find(|c| c.name == base)
+            .ok_or_else(|| format!("no stream {base:?} to make {name:?} of"))?;
+        config.instance(wildcard)?;
+        if applied
+            .instances
+            .iter()
+            .any(|(b, w)| b == base && w == wildcard)
+        {
+            return Ok(());
+        }
+        if applied.instances.len() >= MAX_INSTANCES {
+            return Err(format!("{MAX_INSTANCES} wildcard instances run already"));
+        }
+        applied
+            .instances
+            .push((base.to_owned(), wildcard.to_owned()));
+        self.publish(&mut applied, rules);
+        tracing::info!(stream = %name, "wildcard instance started");
+        Ok(())
+    }
+
+    /// End wildcard instance `name`.
+    pub fn end_instance(&self, name: &str, rules: &StartRules<'_>) {
+        let mut applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let before = applied.instances.len();
+        applied
+            .instances
+            .retain(|(b, w)| format!("{b}+{w}") != name);
+        if applied.instances.len() != before {
+            self.publish(&mut applied, rules);
+            tracing::info!(stream = %name, "wildcard instance ended");
+        }
+    }
+
+    /// Whether `name` is a wildcard instance now running.
+    pub fn is_instance(&self, name: &str) -> bool {
+        let applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        applied.instances.iter().any(|(b, w)| {
+            name.strip_prefix(b.as_str())
+                .and_then(|r| r.strip_prefix('+'))
+                == Some(w)
+        })
+    }
+
+    /// Make the table hold the configured streams and the instances whose base is still
+    /// configured (with the base's settings as they are now).
+    fn publish(&self, applied: &mut Applied, rules: &StartRules<'_>) -> Changes {
+        let Applied {
+            configured,
+            instances,
+        } = applied;
+        instances.retain(|(base, wildcard)| {
+            configured
+                .iter()
+                .any(|c| &c.name == base && c.instance(wildcard).is_ok())
+        });
+        let mut configs = configured.clone();
+        for (base, wildcard) in instances.iter() {
+            if let Some(instance) = configured
+                .iter()
+                .find(|c| &c.name == base)
+                .and_then(|c| c.instance(wildcard).ok())
+            {
+                configs.push(instance);
+            }
+        }
+        let configs = &configs;
         let old = self.catalog.load_full();
         let shards = self.wakers.len().max(1);
         let mut slots = old.slots.clone();

@@ -174,15 +174,45 @@ impl Router for StreamsRouter<'_> {
     /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
     /// stream, address, token and protocol; a stopped session's are refused.
     fn gate(&self, head: &RequestHead, route: &Route) -> Gate {
-        let protocol = match route {
-            Route::Stream(_) => Protocol::HttpTs,
-            Route::Hls(_) => Protocol::Hls,
-            _ => return Gate::Open,
-        };
         let rest = head.path.trim_start_matches('/');
-        let name = match protocol {
-            Protocol::HttpTs => rest.strip_suffix(".ts"),
-            Protocol::Hls => rest.split_once('/').map(|(n, _)| n),
+        let (protocol, name) = match route {
+            Route::Stream(_) => (Protocol::HttpTs, rest.strip_suffix(".ts")),
+            Route::Hls(_) => (Protocol::Hls, rest.split_once('/').map(|(n, _)| n)),
+            Route::NotFound => {
+                // `base+wildcard` of a configured stream: ask for the instance (the answer
+                // comes once it runs, or is 404).
+                let (protocol, name) = match rest.strip_suffix(".ts") {
+                    Some(n) if !n.contains('/') => (Protocol::HttpTs, n),
+                    _ => match rest.split_once('/') {
+                        Some((n, file))
+                            if file == "index.m3u8"
+                                || file == "master.m3u8"
+                                || file.ends_with(".ts") =>
+                        {
+                            (Protocol::Hls, n)
+                        }
+                        _ => return Gate::Open,
+                    },
+                };
+                let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
+                    !wildcard.is_empty() && self.catalog.find(base).is_some()
+                });
+                if !is_instance {
+                    return Gate::Open;
+                }
+                let session = SessionKey {
+                    stream: Arc::from(name),
+                    ip: self.site.client_ip(head),
+                    token: Arc::from(head.token.as_str()),
+                    protocol,
+                };
+                return match self.sessions.verdict(&session) {
+                    // Decided, yet it does not run: it could not be made (or has ended).
+                    Some(_) => Gate::Refused(404, "no such stream"),
+                    None => Gate::Ask(session),
+                };
+            }
+            _ => return Gate::Open,
         };
         let Some((_, info)) = name.and_then(|n| self.catalog.find(n)) else {
             return Gate::Open;
@@ -311,6 +341,11 @@ impl ShardCore {
     /// with something new to write.
     pub fn take_commands(&mut self) -> ControlWork {
         let mut work = ControlWork::default();
+        if self.catalog.load().generation != self.followed.generation {
+            // A decision may be about a stream this shard has not started yet (a wildcard
+            // instance): the backend follows the table first, commands wait a turn.
+            return work;
+        }
         while let Some(command) = self.link.commands.pop() {
             let close = &mut work.close;
             match command {
@@ -453,7 +488,8 @@ impl ShardCore {
                     self.homes.len() - 1
                 }
             };
-            if let SourceSpec::Udp(udp) = &info.source {
+            // A template's instances receive, not the template itself.
+            if let (SourceSpec::Udp(udp), false) = (&info.source, info.config.is_template()) {
                 changes
                     .start_sources
                     .push((index, info.name.clone(), udp.clone()));
