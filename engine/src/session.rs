@@ -109,6 +109,8 @@ pub struct Verdict {
     pub headers: Option<Arc<str>>,
     /// How long the shard keeps the answer.
     pub ttl: Duration,
+    /// Play this stream instead (`DEFAULT_STREAM`, `PLAY_REWRITE`): the viewer is redirected.
+    pub redirect: Option<Arc<str>>,
 }
 
 /// A shard's question about a session it has no decision for.

@@ -243,3 +243,72 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
     assert!(metrics.contains("shardcast_trigger_latency_seconds_count{trigger=\"USER_NEW\"}"));
     assert_eq!(fetch(server.addr, "/cam/index.m3u8?token=ok", "").0, 200);
 }
+
+#[test]
+fn default_stream_and_play_rewrite_send_viewers_elsewhere() {
+    let hook = Backend::start(|r| {
+        let answer = match r.header("x-trigger") {
+            Some("DEFAULT_STREAM") => "backup",
+            Some("PLAY_REWRITE") if r.body.starts_with("old\n") => "main",
+            _ => "",
+        };
+        (200, Vec::new(), answer.into(), Duration::ZERO)
+    });
+    let dir = TempDir::new("rewrites");
+    let config = dir.join("shardcast.toml");
+    let url = format!("http://{}/hook", hook.addr);
+    let mut text = String::new();
+    for name in ["main", "backup", "old"] {
+        text.push_str(&format!(
+            "[[stream]]\nname = \"{name}\"\nsource = \"demo:\"\nsegment_duration = 1\n\n"
+        ));
+    }
+    text.push_str(&format!("[[trigger]]\non = \"DEFAULT_STREAM\"\nhandler = \"{url}\"\n\n[[trigger]]\non = \"PLAY_REWRITE\"\nhandler = \"{url}\"\nstreams = [\"old\"]\n"));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fetch(server.addr, "/backup/index.m3u8", "").0 != 200 {
+        assert!(Instant::now() < deadline, "the demo never segmented");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, head, _) = fetch(server.addr, "/missing/index.m3u8?token=t", "");
+    assert_eq!(status, 302, "{head}");
+    assert_eq!(
+        header(&head, "location"),
+        Some("http://test/backup/index.m3u8?token=t")
+    );
+    let (status, head, _) = fetch(server.addr, "/old.ts", "");
+    assert_eq!(status, 302, "{head}");
+    assert_eq!(header(&head, "location"), Some("http://test/main.ts"));
+    assert_eq!(
+        fetch(server.addr, "/main/index.m3u8", "").0,
+        200,
+        "not rewritten"
+    );
+    let default = hook
+        .received()
+        .into_iter()
+        .find(|r| r.header("x-trigger") == Some("DEFAULT_STREAM"))
+        .unwrap();
+    assert_eq!(
+        default.body,
+        "missing\n127.0.0.1\nHLS\n/missing/index.m3u8?token=t\n"
+    );
+
+    // A player follows the redirect and plays the other stream.
+    let url = format!("http://{}/missing/index.m3u8", server.addr);
+    let (ok, out) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    );
+    assert!(ok && out.contains("h264"), "{out}");
+}

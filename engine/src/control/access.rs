@@ -10,7 +10,12 @@
 //!    headers it returns go on the viewer's responses), 403 refuses (the viewer gets 401);
 //!    anything else, a timeout or an unreachable backend takes `on_error`: `deny` (503, the
 //!    default) or `allow`;
-//! 2. the blocking triggers `USER_NEW` and `CONN_PLAY`: a refusal gives 403.
+//! 2. the blocking triggers `USER_NEW` and `CONN_PLAY`: a refusal gives 403;
+//! 3. `PLAY_REWRITE`, which may name another stream to play instead (the viewer is
+//!    redirected there, 302).
+//!
+//! A stream that does not exist is a wildcard instance to start (`base+wildcard`), or else
+//! `DEFAULT_STREAM` may name another to play instead (302), or else 404.
 //!
 //! Decisions are kept for the access `ttl` (default 60 s) here and on the shards; failures
 //! only for a few seconds, so that a backend back up is asked again soon.
@@ -163,22 +168,41 @@ impl Access {
 
     async fn decide(&self, q: &AccessQuery) -> Verdict {
         let stream = q.key.stream.to_string();
+        let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let connector = connector(q.key.protocol);
         if self.streams.load().find(&stream).is_none() {
             // A wildcard instance nobody watches yet: start it first.
             let maker = self.maker.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let name = stream.clone();
             let made = match maker {
-                Some(make) => tokio::task::spawn_blocking(move || make(&name))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string())),
-                None => Err("wildcard instances are not started here".into()),
+                Some(make) if stream.contains('+') => {
+                    tokio::task::spawn_blocking(move || make(&name))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                }
+                _ => Err("no such stream".into()),
             };
             if let Err(why) = made {
-                tracing::info!(stream = %stream, "no wildcard instance: {why}");
+                // DEFAULT_STREAM may name another stream to play instead.
+                let fallback = self
+                    .triggers
+                    .ask(
+                        "DEFAULT_STREAM",
+                        Some(&stream),
+                        &[&stream, &ip, connector, &q.url],
+                    )
+                    .await
+                    .and_then(|a| a.into_iter().find(|n| !n.trim().is_empty()))
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| *n != stream && self.streams.load().find(n).is_some());
+                if fallback.is_none() {
+                    tracing::info!(stream = %stream, "not started: {why}");
+                }
                 return Verdict {
-                    refused: Some(404),
+                    refused: fallback.is_none().then_some(404),
                     headers: None,
                     ttl: UNGATED_TTL,
+                    redirect: fallback.map(|n| Arc::from(n.as_str())),
                 };
             }
         }
@@ -191,6 +215,7 @@ impl Access {
             refused: None,
             headers: None,
             ttl: TRIGGER_TTL,
+            redirect: None,
         };
         if let Some(access) = &access {
             verdict = self.backend(access, q).await;
@@ -198,9 +223,7 @@ impl Access {
                 return verdict;
             }
         }
-        let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let id = q.key.id();
-        let connector = connector(q.key.protocol);
         let refused_by = |answers: Option<Vec<String>>| {
             answers.is_some_and(|a| a.iter().any(|answer| refuses(answer)))
         };
@@ -223,13 +246,31 @@ impl Access {
                 )
                 .await
         };
-        if access.is_none() && user_new.is_none() && conn_play.is_none() {
+        let refused = refused_by(user_new.clone()) || refused_by(conn_play.clone());
+        // PLAY_REWRITE may send an allowed viewer to another stream.
+        let rewrite = if refused {
+            None
+        } else {
+            self.triggers
+                .ask(
+                    "PLAY_REWRITE",
+                    Some(&stream),
+                    &[&stream, &ip, connector, &q.url],
+                )
+                .await
+        };
+        if access.is_none() && user_new.is_none() && conn_play.is_none() && rewrite.is_none() {
             verdict.ttl = UNGATED_TTL;
         }
-        if refused_by(user_new) || refused_by(conn_play) {
+        if refused {
             verdict.refused = Some(403);
             verdict.headers = None;
         }
+        verdict.redirect = rewrite
+            .and_then(|a| a.into_iter().find(|n| !n.trim().is_empty()))
+            .map(|n| n.trim().to_owned())
+            .filter(|n| *n != stream && self.streams.load().find(n).is_some())
+            .map(|n| Arc::from(n.as_str()));
         verdict
     }
 
@@ -261,6 +302,7 @@ impl Access {
                 refused: (access.on_error == OnError::Deny).then_some(503),
                 headers: None,
                 ttl: ttl.min(FAILURE_TTL),
+                redirect: None,
             }
         };
         let response = match answer {
@@ -291,12 +333,14 @@ impl Access {
                     refused: None,
                     headers: (!headers.is_empty()).then(|| Arc::from(headers.as_str())),
                     ttl,
+                    redirect: None,
                 }
             }
             403 => Verdict {
                 refused: Some(401),
                 headers: None,
                 ttl,
+                redirect: None,
             },
             status => failed(format!("answered {status}")),
         }

@@ -202,6 +202,7 @@ fn gated(triggers: &super::triggers::TriggerSet, c: &StreamConfig) -> bool {
     c.access.is_some()
         || triggers.wants("USER_NEW", Some(&c.name))
         || triggers.wants("CONN_PLAY", Some(&c.name))
+        || triggers.wants("PLAY_REWRITE", Some(&c.name))
 }
 
 /// The running configuration and the one way to change it.
@@ -385,6 +386,8 @@ impl ConfigStore {
             source: Some(&source),
         };
         let changes = self.streams.apply_with(&new.streams, &rules);
+        self.streams
+            .set_fallback(self.triggers.configured("DEFAULT_STREAM"));
         // Triggers may have changed for streams that did not: their gates follow.
         for (_, info) in self.streams.load().streams() {
             info.gated

@@ -221,6 +221,11 @@ impl TriggerSet {
             .collect()
     }
 
+    /// Whether any trigger `name` is configured, for whichever streams.
+    pub fn configured(&self, name: &str) -> bool {
+        self.configured.load().iter().any(|t| t.on == name)
+    }
+
     /// Whether any trigger `name` applies to `stream`.
     pub fn wants(&self, name: &str, stream: Option<&str>) -> bool {
         !self.matching(name, stream).is_empty()

@@ -172,6 +172,8 @@ pub enum Gate {
     Refused(u16, &'static str),
     /// The session has no access decision yet: hold the request and ask.
     Ask(crate::session::SessionKey),
+    /// Play another stream: redirect (302) to this path (and query).
+    Redirect(String),
 }
 
 /// What happened to a viewer when it was fed.
@@ -385,6 +387,19 @@ impl Conn {
                     body.as_bytes(),
                     keep,
                     extra,
+                    head.method == Method::Head,
+                );
+                return None;
+            }
+            Gate::Redirect(location) => {
+                let extra = format!("Location: {location}\r\nCache-Control: no-store\r\n");
+                let body = format!("playing {location} instead\n");
+                self.respond(
+                    302,
+                    "text/plain; charset=utf-8",
+                    body.as_bytes(),
+                    keep,
+                    &extra,
                     head.method == Method::Head,
                 );
                 return None;

@@ -384,6 +384,7 @@ fn last_present(parsed: Option<usize>, spec: &str) -> bool {
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        302 => "Found",
         200 => "OK",
         204 => "No Content",
         206 => "Partial Content",

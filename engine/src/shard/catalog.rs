@@ -80,6 +80,9 @@ pub struct Catalog {
     pub generation: u64,
     /// The streams; `None` where one was removed (the slot may be reused).
     pub slots: Vec<Option<Arc<StreamInfo>>>,
+    /// Whether a `DEFAULT_STREAM` trigger may name a stream to play when one requested does
+    /// not exist (shards then ask instead of answering 404).
+    pub fallback: bool,
 }
 
 impl Catalog {
@@ -261,6 +264,24 @@ impl Streams {
         }
     }
 
+    /// Say whether requests of streams that do not exist are to be asked about
+    /// (`DEFAULT_STREAM`); a change is published to the shards.
+    pub fn set_fallback(&self, fallback: bool) {
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.catalog.load_full();
+        if old.fallback == fallback {
+            return;
+        }
+        self.catalog.store(Arc::new(Catalog {
+            generation: old.generation + 1,
+            slots: old.slots.clone(),
+            fallback,
+        }));
+        for w in &self.wakers {
+            w.wake();
+        }
+    }
+
     /// Whether `name` is a wildcard instance now running.
     pub fn is_instance(&self, name: &str) -> bool {
         let applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,6 +358,7 @@ impl Streams {
         self.catalog.store(Arc::new(Catalog {
             generation: old.generation + 1,
             slots,
+            fallback: old.fallback,
         }));
         for w in &self.wakers {
             w.wake();

@@ -197,7 +197,12 @@ impl Router for StreamsRouter<'_> {
                 let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
                     !wildcard.is_empty() && self.catalog.find(base).is_some()
                 });
-                if !is_instance {
+                let plausible = !name.is_empty()
+                    && name.len() <= 128
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
+                if !(is_instance || (self.catalog.fallback && plausible)) {
                     return Gate::Open;
                 }
                 let session = SessionKey {
@@ -207,6 +212,10 @@ impl Router for StreamsRouter<'_> {
                     protocol,
                 };
                 return match self.sessions.verdict(&session) {
+                    Some(Verdict {
+                        redirect: Some(other),
+                        ..
+                    }) => Gate::Redirect(elsewhere(self.site, head, name, other)),
                     // Decided, yet it does not run: it could not be made (or has ended).
                     Some(_) => Gate::Refused(404, "no such stream"),
                     None => Gate::Ask(session),
@@ -245,6 +254,10 @@ impl Router for StreamsRouter<'_> {
                     _ => "not allowed to watch this stream",
                 },
             ),
+            Some(Verdict {
+                redirect: Some(other),
+                ..
+            }) => Gate::Redirect(elsewhere(self.site, head, &info.name, other)),
             Some(Verdict { headers, .. }) => Gate::Viewer {
                 headers: headers.clone(),
                 session,
@@ -261,6 +274,22 @@ impl Router for StreamsRouter<'_> {
         }
         s
     }
+}
+
+/// The request's URL (under the public base: through proxies too) with stream `from`
+/// replaced by `to`.
+fn elsewhere(site: &Site, head: &RequestHead, from: &str, to: &str) -> String {
+    let rest = head
+        .path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(from))
+        .unwrap_or("");
+    let mut location = format!("{}{to}{rest}", site.base(head).url);
+    if !head.query.is_empty() {
+        location.push('?');
+        location.push_str(&head.query);
+    }
+    location
 }
 
 /// What a shard knows and decides (see the module docs).
@@ -614,7 +643,8 @@ impl ShardCore {
                     let verdict = Verdict {
                         refused: Some(503),
                         headers: None,
-                        ttl: Duration::ZERO,
+                        ttl: Duration::from_secs(1),
+                        redirect: None,
                     };
                     self.sessions.decided(ask.key.clone(), verdict);
                     self.resume(key);
