@@ -145,6 +145,8 @@ pub struct ShardLink {
     pub asked: Arc<tokio::sync::Notify>,
     /// Commands from the control plane.
     pub commands: Arc<ArrayQueue<ShardCommand>>,
+    /// Inputs that failed (stream, why), for `INPUT_ABORT`.
+    pub aborted: Arc<ArrayQueue<(String, String)>>,
 }
 
 impl ShardLink {
@@ -155,6 +157,7 @@ impl ShardLink {
             asks: Arc::new(ArrayQueue::new(ASK_QUEUE)),
             asked,
             commands: Arc::new(ArrayQueue::new(COMMAND_QUEUE)),
+            aborted: Arc::new(ArrayQueue::new(256)),
         }
     }
 

@@ -93,6 +93,9 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
             trigger("STREAM_READY", &url, ""),
             trigger("SYSTEM_START", &url, ""),
             trigger("LIVE_TRACK_LIST", &url, ""),
+            trigger("INPUT_ABORT", &url, ""),
+            // Not an address of this machine: its socket cannot be opened.
+            "[[stream]]\nname = \"broken\"\nsource = \"udp://192.0.2.1:5000\"\n\n".to_owned(),
             trigger("STREAM_BUFFER", &format!("http://127.0.0.1:{dead}/gone"), ""),
         ]
         .concat(),
@@ -112,6 +115,16 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
         "SYSTEM_START",
         |(t, _)| t == "SYSTEM_START",
         Duration::from_secs(10),
+    );
+    wait_for(
+        &hook,
+        "INPUT_ABORT",
+        |(t, l)| {
+            t == "INPUT_ABORT"
+                && l[0] == "broken"
+                && l[1].starts_with("cannot open the ingest socket on 192.0.2.1:5000")
+        },
+        Duration::from_secs(5),
     );
 
     // STREAM_SOURCE: the script moved the source to the port ffmpeg sends to.

@@ -49,6 +49,11 @@ pub async fn run(state: Arc<ControlState>) {
         let catalog = state.catalog();
         let now = (crate::sys::unix_ns() / 1_000_000) as i64;
         let t = &state.triggers;
+        for link in &state.links.shards {
+            while let Some((stream, why)) = link.aborted.pop() {
+                t.fire("INPUT_ABORT", Some(&stream), &[&stream, &why]);
+            }
+        }
         // Streams gone or restarted since the last look.
         watched.retain(|name, w| {
             let same = catalog

@@ -361,6 +361,11 @@ impl ShardCore {
         self.link = link;
     }
 
+    /// Stream `name`'s input failed: tell the control plane (`INPUT_ABORT`).
+    pub fn input_aborted(&self, name: &str, why: &str) {
+        let _ = self.link.aborted.push((name.to_owned(), why.to_owned()));
+    }
+
     /// Report session activity to the control plane (about once a second).
     pub fn report_sessions(&mut self) {
         self.sessions.report(&self.link.reports);

@@ -65,7 +65,7 @@ impl EpollShard {
             }
         }
         for (home, name, udp) in changes.start_sources {
-            let Some(mut socket) = super::open_source(self.core.index(), &name, &udp) else {
+            let Some(mut socket) = super::open_source(&self.core, &name, &udp) else {
                 continue;
             };
             match self.poll.registry().register(

@@ -169,20 +169,25 @@ pub struct ShardSetup {
     pub site: Arc<crate::site::Site>,
 }
 
-/// Open the UDP socket of home stream `name` on shard `index`. A socket that cannot be opened
-/// is logged and its stream stays offline; the shard serves the rest.
+/// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
+/// opened is logged and reported (`INPUT_ABORT`), and its stream stays offline; the shard
+/// serves the rest.
 pub fn open_source(
-    index: usize,
+    core: &core::ShardCore,
     name: &str,
     udp: &crate::ingest::UdpSpec,
 ) -> Option<crate::ingest::UdpIngest> {
     match crate::ingest::UdpIngest::open(udp, |w| tracing::warn!(stream = %name, "{w}")) {
         Ok(socket) => {
-            tracing::info!(stream = %name, shard = index, addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+            tracing::info!(stream = %name, shard = core.index(), addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
             Some(socket)
         }
         Err(e) => {
             tracing::error!(stream = %name, addr = %udp.addr, "cannot open the ingest socket: {e}; the stream stays offline");
+            core.input_aborted(
+                name,
+                &format!("cannot open the ingest socket on {}: {e}", udp.addr),
+            );
             None
         }
     }

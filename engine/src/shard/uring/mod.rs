@@ -252,7 +252,7 @@ impl UringShard {
             }
         }
         for (home, name, udp) in changes.start_sources {
-            let Some(socket) = super::open_source(self.core.index(), &name, &udp) else {
+            let Some(socket) = super::open_source(&self.core, &name, &udp) else {
                 continue;
             };
             let i = match self.ingest.iter().position(Option::is_none) {
