@@ -32,10 +32,19 @@
 //! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
+//! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
+//!
+//! [[trigger]]
+//! on = "USER_NEW"                 # MistServer's trigger names (TRIGGERS)
+//! handler = "http://127.0.0.1:9000/hook"   # or an absolute path to an executable
+//! streams = ["cam1"]              # default: every stream
+//! timeout = 5                     # seconds a blocking trigger waits
+//! default = "true"                # its answer when the handler fails
 //! ```
 //!
-//! Every refusal names the line and the reason. What it does not do (yet): live reload and
-//! the API; those come with the control plane.
+//! A stream whose source has `$wildcard` is a template: `name+x` runs it with `x` there.
+//! Every refusal names the line and the reason. Applying a configuration to a running server
+//! is the control plane's ([`crate::control::store`]).
 
 use crate::ingest::SourceSpec;
 use serde::Deserialize;

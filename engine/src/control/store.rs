@@ -39,6 +39,9 @@ pub struct StreamFields {
     /// Seconds an unlisted segment stays fetchable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_grace: Option<f64>,
+    /// Token access control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::config::AccessConfig>,
 }
 
 impl StreamFields {
@@ -50,6 +53,7 @@ impl StreamFields {
             segment_duration: Some(config.hls.segment_duration_s),
             playlist_segments: Some(config.hls.playlist_segments as u64),
             segment_grace: Some(config.hls.segment_grace_s),
+            access: config.access.clone(),
         }
     }
 
@@ -68,6 +72,18 @@ impl StreamFields {
         }
         if let Some(v) = self.segment_grace {
             t["segment_grace"] = toml_edit::value(v);
+        }
+        if let Some(a) = &self.access {
+            let mut access = toml_edit::InlineTable::new();
+            access.insert("url", a.url.as_str().into());
+            access.insert("ttl", a.ttl.into());
+            access.insert("timeout", a.timeout.into());
+            let on_error = match a.on_error {
+                crate::config::OnError::Deny => "deny",
+                crate::config::OnError::Allow => "allow",
+            };
+            access.insert("on_error", on_error.into());
+            t["access"] = toml_edit::value(access);
         }
         t
     }
@@ -487,6 +503,22 @@ mod tests {
             text.starts_with("# the file's header\n\n[[stream]]\nname = \"c\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn access_settings_round_trip() {
+        let fields: StreamFields = serde_json::from_str(
+            r#"{"source": "demo:", "access": {"url": "http://127.0.0.1:9/check", "ttl": 5}}"#,
+        )
+        .unwrap();
+        let (text, _) = set_stream("", "paid", &fields).unwrap();
+        let c = Config::parse(&text).unwrap();
+        let access = c.streams[0].access.clone().unwrap();
+        assert_eq!(
+            (access.url.as_str(), access.ttl),
+            ("http://127.0.0.1:9/check", 5.0)
+        );
+        assert_eq!(StreamFields::of(&c.streams[0]).access, Some(access));
     }
 
     #[test]
