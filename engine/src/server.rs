@@ -84,6 +84,15 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     // rules as every later change (access gates, STREAM_SOURCE).
     let streams = Arc::new(Streams::new(&[], wakers.clone()));
     let triggers = crate::control::triggers::Triggers::new(config.triggers.clone())?;
+    // Before any shard runs: the listeners already take connections into their backlog, and
+    // the first requests must find the streams.
+    let store = Arc::new(ConfigStore::new(
+        source,
+        config.clone(),
+        streams.clone(),
+        triggers.clone(),
+    ));
+    store.start();
     let asked = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
         shards: (0..shards)
@@ -156,13 +165,6 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
-    let store = Arc::new(ConfigStore::new(
-        source,
-        config.clone(),
-        streams.clone(),
-        triggers.clone(),
-    ));
-    store.start();
     let access = crate::control::access::Access::new(triggers.shared(), links.clone(), streams);
     let maker = store.clone();
     access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));

@@ -128,11 +128,58 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
         "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
     )
     .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--api-listen",
+        &api.to_string(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
     let nginx = start_nginx("", &location(server.addr));
     let public = format!("http://{}/tv/", nginx.addr);
 
     check_through_proxy(&public);
+
+    // Viewers' addresses: through nginx (trusted), the address nginx saw, not the one its
+    // client claimed; directly (not trusted), the peer, whatever X-Forwarded-For says.
+    let (status, _, _) = fetch(
+        nginx.addr,
+        "/tv/demo/index.m3u8?token=via-proxy",
+        "X-Forwarded-For: 198.51.100.4\r\n",
+    );
+    assert_eq!(status, 200);
+    let (status, _, _) = fetch(
+        server.addr,
+        "/demo/index.m3u8?token=direct",
+        "X-Forwarded-For: 203.0.113.7\r\nX-Real-IP: 203.0.113.8\r\n",
+    );
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(api).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no API");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let token = std::fs::read_to_string(dir.join("state/api-token")).unwrap();
+    let sessions = loop {
+        let (_, _, body) = exchange(
+            api,
+            &format!(
+                "GET /api/v1/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                token.trim()
+            ),
+        );
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        if list.as_array().unwrap().len() >= 2 {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for s in sessions.as_array().unwrap() {
+        assert_eq!(s["ip"], "127.0.0.1", "{sessions}");
+    }
 
     // From a peer that is not a trusted proxy, forwarding headers change nothing.
     let (_, _, body) = fetch(

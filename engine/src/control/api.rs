@@ -259,8 +259,21 @@ async fn blocking<T: Send + 'static>(
 async fn put_stream(
     State(state): State<Shared>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // A body that never comes in full must not hold the connection (and an edit) forever.
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        axum::body::to_bytes(request.into_body(), 64 * 1024),
+    )
+    .await
+    .map_err(|_| {
+        ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive within 10 s".into(),
+        )
+    })?
+    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the request body: {e}")))?;
     let fields: StreamFields = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,

@@ -9,7 +9,7 @@
 //! a full queue drops the event, counted) and delivered by at most [`IN_FLIGHT`] concurrent
 //! deliveries, each retried a bounded number of times, so a dead webhook never grows memory.
 //!
-//! Everything runs on the triggers' own runtime (one worker thread), so that any thread may
+//! Everything runs on the triggers' own runtime (two worker threads), so that any thread may
 //! ask (the API's edits, SIGHUP, the access checks) and no shard ever waits on a handler.
 //!
 //! What it does not do: decide what an answer means for the server (the callers do).
@@ -103,8 +103,9 @@ impl Triggers {
     pub fn new(configured: Vec<TriggerConfig>) -> Result<Arc<Self>, String> {
         // The process-wide TLS provider for the HTTP client (ring); a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Two workers: a task that must wait on a lock (rarely) never stalls every delivery.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("triggers")
             .enable_all()
             .build()

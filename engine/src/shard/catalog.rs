@@ -171,8 +171,11 @@ pub struct Streams {
     catalog: Arc<ArcSwap<Catalog>>,
     wakers: Vec<Arc<dyn Wake>>,
     /// Changes are made one at a time; this is what was last applied (the configured streams
-    /// and the wildcard instances running, by their base and wildcard).
+    /// and the wildcard instances running, by their base and wildcard). It may be held while
+    /// a trigger is asked (`STREAM_SOURCE`): readers use `instance_names`.
     writer: Mutex<Applied>,
+    /// The names of the wildcard instances running.
+    instance_names: ArcSwap<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +194,7 @@ impl Streams {
             catalog: Arc::new(ArcSwap::from_pointee(Catalog::default())),
             wakers,
             writer: Mutex::new(Applied::default()),
+            instance_names: ArcSwap::from_pointee(Vec::new()),
         };
         streams.apply(configs);
         streams
@@ -284,12 +288,7 @@ impl Streams {
 
     /// Whether `name` is a wildcard instance now running.
     pub fn is_instance(&self, name: &str) -> bool {
-        let applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        applied.instances.iter().any(|(b, w)| {
-            name.strip_prefix(b.as_str())
-                .and_then(|r| r.strip_prefix('+'))
-                == Some(w)
-        })
+        self.instance_names.load().iter().any(|n| n == name)
     }
 
     /// Make the table hold the configured streams and the instances whose base is still
@@ -304,6 +303,9 @@ impl Streams {
                 .iter()
                 .any(|c| &c.name == base && c.instance(wildcard).is_ok())
         });
+        self.instance_names.store(Arc::new(
+            instances.iter().map(|(b, w)| format!("{b}+{w}")).collect(),
+        ));
         let mut configs = configured.clone();
         for (base, wildcard) in instances.iter() {
             if let Some(instance) = configured
