@@ -104,24 +104,7 @@ fn the_backend_decides_who_watches() {
 
     // An HLS player: one session, already decided: no call at all.
     let url = format!("http://{}/paid/index.m3u8?token=good", server.addr);
-    let (ok, out) = run(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &url,
-            "-t",
-            "3",
-            "-c",
-            "copy",
-            "-f",
-            "mpegts",
-            "-y",
-            "/dev/null",
-        ],
-    );
+    let (ok, out) = ffmpeg_play(&url, 3, "access-test");
     assert!(ok, "{out}");
     assert_eq!(calls("good"), 2, "a cached allow was asked again");
 

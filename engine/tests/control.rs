@@ -30,19 +30,7 @@ fn start(dir: &Path) -> Rig {
         format!("[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{udp_port}\"\n"),
     )
     .unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(api).is_err() {
-        assert!(Instant::now() < deadline, "the API never listened on {api}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = start_with_api(&config, &dir.join("state"), api);
     Rig {
         server,
         api,

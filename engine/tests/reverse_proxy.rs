@@ -128,15 +128,8 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
         "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n",
     )
     .unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-    ]);
+    let api = free_api_addr();
+    let server = start_with_api(&config, &dir.join("state"), api);
     let nginx = start_nginx("", &location(server.addr));
     let public = format!("http://{}/tv/", nginx.addr);
 
@@ -156,26 +149,15 @@ fn urls_point_through_a_prefixed_proxy_and_untrusted_forwarding_is_ignored() {
         "X-Forwarded-For: 203.0.113.7\r\nX-Real-IP: 203.0.113.8\r\n",
     );
     assert_eq!(status, 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(api).is_err() {
-        assert!(std::time::Instant::now() < deadline, "no API");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let token = std::fs::read_to_string(dir.join("state/api-token")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let token = api_token(&dir.join("state"));
     let sessions = loop {
-        let (_, _, body) = exchange(
-            api,
-            &format!(
-                "GET /api/v1/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-                token.trim()
-            ),
-        );
-        let list: Value = serde_json::from_slice(&body).unwrap();
+        let (_, list) = api_call(api, "GET", "/api/v1/sessions", &token, None);
         if list.as_array().unwrap().len() >= 2 {
             break list;
         }
-        assert!(std::time::Instant::now() < deadline, "{list}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(200));
     };
     for s in sessions.as_array().unwrap() {
         assert_eq!(s["ip"], "127.0.0.1", "{sessions}");

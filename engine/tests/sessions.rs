@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn get_json(api: SocketAddr, path: &str, token: &str) -> Value {
-    let (status, _, body) = exchange(
-        api,
-        &format!("GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
-    );
+    let (status, value) = api_call(api, "GET", path, token, None);
     assert_eq!(status, 200, "{path}");
-    json(&body)
+    value
 }
 
 /// A progressive viewer from `from` (a loopback address), sending `headers`; it reads until
@@ -81,24 +78,9 @@ fn sessions_are_counted_stopped_and_logged() {
         ),
     )
     .unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(api).is_err() {
-        assert!(Instant::now() < deadline, "the API never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let token = std::fs::read_to_string(dir.join("state/api-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let api = free_api_addr();
+    let server = start_with_api(&config, &dir.join("state"), api);
+    let token = api_token(&dir.join("state"));
     let deadline = Instant::now() + Duration::from_secs(15);
     while fetch(server.addr, "/demo/index.m3u8", "").0 != 200 {
         assert!(Instant::now() < deadline, "the demo never segmented");
@@ -122,26 +104,7 @@ fn sessions_are_counted_stopped_and_logged() {
 
     // An HLS player with a token in its URL.
     let url = format!("http://{}/demo/index.m3u8?token=alice", server.addr);
-    let (ok, out) = run(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-user_agent",
-            "hls-test-player",
-            "-i",
-            &url,
-            "-t",
-            "4",
-            "-c",
-            "copy",
-            "-f",
-            "mpegts",
-            "-y",
-            "/dev/null",
-        ],
-    );
+    let (ok, out) = ffmpeg_play(&url, 4, "hls-test-player");
     assert!(ok, "{out}");
 
     let list = sessions(api, &token);
@@ -172,11 +135,8 @@ fn sessions_are_counted_stopped_and_logged() {
 
     // Stopping: the player's token is refused; the direct viewer is cut off.
     let stop = |id: &str| {
-        exchange(
-            api,
-            &format!("DELETE /api/v1/sessions/{id}?block=30 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
-        )
-        .0
+        let path = format!("/api/v1/sessions/{id}?block=30");
+        api_call(api, "DELETE", &path, &token, None).0
     };
     assert_eq!(stop(alice["id"].as_str().unwrap()), 204);
     assert_eq!(stop("0000000000000000"), 404);

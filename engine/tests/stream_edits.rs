@@ -11,58 +11,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn api(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let body = body.unwrap_or("");
-    let (status, _, raw) = exchange(
-        addr,
-        &format!(
-            "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    let value = if raw.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&raw).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&raw));
-        })
-    };
-    (status, value)
-}
-
-fn start(config: &Path, state: &Path, api: SocketAddr) -> Server {
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(api).is_err() {
-        assert!(Instant::now() < deadline, "the API never listened on {api}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
-fn token(state: &Path) -> String {
-    std::fs::read_to_string(state.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
 
 /// Wait until `/{stream}/index.m3u8` answers 200 (the stream has sealed a segment).
 fn wait_live(server: &Server, stream: &str, within: Duration) {
@@ -81,7 +31,7 @@ fn wait_live(server: &Server, stream: &str, within: Duration) {
 }
 
 fn names(addr: SocketAddr, token: &str) -> Vec<String> {
-    let (status, list) = api(addr, "GET", "/api/v1/streams", token, None);
+    let (status, list) = api_call(addr, "GET", "/api/v1/streams", token, None);
     assert_eq!(status, 200);
     list.as_array()
         .unwrap()
@@ -102,13 +52,13 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     )
     .unwrap();
     let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = start(&config, &state, api_addr);
-    let token = token(&state);
+    let server = start_with_api(&config, &state, api_addr);
+    let token = api_token(&state);
     let _ffmpeg = ffmpeg_udp_source(&format!("udp://127.0.0.1:{two_port}?pkt_size=1316"), 120);
 
     // Created: its socket opens, it segments, viewers get it.
     let body = format!("{{\"source\": \"udp://127.0.0.1:{two_port}\", \"segment_duration\": 1}}");
-    let (status, created) = api(api_addr, "PUT", "/api/v1/streams/two", &token, Some(&body));
+    let (status, created) = api_call(api_addr, "PUT", "/api/v1/streams/two", &token, Some(&body));
     assert_eq!(status, 201, "{created}");
     let spec = openapi();
     let put = &spec["paths"]["/api/v1/streams/{name}"]["put"]["responses"];
@@ -143,7 +93,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let (status, replaced) = api(
+    let (status, replaced) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/two",
@@ -165,14 +115,14 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
         "the old stream's viewer was not ended"
     );
     assert!(old_body.len() > 10 * 188);
-    let (_, status_two) = api(api_addr, "GET", "/api/v1/streams/two", &token, None);
+    let (_, status_two) = api_call(api_addr, "GET", "/api/v1/streams/two", &token, None);
     assert_eq!(status_two["config"]["window"], 5.0);
     assert_eq!(status_two["config"]["segment_duration"], 2.0);
     wait_live(&server, "two", Duration::from_secs(20));
 
     // Refused edits change nothing.
     let before = std::fs::read_to_string(&config).unwrap();
-    let (status, e) = api(
+    let (status, e) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/two",
@@ -182,7 +132,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     assert_eq!(status, 422, "{e}");
     assert!(e["error"].as_str().unwrap().contains("rtmp://"), "{e}");
     check_error(&spec, e.to_string().as_bytes(), "PUT 422");
-    let (status, e) = api(
+    let (status, e) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/two",
@@ -191,7 +141,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     );
     assert_eq!(status, 400, "{e}");
     check_error(&spec, e.to_string().as_bytes(), "PUT 400");
-    let (status, e) = api(
+    let (status, e) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/bad%20name",
@@ -199,13 +149,13 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
         Some("{\"source\": \"demo:\"}"),
     );
     assert_eq!(status, 422, "{e}");
-    let (status, e) = api(api_addr, "DELETE", "/api/v1/streams/nothing", &token, None);
+    let (status, e) = api_call(api_addr, "DELETE", "/api/v1/streams/nothing", &token, None);
     assert_eq!(status, 404);
     check_error(&spec, e.to_string().as_bytes(), "DELETE 404");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
 
     // Deleted: gone from the API and the URLs, and its socket is closed.
-    let (status, nothing) = api(api_addr, "DELETE", "/api/v1/streams/two", &token, None);
+    let (status, nothing) = api_call(api_addr, "DELETE", "/api/v1/streams/two", &token, None);
     assert_eq!((status, nothing), (204, Value::Null));
     assert_eq!(
         fetch(server.addr, "/two/index.m3u8", "").0,
@@ -221,7 +171,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, _) = api(
+    let (status, _) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/two",
@@ -234,7 +184,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     // A restart serves what the API made.
     let (status, _) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success());
-    let server = start(&config, &state, api_addr);
+    let server = start_with_api(&config, &state, api_addr);
     assert_eq!(names(api_addr, &token), ["cam", "two"]);
     wait_live(&server, "two", Duration::from_secs(20));
 
@@ -269,7 +219,7 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(names(api_addr, &token), ["three", "two"]);
     // An API edit refuses to build on a file that does not validate.
-    let (status, e) = api(
+    let (status, e) = api_call(
         api_addr,
         "PUT",
         "/api/v1/streams/four",
@@ -364,14 +314,14 @@ fn a_daemon_killed_during_a_thousand_writes_leaves_an_acknowledged_config() {
     let (mut writes, mut kills, mut in_flight_found) = (0, 0, 0);
     let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     while writes < 1000 {
-        let mut server = start(&config, &state, api_addr);
+        let mut server = start_with_api(&config, &state, api_addr);
         // Keep the log pipe drained: a full pipe would stall the server's logging.
         let mut stderr = server.child.stderr.take().unwrap();
         let drain = std::thread::spawn(move || {
             let mut sink = Vec::new();
             let _ = stderr.read_to_end(&mut sink);
         });
-        let token = token(&state);
+        let token = api_token(&state);
         let pid = server.child.id();
         let kill_after = Duration::from_millis(50 + random.below(400));
         let killer = std::thread::spawn(move || {
@@ -469,8 +419,8 @@ fn wildcard_instances_run_on_their_own_sources() {
     let text = "[[stream]]\nname = \"live\"\nsource = \"udp://127.0.0.1:$wildcard\"\nsegment_duration = 1\n";
     std::fs::write(&config, text).unwrap();
     let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = start(&config, &dir.join("state"), api_addr);
-    let token = token(&dir.join("state"));
+    let server = start_with_api(&config, &dir.join("state"), api_addr);
+    let token = api_token(&dir.join("state"));
     let (a, b) = (free_port(), free_port());
     let _one = ffmpeg_udp_source(&format!("udp://127.0.0.1:{a}?pkt_size=1316"), 60);
     let _two = ffmpeg_udp_source(&format!("udp://127.0.0.1:{b}?pkt_size=1316"), 60);
@@ -485,14 +435,14 @@ fn wildcard_instances_run_on_their_own_sources() {
     assert!(ts.len() > 20 * 188);
 
     // Each has its own buffer and state, and its own source.
-    let (_, one) = api(
+    let (_, one) = api_call(
         api_addr,
         "GET",
         &format!("/api/v1/streams/live+{a}"),
         &token,
         None,
     );
-    let (_, two) = api(
+    let (_, two) = api_call(
         api_addr,
         "GET",
         &format!("/api/v1/streams/live+{b}"),

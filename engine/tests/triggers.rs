@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -101,15 +100,8 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
         .concat(),
     )
     .unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-    ]);
+    let api = free_api_addr();
+    let server = start_with_api(&config, &dir.join("state"), api);
     wait_for(
         &hook,
         "SYSTEM_START",
@@ -155,13 +147,9 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
         )),
         "{exec}"
     );
-    let token = std::fs::read_to_string(dir.join("state/api-token")).unwrap();
-    let token = token.trim();
-    let (_, _, body) = exchange(
-        api,
-        &format!("GET /api/v1/streams/cam HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
-    );
-    let status = json(&body);
+    let token = api_token(&dir.join("state"));
+    let token = token.as_str();
+    let (_, status) = api_call(api, "GET", "/api/v1/streams/cam", token, None);
     assert_eq!(
         status["source"],
         format!("udp://127.0.0.1:{real}"),
@@ -194,12 +182,8 @@ fn triggers_fire_with_their_payloads_and_their_answers_count() {
 
     // STREAM_ADD vetoes an API edit; another passes.
     let put = |name: &str| {
-        let body = "{\"source\": \"demo:\"}";
-        exchange(
-            api,
-            &format!("PUT /api/v1/streams/{name} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
-        )
-        .0
+        let path = format!("/api/v1/streams/{name}");
+        api_call(api, "PUT", &path, token, Some("{\"source\": \"demo:\"}")).0
     };
     assert_eq!(put("forbidden"), 403);
     assert_eq!(put("allowed"), 201);

@@ -160,25 +160,12 @@ pub(super) fn render(state: &ControlState) -> String {
     let latency = "shardcast_stream_send_latency_seconds";
     family(&mut out, latency, "histogram", "Time from ingest receiving data to its write to progressive viewers (one observation per flush).");
     for (info, name) in streams.iter().zip(&names) {
-        let (cumulative, sum_ns) = info.counters.send_latency.cumulative();
-        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
-            let le = *bound as f64 / 1000.0;
-            let _ = writeln!(
-                out,
-                "{latency}_bucket{{stream=\"{name}\",le=\"{le}\"}} {count}"
-            );
-        }
-        let total = cumulative[LATENCY_BUCKETS_MS.len()];
-        let _ = writeln!(
-            out,
-            "{latency}_bucket{{stream=\"{name}\",le=\"+Inf\"}} {total}"
+        histogram(
+            &mut out,
+            latency,
+            &format!("stream=\"{name}\""),
+            &info.counters.send_latency,
         );
-        let _ = writeln!(
-            out,
-            "{latency}_sum{{stream=\"{name}\"}} {:.6}",
-            sum_ns as f64 / 1e9
-        );
-        let _ = writeln!(out, "{latency}_count{{stream=\"{name}\"}} {total}");
     }
     let stats = state.run.shard_stats();
     for (metric, kind, help) in [
@@ -263,25 +250,12 @@ pub(super) fn render(state: &ControlState) -> String {
         "Time trigger handlers took to answer, by trigger.",
     );
     for (name, stats) in &triggers {
-        let (cumulative, sum_ns) = stats.latency.cumulative();
-        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
-            let le = *bound as f64 / 1000.0;
-            let _ = writeln!(
-                out,
-                "{latency}_bucket{{trigger=\"{name}\",le=\"{le}\"}} {count}"
-            );
-        }
-        let total = cumulative[LATENCY_BUCKETS_MS.len()];
-        let _ = writeln!(
-            out,
-            "{latency}_bucket{{trigger=\"{name}\",le=\"+Inf\"}} {total}"
+        histogram(
+            &mut out,
+            latency,
+            &format!("trigger=\"{name}\""),
+            &stats.latency,
         );
-        let _ = writeln!(
-            out,
-            "{latency}_sum{{trigger=\"{name}\"}} {:.6}",
-            sum_ns as f64 / 1e9
-        );
-        let _ = writeln!(out, "{latency}_count{{trigger=\"{name}\"}} {total}");
     }
     let a = &state.access.stats;
     for (metric, help, value) in [
@@ -299,6 +273,19 @@ pub(super) fn render(state: &ControlState) -> String {
         }
     }
     out
+}
+
+/// The samples of histogram `metric` for one label set (`labels`: `name="value"`…).
+fn histogram(out: &mut String, metric: &str, labels: &str, h: &crate::stream::LatencyHistogram) {
+    let (cumulative, sum_ns) = h.cumulative();
+    for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(&cumulative) {
+        let le = *bound as f64 / 1000.0;
+        let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let total = cumulative[LATENCY_BUCKETS_MS.len()];
+    let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{metric}_sum{{{labels}}} {:.6}", sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{metric}_count{{{labels}}} {total}");
 }
 
 #[cfg(test)]

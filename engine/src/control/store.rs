@@ -353,30 +353,24 @@ impl ConfigStore {
 
     /// Start wildcard instance `name` (`base+wildcard`) of a configured stream.
     pub fn start_instance(&self, name: &str) -> Result<(), String> {
-        let triggers = self.triggers.shared();
-        let gated = |c: &StreamConfig| gated(&triggers, c);
-        let source = |c: &StreamConfig| self.source_rewrite(c);
-        self.streams.start_instance(
-            name,
-            &StartRules {
-                gated: Some(&gated),
-                source: Some(&source),
-            },
-        )
+        self.with_rules(|rules| self.streams.start_instance(name, rules))
     }
 
     /// End wildcard instance `name` (nobody watches it).
     pub fn end_instance(&self, name: &str) {
+        self.with_rules(|rules| self.streams.end_instance(name, rules));
+    }
+
+    /// Run `f` with the rules streams start by: gated when access control or a viewer
+    /// trigger applies, the source as `STREAM_SOURCE` makes it.
+    fn with_rules<R>(&self, f: impl FnOnce(&StartRules<'_>) -> R) -> R {
         let triggers = self.triggers.shared();
         let gated = |c: &StreamConfig| gated(&triggers, c);
         let source = |c: &StreamConfig| self.source_rewrite(c);
-        self.streams.end_instance(
-            name,
-            &StartRules {
-                gated: Some(&gated),
-                source: Some(&source),
-            },
-        );
+        f(&StartRules {
+            gated: Some(&gated),
+            source: Some(&source),
+        })
     }
 
     /// What a `STREAM_SOURCE` trigger makes of a stream's source.
@@ -394,20 +388,16 @@ impl ConfigStore {
     fn apply(&self, new: Config) -> (Changes, Vec<String>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         self.triggers.reconfigure(new.triggers.clone());
+        let changes = self.with_rules(|rules| self.streams.apply_with(&new.streams, rules));
         let triggers = self.triggers.shared();
-        let gated = |c: &StreamConfig| gated(&triggers, c);
-        let source = |c: &StreamConfig| self.source_rewrite(c);
-        let rules = StartRules {
-            gated: Some(&gated),
-            source: Some(&source),
-        };
-        let changes = self.streams.apply_with(&new.streams, &rules);
         self.streams
             .set_fallback(self.triggers.configured("DEFAULT_STREAM"));
         // Triggers may have changed for streams that did not: their gates follow.
         for (_, info) in self.streams.load().streams() {
-            info.gated
-                .store(gated(&info.config), std::sync::atomic::Ordering::Relaxed);
+            info.gated.store(
+                gated(&triggers, &info.config),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let later: Vec<String> = running
             .differences(&new)

@@ -408,6 +408,16 @@ impl ShardCore {
 
     /// Answer connection `key`'s held request now that its session has a decision.
     fn resume(&mut self, key: usize) {
+        self.drive(key, |conn, now, router| conn.resume(now, router));
+    }
+
+    /// Let connection `key` handle requests through `step` with this shard's router, then
+    /// take what they left (sessions, questions, a new viewer).
+    fn drive(
+        &mut self,
+        key: usize,
+        step: impl FnOnce(&mut Conn, u64, &StreamsRouter<'_>) -> Option<usize>,
+    ) {
         let now = self.now_ns();
         let router = StreamsRouter {
             catalog: &self.followed,
@@ -417,7 +427,7 @@ impl ShardCore {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let viewer = conn.resume(now, &router);
+        let viewer = step(conn, now, &router);
         self.after_request(key, viewer);
     }
 
@@ -616,17 +626,7 @@ impl ShardCore {
 
     /// Bytes read from connection `key`.
     pub fn on_read(&mut self, key: usize, data: &[u8]) {
-        let now = self.now_ns();
-        let router = StreamsRouter {
-            catalog: &self.followed,
-            site: &self.site,
-            sessions: &self.sessions,
-        };
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let viewer = conn.on_read(data, now, &router);
-        self.after_request(key, viewer);
+        self.drive(key, |conn, now, router| conn.on_read(data, now, router));
     }
 
     /// What a connection's requests left for the core: a session to count, a question to

@@ -809,3 +809,91 @@ impl Drop for Backend {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A call to the JSON API with `token` (and a JSON `body`): the status and the answer's JSON
+/// (`Null` when it has no body).
+pub fn api_call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let body = body.unwrap_or("");
+    let (status, _, raw) = exchange(
+        api,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let value = if raw.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&raw).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&raw));
+        })
+    };
+    (status, value)
+}
+
+/// Start with `config`, the API on `api` and the state in `state`; returns once the API
+/// listens.
+pub fn start_with_api(
+    config: &std::path::Path,
+    state: &std::path::Path,
+    api: SocketAddr,
+) -> Server {
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--api-listen",
+        &api.to_string(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(api).is_err() {
+        assert!(Instant::now() < deadline, "the API never listened on {api}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// The API token a server generated in `state`.
+pub fn api_token(state: &std::path::Path) -> String {
+    std::fs::read_to_string(state.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// An address for the API.
+pub fn free_api_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Play HLS `url` with ffmpeg for `seconds` (as `user_agent`), throwing the media away;
+/// returns (success, what ffmpeg said).
+pub fn ffmpeg_play(url: &str, seconds: u32, user_agent: &str) -> (bool, String) {
+    run(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-user_agent",
+            user_agent,
+            "-i",
+            url,
+            "-t",
+            &seconds.to_string(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            "-y",
+            "/dev/null",
+        ],
+    )
+}
