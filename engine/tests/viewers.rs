@@ -11,23 +11,22 @@ use std::io::Write;
 use std::time::Duration;
 use support::*;
 
-fn config(extra: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "shardcast-viewers-{}-{}.toml",
-        std::process::id(),
-        extra.len()
-    ));
+/// A configuration with the demo stream and `extra` server settings, in a directory removed
+/// however the test ends; `name` tells the tests' directories apart.
+fn config(name: &str, extra: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    let path = dir.join("shardcast.toml");
     std::fs::write(
         &path,
         format!("[server]\n{extra}\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n"),
     )
     .unwrap();
-    path
+    (dir, path)
 }
 
 #[test]
 fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
-    let cfg = config("");
+    let (_dir, cfg) = config("viewers-thousand", "");
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);
     let load = Load {
         addr: server.addr,
@@ -58,14 +57,13 @@ fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
         r.summary()
     );
     let (status, log) = server.stop(Signal::SIGTERM);
-    std::fs::remove_file(&cfg).ok();
     assert!(status.success(), "{log}");
     assert!(!log.contains("fell behind"), "a viewer was skipped: {log}");
 }
 
 #[test]
 fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
-    let cfg = config("max_lag = 65536\nsend_buffer = 16384\n");
+    let (_dir, cfg) = config("viewers-slow", "max_lag = 65536\nsend_buffer = 16384\n");
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);
     // The slow reader: a tiny receive window, one request, then it never reads.
     let slow = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -94,7 +92,6 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
     );
     drop(slow);
     let (status, log) = server.stop(Signal::SIGTERM);
-    std::fs::remove_file(&cfg).ok();
     assert!(status.success(), "{log}");
     assert!(
         log.contains("viewer fell behind: moved to the newest keyframe")
