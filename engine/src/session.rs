@@ -36,6 +36,14 @@ impl Protocol {
             Protocol::Hls => "hls",
         }
     }
+
+    /// The connector name MistServer's triggers use for it.
+    pub fn connector(self) -> &'static str {
+        match self {
+            Protocol::HttpTs => "HTTPTS",
+            Protocol::Hls => "HLS",
+        }
+    }
 }
 
 /// What a session is known by.

@@ -24,7 +24,7 @@
 
 use super::triggers::{refuses, TriggerSet};
 use crate::config::{AccessConfig, OnError};
-use crate::session::{AccessQuery, Links, Protocol, SessionKey, ShardCommand, Verdict};
+use crate::session::{AccessQuery, Links, SessionKey, ShardCommand, Verdict};
 use crate::shard::Streams;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,14 +75,6 @@ pub type InstanceMaker = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// How long a decision about a stream nobody gates is kept (it only says that the stream,
 /// a wildcard instance, was started).
 const UNGATED_TTL: Duration = Duration::from_secs(2);
-
-/// The connector names MistServer's triggers use.
-fn connector(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Hls => "HLS",
-        Protocol::HttpTs => "HTTPTS",
-    }
-}
 
 impl Access {
     /// The access task of these shards and streams.
@@ -169,7 +161,7 @@ impl Access {
     async fn decide(&self, q: &AccessQuery) -> Verdict {
         let stream = q.key.stream.to_string();
         let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let connector = connector(q.key.protocol);
+        let connector = q.key.protocol.connector();
         if self.streams.load().find(&stream).is_none() {
             // A wildcard instance nobody watches yet: start it first.
             let maker = self.maker.lock().unwrap_or_else(|e| e.into_inner()).clone();

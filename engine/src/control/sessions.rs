@@ -133,7 +133,7 @@ impl SessionTable {
                     &[
                         &session.stream,
                         session.ip.as_deref().unwrap_or(""),
-                        "HTTPTS",
+                        Protocol::HttpTs.connector(),
                         &url,
                     ],
                 );
@@ -187,10 +187,7 @@ impl SessionTable {
         let ended_at = unix_ms();
         if let Some(t) = &self.triggers {
             let duration = (ended_at.saturating_sub(session.started_at) / 1000).to_string();
-            let connector = match session.protocol {
-                Protocol::Hls => "HLS",
-                Protocol::HttpTs => "HTTPTS",
-            };
+            let connector = session.protocol.connector();
             t.fire(
                 "USER_END",
                 Some(&session.stream),

@@ -158,17 +158,22 @@ pub fn set_stream(text: &str, name: &str, fields: &StreamFields) -> Result<(Stri
         if !trailing.trim().is_empty() {
             doc.set_trailing("");
             if let Some(new) = stream_tables(&mut doc)?.iter_mut().last() {
-                let own = new
-                    .decor()
-                    .prefix()
-                    .and_then(|p| p.as_str())
-                    .unwrap_or("")
-                    .to_owned();
+                let own = comments_above(new);
                 new.decor_mut().set_prefix(format!("{trailing}{own}"));
             }
         }
     }
     Ok((doc.to_string(), created))
+}
+
+/// What stands above a table's header (comments, blank lines).
+fn comments_above(table: &toml_edit::Table) -> String {
+    table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// `text` without stream `name`; `None` when it has no such stream.
@@ -180,23 +185,13 @@ pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
     };
     // Comments right above the table go with it; those before a blank line above it are not
     // its own (a file's header, say) and stay where they were.
-    let prefix = tables
-        .get(i)
-        .and_then(|t| t.decor().prefix())
-        .and_then(|p| p.as_str())
-        .unwrap_or("")
-        .to_owned();
+    let prefix = tables.get(i).map(comments_above).unwrap_or_default();
     let keep = prefix.rfind("\n\n").map_or("", |at| &prefix[..at + 2]);
     tables.remove(i);
     if !keep.is_empty() {
         match tables.get_mut(i) {
             Some(next) => {
-                let own = next
-                    .decor()
-                    .prefix()
-                    .and_then(|p| p.as_str())
-                    .unwrap_or("")
-                    .to_owned();
+                let own = comments_above(next);
                 let own = own.trim_start_matches('\n');
                 next.decor_mut().set_prefix(format!("{keep}{own}"));
             }

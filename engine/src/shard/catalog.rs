@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 pub struct StreamInfo {
     /// Its name.
     pub name: String,
+    /// The same, shared: what its session keys hold (no allocation per request).
+    pub key_name: Arc<str>,
     /// Its configuration.
     pub config: StreamConfig,
     /// Where it comes from: the configured source, or what a `STREAM_SOURCE` trigger made of
@@ -59,6 +61,7 @@ impl StreamInfo {
             source: config.source.clone(),
             source_url: config.source_url.clone(),
             name: config.name.clone(),
+            key_name: Arc::from(config.name.as_str()),
             counters: Arc::new(StreamCounters::default()),
             window_ns: (config.window_s * 1e9) as u64,
             hls: config.hls,

@@ -227,7 +227,7 @@ impl Router for StreamsRouter<'_> {
             return Gate::Open;
         };
         let session = SessionKey {
-            stream: Arc::from(info.name.as_str()),
+            stream: info.key_name.clone(),
             ip: self.site.client_ip(head),
             token: Arc::from(head.token.as_str()),
             protocol,
