@@ -19,6 +19,17 @@
 //!                                  # default: $LOGS_DIRECTORY/access.log, else none
 //! public_base_url = "https://tv.example.com/live/"  # written into stream info and embeds
 //! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]     # X-Forwarded-* believed from these only
+//! max_connections_per_address = 4096  # open connections from one address (0: no cap)
+//! max_queued = 1048576            # bytes of responses queued before a connection's further
+//! max_pipelined = 16              # requests (or this many responses) wait unread
+//! min_send_rate = 4096            # bytes/s a backlogged connection must take (0: no minimum)
+//! max_sessions = 100000           # viewer sessions a shard tracks; more are refused (503)
+//! max_sessions_per_stream = 50000 # of one stream
+//! max_access_checks = 64          # access decisions (backend, blocking triggers) at once
+//! max_access_checks_per_address = 8  # of one viewer address; past either: 503 Retry-After
+//! wildcard_starts_per_minute = 10 # wildcard instances one address may start per minute
+//! access_log_max_bytes = 104857600  # the access log is rotated past this size
+//! access_log_files = 5            # rotated access logs kept (access.log.1 …)
 //!
 //! [api]
 //! listen = "127.0.0.1:4242"       # the JSON API and /metrics; "off" for none
@@ -33,6 +44,12 @@
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
 //! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
+//! public_cache = false            # a gated stream's media may be kept by shared caches
+//! max_buffer = 33554432           # bytes held for progressive viewers (oldest dropped first)
+//! max_segment = 33554432          # bytes of one HLS segment (larger ones are dropped)
+//! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
+//! source_timeout = 30             # seconds without data before progressive viewers are closed
+//! wildcard = { instances = 16, ports = [5000, 5999], pattern = "[0-9]+" }  # a template
 //!
 //! [[trigger]]
 //! on = "USER_NEW"                 # MistServer's trigger names (TRIGGERS)
@@ -42,7 +59,8 @@
 //! default = "true"                # its answer when the handler fails
 //! ```
 //!
-//! A stream whose source has `$wildcard` is a template: `name+x` runs it with `x` there.
+//! A stream whose source has `$wildcard`, or that has a `wildcard` table, is a template:
+//! `name+x` runs an instance of it with `x` there, if `x` is what the table allows.
 //! Every refusal names the line and the reason. Applying a configuration to a running server
 //! is the control plane's ([`crate::control::store`]).
 
@@ -95,6 +113,143 @@ pub struct Config {
     pub access_log: Option<std::path::PathBuf>,
     /// Triggers.
     pub triggers: Vec<TriggerConfig>,
+    /// Bounds of what outsiders can grow.
+    pub limits: ServerLimits,
+}
+
+/// The server's bounds on what viewers and sources can make it hold (README: "Limits and
+/// protection").
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ServerLimits {
+    /// Connections one address may have open at once (trusted proxies exempt; 0: no cap).
+    pub max_connections_per_address: u32,
+    /// Bytes of responses a connection may have queued before its further requests wait.
+    pub max_queued: usize,
+    /// Responses a connection may have queued before its further requests wait.
+    pub max_pipelined: usize,
+    /// Bytes per second a connection with something queued must take (0: no minimum).
+    pub min_send_rate: u64,
+    /// Viewer sessions a shard (and the control plane) tracks at once.
+    pub max_sessions: usize,
+    /// Of one stream.
+    pub max_sessions_per_stream: usize,
+    /// Access decisions (token backend calls, blocking triggers) in progress at once.
+    pub max_access_checks: usize,
+    /// Of one viewer address.
+    pub max_access_checks_per_address: usize,
+    /// Wildcard instances one address may start per minute.
+    pub wildcard_starts_per_minute: u32,
+    /// The access log is rotated when it would grow past this many bytes.
+    pub access_log_max_bytes: u64,
+    /// Rotated access logs kept.
+    pub access_log_files: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_address: 4096,
+            max_queued: 1 << 20,
+            max_pipelined: 16,
+            min_send_rate: 4096,
+            max_sessions: 100_000,
+            max_sessions_per_stream: 50_000,
+            max_access_checks: 64,
+            max_access_checks_per_address: 8,
+            wildcard_starts_per_minute: 10,
+            access_log_max_bytes: 100 << 20,
+            access_log_files: 5,
+        }
+    }
+}
+
+/// A stream's bounds on what its source can make it hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamLimits {
+    /// Bytes each shard holds for progressive viewers (the oldest go first past it).
+    pub max_buffer: usize,
+    /// Bytes of one HLS segment (one larger is dropped while built).
+    pub max_segment: usize,
+    /// Bytes of HLS segments held, listed and in grace (the oldest go first past it).
+    pub max_hls_bytes: usize,
+    /// Seconds without data from the source before progressive viewers are closed.
+    pub source_timeout_s: f64,
+    /// Whether a gated stream's playlists and segments may be kept by shared caches.
+    pub public_cache: bool,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_buffer: 32 << 20,
+            max_segment: 32 << 20,
+            max_hls_bytes: 128 << 20,
+            source_timeout_s: 30.0,
+            public_cache: false,
+        }
+    }
+}
+
+/// What a wildcard template allows: how many instances, and what a viewer's name may fill
+/// into the source.
+#[derive(Clone, Debug)]
+pub struct WildcardRule {
+    /// Instances of the template running at once, at most.
+    pub instances: usize,
+    /// The wildcard must be a number in this range (for a port).
+    pub ports: Option<(u16, u16)>,
+    /// The wildcard must match this pattern, whole.
+    pub pattern: Option<WildcardPattern>,
+}
+
+impl Default for WildcardRule {
+    fn default() -> Self {
+        Self {
+            instances: 16,
+            ports: None,
+            pattern: None,
+        }
+    }
+}
+
+impl PartialEq for WildcardRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.instances == other.instances
+            && self.ports == other.ports
+            && self.pattern.as_ref().map(WildcardPattern::as_str)
+                == other.pattern.as_ref().map(WildcardPattern::as_str)
+    }
+}
+
+/// A compiled wildcard pattern (anchored at both ends).
+#[derive(Clone, Debug)]
+pub struct WildcardPattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl WildcardPattern {
+    /// Compile `text`, which must match a whole wildcard.
+    pub fn new(text: &str) -> Result<Self, String> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+            .size_limit(1 << 16)
+            .build()
+            .map_err(|e| format!("wildcard pattern {text:?}: {e}"))?;
+        Ok(Self {
+            text: text.to_owned(),
+            regex,
+        })
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `wildcard` matches.
+    pub fn matches(&self, wildcard: &str) -> bool {
+        self.regex.is_match(wildcard)
+    }
 }
 
 /// Which I/O backend the shards run on.
@@ -181,6 +336,10 @@ pub struct StreamConfig {
     pub hls: HlsSettings,
     /// Token access control: who may watch is asked of this backend.
     pub access: Option<AccessConfig>,
+    /// Bounds of its buffers.
+    pub limits: StreamLimits,
+    /// What its wildcard instances may be, when it is a template with a `wildcard` table.
+    pub wildcard: Option<WildcardRule>,
 }
 
 /// A stream's viewer access control (as Flashphoner WCS does it): the viewer's token and
@@ -266,14 +425,27 @@ pub const TRIGGERS: [(&str, bool); 21] = [
 pub const WILDCARD: &str = "$wildcard";
 
 impl StreamConfig {
-    /// Whether the source is a template (has `$wildcard`): only its instances receive.
+    /// Whether it is a template (`$wildcard` in the source, or a `wildcard` table): only its
+    /// instances receive.
     pub fn is_template(&self) -> bool {
-        self.source_url.contains(WILDCARD)
+        self.source_url.contains(WILDCARD) || self.wildcard.is_some()
     }
 
-    /// The configuration of wildcard instance `base+wildcard` of this stream: the same
-    /// settings, `$wildcard` in the source replaced.
+    /// What its wildcard instances may be (the defaults when it has no `wildcard` table).
+    pub fn wildcard_rule(&self) -> WildcardRule {
+        self.wildcard.clone().unwrap_or_default()
+    }
+
+    /// The configuration of wildcard instance `base+wildcard` of this template: the same
+    /// settings, `$wildcard` in the source replaced. Refused when this is not a template or
+    /// the wildcard is not one it allows.
     pub fn instance(&self, wildcard: &str) -> Result<StreamConfig, String> {
+        if !self.is_template() {
+            return Err(format!(
+                "{} is not a wildcard template (no $wildcard in its source, no wildcard table)",
+                self.name
+            ));
+        }
         if wildcard.is_empty()
             || wildcard.len() > 64
             || !wildcard
@@ -284,12 +456,31 @@ impl StreamConfig {
                 "{wildcard:?} is not a wildcard (letters, digits, - _ .)"
             ));
         }
+        let rule = self.wildcard_rule();
+        if let Some((low, high)) = rule.ports {
+            let port = wildcard
+                .parse::<u16>()
+                .ok()
+                .filter(|p| (low..=high).contains(p) && wildcard.len() <= 5);
+            if port.is_none() {
+                return Err(format!("{wildcard:?} is not a port from {low} to {high}"));
+            }
+        }
+        if let Some(pattern) = &rule.pattern {
+            if !pattern.matches(wildcard) {
+                return Err(format!(
+                    "{wildcard:?} does not match the pattern {:?}",
+                    pattern.as_str()
+                ));
+            }
+        }
         let source_url = self.source_url.replace(WILDCARD, wildcard);
         let source = SourceSpec::parse(&source_url).map_err(|e| e.to_string())?;
         Ok(StreamConfig {
             name: format!("{}+{wildcard}", self.name),
             source,
             source_url,
+            wildcard: None,
             ..self.clone()
         })
     }
@@ -445,6 +636,17 @@ struct ServerSection {
     public_base_url: Option<toml::Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<toml::Spanned<String>>,
+    max_connections_per_address: Option<toml::Spanned<u32>>,
+    max_queued: Option<toml::Spanned<usize>>,
+    max_pipelined: Option<toml::Spanned<usize>>,
+    min_send_rate: Option<toml::Spanned<u64>>,
+    max_sessions: Option<toml::Spanned<usize>>,
+    max_sessions_per_stream: Option<toml::Spanned<usize>>,
+    max_access_checks: Option<toml::Spanned<usize>>,
+    max_access_checks_per_address: Option<toml::Spanned<usize>>,
+    wildcard_starts_per_minute: Option<toml::Spanned<u32>>,
+    access_log_max_bytes: Option<toml::Spanned<u64>>,
+    access_log_files: Option<toml::Spanned<usize>>,
 }
 
 impl Default for ServerSection {
@@ -465,6 +667,17 @@ impl Default for ServerSection {
             access_log: None,
             public_base_url: None,
             trusted_proxies: Vec::new(),
+            max_connections_per_address: None,
+            max_queued: None,
+            max_pipelined: None,
+            min_send_rate: None,
+            max_sessions: None,
+            max_sessions_per_stream: None,
+            max_access_checks: None,
+            max_access_checks_per_address: None,
+            wildcard_starts_per_minute: None,
+            access_log_max_bytes: None,
+            access_log_files: None,
         }
     }
 }
@@ -480,6 +693,20 @@ struct StreamSection {
     playlist_segments: Option<toml::Spanned<usize>>,
     segment_grace: Option<toml::Spanned<f64>>,
     access: Option<toml::Spanned<AccessConfig>>,
+    public_cache: Option<bool>,
+    max_buffer: Option<toml::Spanned<usize>>,
+    max_segment: Option<toml::Spanned<usize>>,
+    max_hls_bytes: Option<toml::Spanned<usize>>,
+    source_timeout: Option<toml::Spanned<f64>>,
+    wildcard: Option<toml::Spanned<WildcardSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WildcardSection {
+    instances: Option<usize>,
+    ports: Option<[u16; 2]>,
+    pattern: Option<String>,
 }
 
 /// An optional setting's value, `default` when absent; out of `range`, the span and reason.
@@ -572,6 +799,16 @@ impl Config {
             "trusted_proxies",
             self.trusted_proxies == other.trusted_proxies,
         );
+        // Every bound by its name, read from the settings themselves: a new one cannot be
+        // left out.
+        if let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (
+            serde_json::to_value(&self.limits),
+            serde_json::to_value(&other.limits),
+        ) {
+            for (name, value) in &a {
+                server(name, b.get(name) == Some(value));
+            }
+        }
         if self.api_listen != other.api_listen {
             out.push("api.listen".into());
         }
@@ -627,6 +864,7 @@ impl Config {
             line: line_of(span.start),
             message,
         };
+        let limits = server_limits(&s).map_err(|(span, m)| bad(span, m))?;
         let listen = s.listen.get_ref().parse().map_err(|_| {
             bad(
                 s.listen.span(),
@@ -757,6 +995,7 @@ impl Config {
                     format!("window {} must be 1 to 3600 seconds", st.window),
                 ));
             }
+            let stream_limits = stream_limits(&st).map_err(|(span, m)| bad(span, m))?;
             let defaults = HlsSettings::default();
             let hls = HlsSettings {
                 segment_duration_s: within(
@@ -803,6 +1042,19 @@ impl Config {
                     Some(a)
                 }
             };
+            let wildcard = match st.wildcard {
+                None => None,
+                Some(w) => {
+                    let span = w.span();
+                    let rule = wildcard_rule(w.into_inner()).map_err(|m| bad(span.clone(), m))?;
+                    if matches!(source, SourceSpec::Udp(_))
+                        && !st.source.get_ref().contains(WILDCARD)
+                    {
+                        return Err(bad(span, format!("stream {name:?}: a wildcard template with a UDP source needs $wildcard in the source (its instances would share one socket's datagrams)")));
+                    }
+                    Some(rule)
+                }
+            };
             streams.push(StreamConfig {
                 name: name.clone(),
                 source,
@@ -810,6 +1062,8 @@ impl Config {
                 window_s: st.window,
                 hls,
                 access,
+                limits: stream_limits,
+                wildcard,
             });
         }
         let mut triggers = Vec::new();
@@ -872,8 +1126,142 @@ impl Config {
             }),
             public_base_url,
             trusted_proxies,
+            limits,
         })
     }
+}
+
+type Refusal = (std::ops::Range<usize>, String);
+
+fn server_limits(s: &ServerSection) -> Result<ServerLimits, Refusal> {
+    let d = ServerLimits::default();
+    Ok(ServerLimits {
+        max_connections_per_address: within(
+            s.max_connections_per_address.clone(),
+            0..=10_000_000,
+            d.max_connections_per_address,
+            "max_connections_per_address",
+        )?,
+        max_queued: within(
+            s.max_queued.clone(),
+            4096..=1 << 30,
+            d.max_queued,
+            "max_queued (bytes)",
+        )?,
+        max_pipelined: within(
+            s.max_pipelined.clone(),
+            1..=1024,
+            d.max_pipelined,
+            "max_pipelined",
+        )?,
+        min_send_rate: within(
+            s.min_send_rate.clone(),
+            0..=1 << 30,
+            d.min_send_rate,
+            "min_send_rate (bytes per second)",
+        )?,
+        max_sessions: within(
+            s.max_sessions.clone(),
+            1..=10_000_000,
+            d.max_sessions,
+            "max_sessions",
+        )?,
+        max_sessions_per_stream: within(
+            s.max_sessions_per_stream.clone(),
+            1..=10_000_000,
+            d.max_sessions_per_stream,
+            "max_sessions_per_stream",
+        )?,
+        max_access_checks: within(
+            s.max_access_checks.clone(),
+            1..=100_000,
+            d.max_access_checks,
+            "max_access_checks",
+        )?,
+        max_access_checks_per_address: within(
+            s.max_access_checks_per_address.clone(),
+            1..=100_000,
+            d.max_access_checks_per_address,
+            "max_access_checks_per_address",
+        )?,
+        wildcard_starts_per_minute: within(
+            s.wildcard_starts_per_minute.clone(),
+            1..=1_000_000,
+            d.wildcard_starts_per_minute,
+            "wildcard_starts_per_minute",
+        )?,
+        access_log_max_bytes: within(
+            s.access_log_max_bytes.clone(),
+            4096..=1 << 40,
+            d.access_log_max_bytes,
+            "access_log_max_bytes",
+        )?,
+        access_log_files: within(
+            s.access_log_files.clone(),
+            0..=1000,
+            d.access_log_files,
+            "access_log_files",
+        )?,
+    })
+}
+
+fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
+    let d = StreamLimits::default();
+    let max_segment = within(
+        st.max_segment.clone(),
+        64 * 1024..=1 << 30,
+        d.max_segment,
+        "max_segment (bytes)",
+    )?;
+    let max_hls_bytes = within(
+        st.max_hls_bytes.clone(),
+        64 * 1024..=1 << 34,
+        d.max_hls_bytes.max(max_segment),
+        "max_hls_bytes",
+    )?;
+    Ok(StreamLimits {
+        max_buffer: within(
+            st.max_buffer.clone(),
+            64 * 1024..=1 << 32,
+            d.max_buffer,
+            "max_buffer (bytes)",
+        )?,
+        max_segment,
+        max_hls_bytes,
+        source_timeout_s: within(
+            st.source_timeout.clone(),
+            1.0..=86_400.0,
+            d.source_timeout_s,
+            "source_timeout (seconds)",
+        )?,
+        public_cache: st.public_cache.unwrap_or(d.public_cache),
+    })
+}
+
+fn wildcard_rule(w: WildcardSection) -> Result<WildcardRule, String> {
+    let d = WildcardRule::default();
+    let instances = w.instances.unwrap_or(d.instances);
+    if !(1..=super::shard::catalog::MAX_INSTANCES).contains(&instances) {
+        return Err(format!(
+            "wildcard instances is {instances}: it must be 1 to {}",
+            super::shard::catalog::MAX_INSTANCES
+        ));
+    }
+    let ports = match w.ports {
+        Some([low, high]) if low == 0 || low > high => {
+            return Err(format!(
+                "wildcard ports [{low}, {high}] is not a range of ports"
+            ))
+        }
+        Some([low, high]) => Some((low, high)),
+        None => None,
+    };
+    let pattern = w.pattern.as_deref().map(WildcardPattern::new).transpose()?;
+    Ok(WildcardRule {
+        instances,
+        ports,
+        pattern,
+    })
 }
 
 #[cfg(test)]

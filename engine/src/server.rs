@@ -105,6 +105,9 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
         idle_timeout_ns: (config.idle_timeout_s * 1e9) as u64,
         max_lag_bytes: config.max_lag_bytes,
+        max_queued_bytes: config.limits.max_queued,
+        max_pipelined: config.limits.max_pipelined,
+        min_send_rate: config.limits.min_send_rate,
         ..ConnLimits::default()
     };
     let segment_send = match (config.segment_send.resolve(), use_uring) {
@@ -122,6 +125,9 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         public_base_url: config.public_base_url.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
     });
+    let admission = Arc::new(crate::shard::admission::Admission::new(
+        config.limits.max_connections_per_address,
+    ));
     let mut threads = Vec::new();
     for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
         let setup = ShardSetup {
@@ -138,6 +144,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             send_buffer: config.send_buffer,
             segment_send,
             site: site.clone(),
+            admission: admission.clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();

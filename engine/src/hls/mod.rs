@@ -19,7 +19,7 @@ mod media;
 
 pub use media::MediaInfo;
 
-use crate::config::{HlsSettings, SegmentSend};
+use crate::config::{HlsSettings, SegmentSend, StreamLimits};
 use crate::stream::StreamCounters;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -36,10 +36,6 @@ use std::time::{Duration, SystemTime};
 
 /// The newest published window of a stream, shared by every shard.
 pub type HlsSlot = Arc<ArcSwapOption<HlsWindow>>;
-
-/// A segment larger than this is dropped while it is built (a source without keyframes must
-/// not grow memory without bound); the next one is marked as a discontinuity.
-pub const MAX_SEGMENT_BYTES: usize = 64 << 20;
 
 /// Where a sealed segment's bytes are.
 #[derive(Debug)]
@@ -174,6 +170,18 @@ pub struct Packager {
     target_duration: u64,
     discontinuity_sequence: u64,
     media: MediaInfo,
+    /// A segment larger than this is dropped while it is built (a source without keyframes
+    /// must not grow memory without bound); the next one is marked as a discontinuity.
+    max_segment: usize,
+    /// Bytes of segments held, listed and in grace; past it the oldest go first.
+    max_held: usize,
+    /// Seals allowed before wall time catches up (a source whose timestamps race ahead
+    /// cannot make segments faster than twice real time), and the time they were counted at.
+    seal_credit: f64,
+    seal_credit_at_ns: u64,
+    /// Segments are being dropped because they come faster than real time (logged once per
+    /// episode).
+    racing: bool,
 }
 
 impl std::fmt::Debug for Packager {
@@ -208,7 +216,19 @@ impl Packager {
             grace: VecDeque::new(),
             discontinuity_sequence: 0,
             media: MediaInfo::default(),
+            max_segment: StreamLimits::default().max_segment,
+            max_held: StreamLimits::default().max_hls_bytes,
+            seal_credit: settings.playlist_segments as f64,
+            seal_credit_at_ns: 0,
+            racing: false,
         }
+    }
+
+    /// Use `limits`'s bounds on one segment and on the segments held.
+    pub fn with_limits(mut self, limits: &StreamLimits) -> Self {
+        self.max_segment = limits.max_segment;
+        self.max_held = limits.max_hls_bytes.max(limits.max_segment);
+        self
     }
 
     /// A segment begins; `received_ns` is the ingest wall clock (UNIX ns).
@@ -226,14 +246,14 @@ impl Packager {
         self.listed
             .back()
             .map_or(256 * 1024, |s| s.len() + s.len() / 4)
-            .min(MAX_SEGMENT_BYTES)
+            .min(self.max_segment)
     }
 
     /// A packet of the segment being built.
     pub fn packet(&mut self, packet: &[u8; PACKET_SIZE]) {
         let Some(b) = &mut self.building else { return };
-        if b.data.len() + PACKET_SIZE > MAX_SEGMENT_BYTES {
-            tracing::warn!(stream = %self.name, sequence = b.sequence, "segment over {} MiB without a keyframe to cut at: dropped", MAX_SEGMENT_BYTES >> 20);
+        if b.data.len() + PACKET_SIZE > self.max_segment {
+            tracing::warn!(stream = %self.name, sequence = b.sequence, "segment over max_segment ({} bytes) without a keyframe to cut at: dropped", self.max_segment);
             StreamCounters::add(&self.counters.segments_dropped, 1);
             self.building = None;
             self.dropped = true;
@@ -248,6 +268,11 @@ impl Packager {
             return;
         };
         if b.sequence != info.sequence || b.data.is_empty() {
+            return;
+        }
+        if !self.may_seal(&b, &info, now_ns) {
+            StreamCounters::add(&self.counters.segments_dropped, 1);
+            self.dropped = true;
             return;
         }
         self.media = MediaInfo::probe(&b.data);
@@ -273,14 +298,61 @@ impl Packager {
             }
         }
         let grace_ns = (self.settings.segment_grace_s * 1e9) as u64;
+        // In grace: for its time, at most as many as are listed, within the byte cap.
         while self
             .grace
             .front()
             .is_some_and(|(_, left)| now_ns.saturating_sub(*left) > grace_ns)
+            || self.grace.len() > self.settings.playlist_segments
         {
             self.grace.pop_front();
         }
+        let mut held: usize = self.listed.iter().map(|s| s.len()).sum::<usize>()
+            + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>();
+        while held > self.max_held {
+            let oldest = match self.grace.pop_front() {
+                Some((s, _)) => s,
+                None if self.listed.len() > 1 => match self.listed.pop_front() {
+                    Some(s) => {
+                        if s.discontinuity {
+                            self.discontinuity_sequence += 1;
+                        }
+                        s
+                    }
+                    None => break,
+                },
+                None => break,
+            };
+            held -= oldest.len();
+            StreamCounters::add(&self.counters.segments_evicted, 1);
+        }
         self.publish();
+    }
+
+    /// Whether the segment just built may be sealed: a source whose timestamps race ahead of
+    /// the wall clock (a broken encoder, or a hostile one) may seal no more than twice as
+    /// many segments as real time allows, after a burst of one playlist's worth.
+    fn may_seal(&mut self, b: &Building, info: &SegmentInfo, now_ns: u64) -> bool {
+        let target_ns = self.settings.segment_duration_s * 1e9;
+        let elapsed = now_ns.saturating_sub(self.seal_credit_at_ns) as f64;
+        let burst = self.settings.playlist_segments as f64;
+        self.seal_credit = (self.seal_credit + 2.0 * elapsed / target_ns).min(burst);
+        self.seal_credit_at_ns = now_ns;
+        let wall_ns =
+            now_ns.saturating_sub((b.program_date_time_ms as u64).saturating_mul(1_000_000));
+        let stream_ns = info.duration as f64 * 1e9 / 90_000.0;
+        if self.seal_credit >= 1.0 || wall_ns as f64 >= stream_ns / 2.0 {
+            self.seal_credit = (self.seal_credit - 1.0).max(0.0);
+            if std::mem::take(&mut self.racing) {
+                tracing::info!(stream = %self.name, "segments come at real time again");
+            }
+            return true;
+        }
+        if !self.racing {
+            self.racing = true;
+            tracing::warn!(stream = %self.name, sequence = b.sequence, "the source's timestamps run ahead of the clock: segments made faster than twice real time are dropped");
+        }
+        false
     }
 
     fn body(&self, sequence: u64, data: Vec<u8>) -> SegmentBody {

@@ -2,6 +2,7 @@ use super::*;
 use crate::ingest::Pipeline;
 use shardcast_protocols::generator::{Generator, GeneratorConfig};
 use shardcast_protocols::hls::{parse, Playlist};
+use shardcast_protocols::ts::pes::Timestamp;
 
 /// Run `seconds` of the generator's stream through a pipeline with a packager; returns the
 /// slot. Packets are stamped as received at their stream time.
@@ -135,7 +136,7 @@ fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinui
     );
     let packet = [0x47u8; PACKET_SIZE];
     p.start(1, false, 0);
-    for _ in 0..=MAX_SEGMENT_BYTES / PACKET_SIZE {
+    for _ in 0..=StreamLimits::default().max_segment / PACKET_SIZE {
         p.packet(&packet);
     }
     assert_eq!(counters.snapshot().segments_dropped, 1);
@@ -170,4 +171,97 @@ fn a_token_goes_into_every_uri() {
         &out[..],
         b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\n100.ts?token=a%20b\n#EXTINF:2.000,\n101.ts?x=1&token=a%20b\n"
     );
+}
+
+fn seal(p: &mut Packager, sequence: u64, packets: usize, start_ns: u64, end_ns: u64) {
+    p.start(sequence, false, start_ns);
+    for _ in 0..packets {
+        p.packet(&[0x47u8; PACKET_SIZE]);
+    }
+    p.end(
+        SegmentInfo {
+            sequence,
+            start_pts: Timestamp::new(0),
+            duration: 180_000,
+            packets: packets as u64,
+            discontinuity: false,
+        },
+        end_ns,
+    );
+}
+
+#[test]
+fn segments_held_stay_within_their_count_and_byte_caps() {
+    let slot = HlsSlot::default();
+    let counters = Arc::new(StreamCounters::default());
+    let settings = HlsSettings {
+        segment_duration_s: 2.0,
+        playlist_segments: 3,
+        segment_grace_s: 3600.0,
+    };
+    let limits = StreamLimits {
+        max_segment: 100 * PACKET_SIZE,
+        max_hls_bytes: 500 * PACKET_SIZE,
+        ..StreamLimits::default()
+    };
+    let mut p = Packager::new(
+        "t",
+        settings,
+        SegmentSend::Copy,
+        slot.clone(),
+        counters.clone(),
+    )
+    .with_limits(&limits);
+    let s = 1_000_000_000u64;
+    // Small segments: the long grace would keep them all; the count cap keeps as many as
+    // are listed.
+    for n in 0..20 {
+        seal(&mut p, n, 10, n * 2 * s, (n + 1) * 2 * s);
+    }
+    let w = slot.load_full().unwrap();
+    assert_eq!(w.segments().len(), 6, "3 listed, 3 in grace");
+    // Large ones: the byte cap lets the oldest go, listed ones too when it must.
+    for n in 20..30 {
+        seal(&mut p, n, 99, n * 2 * s, (n + 1) * 2 * s);
+    }
+    let w = slot.load_full().unwrap();
+    let held: usize = w.segments().iter().map(|s| s.len()).sum();
+    assert!(held <= 500 * PACKET_SIZE, "{held} bytes held");
+    assert!(counters.snapshot().segments_evicted > 0);
+    assert_eq!(media(&w).segments.len(), 3);
+}
+
+#[test]
+fn timestamps_racing_ahead_cannot_make_segments_faster_than_real_time() {
+    let slot = HlsSlot::default();
+    let counters = Arc::new(StreamCounters::default());
+    let settings = HlsSettings::default();
+    let mut p = Packager::new(
+        "t",
+        settings,
+        SegmentSend::Copy,
+        slot.clone(),
+        counters.clone(),
+    );
+    let ms = 1_000_000u64;
+    // 2 s segments every 10 ms of wall time: a burst of one playlist's worth, then at most
+    // twice real time.
+    let start = 1_700_000_000_000 * ms;
+    for n in 0..1000u64 {
+        let at = start + n * 10 * ms;
+        seal(&mut p, n, 2, at, at + 10 * ms);
+    }
+    let sealed = counters.snapshot().segments;
+    // 10 s of wall time: 6 (burst) + 2 * 10 / 2 = 16 at most.
+    assert!(sealed <= 17, "{sealed} sealed");
+    assert!(sealed >= 6, "{sealed} sealed");
+    assert!(counters.snapshot().segments_dropped >= 980);
+    // At real time again, every segment is sealed.
+    let before = counters.snapshot().segments;
+    let later = start + 100 * 1000 * ms;
+    for n in 1000..1010u64 {
+        let at = later + (n - 1000) * 2000 * ms;
+        seal(&mut p, n, 2, at, at + 2000 * ms);
+    }
+    assert_eq!(counters.snapshot().segments - before, 10);
 }

@@ -61,7 +61,22 @@ pub struct ConnLimits {
     pub max_skips: u32,
     /// The period over which skips are counted, ns.
     pub skip_window_ns: u64,
+    /// Unsent response bytes past which a connection's further requests are not read or
+    /// parsed until it drains (pipelining without reading).
+    pub max_queued_bytes: usize,
+    /// Responses queued and not yet sent past which further requests wait the same way.
+    pub max_pipelined: usize,
+    /// Bytes per second a connection with something queued must take, on average over
+    /// [`RATE_PERIOD_NS`], or be closed (slow and trickling readers); 0: no minimum.
+    pub min_send_rate: u64,
 }
+
+/// The period over which a backlogged connection's send rate is judged, ns.
+pub const RATE_PERIOD_NS: u64 = 10_000_000_000;
+
+/// Request bytes a connection may hold beyond one head while its responses drain (what one
+/// read brings in after parsing paused); past it the connection is refused.
+const READ_SLACK: usize = 64 * 1024;
 
 impl Default for ConnLimits {
     fn default() -> Self {
@@ -72,6 +87,9 @@ impl Default for ConnLimits {
             max_lag_bytes: 4 << 20,
             max_skips: 3,
             skip_window_ns: 60_000_000_000,
+            max_queued_bytes: 1 << 20,
+            max_pipelined: 16,
+            min_send_rate: 4096,
         }
     }
 }
@@ -205,8 +223,9 @@ pub struct Conn {
     next_seq: Option<u64>,
     skips: u32,
     skip_window_start_ns: u64,
-    /// Accepted over the shard's cap: its request is read and answered with 503.
-    overloaded: bool,
+    /// Accepted over a cap (the shard's, or its address's): its request is read and answered
+    /// 503 with this reason.
+    refusal: Option<&'static str>,
     /// The peer's address, when the backend knows it.
     peer: Option<std::net::IpAddr>,
     /// The session of the latest viewer request, for the core to take (with its User-Agent).
@@ -219,6 +238,19 @@ pub struct Conn {
     parked: Option<RequestHead>,
     /// The question to ask about it, for the core to take.
     new_ask: Option<crate::session::AccessQuery>,
+    /// Bytes ever queued and ever written (positions in the connection's output).
+    queued_total: u64,
+    written_total: u64,
+    /// Where each queued response ends, as a `queued_total`; popped once written.
+    response_ends: VecDeque<u64>,
+    /// Since when the connection has had bytes queued without a break (the send rate is
+    /// judged over this stretch), and how many it wrote in it.
+    backlog_since_ns: Option<u64>,
+    backlog_written: u64,
+    /// The latest time the connection was told.
+    clock_ns: u64,
+    /// When it became a progressive viewer.
+    streaming_since_ns: u64,
 }
 
 impl Conn {
@@ -237,13 +269,20 @@ impl Conn {
             next_seq: None,
             skips: 0,
             skip_window_start_ns: now_ns,
-            overloaded: false,
+            refusal: None,
             peer: None,
             new_session: None,
             session: None,
             grant: None,
             parked: None,
             new_ask: None,
+            queued_total: 0,
+            written_total: 0,
+            response_ends: VecDeque::new(),
+            backlog_since_ns: None,
+            backlog_written: 0,
+            clock_ns: now_ns,
+            streaming_since_ns: now_ns,
         }
     }
 
@@ -252,13 +291,23 @@ impl Conn {
         self.peer = peer;
     }
 
-    /// A connection accepted over the shard's cap: it reads the request (so closing does not
-    /// reset the connection under the answer) and answers 503 with Retry-After.
-    pub fn overloaded(limits: ConnLimits, now_ns: u64) -> Self {
+    /// A connection accepted over a cap: it reads the request (so closing does not reset the
+    /// connection under the answer) and answers 503 with `why` and Retry-After.
+    pub fn refusing(limits: ConnLimits, now_ns: u64, why: &'static str) -> Self {
         Self {
-            overloaded: true,
+            refusal: Some(why),
             ..Self::new(limits, now_ns)
         }
+    }
+
+    /// When it became a progressive viewer (its clock, ns).
+    pub fn streaming_since(&self) -> u64 {
+        self.streaming_since_ns
+    }
+
+    /// The peer's address, when the backend gave it.
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer
     }
 
     /// The session of the latest viewer request and its User-Agent, once.
@@ -277,6 +326,7 @@ impl Conn {
         let head = self.parked.take()?;
         self.state = ConnState::ReadingHead;
         self.last_progress_ns = now_ns;
+        self.clock_ns = now_ns;
         if let Some(stream) = self.answer(&head, router) {
             self.read_buf = Vec::new();
             return Some(stream);
@@ -324,10 +374,17 @@ impl Conn {
 
     /// Bytes received from the peer. Returns the stream the connection now streams, when a
     /// request made it a viewer.
+    ///
+    /// Requests are parsed only while the connection's queued responses are under
+    /// [`ConnLimits::max_queued_bytes`] and [`ConnLimits::max_pipelined`]; the rest waits in
+    /// the read buffer, and the backend stops reading ([`Conn::wants_read`]) until the
+    /// responses drain ([`Conn::parse_pending`] then takes up where it stopped).
     pub fn on_read(&mut self, data: &[u8], now_ns: u64, router: &impl Router) -> Option<usize> {
+        self.clock_ns = now_ns;
         if self.state == ConnState::Waiting {
-            // A request pipelined behind the held one: kept for after the decision.
-            if self.read_buf.len() + data.len() <= self.limits.max_head {
+            // Requests pipelined behind the held one, read in the same read: kept for after
+            // the decision (the backend reads no more while it waits).
+            if self.read_buf.len() + data.len() <= self.limits.max_head + READ_SLACK {
                 self.read_buf.extend_from_slice(data);
             }
             return None;
@@ -335,9 +392,21 @@ impl Conn {
         if self.state != ConnState::ReadingHead {
             return None; // a viewer's further bytes are ignored; a closing one's too
         }
-        self.last_progress_ns = now_ns;
+        if !data.is_empty() {
+            self.last_progress_ns = now_ns;
+        }
         self.read_buf.extend_from_slice(data);
-        while self.state == ConnState::ReadingHead && !self.read_buf.is_empty() {
+        if self.read_buf.len() > self.limits.max_head + READ_SLACK {
+            // The backend kept reading while responses were pending: never hold more.
+            self.refuse(HttpError::HeadTooLarge {
+                limit: self.limits.max_head,
+            });
+            return None;
+        }
+        while self.state == ConnState::ReadingHead
+            && !self.read_buf.is_empty()
+            && !self.output_full()
+        {
             self.head_started_ns.get_or_insert(now_ns);
             match parse_head(&self.read_buf, self.limits.max_head) {
                 Ok(None) => break,
@@ -356,13 +425,35 @@ impl Conn {
         None
     }
 
+    /// Whether requests already read wait for the queued responses to drain, and could now
+    /// be parsed ([`Conn::on_read`] with no new bytes).
+    pub fn parse_pending(&self) -> bool {
+        self.state == ConnState::ReadingHead && !self.read_buf.is_empty() && !self.output_full()
+    }
+
+    /// Whether the backend should read from the peer now: not while responses are over the
+    /// bounds (the peer is pipelining without reading them) nor while a request is held.
+    pub fn wants_read(&self) -> bool {
+        match self.state {
+            ConnState::ReadingHead => !self.output_full(),
+            ConnState::Waiting => false,
+            ConnState::Streaming { .. } | ConnState::Closing => true,
+        }
+    }
+
+    /// Whether the queued responses are at a bound (see [`ConnLimits::max_queued_bytes`]).
+    fn output_full(&self) -> bool {
+        self.response_ends.len() >= self.limits.max_pipelined
+            || self.queued_bytes() >= self.limits.max_queued_bytes
+    }
+
     fn answer(&mut self, head: &RequestHead, router: &impl Router) -> Option<usize> {
-        if self.overloaded {
-            let body = b"server full, try again later\n";
+        if let Some(why) = self.refusal {
+            let body = format!("{why}, try again later\n");
             self.respond(
                 503,
                 "text/plain",
-                body,
+                body.as_bytes(),
                 false,
                 "Retry-After: 5\r\n",
                 head.method == Method::Head,
@@ -458,6 +549,7 @@ impl Conn {
                     return None;
                 }
                 self.state = ConnState::Streaming { stream };
+                self.streaming_since_ns = self.clock_ns;
                 return Some(stream);
             }
             (m, Route::Page(page)) => {
@@ -590,6 +682,7 @@ impl Conn {
                 }),
             }
         }
+        self.end_response();
         if !keep {
             self.state = ConnState::Closing;
         }
@@ -609,6 +702,7 @@ impl Conn {
         if !head_only && !body.is_empty() {
             self.queue(Out::Bytes(body));
         }
+        self.end_response();
         if !keep_alive {
             self.state = ConnState::Closing;
         }
@@ -629,6 +723,7 @@ impl Conn {
         if !head_only && !body.is_empty() {
             self.queue(Out::Bytes(Bytes::copy_from_slice(body)));
         }
+        self.end_response();
         if !keep_alive {
             self.state = ConnState::Closing;
         }
@@ -648,12 +743,23 @@ impl Conn {
     }
 
     fn queue(&mut self, b: Out) {
+        if self.out.is_empty() {
+            self.backlog_since_ns = Some(self.clock_ns);
+            self.backlog_written = 0;
+        }
         self.out_bytes += b.len();
+        self.queued_total += b.len() as u64;
         self.out.push_back(b);
+    }
+
+    /// The response just queued is complete (progressive bodies never are).
+    fn end_response(&mut self) {
+        self.response_ends.push_back(self.queued_total);
     }
 
     /// Queue what `view` holds past this viewer's position, handling lag.
     pub fn feed(&mut self, view: &StreamView, now_ns: u64) -> Feed {
+        self.clock_ns = now_ns;
         if !matches!(self.state, ConnState::Streaming { .. }) {
             return Feed::Ok;
         }
@@ -678,7 +784,7 @@ impl Conn {
             outcome = Feed::Skipped;
         }
         if self.next_seq.is_none() {
-            self.next_seq = view.newest_access_point();
+            self.next_seq = view.start_point();
         }
         while let Some(seq) = self.next_seq {
             let Some(chunk) = view.get(seq) else { break };
@@ -696,6 +802,7 @@ impl Conn {
         while self.out.len() > keep {
             if let Some(b) = self.out.pop_back() {
                 self.out_bytes -= b.len();
+                self.queued_total -= b.len() as u64;
             }
         }
     }
@@ -760,11 +867,22 @@ impl Conn {
 
     /// `written` bytes went out at `now_ns` (for a completion-based backend, this ends the
     /// send begun by [`Conn::begin_write`]).
-    pub fn wrote(&mut self, mut written: usize, now_ns: u64) {
+    pub fn wrote(&mut self, written: usize, now_ns: u64) {
         self.in_flight = 0;
+        self.clock_ns = self.clock_ns.max(now_ns);
         if written > 0 {
             self.last_progress_ns = now_ns;
         }
+        self.written_total += written as u64;
+        self.backlog_written += written as u64;
+        while self
+            .response_ends
+            .front()
+            .is_some_and(|end| *end <= self.written_total)
+        {
+            self.response_ends.pop_front();
+        }
+        let mut written = written;
         while written > 0 {
             let Some(front) = self.out.front() else { break };
             let left = front.len() - self.front_written;
@@ -778,6 +896,29 @@ impl Conn {
                 written = 0;
             }
         }
+        if self.out.is_empty() {
+            self.backlog_since_ns = None;
+        } else if let Some(since) = self.backlog_since_ns {
+            // A period kept up with: judge the next one afresh.
+            let elapsed = now_ns.saturating_sub(since);
+            if elapsed >= RATE_PERIOD_NS && !self.too_slow(now_ns) {
+                self.backlog_since_ns = Some(now_ns);
+                self.backlog_written = 0;
+            }
+        }
+    }
+
+    /// Whether the connection has had bytes queued for a whole rate period and took them
+    /// slower than [`ConnLimits::min_send_rate`].
+    fn too_slow(&self, now_ns: u64) -> bool {
+        let Some(since) = self.backlog_since_ns else {
+            return false;
+        };
+        let elapsed = now_ns.saturating_sub(since);
+        self.limits.min_send_rate > 0
+            && elapsed >= RATE_PERIOD_NS
+            && u128::from(self.backlog_written) * 1_000_000_000
+                < u128::from(self.limits.min_send_rate) * u128::from(elapsed)
     }
 
     /// The stream this connection plays has ended (removed or restarted): what is queued
@@ -793,17 +934,20 @@ impl Conn {
         self.state == ConnState::Closing && self.out.is_empty()
     }
 
-    /// Whether a timeout has expired at `now_ns` (the caller then closes the connection).
+    /// Whether a timeout has expired at `now_ns` (the caller then closes the connection): a
+    /// request head that takes too long, a connection idle too long, or one with bytes queued
+    /// that makes no progress or takes them slower than the minimum rate.
     pub fn timed_out(&self, now_ns: u64) -> bool {
         let idle = now_ns.saturating_sub(self.last_progress_ns);
+        if self.wants_write() && (idle > self.limits.idle_timeout_ns || self.too_slow(now_ns)) {
+            return true;
+        }
         match self.state {
             ConnState::ReadingHead => match self.head_started_ns {
                 Some(start) => now_ns.saturating_sub(start) > self.limits.header_timeout_ns,
-                None => idle > self.limits.idle_timeout_ns,
+                None => !self.wants_write() && idle > self.limits.idle_timeout_ns,
             },
-            ConnState::Streaming { .. } | ConnState::Closing => {
-                self.wants_write() && idle > self.limits.idle_timeout_ns
-            }
+            ConnState::Streaming { .. } | ConnState::Closing => false,
             // The control plane always answers (its checks have timeouts); this only ends a
             // wait whose answer was lost.
             ConnState::Waiting => idle > self.limits.idle_timeout_ns,

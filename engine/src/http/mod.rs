@@ -11,7 +11,9 @@
 
 mod conn;
 
-pub use conn::{Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Out, Page, Route, Router};
+pub use conn::{
+    Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Out, Page, Route, Router, RATE_PERIOD_NS,
+};
 
 /// Most headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;

@@ -385,6 +385,8 @@ mod tests {
             window_s,
             hls: Default::default(),
             access: None,
+            limits: Default::default(),
+            wildcard: None,
         }
     }
 

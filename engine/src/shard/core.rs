@@ -5,6 +5,7 @@
 //!
 //! Driven in the unit tests below with no socket at all.
 
+use super::admission::Admission;
 use super::catalog::{Catalog, StreamInfo};
 use super::{Fanout, Wake};
 use crate::config::SegmentSend;
@@ -50,6 +51,12 @@ struct Local {
     /// When ingest received the oldest data waiting to be fed (UNIX ns).
     pending_received_ns: Option<u64>,
     inbox: Option<Arc<ArrayQueue<Chunk>>>,
+    /// When the latest chunk arrived (shard clock, ns), if one has.
+    last_data_ns: Option<u64>,
+    /// Its viewers were closed for want of data (logged once until data comes again).
+    silent: bool,
+    /// This shard is its home (the one that counts what the view drops).
+    home: bool,
 }
 
 /// What the backend does after the core followed a change of the stream table.
@@ -315,6 +322,9 @@ pub struct ShardCore {
     link: ShardLink,
     /// Connections holding a request until their session's access decision arrives.
     waiting: std::collections::HashMap<SessionKey, Vec<usize>>,
+    /// The per-address cap, and by connection key the address counted for it.
+    admission: Arc<Admission>,
+    admitted: Vec<Option<std::net::IpAddr>>,
 }
 
 /// What the control plane's commands left for the backend.
@@ -353,6 +363,8 @@ impl ShardCore {
             sessions: LocalSessions::default(),
             link: ShardLink::new(),
             waiting: std::collections::HashMap::new(),
+            admission: Arc::new(Admission::default()),
+            admitted: Vec::new(),
         }
     }
 
@@ -505,7 +517,8 @@ impl ShardCore {
                 self.segment_send,
                 info.hls_window.clone(),
                 info.counters.clone(),
-            );
+            )
+            .with_limits(&info.config.limits);
             let (program, demo) = match &info.source {
                 SourceSpec::Demo => (None, true),
                 SourceSpec::Udp(udp) => (udp.program, false),
@@ -541,11 +554,14 @@ impl ShardCore {
             tracing::info!(stream = %info.name, shard = self.index, source = %info.source_url, "stream started");
         }
         self.locals[slot] = Some(Local {
-            view: StreamView::new(info.window_ns),
+            view: StreamView::new(info.window_ns, info.config.limits.max_buffer),
             viewers: Vec::new(),
             pending_since: None,
             pending_received_ns: None,
             inbox: info.queues.get(self.index).cloned().flatten(),
+            last_data_ns: None,
+            silent: false,
+            home: info.home == self.index,
             info,
         });
     }
@@ -575,7 +591,8 @@ impl ShardCore {
         self.conns.len()
     }
 
-    /// A new connection; returns its key. Over `max_connections` it is taken only to be
+    /// A new connection from `peer`; returns its key. Over `max_connections`, or over the
+    /// per-address cap ([`Admission`]; trusted proxies are exempt), it is taken only to be
     /// answered 503 (up to [`OVERLOAD_SLACK`] more); past that `None`: close it at once.
     pub fn open(
         &mut self,
@@ -584,16 +601,36 @@ impl ShardCore {
     ) -> Option<usize> {
         let now = self.now_ns();
         let n = self.conns.len();
-        if n >= max_connections.saturating_add(OVERLOAD_SLACK) {
+        let counted = peer.filter(|ip| !self.site.trusts(Some(*ip)));
+        let refusal = if n >= max_connections {
+            self.admission.refused_full.fetch_add(1, Ordering::Relaxed);
+            Some("server full")
+        } else if counted.is_some_and(|ip| !self.admission.admit(ip)) {
+            self.admission
+                .refused_address
+                .fetch_add(1, Ordering::Relaxed);
+            Some("too many connections from your address")
+        } else {
+            None
+        };
+        if refusal.is_some() && n >= max_connections.saturating_add(OVERLOAD_SLACK) {
             return None;
         }
-        let mut conn = if n >= max_connections {
-            Conn::overloaded(self.limits, now)
-        } else {
-            Conn::new(self.limits, now)
+        let mut conn = match refusal {
+            Some(why) => Conn::refusing(self.limits, now, why),
+            None => Conn::new(self.limits, now),
         };
         conn.set_peer(peer);
-        Some(self.conns.insert(conn))
+        let key = self.conns.insert(conn);
+        if refusal.is_none() {
+            if let Some(ip) = counted {
+                if self.admitted.len() <= key {
+                    self.admitted.resize(key + 1, None);
+                }
+                self.admitted[key] = Some(ip);
+            }
+        }
+        Some(key)
     }
 
     /// Forget a connection (its socket is gone).
@@ -601,6 +638,9 @@ impl ShardCore {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        if let Some(ip) = self.admitted.get_mut(key).and_then(Option::take) {
+            self.admission.release(ip);
+        }
         if let (ConnState::Streaming { .. }, Some(id)) = (conn.state(), conn.session()) {
             self.sessions.connection(id, false);
         }
@@ -612,6 +652,16 @@ impl ShardCore {
                 }
             }
         }
+    }
+
+    /// The per-address cap and the refusal counters, shared by every shard.
+    pub fn set_admission(&mut self, admission: Arc<Admission>) {
+        self.admission = admission;
+    }
+
+    /// The per-address cap and the refusal counters.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// The connection `key`, to take what it wants written.
@@ -690,7 +740,11 @@ impl ShardCore {
                 StreamCounters::add(&local.info.counters.bytes_out, n as u64);
             }
         }
-        conn.finished()
+        if conn.parse_pending() {
+            // Its responses drained below the bounds: the requests it pipelined are next.
+            self.drive(key, |conn, now, router| conn.on_read(&[], now, router));
+        }
+        self.conns.get(key).is_none_or(Conn::finished)
     }
 
     /// Datagram (or read) `data` of home stream `home`, received at `received_ns` (UNIX).
@@ -774,6 +828,7 @@ impl ShardCore {
     }
 
     fn publish(&mut self, home: usize, chunk: Chunk) {
+        let now = self.now_ns();
         let Some(Some(h)) = self.homes.get(home) else {
             return;
         };
@@ -785,7 +840,7 @@ impl ShardCore {
             (chunk.data.len() / 188) as u64,
         );
         h.fanout.send(&chunk, &local.info.counters);
-        local.take(chunk);
+        local.take(chunk, now);
         local
             .info
             .counters
@@ -795,14 +850,55 @@ impl ShardCore {
 
     /// Take the chunks other shards published for this one.
     pub fn take_inbox(&mut self) {
+        let now = self.now_ns();
         for local in self.locals.iter_mut().flatten() {
             let Some(queue) = local.inbox.clone() else {
                 continue;
             };
             while let Some(chunk) = queue.pop() {
-                local.take(chunk);
+                local.take(chunk, now);
             }
         }
+    }
+
+    /// Progressive viewers of streams whose source has sent nothing for the stream's
+    /// `source_timeout` (or never, since they came): they are told to finish (their queued
+    /// bytes still go out, then the body ends); returns their keys.
+    pub fn end_silent_streams(&mut self) -> Vec<usize> {
+        let now = self.now_ns();
+        let mut ended = Vec::new();
+        for local in self.locals.iter_mut().flatten() {
+            if local.viewers.is_empty() {
+                continue;
+            }
+            let timeout = (local.info.config.limits.source_timeout_s * 1e9) as u64;
+            let before = ended.len();
+            local.viewers.retain(|&key| {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return true;
+                };
+                let since = local.last_data_ns.unwrap_or(0).max(conn.streaming_since());
+                if now.saturating_sub(since) <= timeout {
+                    return true;
+                }
+                conn.end_stream();
+                ended.push(key);
+                false
+            });
+            let closed = ended.len() - before;
+            if closed > 0 {
+                local
+                    .info
+                    .counters
+                    .viewers
+                    .fetch_sub(closed as u64, Ordering::Relaxed);
+                if !local.silent {
+                    local.silent = true;
+                    tracing::info!(stream = %local.info.name, shard = self.index, viewers = closed, "no data from the source for {} s: its progressive viewers are closed", local.info.config.limits.source_timeout_s);
+                }
+            }
+        }
+        ended
     }
 
     /// Feed the viewers of every stream whose oldest unfed data has waited `flush_interval`
@@ -884,10 +980,20 @@ impl ShardCore {
 }
 
 impl Local {
-    /// Put `chunk` in the view; with progressive viewers here, it now waits to be fed.
-    fn take(&mut self, chunk: Chunk) {
+    /// Put `chunk` in the view at `now_ns`; with progressive viewers here, it now waits to be
+    /// fed.
+    fn take(&mut self, chunk: Chunk, now_ns: u64) {
         let received_ns = chunk.received_ns;
+        let trimmed = self.view.trimmed();
         self.view.push(chunk);
+        if self.home && self.view.trimmed() > trimmed {
+            StreamCounters::add(
+                &self.info.counters.buffer_trims,
+                self.view.trimmed() - trimmed,
+            );
+        }
+        self.last_data_ns = Some(now_ns);
+        self.silent = false;
         if !self.viewers.is_empty() {
             self.pending_since.get_or_insert_with(Instant::now);
             self.pending_received_ns.get_or_insert(received_ns);
@@ -977,6 +1083,15 @@ mod tests {
     }
 }
 
+/// What a sweep found.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Connections to close now.
+    pub close: Vec<usize>,
+    /// Viewers whose stream went silent: send what is queued, then close.
+    pub ended: Vec<usize>,
+}
+
 /// The end of every backend's loop turn: sweeping timeouts now and then, and the stop
 /// sequence (no new connections, viewers get up to two seconds to take what is queued).
 #[derive(Debug)]
@@ -1031,13 +1146,17 @@ impl Housekeeping {
         core.take_commands()
     }
 
-    /// Every 250 ms, the connections whose timeouts expired (close them).
-    pub fn expired(&mut self, core: &ShardCore) -> Vec<usize> {
+    /// Every 250 ms: the connections whose timeouts expired (close them), and the progressive
+    /// viewers of streams gone silent (send what they have queued, then close them).
+    pub fn sweep(&mut self, core: &mut ShardCore) -> Swept {
         if Instant::now() < self.next_sweep {
-            return Vec::new();
+            return Swept::default();
         }
         self.next_sweep = Instant::now() + Duration::from_millis(250);
-        core.expired()
+        Swept {
+            close: core.expired(),
+            ended: core.end_silent_streams(),
+        }
     }
 
     /// Called once per loop turn: records the shard's heartbeat (for the watchdog) and says

@@ -1,6 +1,7 @@
 //! The epoll backend (through mio): sockets, readiness, `readv`/`writev`; every decision is
 //! the core's.
 
+use super::admission::{self, Backoff};
 use super::core::{Housekeeping, ShardCore};
 use super::{prepare, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
@@ -9,11 +10,18 @@ use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const INGEST_BASE: usize = 2;
 const CONN_BASE: usize = 1 << 20;
+
+/// A viewer's socket, and whether it may have bytes not read yet (readiness is
+/// edge-triggered: reading stops early only while the connection does not want to read).
+struct Client {
+    socket: TcpStream,
+    unread: bool,
+}
 
 /// A shard running on epoll.
 #[allow(missing_debug_implementations)] // sockets and a poller; nothing useful to print
@@ -21,12 +29,16 @@ pub struct EpollShard {
     core: ShardCore,
     poll: Poll,
     listener: TcpListener,
-    sockets: Vec<Option<TcpStream>>,
+    sockets: Vec<Option<Client>>,
     ingest: Vec<(usize, UdpIngest)>,
     read_buf: Vec<u8>,
     max_connections: usize,
     send_buffer: usize,
     run: Arc<RunState>,
+    /// When to accept again after accepts failed for want of descriptors or memory.
+    accept_again_at: Option<Instant>,
+    accept_backoff: Backoff,
+    accepting: bool,
 }
 
 impl EpollShard {
@@ -47,6 +59,9 @@ impl EpollShard {
             max_connections: p.max_connections,
             send_buffer: p.send_buffer,
             run: p.run,
+            accept_again_at: None,
+            accept_backoff: Backoff::default(),
+            accepting: true,
         };
         shard.follow_catalog();
         Ok(shard)
@@ -103,6 +118,11 @@ impl EpollShard {
                     Token(t) => self.read_ingest(t - INGEST_BASE),
                 }
             }
+            if self.accepting && self.accept_again_at.is_some_and(|at| Instant::now() >= at) {
+                // The backlog may hold connections no new readiness event will announce.
+                self.accept_again_at = None;
+                self.accept();
+            }
             self.follow_catalog();
             self.core.demo_tick();
             self.core.take_inbox();
@@ -110,8 +130,12 @@ impl EpollShard {
             for key in to_write.drain(..) {
                 self.write(key);
             }
-            for key in housekeeping.expired(&self.core) {
+            let swept = housekeeping.sweep(&mut self.core);
+            for key in swept.close {
                 self.close(key);
+            }
+            for key in swept.ended {
+                self.write(key);
             }
             let work = housekeeping.control(&mut self.core);
             for key in work.close {
@@ -121,6 +145,7 @@ impl EpollShard {
                 self.write(key);
             }
             if housekeeping.should_exit(&self.core, &self.run, || {
+                self.accepting = false;
                 let _ = self.poll.registry().deregister(&mut self.listener);
             }) {
                 return Ok(());
@@ -129,11 +154,33 @@ impl EpollShard {
     }
 
     fn accept(&mut self) {
+        if self.accept_again_at.is_some() || !self.accepting {
+            return;
+        }
         loop {
             let (mut socket, peer) = match self.listener.accept() {
-                Ok(s) => s,
+                Ok(s) => {
+                    self.accept_backoff.succeeded();
+                    s
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error().is_some_and(admission::exhausted) => {
+                    // Out of descriptors or memory: wait, rather than spin on the backlog.
+                    self.core
+                        .admission()
+                        .accept_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let wait = self.accept_backoff.failed();
+                    tracing::warn!(
+                        shard = self.core.index(),
+                        failures = self.accept_backoff.failures,
+                        "accept failed ({e}): accepting again in {wait:?}"
+                    );
+                    self.accept_backoff.failures = 0;
+                    self.accept_again_at = Some(Instant::now() + wait);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(shard = self.core.index(), "accept failed: {e}");
                     return;
@@ -161,47 +208,74 @@ impl EpollShard {
             if self.sockets.len() <= key {
                 self.sockets.resize_with(key + 1, || None);
             }
-            self.sockets[key] = Some(socket);
+            self.sockets[key] = Some(Client {
+                socket,
+                unread: false,
+            });
         }
     }
 
     fn client_event(&mut self, key: usize) {
-        let mut gone = false;
-        loop {
-            let Some(Some(socket)) = self.sockets.get_mut(key) else {
-                return;
-            };
-            match socket.read(&mut self.read_buf) {
-                Ok(0) => {
-                    gone = true;
-                    break;
-                }
-                Ok(n) => self.core.on_read(key, &self.read_buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    gone = true;
-                    break;
-                }
-            }
+        if let Some(Some(c)) = self.sockets.get_mut(key) {
+            c.unread = true;
         }
-        if gone {
-            self.close(key);
-        } else {
-            self.write(key);
+        self.write(key);
+    }
+
+    /// Read what the peer sent while the connection wants it; returns false when the peer
+    /// has gone (or the socket broke).
+    fn read(&mut self, key: usize) -> bool {
+        loop {
+            let Some(Some(c)) = self.sockets.get_mut(key) else {
+                return true;
+            };
+            if !c.unread || !self.core.conn(key).is_some_and(|conn| conn.wants_read()) {
+                return true;
+            }
+            match c.socket.read(&mut self.read_buf) {
+                Ok(0) => return false,
+                Ok(n) => self.core.on_read(key, &self.read_buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.unread = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
         }
     }
 
-    /// Write what the connection has queued; close it when it is done or broken.
+    /// Read what the connection wants to read, write what it has queued, and again while
+    /// writing let it read more (its responses drained); close it when it is done or broken.
     fn write(&mut self, key: usize) {
-        let mut done = false;
         loop {
-            let Some(Some(socket)) = self.sockets.get_mut(key) else {
+            if !self.read(key) {
+                self.close(key);
                 return;
+            }
+            if !self.write_queued(key) {
+                self.close(key);
+                return;
+            }
+            let again = self
+                .sockets
+                .get(key)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.unread)
+                && self.core.conn(key).is_some_and(|conn| conn.wants_read());
+            if !again {
+                return;
+            }
+        }
+    }
+
+    /// Write what the connection has queued; false when it is done or broken.
+    fn write_queued(&mut self, key: usize) -> bool {
+        loop {
+            let Some(Some(c)) = self.sockets.get_mut(key) else {
+                return true;
             };
             let Some(conn) = self.core.conn(key).filter(|c| c.wants_write()) else {
                 break;
             };
+            let socket = &mut c.socket;
             let result = if let Some((file, offset, len)) = conn.front_file() {
                 crate::sys::send_file(socket.as_fd(), file, offset, len)
             } else {
@@ -210,32 +284,23 @@ impl EpollShard {
                 socket.write_vectored(&slices[..n])
             };
             match result {
-                Ok(0) => {
-                    done = true;
-                    break;
-                }
+                Ok(0) => return false,
                 Ok(w) => {
                     if self.core.wrote(key, w) {
-                        done = true;
-                        break;
+                        return false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    done = true;
-                    break;
-                }
+                Err(_) => return false,
             }
         }
-        if done || self.core.conn(key).is_some_and(|c| c.finished()) {
-            self.close(key);
-        }
+        !self.core.conn(key).is_some_and(|c| c.finished())
     }
 
     fn close(&mut self, key: usize) {
-        if let Some(mut socket) = self.sockets.get_mut(key).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut socket);
+        if let Some(mut c) = self.sockets.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.socket);
         }
         self.core.close(key);
     }

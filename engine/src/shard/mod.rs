@@ -15,6 +15,7 @@
 //! [`uring::UringShard`] on io_uring, or [`epoll::EpollShard`] (through mio) where io_uring is
 //! not available.
 
+pub mod admission;
 pub mod catalog;
 pub mod core;
 pub mod epoll;
@@ -136,6 +137,10 @@ pub struct ShardStats {
     pub turns: AtomicU64,
     /// Nanoseconds spent working (from a wait's return to the end of the turn).
     pub busy_ns: AtomicU64,
+    /// io_uring completions the kernel dropped (its completion queue overflowed).
+    pub completions_lost: AtomicU64,
+    /// io_uring submissions that failed.
+    pub submit_errors: AtomicU64,
 }
 
 /// Everything a shard is started with.
@@ -167,6 +172,8 @@ pub struct ShardSetup {
     pub segment_send: crate::config::SegmentSend,
     /// Public base URL and trusted proxies.
     pub site: Arc<crate::site::Site>,
+    /// The per-address connection cap and refusal counts, shared by every shard.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -229,6 +236,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         setup.segment_send,
     );
     core.set_site(setup.site);
+    core.set_admission(setup.admission);
     core.set_link(setup.link);
     Prepared {
         core,

@@ -34,8 +34,13 @@ pub struct StreamCounters {
     pub buffered_bytes: AtomicU64,
     /// HLS segments sealed.
     pub segments: AtomicU64,
-    /// HLS segments dropped while being built (too large without a keyframe).
+    /// HLS segments dropped while being built (too large without a keyframe, or made faster
+    /// than real time allows).
     pub segments_dropped: AtomicU64,
+    /// HLS segments let go early to keep within `max_hls_bytes`.
+    pub segments_evicted: AtomicU64,
+    /// Chunks the progressive buffer dropped to keep within `max_buffer` (home shard's view).
+    pub buffer_trims: AtomicU64,
     /// Bytes of the HLS segments in the window and in grace (a gauge; sends in flight may
     /// keep an unlisted segment a little longer).
     pub segment_bytes: AtomicU64,
@@ -103,6 +108,8 @@ pub struct StreamCountersSnapshot {
     pub buffered_bytes: u64,
     pub segments: u64,
     pub segments_dropped: u64,
+    pub segments_evicted: u64,
+    pub buffer_trims: u64,
     pub segment_bytes: u64,
     pub hls_requests: u64,
 }
@@ -131,6 +138,8 @@ impl StreamCounters {
             buffered_bytes: self.buffered_bytes.load(Relaxed),
             segments: self.segments.load(Relaxed),
             segments_dropped: self.segments_dropped.load(Relaxed),
+            segments_evicted: self.segments_evicted.load(Relaxed),
+            buffer_trims: self.buffer_trims.load(Relaxed),
             segment_bytes: self.segment_bytes.load(Relaxed),
             hls_requests: self.hls_requests.load(Relaxed),
         }

@@ -35,24 +35,38 @@ pub struct Chunk {
 }
 
 /// One shard's view of a stream: the recent chunks, oldest first, within a time window, and
-/// always back to the newest access point.
+/// back to the newest access point; never more than its byte cap, whatever the source sends.
+///
+/// Past the cap the oldest chunks go first, access point or not (a source that sends one
+/// keyframe and then only predicted frames, or none at all, must not grow it without bound).
+/// Once that has taken the last access point, viewers start at the oldest chunk still held:
+/// the newest data there is, from which a decoder recovers at the next keyframe or over an
+/// intra refresh.
 #[derive(Debug)]
 pub struct StreamView {
     chunks: VecDeque<Chunk>,
     window_ns: u64,
+    max_bytes: usize,
     bytes: usize,
     /// A chunk was missed since the last access point: viewers must wait for the next one.
     gap_since_access_point: bool,
+    /// The byte cap took the access point: viewers start at the oldest chunk held.
+    trimmed_past_access_point: bool,
+    /// Chunks dropped because of the byte cap, since the view began.
+    trimmed: u64,
 }
 
 impl StreamView {
-    /// An empty view keeping `window_ns` of chunks.
-    pub fn new(window_ns: u64) -> Self {
+    /// An empty view keeping `window_ns` of chunks, and at most `max_bytes` of them.
+    pub fn new(window_ns: u64, max_bytes: usize) -> Self {
         Self {
             chunks: VecDeque::new(),
             window_ns,
+            max_bytes,
             bytes: 0,
             gap_since_access_point: false,
+            trimmed_past_access_point: false,
+            trimmed: 0,
         }
     }
 
@@ -66,9 +80,11 @@ impl StreamView {
             // Chunks before the gap cannot be joined to what follows: start over.
             self.chunks.clear();
             self.bytes = 0;
+            self.trimmed_past_access_point = false;
         }
         if chunk.access_point {
             self.gap_since_access_point = false;
+            self.trimmed_past_access_point = false;
         } else if !continuous {
             self.gap_since_access_point = true;
         }
@@ -89,6 +105,32 @@ impl StreamView {
             self.bytes -= front.data.len();
             self.chunks.pop_front();
         }
+        while self.bytes > self.max_bytes && self.chunks.len() > 1 {
+            let Some(front) = self.chunks.pop_front() else {
+                break;
+            };
+            self.bytes -= front.data.len();
+            self.trimmed += 1;
+            if keep_from == Some(front.seq) {
+                // That was the newest access point: none is held any more.
+                self.trimmed_past_access_point = true;
+            }
+        }
+    }
+
+    /// Chunks dropped because of the byte cap, since the view began.
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
+    }
+
+    /// Where a viewer starts (or resumes after falling behind): the newest access point;
+    /// when the byte cap has taken every access point, the oldest chunk held; `None` while
+    /// there is nothing to start at (no access point yet, or since a gap).
+    pub fn start_point(&self) -> Option<u64> {
+        if self.trimmed_past_access_point {
+            return self.chunks.front().map(|c| c.seq);
+        }
+        self.newest_access_point()
     }
 
     /// The sequence number the next chunk will have (0 before the first).
@@ -146,7 +188,7 @@ mod tests {
 
     #[test]
     fn keeps_the_window_and_the_newest_access_point() {
-        let mut v = StreamView::new(5_000_000_000);
+        let mut v = StreamView::new(5_000_000_000, usize::MAX);
         assert_eq!(v.newest_access_point(), None);
         assert!(v.push(chunk(0, true, 0)));
         for s in 1..20 {
@@ -164,8 +206,33 @@ mod tests {
     }
 
     #[test]
+    fn a_source_without_keyframes_is_held_to_the_byte_cap() {
+        let mut v = StreamView::new(u64::MAX, 10 * 188);
+        v.push(chunk(0, true, 0));
+        for s in 1..1000 {
+            v.push(chunk(s, false, s));
+            assert!(v.bytes() <= 10 * 188);
+        }
+        assert_eq!(v.len(), 10);
+        assert_eq!(v.trimmed(), 990);
+        assert_eq!(v.newest_access_point(), None, "the keyframe is gone");
+        assert_eq!(
+            v.start_point(),
+            Some(990),
+            "viewers start at the oldest held"
+        );
+        v.push(chunk(1000, true, 1000));
+        assert_eq!(v.start_point(), Some(1000), "then at the next access point");
+        let mut normal = StreamView::new(u64::MAX, 1 << 20);
+        normal.push(chunk(0, true, 0));
+        normal.push(chunk(1, false, 0));
+        assert_eq!(normal.start_point(), Some(0));
+        assert_eq!(normal.trimmed(), 0);
+    }
+
+    #[test]
     fn a_gap_hides_the_access_point_until_the_next_one() {
-        let mut v = StreamView::new(10_000_000_000);
+        let mut v = StreamView::new(10_000_000_000, usize::MAX);
         v.push(chunk(0, true, 0));
         v.push(chunk(1, false, 0));
         assert!(!v.push(chunk(5, false, 1)));

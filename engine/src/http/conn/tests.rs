@@ -91,6 +91,103 @@ fn slow_heads_and_idle_connections_time_out() {
     assert!(c.timed_out(limits.idle_timeout_ns + 1));
 }
 
+#[test]
+fn pipelining_without_reading_pauses_parsing_until_responses_drain() {
+    let limits = ConnLimits {
+        max_pipelined: 4,
+        ..ConnLimits::default()
+    };
+    let mut c = Conn::new(limits, 0);
+    let requests = "GET / HTTP/1.1\r\n\r\n".repeat(10);
+    c.on_read(requests.as_bytes(), 0, &Streams);
+    let answered = |c: &Conn| {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = c.write_slices(&mut slices);
+        let out: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        String::from_utf8_lossy(&out)
+            .matches("HTTP/1.1 200")
+            .count()
+    };
+    assert_eq!(answered(&c), 4, "four answered, six wait unparsed");
+    assert!(!c.wants_read(), "the backend stops reading");
+    assert!(!c.parse_pending());
+    // One response goes out: one more request may be answered.
+    let first = {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = c.write_slices(&mut slices);
+        let out: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        out[1..].windows(8).position(|w| w == b"HTTP/1.1").unwrap() + 1
+    };
+    c.wrote(first - 1, 1);
+    assert!(!c.parse_pending(), "not before the whole response is out");
+    c.wrote(1, 1);
+    assert!(c.parse_pending() && c.wants_read());
+    c.on_read(&[], 1, &Streams);
+    assert_eq!(answered(&c), 4);
+    // Everything drains: the rest is answered, in order, and reading resumes.
+    while c.wants_write() || c.parse_pending() {
+        drain(&mut c);
+        c.on_read(&[], 2, &Streams);
+    }
+    assert!(c.wants_read());
+    assert_eq!(c.state(), ConnState::ReadingHead);
+
+    // Bytes queued count too: a large response holds back the next request.
+    let mut c = Conn::new(
+        ConnLimits {
+            max_queued_bytes: 4096,
+            ..ConnLimits::default()
+        },
+        0,
+    );
+    c.on_read(b"GET /demo.ts HTTP/1.1\r\n\r\n", 0, &Streams);
+    assert!(c.wants_read(), "a viewer is read (its close is seen)");
+}
+
+#[test]
+fn a_reader_that_stops_or_trickles_is_closed() {
+    let limits = ConnLimits {
+        min_send_rate: 4096,
+        ..ConnLimits::default()
+    };
+    let s = |n: u64| n * 1_000_000_000;
+    // Takes a burst, then stops: the idle timeout closes it.
+    let mut c = Conn::new(limits, 0);
+    c.on_read(b"GET / HTTP/1.1\r\n\r\n", 0, &Streams);
+    assert!(!c.timed_out(s(5)));
+    assert!(c.timed_out(limits.idle_timeout_ns + 1));
+
+    // Trickles a few bytes every 2.5 s (some progress, far below the minimum rate).
+    let mut c = Conn::new(limits, 0);
+    c.on_read(b"GET / HTTP/1.1\r\n\r\n", 0, &Streams);
+    let mut now = 0;
+    let mut closed_at = None;
+    while now < s(60) && c.wants_write() {
+        now += s(1) * 5 / 2;
+        c.wrote(4, now);
+        if c.timed_out(now) {
+            closed_at = Some(now);
+            break;
+        }
+    }
+    let closed_at = closed_at.expect("a trickling reader is closed");
+    assert!(
+        closed_at <= RATE_PERIOD_NS + s(3),
+        "closed at {closed_at} ns"
+    );
+
+    // Keeps up: a response that drains at the minimum rate or faster is never closed.
+    let mut c = Conn::new(limits, 0);
+    for second in 0..60 {
+        c.on_read(b"GET / HTTP/1.1\r\n\r\n", s(second), &Streams);
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = c.write_slices(&mut slices);
+        let len = slices[..n].iter().map(|s| s.len()).sum();
+        c.wrote(len, s(second));
+        assert!(!c.timed_out(s(second) + 1));
+    }
+}
+
 fn chunk(seq: u64, access_point: bool, len: usize) -> Chunk {
     Chunk {
         seq,
@@ -102,7 +199,7 @@ fn chunk(seq: u64, access_point: bool, len: usize) -> Chunk {
 
 #[test]
 fn a_viewer_starts_at_the_newest_access_point_and_follows() {
-    let mut view = StreamView::new(u64::MAX);
+    let mut view = StreamView::new(u64::MAX, usize::MAX);
     view.push(chunk(0, true, 188));
     view.push(chunk(1, false, 188));
     view.push(chunk(2, true, 376));
@@ -131,7 +228,7 @@ fn a_lagging_viewer_skips_then_is_closed() {
         max_skips: 2,
         ..ConnLimits::default()
     };
-    let mut view = StreamView::new(u64::MAX);
+    let mut view = StreamView::new(u64::MAX, usize::MAX);
     let mut c = Conn::new(limits, 0);
     c.on_read(b"GET /demo.ts HTTP/1.1\r\n\r\n", 0, &Streams);
     drain(&mut c);

@@ -104,8 +104,9 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         if self.registered {
-            // Still registered (the ring could not be told): keep the memory rather than free
-            // it under the kernel.
+            // Still registered (the ring could not be told): keep the ring and the buffers
+            // the kernel may still write datagrams into, rather than free them under it.
+            std::mem::forget(std::mem::take(&mut self.buffers));
             return;
         }
         // SAFETY: allocated in `new` with this layout, and no longer registered.

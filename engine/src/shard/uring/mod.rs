@@ -21,6 +21,7 @@
 
 mod ingest;
 
+use super::admission::{self, Backoff};
 use super::core::{Housekeeping, ShardCore};
 use super::fanout::Wake;
 use super::{prepare, RunState, ShardSetup};
@@ -47,6 +48,8 @@ const ZC_COPIED: i32 = i32::MIN;
 /// Sends smaller than this are copied even in zero-copy mode (pinning pages costs more).
 const ZC_MIN_BYTES: usize = 16 * 1024;
 const RECV_BUFFER: usize = 4096;
+/// Completion queue entries (the kernel clamps to its maximum).
+const CQ_ENTRIES: u32 = 65_536;
 const MAX_IOVECS: usize = 64;
 
 fn user_data(kind: u64, key: usize) -> u64 {
@@ -136,7 +139,13 @@ impl UringParts {
     /// A ring with room for `entries` submissions.
     pub fn new(entries: u32) -> io::Result<Self> {
         Ok(Self {
-            ring: IoUring::builder().build(entries)?,
+            // The completion queue as large as the kernel allows (16 bytes an entry): every
+            // connection may have a receive and a send completing in the same turn, and the
+            // multishot operations post without being asked.
+            ring: IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .setup_clamp()
+                .build(entries)?,
             waker: Arc::new(EventWaker::new()?),
         })
     }
@@ -197,6 +206,17 @@ pub struct UringShard {
     segment_send: SegmentSend,
     /// Whether the fall-back from zero-copy has been logged.
     zc_fallback_logged: bool,
+    /// Whether a multishot accept is armed, and when to arm it again after accepts failed
+    /// for want of descriptors or memory.
+    accept_armed: bool,
+    accept_again_at: Option<Instant>,
+    accept_backoff: Backoff,
+    /// Completions taken while submitting, handled first at the next turn.
+    deferred: Vec<(u64, i32, u32)>,
+    /// The kernel's count of dropped completions, as last seen.
+    overflow_seen: u32,
+    /// Submissions that failed in a row (the shard gives up after many, over seconds).
+    submit_failures: u32,
 }
 
 impl UringShard {
@@ -221,6 +241,12 @@ impl UringShard {
             in_flight: 0,
             segment_send: p.segment_send,
             zc_fallback_logged: false,
+            accept_armed: false,
+            accept_again_at: None,
+            accept_backoff: Backoff::default(),
+            deferred: Vec::new(),
+            overflow_seen: 0,
+            submit_failures: 0,
         };
         shard.arm_accept()?;
         shard.arm_wake()?;
@@ -286,6 +312,7 @@ impl UringShard {
     }
 
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        let mut busy = 0;
         loop {
             // SAFETY: every entry pushed here points only into memory owned by this shard that
             // stays where it is until the entry's completion is reaped: the boxed receive
@@ -297,7 +324,55 @@ impl UringShard {
                 self.in_flight += 1;
                 return Ok(());
             }
-            self.ring.submit()?;
+            match self.ring.submit() {
+                Ok(_) => {}
+                // The completion queue must be reaped first (EBUSY), or the kernel is short
+                // of memory for a moment: take the completions aside for the loop's next
+                // turn and try again.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                    ) && busy < 1000 =>
+                {
+                    busy += 1;
+                    self.reap_aside();
+                    if busy > 10 {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Move the completions ready now to `deferred`, handled at the start of the next turn
+    /// (so that the kernel can post more while this turn still submits).
+    fn reap_aside(&mut self) {
+        let ring = &mut self.ring;
+        self.deferred.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+    }
+
+    /// Whether the kernel dropped completions (its overflow counter moved): the operations
+    /// they ended are lost to the shard, so it says so and counts them.
+    fn check_overflow(&mut self) {
+        let dropped = self.ring.completion().overflow();
+        if dropped > self.overflow_seen {
+            let lost = u64::from(dropped - self.overflow_seen);
+            self.overflow_seen = dropped;
+            if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
+                stats
+                    .completions_lost
+                    .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::error!(
+                shard = self.core.index(),
+                lost,
+                "the io_uring completion queue overflowed and the kernel dropped completions: their connections will time out"
+            );
         }
     }
 
@@ -308,6 +383,7 @@ impl UringShard {
             .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
             .user_data(user_data(ACCEPT, 0));
+        self.accept_armed = true;
         self.push(&e)
     }
 
@@ -335,6 +411,11 @@ impl UringShard {
             return Ok(());
         };
         if c.recv_in_flight || c.closing {
+            return Ok(());
+        }
+        // Not while its responses are over the bounds or a request is held: what the peer
+        // sends meanwhile waits in its socket.
+        if !self.core.conn(key).is_some_and(|conn| conn.wants_read()) {
             return Ok(());
         }
         c.recv_in_flight = true;
@@ -439,21 +520,48 @@ impl UringShard {
                 .sec(wait.as_secs())
                 .nsec(wait.subsec_nanos());
             let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
+            let wait_for = if self.deferred.is_empty() { 1 } else { 0 };
+            match self.ring.submitter().submit_with_args(wait_for, &args) {
+                Ok(_) => self.submit_failures = 0,
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
+                    ) =>
+                {
+                    self.submit_failures = 0
+                }
+                Err(e) => {
+                    // Short of memory (EAGAIN, ENOMEM), completions dropped (EBADR), or
+                    // worse: counted and logged, and the turn goes on; only a ring that keeps
+                    // failing for seconds stops the shard.
+                    self.submit_failures += 1;
+                    if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
+                        stats
+                            .submit_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if self.submit_failures == 1 || self.submit_failures % 1000 == 0 {
+                        tracing::error!(
+                            shard = self.core.index(),
+                            failures = self.submit_failures,
+                            "io_uring submission failed: {e}"
+                        );
+                    }
+                    if self.submit_failures > 5000 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             housekeeping.woke();
+            completions.append(&mut self.deferred);
             completions.extend(
                 self.ring
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            self.check_overflow();
             let received = sys::unix_ns();
             for (data, result, flags) in completions.drain(..) {
                 if !cqueue::more(flags) {
@@ -474,6 +582,12 @@ impl UringShard {
                 }
             }
             self.flush_ingest(received);
+            if self.accept_again_at.is_some_and(|at| Instant::now() >= at) {
+                self.accept_again_at = None;
+                if self.accepting && !self.accept_armed {
+                    self.arm_accept()?;
+                }
+            }
             self.follow_catalog()?;
             self.core.demo_tick();
             self.core.take_inbox();
@@ -482,8 +596,13 @@ impl UringShard {
                 self.send(key)?;
                 self.close_if_finished(key);
             }
-            for key in housekeeping.expired(&self.core) {
+            let swept = housekeeping.sweep(&mut self.core);
+            for key in swept.close {
                 self.close(key);
+            }
+            for key in swept.ended {
+                self.send(key)?;
+                self.close_if_finished(key);
             }
             let work = housekeeping.control(&mut self.core);
             for key in work.close {
@@ -492,6 +611,8 @@ impl UringShard {
             for key in work.write {
                 self.send(key)?;
                 self.close_if_finished(key);
+                // A held request answered: its successors may be read now.
+                self.arm_recv(key)?;
             }
             if housekeeping.should_exit(&self.core, &self.run, || self.accepting = false) {
                 return Ok(());
@@ -500,19 +621,55 @@ impl UringShard {
     }
 
     fn on_accept(&mut self, result: i32, flags: u32) -> io::Result<()> {
-        if !cqueue::more(flags) && self.accepting {
-            self.arm_accept()?;
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
         }
         if result < 0 {
+            let errno = -result;
+            if admission::exhausted(errno) {
+                // Out of descriptors or memory: retrying at once would spin. Stop accepting
+                // (the kernel keeps the backlog) and try again after a growing wait.
+                self.core
+                    .admission()
+                    .accept_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.accept_again_at.is_none() {
+                    let wait = self.accept_backoff.failed();
+                    tracing::warn!(
+                        shard = self.core.index(),
+                        failures = self.accept_backoff.failures,
+                        "accept failed ({}): accepting again in {wait:?}",
+                        io::Error::from_raw_os_error(errno)
+                    );
+                    self.accept_backoff.failures = 0;
+                    self.accept_again_at = Some(Instant::now() + wait);
+                    if self.accept_armed {
+                        let cancel = opcode::AsyncCancel::new(user_data(ACCEPT, 0))
+                            .build()
+                            .user_data(user_data(CANCEL, 0));
+                        self.push(&cancel)?;
+                    }
+                } else {
+                    self.accept_backoff.failures += 1;
+                }
+                return Ok(());
+            }
             if result != -libc::ECANCELED {
                 tracing::warn!(
                     shard = self.core.index(),
                     "accept failed: {}",
-                    io::Error::from_raw_os_error(-result)
+                    io::Error::from_raw_os_error(errno)
                 );
+            }
+            if !self.accept_armed && self.accepting && self.accept_again_at.is_none() {
+                self.arm_accept()?;
             }
             return Ok(());
         }
+        if !self.accept_armed && self.accepting && self.accept_again_at.is_none() {
+            self.arm_accept()?;
+        }
+        self.accept_backoff.succeeded();
         // SAFETY: a non-negative accept result is a new file descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
         if !self.accepting {
@@ -658,7 +815,9 @@ impl UringShard {
             self.close(key);
             return Ok(());
         }
-        self.send(key)
+        self.send(key)?;
+        // It may have drained enough to read requests again.
+        self.arm_recv(key)
     }
 
     /// The kernel is done with the pages of zero-copy send `generation` of connection `key`.
@@ -728,6 +887,12 @@ impl Drop for UringShard {
             .build()
             .user_data(user_data(CANCEL, 0));
         let _ = self.push(&cancel);
+        let ended = self
+            .deferred
+            .drain(..)
+            .filter(|(_, _, flags)| !cqueue::more(*flags))
+            .count();
+        self.in_flight = self.in_flight.saturating_sub(ended);
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.in_flight > 0 && Instant::now() < deadline {
             let ts = types::Timespec::new().nsec(50_000_000);
@@ -750,8 +915,12 @@ impl Drop for UringShard {
                 operations = self.in_flight,
                 "io_uring operations still in flight at exit: their buffers are left allocated"
             );
+            // Everything the kernel may still write into: connections' receive buffers and
+            // message headers, the wake-up buffer, and the ingest sockets' buffer rings,
+            // datagram buffers and message headers.
             std::mem::forget(std::mem::take(&mut self.clients));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
+            std::mem::forget(std::mem::take(&mut self.ingest));
         }
     }
 }
