@@ -145,6 +145,10 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             segment_send,
             site: site.clone(),
             admission: admission.clone(),
+            max_sessions: (
+                config.limits.max_sessions,
+                config.limits.max_sessions_per_stream,
+            ),
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -172,11 +176,18 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
-    let access = crate::control::access::Access::new(triggers.shared(), links.clone(), streams);
+    let access = crate::control::access::Access::new(
+        triggers.shared(),
+        links.clone(),
+        streams,
+        crate::control::access::AccessLimits::from(&config.limits),
+    );
     let maker = store.clone();
     access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
     triggers.spawn(access.clone().run(asked));
-    let state = start_control(&config, &store, io, &run, links, &triggers, access)?;
+    let state = start_control(
+        &config, &store, io, &run, links, &triggers, access, admission,
+    )?;
     triggers.spawn(crate::control::watch::run(state.clone()));
     let control = crate::control::ControlPlane::start(config.api_listen, state)?;
     triggers.fire("SYSTEM_START", None, &[env!("CARGO_PKG_VERSION")]);
@@ -218,6 +229,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
 }
 
 /// The control plane's view of the server, with the API token found or made.
+#[allow(clippy::too_many_arguments)] // called once, with what serve() built
 fn start_control(
     config: &Config,
     store: &Arc<ConfigStore>,
@@ -226,6 +238,7 @@ fn start_control(
     links: crate::session::Links,
     triggers: &Arc<crate::control::triggers::Triggers>,
     access: Arc<crate::control::access::Access>,
+    admission: Arc<crate::shard::admission::Admission>,
 ) -> Result<Arc<crate::control::ControlState>, String> {
     use crate::control::token;
     // Without the API there is nothing to protect: no token is made or read.
@@ -257,10 +270,12 @@ fn start_control(
             std::time::Duration::from_secs_f64(config.session_timeout_s),
             config.access_log.clone(),
             Some(triggers.shared()),
-        ),
+        )
+        .with_limits(&config.limits),
         links,
         triggers.shared(),
         access,
+        admission,
     )))
 }
 

@@ -228,27 +228,99 @@ struct Local {
 }
 
 /// The sessions a shard serves, their unreported activity, and the stopped ones it refuses.
-#[derive(Debug, Default)]
+///
+/// Bounded: at most `max` sessions, `max_per_stream` of one stream. At a bound the quieter
+/// half of the sessions with no open connection is forgotten here in one pass (the control
+/// plane keeps them; a session forgotten here comes back with its next request), so a flood
+/// of new sessions pushes out the flood's own, not the viewers who keep requesting. A new
+/// session is refused (503) only when every one held has a connection open.
+#[derive(Debug)]
 pub struct LocalSessions {
     index: HashMap<SessionKey, usize>,
     table: slab::Slab<Local>,
+    /// Sessions held, by stream.
+    per_stream: HashMap<Arc<str>, usize>,
+    /// Sessions held with no progressive connection open.
+    quiet: usize,
+    max: usize,
+    max_per_stream: usize,
     stopped: HashMap<SessionKey, Instant>,
     /// Access decisions, until they expire.
     verdicts: HashMap<SessionKey, (Verdict, Instant)>,
     /// Reports dropped because the control plane's queue was full.
     pub dropped_reports: u64,
+    /// Sessions forgotten early to stay within the bounds.
+    pub evicted: u64,
+    /// A decision the table had no room for, for the requests held for it.
+    once: Option<(SessionKey, Verdict)>,
+}
+
+impl Default for LocalSessions {
+    fn default() -> Self {
+        let d = crate::config::ServerLimits::default();
+        Self::new(d.max_sessions, d.max_sessions_per_stream)
+    }
 }
 
 /// A shard forgets a session it has no connection of after this long without a request.
 const FORGET_AFTER: Duration = Duration::from_secs(120);
 
 impl LocalSessions {
-    /// A request of session `key`; returns its local number.
-    pub fn touch(&mut self, key: SessionKey, user_agent: Option<&str>) -> usize {
+    /// A table of at most `max` sessions, `max_per_stream` of one stream.
+    pub fn new(max: usize, max_per_stream: usize) -> Self {
+        Self {
+            index: HashMap::new(),
+            table: slab::Slab::new(),
+            per_stream: HashMap::new(),
+            quiet: 0,
+            max: max.max(1),
+            max_per_stream: max_per_stream.max(1),
+            stopped: HashMap::new(),
+            verdicts: HashMap::new(),
+            dropped_reports: 0,
+            evicted: 0,
+            once: None,
+        }
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Whether a request of session `key` can be counted: it is held, or there is room, or
+    /// room can be made (some session has no connection open).
+    pub fn admits(&self, key: &SessionKey) -> bool {
+        self.index.contains_key(key)
+            || self.quiet > 0
+            || (self.table.len() < self.max
+                && self.per_stream.get(&key.stream).copied().unwrap_or(0) < self.max_per_stream)
+    }
+
+    /// A request of session `key`; returns its local number, or `None` when the session
+    /// cannot be held (every one held has a connection open, see [`LocalSessions::admits`]).
+    pub fn touch(&mut self, key: SessionKey, user_agent: Option<&str>) -> Option<usize> {
         let now = Instant::now();
         let id = match self.index.get(&key) {
             Some(&id) => id,
             None => {
+                let of_stream = self.per_stream.get(&key.stream).copied().unwrap_or(0);
+                if self.table.len() >= self.max {
+                    self.evict(None);
+                } else if of_stream >= self.max_per_stream {
+                    self.evict(Some(&key.stream));
+                }
+                let of_stream = self.per_stream.get(&key.stream).copied().unwrap_or(0);
+                if self.table.len() >= self.max || of_stream >= self.max_per_stream {
+                    return None;
+                }
+                *self.per_stream.entry(key.stream.clone()).or_default() += 1;
+                self.quiet += 1;
                 let id = self.table.insert(Local {
                     key: key.clone(),
                     bytes: 0,
@@ -267,7 +339,48 @@ impl LocalSessions {
             s.requests += 1;
             s.last = now;
         }
-        id
+        Some(id)
+    }
+
+    /// Forget the quieter half of the sessions (of `stream`, when given) that have no
+    /// connection open; what they had not reported yet is lost (counted as dropped reports).
+    fn evict(&mut self, stream: Option<&Arc<str>>) {
+        let mut quiet: Vec<(Instant, usize)> = self
+            .table
+            .iter()
+            .filter(|(_, s)| s.open == 0 && stream.is_none_or(|n| s.key.stream == *n))
+            .map(|(id, s)| (s.last, id))
+            .collect();
+        if quiet.is_empty() {
+            return;
+        }
+        let half = quiet.len().div_ceil(2);
+        quiet.select_nth_unstable(half - 1);
+        for &(_, id) in &quiet[..half] {
+            if let Some(s) = self.table.get(id) {
+                if s.bytes > 0 || s.requests > 0 || s.opened != 0 {
+                    self.dropped_reports += 1;
+                }
+            }
+            self.forget(id);
+            self.evicted += 1;
+        }
+    }
+
+    fn forget(&mut self, id: usize) {
+        let Some(s) = self.table.try_remove(id) else {
+            return;
+        };
+        self.index.remove(&s.key);
+        if s.open == 0 {
+            self.quiet -= 1;
+        }
+        if let Some(n) = self.per_stream.get_mut(&s.key.stream) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_stream.remove(&s.key.stream);
+            }
+        }
     }
 
     /// Whether `key` was stopped and is still refused.
@@ -277,15 +390,35 @@ impl LocalSessions {
 
     /// The access decision for `key`, while it holds.
     pub fn verdict(&self, key: &SessionKey) -> Option<&Verdict> {
+        if let Some((once, verdict)) = &self.once {
+            if once == key {
+                return Some(verdict);
+            }
+        }
         self.verdicts
             .get(key)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(v, _)| v)
     }
 
-    /// Keep `verdict` for `key` for its time to live.
+    /// A decision that could not be kept has answered what it was for.
+    pub fn used_once(&mut self) {
+        self.once = None;
+    }
+
+    /// Keep `verdict` for `key` for its time to live (within the bound on sessions: when
+    /// every decision held is still valid, a new one is not kept, and the request it answers
+    /// is the only one it answers).
     pub fn decided(&mut self, key: SessionKey, verdict: Verdict) {
-        let until = Instant::now() + verdict.ttl;
+        let now = Instant::now();
+        if self.verdicts.len() >= self.max && !self.verdicts.contains_key(&key) {
+            self.verdicts.retain(|_, (_, until)| *until > now);
+            if self.verdicts.len() >= self.max {
+                self.once = Some((key, verdict));
+                return;
+            }
+        }
+        let until = now + verdict.ttl;
         self.verdicts.insert(key, (verdict, until));
     }
 
@@ -306,6 +439,7 @@ impl LocalSessions {
     /// A progressive connection of session `id` opened (`true`) or closed.
     pub fn connection(&mut self, id: usize, opened: bool) {
         if let Some(s) = self.table.get_mut(id) {
+            let was_quiet = s.open == 0;
             if opened {
                 s.open += 1;
                 s.opened += 1;
@@ -314,6 +448,11 @@ impl LocalSessions {
                 s.opened -= 1;
             }
             s.last = Instant::now();
+            match (was_quiet, s.open == 0) {
+                (true, false) => self.quiet -= 1,
+                (false, true) => self.quiet += 1,
+                _ => {}
+            }
         }
     }
 
@@ -347,8 +486,7 @@ impl LocalSessions {
             }
         }
         for id in forget {
-            let s = self.table.remove(id);
-            self.index.remove(&s.key);
+            self.forget(id);
         }
         self.stopped.retain(|_, until| *until > now);
         self.verdicts.retain(|_, (_, until)| *until > now);
@@ -371,10 +509,10 @@ mod tests {
     #[test]
     fn one_session_across_requests_reported_once_per_period() {
         let mut local = LocalSessions::default();
-        let a = local.touch(key("t"), Some("hls.js"));
-        assert_eq!(local.touch(key("t"), None), a);
+        let a = local.touch(key("t"), Some("hls.js")).unwrap();
+        assert_eq!(local.touch(key("t"), None), Some(a));
         local.sent(a, 1000);
-        let b = local.touch(key("other"), None);
+        let b = local.touch(key("other"), None).unwrap();
         assert_ne!(a, b);
         let queue = ArrayQueue::new(16);
         local.report(&queue);
@@ -393,6 +531,41 @@ mod tests {
         assert_eq!(key("t").id(), key("t").id());
         assert_ne!(key("t").id(), key("u").id());
         assert_eq!(key("t").id().len(), 16);
+    }
+
+    #[test]
+    fn a_flood_of_sessions_pushes_out_its_own_not_the_busy_ones() {
+        let mut local = LocalSessions::new(100, 60);
+        let watcher = local.touch(key("watcher"), None).unwrap();
+        local.connection(watcher, true);
+        let player = key("player");
+        for i in 0..10_000 {
+            if i % 50 == 0 {
+                assert!(
+                    local.touch(player.clone(), None).is_some(),
+                    "the player is held"
+                );
+            }
+            let flood = key(&format!("flood{i}"));
+            assert!(local.admits(&flood));
+            assert!(local.touch(flood, None).is_some());
+            assert!(local.len() <= 100);
+            assert!(local.per_stream.values().all(|n| *n <= 60));
+        }
+        assert!(local.evicted > 9000);
+        assert!(
+            local.index.contains_key(&key("watcher")),
+            "a connection open keeps it"
+        );
+        // Every session held has a connection open: a new one is refused.
+        let mut full = LocalSessions::new(2, 2);
+        for t in ["a", "b"] {
+            let id = full.touch(key(t), None).unwrap();
+            full.connection(id, true);
+        }
+        assert!(!full.admits(&key("c")));
+        assert_eq!(full.touch(key("c"), None), None);
+        assert_eq!(full.len(), 2);
     }
 
     #[test]

@@ -14,19 +14,27 @@
 //! 3. `PLAY_REWRITE`, which may name another stream to play instead (the viewer is
 //!    redirected there, 302).
 //!
-//! A stream that does not exist is a wildcard instance to start (`base+wildcard`), or else
-//! `DEFAULT_STREAM` may name another to play instead (302), or else 404.
+//! A stream that does not exist may be a wildcard instance (`base+wildcard`) of a template
+//! that allows it: the decision above is taken with the template's settings first, and only
+//! an allowed viewer starts the instance, at most `wildcard_starts_per_minute` per address and
+//! within the template's cap; or else `DEFAULT_STREAM` may name another to play instead
+//! (302), or else 404.
 //!
 //! Decisions are kept for the access `ttl` (default 60 s) here and on the shards; failures
-//! only for a few seconds, so that a backend back up is asked again soon.
+//! only for a few seconds, so that a backend back up is asked again soon. At most
+//! `max_access_checks` decisions are in progress at once, `max_access_checks_per_address` of
+//! one address: past either, the viewer gets 503 with Retry-After at once, so a flood of
+//! unknown tokens from a few addresses cannot keep others from being asked.
 //!
 //! What it does not do: see requests (shards do), or count sessions (the session table).
 
 use super::triggers::{refuses, TriggerSet};
 use crate::config::{AccessConfig, OnError};
 use crate::session::{AccessQuery, Links, SessionKey, ShardCommand, Verdict};
+use crate::shard::catalog::InstanceRefusal;
 use crate::shard::Streams;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,7 +53,46 @@ pub struct AccessStats {
     pub failures: AtomicU64,
     /// Questions answered from the cache.
     pub cached: AtomicU64,
+    /// Questions answered 503 at once: too many decisions in progress.
+    pub busy: AtomicU64,
+    /// Wildcard instances not started: the address started its most this minute.
+    pub start_limited: AtomicU64,
 }
+
+/// Bounds of the access task (from `[server]`).
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLimits {
+    /// Decisions in progress at once.
+    pub max_checks: usize,
+    /// Of one viewer address.
+    pub max_checks_per_address: usize,
+    /// Wildcard instances one address may start per minute.
+    pub starts_per_minute: u32,
+}
+
+impl Default for AccessLimits {
+    fn default() -> Self {
+        let d = crate::config::ServerLimits::default();
+        Self::from(&d)
+    }
+}
+
+impl From<&crate::config::ServerLimits> for AccessLimits {
+    fn from(l: &crate::config::ServerLimits) -> Self {
+        Self {
+            max_checks: l.max_access_checks,
+            max_checks_per_address: l.max_access_checks_per_address,
+            starts_per_minute: l.wildcard_starts_per_minute,
+        }
+    }
+}
+
+/// Decisions cached at most (beyond, expired ones are swept; then new ones are not kept).
+const MAX_CACHED: usize = 100_000;
+/// Addresses whose instance starts are counted at most (beyond, new addresses start none).
+const MAX_STARTERS: usize = 100_000;
+/// How long a viewer refused because too many decisions were in progress waits (seconds).
+const BUSY_TTL: Duration = Duration::from_secs(1);
 
 /// The access task's state.
 pub struct Access {
@@ -59,6 +106,11 @@ pub struct Access {
     pub stats: AccessStats,
     /// Starts a wildcard instance (`base+wildcard`), or says why it cannot.
     maker: Mutex<Option<InstanceMaker>>,
+    limits: AccessLimits,
+    /// Decisions in progress, in all and by viewer address.
+    checks: Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
+    /// Wildcard instances started by each address in the current minute.
+    starts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -70,7 +122,7 @@ impl std::fmt::Debug for Access {
 }
 
 /// Starts a wildcard instance by name, or says why it cannot (blocking: it may ask triggers).
-pub type InstanceMaker = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type InstanceMaker = Arc<dyn Fn(&str) -> Result<(), InstanceRefusal> + Send + Sync>;
 
 /// How long a decision about a stream nobody gates is kept (it only says that the stream,
 /// a wildcard instance, was started).
@@ -78,7 +130,12 @@ const UNGATED_TTL: Duration = Duration::from_secs(2);
 
 impl Access {
     /// The access task of these shards and streams.
-    pub fn new(triggers: Arc<TriggerSet>, links: Links, streams: Arc<Streams>) -> Arc<Self> {
+    pub fn new(
+        triggers: Arc<TriggerSet>,
+        links: Links,
+        streams: Arc<Streams>,
+        limits: AccessLimits,
+    ) -> Arc<Self> {
         Arc::new(Self {
             triggers,
             links,
@@ -87,7 +144,62 @@ impl Access {
             deciding: Mutex::new(HashMap::new()),
             stats: AccessStats::default(),
             maker: Mutex::new(None),
+            limits,
+            checks: Mutex::new((0, HashMap::new())),
+            starts: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Take a place for one more decision about a viewer at `ip`, if there is one.
+    fn begin_check(&self, ip: Option<IpAddr>) -> bool {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_address) = &mut *checks;
+        let of_address = by_address.get(&ip).copied().unwrap_or(0);
+        if *total >= self.limits.max_checks || of_address >= self.limits.max_checks_per_address {
+            return false;
+        }
+        *total += 1;
+        by_address.insert(ip, of_address + 1);
+        true
+    }
+
+    fn end_check(&self, ip: Option<IpAddr>) {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_address) = &mut *checks;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_address.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&ip);
+            }
+        }
+    }
+
+    /// Decisions in progress now.
+    pub fn checks_in_progress(&self) -> usize {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Whether `ip` may start one more wildcard instance this minute (and count it).
+    fn may_start(&self, ip: Option<IpAddr>, now: Instant) -> bool {
+        let Some(ip) = ip else { return true };
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        if starts.len() >= MAX_STARTERS && !starts.contains_key(&ip) {
+            starts.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+            if starts.len() >= MAX_STARTERS {
+                return false;
+            }
+        }
+        let (since, count) = starts.entry(ip).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(60) {
+            *since = now;
+            *count = 0;
+        }
+        if *count >= self.limits.starts_per_minute {
+            return false;
+        }
+        *count += 1;
+        true
     }
 
     /// How wildcard instances are started.
@@ -109,9 +221,18 @@ impl Access {
             }
             let now = Instant::now();
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() > 100_000 {
+            if cache.len() >= MAX_CACHED {
                 cache.retain(|_, (_, until)| *until > now);
             }
+        }
+    }
+
+    fn busy() -> Verdict {
+        Verdict {
+            refused: Some(503),
+            headers: None,
+            ttl: BUSY_TTL,
+            redirect: None,
         }
     }
 
@@ -135,14 +256,29 @@ impl Access {
                 shards.push(query.shard);
                 return;
             }
+            if !self.begin_check(query.key.ip) {
+                // Too many decisions in progress (in all, or for this address): 503 now,
+                // asked again after a second.
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                drop(deciding);
+                self.links
+                    .send(query.shard, ShardCommand::Verdict(query.key, Self::busy()));
+                return;
+            }
             deciding.insert(query.key.clone(), vec![query.shard]);
         }
         tokio::spawn(async move {
             let verdict = self.decide(&query).await;
-            self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                query.key.clone(),
-                (verdict.clone(), Instant::now() + verdict.ttl),
-            );
+            self.end_check(query.key.ip);
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() < MAX_CACHED {
+                    cache.insert(
+                        query.key.clone(),
+                        (verdict.clone(), Instant::now() + verdict.ttl),
+                    );
+                }
+            }
             let shards = self
                 .deciding
                 .lock()
@@ -162,47 +298,21 @@ impl Access {
         let stream = q.key.stream.to_string();
         let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let connector = q.key.protocol.connector();
-        if self.streams.load().find(&stream).is_none() {
-            // A wildcard instance nobody watches yet: start it first.
-            let maker = self.maker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let name = stream.clone();
-            let made = match maker {
-                Some(make) if stream.contains('+') => {
-                    tokio::task::spawn_blocking(move || make(&name))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()))
-                }
-                _ => Err("no such stream".into()),
-            };
-            if let Err(why) = made {
-                // DEFAULT_STREAM may name another stream to play instead.
-                let fallback = self
-                    .triggers
-                    .ask(
-                        "DEFAULT_STREAM",
-                        Some(&stream),
-                        &[&stream, &ip, connector, &q.url],
-                    )
-                    .await
-                    .and_then(|a| a.into_iter().find(|n| !n.trim().is_empty()))
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| *n != stream && self.streams.load().find(n).is_some());
-                if fallback.is_none() {
-                    tracing::info!(stream = %stream, "not started: {why}");
-                }
-                return Verdict {
-                    refused: fallback.is_none().then_some(404),
-                    headers: None,
-                    ttl: UNGATED_TTL,
-                    redirect: fallback.map(|n| Arc::from(n.as_str())),
-                };
-            }
-        }
-        let access = self
+        let running = self
             .streams
             .load()
             .find(&stream)
-            .and_then(|(_, info)| info.config.access.clone());
+            .map(|(_, info)| info.config.clone());
+        // A stream that does not run: a wildcard instance its template allows (decided with
+        // the template's settings, started only once allowed), or another stream to play.
+        let (config, to_start) = match running {
+            Some(config) => (config, false),
+            None => match self.instance_config(&stream) {
+                Ok(config) => (config, true),
+                Err(refusal) => return self.not_running(q, &stream, &ip, refusal).await,
+            },
+        };
+        let access = config.access.clone();
         let mut verdict = Verdict {
             refused: None,
             headers: None,
@@ -257,13 +367,107 @@ impl Access {
         if refused {
             verdict.refused = Some(403);
             verdict.headers = None;
+            return verdict;
         }
         verdict.redirect = rewrite
             .and_then(|a| a.into_iter().find(|n| !n.trim().is_empty()))
             .map(|n| n.trim().to_owned())
             .filter(|n| *n != stream && self.streams.load().find(n).is_some())
             .map(|n| Arc::from(n.as_str()));
+        if to_start && verdict.redirect.is_none() {
+            if let Err(refused) = self.start(&stream, q.key.ip).await {
+                return refused;
+            }
+        }
         verdict
+    }
+
+    /// The configuration wildcard instance `name` would run with, if its template allows it
+    /// and has room.
+    fn instance_config(&self, name: &str) -> Result<crate::config::StreamConfig, InstanceRefusal> {
+        self.streams.check_instance(name)?;
+        let (base, wildcard) = name.split_once('+').unwrap_or((name, ""));
+        self.streams
+            .configured(base)
+            .ok_or_else(|| InstanceRefusal::NotAllowed(format!("no stream {base:?}")))?
+            .instance(wildcard)
+            .map_err(InstanceRefusal::NotAllowed)
+    }
+
+    /// Start wildcard instance `name` for a viewer at `ip` that was let in; the verdict to
+    /// give instead when it cannot be.
+    async fn start(&self, name: &str, ip: Option<IpAddr>) -> Result<(), Verdict> {
+        let refusal = |status: u16, ttl: Duration| Verdict {
+            refused: Some(status),
+            headers: None,
+            ttl,
+            redirect: None,
+        };
+        if !self.may_start(ip, Instant::now()) {
+            self.stats.start_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(stream = %name, ip = ?ip, "wildcard instance not started: this address started {} this minute", self.limits.starts_per_minute);
+            return Err(refusal(429, UNGATED_TTL));
+        }
+        let maker = self.maker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(make) = maker else {
+            return Err(refusal(404, UNGATED_TTL));
+        };
+        let owned = name.to_owned();
+        let made = tokio::task::spawn_blocking(move || make(&owned))
+            .await
+            .unwrap_or_else(|e| Err(InstanceRefusal::Full(e.to_string())));
+        match made {
+            Ok(()) => Ok(()),
+            Err(InstanceRefusal::NotAllowed(why)) => {
+                tracing::info!(stream = %name, "not started: {why}");
+                Err(refusal(404, UNGATED_TTL))
+            }
+            Err(InstanceRefusal::Full(why)) => {
+                tracing::warn!(stream = %name, "not started: {why}");
+                Err(refusal(503, UNGATED_TTL))
+            }
+        }
+    }
+
+    /// The verdict for a stream that does not run and will not: 503 when its template is
+    /// full; else another stream `DEFAULT_STREAM` names (302), or 404.
+    async fn not_running(
+        &self,
+        q: &AccessQuery,
+        stream: &str,
+        ip: &str,
+        refusal: InstanceRefusal,
+    ) -> Verdict {
+        if let InstanceRefusal::Full(why) = &refusal {
+            tracing::warn!(stream = %stream, "not started: {why}");
+            return Verdict {
+                refused: Some(503),
+                headers: None,
+                ttl: UNGATED_TTL,
+                redirect: None,
+            };
+        }
+        let connector = q.key.protocol.connector();
+        let fallback = self
+            .triggers
+            .ask(
+                "DEFAULT_STREAM",
+                Some(stream),
+                &[stream, ip, connector, &q.url],
+            )
+            .await
+            .and_then(|a| a.into_iter().find(|n| !n.trim().is_empty()))
+            .map(|n| n.trim().to_owned())
+            .filter(|n| n != stream && self.streams.load().find(n).is_some());
+        if fallback.is_none() {
+            tracing::debug!(stream = %stream, "not started: {refusal}");
+        }
+        Verdict {
+            refused: fallback.is_none().then_some(404),
+            headers: None,
+            ttl: UNGATED_TTL,
+            redirect: fallback.map(|n| Arc::from(n.as_str())),
+        }
     }
 
     /// Ask the token backend.
@@ -316,6 +520,14 @@ impl Access {
                             | "keep-alive"
                             | "date"
                             | "server"
+                            | "cache-control"
+                            | "etag"
+                            | "last-modified"
+                            | "content-range"
+                            | "accept-ranges"
+                            | "location"
+                            | "retry-after"
+                            | "access-control-allow-origin"
                     );
                     if let (true, Ok(value)) = (passed, value.to_str()) {
                         headers.push_str(&format!("{}: {value}\r\n", name.as_str()));

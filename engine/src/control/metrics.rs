@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 12] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 14] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -83,8 +83,20 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 12] = [
     (
         "shardcast_stream_segments_dropped_total",
         "counter",
-        "HLS segments dropped while being built (too large without a keyframe).",
+        "HLS segments dropped while being built (over max_segment without a keyframe, or made faster than real time allows).",
         |c| c.segments_dropped,
+    ),
+    (
+        "shardcast_stream_segments_evicted_total",
+        "counter",
+        "HLS segments let go early to stay within max_hls_bytes.",
+        |c| c.segments_evicted,
+    ),
+    (
+        "shardcast_stream_buffer_trims_total",
+        "counter",
+        "Chunks the progressive buffer dropped to stay within max_buffer.",
+        |c| c.buffer_trims,
     ),
     (
         "shardcast_stream_segment_bytes",
@@ -184,12 +196,37 @@ pub(super) fn render(state: &ControlState) -> String {
             "counter",
             "Time the shard's loop spent working rather than waiting.",
         ),
+        (
+            "shardcast_shard_sessions",
+            "gauge",
+            "Viewer sessions the shard tracks.",
+        ),
+        (
+            "shardcast_shard_sessions_evicted_total",
+            "counter",
+            "Sessions the shard forgot early to stay within max_sessions.",
+        ),
+        (
+            "shardcast_shard_completions_lost_total",
+            "counter",
+            "io_uring completions the kernel dropped (completion queue overflow).",
+        ),
+        (
+            "shardcast_shard_submit_errors_total",
+            "counter",
+            "io_uring submissions that failed.",
+        ),
     ] {
         family(&mut out, metric, kind, help);
         for (i, (s, cpu)) in stats.iter().zip(&state.cpus).enumerate() {
+            let count = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
             let value = match metric {
-                "shardcast_shard_connections" => s.connections.load(Ordering::Relaxed).to_string(),
-                "shardcast_shard_loop_turns_total" => s.turns.load(Ordering::Relaxed).to_string(),
+                "shardcast_shard_connections" => count(&s.connections),
+                "shardcast_shard_loop_turns_total" => count(&s.turns),
+                "shardcast_shard_sessions" => count(&s.sessions),
+                "shardcast_shard_sessions_evicted_total" => count(&s.sessions_evicted),
+                "shardcast_shard_completions_lost_total" => count(&s.completions_lost),
+                "shardcast_shard_submit_errors_total" => count(&s.submit_errors),
                 _ => format!("{:.6}", s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),
             };
             let _ = writeln!(out, "{metric}{{shard=\"{i}\",cpu=\"{cpu}\"}} {value}");
@@ -221,7 +258,60 @@ pub(super) fn render(state: &ControlState) -> String {
         "Viewer sessions that have ended (each one is a line in the access log).",
     );
     let _ = writeln!(out, "shardcast_sessions_ended_total {}", sessions.ended);
+    family(
+        &mut out,
+        "shardcast_sessions",
+        "gauge",
+        "Viewer sessions kept by the control plane.",
+    );
+    let _ = writeln!(out, "shardcast_sessions {}", sessions.len());
+    family(
+        &mut out,
+        "shardcast_sessions_evicted_total",
+        "counter",
+        "Sessions ended early because the table was at max_sessions.",
+    );
+    let _ = writeln!(out, "shardcast_sessions_evicted_total {}", sessions.evicted);
+    family(
+        &mut out,
+        "shardcast_session_reports_dropped_total",
+        "counter",
+        "Shard session reports dropped for want of room in the session table.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_session_reports_dropped_total {}",
+        sessions.dropped
+    );
     drop(sessions);
+    let admission = &state.admission;
+    family(
+        &mut out,
+        "shardcast_connections_refused_total",
+        "counter",
+        "Connections answered 503 or closed at accept, by reason: server_full (max_connections_per_shard) or per_address (max_connections_per_address).",
+    );
+    for (reason, value) in [
+        ("server_full", &admission.refused_full),
+        ("per_address", &admission.refused_address),
+    ] {
+        let _ = writeln!(
+            out,
+            "shardcast_connections_refused_total{{reason=\"{reason}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "shardcast_accept_errors_total",
+        "counter",
+        "Accepts that failed for want of descriptors or memory (the shard backed off).",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_accept_errors_total {}",
+        admission.accept_errors.load(Ordering::Relaxed)
+    );
     let triggers = state.triggers.stats();
     for (metric, help) in [
         ("shardcast_trigger_calls_total", "Trigger handler calls (each attempt), by trigger."),
@@ -262,10 +352,23 @@ pub(super) fn render(state: &ControlState) -> String {
         ("shardcast_access_backend_calls_total", "Calls to the token access backends.", &a.calls),
         ("shardcast_access_backend_failures_total", "Access backend calls without a usable answer (unreachable, timeout, unexpected status): on_error decided.", &a.failures),
         ("shardcast_access_cached_total", "Access questions answered from the decision cache.", &a.cached),
+        ("shardcast_access_busy_total", "Access questions answered 503 at once: max_access_checks (or its per-address share) in progress.", &a.busy),
+        ("shardcast_wildcard_starts_limited_total", "Wildcard instances not started: the address had started wildcard_starts_per_minute.", &a.start_limited),
     ] {
         family(&mut out, metric, "counter", help);
         let _ = writeln!(out, "{metric} {}", value.load(Ordering::Relaxed));
     }
+    family(
+        &mut out,
+        "shardcast_access_checks",
+        "gauge",
+        "Access decisions in progress (token backend calls, blocking triggers).",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_access_checks {}",
+        state.access.checks_in_progress()
+    );
     for (metric, kind, help, read) in STREAM_FAMILIES {
         family(&mut out, metric, kind, help);
         for (name, snapshot) in names.iter().zip(&snapshots) {

@@ -59,6 +59,8 @@ pub struct ControlState {
     pub triggers: Arc<triggers::TriggerSet>,
     /// The access task (for its counts).
     pub access: Arc<access::Access>,
+    /// The per-address connection cap and the refusal counts.
+    pub admission: Arc<crate::shard::admission::Admission>,
 }
 
 impl ControlState {
@@ -75,10 +77,12 @@ impl ControlState {
         links: crate::session::Links,
         triggers: Arc<triggers::TriggerSet>,
         access: Arc<access::Access>,
+        admission: Arc<crate::shard::admission::Admission>,
     ) -> Self {
         Self {
             triggers,
             access,
+            admission,
             sessions: std::sync::Mutex::new(sessions),
             links,
             store,

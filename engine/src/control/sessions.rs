@@ -54,6 +54,8 @@ pub enum EndReason {
     Stopped,
     /// The server stopped.
     Shutdown,
+    /// Ended early: the table was at its bound (`max_sessions`).
+    Evicted,
 }
 
 #[derive(Serialize)]
@@ -66,15 +68,101 @@ struct LogLine<'a> {
 }
 
 /// Every session, by key.
+///
+/// At most `max` sessions are kept: at the bound, the quiet ones are ended as usual, and if
+/// that is not enough the quieter half of those with no connection open are ended early
+/// (`end: "evicted"` in the access log); a report that still finds no room is dropped and
+/// counted.
 #[derive(Debug)]
 pub struct SessionTable {
     sessions: HashMap<SessionKey, Session>,
     timeout: Duration,
-    access_log: Option<(PathBuf, Option<std::fs::File>)>,
+    max: usize,
+    access_log: Option<AccessLog>,
     /// Sessions that ended, since the start.
     pub ended: u64,
+    /// Sessions ended early to stay within the bound.
+    pub evicted: u64,
+    /// Reports dropped for want of room.
+    pub dropped: u64,
     /// For `USER_END`, `CONN_OPEN` and `CONN_CLOSE`.
     triggers: Option<Arc<TriggerSet>>,
+}
+
+/// The access log: a JSON line per ended session, rotated by size so that it cannot fill the
+/// disk (`access.log` → `access.log.1` → … → `access.log.N`, the oldest removed).
+#[derive(Debug)]
+struct AccessLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// Its size now (read when it is opened, then counted).
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl AccessLog {
+    /// Append `line`, rotating first if it would grow past its size.
+    fn append(&mut self, line: &[u8]) {
+        if self.file.is_some() && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
+        if self.file.is_none() {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => {
+                    self.size = f.metadata().map_or(0, |m| m.len());
+                    self.file = Some(f);
+                    if self.size + line.len() as u64 > self.max_bytes && self.size > 0 {
+                        self.rotate();
+                        return self.append(line);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("cannot open the access log {}: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+        if let Some(f) = &mut self.file {
+            // One write per line (O_APPEND): lines never interleave with another writer's.
+            match f.write_all(line) {
+                Ok(()) => self.size += line.len() as u64,
+                Err(e) => {
+                    tracing::error!("cannot write the access log {}: {e}", self.path.display());
+                    self.file = None;
+                }
+            }
+        }
+    }
+
+    /// Move `access.log.k` to `access.log.k+1` (the last one removed), `access.log` to
+    /// `access.log.1` (or remove it when none are kept); the next line starts a new file.
+    fn rotate(&mut self) {
+        self.file = None;
+        let numbered = |k: usize| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{k}"));
+            PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(numbered(self.keep));
+            for k in (1..self.keep).rev() {
+                let _ = std::fs::rename(numbered(k), numbered(k + 1));
+            }
+            if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+                tracing::error!("cannot rotate the access log {}: {e}", self.path.display());
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        self.size = 0;
+        tracing::info!("access log {} rotated", self.path.display());
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -88,18 +176,81 @@ impl SessionTable {
         access_log: Option<PathBuf>,
         triggers: Option<Arc<TriggerSet>>,
     ) -> Self {
+        let d = crate::config::ServerLimits::default();
         Self {
             sessions: HashMap::new(),
             timeout,
-            access_log: access_log.map(|p| (p, None)),
+            max: d.max_sessions,
+            access_log: access_log.map(|path| AccessLog {
+                path,
+                file: None,
+                size: 0,
+                max_bytes: d.access_log_max_bytes,
+                keep: d.access_log_files,
+            }),
             ended: 0,
+            evicted: 0,
+            dropped: 0,
             triggers,
         }
+    }
+
+    /// Keep at most `limits.max_sessions` sessions, and rotate the access log as `limits`
+    /// say.
+    pub fn with_limits(mut self, limits: &crate::config::ServerLimits) -> Self {
+        self.max = limits.max_sessions.max(1);
+        if let Some(log) = &mut self.access_log {
+            log.max_bytes = limits.access_log_max_bytes;
+            log.keep = limits.access_log_files;
+        }
+        self
+    }
+
+    /// Sessions kept now.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Make room for one more session: end the quiet ones, then the quieter half of those
+    /// with no connection open. Whether there is room now.
+    fn make_room(&mut self) -> bool {
+        if self.sessions.len() < self.max {
+            return true;
+        }
+        self.sweep();
+        if self.sessions.len() < self.max {
+            return true;
+        }
+        let mut quiet: Vec<(Option<Instant>, SessionKey)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.connections <= 0)
+            .map(|(k, s)| (s.last, k.clone()))
+            .collect();
+        if quiet.is_empty() {
+            return false;
+        }
+        let half = quiet.len().div_ceil(2);
+        quiet.select_nth_unstable_by(half - 1, |a, b| a.0.cmp(&b.0));
+        for (_, key) in quiet.drain(..half) {
+            self.end(&key, EndReason::Evicted);
+            self.evicted += 1;
+        }
+        self.sessions.len() < self.max
     }
 
     /// Add one shard's report.
     pub fn absorb(&mut self, report: SessionReport) {
         let now = unix_ms();
+        if !self.sessions.contains_key(&report.key) && !self.make_room() {
+            self.dropped += 1;
+            return;
+        }
         let session = self
             .sessions
             .entry(report.key.clone())
@@ -203,7 +354,7 @@ impl SessionTable {
                 ],
             );
         }
-        let Some((path, file)) = &mut self.access_log else {
+        let Some(log) = &mut self.access_log else {
             return;
         };
         let line = LogLine {
@@ -216,26 +367,7 @@ impl SessionTable {
             return;
         };
         text.push('\n');
-        if file.is_none() {
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&*path)
-            {
-                Ok(f) => *file = Some(f),
-                Err(e) => {
-                    tracing::error!("cannot open the access log {}: {e}", path.display());
-                    return;
-                }
-            }
-        }
-        if let Some(f) = file {
-            // One write per line (O_APPEND): lines never interleave with another writer's.
-            if let Err(e) = f.write_all(text.as_bytes()) {
-                tracing::error!("cannot write the access log {}: {e}", path.display());
-                *file = None;
-            }
-        }
+        log.append(text.as_bytes());
     }
 
     /// Every session, oldest first; only stream `stream`'s when given.
@@ -317,6 +449,41 @@ mod tests {
         assert_eq!(lines[0]["end"], "quiet");
         assert_eq!(lines[1]["bytes"], 15);
         assert_eq!(lines[1]["user_agent"], "test");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_table_and_the_access_log_stay_within_their_bounds() {
+        let dir = std::env::temp_dir().join(format!("shardcast-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("access.log");
+        let limits = crate::config::ServerLimits {
+            max_sessions: 100,
+            access_log_max_bytes: 4096,
+            access_log_files: 2,
+            ..Default::default()
+        };
+        let mut t = SessionTable::new(Duration::from_secs(60), Some(log.clone()), None)
+            .with_limits(&limits);
+        let watching = report("watching", 1, 10);
+        t.absorb(watching);
+        for i in 0..1000 {
+            t.absorb(report(&format!("flood{i}"), 0, 10));
+            assert!(t.len() <= 100);
+        }
+        assert!(t.evicted >= 800, "{}", t.evicted);
+        assert!(
+            t.list(None).iter().any(|s| s.token == "watching"),
+            "an open connection keeps it"
+        );
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        assert!(size(&log) <= 4096);
+        assert!(size(&dir.join("access.log.1")) > 0 && size(&dir.join("access.log.2")) > 0);
+        assert!(!dir.join("access.log.3").exists(), "two rotated files kept");
+        let line = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        assert_eq!(first["end"], "evicted");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

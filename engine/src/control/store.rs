@@ -16,7 +16,7 @@
 //! (an edit made while one is in flight waits for it).
 
 use crate::config::{Config, ConfigSource, StreamConfig, EMBEDDED};
-use crate::shard::catalog::{Changes, StartRules, Streams};
+use crate::shard::catalog::{Changes, InstanceRefusal, StartRules, Streams};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,39 @@ pub struct StreamFields {
     /// Token access control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::config::AccessConfig>,
+    /// Whether a gated stream's media may be kept by shared caches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_cache: Option<bool>,
+    /// Bytes held for progressive viewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_buffer: Option<u64>,
+    /// Bytes of one HLS segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_segment: Option<u64>,
+    /// Bytes of HLS segments held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hls_bytes: Option<u64>,
+    /// Seconds without data before progressive viewers are closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_timeout: Option<f64>,
+    /// What a template's wildcard instances may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wildcard: Option<WildcardFields>,
+}
+
+/// A template's `wildcard` table as the API takes and gives it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WildcardFields {
+    /// Instances at once, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u64>,
+    /// The wildcard must be a port in this range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<[u16; 2]>,
+    /// The wildcard must match this pattern, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
 }
 
 impl StreamFields {
@@ -54,6 +87,16 @@ impl StreamFields {
             playlist_segments: Some(config.hls.playlist_segments as u64),
             segment_grace: Some(config.hls.segment_grace_s),
             access: config.access.clone(),
+            public_cache: Some(config.limits.public_cache),
+            max_buffer: Some(config.limits.max_buffer as u64),
+            max_segment: Some(config.limits.max_segment as u64),
+            max_hls_bytes: Some(config.limits.max_hls_bytes as u64),
+            source_timeout: Some(config.limits.source_timeout_s),
+            wildcard: config.wildcard.as_ref().map(|w| WildcardFields {
+                instances: Some(w.instances as u64),
+                ports: w.ports.map(|(low, high)| [low, high]),
+                pattern: w.pattern.as_ref().map(|p| p.as_str().to_owned()),
+            }),
         }
     }
 
@@ -84,6 +127,38 @@ impl StreamFields {
             };
             access.insert("on_error", on_error.into());
             t["access"] = toml_edit::value(access);
+        }
+        let int = |v: u64| toml_edit::value(i64::try_from(v).unwrap_or(i64::MAX));
+        if let Some(v) = self.public_cache {
+            t["public_cache"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.max_buffer {
+            t["max_buffer"] = int(v);
+        }
+        if let Some(v) = self.max_segment {
+            t["max_segment"] = int(v);
+        }
+        if let Some(v) = self.max_hls_bytes {
+            t["max_hls_bytes"] = int(v);
+        }
+        if let Some(v) = self.source_timeout {
+            t["source_timeout"] = toml_edit::value(v);
+        }
+        if let Some(w) = &self.wildcard {
+            let mut wildcard = toml_edit::InlineTable::new();
+            if let Some(n) = w.instances {
+                wildcard.insert("instances", i64::try_from(n).unwrap_or(i64::MAX).into());
+            }
+            if let Some([low, high]) = w.ports {
+                let mut ports = toml_edit::Array::new();
+                ports.push(i64::from(low));
+                ports.push(i64::from(high));
+                wildcard.insert("ports", ports.into());
+            }
+            if let Some(p) = &w.pattern {
+                wildcard.insert("pattern", p.as_str().into());
+            }
+            t["wildcard"] = toml_edit::value(wildcard);
         }
         t
     }
@@ -346,8 +421,8 @@ impl ConfigStore {
         Ok(())
     }
 
-    /// Start wildcard instance `name` (`base+wildcard`) of a configured stream.
-    pub fn start_instance(&self, name: &str) -> Result<(), String> {
+    /// Start wildcard instance `name` (`base+wildcard`) of a configured template.
+    pub fn start_instance(&self, name: &str) -> Result<(), InstanceRefusal> {
         self.with_rules(|rules| self.streams.start_instance(name, rules))
     }
 

@@ -367,10 +367,13 @@ pub fn refuses(answer: &str) -> bool {
     a.is_empty() || a == "0" || a.eq_ignore_ascii_case("false") || a.eq_ignore_ascii_case("no")
 }
 
+/// The payload of a trigger: one value per line. A value never spans lines: control
+/// characters in it (a line break in a token or URL a viewer sent) become spaces, so that
+/// nobody can add lines of their own to what a handler reads.
 fn payload(lines: &[&str]) -> String {
     let mut p = String::new();
     for l in lines {
-        p.push_str(l);
+        p.extend(l.chars().map(|c| if c.is_control() { ' ' } else { c }));
         p.push('\n');
     }
     p
@@ -379,6 +382,14 @@ fn payload(lines: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_cannot_add_lines_to_a_payload() {
+        assert_eq!(
+            payload(&["cam", "tok\nen\r\ntrue", ""]),
+            "cam\ntok en  true\n\n"
+        );
+    }
 
     #[test]
     fn answers_that_refuse() {

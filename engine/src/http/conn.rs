@@ -21,6 +21,16 @@ use std::sync::Arc;
 /// How long caches may keep a segment: its bytes never change under its URL.
 const SEGMENT_CACHE_CONTROL: &str = "public, max-age=86400, immutable";
 
+/// A Cache-Control value that no shared cache may act on: `public` becomes `private`, and
+/// `private` is put before the rest otherwise.
+fn private_cache_control(value: &str) -> String {
+    match value.strip_prefix("public") {
+        Some(rest) => format!("private{rest}"),
+        None if value.starts_with("private") => value.to_owned(),
+        None => format!("private, {value}"),
+    }
+}
+
 /// One buffer queued for a connection.
 #[derive(Clone, Debug)]
 pub enum Out {
@@ -185,6 +195,8 @@ pub enum Gate {
         session: crate::session::SessionKey,
         /// Header lines (`Name: value\r\n`…) an access decision added.
         headers: Option<std::sync::Arc<str>>,
+        /// Its media must not be kept by shared caches (a gated stream that did not opt in).
+        private: bool,
     },
     /// Refused with this status (401, 403 or 503) and reason.
     Refused(u16, &'static str),
@@ -234,6 +246,8 @@ pub struct Conn {
     session: Option<usize>,
     /// Header lines added to the response being built (from an access decision).
     grant: Option<std::sync::Arc<str>>,
+    /// The response being built is a gated stream's: no shared cache may keep it.
+    private: bool,
     /// The request held while its session's access is decided.
     parked: Option<RequestHead>,
     /// The question to ask about it, for the core to take.
@@ -274,6 +288,7 @@ impl Conn {
             new_session: None,
             session: None,
             grant: None,
+            private: false,
             parked: None,
             new_ask: None,
             queued_total: 0,
@@ -463,14 +478,16 @@ impl Conn {
         let keep = head.keep_alive;
         let route = router.route(head);
         self.grant = None;
+        self.private = false;
         match router.gate(head, &route) {
             Gate::Open => {}
             Gate::Refused(status, why) => {
                 let body = format!("{why}\n");
-                let extra = if status == 401 {
-                    "WWW-Authenticate: Bearer realm=\"shardcast\"\r\n"
-                } else {
-                    ""
+                let extra = match status {
+                    401 => "WWW-Authenticate: Bearer realm=\"shardcast\"\r\n",
+                    429 => "Retry-After: 10\r\nCache-Control: no-store\r\n",
+                    503 => "Retry-After: 2\r\nCache-Control: no-store\r\n",
+                    _ => "Cache-Control: no-store\r\n",
                 };
                 self.respond(
                     status,
@@ -495,9 +512,14 @@ impl Conn {
                 );
                 return None;
             }
-            Gate::Viewer { session, headers } => {
+            Gate::Viewer {
+                session,
+                headers,
+                private,
+            } => {
                 self.new_session = Some((session, head.user_agent.clone()));
                 self.grant = headers;
+                self.private = private;
             }
             Gate::Ask(key) => {
                 let url = if head.query.is_empty() {
@@ -585,7 +607,8 @@ impl Conn {
             {
                 let extra = format!(
                     "Cache-Control: {}\r\nETag: {}\r\n",
-                    w.playlist_cache_control, w.playlist_etag
+                    self.cache_control(w.playlist_cache_control),
+                    w.playlist_etag
                 );
                 self.respond(304, "", b"", keep, &extra, true);
             }
@@ -595,20 +618,25 @@ impl Conn {
                 let pair = token_pair(&head.query).unwrap_or_default();
                 let playlist = if master { &w.master } else { &w.playlist };
                 let body = crate::hls::with_query(playlist, pair);
-                let extra = format!("Cache-Control: private, {}\r\n", w.playlist_cache_control);
+                let extra = format!(
+                    "Cache-Control: {}\r\n",
+                    private_cache_control(w.playlist_cache_control)
+                );
                 self.respond_bytes(200, PLAYLIST, body, keep, &extra, head_only);
             }
             HlsRoute::Media(w) => {
                 let extra = format!(
                     "Cache-Control: {}\r\nETag: {}\r\n",
-                    w.playlist_cache_control, w.playlist_etag
+                    self.cache_control(w.playlist_cache_control),
+                    w.playlist_etag
                 );
                 self.respond_bytes(200, PLAYLIST, w.playlist.clone(), keep, &extra, head_only);
             }
             HlsRoute::Master(w) => {
                 let extra = format!(
                     "Cache-Control: {}\r\nETag: {}\r\n",
-                    w.playlist_cache_control, w.playlist_etag
+                    self.cache_control(w.playlist_cache_control),
+                    w.playlist_etag
                 );
                 self.respond_bytes(200, PLAYLIST, w.master.clone(), keep, &extra, head_only);
             }
@@ -637,12 +665,23 @@ impl Conn {
         }
     }
 
+    /// `public` as it is, or made private when the response is a gated stream's.
+    fn cache_control<'a>(&self, public: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.private {
+            std::borrow::Cow::Owned(private_cache_control(public))
+        } else {
+            std::borrow::Cow::Borrowed(public)
+        }
+    }
+
     fn answer_segment(&mut self, head: &RequestHead, head_only: bool, segment: Arc<Segment>) {
         let keep = head.keep_alive;
         let len = segment.len();
         let mut extra = format!(
-            "Cache-Control: {SEGMENT_CACHE_CONTROL}\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n",
-            segment.etag, segment.last_modified
+            "Cache-Control: {}\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n",
+            self.cache_control(SEGMENT_CACHE_CONTROL),
+            segment.etag,
+            segment.last_modified
         );
         if head.if_none_match.as_deref() == Some(segment.etag.as_str()) {
             self.respond(304, "", b"", keep, &extra, true);

@@ -179,16 +179,37 @@ pub struct Streams {
     writer: Mutex<Applied>,
     /// The names of the wildcard instances running.
     instance_names: ArcSwap<Vec<String>>,
+    /// What was last applied, for readers that must not wait for the writer.
+    applied: ArcSwap<Applied>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Applied {
     configured: Vec<StreamConfig>,
     instances: Vec<(String, String)>,
 }
 
-/// Wildcard instances running at once, at most (beyond, new ones are refused).
+/// Wildcard instances running at once, at most, of all templates together (beyond, new ones
+/// are refused); each template has its own cap too (`wildcard.instances`).
 pub const MAX_INSTANCES: usize = 10_000;
+
+/// Why a wildcard instance does not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceRefusal {
+    /// The name is not one its base allows (not a template, a wildcard it refuses, a source
+    /// that is another stream's): 404, and nothing starts.
+    NotAllowed(String),
+    /// The template (or the server) runs as many instances as it may: 503 for now.
+    Full(String),
+}
+
+impl std::fmt::Display for InstanceRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstanceRefusal::NotAllowed(why) | InstanceRefusal::Full(why) => f.write_str(why),
+        }
+    }
+}
 
 impl Streams {
     /// A table of `configs`, for the shards woken by `wakers` (one per shard).
@@ -198,6 +219,7 @@ impl Streams {
             wakers,
             writer: Mutex::new(Applied::default()),
             instance_names: ArcSwap::from_pointee(Vec::new()),
+            applied: ArcSwap::from_pointee(Applied::default()),
         };
         streams.apply(configs);
         streams
@@ -227,29 +249,87 @@ impl Streams {
         self.publish(&mut applied, rules)
     }
 
-    /// Start wildcard instance `name` (`base+wildcard`) of a configured stream, unless it runs
-    /// already. The error says why it cannot be.
-    pub fn start_instance(&self, name: &str, rules: &StartRules<'_>) -> Result<(), String> {
-        let mut applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+    /// Whether wildcard instance `name` (`base+wildcard`) could start now, without starting
+    /// it: its base is a template that allows the wildcard, the template has room for one
+    /// more instance, and its source is no other stream's. `Ok(true)` when it runs already.
+    pub fn check_instance(&self, name: &str) -> Result<bool, InstanceRefusal> {
+        // From the last published state: the writer's lock may be held while a trigger is
+        // asked, and [`Streams::start_instance`] checks again under it.
+        Self::admit_instance(&self.applied.load(), name).map(|(_, running)| running)
+    }
+
+    fn admit_instance(
+        applied: &Applied,
+        name: &str,
+    ) -> Result<(StreamConfig, bool), InstanceRefusal> {
         let (base, wildcard) = name
             .split_once('+')
-            .ok_or_else(|| format!("{name:?} is not base+wildcard"))?;
+            .ok_or_else(|| InstanceRefusal::NotAllowed(format!("{name:?} is not base+wildcard")))?;
         let config = applied
             .configured
             .iter()
             .find(|c| c.name == base)
-            .ok_or_else(|| format!("no stream {base:?} to make {name:?} of"))?;
-        config.instance(wildcard)?;
+            .ok_or_else(|| {
+                InstanceRefusal::NotAllowed(format!("no stream {base:?} to make {name:?} of"))
+            })?;
+        let instance = config
+            .instance(wildcard)
+            .map_err(InstanceRefusal::NotAllowed)?;
         if applied
             .instances
             .iter()
             .any(|(b, w)| b == base && w == wildcard)
         {
-            return Ok(());
+            return Ok((instance, true));
+        }
+        let of_base = applied.instances.iter().filter(|(b, _)| b == base).count();
+        let cap = config.wildcard_rule().instances;
+        if of_base >= cap {
+            return Err(InstanceRefusal::Full(format!(
+                "{base} runs {of_base} wildcard instances, its most"
+            )));
         }
         if applied.instances.len() >= MAX_INSTANCES {
-            return Err(format!("{MAX_INSTANCES} wildcard instances run already"));
+            return Err(InstanceRefusal::Full(format!(
+                "{MAX_INSTANCES} wildcard instances run already"
+            )));
         }
+        // A UDP address of another stream (configured, or another instance) would share its
+        // datagrams.
+        if let crate::ingest::SourceSpec::Udp(udp) = &instance.source {
+            let taken = applied
+                .configured
+                .iter()
+                .filter(|c| !c.is_template())
+                .map(|c| c.source.clone())
+                .chain(applied.instances.iter().filter_map(|(b, w)| {
+                    let c = applied.configured.iter().find(|c| &c.name == b)?;
+                    Some(c.instance(w).ok()?.source)
+                }))
+                .any(|s| matches!(s, crate::ingest::SourceSpec::Udp(other) if other.addr.port() == udp.addr.port() && (other.addr.ip() == udp.addr.ip() || other.addr.ip().is_unspecified() || udp.addr.ip().is_unspecified())));
+            if taken {
+                return Err(InstanceRefusal::NotAllowed(format!(
+                    "{} is another stream's source",
+                    instance.source_url
+                )));
+            }
+        }
+        Ok((instance, false))
+    }
+
+    /// Start wildcard instance `name` (`base+wildcard`) of a configured template, unless it
+    /// runs already ([`Streams::check_instance`] says what may be refused).
+    pub fn start_instance(
+        &self,
+        name: &str,
+        rules: &StartRules<'_>,
+    ) -> Result<(), InstanceRefusal> {
+        let mut applied = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (instance, running) = Self::admit_instance(&applied, name)?;
+        if running {
+            return Ok(());
+        }
+        let (base, wildcard) = instance.name.split_once('+').unwrap_or((name, ""));
         applied
             .instances
             .push((base.to_owned(), wildcard.to_owned()));
@@ -289,6 +369,12 @@ impl Streams {
         }
     }
 
+    /// The configured stream `name` (not an instance), as last applied.
+    pub fn configured(&self, name: &str) -> Option<StreamConfig> {
+        let applied = self.applied.load();
+        applied.configured.iter().find(|c| c.name == name).cloned()
+    }
+
     /// Whether `name` is a wildcard instance now running.
     pub fn is_instance(&self, name: &str) -> bool {
         self.instance_names.load().iter().any(|n| n == name)
@@ -309,6 +395,10 @@ impl Streams {
         self.instance_names.store(Arc::new(
             instances.iter().map(|(b, w)| format!("{b}+{w}")).collect(),
         ));
+        self.applied.store(Arc::new(Applied {
+            configured: configured.clone(),
+            instances: instances.clone(),
+        }));
         let mut configs = configured.clone();
         for (base, wildcard) in instances.iter() {
             if let Some(instance) = configured

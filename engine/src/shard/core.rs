@@ -201,8 +201,12 @@ impl Router for StreamsRouter<'_> {
                         _ => return Gate::Open,
                     },
                 };
+                // Only of a template, with a wildcard it allows: anything else is 404 and
+                // starts nothing (not even a question).
                 let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
-                    !wildcard.is_empty() && self.catalog.find(base).is_some()
+                    self.catalog
+                        .find(base)
+                        .is_some_and(|(_, b)| b.config.instance(wildcard).is_ok())
                 });
                 let plausible = !name.is_empty()
                     && name.len() <= 128
@@ -223,6 +227,10 @@ impl Router for StreamsRouter<'_> {
                         redirect: Some(other),
                         ..
                     }) => Gate::Redirect(elsewhere(self.site, head, name, other)),
+                    Some(Verdict {
+                        refused: Some(status),
+                        ..
+                    }) if *status != 404 => refusal(*status),
                     // Decided, yet it does not run: it could not be made (or has ended).
                     Some(_) => Gate::Refused(404, "no such stream"),
                     None => Gate::Ask(session),
@@ -242,25 +250,23 @@ impl Router for StreamsRouter<'_> {
         if self.sessions.is_stopped(&session) {
             return Gate::Refused(403, "this session was stopped");
         }
+        if !self.sessions.admits(&session) {
+            return Gate::Refused(503, "too many viewers, try again later");
+        }
         if !info.gated.load(Ordering::Relaxed) {
             return Gate::Viewer {
                 session,
                 headers: None,
+                private: false,
             };
         }
+        let private = !info.config.limits.public_cache;
         match self.sessions.verdict(&session) {
             None => Gate::Ask(session),
             Some(Verdict {
                 refused: Some(status),
                 ..
-            }) => Gate::Refused(
-                *status,
-                match status {
-                    401 => "a valid token is needed to watch this stream",
-                    503 => "the access check is unavailable, try again later",
-                    _ => "not allowed to watch this stream",
-                },
-            ),
+            }) => refusal(*status),
             Some(Verdict {
                 redirect: Some(other),
                 ..
@@ -268,6 +274,7 @@ impl Router for StreamsRouter<'_> {
             Some(Verdict { headers, .. }) => Gate::Viewer {
                 headers: headers.clone(),
                 session,
+                private,
             },
         }
     }
@@ -281,6 +288,20 @@ impl Router for StreamsRouter<'_> {
         }
         s
     }
+}
+
+/// A viewer's request refused with `status`, and why.
+fn refusal(status: u16) -> Gate {
+    Gate::Refused(
+        status,
+        match status {
+            401 => "a valid token is needed to watch this stream",
+            404 => "no such stream",
+            429 => "too many new streams from your address, try again later",
+            503 => "the access check is unavailable or busy, try again later",
+            _ => "not allowed to watch this stream",
+        },
+    )
 }
 
 /// The request's URL (under the public base: through proxies too) with stream `from`
@@ -402,6 +423,7 @@ impl ShardCore {
                         self.resume(conn);
                         work.write.push(conn);
                     }
+                    self.sessions.used_once();
                 }
                 ShardCommand::Stop(key, how_long) => {
                     if let Some(id) = self.sessions.stop(key, how_long) {
@@ -654,6 +676,16 @@ impl ShardCore {
         }
     }
 
+    /// Track at most `max` sessions, `per_stream` of one stream.
+    pub fn set_session_limits(&mut self, max: usize, per_stream: usize) {
+        self.sessions = LocalSessions::new(max, per_stream);
+    }
+
+    /// Sessions tracked now, and forgotten early to stay within the bounds so far.
+    pub fn session_counts(&self) -> (usize, u64) {
+        (self.sessions.len(), self.sessions.evicted)
+    }
+
     /// The per-address cap and the refusal counters, shared by every shard.
     pub fn set_admission(&mut self, admission: Arc<Admission>) {
         self.admission = admission;
@@ -703,6 +735,7 @@ impl ShardCore {
                     };
                     self.sessions.decided(ask.key.clone(), verdict);
                     self.resume(key);
+                    self.sessions.used_once();
                     return;
                 }
                 self.link.asked.notify_one();
@@ -711,8 +744,8 @@ impl ShardCore {
         }
         if let Some((session, user_agent)) = conn.take_new_session() {
             let id = self.sessions.touch(session, user_agent.as_deref());
-            conn.set_session(Some(id));
-            if viewer.is_some() {
+            conn.set_session(id);
+            if let (Some(id), true) = (id, viewer.is_some()) {
                 self.sessions.connection(id, true);
             }
         }
@@ -1170,6 +1203,8 @@ impl Housekeeping {
         run.beat(core.index());
         if let Some(woke) = self.woke.take() {
             run.account(core.index(), core.connections(), woke.elapsed());
+            let (held, evicted) = core.session_counts();
+            run.sessions(core.index(), held, evicted);
         }
         if let Some((shard, at)) = self.hang_at {
             if shard == core.index() && Instant::now() >= at {

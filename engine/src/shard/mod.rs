@@ -74,6 +74,14 @@ impl RunState {
         }
     }
 
+    /// Shard `shard` tracks `held` sessions and has forgotten `evicted` early.
+    pub fn sessions(&self, shard: usize, held: usize, evicted: u64) {
+        if let Some(s) = self.stats.get(shard) {
+            s.sessions.store(held as u64, Ordering::Relaxed);
+            s.sessions_evicted.store(evicted, Ordering::Relaxed);
+        }
+    }
+
     /// Every shard's statistics, by shard number.
     pub fn shard_stats(&self) -> &[ShardStats] {
         &self.stats
@@ -141,6 +149,10 @@ pub struct ShardStats {
     pub completions_lost: AtomicU64,
     /// io_uring submissions that failed.
     pub submit_errors: AtomicU64,
+    /// Viewer sessions the shard tracks now.
+    pub sessions: AtomicU64,
+    /// Sessions it forgot early to stay within `max_sessions`.
+    pub sessions_evicted: AtomicU64,
 }
 
 /// Everything a shard is started with.
@@ -174,6 +186,8 @@ pub struct ShardSetup {
     pub site: Arc<crate::site::Site>,
     /// The per-address connection cap and refusal counts, shared by every shard.
     pub admission: Arc<admission::Admission>,
+    /// Sessions the shard tracks at most, in all and of one stream.
+    pub max_sessions: (usize, usize),
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -237,6 +251,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     );
     core.set_site(setup.site);
     core.set_admission(setup.admission);
+    core.set_session_limits(setup.max_sessions.0, setup.max_sessions.1);
     core.set_link(setup.link);
     Prepared {
         core,
