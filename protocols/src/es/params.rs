@@ -135,8 +135,8 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoParams> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_units = r.ue()? + 1;
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_units = r.ue()?.checked_add(1)?;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
@@ -151,12 +151,15 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoParams> {
             2 => (2, 2 - frame_mbs_only),
             _ => (1, 2 - frame_mbs_only),
         };
-        crop_x = unit_x * (left + right);
-        crop_y = unit_y * (top + bottom);
+        crop_x = left.checked_add(right)?.checked_mul(unit_x)?;
+        crop_y = top.checked_add(bottom)?.checked_mul(unit_y)?;
     }
-    let width = (width_mbs * 16).checked_sub(crop_x)?;
-    let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub(crop_y)?;
-    Some(VideoParams {
+    let width = width_mbs.checked_mul(16)?.checked_sub(crop_x)?;
+    let height = (2 - frame_mbs_only)
+        .checked_mul(height_units)?
+        .checked_mul(16)?
+        .checked_sub(crop_y)?;
+    plausible(VideoParams {
         codec: format!("avc1.{profile:02x}{constraints:02x}{level:02x}"),
         width,
         height,
@@ -207,8 +210,8 @@ pub fn h265_sps(nal: &[u8]) -> Option<VideoParams> {
             2 => (2, 1),
             _ => (1, 1),
         };
-        crop_x = sub_w * (left + right);
-        crop_y = sub_h * (top + bottom);
+        crop_x = left.checked_add(right)?.checked_mul(sub_w)?;
+        crop_y = top.checked_add(bottom)?.checked_mul(sub_h)?;
     }
     // ISO/IEC 14496-15 E.3: profile space letter and profile, the compatibility flags in
     // reverse bit order, tier and level, then the constraint bytes without trailing zeros.
@@ -225,11 +228,19 @@ pub fn h265_sps(nal: &[u8]) -> Option<VideoParams> {
     for b in &constraints[..used] {
         codec.push_str(&format!(".{b:X}"));
     }
-    Some(VideoParams {
+    plausible(VideoParams {
         codec,
         width: width.checked_sub(crop_x)?,
         height: height.checked_sub(crop_y)?,
     })
+}
+
+/// Larger than any picture a level of H.264 or H.265 allows, in either dimension.
+pub const MAX_DIMENSION: u32 = 32_768;
+
+/// `params`, unless its picture size is beyond any level (a damaged or hostile SPS).
+fn plausible(params: VideoParams) -> Option<VideoParams> {
+    (params.width <= MAX_DIMENSION && params.height <= MAX_DIMENSION).then_some(params)
 }
 
 /// The RFC 6381 string of an audio track from the start of its first frame.
@@ -284,6 +295,49 @@ mod tests {
         );
         assert_eq!(audio_codec(Codec::AacAdts, &[0x00]), None);
         assert_eq!(audio_codec(Codec::Eac3, &[]).as_deref(), Some("ec-3"));
+    }
+
+    /// Bits written MSB first, for SPS made up in tests.
+    struct Writer(Vec<bool>);
+
+    impl Writer {
+        fn bits(&mut self, n: u32, v: u64) -> &mut Self {
+            for i in (0..n).rev() {
+                self.0.push(v >> i & 1 == 1);
+            }
+            self
+        }
+        fn ue(&mut self, v: u64) -> &mut Self {
+            let coded = v + 1;
+            let len = 64 - coded.leading_zeros();
+            self.bits(len - 1, 0).bits(len, coded)
+        }
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = vec![0u8; self.0.len().div_ceil(8) + 1];
+            for (i, b) in self.0.iter().enumerate() {
+                out[i / 8] |= u8::from(*b) << (7 - i % 8);
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn an_sps_with_sizes_that_overflow_is_refused_not_wrapped() {
+        let sps = |width_mbs: u64, crop: u64| {
+            let mut w = Writer(Vec::new());
+            w.bits(8, 0x67).bits(8, 66).bits(8, 0).bits(8, 30); // NAL header, baseline 3.0
+            w.ue(0).ue(0).ue(0).ue(0).ue(1).bits(1, 0); // ids, frame num, poc 0, refs
+            w.ue(width_mbs).ue(0).bits(1, 1).bits(1, 1); // sizes, frame_mbs_only
+            w.bits(1, 1).ue(crop).ue(crop).ue(0).ue(0); // cropping
+            w.bits(1, 0);
+            w.bytes()
+        };
+        let ok = h264_sps(&sps(119, 0)).unwrap();
+        assert_eq!((ok.width, ok.height), (1920, 16));
+        assert_eq!(h264_sps(&sps(u64::from(u32::MAX) - 1, 0)), None);
+        assert_eq!(h264_sps(&sps(300_000_000, 0)), None);
+        assert_eq!(h264_sps(&sps(119, u64::from(u32::MAX) - 1)), None);
+        assert_eq!(h264_sps(&sps(5000, 0)), None, "80000 pixels wide");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 use super::continuity::{Continuity, ContinuityTracker};
 use super::packet::{Packet, PacketError, Pcr, PACKET_SIZE};
 use super::pes::{PesError, PesHeader, PesHeaderReader, Timestamp};
+#[cfg(test)]
+use super::psi::MAX_SECTION;
 use super::psi::{long_section, Pat, Pmt, PsiError, SectionAssembler, TABLE_PAT, TABLE_PMT};
 use super::sync::{PacketSync, SyncStats};
 use super::types::{Codec, Pid, StreamType};
@@ -220,6 +222,9 @@ pub struct Demuxer {
     programs: Vec<Program>,
     streams: Vec<Stream>,
     stats: DemuxStats,
+    /// The PIDs with a role other than the PAT's, so that a table change touches only them
+    /// (a PMT that changes with every packet costs what its own entries cost, not 8192).
+    assigned: Vec<Pid>,
 }
 
 impl Demuxer {
@@ -239,6 +244,7 @@ impl Demuxer {
             programs: Vec::new(),
             streams: Vec::new(),
             stats: DemuxStats::default(),
+            assigned: Vec::new(),
         }
     }
 
@@ -445,12 +451,15 @@ impl Demuxer {
             .filter(|p| self.config.program.is_none_or(|n| n == p.program_number))
             .copied()
             .collect();
-        let mut old = std::mem::take(&mut self.programs);
+        // Programs kept by (number, PMT PID): a lookup, so a large PAT changing often costs
+        // what it lists, not its square.
+        let mut old: std::collections::HashMap<(u16, Pid), Program> =
+            std::mem::take(&mut self.programs)
+                .into_iter()
+                .map(|p| ((p.number, p.pmt_pid), p))
+                .collect();
         for entry in wanted {
-            let kept = old
-                .iter()
-                .position(|p| p.number == entry.program_number && p.pmt_pid == entry.pmt_pid)
-                .map(|i| old.swap_remove(i));
+            let kept = old.remove(&(entry.program_number, entry.pmt_pid));
             self.programs.push(kept.unwrap_or(Program {
                 number: entry.program_number,
                 pmt_pid: entry.pmt_pid,
@@ -511,12 +520,30 @@ impl Demuxer {
     }
 
     /// Recompute the PID roles after a table change, keeping the state of streams that stay.
+    /// Only the PIDs that had a role and those that get one are touched.
     fn rebuild_roles(&mut self) {
-        let mut old = std::mem::take(&mut self.streams);
-        let previous = std::mem::replace(&mut self.roles, vec![Role::None; Pid::COUNT]);
+        let mut old: std::collections::HashMap<(Pid, StreamType), Stream> =
+            std::mem::take(&mut self.streams)
+                .into_iter()
+                .map(|s| ((s.stats.pid, s.stats.stream_type), s))
+                .collect();
+        let before: Vec<(Pid, Role)> = self
+            .assigned
+            .drain(..)
+            .map(|pid| (pid, self.roles[pid.index()]))
+            .collect();
+        for (pid, _) in &before {
+            self.roles[pid.index()] = Role::None;
+        }
         self.roles[Pid::PAT.index()] = Role::Pat;
+        let mut assign = |roles: &mut Vec<Role>, pid: Pid, role: Role| {
+            if roles[pid.index()] == Role::None {
+                roles[pid.index()] = role;
+                self.assigned.push(pid);
+            }
+        };
         for (i, program) in self.programs.iter().enumerate() {
-            self.roles[program.pmt_pid.index()] = Role::Pmt(i);
+            assign(&mut self.roles, program.pmt_pid, Role::Pmt(i));
         }
         for program in &self.programs {
             let Some(pmt) = &program.pmt else { continue };
@@ -524,22 +551,21 @@ impl Demuxer {
                 if self.roles[es.pid.index()] != Role::None {
                     continue;
                 }
-                let kept = old
-                    .iter()
-                    .position(|s| s.stats.pid == es.pid && s.stats.stream_type == es.stream_type)
-                    .map(|i| old.swap_remove(i));
-                self.roles[es.pid.index()] = Role::Es(self.streams.len());
+                let kept = old.remove(&(es.pid, es.stream_type));
+                assign(&mut self.roles, es.pid, Role::Es(self.streams.len()));
                 self.streams.push(kept.unwrap_or_else(|| {
                     Stream::new(program.number, es.pid, es.stream_type, es.codec)
                 }));
             }
-            if self.roles[pmt.pcr_pid.index()] == Role::None && pmt.pcr_pid != Pid::NULL {
-                self.roles[pmt.pcr_pid.index()] = Role::PcrOnly;
+            if pmt.pcr_pid != Pid::NULL {
+                assign(&mut self.roles, pmt.pcr_pid, Role::PcrOnly);
             }
         }
-        for (pid, (now, before)) in self.roles.iter().zip(previous).enumerate() {
-            if before == Role::None && *now != Role::None {
-                self.continuity.reset(Pid::from_bits(pid as u16));
+        // A PID that had no role has not been followed: its continuity starts afresh.
+        let had_role: std::collections::HashSet<Pid> = before.iter().map(|(p, _)| *p).collect();
+        for &pid in &self.assigned {
+            if !had_role.contains(&pid) {
+                self.continuity.reset(pid);
             }
         }
     }
@@ -765,5 +791,70 @@ mod tests {
         assert_eq!(codecs, vec![Codec::H264, Codec::AacAdts, Codec::Teletext]);
         // The streams that stayed kept their counters.
         assert!(d.streams().next().unwrap().frames > 50);
+    }
+
+    /// Two PMTs of 30 streams each, on other PIDs, alternating with every packet; and a PAT
+    /// whose sections never complete.
+    #[test]
+    fn a_flapping_pmt_and_a_section_that_never_ends_stay_bounded() {
+        let pmt = |version: u8, base: u16| Pmt {
+            program_number: 1,
+            version,
+            pcr_pid: Pid::from_bits(base),
+            descriptors: vec![],
+            streams: (0..30)
+                .map(|i| PmtStream {
+                    stream_type: StreamType::H264,
+                    pid: Pid::from_bits(base + i),
+                    descriptors: vec![],
+                    codec: Codec::H264,
+                })
+                .collect(),
+        };
+        let packets: Vec<[u8; PACKET_SIZE]> = [pmt(0, 0x200), pmt(1, 0x300)]
+            .iter()
+            .map(|p| {
+                let mut out = Vec::new();
+                packetize_section(
+                    &p.to_section(),
+                    Pid::from_bits(0x1000),
+                    ContinuityCounter::from_bits(0),
+                    &mut out,
+                );
+                assert_eq!(out.len(), 1);
+                out[0]
+            })
+            .collect();
+        let mut g = Generator::new(GeneratorConfig::default()).unwrap();
+        let mut d = Demuxer::new(DemuxConfig::default());
+        let mut p = [0u8; PACKET_SIZE];
+        // The generator's PAT points program 1 at PID 0x1000.
+        while d.pat().is_none() {
+            g.next_packet(&mut p);
+            d.push_packet(&p, &mut |_| {});
+        }
+        let mut changes = 0;
+        for i in 0..50_000u32 {
+            let mut packet = packets[i as usize % 2];
+            packet[3] = (packet[3] & 0xF0) | (i % 16) as u8;
+            d.push_packet(&packet, &mut |e| {
+                if let DemuxEvent::Pmt(_) = e {
+                    changes += 1;
+                }
+            });
+            assert!(d.streams.len() <= 30 && d.assigned.len() <= 32);
+        }
+        assert_eq!(changes, 50_000, "each change is followed");
+        // A PAT section declaring 1021 bytes whose continuation never comes, again and again.
+        let mut start = [0xFFu8; PACKET_SIZE];
+        start[..8].copy_from_slice(&[0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xB3, 0xFD]);
+        let mut more = [0xAAu8; PACKET_SIZE];
+        more[..4].copy_from_slice(&[0x47, 0x00, 0x00, 0x10]);
+        for i in 0..20_000u32 {
+            let mut packet = if i % 5 == 0 { start } else { more };
+            packet[3] = 0x10 | (i % 16) as u8;
+            d.push_packet(&packet, &mut |_| {});
+            assert!(d.pat_sections.buffered() <= MAX_SECTION + PACKET_SIZE);
+        }
     }
 }

@@ -98,6 +98,11 @@ impl SectionAssembler {
         Self::default()
     }
 
+    /// Bytes of a partly received section held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Drop a partly received section (after a continuity gap).
     pub fn reset(&mut self) {
         self.buf.clear();
