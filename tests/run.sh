@@ -5,7 +5,8 @@
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
 # npm and chromium (hls.js for the player page, and the browser tests), prometheus (promtool),
-# apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz run of every parser, and the test suite.
+# apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz
+# run of every parser and of the shard's request path, and the test suite.
 #
 # Environment: FUZZ_SECONDS (per target, default 20; 0 skips fuzzing).
 set -euo pipefail
@@ -75,24 +76,26 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if [ "$fuzz_seconds" != 0 ]; then
   step "fuzz (${fuzz_seconds}s per target)"
-  corpus=target/fuzz-corpus
-  mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse"
+  corpus=$PWD/target/fuzz-corpus
+  mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request"
   for f in protocols/testdata/*.ts; do head -c 20000 "$f" > "$corpus/ts_demux/$(basename "$f")"; done
   cp protocols/fuzz/seeds/playlist_parse/* "$corpus/playlist_parse/"
-  (
-    cd protocols
-    for target in ts_demux playlist_parse; do
-      log="../target/fuzz-$target.log"
-      if ! cargo "${fuzz_toolchain[@]}" fuzz run "$target" "../$corpus/$target" -- \
-          -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=2048 \
-          -print_final_stats=1 >"$log" 2>&1; then
-        tail -n 60 "$log"
-        echo "fuzz target $target failed; the crashing input is under protocols/fuzz/artifacts/$target/"
-        exit 1
-      fi
-      echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ') runs, corpus $(ls "../$corpus/$target" | wc -l) inputs"
-    done
-  )
+  cp engine/fuzz/seeds/http_request/* "$corpus/http_request/"
+  # The parsers of the protocols crate, and the shard's whole request path (HTTP heads,
+  # routing, the access gate, pipelining bounds) in the engine.
+  for spec in protocols:ts_demux protocols:playlist_parse engine:http_request; do
+    crate=${spec%%:*}
+    target=${spec#*:}
+    log="$PWD/target/fuzz-$target.log"
+    if ! (cd "$crate" && cargo "${fuzz_toolchain[@]}" fuzz run "$target" "$corpus/$target" -- \
+        -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$log" 2>&1); then
+      tail -n 60 "$log"
+      echo "fuzz target $target failed; the crashing input is under $crate/fuzz/artifacts/$target/"
+      exit 1
+    fi
+    echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ') runs, corpus $(ls "$corpus/$target" | wc -l) inputs"
+  done
 fi
 
 step "tests (io backend: auto)"

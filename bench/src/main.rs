@@ -70,6 +70,12 @@ struct StreamShape {
     /// Picture height.
     #[arg(long, default_value_t = 144)]
     height: u16,
+    /// Frames between keyframes (a large value makes a source with one keyframe only).
+    #[arg(long, default_value_t = 25)]
+    keyframe_interval: u32,
+    /// Macroblock columns each P frame refreshes whole (periodic intra refresh; 0: none).
+    #[arg(long, default_value_t = 0)]
+    refresh_columns: u16,
 }
 
 impl StreamShape {
@@ -79,6 +85,8 @@ impl StreamShape {
             bitrate: self.bitrate,
             width: self.width,
             height: self.height,
+            keyframe_interval: self.keyframe_interval.max(1),
+            refresh_columns: self.refresh_columns,
             ..GeneratorConfig::default()
         }
     }
@@ -123,9 +131,6 @@ struct GenerateArgs {
     /// Frames per second.
     #[arg(long, default_value_t = 25)]
     fps: u32,
-    /// Frames between keyframes.
-    #[arg(long, default_value_t = 25)]
-    keyframe_interval: u32,
     /// Leave out the audio stream.
     #[arg(long)]
     no_audio: bool,
@@ -154,7 +159,6 @@ fn main() -> ExitCode {
 fn generate(args: &GenerateArgs) -> Result<(), String> {
     let config = GeneratorConfig {
         fps: args.fps,
-        keyframe_interval: args.keyframe_interval,
         audio: !args.no_audio,
         ..args.stream.generator()
     };

@@ -150,12 +150,20 @@ impl Access {
         })
     }
 
-    /// Take a place for one more decision about a viewer at `ip`, if there is one.
+    /// Take a place for one more decision about a viewer at `ip`, if there is one: within
+    /// `max_checks` and the address's share; an address with none in progress may take one
+    /// of another `max_checks` kept for first checks, so that addresses flooding the check
+    /// cannot keep a newcomer out.
     fn begin_check(&self, ip: Option<IpAddr>) -> bool {
         let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         let (total, by_address) = &mut *checks;
         let of_address = by_address.get(&ip).copied().unwrap_or(0);
-        if *total >= self.limits.max_checks || of_address >= self.limits.max_checks_per_address {
+        let room = if of_address == 0 {
+            *total < 2 * self.limits.max_checks
+        } else {
+            *total < self.limits.max_checks && of_address < self.limits.max_checks_per_address
+        };
+        if !room {
             return false;
         }
         *total += 1;

@@ -299,10 +299,11 @@ impl EpollShard {
     }
 
     fn close(&mut self, key: usize) {
+        // Once: a key closed twice in a turn must not close the connection that took it.
         if let Some(mut c) = self.sockets.get_mut(key).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.socket);
+            self.core.close(key);
         }
-        self.core.close(key);
     }
 
     fn read_ingest(&mut self, home: usize) {

@@ -61,6 +61,10 @@ pub struct GeneratorConfig {
     /// PCR base of the first packet, 90 kHz (PTS start a little later); timestamps wrap at
     /// 2^33 like any source's.
     pub start_pts: u64,
+    /// Macroblock columns each P frame codes whole (I_PCM), sweeping across the picture as
+    /// periodic intra refresh does: with a long keyframe interval, a stream whose pictures
+    /// all get refreshed though it has no keyframe (0: only the moving block is coded).
+    pub refresh_columns: u16,
 }
 
 impl Default for GeneratorConfig {
@@ -77,6 +81,7 @@ impl Default for GeneratorConfig {
             video_pid: 0x100,
             audio_pid: 0x101,
             start_pts: CLOCK_90KHZ,
+            refresh_columns: 0,
         }
     }
 }
@@ -402,7 +407,15 @@ impl Generator {
             if before != now {
                 coded.push((row * g.mbs_wide + before, background(before, row, gop)));
             }
+            let columns = u64::from(self.config.refresh_columns).min(u64::from(g.mbs_wide));
+            for c in 0..columns {
+                let x = (((in_gop - 1) * columns + c) % u64::from(g.mbs_wide)) as u32;
+                for y in (0..g.mbs_high).filter(|y| !(*y == row && (x == now || x == before))) {
+                    coded.push((y * g.mbs_wide + x, background(x, y, gop)));
+                }
+            }
             coded.sort_by_key(|c| c.0);
+            coded.dedup_by_key(|c| c.0);
             au.extend(h264::p_slice(g, in_gop as u32, &coded));
         }
         au

@@ -82,3 +82,34 @@ fn refuses_a_bitrate_too_low() {
         Err(GeneratorError::Invalid(_))
     ));
 }
+
+#[test]
+fn intra_refresh_without_keyframes_carries_whole_pictures_in_p_frames() {
+    let config = GeneratorConfig {
+        bitrate: 10_000_000,
+        width: 640,
+        height: 368,
+        keyframe_interval: u32::MAX,
+        refresh_columns: 4,
+        ..GeneratorConfig::default()
+    };
+    let mut g = Generator::new(config).unwrap();
+    let mut demux = Demuxer::new(DemuxConfig::default());
+    let mut p = [0u8; PACKET_SIZE];
+    let mut keyframes = 0;
+    let mut pictures = 0;
+    for _ in 0..(10_000_000 / 8 / PACKET_SIZE) * 4 {
+        g.next_packet(&mut p);
+        demux.push(&p, |e| {
+            if let DemuxEvent::Picture { keyframe, .. } = e {
+                pictures += 1;
+                keyframes += usize::from(keyframe);
+            }
+        });
+    }
+    assert_eq!(keyframes, 1, "one keyframe, at the start");
+    assert!(pictures >= 95, "{pictures}");
+    let video = demux.streams().find(|s| s.codec == Codec::H264).unwrap();
+    // 4 columns of 23 I_PCM macroblocks (384 bytes) a frame: about 35 kB, 7 Mbit/s.
+    assert!(video.bytes > 3_000_000, "{}", video.bytes);
+}

@@ -1,0 +1,145 @@
+//! Arbitrary bytes as what a viewer's connection sends, through the request head parser and
+//! the shard's whole request path (routing, the access gate, sessions, wildcard names,
+//! pipelining and its bounds, every answer): nothing may panic, every answer is HTTP/1.1,
+//! and what a connection queues stays within its bounds. The first byte says where the
+//! input is split into two reads.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardcast::config::{Config, SegmentSend};
+use shardcast::http::{parse_head, ConnLimits};
+use shardcast::session::{ShardCommand, ShardLink, Verdict};
+use shardcast::shard::core::ShardCore;
+use shardcast::shard::Streams;
+use std::cell::RefCell;
+use std::io::IoSlice;
+use std::time::Duration;
+
+/// A demo stream, a template, a gated stream and a gated template.
+const CONFIG: &str = r#"
+[[stream]]
+name = "demo"
+source = "demo:"
+
+[[stream]]
+name = "cams"
+source = "demo:"
+wildcard = { instances = 4, pattern = "[a-z0-9]+" }
+
+[[stream]]
+name = "paid"
+source = "demo:"
+access = { url = "http://127.0.0.1:9/check" }
+
+[[stream]]
+name = "live"
+source = "udp://127.0.0.1:$wildcard"
+wildcard = { ports = [5000, 5999] }
+"#;
+
+const LIMITS: ConnLimits = ConnLimits {
+    max_head: 8 * 1024,
+    header_timeout_ns: 10_000_000_000,
+    idle_timeout_ns: 30_000_000_000,
+    max_lag_bytes: 4 << 20,
+    max_skips: 3,
+    skip_window_ns: 60_000_000_000,
+    max_queued_bytes: 64 * 1024,
+    max_pipelined: 4,
+    min_send_rate: 4096,
+};
+
+thread_local! {
+    /// One core for every input (its tables fill up as they would on a shard that runs).
+    static CORE: RefCell<(ShardCore, Streams, ShardLink)> = RefCell::new({
+        let config = Config::parse(CONFIG).expect("the fuzz configuration is valid");
+        let streams = Streams::new(&config.streams, Vec::new());
+        let mut core = ShardCore::new(
+            0,
+            streams.shared(),
+            Vec::new(),
+            LIMITS,
+            Duration::ZERO,
+            SegmentSend::Copy,
+        );
+        let link = ShardLink::new();
+        core.set_link(link.clone());
+        core.follow_catalog();
+        (core, streams, link)
+    });
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
+    if let Ok(Some((_, len))) = parse_head(data, LIMITS.max_head) {
+        assert!(len <= data.len() && len <= LIMITS.max_head);
+    }
+    let at = usize::from(split) * data.len() / 256;
+    CORE.with(|cell| {
+        let (core, _, link) = &mut *cell.borrow_mut();
+        let Some(key) = core.open(usize::MAX, Some([203, 0, 113, split].into())) else {
+            return;
+        };
+        let mut out = Vec::new();
+        for part in [&data[..at], &data[at..]] {
+            // As a backend does: read only while the connection wants to.
+            if core.conn(key).is_some_and(|c| c.wants_read()) {
+                core.on_read(key, part);
+            }
+            drain(core, key, &mut out);
+        }
+        // Answer the access questions asked, as the control plane would (allowed, refused
+        // or busy, as the split byte says), and let the held requests go on.
+        while let Some(ask) = link.asks.pop() {
+            let verdict = Verdict {
+                refused: [None, Some(401), Some(503), Some(429)][usize::from(split % 4)],
+                headers: (split & 4 != 0).then(|| "X-Granted: yes\r\n".into()),
+                ttl: Duration::from_secs(1),
+                redirect: None,
+            };
+            let _ = link.commands.push(ShardCommand::Verdict(ask.key, verdict));
+        }
+        let work = core.take_commands();
+        for k in work.write {
+            if k == key {
+                drain(core, key, &mut out);
+            }
+        }
+        if !out.is_empty() {
+            assert!(
+                out.starts_with(b"HTTP/1.1 "),
+                "{:?}",
+                &out[..out.len().min(64)]
+            );
+        }
+        core.close(key);
+    });
+});
+
+/// Write what connection `key` queued, as a backend would, checking its bounds.
+fn drain(core: &mut ShardCore, key: usize, out: &mut Vec<u8>) {
+    for _ in 0..10_000 {
+        let Some(conn) = core.conn(key) else { return };
+        if !conn.wants_write() {
+            return;
+        }
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = conn.write_slices(&mut slices);
+        let written: usize = slices[..n].iter().map(|s| s.len()).sum();
+        if written == 0 {
+            // A segment's memfd range (not in this configuration): nothing more to see.
+            return;
+        }
+        out.extend(
+            slices[..n]
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .take(1 << 16),
+        );
+        if core.wrote(key, written) {
+            return;
+        }
+    }
+}
