@@ -15,7 +15,13 @@
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
 //! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes).
 //!
-//! What it does not do yet: low-latency HLS, triggers and viewer access control; see the issues.
+//! Everything a viewer or a source can grow is bounded (README: "Limits and protection"):
+//! [`shard::admission`] (connections per address), [`http`] (queued responses, send rate),
+//! [`stream`] and [`hls`] (buffer bytes, segments), [`session`] and [`control`] (sessions,
+//! access checks, wildcard instances).
+//!
+//! What it does not do yet: sources other than UDP and the demo, low-latency HLS, CMAF and
+//! DASH, TLS, recording; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;

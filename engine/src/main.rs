@@ -12,6 +12,9 @@ use shardcast::{capacity, config, inspect, server, tune};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// The system allocator instead under `--features system-allocator`: AddressSanitizer sees the
+// heap only through malloc (tests/asan.sh).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -431,6 +431,57 @@ fn a_trickling_reader_is_closed_at_the_minimum_rate() {
     assert!(closed < Duration::from_secs(40), "closed after {closed:?}");
 }
 
+#[test]
+fn pipelined_segment_requests_past_the_bounds_are_all_answered_in_order() {
+    for send in ["sendfile", "copy"] {
+        let (_dir, path) = config(
+            &format!("hardening-pipelined-{send}"),
+            &format!("[server]\nsegment_send = \"{send}\"\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\nsegment_duration = 1\n"),
+        );
+        let server = Server::start(&["--config", path.to_str().unwrap()]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let playlist = loop {
+            let (status, _, body) = fetch(server.addr, "/demo/index.m3u8", "");
+            if status == 200 && String::from_utf8_lossy(&body).matches(".ts").count() >= 3 {
+                break String::from_utf8(body).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no segments");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+        // Forty requests at once: past max_pipelined (16) and, with the segments' size, past
+        // max_queued (1 MiB); the rest wait unread and are answered as the first drain.
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut requests = String::new();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            // Segments, then a page: a segment's memfd range is the last thing sent (with
+            // sendfile, after waiting for room) before the page is parsed.
+            let path = if i < 39 {
+                format!("/demo/{}", segments[i % segments.len()])
+            } else {
+                "/demo.html".to_owned()
+            };
+            requests.push_str(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+            expected.push(path);
+        }
+        s.write_all(requests.as_bytes()).unwrap();
+        // Not read at once: the server's socket fills, and its sends wait for room.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut reader = std::io::BufReader::new(s);
+        for path in &expected {
+            let (status, body) = read_response(&mut reader);
+            assert_eq!(status, 200, "{send}: {path}");
+            if path.ends_with(".ts") {
+                assert!(body.len() > 10_000 && body[0] == 0x47, "{send}: {path}");
+            } else {
+                assert!(String::from_utf8_lossy(&body).contains("<html"), "{send}");
+            }
+        }
+    }
+}
+
 /// 10,000 connections that send a request head a byte at a time, every few seconds, kept up
 /// (each one the server closes is opened again) from ten addresses.
 struct Slowloris {

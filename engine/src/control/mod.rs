@@ -15,8 +15,9 @@
 //! one is generated at first start and kept in the state directory ([`token`]). `/metrics`
 //! is readable without it unless `[api] metrics_need_token = true`.
 //!
-//! What it does not do yet (issue 6 continues): sessions, triggers, token access control for
-//! viewers.
+//! Beside the API: viewer sessions ([`sessions`]), token access control ([`access`]),
+//! triggers ([`triggers`]), the stream watcher ([`watch`]), all bounded (README: "Limits and
+//! protection").
 
 pub mod access;
 mod api;

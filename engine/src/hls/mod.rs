@@ -12,6 +12,10 @@
 //! snapshot (segments, media playlist bytes, multivariant playlist bytes) with one atomic
 //! store; shards load the newest snapshot when a request comes, with no lock and no copy.
 //!
+//! Bounded: one segment at most `max_segment` bytes, as many in grace as are listed, all held
+//! within `max_hls_bytes`, and no more than twice as many sealed as real time allows (a
+//! source whose timestamps race ahead).
+//!
 //! What it does not do: parse requests or write sockets (see [`crate::http`] and the shard
 //! backends), or low-latency parts (not built yet).
 

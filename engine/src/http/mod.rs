@@ -6,6 +6,11 @@
 //! subscriptions out, timeouts from a clock the caller passes in. The backends (epoll today,
 //! io_uring next) own the sockets and drive it; neither holds HTTP logic of its own.
 //!
+//! A connection holds little whatever its peer does: a head of at most 8 KiB, responses
+//! queued up to `max_queued` bytes or `max_pipelined` responses (past them its further
+//! requests stay unread in the kernel until it drains), and it must take what is queued at
+//! `min_send_rate` or be closed.
+//!
 //! What it does not do: request bodies (refused with 413), chunked uploads, HTTP/2, TLS (a
 //! reverse proxy terminates it).
 

@@ -12,7 +12,10 @@
 //! readers never take a lock. A shard whose queue is full misses chunks: its view notices the
 //! gap in sequence numbers and its viewers resume at the next access point. Ingest never waits.
 //!
-//! What it does not do: HLS segments and playlists (the HLS issue), or decide who may watch.
+//! Each view is held to the stream's window and to `max_buffer` bytes, whatever the source
+//! sends (a source with no keyframe cannot grow it).
+//!
+//! What it does not do: HLS segments and playlists ([`crate::hls`]), or decide who may watch.
 
 mod counters;
 

@@ -798,8 +798,10 @@ impl UringShard {
             return Ok(());
         }
         if polled {
-            // Room to send (or an error, which the next sendfile reports).
-            return self.send(key);
+            // Room to send (or an error, which the next sendfile reports); once it drains,
+            // the requests it pipelined may be read again.
+            self.send(key)?;
+            return self.arm_recv(key);
         }
         if result < 0 {
             if result == -libc::EAGAIN || result == -libc::EINTR {
