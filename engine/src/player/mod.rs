@@ -72,6 +72,16 @@ pub fn state(window: Option<&HlsWindow>, now_ms: i64) -> StreamState {
     }
 }
 
+/// How many of the listed segments are from the newest discontinuity on.
+fn since_discontinuity(w: &HlsWindow) -> usize {
+    let all = w.segments();
+    let listed = &all[all.len().saturating_sub(w.listed)..];
+    listed
+        .iter()
+        .rposition(|s| s.discontinuity)
+        .map_or(listed.len(), |i| listed.len() - i)
+}
+
 #[derive(Serialize)]
 struct Info<'a> {
     stream: &'a str,
@@ -84,6 +94,10 @@ struct Info<'a> {
     target_duration: u64,
     /// Segments the live playlist lists now (players start a few segments from its end).
     segments: usize,
+    /// Of those, the ones from the newest discontinuity on (a source that came back): a
+    /// player that starts a few segments from the end starts after the discontinuity only
+    /// once there are that many.
+    segments_since_discontinuity: usize,
     /// Viewers connected now, all protocols.
     /// Progressive (HTTP-TS) viewers connected now.
     http_ts_viewers: u64,
@@ -160,6 +174,7 @@ pub fn info_json(
         bitrate: window.map_or(0, |w| w.peak_bitrate),
         target_duration: window.map_or(0, |w| w.target_duration),
         segments: window.map_or(0, |w| w.listed),
+        segments_since_discontinuity: window.map_or(0, since_discontinuity),
         http_ts_viewers: counters.viewers.load(Ordering::Relaxed),
     };
     // Serialising plain strings and numbers cannot fail; an empty object would be the answer
@@ -202,5 +217,44 @@ mod tests {
         assert!(text.contains("\"hls\":\"http://h:8080/cam1/master.m3u8\""));
         assert!(text.contains("\"http_ts\":\"http://h:8080/cam1.ts\""));
         assert!(text.contains("\"tracks\":[]"));
+    }
+
+    #[test]
+    fn segments_are_counted_from_the_newest_discontinuity() {
+        use crate::config::{HlsSettings, SegmentSend};
+        use shardcast_protocols::ts::pes::Timestamp;
+        use shardcast_protocols::ts::SegmentInfo;
+        let slot = crate::hls::HlsSlot::default();
+        let mut p = crate::hls::Packager::new(
+            "t",
+            HlsSettings::default(),
+            SegmentSend::Copy,
+            slot.clone(),
+            std::sync::Arc::new(StreamCounters::default()),
+        );
+        let mut seal = |sequence: u64, discontinuity: bool| {
+            let at = 1_700_000_000_000_000_000 + sequence * 2_000_000_000;
+            p.start(sequence, discontinuity, at);
+            p.packet(&[0x47; 188]);
+            p.end(
+                SegmentInfo {
+                    sequence,
+                    start_pts: Timestamp::new(0),
+                    duration: 180_000,
+                    packets: 1,
+                    discontinuity,
+                },
+                at + 2_000_000_000,
+            );
+        };
+        for n in 0..5 {
+            seal(n, false);
+        }
+        let w = slot.load_full().unwrap();
+        assert_eq!(since_discontinuity(&w), 5);
+        seal(5, true);
+        seal(6, false);
+        let w = slot.load_full().unwrap();
+        assert_eq!((w.listed, since_discontinuity(&w)), (6, 2));
     }
 }
