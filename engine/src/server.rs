@@ -128,6 +128,31 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let admission = Arc::new(crate::shard::admission::Admission::new(
         config.limits.max_connections_per_address,
     ));
+    let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
+    let io = if use_uring { "io_uring" } else { "epoll" };
+    let access = crate::control::access::Access::new(
+        triggers.shared(),
+        links.clone(),
+        streams.clone(),
+        crate::control::access::AccessLimits::from(&config.limits),
+    );
+    let maker = store.clone();
+    access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
+    triggers.spawn(access.clone().run(asked));
+    let state = start_control(
+        &config,
+        &store,
+        io,
+        &run,
+        links.clone(),
+        &triggers,
+        access,
+        admission.clone(),
+    )?;
+    triggers.spawn(crate::control::watch::run(state.clone()));
+    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
+    // The shards start accepting last: everything else has its descriptors by then, so
+    // viewers arriving in numbers at start cannot leave the control plane without any.
     let mut threads = Vec::new();
     for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
         let setup = ShardSetup {
@@ -173,23 +198,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         threads.push(thread);
     }
-    let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
-    let io = if use_uring { "io_uring" } else { "epoll" };
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
-    let access = crate::control::access::Access::new(
-        triggers.shared(),
-        links.clone(),
-        streams,
-        crate::control::access::AccessLimits::from(&config.limits),
-    );
-    let maker = store.clone();
-    access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
-    triggers.spawn(access.clone().run(asked));
-    let state = start_control(
-        &config, &store, io, &run, links, &triggers, access, admission,
-    )?;
-    triggers.spawn(crate::control::watch::run(state.clone()));
-    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
     triggers.fire("SYSTEM_START", None, &[env!("CARGO_PKG_VERSION")]);
     if let Some(api) = control.local {
         tracing::info!("JSON API on http://{api}/api/v1/, metrics on http://{api}/metrics");

@@ -388,6 +388,37 @@ fn too_many_connections_from_one_address_are_refused() {
 }
 
 #[test]
+fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    // 128 descriptors: a couple of hundred connections exhaust them.
+    let server = Server::start_under(&["prlimit", "--nofile=128:128", "--"], &[]);
+    let mut held = Vec::new();
+    // All at once, the moment it listens.
+    for _ in 0..300 {
+        match TcpStream::connect(server.addr) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    // Accepts fail for a few seconds while the backlog holds the rest.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch(server.addr, "/", "").0 != 200 {
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    let failures = log.matches("accept failed").count();
+    // One line per wait (50 ms doubling to 1 s) per shard, not one per failure.
+    assert!(
+        (1..=40).contains(&failures),
+        "{failures} lines about failed accepts"
+    );
+    assert!(log.contains("accepting again in"), "{log}");
+}
+
+#[test]
 fn a_trickling_reader_is_closed_at_the_minimum_rate() {
     // An idle timeout far away: what closes the reader is its rate.
     let (_dir, path) = config(
