@@ -78,6 +78,37 @@ fn watch(
     })
 }
 
+/// The viewer `watch` started saw a whole stream: data, and no continuity break.
+fn assert_unharmed(viewer: std::thread::JoinHandle<(usize, usize)>) {
+    let (breaks, bytes) = viewer.join().unwrap();
+    assert!(
+        bytes > 100 * 188 && breaks == 0,
+        "{breaks} breaks in {bytes} bytes"
+    );
+}
+
+/// SIGTERM, and the server must exit 0; returns what it logged.
+fn stop_cleanly(server: Server) -> String {
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    log
+}
+
+/// The bench's generator sent to 127.0.0.1:`port` for `seconds`, in a thread (datagrams sent).
+fn send_udp(
+    port: u16,
+    seconds: u64,
+    generator: shardcast_protocols::generator::GeneratorConfig,
+) -> std::thread::JoinHandle<u64> {
+    let plan = shardcast_bench::ingest::IngestPlan {
+        to: format!("127.0.0.1:{port}").parse().unwrap(),
+        from: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_secs(seconds),
+        generator,
+    };
+    std::thread::spawn(move || shardcast_bench::ingest::run(&plan).unwrap())
+}
+
 /// The value of one sample of `/metrics` (the whole line up to the value, labels included).
 fn metric(api: SocketAddr, sample: &str) -> f64 {
     let (_, _, body) = exchange(
@@ -108,13 +139,8 @@ fn wildcard_names_of_an_ordinary_stream_start_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     let grown = rss(pid).saturating_sub(before);
     assert!(grown < 64 * MIB, "RSS grew {} MiB", grown / MIB);
-    let (breaks, bytes) = viewer.join().unwrap();
-    assert!(
-        bytes > 100 * 188 && breaks == 0,
-        "{breaks} breaks in {bytes} bytes"
-    );
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    assert_unharmed(viewer);
+    let log = stop_cleanly(server);
     assert!(!log.contains("wildcard instance started"), "{log}");
 }
 
@@ -183,8 +209,7 @@ fn templates_start_instances_only_when_allowed_and_within_bounds() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(metric(api, "shardcast_wildcard_starts_limited_total"), 1.0);
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    stop_cleanly(server);
 }
 
 #[test]
@@ -233,13 +258,8 @@ fn pipelining_without_reading_is_paused_then_closed() {
         closed_after < Duration::from_secs(15),
         "closed after {closed_after:?}"
     );
-    let (breaks, bytes) = viewer.join().unwrap();
-    assert!(
-        bytes > 100 * 188 && breaks == 0,
-        "{breaks} breaks in {bytes} bytes"
-    );
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    assert_unharmed(viewer);
+    stop_cleanly(server);
 }
 
 #[test]
@@ -258,11 +278,10 @@ fn a_source_without_keyframes_is_held_to_its_caps() {
     let before = rss(pid);
     // About 42 Mbit/s of intra refresh with one keyframe at the start and none after: 100 MB
     // in 20 s, all of it after the only access point.
-    let plan = shardcast_bench::ingest::IngestPlan {
-        to: format!("127.0.0.1:{port}").parse().unwrap(),
-        from: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_secs(20),
-        generator: shardcast_protocols::generator::GeneratorConfig {
+    let sender = send_udp(
+        port,
+        20,
+        shardcast_protocols::generator::GeneratorConfig {
             bitrate: 50_000_000,
             width: 1280,
             height: 720,
@@ -270,8 +289,7 @@ fn a_source_without_keyframes_is_held_to_its_caps() {
             refresh_columns: 12,
             ..Default::default()
         },
-    };
-    let sender = std::thread::spawn(move || shardcast_bench::ingest::run(&plan).unwrap());
+    );
     std::thread::sleep(Duration::from_secs(1));
     let flat_viewer = watch(server.addr, "/flat.ts", 4.0);
     let demo_viewer = watch(server.addr, "/demo.ts", 15.0);
@@ -295,16 +313,11 @@ fn a_source_without_keyframes_is_held_to_its_caps() {
     // The flat stream's viewer got data; the other stream's viewers saw nothing of it.
     let (_, flat_bytes) = flat_viewer.join().unwrap();
     assert!(flat_bytes > 1_000_000, "{flat_bytes}");
-    let (breaks, bytes) = demo_viewer.join().unwrap();
-    assert!(
-        bytes > 100 * 188 && breaks == 0,
-        "{breaks} breaks in {bytes} bytes"
-    );
+    assert_unharmed(demo_viewer);
     // A viewer joining now starts at the oldest data held (no keyframe is).
     let late = capture(server.addr, "/flat.ts", 0.5);
     assert!(late.is_empty() || late[0] == 0x47);
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    stop_cleanly(server);
 }
 
 #[test]
@@ -317,13 +330,7 @@ fn a_silent_source_ends_its_progressive_viewers() {
         ),
     );
     let server = Server::start(&["--config", path.to_str().unwrap()]);
-    let plan = shardcast_bench::ingest::IngestPlan {
-        to: format!("127.0.0.1:{port}").parse().unwrap(),
-        from: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_secs(3),
-        generator: Default::default(),
-    };
-    let sender = std::thread::spawn(move || shardcast_bench::ingest::run(&plan).unwrap());
+    let sender = send_udp(port, 3, Default::default());
     std::thread::sleep(Duration::from_millis(1500));
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.write_all(b"GET /live.ts HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -340,8 +347,7 @@ fn a_silent_source_ends_its_progressive_viewers() {
         "ended after {ended:?}"
     );
     assert!(body.len() > 20 * 188);
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    let log = stop_cleanly(server);
     assert!(log.contains("no data from the source for 2 s"), "{log}");
 }
 
@@ -407,8 +413,7 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
         assert!(Instant::now() < deadline, "never served again");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    let log = stop_cleanly(server);
     let failures = log.matches("accept failed").count();
     // One line per wait (50 ms doubling to 1 s) per shard, not one per failure.
     assert!(
@@ -648,8 +653,7 @@ fn slowloris_beside_a_thousand_viewers() {
         (4_500..8_000).contains(&mean_ms),
         "attackers lived {mean_ms} ms on average"
     );
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    stop_cleanly(server);
 }
 
 #[test]
@@ -809,8 +813,7 @@ fn a_flood_of_unknown_tokens_leaves_room_for_a_valid_one() {
         head.contains("Cache-Control: private, no-cache\r\n"),
         "{head}"
     );
-    let (status, log) = server.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    stop_cleanly(server);
 }
 
 /// Read one response (head and a Content-Length body) from a keep-alive connection.
