@@ -8,8 +8,10 @@
 #          stream created, changed or removed in turn)
 #
 # Every 30 s the server's RSS, open file descriptors and HLS segment bytes go to a CSV line;
-# at the end the viewers' reports (gaps, disconnections) and a summary of the samples after
-# the warm-up (the first WARMUP seconds): min, max, and (max - min) / median for each.
+# at the end the viewers' reports (gaps, disconnections), the stream's counters (the source's
+# own continuity breaks, which every progressive viewer sees at each restart, beside the
+# server's drops and skips) and a summary of the samples after the warm-up (the first WARMUP
+# seconds): min, max, and (max - min) / median for each.
 # Results go to bench/results/soak-DATE.{csv,txt}.
 #
 # Usage: bench/scripts/soak.sh     Environment: DURATION (s, default 3600), EDIT (s, default
@@ -110,12 +112,18 @@ while :; do
   sleep 1
 done
 wait "$ts_pid" "$hls_pid" || true
+# What the source itself broke: a restarted sender starts its continuity counters afresh, and
+# every progressive viewer sees that break too. Viewer gaps beyond these would be the server's.
+source_counters=$(curl -fs "http://127.0.0.1:$api/metrics" |
+  awk '/^shardcast_stream_(continuity_errors|kernel_drops|fanout_drops|lag_skips|segments_dropped)_total\{stream="live"\}/ {
+         sub(/^shardcast_stream_/, "", $1); sub(/_total.*/, "", $1); printf "%s %s, ", $1, $2 }')
 
 {
   echo "soak: $duration s, $viewers viewers ($((viewers / 2)) progressive, $((viewers / 2)) HLS), $edits stream edits, $restarts source restarts"
   echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $(date -u +%F)"
   echo "progressive viewers: $(cat "$work/ts.json")"
   echo "HLS players: $(cat "$work/hls.json")"
+  echo "source and server counters of the stream: ${source_counters%, }"
   python3 - "$csv" "$warmup" <<'PY'
 import csv, statistics, sys
 rows = [r for r in csv.DictReader(open(sys.argv[1])) if int(r["seconds"]) >= int(sys.argv[2])]
