@@ -14,33 +14,23 @@ use std::net::IpAddr;
 
 /// An address range (`10.0.0.0/8`, `::1/128`, or one address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     /// Parse `ADDR` or `ADDR/PREFIX`.
     pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an address or address/prefix"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
-        };
-        Ok(Cidr { network, prefix })
+        let text = text.trim();
+        if text.contains('/') {
+            text.parse().map(Cidr).map_err(|_| {
+                format!(
+                    "{text:?} is not address/prefix (the prefix is 0 to 32 for IPv4, 0 to 128 for IPv6)"
+                )
+            })
+        } else {
+            text.parse::<IpAddr>()
+                .map(|a| Cidr(a.into()))
+                .map_err(|_| format!("{text:?} is not an address or address/prefix"))
+        }
     }
 
     /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
@@ -49,21 +39,7 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -211,6 +187,8 @@ mod tests {
             .unwrap()
             .contains("8.8.8.8".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("::/129").is_err());
+        assert!(Cidr::parse(" 192.0.2.0/24 ").is_ok());
         assert!(Cidr::parse("nowhere").is_err());
     }
 

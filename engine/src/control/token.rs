@@ -96,14 +96,10 @@ fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
 }
 
 /// Compare a presented token with the expected one in time that does not depend on where
-/// they first differ.
+/// they first differ (only on whether their lengths do).
 pub fn matches(presented: &str, expected: &str) -> bool {
-    let (a, b) = (presented.as_bytes(), expected.as_bytes());
-    let mut difference = a.len() ^ b.len();
-    for (i, &e) in b.iter().enumerate() {
-        difference |= usize::from(a.get(i).copied().unwrap_or(0) ^ e);
-    }
-    difference == 0
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 #[cfg(test)]
