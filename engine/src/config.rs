@@ -64,7 +64,9 @@
 //! Every refusal names the line and the reason. Applying a configuration to a running server
 //! is the control plane's ([`crate::control::store`]).
 
+use crate::hls::{HlsSettings, SegmentSend};
 use crate::ingest::SourceSpec;
+use crate::stream::StreamLimits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -163,32 +165,9 @@ impl Default for ServerLimits {
     }
 }
 
-/// A stream's bounds on what its source can make it hold.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StreamLimits {
-    /// Bytes each shard holds for progressive viewers (the oldest go first past it).
-    pub max_buffer: usize,
-    /// Bytes of one HLS segment (one larger is dropped while built).
-    pub max_segment: usize,
-    /// Bytes of HLS segments held, listed and in grace (the oldest go first past it).
-    pub max_hls_bytes: usize,
-    /// Seconds without data from the source before progressive viewers are closed.
-    pub source_timeout_s: f64,
-    /// Whether a gated stream's playlists and segments may be kept by shared caches.
-    pub public_cache: bool,
-}
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        Self {
-            max_buffer: 32 << 20,
-            max_segment: 32 << 20,
-            max_hls_bytes: 128 << 20,
-            source_timeout_s: 30.0,
-            public_cache: false,
-        }
-    }
-}
+/// Wildcard instances running at once, at most, of all templates together (beyond, new ones
+/// are refused); each template has its own cap too (`wildcard.instances`).
+pub const MAX_WILDCARD_INSTANCES: usize = 10_000;
 
 /// What a wildcard template allows: how many instances, and what a viewer's name may fill
 /// into the source.
@@ -263,48 +242,6 @@ pub enum IoBackend {
     IoUring,
     /// epoll.
     Epoll,
-}
-
-/// How sealed HLS segments reach viewer sockets (see bench/RESULTS.md for what each costs).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SegmentSend {
-    /// The cheapest measured on this kind of host: `sendfile`.
-    #[default]
-    Auto,
-    /// Segments in memory, written with `writev` / io_uring `WRITEV` (the kernel copies).
-    Copy,
-    /// Segments in sealed memfds, sent with `sendfile(2)` (page references, no copy).
-    Sendfile,
-    /// Segments in memory, sent with io_uring `SENDMSG_ZC`; a connection whose sends the
-    /// kernel reports as copied (loopback, NICs without scatter-gather) falls back to `copy`.
-    /// On epoll this is `copy`.
-    Zerocopy,
-}
-
-impl SegmentSend {
-    /// What `Auto` means.
-    pub fn resolve(self) -> SegmentSend {
-        match self {
-            SegmentSend::Auto => SegmentSend::Sendfile,
-            other => other,
-        }
-    }
-}
-
-impl std::str::FromStr for SegmentSend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "copy" => Ok(Self::Copy),
-            "sendfile" => Ok(Self::Sendfile),
-            "zerocopy" => Ok(Self::Zerocopy),
-            _ => Err(format!(
-                "{s:?} is not a segment send mode (auto, copy, sendfile, zerocopy)"
-            )),
-        }
-    }
 }
 
 impl std::str::FromStr for IoBackend {
@@ -486,25 +423,9 @@ impl StreamConfig {
     }
 }
 
-/// HLS settings of a stream.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub struct HlsSettings {
-    /// Segments are cut at the first keyframe at least this many seconds in.
-    pub segment_duration_s: f64,
-    /// Segments listed in the live playlist.
-    pub playlist_segments: usize,
-    /// Seconds a segment stays fetchable after it left the playlist.
-    pub segment_grace_s: f64,
-}
-
-impl Default for HlsSettings {
-    fn default() -> Self {
-        Self {
-            segment_duration_s: 2.0,
-            playlist_segments: 6,
-            segment_grace_s: 10.0,
-        }
-    }
+/// An API token is 16 to 256 visible ASCII characters.
+pub fn valid_api_token(token: &str) -> bool {
+    (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The embedded default configuration's text: every setting at its default, one demo stream.
@@ -936,7 +857,7 @@ impl Config {
         };
         let api_token = match file.api.token {
             None => None,
-            Some(t) if crate::control::token::valid(t.get_ref()) => Some(t.into_inner()),
+            Some(t) if valid_api_token(t.get_ref()) => Some(t.into_inner()),
             Some(t) => {
                 return Err(bad(
                     t.span(),
@@ -1241,10 +1162,10 @@ fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
 fn wildcard_rule(w: WildcardSection) -> Result<WildcardRule, String> {
     let d = WildcardRule::default();
     let instances = w.instances.unwrap_or(d.instances);
-    if !(1..=super::shard::catalog::MAX_INSTANCES).contains(&instances) {
+    if !(1..=MAX_WILDCARD_INSTANCES).contains(&instances) {
         return Err(format!(
             "wildcard instances is {instances}: it must be 1 to {}",
-            super::shard::catalog::MAX_INSTANCES
+            MAX_WILDCARD_INSTANCES
         ));
     }
     let ports = match w.ports {

@@ -42,3 +42,4 @@ pub mod site;
 pub mod stream;
 pub mod sys;
 pub mod tune;
+pub mod wake;

@@ -12,14 +12,16 @@
 //! available, socket receive limit below the tuning profile, file limit below the connection
 //! cap, NIC interrupts on shard cores).
 
+use crate::config::IoBackend;
 use crate::config::{Config, ConfigSource};
-use crate::config::{IoBackend, SegmentSend};
 use crate::control::store::ConfigStore;
+use crate::hls::SegmentSend;
 use crate::http::ConnLimits;
 use crate::ingest::SourceSpec;
 use crate::shard::epoll::EpollShard;
 use crate::shard::uring::{self, UringParts, UringShard};
-use crate::shard::{RunState, ShardSetup, Streams, Wake, WAKER};
+use crate::shard::{RunState, ShardSetup, Streams, WAKER};
+use crate::wake::Wake;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 //!
 //! What it does not do: decide who may watch (the access module), or any I/O.
 
-use crate::shard::Wake;
+use crate::wake::Wake;
 use crossbeam_queue::ArrayQueue;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -253,13 +253,6 @@ pub struct LocalSessions {
     pub evicted: u64,
     /// A decision the table had no room for, for the requests held for it.
     once: Option<(SessionKey, Verdict)>,
-}
-
-impl Default for LocalSessions {
-    fn default() -> Self {
-        let d = crate::config::ServerLimits::default();
-        Self::new(d.max_sessions, d.max_sessions_per_stream)
-    }
 }
 
 /// A shard forgets a session it has no connection of after this long without a request.
@@ -508,7 +501,7 @@ mod tests {
 
     #[test]
     fn one_session_across_requests_reported_once_per_period() {
-        let mut local = LocalSessions::default();
+        let mut local = LocalSessions::new(100_000, 50_000);
         let a = local.touch(key("t"), Some("hls.js")).unwrap();
         assert_eq!(local.touch(key("t"), None), Some(a));
         local.sent(a, 1000);
@@ -570,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_stopped_session_is_refused_for_a_while() {
-        let mut local = LocalSessions::default();
+        let mut local = LocalSessions::new(100_000, 50_000);
         local.touch(key("t"), None);
         assert!(!local.is_stopped(&key("t")));
         assert!(local.stop(key("t"), Duration::from_secs(60)).is_some());

@@ -77,11 +77,12 @@ impl Site {
         }
         if self.trusts(head.peer) {
             let f = &head.forwarded;
-            if let Some(path) = &f.mst_path {
-                return Base {
-                    url: with_slash(path),
-                    public: true,
-                };
+            if let Some(url) = f
+                .mst_path
+                .as_deref()
+                .and_then(|p| parse_public_base(p).ok())
+            {
+                return Base { url, public: true };
             }
             if f.proto.is_some() || f.host.is_some() || f.prefix.is_some() {
                 let proto = f.proto.as_deref().unwrap_or("http");

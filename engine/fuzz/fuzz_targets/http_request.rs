@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardcast::config::{Config, SegmentSend};
+use shardcast::config::Config;
+use shardcast::hls::SegmentSend;
 use shardcast::http::{parse_head, ConnLimits};
 use shardcast::session::{ShardCommand, ShardLink, Verdict};
 use shardcast::shard::core::ShardCore;

@@ -56,7 +56,7 @@ pub fn load_or_generate(
     }
     let path = state_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if valid(text.trim()) => return Ok((text.trim().to_string(), Origin::Stored(path))),
+        Ok(text) if crate::config::valid_api_token(text.trim()) => return Ok((text.trim().to_string(), Origin::Stored(path))),
         Ok(_) => {
             return Err(format!(
                 "{} does not hold a token (16 to 256 printable characters): remove it to have one generated",
@@ -78,11 +78,6 @@ pub fn load_or_generate(
     write_private(&path, &token)
         .map_err(|e| format!("cannot store the API token in {}: {e}", path.display()))?;
     Ok((token, Origin::Generated(path)))
-}
-
-/// A token is 16 to 256 visible ASCII characters.
-pub fn valid(token: &str) -> bool {
-    (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
@@ -113,7 +108,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (first, origin) = load_or_generate(None, &dir).unwrap();
         assert_eq!(origin, Origin::Generated(dir.join(TOKEN_FILE)));
-        assert!(valid(&first));
+        assert!(crate::config::valid_api_token(&first));
         let mode = std::fs::metadata(dir.join(TOKEN_FILE))
             .unwrap()
             .permissions()

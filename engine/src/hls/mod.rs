@@ -20,11 +20,12 @@
 //! backends), or low-latency parts (not built yet).
 
 mod media;
+mod settings;
 
 pub use media::MediaInfo;
+pub use settings::{HlsSettings, SegmentSend};
 
-use crate::config::{HlsSettings, SegmentSend, StreamLimits};
-use crate::stream::StreamCounters;
+use crate::stream::{StreamCounters, StreamLimits};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use shardcast_protocols::hls::{

@@ -100,7 +100,8 @@ pub struct Forwarded {
     pub for_list: Option<String>,
     /// X-Real-IP: an address.
     pub real_ip: Option<String>,
-    /// X-Mst-Path: the full public base URL (as MistServer's proxy configurations send it).
+    /// X-Mst-Path: the full public base URL (as MistServer's proxy configurations send it),
+    /// as sent: [`crate::site`] checks it before it believes it.
     pub mst_path: Option<String>,
 }
 
@@ -249,7 +250,7 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
                 .is_ok()
                 .then(|| value.to_owned());
         } else if h.name.eq_ignore_ascii_case("x-mst-path") {
-            forwarded.mst_path = crate::site::parse_public_base(value).ok();
+            forwarded.mst_path = Some(value.to_owned());
         } else if h.name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(value.to_owned());
         } else if h.name.eq_ignore_ascii_case("authorization") {

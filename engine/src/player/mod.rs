@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn segments_are_counted_from_the_newest_discontinuity() {
-        use crate::config::{HlsSettings, SegmentSend};
+        use crate::hls::{HlsSettings, SegmentSend};
         use shardcast_protocols::ts::pes::Timestamp;
         use shardcast_protocols::ts::SegmentInfo;
         let slot = crate::hls::HlsSlot::default();

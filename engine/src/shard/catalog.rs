@@ -16,9 +16,9 @@
 //! What it does not do: decide whether a change is allowed (validation is the config's, vetoes
 //! are the triggers'), or persist anything.
 
-use super::fanout::Wake;
-use crate::config::StreamConfig;
+use crate::config::{StreamConfig, MAX_WILDCARD_INSTANCES};
 use crate::stream::{Chunk, StreamCounters};
+use crate::wake::Wake;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ pub struct StreamInfo {
     /// Nanoseconds of stream kept for joining viewers.
     pub window_ns: u64,
     /// HLS settings.
-    pub hls: crate::config::HlsSettings,
+    pub hls: crate::hls::HlsSettings,
     /// The newest HLS window, published by the home shard.
     pub hls_window: crate::hls::HlsSlot,
     /// Per shard, the queue its chunks reach that shard through (`None` for the home shard).
@@ -189,10 +189,6 @@ struct Applied {
     instances: Vec<(String, String)>,
 }
 
-/// Wildcard instances running at once, at most, of all templates together (beyond, new ones
-/// are refused); each template has its own cap too (`wildcard.instances`).
-pub const MAX_INSTANCES: usize = 10_000;
-
 /// Why a wildcard instance does not start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InstanceRefusal {
@@ -289,9 +285,9 @@ impl Streams {
                 "{base} runs {of_base} wildcard instances, its most"
             )));
         }
-        if applied.instances.len() >= MAX_INSTANCES {
+        if applied.instances.len() >= MAX_WILDCARD_INSTANCES {
             return Err(InstanceRefusal::Full(format!(
-                "{MAX_INSTANCES} wildcard instances run already"
+                "{MAX_WILDCARD_INSTANCES} wildcard instances run already"
             )));
         }
         // A UDP address of another stream (configured, or another instance) would share its

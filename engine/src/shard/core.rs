@@ -7,9 +7,9 @@
 
 use super::admission::Admission;
 use super::catalog::{Catalog, StreamInfo};
-use super::{Fanout, Wake};
-use crate::config::SegmentSend;
+use super::Fanout;
 use crate::hls::Packager;
+use crate::hls::SegmentSend;
 use crate::http::{
     Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Page, RequestHead, Route, Router,
 };
@@ -19,6 +19,7 @@ use crate::session::{LocalSessions, Protocol, SessionKey, ShardCommand, ShardLin
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::sys;
+use crate::wake::Wake;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -381,7 +382,10 @@ impl ShardCore {
             flush_interval,
             segment_send,
             site: Arc::new(Site::default()),
-            sessions: LocalSessions::default(),
+            sessions: {
+                let d = crate::config::ServerLimits::default();
+                LocalSessions::new(d.max_sessions, d.max_sessions_per_stream)
+            },
             link: ShardLink::new(),
             waiting: std::collections::HashMap::new(),
             admission: Arc::new(Admission::default()),

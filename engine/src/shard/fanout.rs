@@ -3,23 +3,12 @@
 //! for that shard (counted), whose view then resumes at the next access point.
 
 use crate::stream::{Chunk, StreamCounters};
+use crate::wake::Wake;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 
 /// Chunks queued for one shard per stream.
 pub const QUEUE_CHUNKS: usize = 4096;
-
-/// Wakes a shard that waits for I/O (an eventfd underneath, for either backend).
-pub trait Wake: Send + Sync + std::fmt::Debug {
-    /// Wake it; never blocks.
-    fn wake(&self);
-}
-
-impl Wake for mio::Waker {
-    fn wake(&self) {
-        let _ = mio::Waker::wake(self);
-    }
-}
 
 /// One subscriber shard's queue for a stream, and its waker.
 type Target = (Arc<ArrayQueue<Chunk>>, Arc<dyn Wake>);

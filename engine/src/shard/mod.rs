@@ -23,7 +23,7 @@ mod fanout;
 pub mod uring;
 
 pub use catalog::{Catalog, StreamInfo, Streams};
-pub use fanout::{Fanout, Wake, QUEUE_CHUNKS};
+pub use fanout::{Fanout, QUEUE_CHUNKS};
 
 use crate::http::ConnLimits;
 use mio::Token;
@@ -167,7 +167,7 @@ pub struct ShardSetup {
     /// The stream table, followed at every loop turn.
     pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
     /// Every shard's waker, by shard number.
-    pub wakers: Vec<Arc<dyn Wake>>,
+    pub wakers: Vec<Arc<dyn crate::wake::Wake>>,
     /// Its queues to and from the control plane.
     pub link: crate::session::ShardLink,
     /// Connection limits.
@@ -181,7 +181,7 @@ pub struct ShardSetup {
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
-    pub segment_send: crate::config::SegmentSend,
+    pub segment_send: crate::hls::SegmentSend,
     /// Public base URL and trusted proxies.
     pub site: Arc<crate::site::Site>,
     /// The per-address connection cap and refusal counts, shared by every shard.
@@ -226,7 +226,7 @@ pub struct Prepared {
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
-    pub segment_send: crate::config::SegmentSend,
+    pub segment_send: crate::hls::SegmentSend,
     /// Stop flag.
     pub run: Arc<RunState>,
 }

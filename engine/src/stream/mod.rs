@@ -24,6 +24,33 @@ pub use counters::{LatencyHistogram, StreamCounters, StreamCountersSnapshot, LAT
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// A stream's bounds on what its source can make it hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamLimits {
+    /// Bytes each shard holds for progressive viewers (the oldest go first past it).
+    pub max_buffer: usize,
+    /// Bytes of one HLS segment (one larger is dropped while built).
+    pub max_segment: usize,
+    /// Bytes of HLS segments held, listed and in grace (the oldest go first past it).
+    pub max_hls_bytes: usize,
+    /// Seconds without data from the source before progressive viewers are closed.
+    pub source_timeout_s: f64,
+    /// Whether a gated stream's playlists and segments may be kept by shared caches.
+    pub public_cache: bool,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_buffer: 32 << 20,
+            max_segment: 32 << 20,
+            max_hls_bytes: 128 << 20,
+            source_timeout_s: 30.0,
+            public_cache: false,
+        }
+    }
+}
+
 /// A run of whole transport packets as published by ingest.
 #[derive(Clone, Debug)]
 pub struct Chunk {

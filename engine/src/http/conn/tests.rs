@@ -255,7 +255,7 @@ fn a_lagging_viewer_skips_then_is_closed() {
 
 mod hls {
     use super::*;
-    use crate::config::{HlsSettings, SegmentSend};
+    use crate::hls::{HlsSettings, SegmentSend};
     use crate::hls::{HlsSlot, HlsWindow, Packager};
     use crate::stream::StreamCounters;
     use shardcast_protocols::ts::pes::Timestamp;

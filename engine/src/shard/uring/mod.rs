@@ -23,10 +23,10 @@ mod ingest;
 
 use super::admission::{self, Backoff};
 use super::core::{Housekeeping, ShardCore};
-use super::fanout::Wake;
 use super::{prepare, RunState, ShardSetup};
-use crate::config::SegmentSend;
+use crate::hls::SegmentSend;
 use crate::sys;
+use crate::wake::Wake;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::sys::eventfd::{EfdFlags, EventFd};
