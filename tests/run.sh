@@ -74,6 +74,9 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "no import cycles between modules"
+for crate in engine protocols bench; do python3 tests/module-cycles.py "$crate/src" 2; done
+
 if [ "$fuzz_seconds" != 0 ]; then
   step "fuzz (${fuzz_seconds}s per target)"
   corpus=$PWD/target/fuzz-corpus
