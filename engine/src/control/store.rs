@@ -469,11 +469,7 @@ impl ConfigStore {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        let later: Vec<String> = running
-            .differences(&new)
-            .into_iter()
-            .filter(|d| !d.starts_with("stream ") && d != "triggers")
-            .collect();
+        let later = running.settings_needing_restart(&new);
         for name in &changes.added {
             tracing::info!("stream {name} added");
         }

@@ -1,7 +1,7 @@
 //! What an HLS output is configured with: segment and playlist lengths, and how sealed
 //! segments reach sockets.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// HLS settings of a stream.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -25,7 +25,7 @@ impl Default for HlsSettings {
 }
 
 /// How sealed HLS segments reach viewer sockets (see bench/RESULTS.md for what each costs).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentSend {
     /// The cheapest measured on this kind of host: `sendfile`.

@@ -1,0 +1,572 @@
+//! Configuration: TOML file or the embedded default (HTTP on 0.0.0.0:8080, a `demo` stream).
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8080"
+//! cpus = [0, 1]                   # default: every CPU this process may run on
+//! io = "auto"                     # auto (io_uring, else epoll with a log line) | io_uring | epoll
+//! max_connections_per_shard = 20000
+//! header_timeout = 10             # seconds to send a request head
+//! idle_timeout = 30               # seconds without progress before a connection is closed
+//! max_lag = 4194304               # bytes a viewer may fall behind before it skips
+//! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
+//! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
+//! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
+//! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
+//!                                  # else ~/.local/state/shardcast
+//! session_timeout = 20            # seconds without a request or connection ending a session
+//! access_log = "/var/log/shardcast/access.log"  # a JSON line per ended session
+//!                                  # default: $LOGS_DIRECTORY/access.log, else none
+//! public_base_url = "https://tv.example.com/live/"  # written into stream info and embeds
+//! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]     # X-Forwarded-* believed from these only
+//! max_connections_per_address = 4096  # open connections from one address (0: no cap)
+//! max_queued = 1048576            # bytes of responses queued before a connection's further
+//! max_pipelined = 16              # requests (or this many responses) wait unread
+//! min_send_rate = 4096            # bytes/s a backlogged connection must take (0: no minimum)
+//! max_sessions = 100000           # viewer sessions a shard tracks; more are refused (503)
+//! max_sessions_per_stream = 50000 # of one stream
+//! max_access_checks = 64          # access decisions (backend, blocking triggers) at once
+//! max_access_checks_per_address = 8  # of one viewer address; past either: 503 Retry-After
+//! wildcard_starts_per_minute = 10 # wildcard instances one address may start per minute
+//! access_log_max_bytes = 104857600  # the access log is rotated past this size
+//! access_log_files = 5            # rotated access logs kept (access.log.1 …)
+//!
+//! [api]
+//! listen = "127.0.0.1:4242"       # the JSON API and /metrics; "off" for none
+//! token = "…"                     # bearer token; default: generated once, kept in state_dir
+//! metrics_need_token = false      # /metrics without the token (the listener is loopback)
+//!
+//! [[stream]]
+//! name = "cam1"
+//! source = "udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2"
+//! window = 10                     # seconds of stream kept for joining viewers
+//! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
+//! playlist_segments = 6           # HLS: segments listed in the live playlist
+//! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
+//! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
+//! public_cache = false            # a gated stream's media may be kept by shared caches
+//! max_buffer = 33554432           # bytes held for progressive viewers (oldest dropped first)
+//! max_segment = 33554432          # bytes of one HLS segment (larger ones are dropped)
+//! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
+//! source_timeout = 30             # seconds without data before progressive viewers are closed
+//! wildcard = { instances = 16, ports = [5000, 5999], pattern = "[0-9]+" }  # a template
+//!
+//! [[trigger]]
+//! on = "USER_NEW"                 # MistServer's trigger names (TRIGGERS)
+//! handler = "http://127.0.0.1:9000/hook"   # or an absolute path to an executable
+//! streams = ["cam1"]              # default: every stream
+//! timeout = 5                     # seconds a blocking trigger waits
+//! default = "true"                # its answer when the handler fails
+//! ```
+//!
+//! A stream whose source has `$wildcard`, or that has a `wildcard` table, is a template:
+//! `name+x` runs an instance of it with `x` there, if `x` is what the table allows.
+//! Every refusal names the line and the reason. Applying a configuration to a running server
+//! is the control plane's ([`crate::control::store`]).
+
+mod changes;
+mod file;
+mod validate;
+
+use crate::hls::{HlsSettings, SegmentSend};
+use crate::ingest::SourceSpec;
+use crate::stream::StreamLimits;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A validated configuration.
+///
+/// Streams and triggers apply while the server runs; every other setting at the next
+/// restart. Which settings changed is read from their serialization under the names the file
+/// gives them ([`Config::settings_needing_restart`]), so a new setting cannot be left out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// CPUs to run a shard on, one shard each.
+    pub cpus: Vec<usize>,
+    /// The I/O backend.
+    pub io: IoBackend,
+    /// Connection cap per shard.
+    pub max_connections_per_shard: usize,
+    /// Seconds allowed for a request head.
+    #[serde(rename = "header_timeout")]
+    pub header_timeout_s: f64,
+    /// Seconds without progress before a connection is closed.
+    #[serde(rename = "idle_timeout")]
+    pub idle_timeout_s: f64,
+    /// Bytes a viewer may fall behind before it skips to the newest keyframe.
+    #[serde(rename = "max_lag")]
+    pub max_lag_bytes: usize,
+    /// Milliseconds new data may wait before viewers are written to (0: at once).
+    #[serde(rename = "flush_interval")]
+    pub flush_interval_ms: f64,
+    /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
+    pub send_buffer: usize,
+    /// How sealed HLS segments are sent.
+    pub segment_send: SegmentSend,
+    /// The streams (applied live).
+    #[serde(skip)]
+    pub streams: Vec<StreamConfig>,
+    /// The public base URL written into what the server hands out (with a trailing slash).
+    pub public_base_url: Option<String>,
+    /// Peers whose X-Forwarded-* / X-Real-IP / X-Mst-Path headers are believed.
+    pub trusted_proxies: Vec<crate::site::Cidr>,
+    /// The API and metrics listener; `None`: no API.
+    #[serde(rename = "api.listen")]
+    pub api_listen: Option<SocketAddr>,
+    /// The API's bearer token; `None`: generated once and kept in the state directory.
+    #[serde(rename = "api.token")]
+    pub api_token: Option<String>,
+    /// Whether `/metrics` needs the API token too.
+    #[serde(rename = "api.metrics_need_token")]
+    pub metrics_need_token: bool,
+    /// Where state (a generated API token) is kept; `None`: the default (see
+    /// [`crate::control::token::state_dir`]).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Seconds without a request or an open connection after which a viewer session ends.
+    #[serde(rename = "session_timeout")]
+    pub session_timeout_s: f64,
+    /// Where a JSON line is appended for every session that ends; `None`: no access log.
+    pub access_log: Option<std::path::PathBuf>,
+    /// Triggers (applied live).
+    #[serde(skip)]
+    pub triggers: Vec<TriggerConfig>,
+    /// Bounds of what outsiders can grow.
+    #[serde(flatten)]
+    pub limits: ServerLimits,
+}
+
+/// The server's bounds on what viewers and sources can make it hold (README: "Limits and
+/// protection").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerLimits {
+    /// Connections one address may have open at once (trusted proxies exempt; 0: no cap).
+    pub max_connections_per_address: u32,
+    /// Bytes of responses a connection may have queued before its further requests wait.
+    pub max_queued: usize,
+    /// Responses a connection may have queued before its further requests wait.
+    pub max_pipelined: usize,
+    /// Bytes per second a connection with something queued must take (0: no minimum).
+    pub min_send_rate: u64,
+    /// Viewer sessions a shard (and the control plane) tracks at once.
+    pub max_sessions: usize,
+    /// Of one stream.
+    pub max_sessions_per_stream: usize,
+    /// Access decisions (token backend calls, blocking triggers) in progress at once.
+    pub max_access_checks: usize,
+    /// Of one viewer address.
+    pub max_access_checks_per_address: usize,
+    /// Wildcard instances one address may start per minute.
+    pub wildcard_starts_per_minute: u32,
+    /// The access log is rotated when it would grow past this many bytes.
+    pub access_log_max_bytes: u64,
+    /// Rotated access logs kept.
+    pub access_log_files: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_address: 4096,
+            max_queued: 1 << 20,
+            max_pipelined: 16,
+            min_send_rate: 4096,
+            max_sessions: 100_000,
+            max_sessions_per_stream: 50_000,
+            max_access_checks: 64,
+            max_access_checks_per_address: 8,
+            wildcard_starts_per_minute: 10,
+            access_log_max_bytes: 100 << 20,
+            access_log_files: 5,
+        }
+    }
+}
+
+/// Wildcard instances running at once, at most, of all templates together (beyond, new ones
+/// are refused); each template has its own cap too (`wildcard.instances`).
+pub const MAX_WILDCARD_INSTANCES: usize = 10_000;
+
+/// What a wildcard template allows: how many instances, and what a viewer's name may fill
+/// into the source.
+#[derive(Clone, Debug)]
+pub struct WildcardRule {
+    /// Instances of the template running at once, at most.
+    pub instances: usize,
+    /// The wildcard must be a number in this range (for a port).
+    pub ports: Option<(u16, u16)>,
+    /// The wildcard must match this pattern, whole.
+    pub pattern: Option<WildcardPattern>,
+}
+
+impl Default for WildcardRule {
+    fn default() -> Self {
+        Self {
+            instances: 16,
+            ports: None,
+            pattern: None,
+        }
+    }
+}
+
+impl PartialEq for WildcardRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.instances == other.instances
+            && self.ports == other.ports
+            && self.pattern.as_ref().map(WildcardPattern::as_str)
+                == other.pattern.as_ref().map(WildcardPattern::as_str)
+    }
+}
+
+/// A compiled wildcard pattern (anchored at both ends).
+#[derive(Clone, Debug)]
+pub struct WildcardPattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl WildcardPattern {
+    /// Compile `text`, which must match a whole wildcard.
+    pub fn new(text: &str) -> Result<Self, String> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+            .size_limit(1 << 16)
+            .build()
+            .map_err(|e| format!("wildcard pattern {text:?}: {e}"))?;
+        Ok(Self {
+            text: text.to_owned(),
+            regex,
+        })
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `wildcard` matches.
+    pub fn matches(&self, wildcard: &str) -> bool {
+        self.regex.is_match(wildcard)
+    }
+}
+
+/// Which I/O backend the shards run on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// io_uring when the kernel allows it, epoll otherwise (saying why in one log line).
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "io_uring" => Ok(Self::IoUring),
+            "epoll" => Ok(Self::Epoll),
+            _ => Err(format!(
+                "{s:?} is not an io backend (auto, io_uring, epoll)"
+            )),
+        }
+    }
+}
+
+/// One configured stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamConfig {
+    /// The name in URLs (`/{name}.ts`).
+    pub name: String,
+    /// Where it comes from.
+    pub source: SourceSpec,
+    /// The source as configured (a URL).
+    pub source_url: String,
+    /// Seconds kept for joining viewers.
+    pub window_s: f64,
+    /// HLS segmenting and playlist settings.
+    pub hls: HlsSettings,
+    /// Token access control: who may watch is asked of this backend.
+    pub access: Option<AccessConfig>,
+    /// Bounds of its buffers.
+    pub limits: StreamLimits,
+    /// What its wildcard instances may be, when it is a template with a `wildcard` table.
+    pub wildcard: Option<WildcardRule>,
+}
+
+/// A stream's viewer access control (as Flashphoner WCS does it): the viewer's token and
+/// session facts are POSTed as JSON to `url`; 200 allows (the headers it returns are added to
+/// the viewer's responses), 403 denies (the viewer gets 401).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The backend, http:// or https://.
+    pub url: String,
+    /// Seconds a decision is kept for the session.
+    #[serde(default = "default_access_ttl")]
+    pub ttl: f64,
+    /// Seconds to wait for the backend.
+    #[serde(default = "default_access_timeout")]
+    pub timeout: f64,
+    /// When the backend cannot be asked (down, slow, an unexpected answer): `deny` (the
+    /// viewer gets 503) or `allow`.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What an unanswered access check or blocking trigger decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Refuse (fail closed).
+    #[default]
+    Deny,
+    /// Let the viewer in (fail open).
+    Allow,
+}
+
+fn default_access_ttl() -> f64 {
+    60.0
+}
+fn default_access_timeout() -> f64 {
+    2.0
+}
+
+/// One trigger: MistServer's name, a handler (a URL POSTed to, or an executable run with the
+/// trigger name as its argument and the payload on stdin), the streams it applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerConfig {
+    /// The trigger's name (`USER_NEW`, `STREAM_BUFFER`, …).
+    pub on: String,
+    /// `http(s)://…` or an absolute path.
+    pub handler: String,
+    /// Only these streams (empty: all).
+    pub streams: Vec<String>,
+    /// Seconds a blocking trigger waits for its answer.
+    pub timeout_s: f64,
+    /// The answer a blocking trigger takes when its handler fails or is too slow.
+    pub default: String,
+}
+
+/// Triggers shardcast fires, with MistServer's names: the blocking ones wait for an answer.
+pub const TRIGGERS: [(&str, bool); 21] = [
+    ("USER_NEW", true),
+    ("CONN_PLAY", true),
+    ("STREAM_SOURCE", true),
+    ("PUSH_REWRITE", true),
+    ("DEFAULT_STREAM", true),
+    ("PLAY_REWRITE", true),
+    ("STREAM_ADD", true),
+    ("STREAM_CONFIG", true),
+    ("STREAM_REMOVE", true),
+    ("STREAM_BUFFER", false),
+    ("STREAM_READY", false),
+    ("STREAM_END", false),
+    ("CONN_OPEN", false),
+    ("CONN_CLOSE", false),
+    ("USER_END", false),
+    ("INPUT_ABORT", false),
+    ("LIVE_TRACK_LIST", false),
+    ("SYSTEM_START", false),
+    ("SYSTEM_STOP", false),
+    ("STREAM_UNLOAD", false),
+    ("OUTPUT_END", false),
+];
+
+/// In a source URL, replaced by the part after `+` of a wildcard instance's name.
+pub const WILDCARD: &str = "$wildcard";
+
+impl StreamConfig {
+    /// Whether it is a template (`$wildcard` in the source, or a `wildcard` table): only its
+    /// instances receive.
+    pub fn is_template(&self) -> bool {
+        self.source_url.contains(WILDCARD) || self.wildcard.is_some()
+    }
+
+    /// What its wildcard instances may be (the defaults when it has no `wildcard` table).
+    pub fn wildcard_rule(&self) -> WildcardRule {
+        self.wildcard.clone().unwrap_or_default()
+    }
+
+    /// The configuration of wildcard instance `base+wildcard` of this template: the same
+    /// settings, `$wildcard` in the source replaced. Refused when this is not a template or
+    /// the wildcard is not one it allows.
+    pub fn instance(&self, wildcard: &str) -> Result<StreamConfig, String> {
+        if !self.is_template() {
+            return Err(format!(
+                "{} is not a wildcard template (no $wildcard in its source, no wildcard table)",
+                self.name
+            ));
+        }
+        if wildcard.is_empty()
+            || wildcard.len() > 64
+            || !wildcard
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "{wildcard:?} is not a wildcard (letters, digits, - _ .)"
+            ));
+        }
+        let rule = self.wildcard_rule();
+        if let Some((low, high)) = rule.ports {
+            let port = wildcard
+                .parse::<u16>()
+                .ok()
+                .filter(|p| (low..=high).contains(p) && wildcard.len() <= 5);
+            if port.is_none() {
+                return Err(format!("{wildcard:?} is not a port from {low} to {high}"));
+            }
+        }
+        if let Some(pattern) = &rule.pattern {
+            if !pattern.matches(wildcard) {
+                return Err(format!(
+                    "{wildcard:?} does not match the pattern {:?}",
+                    pattern.as_str()
+                ));
+            }
+        }
+        let source_url = self.source_url.replace(WILDCARD, wildcard);
+        let source = SourceSpec::parse(&source_url).map_err(|e| e.to_string())?;
+        Ok(StreamConfig {
+            name: format!("{}+{wildcard}", self.name),
+            source,
+            source_url,
+            wildcard: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// An API token is 16 to 256 visible ASCII characters.
+pub fn valid_api_token(token: &str) -> bool {
+    (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The embedded default configuration's text: every setting at its default, one demo stream.
+pub const EMBEDDED: &str = "[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n";
+
+/// Where the running configuration comes from: a file (or the embedded default) with the
+/// command line's overrides on top. SIGHUP loads it again the same way.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The file; `None` runs the embedded default.
+    pub path: Option<std::path::PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--io`.
+    pub io: Option<IoBackend>,
+    /// `--api-listen` (`Some(None)`: `off`).
+    pub api_listen: Option<Option<SocketAddr>>,
+    /// `--state-dir`.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+impl ConfigSource {
+    /// Load (or load again) the configuration.
+    pub fn load(&self) -> Result<Config, String> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)
+                .map_err(|e| format!("configuration {} refused ({e})", path.display()))?,
+            None => Config::embedded(),
+        };
+        self.override_settings(&mut config);
+        Ok(config)
+    }
+
+    /// Put the command line's settings over `config`'s.
+    pub fn override_settings(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(io) = self.io {
+            config.io = io;
+        }
+        if let Some(api) = self.api_listen {
+            config.api_listen = api;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = Some(dir.clone());
+        }
+    }
+}
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The line of the file the error is on, when known.
+    pub line: Option<usize>,
+    /// The reason.
+    pub message: String,
+}
+
+impl Config {
+    /// The embedded default: HTTP on 0.0.0.0:8080, every CPU, one `demo` stream.
+    pub fn embedded() -> Config {
+        Self::parse(EMBEDDED)
+            .unwrap_or_else(|e| unreachable!("the embedded configuration is valid: {e}"))
+    }
+
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_serves_the_demo() {
+        let c = Config::embedded();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.streams.len(), 1);
+        assert_eq!(c.streams[0].source, SourceSpec::Demo);
+        assert!(!c.cpus.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_reason() {
+        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"rtmp://x\"\n").unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.to_string().contains("unsupported source scheme"), "{e}");
+        let e = Config::parse("[server]\nlisten = 8080\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[sever]\n").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\n[[stream]]\nname = \"a\"\nsource = \"demo:\"\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        let e =
+            Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\nsegment_duration = 0.1\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = Config::parse("[server]\nsegment_send = \"mmap\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e =
+            Config::parse("[server]\nlisten = \"0.0.0.0:80\"\nheader_timeout = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("header_timeout"), "{e}");
+        let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\nwindow = 0\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = Config::parse(
+            "[[trigger]]\non = \"STREAM_END\"\nhandler = \"/bin/true\"\ntimeout = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = Config::parse("[server]\ncpus = [999]\n").unwrap_err();
+        assert!(e.to_string().contains("not available"), "{e}");
+    }
+}

@@ -1,0 +1,478 @@
+//! Validation: the file as its schema reads it ([`super::file`]) made into a [`Config`]. Every
+//! value is checked here and every absent one given its default; a refusal names the line it
+//! is on and the reason.
+
+use super::file::{
+    ApiSection, File, ServerSection, Setting, StreamSection, TriggerSection, WildcardSection,
+};
+use super::{
+    valid_api_token, Config, ConfigError, ServerLimits, StreamConfig, TriggerConfig,
+    WildcardPattern, WildcardRule, MAX_WILDCARD_INSTANCES, TRIGGERS, WILDCARD,
+};
+use crate::hls::HlsSettings;
+use crate::ingest::SourceSpec;
+use crate::stream::StreamLimits;
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// What is wrong, and where in the text when that is known.
+struct Refusal {
+    span: Option<Range<usize>>,
+    message: String,
+}
+
+impl Refusal {
+    fn at(span: Range<usize>, message: impl Into<String>) -> Self {
+        Self {
+            span: Some(span),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Validate the text of a configuration file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let file: File = toml::from_str(text).map_err(|e| ConfigError {
+            line: e.span().map(|s| line_of(s.start)),
+            message: e.message().to_owned(),
+        })?;
+        config(file).map_err(|r| ConfigError {
+            line: r.span.map(|s| line_of(s.start)),
+            message: r.message,
+        })
+    }
+}
+
+fn config(file: File) -> Result<Config, Refusal> {
+    let File {
+        server: s,
+        streams: stream_sections,
+        api,
+        triggers: trigger_sections,
+    } = file;
+    let limits = server_limits(&s)?;
+    let listen = match &s.listen {
+        None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        Some(l) => l.get_ref().parse().map_err(|_| {
+            Refusal::at(
+                l.span(),
+                format!("listen {:?} is not an address:port", l.get_ref()),
+            )
+        })?,
+    };
+    let cpus = cpus(s.cpus)?;
+    let max_connections_per_shard = within(
+        s.max_connections_per_shard,
+        1..=10_000_000,
+        20_000,
+        "max_connections_per_shard",
+    )?;
+    let header_timeout_s = within(
+        s.header_timeout,
+        0.001..=3600.0,
+        10.0,
+        "header_timeout (seconds)",
+    )?;
+    let idle_timeout_s = within(
+        s.idle_timeout,
+        0.001..=3600.0,
+        30.0,
+        "idle_timeout (seconds)",
+    )?;
+    let session_timeout_s = within(
+        s.session_timeout,
+        1.0..=3600.0,
+        20.0,
+        "session_timeout (seconds)",
+    )?;
+    let flush_interval_ms = within(s.flush_interval, 0.0..=1000.0, 20.0, "flush_interval (ms)")?;
+    let max_lag_bytes = within(s.max_lag, 0..=1 << 40, 4 << 20, "max_lag (bytes)")?;
+    let send_buffer = within(s.send_buffer, 0..=1 << 30, 0, "send_buffer (bytes)")?;
+    let (api_listen, api_token) = api_settings(&api)?;
+    let public_base_url = match &s.public_base_url {
+        None => None,
+        Some(u) => Some(
+            crate::site::parse_public_base(u.get_ref()).map_err(|e| Refusal::at(u.span(), e))?,
+        ),
+    };
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|t| {
+            crate::site::Cidr::parse(t.get_ref())
+                .map_err(|e| Refusal::at(t.span(), format!("trusted_proxies: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut streams: Vec<StreamConfig> = Vec::new();
+    for section in stream_sections {
+        let st = stream(section, &streams)?;
+        streams.push(st);
+    }
+    let triggers = trigger_sections
+        .into_iter()
+        .map(trigger)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config {
+        triggers,
+        listen,
+        cpus,
+        io: s.io.unwrap_or_default(),
+        max_connections_per_shard,
+        header_timeout_s,
+        idle_timeout_s,
+        max_lag_bytes,
+        flush_interval_ms,
+        send_buffer,
+        segment_send: s.segment_send.unwrap_or_default(),
+        streams,
+        api_listen,
+        api_token,
+        metrics_need_token: api.metrics_need_token,
+        state_dir: s.state_dir.map(PathBuf::from),
+        session_timeout_s,
+        access_log: s.access_log.map(PathBuf::from).or_else(|| {
+            std::env::var_os("LOGS_DIRECTORY").map(|d| PathBuf::from(d).join("access.log"))
+        }),
+        public_base_url,
+        trusted_proxies,
+        limits,
+    })
+}
+
+/// An optional setting's value, `default` when absent; out of `range`, refused where it is.
+fn within<T: PartialOrd + Copy + std::fmt::Display>(
+    value: Setting<T>,
+    range: RangeInclusive<T>,
+    default: T,
+    what: &str,
+) -> Result<T, Refusal> {
+    match value {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(v.into_inner()),
+        Some(v) => Err(Refusal::at(
+            v.span(),
+            format!(
+                "{what} is {}: it must be {} to {}",
+                v.get_ref(),
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+fn cpus(configured: Setting<Vec<usize>>) -> Result<Vec<usize>, Refusal> {
+    let available = crate::sys::available_cpus();
+    let Some(c) = configured else {
+        return Ok(available);
+    };
+    if c.get_ref().is_empty() {
+        return Err(Refusal::at(c.span(), "cpus is empty"));
+    }
+    if let Some(cpu) = c.get_ref().iter().find(|cpu| !available.contains(cpu)) {
+        return Err(Refusal::at(
+            c.span(),
+            format!("cpu {cpu} is not available to this process (available: {available:?})"),
+        ));
+    }
+    Ok(c.into_inner())
+}
+
+fn api_settings(api: &ApiSection) -> Result<(Option<SocketAddr>, Option<String>), Refusal> {
+    let listen = match &api.listen {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 4242))),
+        Some(l) if l.get_ref() == "off" => None,
+        Some(l) => Some(l.get_ref().parse().map_err(|_| {
+            Refusal::at(
+                l.span(),
+                format!(
+                    "api listen {:?} is not an address:port or \"off\"",
+                    l.get_ref()
+                ),
+            )
+        })?),
+    };
+    let token = match &api.token {
+        None => None,
+        Some(t) if valid_api_token(t.get_ref()) => Some(t.get_ref().clone()),
+        Some(t) => {
+            return Err(Refusal::at(
+                t.span(),
+                "api token must be 16 to 256 printable characters without spaces",
+            ))
+        }
+    };
+    Ok((listen, token))
+}
+
+fn server_limits(s: &ServerSection) -> Result<ServerLimits, Refusal> {
+    let d = ServerLimits::default();
+    Ok(ServerLimits {
+        max_connections_per_address: within(
+            s.max_connections_per_address.clone(),
+            0..=10_000_000,
+            d.max_connections_per_address,
+            "max_connections_per_address",
+        )?,
+        max_queued: within(
+            s.max_queued.clone(),
+            4096..=1 << 30,
+            d.max_queued,
+            "max_queued (bytes)",
+        )?,
+        max_pipelined: within(
+            s.max_pipelined.clone(),
+            1..=1024,
+            d.max_pipelined,
+            "max_pipelined",
+        )?,
+        min_send_rate: within(
+            s.min_send_rate.clone(),
+            0..=1 << 30,
+            d.min_send_rate,
+            "min_send_rate (bytes per second)",
+        )?,
+        max_sessions: within(
+            s.max_sessions.clone(),
+            1..=10_000_000,
+            d.max_sessions,
+            "max_sessions",
+        )?,
+        max_sessions_per_stream: within(
+            s.max_sessions_per_stream.clone(),
+            1..=10_000_000,
+            d.max_sessions_per_stream,
+            "max_sessions_per_stream",
+        )?,
+        max_access_checks: within(
+            s.max_access_checks.clone(),
+            1..=100_000,
+            d.max_access_checks,
+            "max_access_checks",
+        )?,
+        max_access_checks_per_address: within(
+            s.max_access_checks_per_address.clone(),
+            1..=100_000,
+            d.max_access_checks_per_address,
+            "max_access_checks_per_address",
+        )?,
+        wildcard_starts_per_minute: within(
+            s.wildcard_starts_per_minute.clone(),
+            1..=1_000_000,
+            d.wildcard_starts_per_minute,
+            "wildcard_starts_per_minute",
+        )?,
+        access_log_max_bytes: within(
+            s.access_log_max_bytes.clone(),
+            4096..=1 << 40,
+            d.access_log_max_bytes,
+            "access_log_max_bytes",
+        )?,
+        access_log_files: within(
+            s.access_log_files.clone(),
+            0..=1000,
+            d.access_log_files,
+            "access_log_files",
+        )?,
+    })
+}
+
+/// One `[[stream]]`, checked against the ones before it.
+fn stream(
+    section: Spanned<StreamSection>,
+    before: &[StreamConfig],
+) -> Result<StreamConfig, Refusal> {
+    let st = section.into_inner();
+    let name = st.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
+    {
+        return Err(Refusal::at(
+            st.name.span(),
+            format!("stream name {name:?} must be letters, digits, - _ or +"),
+        ));
+    }
+    if before.iter().any(|s| &s.name == name) {
+        return Err(Refusal::at(
+            st.name.span(),
+            format!("stream {name:?} is defined twice"),
+        ));
+    }
+    // A template (`$wildcard` in the source) is checked with a stand-in value; its instances
+    // are checked again with theirs.
+    let source = SourceSpec::parse(&st.source.get_ref().replace(WILDCARD, "1"))
+        .map_err(|e| Refusal::at(st.source.span(), e.to_string()))?;
+    if name.contains('+') {
+        return Err(Refusal::at(
+            st.name.span(),
+            format!(
+                "stream name {name:?}: + separates a wildcard instance from its stream, configure {:?}",
+                name.split('+').next().unwrap_or("")
+            ),
+        ));
+    }
+    let window_s = within(st.window.clone(), 1.0..=3600.0, 10.0, "window (seconds)")?;
+    let limits = stream_limits(&st)?;
+    let defaults = HlsSettings::default();
+    let hls = HlsSettings {
+        segment_duration_s: within(
+            st.segment_duration.clone(),
+            0.5..=60.0,
+            defaults.segment_duration_s,
+            "segment_duration (seconds)",
+        )?,
+        playlist_segments: within(
+            st.playlist_segments.clone(),
+            2..=1000,
+            defaults.playlist_segments,
+            "playlist_segments",
+        )?,
+        segment_grace_s: within(
+            st.segment_grace.clone(),
+            0.0..=3600.0,
+            defaults.segment_grace_s,
+            "segment_grace (seconds)",
+        )?,
+    };
+    let access = match st.access {
+        None => None,
+        Some(a) => {
+            let span = a.span();
+            let a = a.into_inner();
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://"))
+                || reqwest::Url::parse(&a.url).is_err()
+            {
+                return Err(Refusal::at(
+                    span,
+                    format!("access url {:?} is not an http(s):// URL", a.url),
+                ));
+            }
+            if !(0.0..=86_400.0).contains(&a.ttl) || !(0.1..=60.0).contains(&a.timeout) {
+                return Err(Refusal::at(
+                    span,
+                    "access ttl must be 0 to 86400 seconds and timeout 0.1 to 60",
+                ));
+            }
+            Some(a)
+        }
+    };
+    let wildcard = match st.wildcard {
+        None => None,
+        Some(w) => {
+            let span = w.span();
+            let rule = wildcard_rule(w.into_inner()).map_err(|m| Refusal::at(span.clone(), m))?;
+            if matches!(source, SourceSpec::Udp(_)) && !st.source.get_ref().contains(WILDCARD) {
+                return Err(Refusal::at(
+                    span,
+                    format!("stream {name:?}: a wildcard template with a UDP source needs $wildcard in the source (its instances would share one socket's datagrams)"),
+                ));
+            }
+            Some(rule)
+        }
+    };
+    Ok(StreamConfig {
+        name: name.clone(),
+        source,
+        source_url: st.source.get_ref().clone(),
+        window_s,
+        hls,
+        access,
+        limits,
+        wildcard,
+    })
+}
+
+fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
+    let d = StreamLimits::default();
+    let max_segment = within(
+        st.max_segment.clone(),
+        64 * 1024..=1 << 30,
+        d.max_segment,
+        "max_segment (bytes)",
+    )?;
+    let max_hls_bytes = within(
+        st.max_hls_bytes.clone(),
+        64 * 1024..=1 << 34,
+        d.max_hls_bytes.max(max_segment),
+        "max_hls_bytes",
+    )?;
+    Ok(StreamLimits {
+        max_buffer: within(
+            st.max_buffer.clone(),
+            64 * 1024..=1 << 32,
+            d.max_buffer,
+            "max_buffer (bytes)",
+        )?,
+        max_segment,
+        max_hls_bytes,
+        source_timeout_s: within(
+            st.source_timeout.clone(),
+            1.0..=86_400.0,
+            d.source_timeout_s,
+            "source_timeout (seconds)",
+        )?,
+        public_cache: st.public_cache.unwrap_or(d.public_cache),
+    })
+}
+
+fn wildcard_rule(w: WildcardSection) -> Result<WildcardRule, String> {
+    let d = WildcardRule::default();
+    let instances = w.instances.unwrap_or(d.instances);
+    if !(1..=MAX_WILDCARD_INSTANCES).contains(&instances) {
+        return Err(format!(
+            "wildcard instances is {instances}: it must be 1 to {MAX_WILDCARD_INSTANCES}"
+        ));
+    }
+    let ports = match w.ports {
+        Some([low, high]) if low == 0 || low > high => {
+            return Err(format!(
+                "wildcard ports [{low}, {high}] is not a range of ports"
+            ))
+        }
+        Some([low, high]) => Some((low, high)),
+        None => None,
+    };
+    let pattern = w.pattern.as_deref().map(WildcardPattern::new).transpose()?;
+    Ok(WildcardRule {
+        instances,
+        ports,
+        pattern,
+    })
+}
+
+/// One `[[trigger]]`.
+fn trigger(section: Spanned<TriggerSection>) -> Result<TriggerConfig, Refusal> {
+    let t = section.into_inner();
+    let name = t.on.get_ref();
+    if !TRIGGERS.iter().any(|(n, _)| n == name) {
+        return Err(Refusal::at(
+            t.on.span(),
+            format!("{name:?} is not a trigger shardcast fires (see README: Triggers)"),
+        ));
+    }
+    let handler = t.handler.get_ref();
+    let url = handler.contains("://");
+    if (url
+        && reqwest::Url::parse(handler).map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
+        || (!url && !handler.starts_with('/'))
+    {
+        return Err(Refusal::at(
+            t.handler.span(),
+            format!("trigger handler {handler:?} must be an http(s):// URL or an absolute path to an executable"),
+        ));
+    }
+    let timeout_s = within(t.timeout, 0.1..=300.0, 5.0, "trigger timeout (seconds)")?;
+    Ok(TriggerConfig {
+        on: name.clone(),
+        handler: handler.clone(),
+        streams: t.streams,
+        timeout_s,
+        default: t.default.unwrap_or_else(|| "true".into()),
+    })
+}
