@@ -51,8 +51,19 @@ pub struct Inputs {
     pub record_hours: f64,
 }
 
+/// A `--bitrate` that is not one.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum BitrateError {
+    /// Not a number with an optional k, M or G.
+    #[error("{0:?} is not a bitrate (e.g. 2500000, 2500k, 2.5M)")]
+    NotABitrate(String),
+    /// Zero, negative or not finite.
+    #[error("{0:?}: a bitrate must be above zero")]
+    NotPositive(String),
+}
+
 /// Parse `2500000`, `2500k`, `2.5M`, `1G`.
-pub fn parse_bitrate(text: &str) -> Result<f64, String> {
+pub fn parse_bitrate(text: &str) -> Result<f64, BitrateError> {
     let t = text.trim();
     let (number, scale) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 1e3),
@@ -62,9 +73,9 @@ pub fn parse_bitrate(text: &str) -> Result<f64, String> {
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a bitrate (e.g. 2500000, 2500k, 2.5M)"))?;
+        .map_err(|_| BitrateError::NotABitrate(text.to_owned()))?;
     if !(value.is_finite() && value > 0.0) {
-        return Err(format!("{text:?}: a bitrate must be above zero"));
+        return Err(BitrateError::NotPositive(text.to_owned()));
     }
     Ok(value * scale)
 }

@@ -23,18 +23,41 @@ pub struct InspectArgs {
     segment: f64,
 }
 
-pub fn run(args: &InspectArgs) -> Result<(), String> {
+/// Why a file was not inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// `--segment` out of range.
+    #[error("--segment {0} is out of range (0 to 3600 seconds)")]
+    Segment(f64),
+    /// The file cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reading failed part way.
+    #[error("when reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+pub fn run(args: &InspectArgs) -> Result<(), InspectError> {
     if !(args.segment > 0.0 && args.segment <= 3600.0) {
-        return Err(format!(
-            "--segment {} is out of range (0 to 3600 seconds)",
-            args.segment
-        ));
+        return Err(InspectError::Segment(args.segment));
     }
     let mut input: Box<dyn Read> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(&args.file)
-            .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
+        let f = std::fs::File::open(&args.file).map_err(|source| InspectError::Open {
+            path: args.file.clone(),
+            source,
+        })?;
         Box::new(f)
     };
     let mut demux = Demuxer::new(DemuxConfig {
@@ -58,7 +81,12 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("when reading {}: {e}", args.file.display())),
+            Err(source) => {
+                return Err(InspectError::Read {
+                    path: args.file.clone(),
+                    source,
+                })
+            }
         };
         sync.push(&buf[..n], |p| {
             demux.push_packet(p, &mut |_| {});

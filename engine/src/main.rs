@@ -96,20 +96,28 @@ struct ServeArgs {
 #[derive(Clone, Copy, Debug)]
 struct ApiListen(Option<std::net::SocketAddr>);
 
-fn parse_api_listen(text: &str) -> Result<ApiListen, String> {
+/// `--api-listen` given something else.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an address:port or \"off\"")]
+struct NotAnApiListen(String);
+
+fn parse_api_listen(text: &str) -> Result<ApiListen, NotAnApiListen> {
     if text == "off" {
         return Ok(ApiListen(None));
     }
     text.parse()
         .map(|a| ApiListen(Some(a)))
-        .map_err(|_| format!("{text:?} is not an address:port or \"off\""))
+        .map_err(|_| NotAnApiListen(text.to_owned()))
 }
+
+/// What a command can fail with: each layer's own error, printed as the reason.
+type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
-        Command::Inspect(args) => inspect::run(&args),
+        Command::Inspect(args) => inspect::run(&args).map_err(Failure::from),
         Command::Tune { action } => run_tune(action),
         Command::Capacity(inputs) => {
             print!("{}", capacity::render(&inputs));
@@ -126,7 +134,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs) -> Result<(), String> {
+fn serve(args: &ServeArgs) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -141,11 +149,18 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         state_dir: args.state_dir.clone(),
     };
     let config = source.load()?;
-    server::serve(config, source)
+    Ok(server::serve(config, source)?)
 }
 
-fn check_config(file: &std::path::Path) -> Result<(), String> {
-    let c = config::Config::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
+fn check_config(file: &std::path::Path) -> Result<(), Failure> {
+    let c = match config::Config::load(file) {
+        Ok(c) => c,
+        // The file and the line, as an editor's jump list would take it.
+        Err(config::LoadError::Refused { source, .. }) => {
+            return Err(format!("{}: {source}", file.display()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let api = c
         .api_listen
         .map_or("off".to_string(), |a| format!("API on {a}"));
@@ -164,15 +179,11 @@ fn check_config(file: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run_tune(action: TuneAction) -> Result<(), String> {
+fn run_tune(action: TuneAction) -> Result<(), Failure> {
     match action {
         TuneAction::Check { profile, config } => {
             let cpus = match config {
-                Some(path) => {
-                    config::Config::load(&path)
-                        .map_err(|e| format!("configuration {} refused: {e}", path.display()))?
-                        .cpus
-                }
+                Some(path) => config::Config::load(&path)?.cpus,
                 None => config::Config::embedded().cpus,
             };
             let root = std::path::Path::new("/");

@@ -28,13 +28,66 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Why the server did not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Signal handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The viewers' listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `io = "io_uring"` and the kernel cannot.
+    #[error("io = \"io_uring\" was asked for, but {0}")]
+    NoUring(uring::Unavailable),
+    /// A shard's I/O parts (a ring, a poller, a waker).
+    #[error("cannot create {what}: {source}")]
+    Setup {
+        /// What.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread.
+    #[error("cannot start {name}: {source}")]
+    Thread {
+        /// Which.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The triggers' runtime.
+    #[error(transparent)]
+    Triggers(#[from] crate::control::triggers::TriggersError),
+    /// The API token.
+    #[error(transparent)]
+    Token(#[from] crate::control::token::TokenError),
+    /// The control plane.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// A shard stopped with an error (logged when it did).
+    #[error("a shard failed")]
+    ShardFailed,
+}
+
+impl ServeError {
+    fn setup(what: &'static str) -> impl Fn(std::io::Error) -> ServeError {
+        move |source| ServeError::Setup { what, source }
+    }
+}
+
 /// Run the server until a signal stops it. SIGHUP loads `source` again.
-pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
+pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     let shards = config.cpus.len();
     // Handlers first: a signal that comes while the server starts must not kill it (SIGHUP's
     // default action is to terminate).
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        .map_err(ServeError::Signals)?;
     startup_checks(&config, Path::new("/"));
     let wanted = (config.max_connections_per_shard as u64 + 64).saturating_mul(shards as u64);
     match crate::sys::raise_file_limit() {
@@ -46,8 +99,10 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read or raise the open file limit: {e}"),
     }
-    let listeners = bind_listeners(config.listen, shards)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listeners = bind_listeners(config.listen, shards).map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let local = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -55,7 +110,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let use_uring = match config.io {
         IoBackend::Epoll => false,
         IoBackend::IoUring => {
-            uring::probe().map_err(|why| format!("io = \"io_uring\" was asked for, but {why}"))?;
+            uring::probe().map_err(ServeError::NoUring)?;
             true
         }
         IoBackend::Auto => match uring::probe() {
@@ -70,14 +125,13 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let mut wakers: Vec<Arc<dyn Wake>> = Vec::new();
     for _ in 0..shards {
         if use_uring {
-            let parts =
-                UringParts::new(4096).map_err(|e| format!("cannot set up an io_uring: {e}"))?;
+            let parts = UringParts::new(4096).map_err(ServeError::setup("an io_uring"))?;
             wakers.push(parts.waker.clone());
             backends.push(Backend::Uring(Box::new(parts)));
         } else {
-            let poll = mio::Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
-            let waker = mio::Waker::new(poll.registry(), WAKER)
-                .map_err(|e| format!("cannot create a waker: {e}"))?;
+            let poll = mio::Poll::new().map_err(ServeError::setup("a poller"))?;
+            let waker =
+                mio::Waker::new(poll.registry(), WAKER).map_err(ServeError::setup("a waker"))?;
             wakers.push(Arc::new(waker));
             backends.push(Backend::Epoll(poll));
         }
@@ -197,7 +251,10 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
                 }
                 result
             })
-            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+            .map_err(|source| ServeError::Thread {
+                name: format!("shard {index}"),
+                source,
+            })?;
         threads.push(thread);
     }
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
@@ -217,7 +274,10 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
             std::thread::Builder::new()
                 .name("watchdog".into())
                 .spawn(move || crate::notify::run_watchdog(n, period, run))
-                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+                .map_err(|source| ServeError::Thread {
+                    name: "the watchdog thread".into(),
+                    source,
+                })?;
         }
     }
     wait_for_signal(signals, &run, &wakers, &store);
@@ -233,7 +293,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     }
     tracing::info!("shardcast stopped");
     if failed {
-        Err("a shard failed".into())
+        Err(ServeError::ShardFailed)
     } else {
         Ok(())
     }
@@ -250,7 +310,7 @@ fn start_control(
     triggers: &Arc<crate::control::triggers::Triggers>,
     access: Arc<crate::control::access::Access>,
     admission: Arc<crate::shard::admission::Admission>,
-) -> Result<Arc<crate::control::ControlState>, String> {
+) -> Result<Arc<crate::control::ControlState>, ServeError> {
     use crate::control::token;
     // Without the API there is nothing to protect: no token is made or read.
     let token = if config.api_listen.is_some() {

@@ -16,20 +16,29 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(ipnet::IpNet);
 
+/// Not an address range.
+#[derive(Debug, thiserror::Error)]
+pub enum CidrError {
+    /// `ADDR/PREFIX` with a bad address or prefix.
+    #[error("{0:?} is not address/prefix (the prefix is 0 to 32 for IPv4, 0 to 128 for IPv6)")]
+    BadRange(String),
+    /// Not an address.
+    #[error("{0:?} is not an address or address/prefix")]
+    NotAnAddress(String),
+}
+
 impl Cidr {
     /// Parse `ADDR` or `ADDR/PREFIX`.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
         let text = text.trim();
         if text.contains('/') {
-            text.parse().map(Cidr).map_err(|_| {
-                format!(
-                    "{text:?} is not address/prefix (the prefix is 0 to 32 for IPv4, 0 to 128 for IPv6)"
-                )
-            })
+            text.parse()
+                .map(Cidr)
+                .map_err(|_| CidrError::BadRange(text.to_owned()))
         } else {
             text.parse::<IpAddr>()
                 .map(|a| Cidr(a.into()))
-                .map_err(|_| format!("{text:?} is not an address or address/prefix"))
+                .map_err(|_| CidrError::NotAnAddress(text.to_owned()))
         }
     }
 
@@ -147,20 +156,31 @@ fn with_slash(url: &str) -> String {
     }
 }
 
+/// Not a public base URL.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseUrlError {
+    /// Neither http:// nor https://.
+    #[error("public_base_url {0:?} must start with http:// or https://")]
+    Scheme(String),
+    /// No host, or characters a URL cannot have.
+    #[error("public_base_url {0:?} is not a URL with a host")]
+    NoHost(String),
+}
+
 /// Check a configured public base URL: `http://` or `https://`, a host, an optional path;
 /// returned with a trailing slash.
-pub fn parse_public_base(text: &str) -> Result<String, String> {
+pub fn parse_public_base(text: &str) -> Result<String, BaseUrlError> {
     let rest = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))
-        .ok_or_else(|| format!("public_base_url {text:?} must start with http:// or https://"))?;
+        .ok_or_else(|| BaseUrlError::Scheme(text.to_owned()))?;
     if rest.is_empty()
         || rest.starts_with('/')
         || !text
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"\"'<>\\`".contains(&b))
     {
-        return Err(format!("public_base_url {text:?} is not a URL with a host"));
+        return Err(BaseUrlError::NoHost(text.to_owned()));
     }
     Ok(with_slash(text))
 }

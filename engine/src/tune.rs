@@ -36,23 +36,44 @@ pub struct Setting {
     pub why: String,
 }
 
+/// Why a profile was not checked or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// No profile has that name.
+    #[error("no tuning profile {name:?} (there are: {})", PROFILES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+    NoProfile {
+        /// The name asked for.
+        name: String,
+    },
+    /// A line of a profile is not `key = value`.
+    #[error("line {0}: expected `key = value`")]
+    Syntax(usize),
+    /// Applying to the running system needs root.
+    #[error("tune apply writes /etc/sysctl.d/ and the running kernel's settings: it needs root (sudo shardcast tune apply)")]
+    NotRoot,
+    /// The sysctl.d file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A profile by name.
-pub fn profile(name: &str) -> Result<&'static str, String> {
+pub fn profile(name: &str) -> Result<&'static str, TuneError> {
     PROFILES
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, text)| *text)
-        .ok_or_else(|| {
-            let names: Vec<_> = PROFILES.iter().map(|(n, _)| *n).collect();
-            format!(
-                "no tuning profile {name:?} (there are: {})",
-                names.join(", ")
-            )
+        .ok_or_else(|| TuneError::NoProfile {
+            name: name.to_owned(),
         })
 }
 
 /// The settings of a profile in sysctl.d syntax, each with the comment block above it.
-pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
+pub fn parse(text: &str) -> Result<Vec<Setting>, TuneError> {
     let mut out = Vec::new();
     let mut why = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -68,12 +89,10 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
             why.clear();
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {}: expected `key = value`", n + 1))?;
+        let (key, value) = line.split_once('=').ok_or(TuneError::Syntax(n + 1))?;
         let (key, value) = (key.trim(), host::normalise(value));
         if key.is_empty() || value.is_empty() {
-            return Err(format!("line {}: expected `key = value`", n + 1));
+            return Err(TuneError::Syntax(n + 1));
         }
         out.push(Setting {
             key: key.to_string(),
@@ -136,7 +155,7 @@ pub fn check(
     root: &Path,
     profile_name: &str,
     shard_cpus: &[usize],
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), TuneError> {
     let settings = parse(profile(profile_name)?)?;
     let mut out = String::new();
     let width = settings.iter().map(|s| s.key.len()).max().unwrap_or(0);
@@ -262,16 +281,12 @@ pub fn nic_report(root: &Path, shard_cpus: &[usize]) -> String {
 
 /// Write a profile under `root` (`root/etc/sysctl.d/60-shardcast.conf`) atomically and, when
 /// `root` is `/`, apply it to the running kernel. Returns a report, one line per setting.
-pub fn apply(root: &Path, profile_name: &str) -> Result<String, String> {
+pub fn apply(root: &Path, profile_name: &str) -> Result<String, TuneError> {
     let text = profile(profile_name)?;
     let settings = parse(text)?;
     let live_system = root == Path::new("/");
     if live_system && !nix::unistd::geteuid().is_root() {
-        return Err(
-            "tune apply writes /etc/sysctl.d/ and the running kernel's settings: it needs root \
-             (sudo shardcast tune apply)"
-                .into(),
-        );
+        return Err(TuneError::NotRoot);
     }
     let path: PathBuf = root.join(SYSCTL_FILE);
     let mut content = format!(
@@ -280,8 +295,12 @@ pub fn apply(root: &Path, profile_name: &str) -> Result<String, String> {
         env!("CARGO_PKG_VERSION")
     );
     content.push_str(text);
-    crate::files::write_atomically(&path, content.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::files::write_atomically(&path, content.as_bytes()).map_err(|source| {
+        TuneError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
     let mut report = format!("wrote {}\n", path.display());
     if !live_system {
         report.push_str("not applied to the running kernel (a root other than / was given)\n");
@@ -343,7 +362,7 @@ mod tests {
     #[test]
     fn a_line_without_equals_is_refused_with_its_number() {
         assert_eq!(
-            parse("# why\na = 1\nb\n").unwrap_err(),
+            parse("# why\na = 1\nb\n").unwrap_err().to_string(),
             "line 3: expected `key = value`"
         );
     }

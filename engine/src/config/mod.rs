@@ -219,6 +219,46 @@ impl PartialEq for WildcardRule {
     }
 }
 
+/// A wildcard pattern that does not compile (or would be too large).
+#[derive(Debug, thiserror::Error)]
+#[error("wildcard pattern {text:?}: {source}")]
+pub struct PatternError {
+    text: String,
+    source: regex::Error,
+}
+
+/// Why a name does not make an instance of a template.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The stream is not a template.
+    #[error("{0} is not a wildcard template (no $wildcard in its source, no wildcard table)")]
+    NotATemplate(String),
+    /// The part after `+` has characters a wildcard cannot have.
+    #[error("{0:?} is not a wildcard (letters, digits, - _ .)")]
+    NotAWildcard(String),
+    /// The template takes a port in a range.
+    #[error("{wildcard:?} is not a port from {low} to {high}")]
+    NotAPort {
+        /// What was asked for.
+        wildcard: String,
+        /// The range's first port.
+        low: u16,
+        /// Its last.
+        high: u16,
+    },
+    /// The template takes what matches a pattern.
+    #[error("{wildcard:?} does not match the pattern {pattern:?}")]
+    NoMatch {
+        /// What was asked for.
+        wildcard: String,
+        /// The template's pattern.
+        pattern: String,
+    },
+    /// The source it makes does not parse.
+    #[error(transparent)]
+    Source(#[from] crate::ingest::SourceError),
+}
+
 /// A compiled wildcard pattern (anchored at both ends).
 #[derive(Clone, Debug)]
 pub struct WildcardPattern {
@@ -228,11 +268,14 @@ pub struct WildcardPattern {
 
 impl WildcardPattern {
     /// Compile `text`, which must match a whole wildcard.
-    pub fn new(text: &str) -> Result<Self, String> {
+    pub fn new(text: &str) -> Result<Self, PatternError> {
         let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
             .size_limit(1 << 16)
             .build()
-            .map_err(|e| format!("wildcard pattern {text:?}: {e}"))?;
+            .map_err(|source| PatternError {
+                text: text.to_owned(),
+                source,
+            })?;
         Ok(Self {
             text: text.to_owned(),
             regex,
@@ -263,16 +306,19 @@ pub enum IoBackend {
     Epoll,
 }
 
+/// An `--io` that is not a backend.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an io backend (auto, io_uring, epoll)")]
+pub struct UnknownBackend(String);
+
 impl std::str::FromStr for IoBackend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, UnknownBackend> {
         match s {
             "auto" => Ok(Self::Auto),
             "io_uring" => Ok(Self::IoUring),
             "epoll" => Ok(Self::Epoll),
-            _ => Err(format!(
-                "{s:?} is not an io backend (auto, io_uring, epoll)"
-            )),
+            _ => Err(UnknownBackend(s.to_owned())),
         }
     }
 }
@@ -395,12 +441,9 @@ impl StreamConfig {
     /// The configuration of wildcard instance `base+wildcard` of this template: the same
     /// settings, `$wildcard` in the source replaced. Refused when this is not a template or
     /// the wildcard is not one it allows.
-    pub fn instance(&self, wildcard: &str) -> Result<StreamConfig, String> {
+    pub fn instance(&self, wildcard: &str) -> Result<StreamConfig, InstanceError> {
         if !self.is_template() {
-            return Err(format!(
-                "{} is not a wildcard template (no $wildcard in its source, no wildcard table)",
-                self.name
-            ));
+            return Err(InstanceError::NotATemplate(self.name.clone()));
         }
         if wildcard.is_empty()
             || wildcard.len() > 64
@@ -408,9 +451,7 @@ impl StreamConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(format!(
-                "{wildcard:?} is not a wildcard (letters, digits, - _ .)"
-            ));
+            return Err(InstanceError::NotAWildcard(wildcard.to_owned()));
         }
         let rule = self.wildcard_rule();
         if let Some((low, high)) = rule.ports {
@@ -419,19 +460,23 @@ impl StreamConfig {
                 .ok()
                 .filter(|p| (low..=high).contains(p) && wildcard.len() <= 5);
             if port.is_none() {
-                return Err(format!("{wildcard:?} is not a port from {low} to {high}"));
+                return Err(InstanceError::NotAPort {
+                    wildcard: wildcard.to_owned(),
+                    low,
+                    high,
+                });
             }
         }
         if let Some(pattern) = &rule.pattern {
             if !pattern.matches(wildcard) {
-                return Err(format!(
-                    "{wildcard:?} does not match the pattern {:?}",
-                    pattern.as_str()
-                ));
+                return Err(InstanceError::NoMatch {
+                    wildcard: wildcard.to_owned(),
+                    pattern: pattern.as_str().to_owned(),
+                });
             }
         }
         let source_url = self.source_url.replace(WILDCARD, wildcard);
-        let source = SourceSpec::parse(&source_url).map_err(|e| e.to_string())?;
+        let source = SourceSpec::parse(&source_url)?;
         Ok(StreamConfig {
             name: format!("{}+{wildcard}", self.name),
             source,
@@ -468,10 +513,9 @@ pub struct ConfigSource {
 
 impl ConfigSource {
     /// Load (or load again) the configuration.
-    pub fn load(&self) -> Result<Config, String> {
+    pub fn load(&self) -> Result<Config, LoadError> {
         let mut config = match &self.path {
-            Some(path) => Config::load(path)
-                .map_err(|e| format!("configuration {} refused ({e})", path.display()))?,
+            Some(path) => Config::load(path)?,
             None => Config::embedded(),
         };
         self.override_settings(&mut config);
@@ -495,6 +539,27 @@ impl ConfigSource {
     }
 }
 
+/// Why a configuration file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// It cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It does not validate.
+    #[error("configuration {} refused ({source})", path.display())]
+    Refused {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line and the reason.
+        source: ConfigError,
+    },
+}
+
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
 #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
@@ -513,12 +578,15 @@ impl Config {
     }
 
     /// Read and validate a file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            line: None,
-            message: format!("cannot read {}: {e}", path.display()),
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
         })?;
-        Self::parse(&text)
+        Self::parse(&text).map_err(|source| LoadError::Refused {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 

@@ -96,7 +96,8 @@ fn config(file: File) -> Result<Config, Refusal> {
     let public_base_url = match &s.public_base_url {
         None => None,
         Some(u) => Some(
-            crate::site::parse_public_base(u.get_ref()).map_err(|e| Refusal::at(u.span(), e))?,
+            crate::site::parse_public_base(u.get_ref())
+                .map_err(|e| Refusal::at(u.span(), e.to_string()))?,
         ),
     };
     let trusted_proxies = s
@@ -366,7 +367,7 @@ fn stream(
         None => None,
         Some(w) => {
             let span = w.span();
-            let rule = wildcard_rule(w.into_inner()).map_err(|m| Refusal::at(span.clone(), m))?;
+            let rule = wildcard_rule(w.into_inner(), span.clone())?;
             if matches!(source, SourceSpec::Udp(_)) && !st.source.get_ref().contains(WILDCARD) {
                 return Err(Refusal::at(
                     span,
@@ -421,24 +422,30 @@ fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
     })
 }
 
-fn wildcard_rule(w: WildcardSection) -> Result<WildcardRule, String> {
+fn wildcard_rule(w: WildcardSection, span: Range<usize>) -> Result<WildcardRule, Refusal> {
+    let refuse = |message: String| Refusal::at(span.clone(), message);
     let d = WildcardRule::default();
     let instances = w.instances.unwrap_or(d.instances);
     if !(1..=MAX_WILDCARD_INSTANCES).contains(&instances) {
-        return Err(format!(
+        return Err(refuse(format!(
             "wildcard instances is {instances}: it must be 1 to {MAX_WILDCARD_INSTANCES}"
-        ));
+        )));
     }
     let ports = match w.ports {
         Some([low, high]) if low == 0 || low > high => {
-            return Err(format!(
+            return Err(refuse(format!(
                 "wildcard ports [{low}, {high}] is not a range of ports"
-            ))
+            )))
         }
         Some([low, high]) => Some((low, high)),
         None => None,
     };
-    let pattern = w.pattern.as_deref().map(WildcardPattern::new).transpose()?;
+    let pattern = w
+        .pattern
+        .as_deref()
+        .map(WildcardPattern::new)
+        .transpose()
+        .map_err(|e| refuse(e.to_string()))?;
     Ok(WildcardRule {
         instances,
         ports,

@@ -399,7 +399,7 @@ impl Access {
             .configured(base)
             .ok_or_else(|| InstanceRefusal::NotAllowed(format!("no stream {base:?}")))?
             .instance(wildcard)
-            .map_err(InstanceRefusal::NotAllowed)
+            .map_err(|e| InstanceRefusal::NotAllowed(e.to_string()))
     }
 
     /// Start wildcard instance `name` for a viewer at `ip` that was let in; the verdict to

@@ -230,10 +230,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            StoreError::FileInvalid(_) => StatusCode::CONFLICT,
+            StoreError::FileRefused(_) | StoreError::FileInvalid(_) => StatusCode::CONFLICT,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Vetoed(_) => StatusCode::FORBIDDEN,
-            StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Read { .. } | StoreError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }

@@ -149,33 +149,47 @@ pub struct ControlPlane {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Why the control plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The API's listener.
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its runtime.
+    #[error("cannot start the control plane's runtime: {0}")]
+    Runtime(std::io::Error),
+    /// Its thread.
+    #[error("cannot start the control thread: {0}")]
+    Thread(std::io::Error),
+}
+
 impl ControlPlane {
     /// Start the control thread: sessions collected four times a second, and the API served
     /// on `listen` when there is one.
     pub fn start(
         listen: Option<SocketAddr>,
         state: Arc<ControlState>,
-    ) -> Result<ControlPlane, String> {
-        let listener = match listen {
-            None => None,
-            Some(listen) => {
-                let l = std::net::TcpListener::bind(listen)
-                    .map_err(|e| format!("cannot listen for the API on {listen}: {e}"))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| format!("API listener: {e}"))?;
-                Some(l)
+    ) -> Result<ControlPlane, ControlError> {
+        let (listener, local) = match listen {
+            None => (None, None),
+            Some(addr) => {
+                let listen_error = |source| ControlError::Listen { addr, source };
+                let l = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+                l.set_nonblocking(true).map_err(listen_error)?;
+                let local = l.local_addr().map_err(listen_error)?;
+                (Some(l), Some(local))
             }
         };
-        let local = listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(|e| format!("API listener: {e}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|e| format!("cannot start the control plane's runtime: {e}"))?;
+            .map_err(ControlError::Runtime)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -221,7 +235,7 @@ impl ControlPlane {
                     state.sessions().end_all();
                 });
             })
-            .map_err(|e| format!("cannot start the control thread: {e}"))?;
+            .map_err(ControlError::Thread)?;
         Ok(ControlPlane {
             local,
             stop: Some(stop),

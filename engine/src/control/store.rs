@@ -15,7 +15,7 @@
 //! `REMOVE` vetoes come with the triggers), or merge concurrent edits of the file by hand
 //! (an edit made while one is in flight waits for it).
 
-use crate::config::{Config, ConfigSource, StreamConfig, EMBEDDED};
+use crate::config::{Config, ConfigError, ConfigSource, StreamConfig, EMBEDDED};
 use crate::shard::catalog::{Changes, InstanceRefusal, StartRules, Streams};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -168,27 +168,54 @@ impl StreamFields {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The edit would make the configuration invalid (the reason, as a start would give it).
-    #[error("{0}")]
-    Invalid(String),
-    /// The file on disk does not parse or validate as it is (edited by hand and not fixed):
-    /// nothing is changed until it does.
+    #[error("{}", .0.message)]
+    Invalid(ConfigError),
+    /// The file on disk does not validate as it is (edited by hand and not fixed): nothing is
+    /// changed until it does.
+    #[error("the configuration file is invalid as it is on disk ({0}): fix it first")]
+    FileRefused(ConfigError),
+    /// The file on disk cannot be edited as TOML.
     #[error("the configuration file {0}")]
-    FileInvalid(String),
+    FileInvalid(#[from] EditError),
     /// No stream has that name.
     #[error("no stream named {0:?}")]
     NotFound(String),
     /// A `STREAM_ADD`, `STREAM_CONFIG` or `STREAM_REMOVE` trigger refused the change.
     #[error("{0} refused the change")]
     Vetoed(&'static str),
-    /// The file cannot be read or written.
-    #[error("{0}")]
-    Io(String),
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The configuration file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The configuration file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a configuration text cannot be edited.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// It is not TOML.
+    #[error("does not parse: {0}")]
+    Toml(#[from] toml_edit::TomlError),
+    /// It has a `stream` key that is not `[[stream]]` tables.
+    #[error("has `stream` as something else than [[stream]] tables")]
+    NotStreamTables,
 }
 
 /// The `[[stream]]` tables of a configuration text, to edit.
 fn stream_tables(
     doc: &mut toml_edit::DocumentMut,
-) -> Result<&mut toml_edit::ArrayOfTables, String> {
+) -> Result<&mut toml_edit::ArrayOfTables, EditError> {
     if !doc.contains_key("stream") {
         doc.insert(
             "stream",
@@ -197,7 +224,7 @@ fn stream_tables(
     }
     doc["stream"]
         .as_array_of_tables_mut()
-        .ok_or_else(|| "has `stream` as something else than [[stream]] tables".to_owned())
+        .ok_or(EditError::NotStreamTables)
 }
 
 fn position(tables: &toml_edit::ArrayOfTables, name: &str) -> Option<usize> {
@@ -208,15 +235,17 @@ fn position(tables: &toml_edit::ArrayOfTables, name: &str) -> Option<usize> {
 
 /// `text` with stream `name` set to `fields` (replaced where it is, or added at the end);
 /// and whether it is new.
-pub fn set_stream(text: &str, name: &str, fields: &StreamFields) -> Result<(String, bool), String> {
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+pub fn set_stream(
+    text: &str,
+    name: &str,
+    fields: &StreamFields,
+) -> Result<(String, bool), EditError> {
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
     let tables = stream_tables(&mut doc)?;
     let mut table = fields.table(name);
     let created = match position(tables, name) {
         Some(i) => {
-            let old = tables
-                .get_mut(i)
-                .ok_or_else(|| "lost its stream table".to_owned())?;
+            let old = tables.get_mut(i).ok_or(EditError::NotStreamTables)?;
             // Comments above the table stay with it.
             *table.decor_mut() = old.decor().clone();
             *old = table;
@@ -252,8 +281,8 @@ fn comments_above(table: &toml_edit::Table) -> String {
 }
 
 /// `text` without stream `name`; `None` when it has no such stream.
-pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, String> {
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+pub fn remove_stream(text: &str, name: &str) -> Result<Option<String>, EditError> {
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
     let tables = stream_tables(&mut doc)?;
     let Some(i) = position(tables, name) else {
         return Ok(None);
@@ -347,7 +376,7 @@ impl ConfigStore {
     }
 
     /// SIGHUP: apply the file as it is now. A file that does not validate changes nothing.
-    pub fn reload(&self) -> Result<(Changes, Vec<String>), String> {
+    pub fn reload(&self) -> Result<(Changes, Vec<String>), crate::config::LoadError> {
         let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let new = self.source.load()?;
         Ok(self.apply(new))
@@ -357,7 +386,7 @@ impl ConfigStore {
     pub fn put_stream(&self, name: &str, fields: &StreamFields) -> Result<bool, StoreError> {
         let mut created = false;
         self.edit(|text| {
-            let (new, c) = set_stream(text, name, fields).map_err(StoreError::FileInvalid)?;
+            let (new, c) = set_stream(text, name, fields)?;
             created = c;
             let trigger = if c { "STREAM_ADD" } else { "STREAM_CONFIG" };
             let settings = serde_json::to_string(fields).unwrap_or_default();
@@ -370,9 +399,8 @@ impl ConfigStore {
     /// Remove stream `name`.
     pub fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
         self.edit(|text| {
-            let new = remove_stream(text, name)
-                .map_err(StoreError::FileInvalid)?
-                .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+            let new =
+                remove_stream(text, name)?.ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
             self.veto("STREAM_REMOVE", name, &[name])?;
             Ok(new)
         })
@@ -396,8 +424,10 @@ impl ConfigStore {
     ) -> Result<(), StoreError> {
         let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let text = match self.file() {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?,
+            Some(path) => std::fs::read_to_string(path).map_err(|source| StoreError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
             None => self
                 .memory
                 .lock()
@@ -405,15 +435,19 @@ impl ConfigStore {
                 .clone(),
         };
         if let Err(e) = Config::parse(&text) {
-            return Err(StoreError::FileInvalid(format!(
-                "is invalid as it is on disk ({e}): fix it first"
-            )));
+            return Err(StoreError::FileRefused(e));
         }
         let new_text = change(&text)?;
-        let mut new = Config::parse(&new_text).map_err(|e| StoreError::Invalid(e.message))?;
+        let mut new = Config::parse(&new_text).map_err(StoreError::Invalid)?;
         match self.file() {
-            Some(path) => crate::files::write_atomically(path, new_text.as_bytes())
-                .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", path.display())))?,
+            Some(path) => {
+                crate::files::write_atomically(path, new_text.as_bytes()).map_err(|source| {
+                    StoreError::Write {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?
+            }
             None => *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = new_text,
         }
         self.source.override_settings(&mut new);

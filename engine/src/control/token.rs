@@ -46,37 +46,68 @@ pub enum Origin {
     Generated(PathBuf),
 }
 
+/// Why no API token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The stored file holds something else.
+    #[error("{} does not hold a token (16 to 256 printable characters): remove it to have one generated", .0.display())]
+    NotAToken(PathBuf),
+    /// The stored file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The system gave no randomness.
+    #[error("no randomness for an API token: {0}")]
+    Randomness(getrandom::Error),
+    /// The state directory cannot be made.
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The new token cannot be stored.
+    #[error("cannot store the API token in {}: {source}", path.display())]
+    Store {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// The configured token, or the stored one, or a new one (stored with mode 0600).
 pub fn load_or_generate(
     configured: Option<&str>,
     state_dir: &Path,
-) -> Result<(String, Origin), String> {
+) -> Result<(String, Origin), TokenError> {
     if let Some(token) = configured {
         return Ok((token.to_string(), Origin::Configured));
     }
     let path = state_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if crate::config::valid_api_token(text.trim()) => return Ok((text.trim().to_string(), Origin::Stored(path))),
-        Ok(_) => {
-            return Err(format!(
-                "{} does not hold a token (16 to 256 printable characters): remove it to have one generated",
-                path.display()
-            ))
+        Ok(text) if crate::config::valid_api_token(text.trim()) => {
+            return Ok((text.trim().to_string(), Origin::Stored(path)))
         }
+        Ok(_) => return Err(TokenError::NotAToken(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(TokenError::Read { path, source }),
     }
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for an API token: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(TokenError::Randomness)?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(state_dir).map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}",
-            state_dir.display()
-        )
+    std::fs::create_dir_all(state_dir).map_err(|source| TokenError::StateDirectory {
+        path: state_dir.to_owned(),
+        source,
     })?;
-    write_private(&path, &token)
-        .map_err(|e| format!("cannot store the API token in {}: {e}", path.display()))?;
+    if let Err(source) = write_private(&path, &token) {
+        return Err(TokenError::Store { path, source });
+    }
     Ok((token, Origin::Generated(path)))
 }
 

@@ -96,11 +96,52 @@ impl std::ops::Deref for Triggers {
 }
 
 /// How a handler answered.
-type Answer = Result<String, String>;
+type Answer = Result<String, HandlerError>;
+
+/// Why a handler gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// It took longer than the trigger's timeout.
+    #[error("no answer within {:.1} s", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The HTTP request failed.
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    /// The HTTP handler answered with an error status.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// The executable could not be run or waited for.
+    #[error("cannot run {handler}: {source}")]
+    Run {
+        /// The executable.
+        handler: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The executable failed.
+    #[error("{handler} exited with {status}")]
+    Exit {
+        /// The executable.
+        handler: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+}
+
+/// Why the triggers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggersError {
+    /// Their runtime.
+    #[error("cannot start the triggers' runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The HTTP client (TLS roots, resolver).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
 
 impl Triggers {
     /// Start the triggers' runtime with `configured`.
-    pub fn new(configured: Vec<TriggerConfig>) -> Result<Arc<Self>, String> {
+    pub fn new(configured: Vec<TriggerConfig>) -> Result<Arc<Self>, TriggersError> {
         // The process-wide TLS provider for the HTTP client (ring); a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Two workers: a task that must wait on a lock (rarely) never stalls every delivery.
@@ -109,11 +150,11 @@ impl Triggers {
             .thread_name("triggers")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the triggers' runtime: {e}"))?;
+            .map_err(TriggersError::Runtime)?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("shardcast/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(TriggersError::Client)?;
         let (queue, mut events) = tokio::sync::mpsc::channel::<Event>(QUEUE);
         let inner = Arc::new(TriggerSet {
             configured: ArcSwap::from_pointee(configured),
@@ -314,7 +355,7 @@ impl TriggerSet {
         let started = Instant::now();
         let answer = match tokio::time::timeout(timeout, self.deliver(t, payload)).await {
             Ok(a) => a,
-            Err(_) => Err(format!("no answer within {:.1} s", timeout.as_secs_f64())),
+            Err(_) => Err(HandlerError::Timeout(timeout)),
         };
         stats.latency.record(started.elapsed().as_nanos() as u64);
         if answer.is_err() {
@@ -332,12 +373,11 @@ impl TriggerSet {
                 .header("Content-Type", "text/plain")
                 .body(payload.to_owned())
                 .send()
-                .await
-                .map_err(|e| format!("{e}"))?;
+                .await?;
             let status = response.status();
-            let body = response.text().await.map_err(|e| format!("{e}"))?;
+            let body = response.text().await?;
             if !status.is_success() {
-                return Err(format!("HTTP {status}"));
+                return Err(HandlerError::Status(status));
             }
             Ok(body.trim().to_owned())
         } else {
@@ -348,13 +388,25 @@ impl TriggerSet {
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| format!("cannot run {}: {e}", t.handler))?;
+                .map_err(|source| HandlerError::Run {
+                    handler: t.handler.clone(),
+                    source,
+                })?;
             if let Some(mut stdin) = child.stdin.take() {
                 let _ = stdin.write_all(payload.as_bytes()).await;
             }
-            let output = child.wait_with_output().await.map_err(|e| format!("{e}"))?;
+            let output = child
+                .wait_with_output()
+                .await
+                .map_err(|source| HandlerError::Run {
+                    handler: t.handler.clone(),
+                    source,
+                })?;
             if !output.status.success() {
-                return Err(format!("{} exited with {}", t.handler, output.status));
+                return Err(HandlerError::Exit {
+                    handler: t.handler.clone(),
+                    status: output.status,
+                });
             }
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         }

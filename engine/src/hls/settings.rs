@@ -50,18 +50,3 @@ impl SegmentSend {
         }
     }
 }
-
-impl std::str::FromStr for SegmentSend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "copy" => Ok(Self::Copy),
-            "sendfile" => Ok(Self::Sendfile),
-            "zerocopy" => Ok(Self::Zerocopy),
-            _ => Err(format!(
-                "{s:?} is not a segment send mode (auto, copy, sendfile, zerocopy)"
-            )),
-        }
-    }
-}

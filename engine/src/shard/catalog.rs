@@ -270,7 +270,7 @@ impl Streams {
             })?;
         let instance = config
             .instance(wildcard)
-            .map_err(InstanceRefusal::NotAllowed)?;
+            .map_err(|e| InstanceRefusal::NotAllowed(e.to_string()))?;
         if applied
             .instances
             .iter()

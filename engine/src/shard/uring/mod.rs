@@ -72,26 +72,39 @@ const NEEDED: [(u8, &str); 7] = [
     (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
 ];
 
-/// Whether io_uring can be used here; the error says why not, in one line.
-pub fn probe() -> Result<(), String> {
-    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+/// Why io_uring cannot be used here (each in one line).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// No ring (disabled by sysctl, seccomp, or an old kernel).
+    #[error("io_uring_setup failed: {0}")]
+    Setup(io::Error),
+    /// The kernel cannot say what it supports.
+    #[error("io_uring probe failed: {0}")]
+    Probe(io::Error),
+    /// Operations the shard needs are missing.
+    #[error("the kernel's io_uring lacks {}", .0.join(", "))]
+    Lacks(Vec<&'static str>),
+    /// Provided-buffer rings (ingest) are missing.
+    #[error("cannot register a provided-buffer ring: {0}")]
+    BufferRing(io::Error),
+}
+
+/// Whether io_uring can be used here, and if not, why.
+pub fn probe() -> Result<(), Unavailable> {
+    let ring = IoUring::new(8).map_err(Unavailable::Setup)?;
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
-        .map_err(|e| format!("io_uring probe failed: {e}"))?;
-    let missing: Vec<&str> = NEEDED
+        .map_err(Unavailable::Probe)?;
+    let missing: Vec<&'static str> = NEEDED
         .iter()
         .filter(|(code, _)| !probe.is_supported(*code))
         .map(|(_, n)| *n)
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "the kernel's io_uring lacks {}",
-            missing.join(", ")
-        ));
+        return Err(Unavailable::Lacks(missing));
     }
-    let mut buffers = ingest::BufRing::new(&ring, 0)
-        .map_err(|e| format!("cannot register a provided-buffer ring: {e}"))?;
+    let mut buffers = ingest::BufRing::new(&ring, 0).map_err(Unavailable::BufferRing)?;
     buffers.release(&ring);
     Ok(())
 }
