@@ -8,6 +8,10 @@
 //!
 //! What goes out is a queue of [`Out`] buffers: shared memory (`Bytes`) or a range of a sealed
 //! segment's memfd, which the backend sends with `sendfile`. Nothing is copied per viewer.
+//!
+//! Why one file of about 1,000 lines: a connection is one state machine (the head, pipelined
+//! requests, the output queue and its bounds, the feeds) whose invariants span every method;
+//! its tests are in `conn/tests.rs`.
 
 use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
 use crate::hls::{HlsWindow, Segment};

@@ -2,7 +2,8 @@
 //! the core's.
 
 use super::admission::{self, Backoff};
-use super::core::{Housekeeping, ShardCore};
+use super::core::ShardCore;
+use super::housekeeping::Housekeeping;
 use super::{prepare, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
 use mio::net::{TcpListener, TcpStream};

@@ -20,6 +20,8 @@ pub mod catalog;
 pub mod core;
 pub mod epoll;
 mod fanout;
+pub mod housekeeping;
+mod router;
 pub mod uring;
 
 pub use catalog::{Catalog, StreamInfo, Streams};

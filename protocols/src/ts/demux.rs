@@ -8,6 +8,9 @@
 //! Errors never stop it: a malformed packet, a bad section or a bad PES header is reported as a
 //! [`DemuxEvent::Error`], counted, and skipped; a continuity gap drops the PES or section it
 //! cut, and the stream resumes at the next unit start.
+//!
+//! Why one file of about 860 lines (140 of them tests): PAT, PMT and PES assembly share the
+//! per-PID table and its continuity state, which is the demuxer.
 
 use super::continuity::{Continuity, ContinuityTracker};
 use super::packet::{Packet, PacketError, Pcr, PACKET_SIZE};

@@ -1,0 +1,80 @@
+//! The core driven with no socket at all.
+
+use super::*;
+use std::io::IoSlice;
+
+fn core(flush_ms: u64) -> ShardCore {
+    let config = crate::config::Config::embedded().streams;
+    let table = super::super::catalog::Streams::new(&config, Vec::new());
+    let mut core = ShardCore::new(
+        0,
+        table.shared(),
+        Vec::new(),
+        ConnLimits::default(),
+        Duration::from_millis(flush_ms),
+        SegmentSend::Copy,
+    );
+    let changes = core.follow_catalog().expect("a first table");
+    assert!(changes.start_sources.is_empty(), "the demo needs no socket");
+    core
+}
+
+fn viewers(core: &ShardCore) -> u64 {
+    let (_, info) = core.catalog().find("demo").unwrap();
+    info.counters.viewers.load(Ordering::Relaxed)
+}
+
+fn drain(core: &mut ShardCore, key: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(conn) = core.conn(key).filter(|c| c.wants_write()) {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = conn.write_slices(&mut slices);
+        let chunk: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        out.extend_from_slice(&chunk);
+        core.wrote(key, chunk.len());
+    }
+    out
+}
+
+#[test]
+fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
+    let mut core = core(0);
+    let key = core.open(usize::MAX, None).unwrap();
+    core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
+    let head = drain(&mut core, key);
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut body = Vec::new();
+    while Instant::now() < until {
+        std::thread::sleep(core.next_timer().min(Duration::from_millis(5)));
+        core.demo_tick();
+        core.feed_due(|_| {});
+        body.extend(drain(&mut core, key));
+    }
+    assert!(body.len() > 50 * 188, "{} bytes", body.len());
+    assert_eq!(body[0], 0x47);
+    assert_eq!(
+        u16::from(body[1] & 0x1F) << 8 | u16::from(body[2]),
+        0,
+        "the PAT comes first"
+    );
+    assert_eq!(viewers(&core), 1);
+    core.close(key);
+    assert_eq!(viewers(&core), 0);
+}
+
+#[test]
+fn writes_wait_for_the_flush_interval() {
+    let mut core = core(200);
+    let key = core.open(usize::MAX, None).unwrap();
+    core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
+    drain(&mut core, key);
+    std::thread::sleep(DEMO_TICK * 2);
+    core.demo_tick();
+    let mut fed = 0;
+    core.feed_due(|_| fed += 1);
+    assert_eq!(fed, 0, "fed before the flush interval");
+    std::thread::sleep(Duration::from_millis(210));
+    core.feed_due(|_| fed += 1);
+    assert_eq!(fed, 1);
+}

@@ -1,0 +1,265 @@
+//! Which answer a request gets on a shard: the URL grammar (`/{stream}.ts`,
+//! `/{stream}/index.m3u8`, segments, the player page and its info) read against the streams
+//! this shard knows, and the access gate (token decisions and sessions, wildcard instances,
+//! triggers' rewrites) in front of viewers' requests.
+
+use super::catalog::{Catalog, StreamInfo};
+use crate::http::{Gate, HlsRoute, Page, RequestHead, Route, Router};
+use crate::player;
+use crate::session::{LocalSessions, Protocol, SessionKey, Verdict};
+use crate::site::Site;
+use crate::stream::StreamCounters;
+use crate::sys;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(super) struct StreamsRouter<'a> {
+    pub catalog: &'a Catalog,
+    pub site: &'a Site,
+    pub sessions: &'a LocalSessions,
+}
+
+impl StreamsRouter<'_> {
+    fn stream(&self, name: &str) -> Option<&StreamInfo> {
+        self.catalog.find(name).map(|(_, s)| &**s)
+    }
+
+    /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
+    fn hls(&self, name: &str, file: &str) -> Route {
+        let Some(info) = self.stream(name) else {
+            return Route::NotFound;
+        };
+        let window = info.hls_window.load_full();
+        let hls = match (file, window) {
+            ("index.m3u8" | "master.m3u8", None) => HlsRoute::NotReady,
+            ("index.m3u8", Some(w)) => HlsRoute::Media(w),
+            ("master.m3u8", Some(w)) => HlsRoute::Master(w),
+            (other, window) => {
+                let Some(sequence) = other
+                    .strip_suffix(".ts")
+                    .filter(|n| {
+                        !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return Route::NotFound;
+                };
+                match window.as_ref().and_then(|w| w.segment(sequence)) {
+                    Some(segment) => HlsRoute::Segment(segment.clone()),
+                    None => HlsRoute::NoSegment(sequence),
+                }
+            }
+        };
+        StreamCounters::add(&info.counters.hls_requests, 1);
+        Route::Hls(hls)
+    }
+}
+
+impl StreamsRouter<'_> {
+    /// `/{stream}/info.json`: URLs from the public base URL (configured, or from a trusted
+    /// proxy), else from the request's Host.
+    fn info(&self, info: &StreamInfo, head: &RequestHead) -> Route {
+        let base = self.site.base(head).url;
+        let window = info.hls_window.load_full();
+        Route::Page(Page {
+            content_type: "application/json",
+            body: player::info_json(
+                &info.name,
+                window.as_deref(),
+                &info.counters,
+                &base,
+                (sys::unix_ns() / 1_000_000) as i64,
+            ),
+            cache_control: "no-store",
+            etag: None,
+        })
+    }
+}
+
+impl Router for StreamsRouter<'_> {
+    fn route(&self, head: &RequestHead) -> Route {
+        let path = head.path.as_str();
+        if path == "/" {
+            return Route::Index;
+        }
+        let Some(rest) = path.strip_prefix('/') else {
+            return Route::NotFound;
+        };
+        if rest == player::hlsjs_path() {
+            return Route::Page(Page {
+                content_type: "text/javascript; charset=utf-8",
+                body: Bytes::from_static(player::HLSJS),
+                cache_control: "public, max-age=31536000, immutable",
+                etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),
+            });
+        }
+        if let Some((name, file)) = rest.split_once('/') {
+            return match (file, self.stream(name)) {
+                ("info.json", Some(info)) => self.info(info, head),
+                ("embed.js", Some(info)) => Route::Page(Page {
+                    content_type: "text/javascript; charset=utf-8",
+                    body: Bytes::from({
+                        let base = self.site.base(head);
+                        player::embed_js(&info.name, base.public.then_some(base.url.as_str()))
+                    }),
+                    cache_control: "no-cache",
+                    etag: None,
+                }),
+                _ => self.hls(name, file),
+            };
+        }
+        if let Some(info) = rest.strip_suffix(".html").and_then(|n| self.stream(n)) {
+            return Route::Page(Page {
+                content_type: "text/html; charset=utf-8",
+                body: Bytes::from(player::page(&info.name)),
+                cache_control: "no-cache",
+                etag: None,
+            });
+        }
+        rest.strip_suffix(".ts")
+            .and_then(|name| self.catalog.find(name))
+            .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot))
+    }
+
+    /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
+    /// stream, address, token and protocol; a stopped session's are refused.
+    fn gate(&self, head: &RequestHead, route: &Route) -> Gate {
+        let rest = head.path.trim_start_matches('/');
+        let (protocol, name) = match route {
+            Route::Stream(_) => (Protocol::HttpTs, rest.strip_suffix(".ts")),
+            Route::Hls(_) => (Protocol::Hls, rest.split_once('/').map(|(n, _)| n)),
+            Route::NotFound => {
+                // `base+wildcard` of a configured stream: ask for the instance (the answer
+                // comes once it runs, or is 404).
+                let (protocol, name) = match rest.strip_suffix(".ts") {
+                    Some(n) if !n.contains('/') => (Protocol::HttpTs, n),
+                    _ => match rest.split_once('/') {
+                        Some((n, file))
+                            if file == "index.m3u8"
+                                || file == "master.m3u8"
+                                || file.ends_with(".ts") =>
+                        {
+                            (Protocol::Hls, n)
+                        }
+                        _ => return Gate::Open,
+                    },
+                };
+                // Only of a template, with a wildcard it allows: anything else is 404 and
+                // starts nothing (not even a question).
+                let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
+                    self.catalog
+                        .find(base)
+                        .is_some_and(|(_, b)| b.config.instance(wildcard).is_ok())
+                });
+                let plausible = !name.is_empty()
+                    && name.len() <= 128
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
+                if !(is_instance || (self.catalog.fallback && plausible)) {
+                    return Gate::Open;
+                }
+                let session = SessionKey {
+                    stream: Arc::from(name),
+                    ip: self.site.client_ip(head),
+                    token: Arc::from(head.token.as_str()),
+                    protocol,
+                };
+                return match self.sessions.verdict(&session) {
+                    Some(Verdict {
+                        redirect: Some(other),
+                        ..
+                    }) => Gate::Redirect(elsewhere(self.site, head, name, other)),
+                    Some(Verdict {
+                        refused: Some(status),
+                        ..
+                    }) if *status != 404 => refusal(*status),
+                    // Decided, yet it does not run: it could not be made (or has ended).
+                    Some(_) => Gate::Refused(404, "no such stream"),
+                    None => Gate::Ask(session),
+                };
+            }
+            _ => return Gate::Open,
+        };
+        let Some((_, info)) = name.and_then(|n| self.catalog.find(n)) else {
+            return Gate::Open;
+        };
+        let session = SessionKey {
+            stream: info.key_name.clone(),
+            ip: self.site.client_ip(head),
+            token: Arc::from(head.token.as_str()),
+            protocol,
+        };
+        if self.sessions.is_stopped(&session) {
+            return Gate::Refused(403, "this session was stopped");
+        }
+        if !self.sessions.admits(&session) {
+            return Gate::Refused(503, "too many viewers, try again later");
+        }
+        if !info.gated.load(Ordering::Relaxed) {
+            return Gate::Viewer {
+                session,
+                headers: None,
+                private: false,
+            };
+        }
+        let private = !info.config.limits.public_cache;
+        match self.sessions.verdict(&session) {
+            None => Gate::Ask(session),
+            Some(Verdict {
+                refused: Some(status),
+                ..
+            }) => refusal(*status),
+            Some(Verdict {
+                redirect: Some(other),
+                ..
+            }) => Gate::Redirect(elsewhere(self.site, head, &info.name, other)),
+            Some(Verdict { headers, .. }) => Gate::Viewer {
+                headers: headers.clone(),
+                session,
+                private,
+            },
+        }
+    }
+
+    fn index(&self) -> String {
+        let mut s = String::from(
+            "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
+        );
+        for (_, info) in self.catalog.streams() {
+            s.push_str(&format!("{}\n", info.name));
+        }
+        s
+    }
+}
+
+/// A viewer's request refused with `status`, and why.
+fn refusal(status: u16) -> Gate {
+    Gate::Refused(
+        status,
+        match status {
+            401 => "a valid token is needed to watch this stream",
+            404 => "no such stream",
+            429 => "too many new streams from your address, try again later",
+            503 => "the access check is unavailable or busy, try again later",
+            _ => "not allowed to watch this stream",
+        },
+    )
+}
+
+/// The request's URL (under the public base: through proxies too) with stream `from`
+/// replaced by `to`.
+fn elsewhere(site: &Site, head: &RequestHead, from: &str, to: &str) -> String {
+    let rest = head
+        .path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(from))
+        .unwrap_or("");
+    let mut location = format!("{}{to}{rest}", site.base(head).url);
+    if !head.query.is_empty() {
+        location.push('?');
+        location.push_str(&head.query);
+    }
+    location
+}
