@@ -10,7 +10,7 @@
 use crate::shard::RunState;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection to the service manager's notification socket.
 #[derive(Debug)]
@@ -60,29 +60,106 @@ pub fn watchdog_period() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// What the watchdog does at one look at the shards.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchdogTurn {
+    /// Every shard went round its loop lately: ping.
+    Ping,
+    /// Shard `shard` has not for `age`: no ping; `first` when this is news (to log once).
+    Stalled {
+        /// The stalest shard.
+        shard: usize,
+        /// Since its last loop turn.
+        age: Duration,
+        /// Whether the last look found it moving.
+        first: bool,
+    },
+}
+
+/// The watchdog's memory between looks: which stalled shard it last reported.
+#[derive(Debug)]
+pub struct Watchdog {
+    interval: Duration,
+    reported: Option<usize>,
+}
+
+impl Watchdog {
+    /// A watchdog the manager expects a ping from every `period`: it looks at half that.
+    pub fn new(period: Duration) -> Self {
+        Self {
+            interval: period / 2,
+            reported: None,
+        }
+    }
+
+    /// How long to sleep between looks.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Look at the shards' heartbeats at `now`.
+    pub fn look(&mut self, run: &RunState, now: Instant) -> WatchdogTurn {
+        match run.stalest(now) {
+            Some((shard, age)) if age > self.interval => {
+                let first = self.reported != Some(shard);
+                self.reported = Some(shard);
+                WatchdogTurn::Stalled { shard, age, first }
+            }
+            _ => {
+                self.reported = None;
+                WatchdogTurn::Ping
+            }
+        }
+    }
+}
+
 /// Ping the watchdog at half its period while every shard's last loop turn is younger than
 /// that; stop pinging (and say which shard is stuck, once) when one is not. Returns when the
 /// server stops.
 pub fn run_watchdog(notifier: Arc<Notifier>, period: Duration, run: Arc<RunState>) {
-    let interval = period / 2;
-    let mut stuck_logged = None;
+    let mut watchdog = Watchdog::new(period);
     while !run.stopping() {
-        match run.stalest() {
-            Some((shard, age)) if age > interval => {
-                if stuck_logged != Some(shard) {
-                    tracing::error!(
-                        shard,
-                        stalled_ms = age.as_millis() as u64,
-                        "a shard has stopped going round its loop: not pinging the watchdog"
-                    );
-                    stuck_logged = Some(shard);
-                }
-            }
-            _ => {
-                stuck_logged = None;
-                notifier.send("WATCHDOG=1");
-            }
+        match watchdog.look(&run, Instant::now()) {
+            WatchdogTurn::Ping => notifier.send("WATCHDOG=1"),
+            WatchdogTurn::Stalled {
+                shard,
+                age,
+                first: true,
+            } => tracing::error!(
+                shard,
+                stalled_ms = age.as_millis() as u64,
+                "a shard has stopped going round its loop: not pinging the watchdog"
+            ),
+            WatchdogTurn::Stalled { .. } => {}
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(watchdog.interval());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_that_stops_its_loop_stops_the_pings_until_it_moves_again() {
+        let run = RunState::new(2);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut watchdog = Watchdog::new(Duration::from_millis(400));
+        run.beat(0, at(0));
+        run.beat(1, at(0));
+        assert_eq!(watchdog.look(&run, at(150)), WatchdogTurn::Ping);
+        // Shard 1 goes on, shard 0 stops.
+        run.beat(1, at(1000));
+        let stalled = |age: u64, first: bool| WatchdogTurn::Stalled {
+            shard: 0,
+            age: Duration::from_millis(age),
+            first,
+        };
+        assert_eq!(watchdog.look(&run, at(1000)), stalled(1000, true));
+        assert_eq!(watchdog.look(&run, at(1200)), stalled(1200, false));
+        run.beat(0, at(1300));
+        run.beat(1, at(1300));
+        assert_eq!(watchdog.look(&run, at(1400)), WatchdogTurn::Ping);
     }
 }

@@ -101,7 +101,7 @@ impl EpollShard {
     /// Run until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut housekeeping = Housekeeping::default();
+        let mut housekeeping = Housekeeping::new(Instant::now());
         let mut to_write = Vec::new();
         loop {
             let timeout = self.core.next_timer().min(Duration::from_millis(100));
@@ -110,7 +110,8 @@ impl EpollShard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            housekeeping.woke();
+            let now = Instant::now();
+            housekeeping.woke(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -119,7 +120,7 @@ impl EpollShard {
                     Token(t) => self.read_ingest(t - INGEST_BASE),
                 }
             }
-            if self.accepting && self.accept_again_at.is_some_and(|at| Instant::now() >= at) {
+            if self.accepting && self.accept_again_at.is_some_and(|at| now >= at) {
                 // The backlog may hold connections no new readiness event will announce.
                 self.accept_again_at = None;
                 self.accept();
@@ -131,21 +132,21 @@ impl EpollShard {
             for key in to_write.drain(..) {
                 self.write(key);
             }
-            let swept = housekeeping.sweep(&mut self.core);
+            let swept = housekeeping.sweep(&mut self.core, now);
             for key in swept.close {
                 self.close(key);
             }
             for key in swept.ended {
                 self.write(key);
             }
-            let work = housekeeping.control(&mut self.core);
+            let work = housekeeping.control(&mut self.core, now);
             for key in work.close {
                 self.close(key);
             }
             for key in work.write {
                 self.write(key);
             }
-            if housekeeping.should_exit(&self.core, &self.run, || {
+            if housekeeping.should_exit(&self.core, &self.run, Instant::now(), || {
                 self.accepting = false;
                 let _ = self.poll.registry().deregister(&mut self.listener);
             }) {

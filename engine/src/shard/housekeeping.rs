@@ -20,48 +20,41 @@ pub struct Housekeeping {
     next_sweep: Instant,
     next_report: Instant,
     stopping_since: Option<Instant>,
-    /// Test hook for the watchdog: this shard stops going round its loop at this moment.
-    hang_at: Option<(usize, Instant)>,
     /// When the loop's wait last returned.
     woke: Option<Instant>,
 }
 
-/// `SHARDCAST_DEBUG_HANG_SHARD=SHARD:SECONDS` makes shard SHARD stop going round its loop
-/// SECONDS after it starts, as a stuck shard would, so that the watchdog can be seen to stop
-/// pinging. Only the tests set it.
-pub const HANG_HOOK: &str = "SHARDCAST_DEBUG_HANG_SHARD";
+/// How often connections' timeouts and silent streams are looked at.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-impl Default for Housekeeping {
-    fn default() -> Self {
-        let hang_at = std::env::var(HANG_HOOK).ok().and_then(|v| {
-            let (shard, seconds) = v.split_once(':')?;
-            Some((
-                shard.parse().ok()?,
-                Instant::now() + Duration::from_secs_f64(seconds.parse().ok()?),
-            ))
-        });
+/// How often the shard reports its sessions to the control plane.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a graceful stop waits for viewers to take what is queued.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl Housekeeping {
+    /// A shard's housekeeping, starting at `now`.
+    pub fn new(now: Instant) -> Self {
         Self {
-            next_sweep: Instant::now(),
-            next_report: Instant::now() + Duration::from_secs(1),
+            next_sweep: now,
+            next_report: now + REPORT_EVERY,
             stopping_since: None,
-            hang_at,
             woke: None,
         }
     }
-}
 
-impl Housekeeping {
-    /// The loop's wait has just returned: a turn's work starts (its length is accounted at
+    /// The loop's wait returned at `now`: a turn's work starts (its length is accounted at
     /// [`Housekeeping::should_exit`]).
-    pub fn woke(&mut self) {
-        self.woke = Some(Instant::now());
+    pub fn woke(&mut self, now: Instant) {
+        self.woke = Some(now);
     }
 
     /// The control plane's side of the loop: its commands now (what they leave for the
     /// backend), and a session report every second.
-    pub fn control(&mut self, core: &mut ShardCore) -> ControlWork {
-        if Instant::now() >= self.next_report {
-            self.next_report = Instant::now() + Duration::from_secs(1);
+    pub fn control(&mut self, core: &mut ShardCore, now: Instant) -> ControlWork {
+        if now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
             core.report_sessions();
         }
         core.take_commands()
@@ -69,38 +62,36 @@ impl Housekeeping {
 
     /// Every 250 ms: the connections whose timeouts expired (close them), and the progressive
     /// viewers of streams gone silent (send what they have queued, then close them).
-    pub fn sweep(&mut self, core: &mut ShardCore) -> Swept {
-        if Instant::now() < self.next_sweep {
+    pub fn sweep(&mut self, core: &mut ShardCore, now: Instant) -> Swept {
+        if now < self.next_sweep {
             return Swept::default();
         }
-        self.next_sweep = Instant::now() + Duration::from_millis(250);
+        self.next_sweep = now + SWEEP_EVERY;
         Swept {
             close: core.expired(),
             ended: core.end_silent_streams(),
         }
     }
 
-    /// Called once per loop turn: records the shard's heartbeat (for the watchdog) and says
-    /// whether the loop should end. `stop_accepting` runs once, when a stop is first seen.
+    /// Called once per loop turn, at its end (`now`): records the shard's heartbeat (for the
+    /// watchdog) and says whether the loop should end. `stop_accepting` runs once, when a stop
+    /// is first seen.
     pub fn should_exit(
         &mut self,
         core: &ShardCore,
         run: &super::RunState,
+        now: Instant,
         stop_accepting: impl FnOnce(),
     ) -> bool {
-        run.beat(core.index());
+        run.beat(core.index(), now);
         if let Some(woke) = self.woke.take() {
-            run.account(core.index(), core.connections(), woke.elapsed());
+            run.account(
+                core.index(),
+                core.connections(),
+                now.saturating_duration_since(woke),
+            );
             let (held, evicted) = core.session_counts();
             run.sessions(core.index(), held, evicted);
-        }
-        if let Some((shard, at)) = self.hang_at {
-            if shard == core.index() && Instant::now() >= at {
-                tracing::error!(shard, "{HANG_HOOK}: this shard hangs now");
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            }
         }
         if !run.stopping() {
             return false;
@@ -112,8 +103,95 @@ impl Housekeeping {
                 clients = core.connections(),
                 "stopping: no new connections, flushing viewers"
             );
-            Instant::now()
+            now
         });
-        run.fast() || core.flushed() || since.elapsed() > Duration::from_secs(2)
+        run.fast() || core.flushed() || now.saturating_duration_since(since) > STOP_GRACE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::RunState;
+
+    fn core() -> ShardCore {
+        let config = crate::config::Config::embedded().streams;
+        let table = super::super::catalog::Streams::new(&config, Vec::new());
+        let mut core = ShardCore::new(
+            0,
+            table.shared(),
+            Vec::new(),
+            crate::http::ConnLimits::default(),
+            Duration::from_millis(20),
+            crate::hls::SegmentSend::Copy,
+        );
+        core.follow_catalog();
+        core
+    }
+
+    #[test]
+    fn sweeps_come_every_quarter_second_and_turns_are_accounted() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut core = core();
+        let run = RunState::new(1);
+        let mut h = Housekeeping::new(at(0));
+        let swept: Vec<u64> = (0..=1000)
+            .step_by(50)
+            .filter(|&ms| {
+                // A sweep that found nothing still counts: it is the cadence that is tested.
+                let before = h.next_sweep;
+                h.sweep(&mut core, at(ms));
+                h.next_sweep != before
+            })
+            .collect();
+        assert_eq!(swept, [0, 250, 500, 750, 1000]);
+        h.woke(at(1000));
+        assert!(!h.should_exit(&core, &run, at(1003), || {}));
+        let stats = &run.shard_stats()[0];
+        assert_eq!(stats.turns.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.busy_ns.load(std::sync::atomic::Ordering::Relaxed),
+            3_000_000
+        );
+        assert_eq!(run.stalest(at(1403)), Some((0, Duration::from_millis(400))));
+    }
+
+    #[test]
+    fn a_graceful_stop_stops_accepting_once_and_ends_when_flushed() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let core = core();
+        let run = RunState::new(1);
+        let mut h = Housekeeping::new(at(0));
+        let mut stopped_accepting = 0;
+        assert!(!h.should_exit(&core, &run, at(10), || stopped_accepting += 1));
+        run.stop_gracefully();
+        // No connection holds anything: flushed at once.
+        assert!(h.should_exit(&core, &run, at(20), || stopped_accepting += 1));
+        assert!(h.should_exit(&core, &run, at(30), || stopped_accepting += 1));
+        assert_eq!(stopped_accepting, 1);
+    }
+
+    #[test]
+    fn a_graceful_stop_waits_two_seconds_for_a_viewer_with_something_queued() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut core = core();
+        let key = core.open(usize::MAX, None).expect("room for one");
+        core.on_read(key, b"GET /nowhere.ts HTTP/1.1\r\n\r\n");
+        assert!(!core.flushed(), "the 404 is queued, never written");
+        let run = RunState::new(1);
+        let mut h = Housekeeping::new(at(0));
+        run.stop_gracefully();
+        assert!(!h.should_exit(&core, &run, at(100), || {}));
+        assert!(!h.should_exit(&core, &run, at(2100), || {}));
+        assert!(h.should_exit(&core, &run, at(2101), || {}));
+        run.stop_now();
+        let mut fresh = Housekeeping::new(at(0));
+        assert!(
+            fresh.should_exit(&core, &run, at(1), || {}),
+            "SIGINT: at once"
+        );
     }
 }

@@ -31,7 +31,7 @@ use crate::http::ConnLimits;
 use mio::Token;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The waker's token in a shard's poller.
 pub const WAKER: Token = Token(1);
@@ -45,7 +45,7 @@ pub struct RunState {
     stats: Box<[ShardStats]>,
     /// Per shard: milliseconds since `since` at its last loop turn.
     heartbeats: Box<[AtomicU64]>,
-    since: Option<std::time::Instant>,
+    since: Option<Instant>,
 }
 
 impl RunState {
@@ -55,14 +55,17 @@ impl RunState {
             state: AtomicU8::new(Self::RUN),
             heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             stats: (0..shards).map(|_| ShardStats::default()).collect(),
-            since: Some(std::time::Instant::now()),
+            since: Some(Instant::now()),
         }
     }
 
-    /// Shard `shard` is going round its loop.
-    pub fn beat(&self, shard: usize) {
+    /// Shard `shard` is going round its loop, at `now`.
+    pub fn beat(&self, shard: usize, now: Instant) {
         if let (Some(beat), Some(since)) = (self.heartbeats.get(shard), self.since) {
-            beat.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            beat.store(
+                now.saturating_duration_since(since).as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -89,9 +92,10 @@ impl RunState {
         &self.stats
     }
 
-    /// The shard that went longest without a loop turn, and how long ago its last was.
-    pub fn stalest(&self) -> Option<(usize, Duration)> {
-        let now = self.since?.elapsed().as_millis() as u64;
+    /// The shard that went longest without a loop turn at `now`, and how long ago its last
+    /// was.
+    pub fn stalest(&self, now: Instant) -> Option<(usize, Duration)> {
+        let now = now.saturating_duration_since(self.since?).as_millis() as u64;
         self.heartbeats
             .iter()
             .enumerate()

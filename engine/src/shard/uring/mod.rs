@@ -529,7 +529,7 @@ impl UringShard {
 
     /// Run until stopped.
     pub fn run(mut self) -> io::Result<()> {
-        let mut housekeeping = Housekeeping::default();
+        let mut housekeeping = Housekeeping::new(Instant::now());
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         let mut to_send = Vec::new();
         loop {
@@ -572,7 +572,8 @@ impl UringShard {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            housekeeping.woke();
+            let now = Instant::now();
+            housekeeping.woke(now);
             completions.append(&mut self.deferred);
             completions.extend(
                 self.ring
@@ -600,7 +601,7 @@ impl UringShard {
                 }
             }
             self.flush_ingest(received);
-            if self.accept_again_at.is_some_and(|at| Instant::now() >= at) {
+            if self.accept_again_at.is_some_and(|at| now >= at) {
                 self.accept_again_at = None;
                 if self.accepting && !self.accept_armed {
                     self.arm_accept()?;
@@ -614,7 +615,7 @@ impl UringShard {
                 self.send(key)?;
                 self.close_if_finished(key);
             }
-            let swept = housekeeping.sweep(&mut self.core);
+            let swept = housekeeping.sweep(&mut self.core, now);
             for key in swept.close {
                 self.close(key);
             }
@@ -622,7 +623,7 @@ impl UringShard {
                 self.send(key)?;
                 self.close_if_finished(key);
             }
-            let work = housekeeping.control(&mut self.core);
+            let work = housekeeping.control(&mut self.core, now);
             for key in work.close {
                 self.close(key);
             }
@@ -632,7 +633,9 @@ impl UringShard {
                 // A held request answered: its successors may be read now.
                 self.arm_recv(key)?;
             }
-            if housekeeping.should_exit(&self.core, &self.run, || self.accepting = false) {
+            if housekeeping.should_exit(&self.core, &self.run, Instant::now(), || {
+                self.accepting = false
+            }) {
                 return Ok(());
             }
         }
