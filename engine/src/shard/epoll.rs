@@ -3,7 +3,7 @@
 
 use super::admission::{self, Backoff};
 use super::core::ShardCore;
-use super::housekeeping::Housekeeping;
+use super::housekeeping::{Backend, Housekeeping};
 use super::{prepare, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
 use mio::net::{TcpListener, TcpStream};
@@ -102,7 +102,8 @@ impl EpollShard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut housekeeping = Housekeeping::new(Instant::now());
-        let mut to_write = Vec::new();
+        let mut written = Vec::new();
+        let run = self.run.clone();
         loop {
             let timeout = self.core.next_timer().min(Duration::from_millis(100));
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -125,31 +126,7 @@ impl EpollShard {
                 self.accept_again_at = None;
                 self.accept();
             }
-            self.follow_catalog();
-            self.core.demo_tick();
-            self.core.take_inbox();
-            self.core.feed_due(|key| to_write.push(key));
-            for key in to_write.drain(..) {
-                self.write(key);
-            }
-            let swept = housekeeping.sweep(&mut self.core, now);
-            for key in swept.close {
-                self.close(key);
-            }
-            for key in swept.ended {
-                self.write(key);
-            }
-            let work = housekeeping.control(&mut self.core, now);
-            for key in work.close {
-                self.close(key);
-            }
-            for key in work.write {
-                self.write(key);
-            }
-            if housekeeping.should_exit(&self.core, &self.run, Instant::now(), || {
-                self.accepting = false;
-                let _ = self.poll.registry().deregister(&mut self.listener);
-            }) {
+            if housekeeping.finish_turn(&mut self, &run, now, &mut written)? {
                 return Ok(());
             }
         }
@@ -312,5 +289,36 @@ impl EpollShard {
         if let Some((_, socket)) = self.ingest.iter_mut().find(|(h, _)| *h == home) {
             self.core.read_ingest(home, socket);
         }
+    }
+}
+
+impl Backend for EpollShard {
+    fn core(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+
+    fn follow_catalog(&mut self) -> io::Result<()> {
+        EpollShard::follow_catalog(self);
+        Ok(())
+    }
+
+    fn write(&mut self, key: usize) -> io::Result<()> {
+        EpollShard::write(self, key);
+        Ok(())
+    }
+
+    fn close(&mut self, key: usize) {
+        EpollShard::close(self, key);
+    }
+
+    /// Nothing to do: `write` reads what the socket holds (it remembers unread readiness)
+    /// whenever the connection wants to read again.
+    fn resume_reading(&mut self, _key: usize) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
+        let _ = self.poll.registry().deregister(&mut self.listener);
     }
 }

@@ -1,8 +1,29 @@
-//! The end of every backend's loop turn: timeouts swept now and then, the control plane's
-//! commands and session reports, the watchdog's heartbeat, and the stop sequence.
+//! The end of every backend's loop turn, one function for both backends: the stream table
+//! followed, the demo and other shards' chunks taken, due viewers written, timeouts swept now
+//! and then, the control plane's commands and session reports, the watchdog's heartbeat, and
+//! the stop sequence. A backend does its own I/O wait and completions, then calls
+//! [`Housekeeping::finish_turn`] with the turn's time.
 
 use super::core::{ControlWork, ShardCore};
+use super::RunState;
+use std::io;
 use std::time::{Duration, Instant};
+
+/// What the shared part of a loop turn asks of a backend's sockets.
+pub trait Backend {
+    /// The shard's core.
+    fn core(&mut self) -> &mut ShardCore;
+    /// Follow a change of the stream table (open and close ingest sockets).
+    fn follow_catalog(&mut self) -> io::Result<()>;
+    /// Write what connection `key` has queued (closing it once its last response is out).
+    fn write(&mut self, key: usize) -> io::Result<()>;
+    /// Close connection `key` now.
+    fn close(&mut self, key: usize);
+    /// A request of `key` that waited was answered: read its next ones.
+    fn resume_reading(&mut self, key: usize) -> io::Result<()>;
+    /// A stop began: take no new connections.
+    fn stop_accepting(&mut self);
+}
 
 /// What a sweep found.
 #[derive(Debug, Default)]
@@ -73,13 +94,55 @@ impl Housekeeping {
         }
     }
 
+    /// The rest of a loop turn after the backend's I/O (whose wait returned at `now`); whether
+    /// the loop should end. `written` is scratch space kept between turns.
+    pub fn finish_turn(
+        &mut self,
+        backend: &mut impl Backend,
+        run: &RunState,
+        now: Instant,
+        written: &mut Vec<usize>,
+    ) -> io::Result<bool> {
+        backend.follow_catalog()?;
+        let core = backend.core();
+        core.demo_tick();
+        core.take_inbox();
+        core.feed_due(|key| written.push(key));
+        for key in written.drain(..) {
+            backend.write(key)?;
+        }
+        let swept = self.sweep(backend.core(), now);
+        for key in swept.close {
+            backend.close(key);
+        }
+        for key in swept.ended {
+            backend.write(key)?;
+        }
+        let work = self.control(backend.core(), now);
+        for key in work.close {
+            backend.close(key);
+        }
+        for key in work.write {
+            backend.write(key)?;
+            backend.resume_reading(key)?;
+        }
+        let mut stop_accepting = false;
+        let exit = self.should_exit(backend.core(), run, Instant::now(), || {
+            stop_accepting = true
+        });
+        if stop_accepting {
+            backend.stop_accepting();
+        }
+        Ok(exit)
+    }
+
     /// Called once per loop turn, at its end (`now`): records the shard's heartbeat (for the
     /// watchdog) and says whether the loop should end. `stop_accepting` runs once, when a stop
     /// is first seen.
     pub fn should_exit(
         &mut self,
         core: &ShardCore,
-        run: &super::RunState,
+        run: &RunState,
         now: Instant,
         stop_accepting: impl FnOnce(),
     ) -> bool {
@@ -112,7 +175,6 @@ impl Housekeeping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::RunState;
 
     fn core() -> ShardCore {
         let config = crate::config::Config::embedded().streams;

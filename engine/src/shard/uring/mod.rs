@@ -27,7 +27,7 @@ mod ingest;
 
 use super::admission::{self, Backoff};
 use super::core::ShardCore;
-use super::housekeeping::Housekeeping;
+use super::housekeeping::{Backend, Housekeeping};
 use super::{prepare, RunState, ShardSetup};
 use crate::hls::SegmentSend;
 use crate::sys;
@@ -531,7 +531,8 @@ impl UringShard {
     pub fn run(mut self) -> io::Result<()> {
         let mut housekeeping = Housekeeping::new(Instant::now());
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
-        let mut to_send = Vec::new();
+        let mut written = Vec::new();
+        let run = self.run.clone();
         loop {
             let wait = self.core.next_timer().min(Duration::from_millis(100));
             let ts = types::Timespec::new()
@@ -607,35 +608,7 @@ impl UringShard {
                     self.arm_accept()?;
                 }
             }
-            self.follow_catalog()?;
-            self.core.demo_tick();
-            self.core.take_inbox();
-            self.core.feed_due(|key| to_send.push(key));
-            for key in to_send.drain(..) {
-                self.send(key)?;
-                self.close_if_finished(key);
-            }
-            let swept = housekeeping.sweep(&mut self.core, now);
-            for key in swept.close {
-                self.close(key);
-            }
-            for key in swept.ended {
-                self.send(key)?;
-                self.close_if_finished(key);
-            }
-            let work = housekeeping.control(&mut self.core, now);
-            for key in work.close {
-                self.close(key);
-            }
-            for key in work.write {
-                self.send(key)?;
-                self.close_if_finished(key);
-                // A held request answered: its successors may be read now.
-                self.arm_recv(key)?;
-            }
-            if housekeeping.should_exit(&self.core, &self.run, Instant::now(), || {
-                self.accepting = false
-            }) {
+            if housekeeping.finish_turn(&mut self, &run, now, &mut written)? {
                 return Ok(());
             }
         }
@@ -895,6 +868,34 @@ impl UringShard {
             *slot = None;
             self.core.close(key);
         }
+    }
+}
+
+impl Backend for UringShard {
+    fn core(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+
+    fn follow_catalog(&mut self) -> io::Result<()> {
+        UringShard::follow_catalog(self)
+    }
+
+    fn write(&mut self, key: usize) -> io::Result<()> {
+        self.send(key)?;
+        self.close_if_finished(key);
+        Ok(())
+    }
+
+    fn close(&mut self, key: usize) {
+        UringShard::close(self, key);
+    }
+
+    fn resume_reading(&mut self, key: usize) -> io::Result<()> {
+        self.arm_recv(key)
+    }
+
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
     }
 }
 
