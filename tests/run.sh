@@ -72,7 +72,7 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "no import cycles between modules"
 for crate in engine protocols bench; do python3 tests/module-cycles.py "$crate/src" 2; done
@@ -101,14 +101,17 @@ if [ "$fuzz_seconds" != 0 ]; then
   done
 fi
 
-step "tests (io backend: auto)"
+step "fast tier: unit and crate tests (no server process, no root, no peers)"
 cargo test --workspace --locked
+
+step "end-to-end tests (io backend: auto)"
+cargo test -p shardcast-e2e --features e2e --locked
 
 step "end-to-end tests again, epoll forced"
 # The browser, package, tuning, capacity and check-config tests, the thousand killed config
 # writes, and the API, metrics and trigger tests exercise no I/O backend of their own: they run
 # once, above.
-SHARDCAST_TEST_IO=epoll cargo test -p shardcast --locked --tests -- --skip browser_ \
+SHARDCAST_TEST_IO=epoll cargo test -p shardcast-e2e --features e2e --locked -- --skip browser_ \
   --skip the_package_ --skip tune_ --skip capacity_ --skip check_config_ --skip a_daemon_killed_ \
   --skip the_api_needs_its_token --skip metrics_parse_with_promtool --skip triggers_fire_ \
   --skip default_stream_and_play_rewrite

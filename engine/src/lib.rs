@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod capacity;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod files;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_shardcast");
+const BINARY: &str = env!("CARGO_BIN_EXE_shardcast-under-test");
 
 /// A server with one UDP stream `cam` and the API on a port of its own.
 struct Rig {
@@ -98,7 +98,7 @@ fn the_api_needs_its_token_and_answers_as_documented() {
         let concrete = path.replace("{name}", "cam");
         for (method, operation) in item.as_object().unwrap() {
             if method != "get" {
-                continue; // PUT and DELETE: engine/tests/stream_edits.rs
+                continue; // PUT and DELETE: tests/e2e/tests/stream_edits.rs
             }
             let (status, head, body) =
                 request(rig.api, &method.to_uppercase(), &concrete, Some(&token));
@@ -257,7 +257,7 @@ fn metrics_parse_with_promtool_and_move() {
     // Every metric the Grafana dashboard queries is one the server exports.
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/shardcast.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/shardcast.json"),
         )
         .unwrap(),
     )

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_shardcast");
+const BINARY: &str = env!("CARGO_BIN_EXE_shardcast-under-test");
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn output(program: &str, args: &[&str]) -> (bool, String, String) {

@@ -40,10 +40,10 @@ impl Server {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(env!("CARGO_BIN_EXE_shardcast"));
+                c.args(rest).arg(env!("CARGO_BIN_EXE_shardcast-under-test"));
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_shardcast")),
+            None => Command::new(env!("CARGO_BIN_EXE_shardcast-under-test")),
         };
         command
             .arg("serve")
@@ -588,7 +588,7 @@ impl Drop for TempDir {
 pub fn openapi() -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api/openapi.json"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../engine/api/openapi.json"),
         )
         .unwrap(),
     )

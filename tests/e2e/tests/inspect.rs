@@ -4,7 +4,7 @@
 use std::process::Command;
 
 fn inspect(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast-under-test"))
         .arg("inspect")
         .args(args)
         .output()
@@ -19,7 +19,7 @@ fn inspect(args: &[&str]) -> (bool, String) {
 
 fn fixture(name: &str) -> String {
     format!(
-        "{}/../protocols/testdata/{name}",
+        "{}/../../protocols/testdata/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -20,7 +20,7 @@ use support::*;
 static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// An H.264 + AAC source into UDP, small enough to leave the browser CPU.

@@ -83,7 +83,7 @@ fn refuses_a_bad_configuration_with_the_line_and_the_reason() {
     let path = std::env::temp_dir().join(format!("shardcast-bad-{}.toml", std::process::id()));
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1\"\n").unwrap();
     let (ok, text) = run(
-        env!("CARGO_BIN_EXE_shardcast"),
+        env!("CARGO_BIN_EXE_shardcast-under-test"),
         &["serve", "--config", path.to_str().unwrap()],
     );
     std::fs::remove_file(&path).ok();
@@ -114,7 +114,7 @@ fn without_io_uring_it_says_so_and_serves_on_epoll() {
     // Asked for io_uring explicitly, it refuses to start and says why.
     let mut wrapped: Vec<&str> = WITHOUT_IO_URING.to_vec();
     wrapped.extend([
-        env!("CARGO_BIN_EXE_shardcast"),
+        env!("CARGO_BIN_EXE_shardcast-under-test"),
         "serve",
         "--io",
         "io_uring",

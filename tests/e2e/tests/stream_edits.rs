@@ -373,7 +373,7 @@ fn a_daemon_killed_during_a_thousand_writes_leaves_an_acknowledged_config() {
 
         let text = std::fs::read_to_string(&config).unwrap();
         let (valid, why) = run(
-            env!("CARGO_BIN_EXE_shardcast"),
+            env!("CARGO_BIN_EXE_shardcast-under-test"),
             &["check-config", config.to_str().unwrap()],
         );
         assert!(
