@@ -297,8 +297,12 @@ impl LocalSessions {
 
     /// A request of session `key`; returns its local number, or `None` when the session
     /// cannot be held (every one held has a connection open, see [`LocalSessions::admits`]).
-    pub fn touch(&mut self, key: SessionKey, user_agent: Option<&str>) -> Option<usize> {
-        let now = Instant::now();
+    pub fn touch(
+        &mut self,
+        key: SessionKey,
+        user_agent: Option<&str>,
+        now: Instant,
+    ) -> Option<usize> {
         let id = match self.index.get(&key) {
             Some(&id) => id,
             None => {
@@ -376,13 +380,13 @@ impl LocalSessions {
         }
     }
 
-    /// Whether `key` was stopped and is still refused.
-    pub fn is_stopped(&self, key: &SessionKey) -> bool {
-        !self.stopped.is_empty() && self.stopped.get(key).is_some_and(|u| *u > Instant::now())
+    /// Whether `key` was stopped and is still refused at `now`.
+    pub fn is_stopped(&self, key: &SessionKey, now: Instant) -> bool {
+        !self.stopped.is_empty() && self.stopped.get(key).is_some_and(|u| *u > now)
     }
 
-    /// The access decision for `key`, while it holds.
-    pub fn verdict(&self, key: &SessionKey) -> Option<&Verdict> {
+    /// The access decision for `key`, if it holds at `now`.
+    pub fn verdict(&self, key: &SessionKey, now: Instant) -> Option<&Verdict> {
         if let Some((once, verdict)) = &self.once {
             if once == key {
                 return Some(verdict);
@@ -390,7 +394,7 @@ impl LocalSessions {
         }
         self.verdicts
             .get(key)
-            .filter(|(_, until)| *until > Instant::now())
+            .filter(|(_, until)| *until > now)
             .map(|(v, _)| v)
     }
 
@@ -402,8 +406,7 @@ impl LocalSessions {
     /// Keep `verdict` for `key` for its time to live (within the bound on sessions: when
     /// every decision held is still valid, a new one is not kept, and the request it answers
     /// is the only one it answers).
-    pub fn decided(&mut self, key: SessionKey, verdict: Verdict) {
-        let now = Instant::now();
+    pub fn decided(&mut self, key: SessionKey, verdict: Verdict, now: Instant) {
         if self.verdicts.len() >= self.max && !self.verdicts.contains_key(&key) {
             self.verdicts.retain(|_, (_, until)| *until > now);
             if self.verdicts.len() >= self.max {
@@ -415,10 +418,10 @@ impl LocalSessions {
         self.verdicts.insert(key, (verdict, until));
     }
 
-    /// Refuse `key` for `how_long`; returns its local number, if it has one.
-    pub fn stop(&mut self, key: SessionKey, how_long: Duration) -> Option<usize> {
+    /// Refuse `key` for `how_long` from `now`; returns its local number, if it has one.
+    pub fn stop(&mut self, key: SessionKey, how_long: Duration, now: Instant) -> Option<usize> {
         let id = self.index.get(&key).copied();
-        self.stopped.insert(key, Instant::now() + how_long);
+        self.stopped.insert(key, now + how_long);
         id
     }
 
@@ -429,8 +432,8 @@ impl LocalSessions {
         }
     }
 
-    /// A progressive connection of session `id` opened (`true`) or closed.
-    pub fn connection(&mut self, id: usize, opened: bool) {
+    /// A progressive connection of session `id` opened (`true`) or closed, at `now`.
+    pub fn connection(&mut self, id: usize, opened: bool, now: Instant) {
         if let Some(s) = self.table.get_mut(id) {
             let was_quiet = s.open == 0;
             if opened {
@@ -440,7 +443,7 @@ impl LocalSessions {
                 s.open = s.open.saturating_sub(1);
                 s.opened -= 1;
             }
-            s.last = Instant::now();
+            s.last = now;
             match (was_quiet, s.open == 0) {
                 (true, false) => self.quiet -= 1,
                 (false, true) => self.quiet += 1,
@@ -450,8 +453,7 @@ impl LocalSessions {
     }
 
     /// Push what happened since the last report to `queue`, and forget sessions long quiet.
-    pub fn report(&mut self, queue: &ArrayQueue<SessionReport>) {
-        let now = Instant::now();
+    pub fn report(&mut self, queue: &ArrayQueue<SessionReport>, now: Instant) {
         let mut forget = Vec::new();
         for (id, s) in self.table.iter_mut() {
             if s.bytes > 0 || s.requests > 0 || s.opened != 0 {
@@ -490,6 +492,12 @@ impl LocalSessions {
 mod tests {
     use super::*;
 
+    /// The tests' time zero.
+    fn t0() -> Instant {
+        thread_local!(static T0: Instant = Instant::now());
+        T0.with(|t| *t)
+    }
+
     fn key(token: &str) -> SessionKey {
         SessionKey {
             stream: "cam".into(),
@@ -502,23 +510,23 @@ mod tests {
     #[test]
     fn one_session_across_requests_reported_once_per_period() {
         let mut local = LocalSessions::new(100_000, 50_000);
-        let a = local.touch(key("t"), Some("hls.js")).unwrap();
-        assert_eq!(local.touch(key("t"), None), Some(a));
+        let a = local.touch(key("t"), Some("hls.js"), t0()).unwrap();
+        assert_eq!(local.touch(key("t"), None, t0()), Some(a));
         local.sent(a, 1000);
-        let b = local.touch(key("other"), None).unwrap();
+        let b = local.touch(key("other"), None, t0()).unwrap();
         assert_ne!(a, b);
         let queue = ArrayQueue::new(16);
-        local.report(&queue);
+        local.report(&queue, t0());
         let first = queue.pop().unwrap();
         assert_eq!(
             (first.requests, first.bytes, first.user_agent.as_deref()),
             (2, 1000, Some("hls.js"))
         );
         assert_eq!(queue.pop().unwrap().requests, 1);
-        local.report(&queue);
+        local.report(&queue, t0());
         assert!(queue.pop().is_none(), "nothing new, nothing reported");
         local.sent(a, 5);
-        local.report(&queue);
+        local.report(&queue, t0());
         let again = queue.pop().unwrap();
         assert_eq!((again.bytes, again.user_agent), (5, None));
         assert_eq!(key("t").id(), key("t").id());
@@ -529,19 +537,19 @@ mod tests {
     #[test]
     fn a_flood_of_sessions_pushes_out_its_own_not_the_busy_ones() {
         let mut local = LocalSessions::new(100, 60);
-        let watcher = local.touch(key("watcher"), None).unwrap();
-        local.connection(watcher, true);
+        let watcher = local.touch(key("watcher"), None, t0()).unwrap();
+        local.connection(watcher, true, t0());
         let player = key("player");
         for i in 0..10_000 {
             if i % 50 == 0 {
                 assert!(
-                    local.touch(player.clone(), None).is_some(),
+                    local.touch(player.clone(), None, t0()).is_some(),
                     "the player is held"
                 );
             }
             let flood = key(&format!("flood{i}"));
             assert!(local.admits(&flood));
-            assert!(local.touch(flood, None).is_some());
+            assert!(local.touch(flood, None, t0()).is_some());
             assert!(local.len() <= 100);
             assert!(local.per_stream.values().all(|n| *n <= 60));
         }
@@ -553,22 +561,51 @@ mod tests {
         // Every session held has a connection open: a new one is refused.
         let mut full = LocalSessions::new(2, 2);
         for t in ["a", "b"] {
-            let id = full.touch(key(t), None).unwrap();
-            full.connection(id, true);
+            let id = full.touch(key(t), None, t0()).unwrap();
+            full.connection(id, true, t0());
         }
         assert!(!full.admits(&key("c")));
-        assert_eq!(full.touch(key("c"), None), None);
+        assert_eq!(full.touch(key("c"), None, t0()), None);
         assert_eq!(full.len(), 2);
     }
 
     #[test]
     fn a_stopped_session_is_refused_for_a_while() {
         let mut local = LocalSessions::new(100_000, 50_000);
-        local.touch(key("t"), None);
-        assert!(!local.is_stopped(&key("t")));
-        assert!(local.stop(key("t"), Duration::from_secs(60)).is_some());
-        assert!(local.is_stopped(&key("t")));
-        local.stop(key("x"), Duration::ZERO);
-        assert!(!local.is_stopped(&key("x")));
+        local.touch(key("t"), None, t0());
+        assert!(!local.is_stopped(&key("t"), t0()));
+        assert!(local
+            .stop(key("t"), Duration::from_secs(60), t0())
+            .is_some());
+        assert!(local.is_stopped(&key("t"), t0() + Duration::from_secs(59)));
+        assert!(!local.is_stopped(&key("t"), t0() + Duration::from_secs(60)));
+        local.stop(key("x"), Duration::ZERO, t0());
+        assert!(!local.is_stopped(&key("x"), t0()));
+    }
+
+    #[test]
+    fn decisions_hold_for_their_time_and_quiet_sessions_are_forgotten() {
+        let mut local = LocalSessions::new(100_000, 50_000);
+        let verdict = Verdict {
+            refused: None,
+            headers: None,
+            ttl: Duration::from_secs(30),
+            redirect: None,
+        };
+        local.decided(key("t"), verdict, t0());
+        assert!(local
+            .verdict(&key("t"), t0() + Duration::from_secs(29))
+            .is_some());
+        assert!(local
+            .verdict(&key("t"), t0() + Duration::from_secs(30))
+            .is_none());
+        local.touch(key("t"), None, t0());
+        let queue = ArrayQueue::new(16);
+        local.report(&queue, t0());
+        assert_eq!(local.len(), 1);
+        local.report(&queue, t0() + FORGET_AFTER);
+        assert_eq!(local.len(), 1, "not yet: quiet for exactly the time");
+        local.report(&queue, t0() + FORGET_AFTER + Duration::from_millis(1));
+        assert_eq!(local.len(), 0, "forgotten, its end reported");
     }
 }

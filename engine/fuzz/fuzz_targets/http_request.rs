@@ -11,7 +11,7 @@ use shardcast::hls::SegmentSend;
 use shardcast::http::{parse_head, ConnLimits};
 use shardcast::session::{ShardCommand, ShardLink, Verdict};
 use shardcast::shard::core::ShardCore;
-use shardcast::shard::Streams;
+use shardcast::shard::{Clock, Streams};
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::time::Duration;
@@ -59,6 +59,7 @@ thread_local! {
             limits(),
             Duration::ZERO,
             SegmentSend::Copy,
+            Clock::now(),
         );
         let link = ShardLink::new();
         core.set_link(link.clone());

@@ -10,7 +10,7 @@
 use super::admission::Admission;
 use super::catalog::{Catalog, StreamInfo};
 use super::router::StreamsRouter;
-use super::Fanout;
+use super::{Clock, Fanout};
 use crate::hls::Packager;
 use crate::hls::SegmentSend;
 use crate::http::{Conn, ConnLimits, ConnState, Feed};
@@ -18,7 +18,6 @@ use crate::ingest::{DemoSource, Pipeline, SourceSpec, UdpIngest, UdpSpec};
 use crate::session::{LocalSessions, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
-use crate::sys;
 use crate::wake::Wake;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
@@ -86,6 +85,8 @@ pub struct ShardCore {
     conns: slab::Slab<Conn>,
     limits: ConnLimits,
     started: Instant,
+    /// The current loop turn's time ([`ShardCore::begin_turn`]).
+    clock: Clock,
     flush_interval: Duration,
     segment_send: SegmentSend,
     site: Arc<Site>,
@@ -117,6 +118,7 @@ impl ShardCore {
         limits: ConnLimits,
         flush_interval: Duration,
         segment_send: SegmentSend,
+        clock: Clock,
     ) -> Self {
         Self {
             index,
@@ -127,7 +129,8 @@ impl ShardCore {
             homes: Vec::new(),
             conns: slab::Slab::new(),
             limits,
-            started: Instant::now(),
+            started: clock.mono,
+            clock,
             flush_interval,
             segment_send,
             site: Arc::new(Site::default()),
@@ -154,7 +157,7 @@ impl ShardCore {
 
     /// Report session activity to the control plane (about once a second).
     pub fn report_sessions(&mut self) {
-        self.sessions.report(&self.link.reports);
+        self.sessions.report(&self.link.reports, self.clock.mono);
     }
 
     /// Carry out the control plane's commands; returns the connections to close and those
@@ -171,7 +174,7 @@ impl ShardCore {
             match command {
                 ShardCommand::Verdict(key, verdict) => {
                     let parked = self.waiting.remove(&key).unwrap_or_default();
-                    self.sessions.decided(key, verdict);
+                    self.sessions.decided(key, verdict, self.clock.mono);
                     for conn in parked {
                         self.resume(conn);
                         work.write.push(conn);
@@ -179,7 +182,7 @@ impl ShardCore {
                     self.sessions.used_once();
                 }
                 ShardCommand::Stop(key, how_long) => {
-                    if let Some(id) = self.sessions.stop(key, how_long) {
+                    if let Some(id) = self.sessions.stop(key, how_long, self.clock.mono) {
                         close.extend(
                             self.conns
                                 .iter()
@@ -210,6 +213,7 @@ impl ShardCore {
             catalog: &self.followed,
             site: &self.site,
             sessions: &self.sessions,
+            clock: self.clock,
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -308,7 +312,7 @@ impl ShardCore {
                     Some(packager),
                 ),
                 fanout,
-                demo: demo.then(|| (Box::new(DemoSource::new()), Instant::now())),
+                demo: demo.then(|| (Box::new(DemoSource::new()), self.clock.mono)),
             };
             let index = match self.homes.iter().position(Option::is_none) {
                 Some(free) => {
@@ -341,9 +345,22 @@ impl ShardCore {
         });
     }
 
-    /// Monotonic nanoseconds since the shard started.
+    /// A loop turn starts at `clock`: everything until the next one happens then.
+    pub fn begin_turn(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// The current turn's time.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Monotonic nanoseconds from the shard's start to the current turn.
     pub fn now_ns(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
+        self.clock
+            .mono
+            .saturating_duration_since(self.started)
+            .as_nanos() as u64
     }
 
     /// The shard's number.
@@ -417,7 +434,7 @@ impl ShardCore {
             self.admission.release(ip);
         }
         if let (ConnState::Streaming { .. }, Some(id)) = (conn.state(), conn.session()) {
-            self.sessions.connection(id, false);
+            self.sessions.connection(id, false, self.clock.mono);
         }
         if let ConnState::Streaming { stream } = conn.state() {
             if let Some(Some(local)) = self.locals.get_mut(stream) {
@@ -486,7 +503,8 @@ impl ShardCore {
                         ttl: Duration::from_secs(1),
                         redirect: None,
                     };
-                    self.sessions.decided(ask.key.clone(), verdict);
+                    self.sessions
+                        .decided(ask.key.clone(), verdict, self.clock.mono);
                     self.resume(key);
                     self.sessions.used_once();
                     return;
@@ -496,10 +514,12 @@ impl ShardCore {
             return;
         }
         if let Some((session, user_agent)) = conn.take_new_session() {
-            let id = self.sessions.touch(session, user_agent.as_deref());
+            let id = self
+                .sessions
+                .touch(session, user_agent.as_deref(), self.clock.mono);
             conn.set_session(id);
             if let (Some(id), true) = (id, viewer.is_some()) {
-                self.sessions.connection(id, true);
+                self.sessions.connection(id, true, self.clock.mono);
             }
         }
         if let Some(stream) = viewer {
@@ -581,7 +601,7 @@ impl ShardCore {
 
     /// Read every datagram waiting on home stream `home`'s socket and publish them.
     pub fn read_ingest(&mut self, home: usize, socket: &mut UdpIngest) {
-        let received = sys::unix_ns();
+        let received = self.clock.unix_ns;
         match socket.read_all(|datagram| self.ingest(home, datagram, received)) {
             Ok(pass) => self.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
             Err(e) => {
@@ -593,6 +613,7 @@ impl ShardCore {
 
     /// Run the demo generators that have a tick's worth of packets due.
     pub fn demo_tick(&mut self) {
+        let clock = self.clock;
         for home in 0..self.homes.len() {
             let Some(Some(Home {
                 demo: Some((source, started)),
@@ -601,11 +622,11 @@ impl ShardCore {
             else {
                 continue;
             };
-            let elapsed = started.elapsed().as_nanos() as u64;
+            let elapsed = clock.mono.saturating_duration_since(*started).as_nanos() as u64;
             if source.next_due_ns() + DEMO_TICK.as_nanos() as u64 > elapsed {
                 continue;
             }
-            let now = sys::unix_ns();
+            let now = clock.unix_ns;
             let mut bytes = Vec::new();
             source.due(elapsed, now, &mut bytes);
             self.ingest(home, &bytes, now);
@@ -626,7 +647,7 @@ impl ShardCore {
             (chunk.data.len() / 188) as u64,
         );
         h.fanout.send(&chunk, &local.info.counters);
-        local.take(chunk, now);
+        local.take(chunk, self.clock.mono, now);
         local
             .info
             .counters
@@ -642,7 +663,7 @@ impl ShardCore {
                 continue;
             };
             while let Some(chunk) = queue.pop() {
-                local.take(chunk, now);
+                local.take(chunk, self.clock.mono, now);
             }
         }
     }
@@ -694,7 +715,11 @@ impl ShardCore {
         let now = self.now_ns();
         for local in self.locals.iter_mut().flatten() {
             match local.pending_since {
-                Some(since) if since.elapsed() >= self.flush_interval => local.pending_since = None,
+                Some(since)
+                    if self.clock.mono.saturating_duration_since(since) >= self.flush_interval =>
+                {
+                    local.pending_since = None
+                }
                 _ => continue,
             }
             let info = &local.info;
@@ -702,7 +727,7 @@ impl ShardCore {
             if let Some(received_ns) = local.pending_received_ns.take() {
                 info.counters
                     .send_latency
-                    .record(sys::unix_ns().saturating_sub(received_ns));
+                    .record(self.clock.unix_ns.saturating_sub(received_ns));
             }
             for &key in &local.viewers {
                 let Some(conn) = self.conns.get_mut(key) else {
@@ -745,7 +770,7 @@ impl ShardCore {
             let (source, started) = h.demo.as_ref()?;
             let due = Duration::from_nanos(source.next_due_ns()) + DEMO_TICK;
             Some(
-                due.saturating_sub(started.elapsed())
+                due.saturating_sub(self.clock.mono.saturating_duration_since(*started))
                     .max(Duration::from_millis(1)),
             )
         });
@@ -756,7 +781,7 @@ impl ShardCore {
             .filter_map(|l| l.pending_since)
             .map(|since| {
                 self.flush_interval
-                    .saturating_sub(since.elapsed())
+                    .saturating_sub(self.clock.mono.saturating_duration_since(since))
                     .max(Duration::from_micros(100))
             });
         demo.chain(flush)
@@ -768,7 +793,7 @@ impl ShardCore {
 impl Local {
     /// Put `chunk` in the view at `now_ns`; with progressive viewers here, it now waits to be
     /// fed.
-    fn take(&mut self, chunk: Chunk, now_ns: u64) {
+    fn take(&mut self, chunk: Chunk, now: Instant, now_ns: u64) {
         let received_ns = chunk.received_ns;
         let trimmed = self.view.trimmed();
         self.view.push(chunk);
@@ -781,7 +806,7 @@ impl Local {
         self.last_data_ns = Some(now_ns);
         self.silent = false;
         if !self.viewers.is_empty() {
-            self.pending_since.get_or_insert_with(Instant::now);
+            self.pending_since.get_or_insert(now);
             self.pending_received_ns.get_or_insert(received_ns);
         }
     }

@@ -4,7 +4,7 @@
 use super::admission::{self, Backoff};
 use super::core::ShardCore;
 use super::housekeeping::{Backend, Housekeeping};
-use super::{prepare, RunState, ShardSetup, WAKER};
+use super::{prepare, Clock, RunState, ShardSetup, WAKER};
 use crate::ingest::UdpIngest;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -111,7 +111,9 @@ impl EpollShard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
+            let clock = Clock::now();
+            let now = clock.mono;
+            self.core.begin_turn(clock);
             housekeeping.woke(now);
             for event in events.iter() {
                 match event.token() {

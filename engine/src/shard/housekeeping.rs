@@ -127,6 +127,7 @@ impl Housekeeping {
             backend.resume_reading(key)?;
         }
         let mut stop_accepting = false;
+        // The turn's end is read only for the busy-time metric and the heartbeat.
         let exit = self.should_exit(backend.core(), run, Instant::now(), || {
             stop_accepting = true
         });
@@ -186,6 +187,7 @@ mod tests {
             crate::http::ConnLimits::default(),
             Duration::from_millis(20),
             crate::hls::SegmentSend::Copy,
+            crate::shard::Clock::now(),
         );
         core.follow_catalog();
         core

@@ -33,6 +33,27 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The time a loop turn runs at, read once by the backend when its wait returns: the monotonic
+/// clock for timers and timeouts, the wall clock (UNIX ns) for what is stamped or measured
+/// against ingest. The core never reads a clock itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Monotonic.
+    pub mono: Instant,
+    /// Wall clock, nanoseconds since the UNIX epoch.
+    pub unix_ns: u64,
+}
+
+impl Clock {
+    /// The clocks now.
+    pub fn now() -> Self {
+        Self {
+            mono: Instant::now(),
+            unix_ns: crate::sys::unix_ns(),
+        }
+    }
+}
+
 /// The waker's token in a shard's poller.
 pub const WAKER: Token = Token(1);
 
@@ -254,6 +275,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         setup.limits,
         setup.flush_interval,
         setup.segment_send,
+        Clock::now(),
     );
     core.set_site(setup.site);
     core.set_admission(setup.admission);

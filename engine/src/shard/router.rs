@@ -4,12 +4,12 @@
 //! triggers' rewrites) in front of viewers' requests.
 
 use super::catalog::{Catalog, StreamInfo};
+use super::Clock;
 use crate::http::{Gate, HlsRoute, Page, RequestHead, Route, Router};
 use crate::player;
 use crate::session::{LocalSessions, Protocol, SessionKey, Verdict};
 use crate::site::Site;
 use crate::stream::StreamCounters;
-use crate::sys;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub(super) struct StreamsRouter<'a> {
     pub catalog: &'a Catalog,
     pub site: &'a Site,
     pub sessions: &'a LocalSessions,
+    /// The turn's time.
+    pub clock: Clock,
 }
 
 impl StreamsRouter<'_> {
@@ -69,7 +71,7 @@ impl StreamsRouter<'_> {
                 window.as_deref(),
                 &info.counters,
                 &base,
-                (sys::unix_ns() / 1_000_000) as i64,
+                (self.clock.unix_ns / 1_000_000) as i64,
             ),
             cache_control: "no-store",
             etag: None,
@@ -166,7 +168,7 @@ impl Router for StreamsRouter<'_> {
                     token: Arc::from(head.token.as_str()),
                     protocol,
                 };
-                return match self.sessions.verdict(&session) {
+                return match self.sessions.verdict(&session, self.clock.mono) {
                     Some(Verdict {
                         redirect: Some(other),
                         ..
@@ -191,7 +193,7 @@ impl Router for StreamsRouter<'_> {
             token: Arc::from(head.token.as_str()),
             protocol,
         };
-        if self.sessions.is_stopped(&session) {
+        if self.sessions.is_stopped(&session, self.clock.mono) {
             return Gate::Refused(403, "this session was stopped");
         }
         if !self.sessions.admits(&session) {
@@ -205,7 +207,7 @@ impl Router for StreamsRouter<'_> {
             };
         }
         let private = !info.config.limits.public_cache;
-        match self.sessions.verdict(&session) {
+        match self.sessions.verdict(&session, self.clock.mono) {
             None => Gate::Ask(session),
             Some(Verdict {
                 refused: Some(status),

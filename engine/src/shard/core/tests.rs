@@ -3,6 +3,21 @@
 use super::*;
 use std::io::IoSlice;
 
+/// The tests' time zero.
+fn start() -> Clock {
+    thread_local!(static START: Clock = Clock::now());
+    START.with(|c| *c)
+}
+
+/// `ms` after time zero.
+fn at(ms: u64) -> Clock {
+    let zero = start();
+    Clock {
+        mono: zero.mono + Duration::from_millis(ms),
+        unix_ns: zero.unix_ns + ms * 1_000_000,
+    }
+}
+
 fn core(flush_ms: u64) -> ShardCore {
     let config = crate::config::Config::embedded().streams;
     let table = super::super::catalog::Streams::new(&config, Vec::new());
@@ -13,6 +28,7 @@ fn core(flush_ms: u64) -> ShardCore {
         ConnLimits::default(),
         Duration::from_millis(flush_ms),
         SegmentSend::Copy,
+        start(),
     );
     let changes = core.follow_catalog().expect("a first table");
     assert!(changes.start_sources.is_empty(), "the demo needs no socket");
@@ -43,10 +59,10 @@ fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
     core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
     let head = drain(&mut core, key);
     assert!(head.starts_with(b"HTTP/1.1 200 OK"));
-    let until = Instant::now() + Duration::from_millis(1500);
+    // A second and a half of stream, in turns 5 ms apart, with no sleep.
     let mut body = Vec::new();
-    while Instant::now() < until {
-        std::thread::sleep(core.next_timer().min(Duration::from_millis(5)));
+    for ms in (5..=1500).step_by(5) {
+        core.begin_turn(at(ms));
         core.demo_tick();
         core.feed_due(|_| {});
         body.extend(drain(&mut core, key));
@@ -69,12 +85,15 @@ fn writes_wait_for_the_flush_interval() {
     let key = core.open(usize::MAX, None).unwrap();
     core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
     drain(&mut core, key);
-    std::thread::sleep(DEMO_TICK * 2);
+    core.begin_turn(at(30));
     core.demo_tick();
     let mut fed = 0;
     core.feed_due(|_| fed += 1);
     assert_eq!(fed, 0, "fed before the flush interval");
-    std::thread::sleep(Duration::from_millis(210));
+    core.begin_turn(at(229));
+    core.feed_due(|_| fed += 1);
+    assert_eq!(fed, 0, "fed 199 ms after the data came");
+    core.begin_turn(at(230));
     core.feed_due(|_| fed += 1);
     assert_eq!(fed, 1);
 }

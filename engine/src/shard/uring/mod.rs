@@ -28,7 +28,7 @@ mod ingest;
 use super::admission::{self, Backoff};
 use super::core::ShardCore;
 use super::housekeeping::{Backend, Housekeeping};
-use super::{prepare, RunState, ShardSetup};
+use super::{prepare, Clock, RunState, ShardSetup};
 use crate::hls::SegmentSend;
 use crate::sys;
 use crate::wake::Wake;
@@ -573,7 +573,9 @@ impl UringShard {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            let now = Instant::now();
+            let clock = Clock::now();
+            let now = clock.mono;
+            self.core.begin_turn(clock);
             housekeeping.woke(now);
             completions.append(&mut self.deferred);
             completions.extend(
@@ -582,7 +584,7 @@ impl UringShard {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             self.check_overflow();
-            let received = sys::unix_ns();
+            let received = clock.unix_ns;
             for (data, result, flags) in completions.drain(..) {
                 if !cqueue::more(flags) {
                     self.in_flight = self.in_flight.saturating_sub(1);
