@@ -13,7 +13,9 @@
 //! requests, the output queue and its bounds, the feeds) whose invariants span every method;
 //! its tests are in `conn/tests.rs`.
 
-use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
+use super::{
+    byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead, Target,
+};
 use crate::hls::{HlsWindow, Segment};
 use crate::stream::StreamView;
 use bytes::Bytes;
@@ -167,15 +169,15 @@ pub enum HlsRoute {
     NotReady,
 }
 
-/// Maps paths to streams.
+/// Maps what a request names ([`Target`], parsed once from its path) to an answer.
 pub trait Router {
-    /// What a request names.
-    fn route(&self, head: &RequestHead) -> Route;
+    /// The answer to a request for `target`.
+    fn route(&self, head: &RequestHead, target: &Target<'_>) -> Route;
     /// The text of the index page.
     fn index(&self) -> String;
-    /// Whether a request routed to `route` is a viewer's, of which session, and whether it
-    /// may be answered. Pages and errors are [`Gate::Open`].
-    fn gate(&self, _head: &RequestHead, _route: &Route) -> Gate {
+    /// Whether a request for `target`, routed to `route`, is a viewer's, of which session,
+    /// and whether it may be answered. Pages and errors are [`Gate::Open`].
+    fn gate(&self, _head: &RequestHead, _target: &Target<'_>, _route: &Route) -> Gate {
         Gate::Open
     }
 }
@@ -480,10 +482,11 @@ impl Conn {
             return None;
         }
         let keep = head.keep_alive;
-        let route = router.route(head);
+        let target = Target::parse(&head.path);
+        let route = router.route(head, &target);
         self.grant = None;
         self.private = false;
-        match router.gate(head, &route) {
+        match router.gate(head, &target, &route) {
             Gate::Open => {}
             Gate::Refused(status, why) => {
                 let body = format!("{why}\n");

@@ -15,6 +15,9 @@
 //! reverse proxy terminates it).
 
 mod conn;
+mod target;
+
+pub use target::{HlsFile, Target};
 
 pub use conn::{
     Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Out, Page, Route, Router, RATE_PERIOD_NS,

@@ -5,9 +5,9 @@
 
 use super::catalog::{Catalog, StreamInfo};
 use super::Clock;
-use crate::http::{Gate, HlsRoute, Page, RequestHead, Route, Router};
+use crate::http::{Gate, HlsFile, HlsRoute, Page, RequestHead, Route, Router, Target};
 use crate::player;
-use crate::session::{LocalSessions, Protocol, SessionKey, Verdict};
+use crate::session::{LocalSessions, SessionKey, Verdict};
 use crate::site::Site;
 use crate::stream::StreamCounters;
 use bytes::Bytes;
@@ -28,25 +28,16 @@ impl StreamsRouter<'_> {
     }
 
     /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
-    fn hls(&self, name: &str, file: &str) -> Route {
+    fn hls(&self, name: &str, file: HlsFile) -> Route {
         let Some(info) = self.stream(name) else {
             return Route::NotFound;
         };
         let window = info.hls_window.load_full();
         let hls = match (file, window) {
-            ("index.m3u8" | "master.m3u8", None) => HlsRoute::NotReady,
-            ("index.m3u8", Some(w)) => HlsRoute::Media(w),
-            ("master.m3u8", Some(w)) => HlsRoute::Master(w),
-            (other, window) => {
-                let Some(sequence) = other
-                    .strip_suffix(".ts")
-                    .filter(|n| {
-                        !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit())
-                    })
-                    .and_then(|n| n.parse::<u64>().ok())
-                else {
-                    return Route::NotFound;
-                };
+            (HlsFile::Media | HlsFile::Master, None) => HlsRoute::NotReady,
+            (HlsFile::Media, Some(w)) => HlsRoute::Media(w),
+            (HlsFile::Master, Some(w)) => HlsRoute::Master(w),
+            (HlsFile::Segment(sequence), window) => {
                 match window.as_ref().and_then(|w| w.segment(sequence)) {
                     Some(segment) => HlsRoute::Segment(segment.clone()),
                     None => HlsRoute::NoSegment(sequence),
@@ -80,26 +71,20 @@ impl StreamsRouter<'_> {
 }
 
 impl Router for StreamsRouter<'_> {
-    fn route(&self, head: &RequestHead) -> Route {
-        let path = head.path.as_str();
-        if path == "/" {
-            return Route::Index;
-        }
-        let Some(rest) = path.strip_prefix('/') else {
-            return Route::NotFound;
-        };
-        if rest == player::hlsjs_path() {
-            return Route::Page(Page {
+    fn route(&self, head: &RequestHead, target: &Target<'_>) -> Route {
+        match *target {
+            Target::Index => Route::Index,
+            Target::PlayerScript => Route::Page(Page {
                 content_type: "text/javascript; charset=utf-8",
                 body: Bytes::from_static(player::HLSJS),
                 cache_control: "public, max-age=31536000, immutable",
                 etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),
-            });
-        }
-        if let Some((name, file)) = rest.split_once('/') {
-            return match (file, self.stream(name)) {
-                ("info.json", Some(info)) => self.info(info, head),
-                ("embed.js", Some(info)) => Route::Page(Page {
+            }),
+            Target::Info(name) => self
+                .stream(name)
+                .map_or(Route::NotFound, |info| self.info(info, head)),
+            Target::Embed(name) => self.stream(name).map_or(Route::NotFound, |info| {
+                Route::Page(Page {
                     content_type: "text/javascript; charset=utf-8",
                     body: Bytes::from({
                         let base = self.site.base(head);
@@ -107,46 +92,35 @@ impl Router for StreamsRouter<'_> {
                     }),
                     cache_control: "no-cache",
                     etag: None,
-                }),
-                _ => self.hls(name, file),
-            };
+                })
+            }),
+            Target::Hls(name, file) => self.hls(name, file),
+            Target::PlayerPage(name) => self.stream(name).map_or(Route::NotFound, |info| {
+                Route::Page(Page {
+                    content_type: "text/html; charset=utf-8",
+                    body: Bytes::from(player::page(&info.name)),
+                    cache_control: "no-cache",
+                    etag: None,
+                })
+            }),
+            Target::Progressive(name) => self
+                .catalog
+                .find(name)
+                .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot)),
+            Target::Unknown => Route::NotFound,
         }
-        if let Some(info) = rest.strip_suffix(".html").and_then(|n| self.stream(n)) {
-            return Route::Page(Page {
-                content_type: "text/html; charset=utf-8",
-                body: Bytes::from(player::page(&info.name)),
-                cache_control: "no-cache",
-                etag: None,
-            });
-        }
-        rest.strip_suffix(".ts")
-            .and_then(|name| self.catalog.find(name))
-            .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot))
     }
 
     /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
     /// stream, address, token and protocol; a stopped session's are refused.
-    fn gate(&self, head: &RequestHead, route: &Route) -> Gate {
-        let rest = head.path.trim_start_matches('/');
-        let (protocol, name) = match route {
-            Route::Stream(_) => (Protocol::HttpTs, rest.strip_suffix(".ts")),
-            Route::Hls(_) => (Protocol::Hls, rest.split_once('/').map(|(n, _)| n)),
+    fn gate(&self, head: &RequestHead, target: &Target<'_>, route: &Route) -> Gate {
+        // Pages and errors are nobody's session.
+        let Some((name, protocol)) = target.media() else {
+            return Gate::Open;
+        };
+        match route {
+            Route::Stream(_) | Route::Hls(_) => {}
             Route::NotFound => {
-                // `base+wildcard` of a configured stream: ask for the instance (the answer
-                // comes once it runs, or is 404).
-                let (protocol, name) = match rest.strip_suffix(".ts") {
-                    Some(n) if !n.contains('/') => (Protocol::HttpTs, n),
-                    _ => match rest.split_once('/') {
-                        Some((n, file))
-                            if file == "index.m3u8"
-                                || file == "master.m3u8"
-                                || file.ends_with(".ts") =>
-                        {
-                            (Protocol::Hls, n)
-                        }
-                        _ => return Gate::Open,
-                    },
-                };
                 // Only of a template, with a wildcard it allows: anything else is 404 and
                 // starts nothing (not even a question).
                 let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
@@ -184,7 +158,7 @@ impl Router for StreamsRouter<'_> {
             }
             _ => return Gate::Open,
         };
-        let Some((_, info)) = name.and_then(|n| self.catalog.find(n)) else {
+        let Some((_, info)) = self.catalog.find(name) else {
             return Gate::Open;
         };
         let session = SessionKey {

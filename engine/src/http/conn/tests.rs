@@ -5,7 +5,7 @@ use std::sync::Arc;
 struct Streams;
 
 impl Router for Streams {
-    fn route(&self, head: &RequestHead) -> Route {
+    fn route(&self, head: &RequestHead, _target: &Target<'_>) -> Route {
         let path = head.path.as_str();
         match path {
             "/" => Route::Index,
@@ -293,7 +293,7 @@ mod hls {
     struct Hls(Option<Arc<HlsWindow>>);
 
     impl Router for Hls {
-        fn route(&self, head: &RequestHead) -> Route {
+        fn route(&self, head: &RequestHead, _target: &Target<'_>) -> Route {
             let path = head.path.as_str();
             let Some(w) = &self.0 else {
                 return Route::Hls(HlsRoute::NotReady);
