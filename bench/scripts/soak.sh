@@ -134,5 +134,15 @@ for key in ("rss_kib", "fds", "segment_bytes"):
     low, high, median = min(values), max(values), statistics.median(values)
     spread = (high - low) / median * 100 if median else 0
     print(f"{key} after warm-up ({len(values)} samples): min {low}, max {high}, median {median:.0f}, spread {spread:.1f}%")
+    # Growth, apart from the swing of the edited stream coming and going: the first third's
+    # median against the last third's, and the least-squares slope per hour.
+    third = max(1, len(values) // 3)
+    first, last = statistics.median(values[:third]), statistics.median(values[-third:])
+    seconds = [int(r["seconds"]) for r in rows if r[key]]
+    mean_t, mean_v = statistics.mean(seconds), statistics.mean(values)
+    denominator = sum((t - mean_t) ** 2 for t in seconds) or 1
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in zip(seconds, values)) / denominator * 3600
+    change = (last - first) / first * 100 if first else 0
+    print(f"{key} trend: first third median {first:.0f}, last third {last:.0f} ({change:+.1f}%), slope {slope:+.0f} per hour")
 PY
 } | tee "$txt"
