@@ -78,10 +78,7 @@ pub async fn run(state: Arc<ControlState>) {
                 (Buffer::Empty, true) => {
                     w.buffer = Buffer::Full;
                     t.fire("STREAM_BUFFER", Some(name), &[name, "FULL"]);
-                    let input = match info.source {
-                        crate::ingest::SourceSpec::Demo => "demo",
-                        crate::ingest::SourceSpec::Udp(_) => "udp",
-                    };
+                    let input = info.source.kind();
                     t.fire("STREAM_READY", Some(name), &[name, input]);
                 }
                 (Buffer::Full, false) => {

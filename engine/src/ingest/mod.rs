@@ -10,11 +10,13 @@
 //! scheduling: the shard's backend decides when to read.
 
 mod demo;
+mod driver;
 mod pipeline;
 mod source;
 mod udp;
 
 pub use demo::DemoSource;
+pub use driver::{SourceDriver, UdpDriver};
 pub use pipeline::Pipeline;
 pub use source::{SourceError, SourceSpec, UdpSpec, DEFAULT_RCVBUF};
 pub use udp::UdpIngest;

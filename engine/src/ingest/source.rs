@@ -1,6 +1,9 @@
-//! Source URLs: `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES`
-//! and `demo:` (the built-in generator).
+//! Source URLs, one scheme each ([`SCHEMES`]):
+//! `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES` and `demo:`
+//! (the built-in generator). Each parses into a [`SourceSpec`], whose driver the stream's home
+//! shard runs ([`super::SourceDriver`]).
 
+use super::{DemoSource, SourceDriver, UdpDriver};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Where a stream comes from.
@@ -35,7 +38,7 @@ pub const DEFAULT_RCVBUF: usize = 8 << 20;
 #[non_exhaustive]
 pub enum SourceError {
     /// The scheme is not one shardcast reads.
-    #[error("unsupported source scheme in {0:?} (expected udp:// or demo:)")]
+    #[error("unsupported source scheme in {0:?} (expected {schemes})", schemes = scheme_names())]
     Scheme(String),
     /// The address or port does not parse.
     #[error("bad address {0:?} (expected IPv4:port, e.g. 239.1.1.1:5000)")]
@@ -48,56 +51,99 @@ pub enum SourceError {
     SourceWithoutGroup(Ipv4Addr),
 }
 
+/// How the rest of a URL, after its scheme, is read.
+type ParseUrl = fn(&str) -> Result<SourceSpec, SourceError>;
+
+/// Every way in, by the start of its URL, and how the rest of the URL is read. A new source
+/// is a line here, a variant of [`SourceSpec`] and its driver.
+const SCHEMES: &[(&str, ParseUrl)] = &[("demo:", parse_demo), ("udp://", parse_udp)];
+
+/// The schemes, for an error message.
+fn scheme_names() -> String {
+    let names: Vec<&str> = SCHEMES.iter().map(|(scheme, _)| *scheme).collect();
+    names.join(", ")
+}
+
 impl SourceSpec {
     /// Parse a source URL.
     pub fn parse(url: &str) -> Result<SourceSpec, SourceError> {
-        if url == "demo:" || url == "demo" {
+        if url == "demo" {
             return Ok(SourceSpec::Demo);
         }
-        let Some(rest) = url.strip_prefix("udp://") else {
-            return Err(SourceError::Scheme(url.to_owned()));
-        };
-        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (userinfo_source, hostport) = match authority.split_once('@') {
-            Some((src, hp)) => (Some(src), hp),
-            None => (None, authority),
-        };
-        let hostport = hostport.trim_end_matches('/');
-        let addr: SocketAddrV4 = hostport
-            .parse()
-            .map_err(|_| SourceError::Address(hostport.to_owned()))?;
-        let mut spec = UdpSpec {
-            addr,
-            source: None,
-            iface: None,
-            program: None,
-            rcvbuf: DEFAULT_RCVBUF,
-        };
-        if let Some(src) = userinfo_source {
-            spec.source = Some(
-                src.parse()
-                    .map_err(|_| SourceError::Address(src.to_owned()))?,
-            );
-        }
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad = || SourceError::Parameter(pair.to_owned());
-            match key {
-                "source" => spec.source = Some(value.parse().map_err(|_| bad())?),
-                "iface" if !value.is_empty() => spec.iface = Some(value.to_owned()),
-                "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
-                "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
-                _ => return Err(bad()),
-            }
-        }
-        if let Some(src) = spec.source {
-            if !addr.ip().is_multicast() {
-                return Err(SourceError::SourceWithoutGroup(*addr.ip()));
-            }
-            let _ = src;
-        }
-        Ok(SourceSpec::Udp(spec))
+        SCHEMES
+            .iter()
+            .find_map(|(scheme, parse)| url.strip_prefix(scheme).map(parse))
+            .unwrap_or_else(|| Err(SourceError::Scheme(url.to_owned())))
     }
+
+    /// The driver the stream's home shard runs for it.
+    pub fn driver(&self) -> Box<dyn SourceDriver> {
+        match self {
+            SourceSpec::Demo => Box::new(DemoSource::new()),
+            SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
+        }
+    }
+
+    /// Its kind, as the API and triggers name it (the URL's scheme).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Demo => "demo",
+            SourceSpec::Udp(_) => "udp",
+        }
+    }
+}
+
+/// `demo:`, which takes nothing after the scheme.
+fn parse_demo(rest: &str) -> Result<SourceSpec, SourceError> {
+    if rest.is_empty() {
+        Ok(SourceSpec::Demo)
+    } else {
+        Err(SourceError::Parameter(rest.to_owned()))
+    }
+}
+
+/// `udp://[source@]addr:port?…`, after the scheme.
+fn parse_udp(rest: &str) -> Result<SourceSpec, SourceError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo_source, hostport) = match authority.split_once('@') {
+        Some((src, hp)) => (Some(src), hp),
+        None => (None, authority),
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let addr: SocketAddrV4 = hostport
+        .parse()
+        .map_err(|_| SourceError::Address(hostport.to_owned()))?;
+    let mut spec = UdpSpec {
+        addr,
+        source: None,
+        iface: None,
+        program: None,
+        rcvbuf: DEFAULT_RCVBUF,
+    };
+    if let Some(src) = userinfo_source {
+        spec.source = Some(
+            src.parse()
+                .map_err(|_| SourceError::Address(src.to_owned()))?,
+        );
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || SourceError::Parameter(pair.to_owned());
+        match key {
+            "source" => spec.source = Some(value.parse().map_err(|_| bad())?),
+            "iface" if !value.is_empty() => spec.iface = Some(value.to_owned()),
+            "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
+            "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    if let Some(src) = spec.source {
+        if !addr.ip().is_multicast() {
+            return Err(SourceError::SourceWithoutGroup(*addr.ip()));
+        }
+        let _ = src;
+    }
+    Ok(SourceSpec::Udp(spec))
 }
 
 #[cfg(test)]

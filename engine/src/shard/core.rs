@@ -14,7 +14,7 @@ use super::{Clock, Fanout};
 use crate::hls::Packager;
 use crate::hls::SegmentSend;
 use crate::http::{Conn, ConnLimits, ConnState, Feed};
-use crate::ingest::{DemoSource, Pipeline, SourceSpec, UdpIngest, UdpSpec};
+use crate::ingest::{Pipeline, SourceDriver, UdpIngest, UdpSpec};
 use crate::session::{LocalSessions, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
 use crate::stream::{Chunk, StreamCounters, StreamView};
@@ -28,16 +28,18 @@ use std::time::{Duration, Instant};
 /// Connections taken over the cap only to be told 503 (beyond them, new ones are closed).
 pub const OVERLOAD_SLACK: usize = 256;
 
-/// The demo source produces what is due at most this often (a datagram's worth at a time).
-pub const DEMO_TICK: Duration = Duration::from_millis(10);
+/// A source that makes its own bytes (the demo, a file) is asked for them at most this often
+/// (a datagram's worth at a time).
+pub const SOURCE_TICK: Duration = Duration::from_millis(10);
 
-/// A stream this shard is home to: its pipeline, its fan-out, and the demo generator if the
-/// source is the built-in one (sockets stay with the backend).
+/// A stream this shard is home to: its pipeline, its fan-out, and its source's driver, with
+/// when it started (sockets stay with the backend).
 struct Home {
     slot: usize,
     pipeline: Pipeline,
     fanout: Fanout,
-    demo: Option<(Box<DemoSource>, Instant)>,
+    driver: Box<dyn SourceDriver>,
+    started: Instant,
 }
 
 /// This shard's side of one stream: its view, its progressive viewers here, what waits to be
@@ -274,8 +276,10 @@ impl ShardCore {
             .iter()
             .position(|h| h.as_ref().is_some_and(|h| h.slot == slot))
         {
-            self.homes[home] = None;
-            if !matches!(local.info.source, SourceSpec::Demo) {
+            let had_socket = self.homes[home]
+                .take()
+                .is_some_and(|h| h.driver.socket().is_some());
+            if had_socket {
                 changes.stop_sources.push(home);
             }
             tracing::info!(stream = %local.info.name, shard = self.index, "stream ended");
@@ -298,10 +302,13 @@ impl ShardCore {
                 info.counters.clone(),
             )
             .with_limits(&info.config.limits);
-            let (program, demo) = match &info.source {
-                SourceSpec::Demo => (None, true),
-                SourceSpec::Udp(udp) => (udp.program, false),
-            };
+            let driver = info.source.driver();
+            let program = driver.program();
+            // A template's instances receive, not the template itself.
+            let socket = driver
+                .socket()
+                .filter(|_| !info.config.is_template())
+                .cloned();
             let home = Home {
                 slot,
                 pipeline: Pipeline::new(
@@ -312,7 +319,8 @@ impl ShardCore {
                     Some(packager),
                 ),
                 fanout,
-                demo: demo.then(|| (Box::new(DemoSource::new()), self.clock.mono)),
+                driver,
+                started: self.clock.mono,
             };
             let index = match self.homes.iter().position(Option::is_none) {
                 Some(free) => {
@@ -324,11 +332,8 @@ impl ShardCore {
                     self.homes.len() - 1
                 }
             };
-            // A template's instances receive, not the template itself.
-            if let (SourceSpec::Udp(udp), false) = (&info.source, info.config.is_template()) {
-                changes
-                    .start_sources
-                    .push((index, info.name.clone(), udp.clone()));
+            if let Some(udp) = socket {
+                changes.start_sources.push((index, info.name.clone(), udp));
             }
             tracing::info!(stream = %info.name, shard = self.index, source = %info.source_url, "stream started");
         }
@@ -611,26 +616,25 @@ impl ShardCore {
         }
     }
 
-    /// Run the demo generators that have a tick's worth of packets due.
-    pub fn demo_tick(&mut self) {
+    /// Ask the sources that make their own bytes (the demo, a file) for what is due, once a
+    /// tick's worth is.
+    pub fn poll_sources(&mut self) {
         let clock = self.clock;
         for home in 0..self.homes.len() {
-            let Some(Some(Home {
-                demo: Some((source, started)),
-                ..
-            })) = self.homes.get_mut(home)
-            else {
+            let Some(Some(h)) = self.homes.get_mut(home) else {
                 continue;
             };
-            let elapsed = clock.mono.saturating_duration_since(*started).as_nanos() as u64;
-            if source.next_due_ns() + DEMO_TICK.as_nanos() as u64 > elapsed {
+            let elapsed = clock.mono.saturating_duration_since(h.started);
+            if h.driver
+                .next_due()
+                .is_none_or(|due| due + SOURCE_TICK > elapsed)
+            {
                 continue;
             }
-            let now = clock.unix_ns;
             let mut bytes = Vec::new();
-            source.due(elapsed, now, &mut bytes);
-            self.ingest(home, &bytes, now);
-            self.ingest_done(home, 1, 0, now);
+            h.driver.due(elapsed, clock.unix_ns, &mut bytes);
+            self.ingest(home, &bytes, clock.unix_ns);
+            self.ingest_done(home, 1, 0, clock.unix_ns);
         }
     }
 
@@ -764,13 +768,12 @@ impl ShardCore {
         self.conns.iter().all(|(_, c)| !c.wants_write())
     }
 
-    /// How long the backend may wait before the next demo tick or flush is due.
+    /// How long the backend may wait before a source has bytes due or a flush is.
     pub fn next_timer(&self) -> Duration {
-        let demo = self.homes.iter().flatten().filter_map(|h| {
-            let (source, started) = h.demo.as_ref()?;
-            let due = Duration::from_nanos(source.next_due_ns()) + DEMO_TICK;
+        let sources = self.homes.iter().flatten().filter_map(|h| {
+            let due = h.driver.next_due()? + SOURCE_TICK;
             Some(
-                due.saturating_sub(self.clock.mono.saturating_duration_since(*started))
+                due.saturating_sub(self.clock.mono.saturating_duration_since(h.started))
                     .max(Duration::from_millis(1)),
             )
         });
@@ -784,7 +787,8 @@ impl ShardCore {
                     .saturating_sub(self.clock.mono.saturating_duration_since(since))
                     .max(Duration::from_micros(100))
             });
-        demo.chain(flush)
+        sources
+            .chain(flush)
             .min()
             .unwrap_or(Duration::from_millis(100))
     }

@@ -105,7 +105,7 @@ impl Housekeeping {
     ) -> io::Result<bool> {
         backend.follow_catalog()?;
         let core = backend.core();
-        core.demo_tick();
+        core.poll_sources();
         core.take_inbox();
         core.feed_due(|key| written.push(key));
         for key in written.drain(..) {

@@ -63,7 +63,7 @@ fn a_viewer_gets_the_demo_from_a_keyframe_with_no_socket() {
     let mut body = Vec::new();
     for ms in (5..=1500).step_by(5) {
         core.begin_turn(at(ms));
-        core.demo_tick();
+        core.poll_sources();
         core.feed_due(|_| {});
         body.extend(drain(&mut core, key));
     }
@@ -86,7 +86,7 @@ fn writes_wait_for_the_flush_interval() {
     core.on_read(key, b"GET /demo.ts HTTP/1.1\r\n\r\n");
     drain(&mut core, key);
     core.begin_turn(at(30));
-    core.demo_tick();
+    core.poll_sources();
     let mut fed = 0;
     core.feed_due(|_| fed += 1);
     assert_eq!(fed, 0, "fed before the flush interval");
