@@ -11,12 +11,14 @@
 
 mod demo;
 mod driver;
+mod file;
 mod pipeline;
 mod source;
 mod udp;
 
 pub use demo::DemoSource;
 pub use driver::{SourceDriver, UdpDriver};
+pub use file::FileSpec;
 pub use pipeline::Pipeline;
 pub use source::{SourceError, SourceSpec, UdpSpec, DEFAULT_RCVBUF};
 pub use udp::UdpIngest;

@@ -1,6 +1,6 @@
 //! Source URLs, one scheme each ([`SCHEMES`]):
-//! `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES` and `demo:`
-//! (the built-in generator). Each parses into a [`SourceSpec`], whose driver the stream's home
+//! `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES`, `demo:`
+//! (the built-in generator) and `file:///path.ts` (a file looped in real time). Each parses into a [`SourceSpec`], whose driver the stream's home
 //! shard runs ([`super::SourceDriver`]).
 
 use super::{DemoSource, SourceDriver, UdpDriver};
@@ -13,6 +13,8 @@ pub enum SourceSpec {
     Demo,
     /// MPEG-TS over UDP.
     Udp(UdpSpec),
+    /// A transport stream file, looped in real time.
+    File(super::FileSpec),
 }
 
 /// A UDP source.
@@ -56,7 +58,11 @@ type ParseUrl = fn(&str) -> Result<SourceSpec, SourceError>;
 
 /// Every way in, by the start of its URL, and how the rest of the URL is read. A new source
 /// is a line here, a variant of [`SourceSpec`] and its driver.
-const SCHEMES: &[(&str, ParseUrl)] = &[("demo:", parse_demo), ("udp://", parse_udp)];
+const SCHEMES: &[(&str, ParseUrl)] = &[
+    ("demo:", parse_demo),
+    ("udp://", parse_udp),
+    ("file://", super::file::parse),
+];
 
 /// The schemes, for an error message.
 fn scheme_names() -> String {
@@ -81,6 +87,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
+            SourceSpec::File(file) => Box::new(super::file::FileSource::open(file)),
         }
     }
 
@@ -89,6 +96,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Demo => "demo",
             SourceSpec::Udp(_) => "udp",
+            SourceSpec::File(_) => "file",
         }
     }
 }

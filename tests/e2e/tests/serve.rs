@@ -189,3 +189,38 @@ fn a_full_shard_answers_503() {
     std::fs::remove_file(&config).ok();
     let _ = server.stop(Signal::SIGTERM);
 }
+
+#[test]
+fn a_file_source_plays_in_real_time_and_loops() {
+    // 4.02 s of x264 720p25 and AAC at 0.65 Mbit/s.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../protocols/testdata/h264_aac_720p25.ts")
+        .canonicalize()
+        .unwrap();
+    let dir = TempDir::new("file-source");
+    let config = dir.0.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"clip\"\nsource = \"file://{}\"\nsegment_duration = 1\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+    // Six seconds of a four-second file: it loops, at the pace of its clock (25 pictures a
+    // second, plus at most the second before the viewer's first keyframe).
+    let pictures = pictures(&capture(server.addr, "/clip.ts", 6.0));
+    assert!(
+        (140..=185).contains(&pictures),
+        "{pictures} pictures in 6 s"
+    );
+    let probe = probe_streams(&server.url("/clip/index.m3u8"));
+    assert!(
+        probe.contains("h264,1280,720,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
