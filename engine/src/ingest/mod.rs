@@ -1,9 +1,12 @@
 //! Ingest: a source's bytes become published chunks on the stream's home shard.
 //!
 //! ```text
-//!  UdpIngest (socket2: unicast, ASM/SSM multicast, RCVBUF, RXQ_OVFL)  ─┐
-//!  DemoSource (protocols generator, paced, wall-clock stamps)         ─┴─ Pipeline ─► Chunk
-//!                                         PacketSync → Segmenter → access-point-aligned chunks
+//!  source URL ─ scheme table (source.rs) ─► SourceSpec ─► SourceDriver (driver.rs)
+//!     udp://   UdpDriver: the backend reads the socket (UdpIngest: unicast, ASM/SSM
+//!              multicast, RCVBUF, RXQ_OVFL)                                        ─┐
+//!     demo:    DemoSource: the protocols generator, paced, wall-clock stamps         ├─ Pipeline ─► Chunk
+//!     file://  FileSource: a file looped at the pace of its PCRs                    ─┘
+//!                              PacketSync → Segmenter → access-point-aligned chunks
 //! ```
 //!
 //! What it does not do: TCP/HTTP push, encoder processes, pulls (later issues), or any I/O
