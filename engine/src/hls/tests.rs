@@ -35,6 +35,20 @@ fn package(
     (slot, counters)
 }
 
+/// A packager of copies under `settings`, the slot it publishes to and its counters.
+fn packager(settings: HlsSettings) -> (Packager, HlsSlot, Arc<StreamCounters>) {
+    let slot = HlsSlot::default();
+    let counters = Arc::new(StreamCounters::default());
+    let p = Packager::new(
+        "t",
+        settings,
+        SegmentSend::Copy,
+        slot.clone(),
+        counters.clone(),
+    );
+    (p, slot, counters)
+}
+
 fn media(w: &HlsWindow) -> shardcast_protocols::hls::MediaPlaylist {
     match parse(&w.playlist).unwrap() {
         Playlist::Media(m) => m,
@@ -125,15 +139,7 @@ fn a_longer_segment_raises_the_target_duration_for_good() {
 
 #[test]
 fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinuity() {
-    let slot = HlsSlot::default();
-    let counters = Arc::new(StreamCounters::default());
-    let mut p = Packager::new(
-        "t",
-        HlsSettings::default(),
-        SegmentSend::Copy,
-        slot.clone(),
-        counters.clone(),
-    );
+    let (mut p, slot, counters) = packager(HlsSettings::default());
     let packet = [0x47u8; PACKET_SIZE];
     p.start(1, false, 0);
     for _ in 0..=StreamLimits::default().max_segment / PACKET_SIZE {
@@ -192,26 +198,16 @@ fn seal(p: &mut Packager, sequence: u64, packets: usize, start_ns: u64, end_ns: 
 
 #[test]
 fn segments_held_stay_within_their_count_and_byte_caps() {
-    let slot = HlsSlot::default();
-    let counters = Arc::new(StreamCounters::default());
-    let settings = HlsSettings {
+    let (p, slot, counters) = packager(HlsSettings {
         segment_duration_s: 2.0,
         playlist_segments: 3,
         segment_grace_s: 3600.0,
-    };
-    let limits = StreamLimits {
+    });
+    let mut p = p.with_limits(&StreamLimits {
         max_segment: 100 * PACKET_SIZE,
         max_hls_bytes: 500 * PACKET_SIZE,
         ..StreamLimits::default()
-    };
-    let mut p = Packager::new(
-        "t",
-        settings,
-        SegmentSend::Copy,
-        slot.clone(),
-        counters.clone(),
-    )
-    .with_limits(&limits);
+    });
     let s = 1_000_000_000u64;
     // Small segments: the long grace would keep them all; the count cap keeps as many as
     // are listed.
@@ -233,16 +229,7 @@ fn segments_held_stay_within_their_count_and_byte_caps() {
 
 #[test]
 fn timestamps_racing_ahead_cannot_make_segments_faster_than_real_time() {
-    let slot = HlsSlot::default();
-    let counters = Arc::new(StreamCounters::default());
-    let settings = HlsSettings::default();
-    let mut p = Packager::new(
-        "t",
-        settings,
-        SegmentSend::Copy,
-        slot.clone(),
-        counters.clone(),
-    );
+    let (mut p, _slot, counters) = packager(HlsSettings::default());
     let ms = 1_000_000u64;
     // 2 s segments every 10 ms of wall time: a burst of one playlist's worth, then at most
     // twice real time.
