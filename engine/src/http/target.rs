@@ -61,7 +61,11 @@ impl<'a> Target<'a> {
         let Some(rest) = path.strip_prefix('/') else {
             return Target::Unknown;
         };
-        if rest == crate::player::hlsjs_path() {
+        // `player/hls-VERSION.min.js`, compared in place: this runs for every request.
+        let script = rest
+            .strip_prefix("player/hls-")
+            .and_then(|r| r.strip_suffix(".min.js"));
+        if script == Some(crate::player::HLSJS_VERSION) {
             return Target::PlayerScript;
         }
         if let Some((stream, file)) = rest.split_once('/') {
