@@ -9,7 +9,8 @@
 //!
 //! Modules: [`config`] (TOML, embedded default), [`ingest`] (sources to chunks), [`stream`]
 //! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
-//! viewer connections), [`shard`] (the per-CPU event loop and its two backends), [`server`]
+//! viewer connections), [`output`] (the viewer URL grammar, and each way of watching as a
+//! module: HLS, progressive MPEG-TS), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
 //! notifications), [`player`] (player page, embed script, stream info, hls.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
@@ -20,8 +21,8 @@
 //! [`stream`] and [`hls`] (buffer bytes, segments), [`session`] and [`control`] (sessions,
 //! access checks, wildcard instances).
 //!
-//! What it does not do yet: sources other than UDP and the demo, low-latency HLS, CMAF and
-//! DASH, TLS, recording; see the issues.
+//! What it does not do yet: sources other than UDP, files and the demo, low-latency HLS, CMAF
+//! and DASH, TLS, recording; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;
@@ -35,6 +36,7 @@ pub mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod notify;
+pub mod output;
 pub mod player;
 pub mod server;
 pub mod session;

@@ -13,19 +13,14 @@
 //! requests, the output queue and its bounds, the feeds) whose invariants span every method;
 //! its tests are in `conn/tests.rs`.
 
-use super::{
-    byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead, Target,
-};
-use crate::hls::{HlsWindow, Segment};
+use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
+use crate::hls::Segment;
 use crate::stream::StreamView;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-
-/// How long caches may keep a segment: its bytes never change under its URL.
-const SEGMENT_CACHE_CONTROL: &str = "public, max-age=86400, immutable";
 
 /// A Cache-Control value that no shared cache may act on: `public` becomes `private`, and
 /// `private` is put before the rest otherwise.
@@ -126,68 +121,92 @@ pub enum ConnState {
     Waiting,
 }
 
-/// What a request path names.
+/// What a request is answered with.
 #[derive(Clone, Debug)]
 pub enum Route {
-    /// `/{stream}.ts`: the progressive stream with this index.
-    Stream(usize),
-    /// `/{stream}/…`: HLS.
-    Hls(HlsRoute),
-    /// `/`: the list of streams.
-    Index,
-    /// A document made by the router (player page, embed script, stream info, hls.js).
-    Page(Page),
-    /// Nothing.
+    /// A document, with its caching rules (conditional requests, ranges, HEAD).
+    Document(Document),
+    /// A body that does not end: the live stream with this index, fed by the shard.
+    Live {
+        /// The stream's index.
+        stream: usize,
+        /// Content-Type.
+        content_type: &'static str,
+    },
+    /// A status with a short text (a segment not held, a stream not ready yet).
+    Status(Status),
+    /// Nothing at this path.
     NotFound,
 }
 
-/// A document answered as it is, with its caching rules.
+/// A document and how it may be cached and asked for.
 #[derive(Clone, Debug)]
-pub struct Page {
+pub struct Document {
     /// Content-Type.
     pub content_type: &'static str,
-    /// The body.
-    pub body: Bytes,
-    /// Cache-Control.
+    /// The bytes.
+    pub body: Body,
+    /// Cache-Control (made private when the document is a gated stream's or the viewer's own).
     pub cache_control: &'static str,
-    /// Entity tag, quoted, for documents that change only with the binary.
+    /// Entity tag, quoted: a request with a matching If-None-Match is answered 304.
     pub etag: Option<String>,
+    /// Last-Modified, as an HTTP date.
+    pub last_modified: Option<String>,
+    /// Whether byte ranges are served (206, 416).
+    pub ranges: bool,
+    /// Made for this viewer alone (its token is in it): no shared cache may keep it.
+    pub personal: bool,
 }
 
-/// What an HLS path names, resolved against the stream's newest window.
-#[derive(Clone, Debug)]
-pub enum HlsRoute {
-    /// `/{stream}/index.m3u8`.
-    Media(Arc<HlsWindow>),
-    /// `/{stream}/master.m3u8`.
-    Master(Arc<HlsWindow>),
-    /// `/{stream}/{sequence}.ts`, held.
-    Segment(Arc<Segment>),
-    /// A segment that is not held (evicted, or not made yet).
-    NoSegment(u64),
-    /// The stream has no segment yet.
-    NotReady,
-}
-
-/// Maps what a request names ([`Target`], parsed once from its path) to an answer.
-pub trait Router {
-    /// The answer to a request for `target`.
-    fn route(&self, head: &RequestHead, target: &Target<'_>) -> Route;
-    /// The text of the index page.
-    fn index(&self) -> String;
-    /// Whether a request for `target`, routed to `route`, is a viewer's, of which session,
-    /// and whether it may be answered. Pages and errors are [`Gate::Open`].
-    fn gate(&self, _head: &RequestHead, _target: &Target<'_>, _route: &Route) -> Gate {
-        Gate::Open
+impl Document {
+    /// An empty `content_type` document with no validators, no ranges, for everyone.
+    pub fn new(content_type: &'static str, cache_control: &'static str) -> Self {
+        Self {
+            content_type,
+            body: Body::Bytes(Bytes::new()),
+            cache_control,
+            etag: None,
+            last_modified: None,
+            ranges: false,
+            personal: false,
+        }
     }
 }
 
-/// The `token=…` (or `tkn=…`) pair of a query, as the request wrote it.
-fn token_pair(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
-        .filter(|p| p.len() <= 600)
+/// A document's bytes.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// In shared memory.
+    Bytes(Bytes),
+    /// A sealed segment (in memory, or a memfd the backend sends with `sendfile`).
+    Segment(Arc<Segment>),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Segment(s) => s.len(),
+        }
+    }
+}
+
+/// A status answered with a short text.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The status code.
+    pub code: u16,
+    /// The body (plain text).
+    pub text: std::borrow::Cow<'static, str>,
+    /// Header lines to add (`Name: value\r\n`…).
+    pub headers: &'static str,
+}
+
+/// Reads what a request names and says what answers it, and whose request it is.
+pub trait Router {
+    /// Whether the request is a viewer's, of which session, and whether it may be answered
+    /// (pages and errors are [`Gate::Open`]); and its answer.
+    fn route(&self, head: &RequestHead) -> (Gate, Route);
 }
 
 /// What the router says of a request before it is answered.
@@ -482,11 +501,10 @@ impl Conn {
             return None;
         }
         let keep = head.keep_alive;
-        let target = Target::parse(&head.path);
-        let route = router.route(head, &target);
+        let (gate, route) = router.route(head);
         self.grant = None;
         self.private = false;
-        match router.gate(head, &target, &route) {
+        match gate {
             Gate::Open => {}
             Gate::Refused(status, why) => {
                 let body = format!("{why}\n");
@@ -545,20 +563,14 @@ impl Conn {
                 return None;
             }
         }
-        let viewer = self.route_answer(head, route, router);
+        let viewer = self.route_answer(head, route);
         self.grant = None;
         viewer
     }
 
-    fn route_answer(
-        &mut self,
-        head: &RequestHead,
-        route: Route,
-        router: &impl Router,
-    ) -> Option<usize> {
+    fn route_answer(&mut self, head: &RequestHead, route: Route) -> Option<usize> {
         let keep = head.keep_alive;
         match (head.method, route) {
-            (m @ (Method::Get | Method::Head), Route::Hls(hls)) => self.answer_hls(head, m == Method::Head, hls),
             (Method::Other, _) => {
                 self.respond(405, "text/plain", b"method not allowed\n", keep, "Allow: GET, HEAD, OPTIONS\r\n", false)
             }
@@ -570,8 +582,8 @@ impl Conn {
                 "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\n",
                 false,
             ),
-            (m, Route::Stream(stream)) => {
-                let head = self.response_head(200, "video/mp2t", None, false, "Cache-Control: no-cache, no-store\r\n");
+            (m, Route::Live { stream, content_type }) => {
+                let head = self.response_head(200, content_type, None, false, "Cache-Control: no-cache, no-store\r\n");
                 self.queue(Out::Bytes(Bytes::from(head)));
                 if m == Method::Head {
                     self.state = ConnState::Closing;
@@ -581,20 +593,9 @@ impl Conn {
                 self.streaming_since_ns = self.clock_ns;
                 return Some(stream);
             }
-            (m, Route::Page(page)) => {
-                let mut extra = format!("Cache-Control: {}\r\n", page.cache_control);
-                if let Some(etag) = &page.etag {
-                    extra.push_str(&format!("ETag: {etag}\r\n"));
-                    if head.if_none_match.as_deref() == Some(etag.as_str()) {
-                        self.respond(304, "", b"", keep, &extra, true);
-                        return None;
-                    }
-                }
-                self.respond_bytes(200, page.content_type, page.body, keep, &extra, m == Method::Head);
-            }
-            (m, Route::Index) => {
-                let body = router.index();
-                self.respond(200, "text/plain; charset=utf-8", body.as_bytes(), keep, "Cache-Control: no-cache\r\n", m == Method::Head)
+            (m, Route::Document(document)) => self.answer_document(head, m == Method::Head, document),
+            (m, Route::Status(status)) => {
+                self.respond(status.code, "text/plain; charset=utf-8", status.text.as_bytes(), keep, status.headers, m == Method::Head)
             }
             (m, Route::NotFound) => {
                 let body = format!("no stream at {}\n", head.path);
@@ -604,152 +605,83 @@ impl Conn {
         None
     }
 
-    fn answer_hls(&mut self, head: &RequestHead, head_only: bool, route: HlsRoute) {
+    /// `document` with its validators (304 when the request's If-None-Match matches) and, when
+    /// it serves them, the range asked for (206, or 416 when out of it).
+    fn answer_document(&mut self, head: &RequestHead, head_only: bool, document: Document) {
         let keep = head.keep_alive;
-        const PLAYLIST: &str = "application/vnd.apple.mpegurl";
-        let master = matches!(route, HlsRoute::Master(_));
-        match route {
-            HlsRoute::Media(w) | HlsRoute::Master(w)
-                if head.if_none_match.as_deref() == Some(w.playlist_etag.as_str()) =>
-            {
-                let extra = format!(
-                    "Cache-Control: {}\r\nETag: {}\r\n",
-                    self.cache_control(w.playlist_cache_control),
-                    w.playlist_etag
-                );
-                self.respond(304, "", b"", keep, &extra, true);
-            }
-            HlsRoute::Media(w) | HlsRoute::Master(w) if token_pair(&head.query).is_some() => {
-                // The player's token goes into every URI of the playlist, so that its segment
-                // requests carry it too (one session); such a playlist is the viewer's own.
-                let pair = token_pair(&head.query).unwrap_or_default();
-                let playlist = if master { &w.master } else { &w.playlist };
-                let body = crate::hls::with_query(playlist, pair);
-                let extra = format!(
-                    "Cache-Control: {}\r\n",
-                    private_cache_control(w.playlist_cache_control)
-                );
-                self.respond_bytes(200, PLAYLIST, body, keep, &extra, head_only);
-            }
-            HlsRoute::Media(w) => {
-                let extra = format!(
-                    "Cache-Control: {}\r\nETag: {}\r\n",
-                    self.cache_control(w.playlist_cache_control),
-                    w.playlist_etag
-                );
-                self.respond_bytes(200, PLAYLIST, w.playlist.clone(), keep, &extra, head_only);
-            }
-            HlsRoute::Master(w) => {
-                let extra = format!(
-                    "Cache-Control: {}\r\nETag: {}\r\n",
-                    self.cache_control(w.playlist_cache_control),
-                    w.playlist_etag
-                );
-                self.respond_bytes(200, PLAYLIST, w.master.clone(), keep, &extra, head_only);
-            }
-            HlsRoute::Segment(s) => self.answer_segment(head, head_only, s),
-            HlsRoute::NoSegment(sequence) => {
-                let body = format!("segment {sequence} is not available\n");
-                self.respond(
-                    404,
-                    "text/plain; charset=utf-8",
-                    body.as_bytes(),
-                    keep,
-                    "Cache-Control: no-store\r\n",
-                    head_only,
-                );
-            }
-            HlsRoute::NotReady => {
-                self.respond(
-                    503,
-                    "text/plain; charset=utf-8",
-                    b"stream not ready: no segment yet\n",
-                    keep,
-                    "Cache-Control: no-store\r\nRetry-After: 2\r\n",
-                    head_only,
-                );
-            }
-        }
-    }
-
-    /// `public` as it is, or made private when the response is a gated stream's.
-    fn cache_control<'a>(&self, public: &'a str) -> std::borrow::Cow<'a, str> {
-        if self.private {
-            std::borrow::Cow::Owned(private_cache_control(public))
+        let mut extra = if document.personal || self.private {
+            format!(
+                "Cache-Control: {}\r\n",
+                private_cache_control(document.cache_control)
+            )
         } else {
-            std::borrow::Cow::Borrowed(public)
+            format!("Cache-Control: {}\r\n", document.cache_control)
+        };
+        if let Some(etag) = &document.etag {
+            extra.push_str(&format!("ETag: {etag}\r\n"));
         }
-    }
-
-    fn answer_segment(&mut self, head: &RequestHead, head_only: bool, segment: Arc<Segment>) {
-        let keep = head.keep_alive;
-        let len = segment.len();
-        let mut extra = format!(
-            "Cache-Control: {}\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n",
-            self.cache_control(SEGMENT_CACHE_CONTROL),
-            segment.etag,
-            segment.last_modified
-        );
-        if head.if_none_match.as_deref() == Some(segment.etag.as_str()) {
+        if let Some(date) = &document.last_modified {
+            extra.push_str(&format!("Last-Modified: {date}\r\n"));
+        }
+        if document.ranges {
+            extra.push_str("Accept-Ranges: bytes\r\n");
+        }
+        if document.etag.is_some() && head.if_none_match == document.etag {
             self.respond(304, "", b"", keep, &extra, true);
             return;
         }
-        let (status, start, end) = match byte_range(head.range.as_deref(), len) {
-            ByteRange::Full => (200, 0, len),
-            ByteRange::Part { start, end } => {
-                extra.push_str(&format!(
-                    "Content-Range: bytes {start}-{}/{len}\r\n",
-                    end - 1
-                ));
-                (206, start, end)
+        let len = document.body.len();
+        let (status, start, end) = if document.ranges {
+            match byte_range(head.range.as_deref(), len) {
+                ByteRange::Full => (200, 0, len),
+                ByteRange::Part { start, end } => {
+                    extra.push_str(&format!(
+                        "Content-Range: bytes {start}-{}/{len}\r\n",
+                        end - 1
+                    ));
+                    (206, start, end)
+                }
+                ByteRange::Unsatisfiable => {
+                    extra.push_str(&format!("Content-Range: bytes */{len}\r\n"));
+                    self.respond(
+                        416,
+                        "text/plain; charset=utf-8",
+                        b"range not satisfiable\n",
+                        keep,
+                        &extra,
+                        head_only,
+                    );
+                    return;
+                }
             }
-            ByteRange::Unsatisfiable => {
-                extra.push_str(&format!("Content-Range: bytes */{len}\r\n"));
-                self.respond(
-                    416,
-                    "text/plain; charset=utf-8",
-                    b"range not satisfiable\n",
-                    keep,
-                    &extra,
-                    head_only,
-                );
-                return;
-            }
+        } else {
+            (200, 0, len)
         };
-        let head_bytes = self.response_head(status, "video/mp2t", Some(end - start), keep, &extra);
+        let head_bytes = self.response_head(
+            status,
+            document.content_type,
+            Some(end - start),
+            keep,
+            &extra,
+        );
         self.queue(Out::Bytes(Bytes::from(head_bytes)));
         if !head_only && end > start {
-            match &segment.body {
-                crate::hls::SegmentBody::Memory(b) => self.queue(Out::Bytes(b.slice(start..end))),
-                crate::hls::SegmentBody::File { .. } => self.queue(Out::File {
-                    segment: segment.clone(),
-                    start,
-                    end,
-                }),
+            match document.body {
+                Body::Bytes(b) => self.queue(Out::Bytes(b.slice(start..end))),
+                Body::Segment(segment) => match &segment.body {
+                    crate::hls::SegmentBody::Memory(b) => {
+                        self.queue(Out::Bytes(b.slice(start..end)))
+                    }
+                    crate::hls::SegmentBody::File { .. } => self.queue(Out::File {
+                        segment: segment.clone(),
+                        start,
+                        end,
+                    }),
+                },
             }
         }
         self.end_response();
         if !keep {
-            self.state = ConnState::Closing;
-        }
-    }
-
-    fn respond_bytes(
-        &mut self,
-        status: u16,
-        content_type: &str,
-        body: Bytes,
-        keep_alive: bool,
-        extra: &str,
-        head_only: bool,
-    ) {
-        let head = self.response_head(status, content_type, Some(body.len()), keep_alive, extra);
-        self.queue(Out::Bytes(Bytes::from(head)));
-        if !head_only && !body.is_empty() {
-            self.queue(Out::Bytes(body));
-        }
-        self.end_response();
-        if !keep_alive {
             self.state = ConnState::Closing;
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! [`parse_head`] reads one request head with httparse under explicit limits and maps every
 //! refusal to the status code that goes back ([`HttpError::status`]). [`Conn`] is the state
-//! machine of one viewer connection: bytes in, requests routed, response bytes and stream
-//! subscriptions out, timeouts from a clock the caller passes in. The backends (epoll today,
-//! io_uring next) own the sockets and drive it; neither holds HTTP logic of its own.
+//! machine of one viewer connection: bytes in, requests routed (by a [`Router`]: what a path
+//! names is not this module's business), response bytes and stream subscriptions out,
+//! timeouts from a clock the caller passes in. The HTTP rules of an answer are here:
+//! validators and 304, ranges, HEAD, private caching. The backends (io_uring, epoll) own the
+//! sockets and drive it; neither holds HTTP logic of its own.
 //!
 //! A connection holds little whatever its peer does: a head of at most 8 KiB, responses
 //! queued up to `max_queued` bytes or `max_pipelined` responses (past them its further
@@ -15,12 +17,10 @@
 //! reverse proxy terminates it).
 
 mod conn;
-mod target;
-
-pub use target::{HlsFile, Target};
 
 pub use conn::{
-    Conn, ConnLimits, ConnState, Feed, Gate, HlsRoute, Out, Page, Route, Router, RATE_PERIOD_NS,
+    Body, Conn, ConnLimits, ConnState, Document, Feed, Gate, Out, Route, Router, Status,
+    RATE_PERIOD_NS,
 };
 
 /// Most headers accepted in one request.

@@ -1,15 +1,15 @@
-//! Which answer a request gets on a shard: the URL grammar (`/{stream}.ts`,
-//! `/{stream}/index.m3u8`, segments, the player page and its info) read against the streams
-//! this shard knows, and the access gate (token decisions and sessions, wildcard instances,
+//! Which answer a request gets on a shard: its path parsed once ([`Target`]), read against
+//! the streams this shard knows, media requests handed to their output ([`crate::output`]),
+//! pages made here; and the access gate (token decisions and sessions, wildcard instances,
 //! triggers' rewrites) in front of viewers' requests.
 
 use super::catalog::{Catalog, StreamInfo};
 use super::Clock;
-use crate::http::{Gate, HlsFile, HlsRoute, Page, RequestHead, Route, Router, Target};
+use crate::http::{Body, Document, Gate, RequestHead, Route, Router};
+use crate::output::{MediaRequest, Published, Target};
 use crate::player;
 use crate::session::{LocalSessions, SessionKey, Verdict};
 use crate::site::Site;
-use crate::stream::StreamCounters;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,139 +27,138 @@ impl StreamsRouter<'_> {
         self.catalog.find(name).map(|(_, s)| &**s)
     }
 
-    /// `/{stream}/index.m3u8`, `/{stream}/master.m3u8`, `/{stream}/{sequence}.ts`.
-    fn hls(&self, name: &str, file: HlsFile) -> Route {
-        let Some(info) = self.stream(name) else {
+    /// A viewer's request, answered by its output from what the stream published.
+    fn media(&self, head: &RequestHead, request: &MediaRequest<'_>) -> Route {
+        let Some((slot, info)) = self.catalog.find(request.stream) else {
             return Route::NotFound;
         };
-        let window = info.hls_window.load_full();
-        let hls = match (file, window) {
-            (HlsFile::Media | HlsFile::Master, None) => HlsRoute::NotReady,
-            (HlsFile::Media, Some(w)) => HlsRoute::Media(w),
-            (HlsFile::Master, Some(w)) => HlsRoute::Master(w),
-            (HlsFile::Segment(sequence), window) => {
-                match window.as_ref().and_then(|w| w.segment(sequence)) {
-                    Some(segment) => HlsRoute::Segment(segment.clone()),
-                    None => HlsRoute::NoSegment(sequence),
-                }
-            }
+        let published = Published {
+            slot,
+            hls: &info.hls_window,
+            counters: &info.counters,
         };
-        StreamCounters::add(&info.counters.hls_requests, 1);
-        Route::Hls(hls)
+        request.output.answer(&published, request.file, head)
     }
-}
 
-impl StreamsRouter<'_> {
     /// `/{stream}/info.json`: URLs from the public base URL (configured, or from a trusted
     /// proxy), else from the request's Host.
     fn info(&self, info: &StreamInfo, head: &RequestHead) -> Route {
         let base = self.site.base(head).url;
         let window = info.hls_window.load_full();
-        Route::Page(Page {
-            content_type: "application/json",
-            body: player::info_json(
+        Route::Document(Document {
+            body: Body::Bytes(player::info_json(
                 &info.name,
                 window.as_deref(),
                 &info.counters,
                 &base,
                 (self.clock.unix_ns / 1_000_000) as i64,
-            ),
-            cache_control: "no-store",
-            etag: None,
+            )),
+            ..Document::new("application/json", "no-store")
         })
     }
-}
 
-impl Router for StreamsRouter<'_> {
-    fn route(&self, head: &RequestHead, target: &Target<'_>) -> Route {
-        match *target {
-            Target::Index => Route::Index,
-            Target::PlayerScript => Route::Page(Page {
-                content_type: "text/javascript; charset=utf-8",
-                body: Bytes::from_static(player::HLSJS),
-                cache_control: "public, max-age=31536000, immutable",
+    /// `/`: the list of streams.
+    fn index(&self) -> Route {
+        let mut s = String::from(
+            "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
+        );
+        for (_, info) in self.catalog.streams() {
+            s.push_str(&format!("{}\n", info.name));
+        }
+        Route::Document(Document {
+            body: Body::Bytes(Bytes::from(s)),
+            ..Document::new("text/plain; charset=utf-8", "no-cache")
+        })
+    }
+
+    /// The answer to `target`.
+    fn answer(&self, head: &RequestHead, target: &Target<'_>) -> Route {
+        match target {
+            Target::Index => self.index(),
+            Target::PlayerScript => Route::Document(Document {
+                body: Body::Bytes(Bytes::from_static(player::HLSJS)),
                 etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),
+                ..Document::new(
+                    "text/javascript; charset=utf-8",
+                    "public, max-age=31536000, immutable",
+                )
             }),
             Target::Info(name) => self
                 .stream(name)
                 .map_or(Route::NotFound, |info| self.info(info, head)),
             Target::Embed(name) => self.stream(name).map_or(Route::NotFound, |info| {
-                Route::Page(Page {
-                    content_type: "text/javascript; charset=utf-8",
-                    body: Bytes::from({
-                        let base = self.site.base(head);
-                        player::embed_js(&info.name, base.public.then_some(base.url.as_str()))
-                    }),
-                    cache_control: "no-cache",
-                    etag: None,
+                let base = self.site.base(head);
+                Route::Document(Document {
+                    body: Body::Bytes(Bytes::from(player::embed_js(
+                        &info.name,
+                        base.public.then_some(base.url.as_str()),
+                    ))),
+                    ..Document::new("text/javascript; charset=utf-8", "no-cache")
                 })
             }),
-            Target::Hls(name, file) => self.hls(name, file),
             Target::PlayerPage(name) => self.stream(name).map_or(Route::NotFound, |info| {
-                Route::Page(Page {
-                    content_type: "text/html; charset=utf-8",
-                    body: Bytes::from(player::page(&info.name)),
-                    cache_control: "no-cache",
-                    etag: None,
+                Route::Document(Document {
+                    body: Body::Bytes(Bytes::from(player::page(&info.name))),
+                    ..Document::new("text/html; charset=utf-8", "no-cache")
                 })
             }),
-            Target::Progressive(name) => self
-                .catalog
-                .find(name)
-                .map_or(Route::NotFound, |(slot, _)| Route::Stream(slot)),
+            Target::Media(request) => self.media(head, request),
             Target::Unknown => Route::NotFound,
         }
     }
+}
 
+impl Router for StreamsRouter<'_> {
+    fn route(&self, head: &RequestHead) -> (Gate, Route) {
+        let target = Target::parse(&head.path);
+        let route = self.answer(head, &target);
+        (self.gate(head, &target), route)
+    }
+}
+
+impl StreamsRouter<'_> {
     /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
     /// stream, address, token and protocol; a stopped session's are refused.
-    fn gate(&self, head: &RequestHead, target: &Target<'_>, route: &Route) -> Gate {
+    fn gate(&self, head: &RequestHead, target: &Target<'_>) -> Gate {
         // Pages and errors are nobody's session.
         let Some((name, protocol)) = target.media() else {
             return Gate::Open;
         };
-        match route {
-            Route::Stream(_) | Route::Hls(_) => {}
-            Route::NotFound => {
-                // Only of a template, with a wildcard it allows: anything else is 404 and
-                // starts nothing (not even a question).
-                let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
-                    self.catalog
-                        .find(base)
-                        .is_some_and(|(_, b)| b.config.instance(wildcard).is_ok())
-                });
-                let plausible = !name.is_empty()
-                    && name.len() <= 128
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
-                if !(is_instance || (self.catalog.fallback && plausible)) {
-                    return Gate::Open;
-                }
-                let session = SessionKey {
-                    stream: Arc::from(name),
-                    ip: self.site.client_ip(head),
-                    token: Arc::from(head.token.as_str()),
-                    protocol,
-                };
-                return match self.sessions.verdict(&session, self.clock.mono) {
-                    Some(Verdict {
-                        redirect: Some(other),
-                        ..
-                    }) => Gate::Redirect(elsewhere(self.site, head, name, other)),
-                    Some(Verdict {
-                        refused: Some(status),
-                        ..
-                    }) if *status != 404 => refusal(*status),
-                    // Decided, yet it does not run: it could not be made (or has ended).
-                    Some(_) => Gate::Refused(404, "no such stream"),
-                    None => Gate::Ask(session),
-                };
-            }
-            _ => return Gate::Open,
-        };
         let Some((_, info)) = self.catalog.find(name) else {
-            return Gate::Open;
+            // Only of a template, with a wildcard it allows: anything else is 404 and
+            // starts nothing (not even a question).
+            let is_instance = name.split_once('+').is_some_and(|(base, wildcard)| {
+                self.catalog
+                    .find(base)
+                    .is_some_and(|(_, b)| b.config.instance(wildcard).is_ok())
+            });
+            let plausible = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
+            if !(is_instance || (self.catalog.fallback && plausible)) {
+                return Gate::Open;
+            }
+            let session = SessionKey {
+                stream: Arc::from(name),
+                ip: self.site.client_ip(head),
+                token: Arc::from(head.token.as_str()),
+                protocol,
+            };
+            return match self.sessions.verdict(&session, self.clock.mono) {
+                Some(Verdict {
+                    redirect: Some(other),
+                    ..
+                }) => Gate::Redirect(elsewhere(self.site, head, name, other)),
+                Some(Verdict {
+                    refused: Some(status),
+                    ..
+                }) if *status != 404 => refusal(*status),
+                // Decided, yet it does not run: it could not be made (or has ended).
+                Some(_) => Gate::Refused(404, "no such stream"),
+                None => Gate::Ask(session),
+            };
         };
         let session = SessionKey {
             stream: info.key_name.clone(),
@@ -197,16 +196,6 @@ impl Router for StreamsRouter<'_> {
                 private,
             },
         }
-    }
-
-    fn index(&self) -> String {
-        let mut s = String::from(
-            "shardcast streams: /{name}.html (player), /{name}/master.m3u8 and /{name}/index.m3u8 (HLS), /{name}.ts (progressive MPEG-TS), /{name}/info.json, /{name}/embed.js\n",
-        );
-        for (_, info) in self.catalog.streams() {
-            s.push_str(&format!("{}\n", info.name));
-        }
-        s
     }
 }
 

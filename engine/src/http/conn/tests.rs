@@ -5,16 +5,19 @@ use std::sync::Arc;
 struct Streams;
 
 impl Router for Streams {
-    fn route(&self, head: &RequestHead, _target: &Target<'_>) -> Route {
-        let path = head.path.as_str();
-        match path {
-            "/" => Route::Index,
-            "/demo.ts" => Route::Stream(0),
+    fn route(&self, head: &RequestHead) -> (Gate, Route) {
+        let route = match head.path.as_str() {
+            "/" => Route::Document(Document {
+                body: Body::Bytes(Bytes::from_static(b"demo\n")),
+                ..Document::new("text/plain; charset=utf-8", "no-cache")
+            }),
+            "/demo.ts" => Route::Live {
+                stream: 0,
+                content_type: "video/mp2t",
+            },
             _ => Route::NotFound,
-        }
-    }
-    fn index(&self) -> String {
-        "demo\n".into()
+        };
+        (Gate::Open, route)
     }
 }
 
@@ -256,13 +259,15 @@ fn a_lagging_viewer_skips_then_is_closed() {
 mod hls {
     use super::*;
     use crate::hls::{HlsSettings, SegmentSend};
-    use crate::hls::{HlsSlot, HlsWindow, Packager};
+    use crate::hls::{HlsSlot, Packager};
+    use crate::output::{Published, Target};
     use crate::stream::StreamCounters;
     use shardcast_protocols::ts::pes::Timestamp;
     use shardcast_protocols::ts::SegmentInfo;
 
-    /// A window with segments 7 and 8, each 10 packets whose bytes are their index.
-    fn window() -> Arc<HlsWindow> {
+    /// A stream whose window has segments 7 and 8, each 10 packets whose bytes are their
+    /// index.
+    fn window() -> HlsSlot {
         let slot = HlsSlot::default();
         let mut p = Packager::new(
             "t",
@@ -287,35 +292,33 @@ mod hls {
                 0,
             );
         }
-        slot.load_full().unwrap()
+        slot
     }
 
-    struct Hls(Option<Arc<HlsWindow>>);
+    /// Stream `t` answered by the HLS output of the real table.
+    struct Hls(HlsSlot, StreamCounters);
+
+    impl Hls {
+        fn new(slot: HlsSlot) -> Self {
+            Self(slot, StreamCounters::default())
+        }
+    }
 
     impl Router for Hls {
-        fn route(&self, head: &RequestHead, _target: &Target<'_>) -> Route {
-            let path = head.path.as_str();
-            let Some(w) = &self.0 else {
-                return Route::Hls(HlsRoute::NotReady);
+        fn route(&self, head: &RequestHead) -> (Gate, Route) {
+            let route = match Target::parse(&head.path) {
+                Target::Media(request) if request.stream == "t" => request.output.answer(
+                    &Published {
+                        slot: 0,
+                        hls: &self.0,
+                        counters: &self.1,
+                    },
+                    request.file,
+                    head,
+                ),
+                _ => Route::NotFound,
             };
-            match path {
-                "/t/index.m3u8" => Route::Hls(HlsRoute::Media(w.clone())),
-                "/t/master.m3u8" => Route::Hls(HlsRoute::Master(w.clone())),
-                p => {
-                    let n: u64 = p
-                        .trim_start_matches("/t/")
-                        .trim_end_matches(".ts")
-                        .parse()
-                        .unwrap();
-                    match w.segment(n) {
-                        Some(s) => Route::Hls(HlsRoute::Segment(s.clone())),
-                        None => Route::Hls(HlsRoute::NoSegment(n)),
-                    }
-                }
-            }
-        }
-        fn index(&self) -> String {
-            String::new()
+            (Gate::Open, route)
         }
     }
 
@@ -334,7 +337,7 @@ mod hls {
 
     #[test]
     fn segments_are_cacheable_with_ranges_and_validators() {
-        let r = Hls(Some(window()));
+        let r = Hls::new(window());
         let (head, body) = ask(&r, "GET /t/8.ts HTTP/1.1\r\n\r\n");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("Content-Length: 1880\r\n"), "{head}");
@@ -380,7 +383,7 @@ mod hls {
 
     #[test]
     fn playlists_are_short_lived_and_missing_segments_are_404() {
-        let r = Hls(Some(window()));
+        let r = Hls::new(window());
         let (head, body) = ask(&r, "GET /t/index.m3u8 HTTP/1.1\r\n\r\n");
         assert!(head.contains("Content-Type: application/vnd.apple.mpegurl\r\n"));
         assert!(
@@ -395,8 +398,40 @@ mod hls {
         let (head, _) = ask(&r, "GET /t/9.ts HTTP/1.1\r\n\r\n");
         assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
         assert!(head.contains("Cache-Control: no-store\r\n"), "{head}");
-        let (head, _) = ask(&Hls(None), "GET /t/index.m3u8 HTTP/1.1\r\n\r\n");
+        let (head, _) = ask(
+            &Hls::new(HlsSlot::default()),
+            "GET /t/index.m3u8 HTTP/1.1\r\n\r\n",
+        );
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
         assert!(head.contains("Retry-After: "), "{head}");
+    }
+
+    #[test]
+    fn a_playlist_asked_with_a_token_is_the_viewers_own() {
+        let r = Hls::new(window());
+        let (head, body) = ask(&r, "GET /t/index.m3u8?token=abc HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("Cache-Control: private, max-age=1\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("ETag"), "{head}");
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("\n8.ts?token=abc\n"), "{text}");
+        let (head, body) = ask(&r, "GET /t/master.m3u8?tkn=abc HTTP/1.1\r\n\r\n");
+        assert!(head.contains("Cache-Control: private"), "{head}");
+        assert!(String::from_utf8(body).unwrap().contains("?tkn=abc\n"));
+    }
+
+    #[test]
+    fn hls_requests_are_counted() {
+        let r = Hls::new(window());
+        ask(&r, "GET /t/index.m3u8 HTTP/1.1\r\n\r\n");
+        ask(&r, "GET /t/7.ts HTTP/1.1\r\n\r\n");
+        ask(&r, "GET /t/9.ts HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            r.1.hls_requests.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 }
