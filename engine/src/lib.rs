@@ -7,7 +7,7 @@
 //!                     viewers: http::Conn ◄─ shard loop (io_uring, or epoll as the fallback)
 //! ```
 //!
-//! Modules: [`config`] (TOML, embedded default), [`ingest`] (sources to chunks), [`stream`]
+//! Modules: [`config`] (TOML, embedded default), [`source`] (the ways in, one module each), [`ingest`] (a source's bytes to chunks), [`stream`]
 //! (chunks, views, counters), [`hls`] (segments, live window, playlists), [`http`] (sans-IO
 //! viewer connections), [`output`] (the viewer URL grammar, and each way of watching as a
 //! module: HLS, progressive MPEG-TS), [`shard`] (the per-CPU event loop and its two backends), [`server`]
@@ -42,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod site;
+pub mod source;
 pub mod stream;
 pub mod sys;
 pub mod tune;

@@ -69,7 +69,7 @@ mod file;
 mod validate;
 
 use crate::hls::{HlsSettings, SegmentSend};
-use crate::ingest::SourceSpec;
+use crate::source::SourceSpec;
 use crate::stream::StreamLimits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -256,7 +256,7 @@ pub enum InstanceError {
     },
     /// The source it makes does not parse.
     #[error(transparent)]
-    Source(#[from] crate::ingest::SourceError),
+    Source(#[from] crate::source::SourceError),
 }
 
 /// A compiled wildcard pattern (anchored at both ends).

@@ -10,7 +10,7 @@ use super::{
     WildcardPattern, WildcardRule, MAX_WILDCARD_INSTANCES, TRIGGERS, WILDCARD,
 };
 use crate::hls::HlsSettings;
-use crate::ingest::SourceSpec;
+use crate::source::SourceSpec;
 use crate::stream::StreamLimits;
 use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};

@@ -2,10 +2,10 @@
 //! lines) goes to a handler, a URL (HTTP POST with `X-Trigger: NAME`) or an executable (the
 //! trigger name as its argument, the payload on stdin, the answer on stdout).
 //!
-//! Blocking triggers ([`Triggers::ask`]) wait for the answer up to their timeout and take
+//! Blocking triggers (`ask`) wait for the answer up to their timeout and take
 //! their configured default when the handler fails or is too slow; several handlers of one
 //! blocking trigger are asked in turn, and the first refusal (or, for rewrites, the first
-//! non-empty answer) decides. Non-blocking ones ([`Triggers::fire`]) are queued (bounded:
+//! non-empty answer) decides. Non-blocking ones (`fire`) are queued (bounded:
 //! a full queue drops the event, counted) and delivered by at most [`IN_FLIGHT`] concurrent
 //! deliveries, each retried a bounded number of times, so a dead webhook never grows memory.
 //!

@@ -55,7 +55,7 @@ pub struct RequestHead {
     pub range: Option<String>,
     /// The If-None-Match header, when there is one.
     pub if_none_match: Option<String>,
-    /// The Host header, when there is one and it is a plausible host[:port].
+    /// The Host header, when there is one and it is a plausible host\[:port\].
     pub host: Option<String>,
     /// Reverse-proxy headers, believed only from trusted proxies ([`crate::site`]).
     pub forwarded: Forwarded,
@@ -95,7 +95,7 @@ fn cut(mut s: String, max: usize) -> String {
 pub struct Forwarded {
     /// X-Forwarded-Proto: `http` or `https`.
     pub proto: Option<String>,
-    /// X-Forwarded-Host: host[:port].
+    /// X-Forwarded-Host: host\[:port\].
     pub host: Option<String>,
     /// X-Forwarded-Prefix: a path.
     pub prefix: Option<String>,

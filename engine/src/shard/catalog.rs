@@ -34,7 +34,7 @@ pub struct StreamInfo {
     pub config: StreamConfig,
     /// Where it comes from: the configured source, or what a `STREAM_SOURCE` trigger made of
     /// it when the stream started.
-    pub source: crate::ingest::SourceSpec,
+    pub source: crate::source::SourceSpec,
     /// The same, as a URL.
     pub source_url: String,
     /// The shard that receives its source and publishes its chunks.
@@ -153,7 +153,7 @@ impl StartRules<'_> {
             info.gated = std::sync::atomic::AtomicBool::new(gated(config));
         }
         if let Some(url) = self.source.and_then(|rewrite| rewrite(config)) {
-            match crate::ingest::SourceSpec::parse(&url) {
+            match crate::source::SourceSpec::parse(&url) {
                 Ok(spec) => {
                     tracing::info!(stream = %config.name, source = %url, "STREAM_SOURCE: the source is {url}");
                     info.source = spec;
@@ -292,7 +292,7 @@ impl Streams {
         }
         // A UDP address of another stream (configured, or another instance) would share its
         // datagrams.
-        if let crate::ingest::SourceSpec::Udp(udp) = &instance.source {
+        if let crate::source::SourceSpec::Udp(udp) = &instance.source {
             let taken = applied
                 .configured
                 .iter()
@@ -302,7 +302,7 @@ impl Streams {
                     let c = applied.configured.iter().find(|c| &c.name == b)?;
                     Some(c.instance(w).ok()?.source)
                 }))
-                .any(|s| matches!(s, crate::ingest::SourceSpec::Udp(other) if other.addr.port() == udp.addr.port() && (other.addr.ip() == udp.addr.ip() || other.addr.ip().is_unspecified() || udp.addr.ip().is_unspecified())));
+                .any(|s| matches!(s, crate::source::SourceSpec::Udp(other) if other.addr.port() == udp.addr.port() && (other.addr.ip() == udp.addr.ip() || other.addr.ip().is_unspecified() || udp.addr.ip().is_unspecified())));
             if taken {
                 return Err(InstanceRefusal::NotAllowed(format!(
                     "{} is another stream's source",
@@ -461,7 +461,7 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::SourceSpec;
+    use crate::source::SourceSpec;
 
     fn stream(name: &str, window_s: f64) -> StreamConfig {
         StreamConfig {

@@ -3,9 +3,9 @@
 //! read, bytes written and the time; it asks which connections have something to write, and
 //! which ingest sockets to open or close when the stream table changes.
 //!
-//! Driven with no socket at all in its tests (`core/tests.rs`). The URL grammar and the access
-//! gate are the router's ([`super::router`]); the end of each loop turn is
-//! [`super::housekeeping`].
+//! Driven with no socket at all in its tests (`core/tests.rs`). The URL grammar and the
+//! answers are the outputs' ([`crate::output`]), the access gate is the router's
+//! (`shard/router.rs`), and the end of each loop turn is [`super::housekeeping`].
 
 use super::admission::Admission;
 use super::catalog::{Catalog, StreamInfo};
@@ -14,9 +14,10 @@ use super::{Clock, Fanout};
 use crate::hls::Packager;
 use crate::hls::SegmentSend;
 use crate::http::{Conn, ConnLimits, ConnState, Feed};
-use crate::ingest::{Pipeline, SourceDriver, UdpIngest, UdpSpec};
+use crate::ingest::Pipeline;
 use crate::session::{LocalSessions, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
+use crate::source::{SourceDriver, UdpIngest, UdpSpec};
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::wake::Wake;
 use arc_swap::ArcSwap;

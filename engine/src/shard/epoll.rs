@@ -5,7 +5,7 @@ use super::admission::{self, Backoff};
 use super::core::ShardCore;
 use super::housekeeping::{Backend, Housekeeping};
 use super::{prepare, Clock, RunState, ShardSetup, WAKER};
-use crate::ingest::UdpIngest;
+use crate::source::UdpIngest;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};

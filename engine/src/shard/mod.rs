@@ -223,9 +223,9 @@ pub struct ShardSetup {
 pub fn open_source(
     core: &core::ShardCore,
     name: &str,
-    udp: &crate::ingest::UdpSpec,
-) -> Option<crate::ingest::UdpIngest> {
-    match crate::ingest::UdpIngest::open(udp, |w| tracing::warn!(stream = %name, "{w}")) {
+    udp: &crate::source::UdpSpec,
+) -> Option<crate::source::UdpIngest> {
+    match crate::source::UdpIngest::open(udp, |w| tracing::warn!(stream = %name, "{w}")) {
         Ok(socket) => {
             tracing::info!(stream = %name, shard = core.index(), addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
             Some(socket)

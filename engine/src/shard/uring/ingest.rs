@@ -5,7 +5,7 @@
 //! The buffer ring's memory is registered with the kernel; it is unregistered before it is
 //! freed ([`BufRing::release`]), and only after every operation that may use it has completed.
 
-use crate::ingest::UdpIngest;
+use crate::source::UdpIngest;
 use io_uring::{opcode, squeue, types, IoUring};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::os::fd::AsRawFd;

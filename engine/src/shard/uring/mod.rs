@@ -1,5 +1,5 @@
 //! The io_uring backend: multishot accept, recv and `SENDMSG` submitted to the shard's own ring,
-//! multishot `RECVMSG` into a provided-buffer ring for ingest sockets ([`ingest`]), and an
+//! multishot `RECVMSG` into a provided-buffer ring for ingest sockets (`uring/ingest.rs`), and an
 //! eventfd read for wake-ups from other shards. Every decision is the core's.
 //!
 //! HLS segments go out one of three ways (`segment_send`): `SENDMSG` (the kernel copies),

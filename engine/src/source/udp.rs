@@ -1,12 +1,88 @@
 //! MPEG-TS over UDP: the socket (socket2 for the options, nix for recvmsg with the kernel's
 //! drop counter), unicast or multicast, any-source or source-specific.
 
-use super::source::UdpSpec;
+use super::{SourceDriver, SourceError, SourceSpec};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+
+/// A UDP source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpSpec {
+    /// Address and port to receive on: a multicast group, or a local unicast address.
+    pub addr: SocketAddrV4,
+    /// Source-specific multicast: only datagrams from this sender.
+    pub source: Option<Ipv4Addr>,
+    /// The interface to join on, by name or by address.
+    pub iface: Option<String>,
+    /// The program to take from an MPTS.
+    pub program: Option<u16>,
+    /// SO_RCVBUF to ask for.
+    pub rcvbuf: usize,
+}
+
+/// Default receive buffer: about 4 s of a 16 Mbit/s stream.
+pub const DEFAULT_RCVBUF: usize = 8 << 20;
+
+/// `udp://[source@]addr:port?…`, after the scheme.
+pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo_source, hostport) = match authority.split_once('@') {
+        Some((src, hp)) => (Some(src), hp),
+        None => (None, authority),
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let addr: SocketAddrV4 = hostport
+        .parse()
+        .map_err(|_| SourceError::Address(hostport.to_owned()))?;
+    let mut spec = UdpSpec {
+        addr,
+        source: None,
+        iface: None,
+        program: None,
+        rcvbuf: DEFAULT_RCVBUF,
+    };
+    if let Some(src) = userinfo_source {
+        spec.source = Some(
+            src.parse()
+                .map_err(|_| SourceError::Address(src.to_owned()))?,
+        );
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || SourceError::Parameter(pair.to_owned());
+        match key {
+            "source" => spec.source = Some(value.parse().map_err(|_| bad())?),
+            "iface" if !value.is_empty() => spec.iface = Some(value.to_owned()),
+            "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
+            "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    if let Some(src) = spec.source {
+        if !addr.ip().is_multicast() {
+            return Err(SourceError::SourceWithoutGroup(*addr.ip()));
+        }
+        let _ = src;
+    }
+    Ok(SourceSpec::Udp(spec))
+}
+
+/// A UDP source: the backend reads the socket; the driver only says which.
+#[derive(Debug)]
+pub struct UdpDriver(pub UdpSpec);
+
+impl SourceDriver for UdpDriver {
+    fn socket(&self) -> Option<&UdpSpec> {
+        Some(&self.0)
+    }
+
+    fn program(&self) -> Option<u16> {
+        self.0.program
+    }
+}
 
 /// Largest datagram read (a jumbo frame's worth of TS, and then some).
 const MAX_DATAGRAM: usize = 65_536;

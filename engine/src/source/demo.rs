@@ -3,6 +3,7 @@
 
 use shardcast_protocols::generator::{write_stamp, Generator, GeneratorConfig};
 use shardcast_protocols::ts::PACKET_SIZE;
+use std::time::Duration;
 
 /// A paced generator.
 #[derive(Debug)]
@@ -48,5 +49,15 @@ impl DemoSource {
 impl Default for DemoSource {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl super::SourceDriver for DemoSource {
+    fn next_due(&self) -> Option<Duration> {
+        Some(Duration::from_nanos(self.next_due_ns()))
+    }
+
+    fn due(&mut self, elapsed: Duration, unix_ns: u64, out: &mut Vec<u8>) {
+        DemoSource::due(self, elapsed.as_nanos() as u64, unix_ns, out);
     }
 }

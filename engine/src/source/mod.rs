@@ -1,10 +1,28 @@
-//! Source URLs, one scheme each ([`SCHEMES`]):
-//! `udp://[source@]group:port?source=ADDR&iface=NAME|ADDR&program=N&rcvbuf=BYTES`, `demo:`
-//! (the built-in generator) and `file:///path.ts` (a file looped in real time). Each parses into a [`SourceSpec`], whose driver the stream's home
-//! shard runs ([`super::SourceDriver`]).
+//! Sources: where a stream's bytes come from. Each way in is a module here and a line in
+//! `SCHEMES` (the start of its URL, and how the rest is read into a [`SourceSpec`]); the
+//! stream's home shard runs its [`SourceDriver`] and feeds what it gives to the stream's
+//! pipeline ([`crate::ingest`]).
+//!
+//! ```text
+//!  udp://[source@]group:port?…  udp.rs    the backend reads the socket (unicast, ASM/SSM
+//!                                         multicast, RCVBUF, the kernel's drop counter)
+//!  demo:                        demo.rs   the protocols generator, paced, wall-clock stamps
+//!  file:///path.ts?…            file.rs   a file looped at the pace of its PCRs
+//! ```
+//!
+//! What it does not do yet: TCP, HTTP push, encoder processes, pulls (the sources issue).
 
-use super::{DemoSource, SourceDriver, UdpDriver};
-use std::net::{Ipv4Addr, SocketAddrV4};
+mod demo;
+mod driver;
+mod file;
+mod udp;
+
+pub use demo::DemoSource;
+pub use driver::SourceDriver;
+pub use file::FileSpec;
+pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
+
+use std::net::Ipv4Addr;
 
 /// Where a stream comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,26 +32,8 @@ pub enum SourceSpec {
     /// MPEG-TS over UDP.
     Udp(UdpSpec),
     /// A transport stream file, looped in real time.
-    File(super::FileSpec),
+    File(FileSpec),
 }
-
-/// A UDP source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UdpSpec {
-    /// Address and port to receive on: a multicast group, or a local unicast address.
-    pub addr: SocketAddrV4,
-    /// Source-specific multicast: only datagrams from this sender.
-    pub source: Option<Ipv4Addr>,
-    /// The interface to join on, by name or by address.
-    pub iface: Option<String>,
-    /// The program to take from an MPTS.
-    pub program: Option<u16>,
-    /// SO_RCVBUF to ask for.
-    pub rcvbuf: usize,
-}
-
-/// Default receive buffer: about 4 s of a 16 Mbit/s stream.
-pub const DEFAULT_RCVBUF: usize = 8 << 20;
 
 /// Why a source URL was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,10 +58,10 @@ type ParseUrl = fn(&str) -> Result<SourceSpec, SourceError>;
 
 /// Every way in, by the start of its URL, and how the rest of the URL is read. A new source
 /// is a line here, a variant of [`SourceSpec`] and its driver.
-const SCHEMES: &[(&str, ParseUrl)] = &[
+pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("demo:", parse_demo),
-    ("udp://", parse_udp),
-    ("file://", super::file::parse),
+    ("udp://", udp::parse),
+    ("file://", file::parse),
 ];
 
 /// The schemes, for an error message.
@@ -87,7 +87,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
-            SourceSpec::File(file) => Box::new(super::file::FileSource::open(file)),
+            SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
         }
     }
 
@@ -109,51 +109,6 @@ fn parse_demo(rest: &str) -> Result<SourceSpec, SourceError> {
         Err(SourceError::Parameter(rest.to_owned()))
     }
 }
-
-/// `udp://[source@]addr:port?…`, after the scheme.
-fn parse_udp(rest: &str) -> Result<SourceSpec, SourceError> {
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (userinfo_source, hostport) = match authority.split_once('@') {
-        Some((src, hp)) => (Some(src), hp),
-        None => (None, authority),
-    };
-    let hostport = hostport.trim_end_matches('/');
-    let addr: SocketAddrV4 = hostport
-        .parse()
-        .map_err(|_| SourceError::Address(hostport.to_owned()))?;
-    let mut spec = UdpSpec {
-        addr,
-        source: None,
-        iface: None,
-        program: None,
-        rcvbuf: DEFAULT_RCVBUF,
-    };
-    if let Some(src) = userinfo_source {
-        spec.source = Some(
-            src.parse()
-                .map_err(|_| SourceError::Address(src.to_owned()))?,
-        );
-    }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = || SourceError::Parameter(pair.to_owned());
-        match key {
-            "source" => spec.source = Some(value.parse().map_err(|_| bad())?),
-            "iface" if !value.is_empty() => spec.iface = Some(value.to_owned()),
-            "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
-            "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
-            _ => return Err(bad()),
-        }
-    }
-    if let Some(src) = spec.source {
-        if !addr.ip().is_multicast() {
-            return Err(SourceError::SourceWithoutGroup(*addr.ip()));
-        }
-        let _ = src;
-    }
-    Ok(SourceSpec::Udp(spec))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

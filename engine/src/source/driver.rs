@@ -1,10 +1,10 @@
 //! A source as the home shard drives it: sans-IO. The core asks each stream's driver what it
 //! needs from the backend (a socket to read, or nothing) and, for sources that make their own
 //! bytes (the demo, a file), asks at each turn for what is due by then. A new way in is a
-//! driver here and a line in the scheme table ([`super::SourceSpec`]); the core and the
+//! module of `source/` with its driver and a line in the scheme table ([`super::SCHEMES`]); the core and the
 //! backends do not change.
 
-use super::{DemoSource, UdpSpec};
+use super::UdpSpec;
 use std::time::Duration;
 
 /// What the home shard runs for a stream's source.
@@ -28,28 +28,4 @@ pub trait SourceDriver: std::fmt::Debug + Send {
     /// Append to `out` what is due `elapsed` after the stream started; `unix_ns` is the turn's
     /// wall clock (for stamps).
     fn due(&mut self, _elapsed: Duration, _unix_ns: u64, _out: &mut Vec<u8>) {}
-}
-
-/// A UDP source: the backend reads the socket; the driver only says which.
-#[derive(Debug)]
-pub struct UdpDriver(pub UdpSpec);
-
-impl SourceDriver for UdpDriver {
-    fn socket(&self) -> Option<&UdpSpec> {
-        Some(&self.0)
-    }
-
-    fn program(&self) -> Option<u16> {
-        self.0.program
-    }
-}
-
-impl SourceDriver for DemoSource {
-    fn next_due(&self) -> Option<Duration> {
-        Some(Duration::from_nanos(self.next_due_ns()))
-    }
-
-    fn due(&mut self, elapsed: Duration, unix_ns: u64, out: &mut Vec<u8>) {
-        DemoSource::due(self, elapsed.as_nanos() as u64, unix_ns, out);
-    }
 }
