@@ -209,6 +209,17 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     let control = crate::control::ControlPlane::start(config.api_listen, state)?;
     // The shards start accepting last: everything else has its descriptors by then, so
     // viewers arriving in numbers at start cannot leave the control plane without any.
+    // Sources that do their own I/O (TCP) run on a runtime of their own, off the shards and
+    // apart from the control plane: a busy API never delays ingest.
+    let sources = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sources")
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Setup {
+            what: "the sources' runtime",
+            source,
+        })?;
     let mut threads = Vec::new();
     for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
         let setup = ShardSetup {
@@ -230,6 +241,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
                 config.limits.max_sessions,
                 config.limits.max_sessions_per_stream,
             ),
+            source_tasks: sources.handle().clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -291,6 +303,8 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     for t in threads {
         failed |= !matches!(t.join(), Ok(Ok(())));
     }
+    // Every source's task (and its sockets) goes with the shards.
+    sources.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("shardcast stopped");
     if failed {
         Err(ServeError::ShardFailed)

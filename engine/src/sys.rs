@@ -1,8 +1,10 @@
 //! The few system facts and calls the engine needs beyond its libraries: CPU affinity, the
-//! wall clock, sealed memfds and `sendfile(2)` for HLS segments.
+//! wall clock, sealed memfds and `sendfile(2)` for HLS segments, and a child process that
+//! dies with the server.
 //!
-//! All of it goes through nix's safe wrappers; the io_uring backend's `unsafe` lives in its own
-//! module, not here.
+//! All of it goes through nix's safe wrappers but one: the hook run in a forked child before
+//! it executes its program ([`die_with_server`]). The io_uring backend's `unsafe` lives in its
+//! own module, not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -33,6 +35,22 @@ pub fn raise_file_limit() -> nix::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard.max(soft))
+}
+
+/// Have the child `command` starts killed (SIGKILL) if the thread that started it ends,
+/// which is how it goes when the server is killed without a chance to stop its children.
+#[allow(unsafe_code)]
+pub fn die_with_server(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one `prctl(2)` system call (through nix,
+    // which allocates nothing for it) and returns; it touches no lock, no allocator and no
+    // state of the parent, on every path.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Wall clock in UNIX nanoseconds.

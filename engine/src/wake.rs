@@ -12,3 +12,11 @@ impl Wake for mio::Waker {
         let _ = mio::Waker::wake(self);
     }
 }
+
+/// Wakes nobody: for a shard with no thread to wake (one driven by its tests, turn by turn).
+#[derive(Debug, Default)]
+pub struct Nobody;
+
+impl Wake for Nobody {
+    fn wake(&self) {}
+}

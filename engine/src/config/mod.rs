@@ -39,6 +39,8 @@
 //! [[stream]]
 //! name = "cam1"
 //! source = "udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2"
+//!                                 # or tcp://0.0.0.0:9000?allow=10.0.0.0/8 (an encoder
+//!                                 # connects), tcp://host:9000?mode=connect, file:///x.ts
 //! window = 10                     # seconds of stream kept for joining viewers
 //! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
@@ -636,5 +638,16 @@ mod tests {
         assert_eq!(e.line, Some(4), "{e}");
         let e = Config::parse("[server]\ncpus = [999]\n").unwrap_err();
         assert!(e.to_string().contains("not available"), "{e}");
+        // Two streams cannot listen on one TCP port, nor a template's instances.
+        let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"tcp://0.0.0.0:9000\"\n[[stream]]\nname = \"b\"\nsource = \"tcp://127.0.0.1:9000\"\n").unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.to_string().contains("TCP port 9000"), "{e}");
+        let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"tcp://0.0.0.0:9000\"\nwildcard = { instances = 2 }\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e =
+            Config::parse("[[stream]]\nname = \"a\"\nsource = \"tcp://0.0.0.0:9000?mode=dial\"\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(Config::parse("[[stream]]\nname = \"a\"\nsource = \"tcp://h:9000?mode=connect\"\n[[stream]]\nname = \"b\"\nsource = \"tcp://0.0.0.0:9000\"\n").is_ok());
     }
 }

@@ -309,6 +309,20 @@ fn stream(
     // are checked again with theirs.
     let source = SourceSpec::parse(&st.source.get_ref().replace(WILDCARD, "1"))
         .map_err(|e| Refusal::at(st.source.span(), e.to_string()))?;
+    if let Some(port) = source.tcp_listen_port() {
+        if let Some(other) = before
+            .iter()
+            .find(|s| !s.is_template() && s.source.tcp_listen_port() == Some(port))
+        {
+            return Err(Refusal::at(
+                st.source.span(),
+                format!(
+                    "stream {name:?} listens on TCP port {port}, as stream {:?} does already",
+                    other.name
+                ),
+            ));
+        }
+    }
     if name.contains('+') {
         return Err(Refusal::at(
             st.name.span(),
@@ -372,6 +386,12 @@ fn stream(
                 return Err(Refusal::at(
                     span,
                     format!("stream {name:?}: a wildcard template with a UDP source needs $wildcard in the source (its instances would share one socket's datagrams)"),
+                ));
+            }
+            if source.tcp_listen_port().is_some() && !st.source.get_ref().contains(WILDCARD) {
+                return Err(Refusal::at(
+                    span,
+                    format!("stream {name:?}: a wildcard template with a listening TCP source needs $wildcard in the source (its instances would all listen on one port)"),
                 ));
             }
             Some(rule)

@@ -158,9 +158,25 @@ struct StreamStatus {
     continuity_errors: u64,
     malformed_packets: u64,
     kernel_drops: u64,
+    input: Input,
     viewers: Viewers,
     segments: Segments,
     config: StreamFields,
+}
+
+/// How the stream's source is doing.
+#[derive(Serialize)]
+struct Input {
+    /// The source's kind (its URL's scheme).
+    kind: &'static str,
+    /// Whether it is connected now; `null` for sources that do not connect (UDP, files).
+    connected: Option<bool>,
+    /// Connections accepted or made.
+    connections: u64,
+    /// Connections refused (not in `allow=`).
+    refused: u64,
+    /// Failed attempts to connect.
+    failures: u64,
 }
 
 fn now_ms() -> i64 {
@@ -214,6 +230,13 @@ async fn stream_status(
         continuity_errors: c.continuity_errors,
         malformed_packets: c.malformed_packets,
         kernel_drops: c.kernel_drops,
+        input: Input {
+            kind: info.source.kind(),
+            connected: info.source.connects().then_some(c.source_connected > 0),
+            connections: c.source_connections,
+            refused: c.source_refused,
+            failures: c.source_failures,
+        },
         viewers: Viewers::of(&state, info),
         segments: Segments {
             sealed: c.segments,

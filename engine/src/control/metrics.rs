@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 14] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 18] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -97,6 +97,30 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 14] = [
         "counter",
         "Chunks the progressive buffer dropped to stay within max_buffer.",
         |c| c.buffer_trims,
+    ),
+    (
+        "shardcast_stream_source_connections_total",
+        "counter",
+        "Connections a source accepted or made (encoders connecting, reconnects).",
+        |c| c.source_connections,
+    ),
+    (
+        "shardcast_stream_source_refused_total",
+        "counter",
+        "Connections a listening source refused (not in its allow list).",
+        |c| c.source_refused,
+    ),
+    (
+        "shardcast_stream_source_failures_total",
+        "counter",
+        "Failed attempts of a source that connects.",
+        |c| c.source_failures,
+    ),
+    (
+        "shardcast_stream_source_connected",
+        "gauge",
+        "1 while a connection-based source is connected.",
+        |c| c.source_connected,
     ),
     (
         "shardcast_stream_segment_bytes",

@@ -54,6 +54,12 @@ impl Pipeline {
         }
     }
 
+    /// The source's bytes start again (a new connection): the partial packet held from before
+    /// is dropped (counted as skipped), and packet sync is found afresh.
+    pub fn restart(&mut self) {
+        self.sync.finish();
+    }
+
     /// Feed the bytes of one datagram or read; finished chunks go to `publish`.
     pub fn push(&mut self, data: &[u8], received_ns: u64, publish: &mut impl FnMut(Chunk)) {
         StreamCounters::add(&self.counters.bytes_in, data.len() as u64);

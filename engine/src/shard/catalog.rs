@@ -290,25 +290,23 @@ impl Streams {
                 "{MAX_WILDCARD_INSTANCES} wildcard instances run already"
             )));
         }
-        // A UDP address of another stream (configured, or another instance) would share its
-        // datagrams.
-        if let crate::source::SourceSpec::Udp(udp) = &instance.source {
-            let taken = applied
-                .configured
-                .iter()
-                .filter(|c| !c.is_template())
-                .map(|c| c.source.clone())
-                .chain(applied.instances.iter().filter_map(|(b, w)| {
-                    let c = applied.configured.iter().find(|c| &c.name == b)?;
-                    Some(c.instance(w).ok()?.source)
-                }))
-                .any(|s| matches!(s, crate::source::SourceSpec::Udp(other) if other.addr.port() == udp.addr.port() && (other.addr.ip() == udp.addr.ip() || other.addr.ip().is_unspecified() || udp.addr.ip().is_unspecified())));
-            if taken {
-                return Err(InstanceRefusal::NotAllowed(format!(
-                    "{} is another stream's source",
-                    instance.source_url
-                )));
-            }
+        // A UDP address or TCP port of another stream (configured, or another instance) would
+        // share its input.
+        let taken = applied
+            .configured
+            .iter()
+            .filter(|c| !c.is_template())
+            .map(|c| c.source.clone())
+            .chain(applied.instances.iter().filter_map(|(b, w)| {
+                let c = applied.configured.iter().find(|c| &c.name == b)?;
+                Some(c.instance(w).ok()?.source)
+            }))
+            .any(|s| s.shares_input(&instance.source));
+        if taken {
+            return Err(InstanceRefusal::NotAllowed(format!(
+                "{} is another stream's source",
+                instance.source_url
+            )));
         }
         Ok((instance, false))
     }

@@ -17,7 +17,7 @@ use crate::http::{Conn, ConnLimits, ConnState, Feed};
 use crate::ingest::Pipeline;
 use crate::session::{LocalSessions, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
-use crate::source::{SourceDriver, UdpIngest, UdpSpec};
+use crate::source::{Delivery, SourceContext, SourceDriver, UdpIngest, UdpSpec};
 use crate::stream::{Chunk, StreamCounters, StreamView};
 use crate::wake::Wake;
 use arc_swap::ArcSwap;
@@ -100,6 +100,8 @@ pub struct ShardCore {
     /// The per-address cap, and by connection key the address counted for it.
     admission: Arc<Admission>,
     admitted: Vec<Option<std::net::IpAddr>>,
+    /// Where sources that do their own I/O (TCP) run their tasks.
+    tasks: Option<tokio::runtime::Handle>,
 }
 
 /// What the control plane's commands left for the backend.
@@ -145,7 +147,13 @@ impl ShardCore {
             waiting: std::collections::HashMap::new(),
             admission: Arc::new(Admission::default()),
             admitted: Vec::new(),
+            tasks: None,
         }
+    }
+
+    /// The runtime sources that do their own I/O (TCP) run their tasks on.
+    pub fn set_source_tasks(&mut self, tasks: tokio::runtime::Handle) {
+        self.tasks = Some(tasks);
     }
 
     /// The queues to and from the control plane (sessions, commands).
@@ -303,7 +311,17 @@ impl ShardCore {
                 info.counters.clone(),
             )
             .with_limits(&info.config.limits);
-            let driver = info.source.driver();
+            let driver = info.source.driver(&SourceContext {
+                stream: &info.name,
+                tasks: self.tasks.as_ref(),
+                waker: self
+                    .wakers
+                    .get(self.index)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::wake::Nobody)),
+                counters: info.counters.clone(),
+                idle: Duration::from_secs_f64(info.config.limits.source_timeout_s),
+            });
             let program = driver.program();
             // A template's instances receive, not the template itself.
             let socket = driver
@@ -618,13 +636,34 @@ impl ShardCore {
     }
 
     /// Ask the sources that make their own bytes (the demo, a file) for what is due, once a
-    /// tick's worth is.
+    /// tick's worth is; take what the sources with a task of their own (TCP) delivered.
     pub fn poll_sources(&mut self) {
         let clock = self.clock;
         for home in 0..self.homes.len() {
             let Some(Some(h)) = self.homes.get_mut(home) else {
                 continue;
             };
+            if let Some(inlet) = h.driver.inlet() {
+                let mut chunks = Vec::new();
+                let mut reads = 0;
+                let mut last_received = clock.unix_ns;
+                let pipeline = &mut h.pipeline;
+                inlet.take(|delivery| match delivery {
+                    Delivery::Bytes(bytes, received_ns) => {
+                        reads += 1;
+                        last_received = received_ns;
+                        pipeline.push(&bytes, received_ns, &mut |c| chunks.push(c));
+                    }
+                    Delivery::Restart => pipeline.restart(),
+                });
+                for c in chunks {
+                    self.publish(home, c);
+                }
+                if reads > 0 {
+                    self.ingest_done(home, reads, 0, last_received);
+                }
+                continue;
+            }
             let elapsed = clock.mono.saturating_duration_since(h.started);
             if h.driver
                 .next_due()

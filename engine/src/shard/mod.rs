@@ -215,6 +215,8 @@ pub struct ShardSetup {
     pub admission: Arc<admission::Admission>,
     /// Sessions the shard tracks at most, in all and of one stream.
     pub max_sessions: (usize, usize),
+    /// The runtime sources that do their own I/O (TCP) run their tasks on.
+    pub source_tasks: tokio::runtime::Handle,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -281,6 +283,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_admission(setup.admission);
     core.set_session_limits(setup.max_sessions.0, setup.max_sessions.1);
     core.set_link(setup.link);
+    core.set_source_tasks(setup.source_tasks);
     Prepared {
         core,
         listener: setup.listener,

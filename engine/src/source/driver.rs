@@ -1,11 +1,32 @@
-//! A source as the home shard drives it: sans-IO. The core asks each stream's driver what it
-//! needs from the backend (a socket to read, or nothing) and, for sources that make their own
-//! bytes (the demo, a file), asks at each turn for what is due by then. A new way in is a
+//! A source as the home shard drives it. The core asks each stream's driver what it needs
+//! from the backend (a socket to read, or nothing); for sources that make their own bytes
+//! (the demo, a file) it asks at each turn for what is due by then; for sources whose I/O
+//! runs as a task on the sources' runtime (TCP) it takes what the task delivered to the
+//! driver's [`Inlet`]. When to try again is sans-IO ([`super::Retry`]). A new way in is a
 //! module of `source/` with its driver and a line in the scheme table ([`super::SCHEMES`]); the core and the
 //! backends do not change.
 
-use super::UdpSpec;
+use super::{Inlet, UdpSpec};
+use crate::stream::StreamCounters;
+use crate::wake::Wake;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What a driver is started with: its stream, and where a source that does its own I/O (a
+/// TCP connection) runs its task and hands over what it reads.
+#[derive(Debug)]
+pub struct SourceContext<'a> {
+    /// The stream's name, for log lines.
+    pub stream: &'a str,
+    /// The sources' runtime (its own thread), when the server has one.
+    pub tasks: Option<&'a tokio::runtime::Handle>,
+    /// Wakes the home shard when bytes are delivered.
+    pub waker: Arc<dyn Wake>,
+    /// The stream's counters.
+    pub counters: Arc<StreamCounters>,
+    /// How long a connection may send nothing before it is closed.
+    pub idle: Duration,
+}
 
 /// What the home shard runs for a stream's source.
 pub trait SourceDriver: std::fmt::Debug + Send {
@@ -22,6 +43,12 @@ pub trait SourceDriver: std::fmt::Debug + Send {
     /// How long after the stream started the source has bytes next (`None`: it makes none
     /// itself; what it receives comes through its socket).
     fn next_due(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What its own task delivered, for the home shard to take at each turn (`None`: it has
+    /// no task).
+    fn inlet(&self) -> Option<&Inlet> {
         None
     }
 

@@ -8,18 +8,31 @@
 //!                                         multicast, RCVBUF, the kernel's drop counter)
 //!  demo:                        demo.rs   the protocols generator, paced, wall-clock stamps
 //!  file:///path.ts?…            file.rs   a file looped at the pace of its PCRs
+//!  tcp://addr:port?…            tcp.rs    an encoder connects (listen), or the server
+//!                                         connects (mode=connect); a task on the sources'
+//!                                         runtime reads, the shard takes it from an inlet
+//!  exec:COMMAND ARGS…           exec.rs   an encoder process's stdout (no shell; its
+//!                                         process group killed with the stream)
 //! ```
 //!
-//! What it does not do yet: TCP, HTTP push, encoder processes, pulls (the sources issue).
+//! What it does not do yet: HTTP push, pulls (the sources issue).
 
 mod demo;
 mod driver;
+mod exec;
 mod file;
+mod inlet;
+mod retry;
+mod tcp;
 mod udp;
 
 pub use demo::DemoSource;
-pub use driver::SourceDriver;
+pub use driver::{SourceContext, SourceDriver};
+pub use exec::ExecSpec;
 pub use file::FileSpec;
+pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
+pub use retry::Retry;
+pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
 
 use std::net::Ipv4Addr;
@@ -33,6 +46,10 @@ pub enum SourceSpec {
     Udp(UdpSpec),
     /// A transport stream file, looped in real time.
     File(FileSpec),
+    /// MPEG-TS over TCP.
+    Tcp(TcpSpec),
+    /// An encoder process's standard output.
+    Exec(ExecSpec),
 }
 
 /// Why a source URL was refused.
@@ -48,6 +65,9 @@ pub enum SourceError {
     /// A query parameter is unknown or its value does not parse.
     #[error("bad source parameter {0:?}")]
     Parameter(String),
+    /// An `exec:` command line that cannot be run.
+    #[error("bad command: {0}")]
+    Command(String),
     /// `source=` given for an address that is not multicast.
     #[error("source-specific join needs a multicast group, not {0}")]
     SourceWithoutGroup(Ipv4Addr),
@@ -62,6 +82,8 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("demo:", parse_demo),
     ("udp://", udp::parse),
     ("file://", file::parse),
+    ("tcp://", tcp::parse),
+    ("exec:", exec::parse),
 ];
 
 /// The schemes, for an error message.
@@ -83,12 +105,47 @@ impl SourceSpec {
     }
 
     /// The driver the stream's home shard runs for it.
-    pub fn driver(&self) -> Box<dyn SourceDriver> {
+    pub fn driver(&self, context: &SourceContext<'_>) -> Box<dyn SourceDriver> {
         match self {
+            SourceSpec::Tcp(tcp) => Box::new(tcp::start(tcp, context)),
+            SourceSpec::Exec(exec) => Box::new(exec::start(exec, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
             SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
         }
+    }
+
+    /// The TCP port it listens on, for a listening TCP source.
+    pub fn tcp_listen_port(&self) -> Option<u16> {
+        match self {
+            SourceSpec::Tcp(tcp) if tcp.mode == TcpMode::Listen => tcp
+                .addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port()),
+            _ => None,
+        }
+    }
+
+    /// Whether it and `other` would take the same input: one UDP address (an unspecified
+    /// address overlaps every other on its port), or one listening TCP port.
+    pub fn shares_input(&self, other: &SourceSpec) -> bool {
+        match (self, other) {
+            (SourceSpec::Udp(a), SourceSpec::Udp(b)) => {
+                a.addr.port() == b.addr.port()
+                    && (a.addr.ip() == b.addr.ip()
+                        || a.addr.ip().is_unspecified()
+                        || b.addr.ip().is_unspecified())
+            }
+            _ => self
+                .tcp_listen_port()
+                .is_some_and(|port| other.tcp_listen_port() == Some(port)),
+        }
+    }
+
+    /// Whether it is a connection (or process) that can be up or down.
+    pub fn connects(&self) -> bool {
+        matches!(self, SourceSpec::Tcp(_) | SourceSpec::Exec(_))
     }
 
     /// Its kind, as the API and triggers name it (the URL's scheme).
@@ -97,6 +154,8 @@ impl SourceSpec {
             SourceSpec::Demo => "demo",
             SourceSpec::Udp(_) => "udp",
             SourceSpec::File(_) => "file",
+            SourceSpec::Tcp(_) => "tcp",
+            SourceSpec::Exec(_) => "exec",
         }
     }
 }

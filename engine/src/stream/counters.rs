@@ -46,6 +46,14 @@ pub struct StreamCounters {
     pub segment_bytes: AtomicU64,
     /// HLS requests answered (playlists and segments).
     pub hls_requests: AtomicU64,
+    /// Connections a source accepted or made (an encoder connecting, a reconnect).
+    pub source_connections: AtomicU64,
+    /// Connections a listening source refused (not in its `allow=`).
+    pub source_refused: AtomicU64,
+    /// Attempts of a connecting source that failed.
+    pub source_failures: AtomicU64,
+    /// Whether a connection-based source is connected now (a gauge: 0 or 1).
+    pub source_connected: AtomicU64,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
     /// Input bitrate over the last sample period (a gauge the control plane sets about once
@@ -112,6 +120,10 @@ pub struct StreamCountersSnapshot {
     pub buffer_trims: u64,
     pub segment_bytes: u64,
     pub hls_requests: u64,
+    pub source_connections: u64,
+    pub source_refused: u64,
+    pub source_failures: u64,
+    pub source_connected: u64,
 }
 
 impl StreamCounters {
@@ -142,6 +154,10 @@ impl StreamCounters {
             buffer_trims: self.buffer_trims.load(Relaxed),
             segment_bytes: self.segment_bytes.load(Relaxed),
             hls_requests: self.hls_requests.load(Relaxed),
+            source_connections: self.source_connections.load(Relaxed),
+            source_refused: self.source_refused.load(Relaxed),
+            source_failures: self.source_failures.load(Relaxed),
+            source_connected: self.source_connected.load(Relaxed),
         }
     }
 }

@@ -1,0 +1,322 @@
+//! MPEG-TS over TCP: `tcp://ADDR:PORT[?mode=listen|connect&program=N&allow=CIDR,…]`.
+//!
+//! - **listen** (the default): the server listens on `ADDR:PORT` (IPv4 or `[IPv6]`) for an
+//!   encoder to connect and send raw TS. One encoder feeds the stream at a time: a newer
+//!   connection replaces the current one (an encoder that restarts is not locked out by its
+//!   own half-dead connection), so `allow=` (addresses or CIDR ranges, comma-separated) should
+//!   name who may connect when the port is reachable from outside; anyone else is refused
+//!   and counted.
+//! - **connect**: the server connects to `HOST:PORT` (a name or an address) and reads raw TS
+//!   from it; when the connection fails or ends it tries again ([`super::retry`]).
+//!
+//! A connection that sends nothing for the stream's `source_timeout` is closed. The task runs
+//! on the sources' runtime (its own thread) and hands what it reads to the home shard through
+//! an [`Inlet`]: the shard does no TCP of its own.
+
+use super::inlet::{Delivery, Inlet, TaskDriver};
+use super::retry::Retry;
+use super::{SourceContext, SourceError, SourceSpec};
+use crate::stream::StreamCounters;
+use bytes::BytesMut;
+use ipnet::IpNet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bytes asked of the kernel per read.
+pub(super) const READ_SIZE: usize = 64 * 1024;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the server listens or connects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpMode {
+    /// Wait for an encoder to connect.
+    Listen,
+    /// Connect to a server that sends TS.
+    Connect,
+}
+
+/// A TCP source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSpec {
+    /// `ADDR:PORT` to listen on, or `HOST:PORT` to connect to.
+    pub addr: String,
+    /// Listen or connect.
+    pub mode: TcpMode,
+    /// The program to take from an MPTS.
+    pub program: Option<u16>,
+    /// Who may connect (listen mode); empty: anyone.
+    pub allow: Vec<IpNet>,
+}
+
+/// `tcp://` then the rest of the URL.
+pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.trim_end_matches('/');
+    let mut spec = TcpSpec {
+        addr: authority.to_owned(),
+        mode: TcpMode::Listen,
+        program: None,
+        allow: Vec::new(),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || SourceError::Parameter(pair.to_owned());
+        match key {
+            "mode" if value == "listen" => spec.mode = TcpMode::Listen,
+            "mode" if value == "connect" => spec.mode = TcpMode::Connect,
+            "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
+            "allow" => {
+                for item in value.split(',') {
+                    let net = match item.parse::<IpNet>() {
+                        Ok(net) => net,
+                        Err(_) => IpNet::from(item.parse::<IpAddr>().map_err(|_| bad())?),
+                    };
+                    spec.allow.push(net);
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let address = || SourceError::Address(format!("tcp://{authority}"));
+    match spec.mode {
+        TcpMode::Listen => {
+            authority.parse::<SocketAddr>().map_err(|_| address())?;
+        }
+        TcpMode::Connect => {
+            let (host, port) = authority.rsplit_once(':').ok_or_else(address)?;
+            let plausible = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
+            if !plausible || port.parse::<u16>().is_err() {
+                return Err(address());
+            }
+            if !spec.allow.is_empty() {
+                return Err(SourceError::Parameter(
+                    "allow (only for mode=listen)".to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(SourceSpec::Tcp(spec))
+}
+
+/// Start `spec`'s task: the home shard's side of it takes what it delivers.
+pub(super) fn start(spec: &TcpSpec, context: &SourceContext<'_>) -> TaskDriver {
+    let spec = spec.clone();
+    let (stream, counters, idle) = (
+        context.stream.to_owned(),
+        context.counters.clone(),
+        context.idle,
+    );
+    TaskDriver::start(context, spec.program, move |inlet| async move {
+        let link = Link {
+            stream,
+            inlet,
+            counters,
+            idle,
+        };
+        match spec.mode {
+            TcpMode::Listen => listen(spec, link).await,
+            TcpMode::Connect => connect(spec, link).await,
+        }
+    })
+}
+
+/// What a source's task needs of its stream.
+struct Link {
+    stream: String,
+    inlet: Arc<Inlet>,
+    counters: Arc<StreamCounters>,
+    idle: Duration,
+}
+
+/// Read from `conn` (never ready when there is none) within `idle`.
+async fn read_some(
+    conn: &mut Option<(TcpStream, SocketAddr)>,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> io::Result<usize> {
+    let Some((stream, _)) = conn else {
+        return std::future::pending().await;
+    };
+    buf.reserve(READ_SIZE);
+    match tokio::time::timeout(idle, stream.read_buf(buf)).await {
+        Ok(read) => read,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing received for {} s", idle.as_secs_f64()),
+        )),
+    }
+}
+
+async fn listen(spec: TcpSpec, link: Link) {
+    let Link {
+        stream, counters, ..
+    } = &link;
+    let Ok(addr) = spec.addr.parse::<SocketAddr>() else {
+        return; // checked when the URL was parsed
+    };
+    let mut retry = Retry::new();
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                let wait = retry.down(Instant::now());
+                tracing::warn!(stream = %stream, "cannot listen on {addr}: {e}; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    tracing::info!(stream = %stream, "listening for an encoder on tcp://{addr}");
+    let mut current: Option<(TcpStream, SocketAddr)> = None;
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, peer)) => {
+                    if !spec.allow.is_empty() && !spec.allow.iter().any(|net| net.contains(&peer.ip())) {
+                        StreamCounters::add(&counters.source_refused, 1);
+                        tracing::warn!(stream = %stream, "refused an encoder from {peer}: not in allow=");
+                        continue;
+                    }
+                    match current.take() {
+                        Some((_, old)) => tracing::info!(stream = %stream, "the encoder from {peer} replaces the one from {old}"),
+                        None => tracing::info!(stream = %stream, "an encoder connected from {peer}"),
+                    }
+                    let _ = conn.set_nodelay(true);
+                    StreamCounters::add(&counters.source_connections, 1);
+                    counters.source_connected.store(1, Ordering::Relaxed);
+                    buf.clear();
+                    link.inlet.deliver(Delivery::Restart).await;
+                    current = Some((conn, peer));
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: do not spin on it.
+                    tracing::warn!(stream = %stream, "cannot accept on {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            read = read_some(&mut current, &mut buf, link.idle) => match read {
+                Ok(n) if n > 0 => {
+                    let received = crate::sys::unix_ns();
+                    link.inlet.deliver(Delivery::Bytes(buf.split().freeze(), received)).await;
+                }
+                end => {
+                    let peer = current.take().map(|(_, p)| p.to_string()).unwrap_or_default();
+                    counters.source_connected.store(0, Ordering::Relaxed);
+                    match end {
+                        Err(e) => tracing::info!(stream = %stream, "the encoder from {peer} went: {e}"),
+                        Ok(_) => tracing::info!(stream = %stream, "the encoder from {peer} disconnected"),
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn connect(spec: TcpSpec, link: Link) {
+    let Link {
+        stream, counters, ..
+    } = &link;
+    let addr = &spec.addr;
+    let mut retry = Retry::new();
+    let mut failures = 0u64;
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
+            Ok(Ok(mut conn)) => {
+                retry.up(Instant::now());
+                failures = 0;
+                StreamCounters::add(&counters.source_connections, 1);
+                counters.source_connected.store(1, Ordering::Relaxed);
+                tracing::info!(stream = %stream, "connected to tcp://{addr}");
+                buf.clear();
+                link.inlet.deliver(Delivery::Restart).await;
+                let why = loop {
+                    buf.reserve(READ_SIZE);
+                    match tokio::time::timeout(link.idle, conn.read_buf(&mut buf)).await {
+                        Ok(Ok(0)) => break "closed by the server".to_owned(),
+                        Ok(Ok(_)) => {
+                            let received = crate::sys::unix_ns();
+                            link.inlet
+                                .deliver(Delivery::Bytes(buf.split().freeze(), received))
+                                .await;
+                        }
+                        Ok(Err(e)) => break e.to_string(),
+                        Err(_) => {
+                            break format!("nothing received for {} s", link.idle.as_secs_f64())
+                        }
+                    }
+                };
+                counters.source_connected.store(0, Ordering::Relaxed);
+                tracing::info!(stream = %stream, "the connection to tcp://{addr} ended: {why}");
+            }
+            failed => {
+                failures += 1;
+                StreamCounters::add(&counters.source_failures, 1);
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer in {CONNECT_TIMEOUT:?}"),
+                };
+                // The first failure of a run, then one in ten: a server that stays down is
+                // not a flood of lines.
+                if failures % 10 == 1 {
+                    tracing::warn!(stream = %stream, failures, "cannot connect to tcp://{addr}: {why}");
+                }
+            }
+        }
+        tokio::time::sleep(retry.down(Instant::now())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(url: &str) -> Result<TcpSpec, SourceError> {
+        match SourceSpec::parse(url)? {
+            SourceSpec::Tcp(spec) => Ok(spec),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_listen_and_connect_urls() {
+        let s = tcp("tcp://0.0.0.0:9000").unwrap();
+        assert_eq!((s.addr.as_str(), s.mode), ("0.0.0.0:9000", TcpMode::Listen));
+        let s = tcp("tcp://[::]:9000?allow=10.0.0.0/8,192.0.2.7&program=3").unwrap();
+        assert_eq!(s.allow.len(), 2);
+        assert!(s.allow[1].contains(&"192.0.2.7".parse::<IpAddr>().unwrap()));
+        assert_eq!(s.program, Some(3));
+        let s = tcp("tcp://encoder.example:1234?mode=connect").unwrap();
+        assert_eq!(s.mode, TcpMode::Connect);
+        assert_eq!(s.addr, "encoder.example:1234");
+    }
+
+    #[test]
+    fn refuses_bad_tcp_urls() {
+        for url in [
+            "tcp://",
+            "tcp://0.0.0.0",
+            "tcp://name:9000",
+            "tcp://0.0.0.0:99999",
+            "tcp://host?mode=connect",
+            "tcp://host:port?mode=connect",
+            "tcp://a b:1?mode=connect",
+            "tcp://0.0.0.0:9000?mode=push",
+            "tcp://0.0.0.0:9000?allow=10.0.0.0/33",
+            "tcp://host:1?mode=connect&allow=10.0.0.0/8",
+        ] {
+            assert!(tcp(url).is_err(), "{url}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Sources that connect, end to end: ffmpeg as an encoder that connects to the server over
+//! TCP (and reconnects), ffmpeg as a TCP server the server connects to, and an encoder from
+//! outside `allow=` refused. Read back as HTTP-TS and HLS, checked with ffprobe and the API.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use nix::sys::signal::Signal;
+use shardcast_protocols::hls::{parse, Playlist};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Wait until something listens on TCP `port` (read from /proc: a probe connection would
+/// count as an encoder).
+fn wait_listening(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    let wanted = format!(":{port:04X} ");
+    loop {
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            std::fs::read_to_string(table)
+                .unwrap_or_default()
+                .lines()
+                .any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3
+                        && format!("{} ", fields[1]).ends_with(&wanted)
+                        && fields[3] == "0A"
+                })
+        });
+        if listening {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server with the API, running `config`, in a directory of its own (kept as long as the
+/// last of the four is); with the API's address and token.
+fn start(name: &str, config: &str) -> (Server, std::net::SocketAddr, String, TempDir) {
+    let dir = TempDir::new(name);
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let api = free_api_addr();
+    let server = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    (server, api, token, dir)
+}
+
+/// The stream's status from the API.
+fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_json::Value {
+    let (code, body) = api_call(
+        api,
+        "GET",
+        &format!("/api/v1/streams/{stream}"),
+        token,
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Wait until `/{stream}/index.m3u8` answers 200 (the stream has sealed a segment).
+fn wait_live(server: &Server, stream: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while fetch(server.addr, &format!("/{stream}/index.m3u8"), "").0 != 200 {
+        assert!(Instant::now() < deadline, "{stream} never went live");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn discontinuities(server: &Server, stream: &str) -> usize {
+    let (code, _, body) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
+    assert_eq!(code, 200);
+    match parse(&body).unwrap() {
+        Playlist::Media(m) => m.segments.iter().filter(|s| s.discontinuity).count(),
+        other => panic!("not a media playlist: {other:?}"),
+    }
+}
+
+#[test]
+fn an_encoder_connects_over_tcp_and_its_viewers_stay_through_its_reconnect() {
+    let port = free_port();
+    let (server, api, token, _dir) = start("tcp-listen", &format!("[[stream]]\nname = \"cam\"\nsource = \"tcp://127.0.0.1:{port}\"\nsegment_duration = 1\n"));
+    wait_listening(port, Duration::from_secs(10));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let first = ffmpeg_source(&url, 7, "640x360", "1M", 25);
+    // A progressive viewer from the first encoder's second second to past the second's end.
+    std::thread::sleep(Duration::from_secs(2));
+    let addr = server.addr;
+    let viewer = std::thread::spawn(move || capture(addr, "/cam.ts", 12.0));
+    let input = &status(api, &token, "cam")["input"];
+    assert_eq!(input["kind"], "tcp", "{input}");
+    assert_eq!(input["connected"], true, "{input}");
+    drop(first); // killed: the encoder goes mid-stream
+    std::thread::sleep(Duration::from_millis(500));
+    let _second = ffmpeg_source(&url, 9, "640x360", "1M", 25);
+    // The new encoder's timestamps start over: one discontinuity in the playlist (looked at
+    // while it is still in the live window).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while discontinuities(&server, "cam") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity after the reconnect"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(discontinuities(&server, "cam"), 1);
+    let body = viewer.join().unwrap();
+    // 12 s of viewing with a break of about a second (ffmpeg starting again): the viewer was
+    // never dropped and got pictures from both encoders.
+    let pictures = pictures(&body);
+    assert!(pictures >= 200, "{pictures} pictures in 12 s");
+    let probe = probe_streams(&server.url("/cam/index.m3u8"));
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let input = &status(api, &token, "cam")["input"];
+    assert_eq!(input["connections"], 2, "{input}");
+    assert_eq!(input["refused"], 0, "{input}");
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("an encoder connected from 127.0.0.1"), "{log}");
+}
+
+#[test]
+fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
+    let port = free_port();
+    let (server, api, token, _dir) = start("tcp-connect", &format!("[[stream]]\nname = \"edge\"\nsource = \"tcp://127.0.0.1:{port}?mode=connect\"\nsegment_duration = 1\n"));
+    // Nothing listens yet: the server tries, fails, waits longer each time.
+    std::thread::sleep(Duration::from_millis(1500));
+    let input = &status(api, &token, "edge")["input"];
+    assert_eq!(input["connected"], false, "{input}");
+    let failures = input["failures"].as_u64().unwrap();
+    assert!((2..=5).contains(&failures), "{input}");
+    // ffmpeg as a server of TS: it waits for one connection and sends to it.
+    let listen = format!("tcp://127.0.0.1:{port}?listen=1");
+    let origin = ffmpeg_source(&listen, 30, "640x360", "1M", 25);
+    wait_live(&server, "edge", Duration::from_secs(15));
+    let probe = probe_streams(&server.url("/edge/index.m3u8"));
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    assert_eq!(status(api, &token, "edge")["input"]["connected"], true);
+    // The origin goes and comes back: the server connects again by itself.
+    drop(origin);
+    std::thread::sleep(Duration::from_millis(300));
+    let _origin = ffmpeg_source(&listen, 30, "640x360", "1M", 25);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(api, &token, "edge")["input"]["connections"] != 2 {
+        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = capture(server.addr, "/edge.ts", 3.0);
+    assert!(pictures(&body) >= 50, "{} pictures in 3 s", pictures(&body));
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn an_encoder_outside_allow_is_refused_and_nothing_it_sends_is_taken() {
+    let port = free_port();
+    let (server, api, token, _dir) = start(
+        "tcp-allow",
+        &format!(
+            "[[stream]]\nname = \"cam\"\nsource = \"tcp://127.0.0.1:{port}?allow=192.0.2.0/24\"\n"
+        ),
+    );
+    wait_listening(port, Duration::from_secs(10));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Whatever it manages to write before the server closes it is never read.
+    let packet = {
+        let mut p = [0xffu8; 188];
+        p[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
+        p
+    };
+    for _ in 0..100 {
+        if conn.write_all(&packet).is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(api, &token, "cam")["input"]["refused"] != 1 {
+        assert!(Instant::now() < deadline, "{}", status(api, &token, "cam"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stream = status(api, &token, "cam");
+    assert_eq!(stream["received_bytes"], 0, "{stream}");
+    assert_eq!(stream["input"]["connections"], 0, "{stream}");
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("not in allow="), "{log}");
+}
+
+/// Processes whose command line holds `marker`, with their state letter (`Z`: a zombie).
+fn processes_with(marker: &str) -> Vec<(i32, char, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .unwrap_or('?');
+        found.push((pid, state, cmdline));
+    }
+    found
+}
+
+/// Kills what is left of processes holding `marker` when dropped (a failed test included).
+struct KillMarked(String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for (pid, _, _) in processes_with(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Wait until `parent` has no zombie children (reaping is asynchronous).
+fn wait_reaped(parent: u32) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !zombie_children(parent).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", zombie_children(parent));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Children of `parent` that are zombies.
+fn zombie_children(parent: u32) -> Vec<String> {
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1 && fields[0] == "Z" && fields[1] == parent.to_string() {
+            zombies.push(stat.clone());
+        }
+    }
+    zombies
+}
+
+/// An ffmpeg command line making `seconds` of 640x360 H.264 and AAC on its standard output,
+/// in real time; `tone` (Hz) marks its processes.
+fn ffmpeg_command(seconds: u32, tone: u32) -> String {
+    format!(
+        "ffmpeg -nostdin -v error -re -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency={tone}:sample_rate=48000 -t {seconds} -c:v libx264 -preset ultrafast -tune zerolatency -g 25 -pix_fmt yuv420p -b:v 1M -c:a aac -b:a 64k -f mpegts -"
+    )
+}
+
+#[test]
+fn an_encoder_process_is_the_source_and_is_started_again_when_it_exits() {
+    let tone = 1000 + (std::process::id() % 1000);
+    let marker = format!("sine=frequency={tone}:");
+    let _cleanup = KillMarked(marker.clone());
+    let (server, api, token, _dir) = start(
+        "exec",
+        &format!(
+            "[[stream]]\nname = \"enc\"\nsource = \"exec:{}\"\nsegment_duration = 1\n",
+            ffmpeg_command(4, tone)
+        ),
+    );
+    wait_live(&server, "enc", Duration::from_secs(10));
+    let probe = probe_streams(&server.url("/enc/index.m3u8"));
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    // It exits every four seconds and is started again: a viewer watching across two
+    // restarts stays connected and keeps getting pictures.
+    let body = capture(server.addr, "/enc.ts", 9.0);
+    assert!(
+        pictures(&body) >= 150,
+        "{} pictures in 9 s",
+        pictures(&body)
+    );
+    let input = &status(api, &token, "enc")["input"];
+    assert_eq!(input["kind"], "exec", "{input}");
+    assert!(input["connections"].as_u64().unwrap() >= 3, "{input}");
+    assert_eq!(input["failures"], 0, "{input}");
+    wait_reaped(server.child.id());
+    assert!(
+        processes_with(&marker).len() <= 1,
+        "{:?}",
+        processes_with(&marker)
+    );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("exited (exit status: 0)"), "{log}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+}
+
+#[test]
+fn deleting_an_exec_stream_kills_its_whole_process_group() {
+    let tone = 2000 + (std::process::id() % 1000);
+    let marker = format!("{tone}.25");
+    let _cleanup = (
+        KillMarked(marker.clone()),
+        KillMarked(format!("sine=frequency={tone}:")),
+    );
+    let (server, api, token, _dir) = start(
+        "exec-group",
+        "[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
+    );
+    // A shell the operator chose to run, with a grandchild in the background (`sleep`) that
+    // never writes: only killing the group ends it.
+    let command = format!(
+        "sh -c 'sleep {marker} & exec {}'",
+        ffmpeg_command(600, tone)
+    );
+    let body = serde_json::json!({ "source": format!("exec:{command}") }).to_string();
+    let (code, answer) = api_call(api, "PUT", "/api/v1/streams/grouped", &token, Some(&body));
+    assert!(code == 201 || code == 200, "{code} {answer}");
+    wait_live(&server, "grouped", Duration::from_secs(10));
+    let probe = probe_streams(&server.url("/grouped/index.m3u8"));
+    assert!(probe.contains("h264,640,360,"), "{probe}");
+    // sh became ffmpeg (exec); the sleep it left in the background is in the same group.
+    let encoder = format!("sine=frequency={tone}:");
+    assert_eq!(
+        processes_with(&marker).len(),
+        1,
+        "{:?}",
+        processes_with(&marker)
+    );
+    assert_eq!(
+        processes_with(&encoder).len(),
+        1,
+        "{:?}",
+        processes_with(&encoder)
+    );
+    let (code, _) = api_call(api, "DELETE", "/api/v1/streams/grouped", &token, None);
+    assert!(code == 200 || code == 204, "{code}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(processes_with(&marker).is_empty() && processes_with(&encoder).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            processes_with(&marker),
+            processes_with(&encoder)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_reaped(server.child.id());
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
