@@ -177,6 +177,8 @@ struct Input {
     refused: u64,
     /// Failed attempts to connect.
     failures: u64,
+    /// Why the latest attempt failed, until one succeeds.
+    last_error: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -236,6 +238,12 @@ async fn stream_status(
             connections: c.source_connections,
             refused: c.source_refused,
             failures: c.source_failures,
+            last_error: info
+                .counters
+                .source_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone()),
         },
         viewers: Viewers::of(&state, info),
         segments: Segments {

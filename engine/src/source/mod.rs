@@ -13,15 +13,17 @@
 //!                                         runtime reads, the shard takes it from an inlet
 //!  exec:COMMAND ARGS…           exec.rs   an encoder process's stdout (no shell; its
 //!                                         process group killed with the stream)
+//!  http://host:port/path        pull.rs   a progressive TS body pulled from another server
 //! ```
 //!
-//! What it does not do yet: HTTP push, pulls (the sources issue).
+//! What it does not do yet: HTTP push, HLS pulls, `https://` (the sources issue).
 
 mod demo;
 mod driver;
 mod exec;
 mod file;
 mod inlet;
+mod pull;
 mod retry;
 mod tcp;
 mod udp;
@@ -31,6 +33,7 @@ pub use driver::{SourceContext, SourceDriver};
 pub use exec::ExecSpec;
 pub use file::FileSpec;
 pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
+pub use pull::PullSpec;
 pub use retry::Retry;
 pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
@@ -50,6 +53,8 @@ pub enum SourceSpec {
     Tcp(TcpSpec),
     /// An encoder process's standard output.
     Exec(ExecSpec),
+    /// A progressive TS body pulled from another server.
+    Pull(PullSpec),
 }
 
 /// Why a source URL was refused.
@@ -84,6 +89,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("file://", file::parse),
     ("tcp://", tcp::parse),
     ("exec:", exec::parse),
+    ("http://", pull::parse),
 ];
 
 /// The schemes, for an error message.
@@ -109,6 +115,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Tcp(tcp) => Box::new(tcp::start(tcp, context)),
             SourceSpec::Exec(exec) => Box::new(exec::start(exec, context)),
+            SourceSpec::Pull(pull) => Box::new(pull::start(pull, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
             SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
@@ -145,7 +152,10 @@ impl SourceSpec {
 
     /// Whether it is a connection (or process) that can be up or down.
     pub fn connects(&self) -> bool {
-        matches!(self, SourceSpec::Tcp(_) | SourceSpec::Exec(_))
+        matches!(
+            self,
+            SourceSpec::Tcp(_) | SourceSpec::Exec(_) | SourceSpec::Pull(_)
+        )
     }
 
     /// Its kind, as the API and triggers name it (the URL's scheme).
@@ -156,6 +166,7 @@ impl SourceSpec {
             SourceSpec::File(_) => "file",
             SourceSpec::Tcp(_) => "tcp",
             SourceSpec::Exec(_) => "exec",
+            SourceSpec::Pull(_) => "http",
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct StreamCounters {
     pub source_failures: AtomicU64,
     /// Whether a connection-based source is connected now (a gauge: 0 or 1).
     pub source_connected: AtomicU64,
+    /// Why a source that connects last failed (cleared when it connects).
+    pub source_error: std::sync::Mutex<Option<String>>,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
     /// Input bitrate over the last sample period (a gauge the control plane sets about once

@@ -1,6 +1,9 @@
 //! Sources that connect, end to end: ffmpeg as an encoder that connects to the server over
-//! TCP (and reconnects), ffmpeg as a TCP server the server connects to, and an encoder from
-//! outside `allow=` refused. Read back as HTTP-TS and HLS, checked with ffprobe and the API.
+//! TCP (and reconnects), ffmpeg as a TCP server the server connects to, an encoder from
+//! outside `allow=` refused; ffmpeg as an encoder process the server runs (restarted, its
+//! process group killed); pulls from another shardcast and from ffmpeg's HTTP server (an
+//! origin gone, answering 404, coming back). Read back as HTTP-TS and HLS, checked with
+//! ffprobe and the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -364,5 +367,117 @@ fn deleting_an_exec_stream_kills_its_whole_process_group() {
     }
     wait_reaped(server.child.id());
     let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn an_edge_pulls_from_an_origin_and_reports_it_gone() {
+    let origin = Server::start(&[]);
+    let (edge, api, token, _dir) = start(
+        "pull",
+        &format!(
+            "[[stream]]\nname = \"edge\"\nsource = \"http://{}/demo.ts\"\nsegment_duration = 1\n",
+            origin.addr
+        ),
+    );
+    wait_live(&edge, "edge", Duration::from_secs(10));
+    let probe = probe_streams(&edge.url("/edge/index.m3u8"));
+    assert!(
+        probe.contains("h264,256,144,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let body = capture(edge.addr, "/edge.ts", 2.0);
+    assert!(first_picture_is_keyframe(&body) && pictures(&body) >= 40);
+    let input = &status(api, &token, "edge")["input"];
+    assert_eq!(input["kind"], "http", "{input}");
+    assert_eq!(
+        (&input["connected"], &input["connections"]),
+        (&true.into(), &1.into())
+    );
+    assert!(input["last_error"].is_null(), "{input}");
+    // The origin stops: the edge says so, and tries again, slowly.
+    let (stopped, _) = origin.stop(Signal::SIGTERM);
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(api, &token, "edge")["input"]["last_error"].is_null() {
+        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(api, &token, "edge")["input"]["connected"], false);
+    let (status, log) = edge.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn an_origin_answering_404_is_reported_and_not_hammered() {
+    let origin = Server::start(&[]);
+    let (edge, api, token, _dir) = start(
+        "pull-404",
+        &format!(
+            "[[stream]]\nname = \"edge\"\nsource = \"http://{}/nothing.ts\"\n",
+            origin.addr
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let input = &status(api, &token, "edge")["input"];
+    // Asked at 0, 0.25, 0.75 and 1.75 s, then not before 3.75 s.
+    let failures = input["failures"].as_u64().unwrap();
+    assert!((3..=5).contains(&failures), "{input}");
+    assert!(
+        input["last_error"].as_str().unwrap().contains("404"),
+        "{input}"
+    );
+    assert_eq!(input["connected"], false);
+    let (status, log) = edge.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_pull_starts_again_when_its_origin_comes_back() {
+    let port = free_port();
+    let (edge, api, token, _dir) = start(
+        "pull-back",
+        &format!(
+            "[[stream]]\nname = \"edge\"\nsource = \"http://127.0.0.1:{port}/live.ts\"\nsegment_duration = 1\n"
+        ),
+    );
+    // ffmpeg as an HTTP server of one TS body, twice on the same port.
+    let origin_url = format!("http://127.0.0.1:{port}/live.ts");
+    let http_origin = || {
+        KillOnDrop(
+            std::process::Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+                .arg("testsrc2=size=640x360:rate=25")
+                .args([
+                    "-t",
+                    "30",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-g",
+                    "25",
+                ])
+                .args(["-pix_fmt", "yuv420p", "-f", "mpegts", "-listen", "1"])
+                .arg(&origin_url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let first = http_origin();
+    wait_live(&edge, "edge", Duration::from_secs(15));
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let _second = http_origin();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(api, &token, "edge")["input"]["connections"] != 2 {
+        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = capture(edge.addr, "/edge.ts", 3.0);
+    assert!(pictures(&body) >= 50, "{} pictures in 3 s", pictures(&body));
+    let (status, log) = edge.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
