@@ -1,5 +1,6 @@
-//! `ingest`: the generator's stream (or a TS file, looped) sent over UDP at its mux rate, paced
-//! datagram by datagram, to one or many destinations at once. The generator's frames carry the
+//! `ingest`: the generator's stream (or a TS file, looped) sent over UDP (or TCP, to a server
+//! that listens for encoders) at its mux rate, paced datagram by datagram (a TCP write of the
+//! same 1316 bytes each), to one or many destinations at once. The generator's frames carry the
 //! wall-clock time written as their datagram leaves, which the viewers read back as latency.
 //!
 //! One thread sends every stream, each datagram at its due time; a sender that falls more than
@@ -7,7 +8,8 @@
 
 use shardcast_protocols::generator::{write_stamp, Generator, GeneratorConfig};
 use shardcast_protocols::ts::{PacketSync, PACKET_SIZE};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +37,16 @@ impl Default for Content {
     fn default() -> Self {
         Content::Generator(GeneratorConfig::default())
     }
+}
+
+/// How the stream travels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Over {
+    /// One datagram of 7 packets at a time.
+    #[default]
+    Udp,
+    /// One connection per destination, 7 packets per write (no Nagle delay).
+    Tcp,
 }
 
 /// What to send where.
@@ -131,8 +143,27 @@ pub fn run_many(
     to: &[SocketAddr],
     duration: Duration,
 ) -> std::io::Result<Vec<u64>> {
+    run_many_over(content, from, to, duration, Over::Udp)
+}
+
+/// Like [`run_many`], over UDP or TCP; returns the datagrams (or writes) sent to each.
+pub fn run_many_over(
+    content: &Content,
+    from: SocketAddr,
+    to: &[SocketAddr],
+    duration: Duration,
+    over: Over,
+) -> std::io::Result<Vec<u64>> {
     let socket = UdpSocket::bind(from)?;
     socket.set_multicast_ttl_v4(1)?;
+    let mut connections = Vec::new();
+    if over == Over::Tcp {
+        for dest in to {
+            let conn = TcpStream::connect(dest)?;
+            conn.set_nodelay(true)?;
+            connections.push(conn);
+        }
+    }
     let mut streams = Vec::with_capacity(to.len());
     for &dest in to {
         let source = match content {
@@ -202,7 +233,12 @@ pub fn run_many(
             write_stamp(&mut packet, at - packet_start, unix);
             datagram[packet_start..packet_start + PACKET_SIZE].copy_from_slice(&packet);
         }
-        socket.send_to(&datagram, stream.to)?;
+        match connections.get_mut(next) {
+            Some(conn) => conn.write_all(&datagram)?,
+            None => {
+                socket.send_to(&datagram, stream.to)?;
+            }
+        }
         stream.sent += 1;
     }
     Ok(streams.iter().map(|s| s.sent).collect())

@@ -54,6 +54,9 @@ struct IngestArgs {
     /// Seconds to send.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
+    /// Send over TCP instead (to a `tcp://` source listening for an encoder).
+    #[arg(long)]
+    tcp: bool,
     #[command(flatten)]
     stream: StreamShape,
 }
@@ -184,7 +187,7 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
 }
 
 fn ingest(args: &IngestArgs) -> Result<(), String> {
-    use shardcast_bench::ingest::{load_file, run_many, Content};
+    use shardcast_bench::ingest::{load_file, run_many_over, Content, Over};
     if args.streams == 0 {
         return Err("--streams must be at least 1".into());
     }
@@ -209,7 +212,8 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
         .map(|i| std::net::SocketAddr::new(args.to.ip(), args.to.port() + i))
         .collect();
     let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
-    let sent = run_many(&content, args.from, &destinations, duration)
+    let over = if args.tcp { Over::Tcp } else { Over::Udp };
+    let sent = run_many_over(&content, args.from, &destinations, duration, over)
         .map_err(|e| format!("when sending to {}: {e}", args.to))?;
     eprintln!(
         "sent {} datagrams to {} destination(s) from {}",

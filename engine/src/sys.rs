@@ -2,8 +2,9 @@
 //! wall clock, sealed memfds and `sendfile(2)` for HLS segments, and a child process that
 //! dies with the server.
 //!
-//! All of it goes through nix's safe wrappers but one: the hook run in a forked child before
-//! it executes its program ([`die_with_server`]). The io_uring backend's `unsafe` lives in its
+//! All of it goes through nix's safe wrappers but two: the hook run in a forked child before
+//! it executes its program ([`die_with_server`]), and `SO_RCVLOWAT`, which nix does not wrap
+//! ([`set_receive_low_water`]). The io_uring backend's `unsafe` lives in its
 //! own module, not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
@@ -84,6 +85,34 @@ pub fn sealed_memfd(name: &str, data: &[u8]) -> std::io::Result<std::os::fd::Own
         ),
     )?;
     Ok(file.into())
+}
+
+/// `SO_RCVLOWAT`: a TCP socket is reported readable (and its reader woken) only once `bytes`
+/// are queued, so a sender's small writes are read together.
+#[allow(unsafe_code)]
+pub fn set_receive_low_water(
+    socket: std::os::fd::BorrowedFd<'_>,
+    bytes: usize,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is borrowed, so open for the call; the option value points to a
+    // c_int on this stack frame with its exact size given, and the kernel only reads it. No
+    // path keeps the pointer.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `sendfile(2)` of up to `len` bytes of `file` from `offset` to `socket` (non-blocking: a full

@@ -173,11 +173,12 @@ impl Run {
             buf.reserve(READ_SIZE);
             match tokio::time::timeout(self.idle, stdout.read_buf(&mut buf)).await {
                 Ok(Ok(0)) => break None,
-                Ok(Ok(_)) => {
+                Ok(Ok(n)) => {
                     let received = crate::sys::unix_ns();
                     self.inlet
                         .deliver(Delivery::Bytes(buf.split().freeze(), received))
                         .await;
+                    super::inlet::pace(n).await;
                 }
                 Ok(Err(e)) => break Some(format!("could not be read: {e}")),
                 Err(_) => {

@@ -4,7 +4,8 @@
 //! The task waits while the queue is full, so a sender faster than the shard drains is
 //! slowed by TCP's own flow control, not buffered without end. The shard is woken once per
 //! batch, not once per read: the task wakes it only when the shard has taken everything it
-//! was last woken for.
+//! was last woken for. A stream that arrives in small writes is read in larger pieces: TCP by
+//! the kernel's low-water mark (`source/tcp.rs`), pipes and HTTP bodies by [`pace`].
 
 use super::{SourceContext, SourceDriver};
 use crate::wake::Wake;
@@ -16,6 +17,22 @@ use std::sync::Arc;
 
 /// Reads queued at most per source (each up to 64 KiB, a TCP read).
 pub const INLET_CAPACITY: usize = 64;
+
+/// After a read smaller than [`PACE_BELOW`], a task that cannot have the kernel gather its
+/// input (a pipe, an HTTP body) waits this long before it reads again ([`pace`]): a sender
+/// writing 1316 bytes at a time costs a few hundred reads and shard wakes a second, not one
+/// per write. It delays data by no more than this, a quarter of the default flush interval.
+pub(super) const READ_PACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Reads at least this large are followed by the next at once (the sender is ahead).
+pub(super) const PACE_BELOW: usize = 32 * 1024;
+
+/// Wait [`READ_PACE`] after a read of `bytes` if it was small.
+pub(super) async fn pace(bytes: usize) {
+    if bytes < PACE_BELOW {
+        tokio::time::sleep(READ_PACE).await;
+    }
+}
 
 /// What a source's task delivers.
 #[derive(Debug)]

@@ -35,7 +35,10 @@ pub struct PullSpec {
 pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
     let url = format!("http://{rest}");
     let bad = || SourceError::Address(url.clone());
-    if url.len() > MAX_URL || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.len() > MAX_URL
+        || rest.starts_with('/')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad());
     }
     let parsed = reqwest::Url::parse(&url).map_err(|_| bad())?;
@@ -81,7 +84,9 @@ pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver 
                         match tokio::time::timeout(idle, answer.chunk()).await {
                             Ok(Ok(Some(bytes))) => {
                                 let received = crate::sys::unix_ns();
+                                let n = bytes.len();
                                 inlet.deliver(Delivery::Bytes(bytes, received)).await;
+                                super::inlet::pace(n).await;
                             }
                             Ok(Ok(None)) => break "the body ended".to_owned(),
                             Ok(Err(e)) => break e.to_string(),

@@ -21,10 +21,10 @@ use bytes::BytesMut;
 use ipnet::IpNet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes asked of the kernel per read.
@@ -139,22 +139,111 @@ struct Link {
     idle: Duration,
 }
 
-/// Read from `conn` (never ready when there is none) within `idle`.
+/// How much a connection lets the kernel gather before its reader is woken (`SO_RCVLOWAT`):
+/// about [`Gather::SPAN`] of the stream at the rate it arrived over the last second, so it is
+/// read about a hundred times a second whatever the size of the sender's writes. Sans-IO: the
+/// time is passed in.
+#[derive(Debug)]
+struct Gather {
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    low_water: usize,
+}
+
+impl Gather {
+    /// The stream's worth gathered per read.
+    const SPAN: Duration = Duration::from_millis(10);
+    /// Most bytes gathered (well under the receive buffer).
+    const MOST: usize = 64 * 1024;
+    /// A reader waits no longer than this for the mark before it takes what is there (the
+    /// rate fell, or the sender paused).
+    const LONGEST_WAIT: Duration = Duration::from_millis(20);
+    /// How often the rate is measured.
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self {
+            window_start: None,
+            window_bytes: 0,
+            low_water: 1,
+        }
+    }
+
+    /// `n` bytes were read at `now`; returns a new low-water mark when it should change.
+    fn read(&mut self, n: usize, now: Instant) -> Option<usize> {
+        let start = *self.window_start.get_or_insert(now);
+        self.window_bytes += n as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < Self::WINDOW {
+            return None;
+        }
+        let rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+        let mark = ((rate * Self::SPAN.as_secs_f64()) as usize).clamp(1, Self::MOST);
+        self.window_start = Some(now);
+        self.window_bytes = 0;
+        // Only changes of a quarter or more are worth a system call.
+        let differs = mark.abs_diff(self.low_water) * 4 > self.low_water;
+        differs.then(|| {
+            self.low_water = mark;
+            mark
+        })
+    }
+}
+
+/// An encoder's connection (or the one to a server), read in gathered pieces.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    gather: Gather,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            stream,
+            peer,
+            gather: Gather::new(),
+        }
+    }
+
+    /// Read what the kernel gathered (0: the peer closed) within `idle`.
+    async fn read(&mut self, buf: &mut BytesMut, idle: Duration) -> io::Result<usize> {
+        let deadline = tokio::time::Instant::now() + idle;
+        loop {
+            let wait = Gather::LONGEST_WAIT.min(deadline - tokio::time::Instant::now());
+            if let Ok(Err(e)) = tokio::time::timeout(wait, self.stream.readable()).await {
+                return Err(e);
+            }
+            buf.reserve(READ_SIZE);
+            match self.stream.try_read_buf(buf) {
+                Ok(n) => {
+                    if let Some(mark) = self.gather.read(n, Instant::now()) {
+                        let _ = crate::sys::set_receive_low_water(self.stream.as_fd(), mark);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nothing received for {} s", idle.as_secs_f64()),
+                ));
+            }
+        }
+    }
+}
+
+/// Read from `conn` (never ready when there is none).
 async fn read_some(
-    conn: &mut Option<(TcpStream, SocketAddr)>,
+    conn: &mut Option<Connection>,
     buf: &mut BytesMut,
     idle: Duration,
 ) -> io::Result<usize> {
-    let Some((stream, _)) = conn else {
-        return std::future::pending().await;
-    };
-    buf.reserve(READ_SIZE);
-    match tokio::time::timeout(idle, stream.read_buf(buf)).await {
-        Ok(read) => read,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("nothing received for {} s", idle.as_secs_f64()),
-        )),
+    match conn {
+        Some(conn) => conn.read(buf, idle).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -177,7 +266,7 @@ async fn listen(spec: TcpSpec, link: Link) {
         }
     };
     tracing::info!(stream = %stream, "listening for an encoder on tcp://{addr}");
-    let mut current: Option<(TcpStream, SocketAddr)> = None;
+    let mut current: Option<Connection> = None;
     let mut buf = BytesMut::new();
     loop {
         tokio::select! {
@@ -189,7 +278,7 @@ async fn listen(spec: TcpSpec, link: Link) {
                         continue;
                     }
                     match current.take() {
-                        Some((_, old)) => tracing::info!(stream = %stream, "the encoder from {peer} replaces the one from {old}"),
+                        Some(Connection { peer: old, .. }) => tracing::info!(stream = %stream, "the encoder from {peer} replaces the one from {old}"),
                         None => tracing::info!(stream = %stream, "an encoder connected from {peer}"),
                     }
                     let _ = conn.set_nodelay(true);
@@ -197,7 +286,7 @@ async fn listen(spec: TcpSpec, link: Link) {
                     counters.source_connected.store(1, Ordering::Relaxed);
                     buf.clear();
                     link.inlet.deliver(Delivery::Restart).await;
-                    current = Some((conn, peer));
+                    current = Some(Connection::new(conn, peer));
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: do not spin on it.
@@ -211,7 +300,7 @@ async fn listen(spec: TcpSpec, link: Link) {
                     link.inlet.deliver(Delivery::Bytes(buf.split().freeze(), received)).await;
                 }
                 end => {
-                    let peer = current.take().map(|(_, p)| p.to_string()).unwrap_or_default();
+                    let peer = current.take().map(|c| c.peer.to_string()).unwrap_or_default();
                     counters.source_connected.store(0, Ordering::Relaxed);
                     match end {
                         Err(e) => tracing::info!(stream = %stream, "the encoder from {peer} went: {e}"),
@@ -233,7 +322,11 @@ async fn connect(spec: TcpSpec, link: Link) {
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(mut conn)) => {
+            Ok(Ok(conn)) => {
+                let peer = conn
+                    .peer_addr()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                let mut conn = Connection::new(conn, peer);
                 retry.up(Instant::now());
                 failures = 0;
                 StreamCounters::add(&counters.source_connections, 1);
@@ -242,19 +335,15 @@ async fn connect(spec: TcpSpec, link: Link) {
                 buf.clear();
                 link.inlet.deliver(Delivery::Restart).await;
                 let why = loop {
-                    buf.reserve(READ_SIZE);
-                    match tokio::time::timeout(link.idle, conn.read_buf(&mut buf)).await {
-                        Ok(Ok(0)) => break "closed by the server".to_owned(),
-                        Ok(Ok(_)) => {
+                    match conn.read(&mut buf, link.idle).await {
+                        Ok(0) => break "closed by the server".to_owned(),
+                        Ok(_) => {
                             let received = crate::sys::unix_ns();
                             link.inlet
                                 .deliver(Delivery::Bytes(buf.split().freeze(), received))
                                 .await;
                         }
-                        Ok(Err(e)) => break e.to_string(),
-                        Err(_) => {
-                            break format!("nothing received for {} s", link.idle.as_secs_f64())
-                        }
+                        Err(e) => break e.to_string(),
                     }
                 };
                 counters.source_connected.store(0, Ordering::Relaxed);
@@ -300,6 +389,34 @@ mod tests {
         let s = tcp("tcp://encoder.example:1234?mode=connect").unwrap();
         assert_eq!(s.mode, TcpMode::Connect);
         assert_eq!(s.addr, "encoder.example:1234");
+    }
+
+    #[test]
+    fn the_kernel_gathers_about_ten_milliseconds_of_the_stream() {
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let mut g = Gather::new();
+        // 20 Mbit/s in 1316-byte writes, read as they come: nothing decided within the first
+        // second, then 25 kB (10 ms of it).
+        let mut marks = Vec::new();
+        for i in 0..=1900u64 {
+            marks.extend(g.read(1316, ms(i * 1000 / 1900)));
+        }
+        assert_eq!(marks.len(), 1);
+        assert!((24_000..=26_500).contains(&marks[0]), "{marks:?}");
+        // The same rate again: no call.
+        let mut again = Vec::new();
+        for i in 1..=100u64 {
+            again.extend(g.read(25_000, ms(1000 + i * 10)));
+        }
+        assert!(again.is_empty(), "{again:?}");
+        // A trickle: down to a few bytes, never 0. A flood: at most 64 KiB.
+        let mut trickle = Gather::new();
+        trickle.read(10, ms(0));
+        assert_eq!(trickle.read(10, ms(1000)), None); // 20 B/s: 0.2 B, rounds to the 1 it is
+        let mut flood = Gather::new();
+        flood.read(50_000_000, ms(0));
+        assert_eq!(flood.read(0, ms(1000)), Some(64 * 1024));
     }
 
     #[test]

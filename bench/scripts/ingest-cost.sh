@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# What one stream's ingest costs the server over UDP and over TCP (issue 16): server CPU per
+# second of ingest with no viewer (packet sync, the segmenter and HLS packaging run in both),
+# UDP and TCP interleaved, REPS repetitions each.
+#
+#   CPU 0: the server (taskset: its shard, its sources runtime and every other thread)
+#   CPU 1: `shardcast-bench ingest`, the same stream at BITRATE, 1316-byte datagrams or the
+#          same 1316 bytes per TCP write to a `tcp://` source listening for an encoder
+#
+# Usage: bench/scripts/ingest-cost.sh        Environment: BITRATE (default 20000000),
+#        SECONDS_MEASURED (default 20), REPS (default 3), IO (shardcast's backend, default auto).
+# One JSON line per run goes to bench/results/ingest-cost-DATE.jsonl; the medians and the
+# TCP/UDP ratios are printed, of the server's CPU and of the server's and the sender's together
+# (on loopback the sender's side does part of the receiving side's kernel work).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bitrate=${BITRATE:-20000000}
+seconds=${SECONDS_MEASURED:-20}
+reps=${REPS:-3}
+io=${IO:-auto}
+cargo build --release -q -p shardcast -p shardcast-bench
+bench=target/release/shardcast-bench
+server_bin=target/release/shardcast
+port=18601; udp=15601; tcp=15602
+work=$(mktemp -d /tmp/shardcast-ingest-cost.XXXXXX)
+out="bench/results/ingest-cost-$(date -u +%Y%m%d-%H%M).jsonl"
+mkdir -p bench/results
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for rep in $(seq "$reps"); do
+  for over in udp tcp; do
+    source="udp://127.0.0.1:$udp"; [ "$over" = tcp ] && source="tcp://127.0.0.1:$tcp"
+    cat > "$work/shardcast.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+cpus = [0]
+io = "$io"
+
+[[stream]]
+name = "live"
+source = "$source"
+TOML
+    taskset -c 0 "$server_bin" serve --api-listen off --config "$work/shardcast.toml" 2>/dev/null &
+    server=$!; pids+=("$server")
+    until curl -fs -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
+    to="127.0.0.1:$udp"; flag=""
+    if [ "$over" = tcp ]; then
+      to="127.0.0.1:$tcp"; flag="--tcp"
+      until ss -ltn "sport = :$tcp" | grep -q LISTEN; do sleep 0.1; done
+    fi
+    taskset -c 1 "$bench" ingest --to "$to" $flag --seconds $((seconds + 8)) \
+      --bitrate "$bitrate" --width 1280 --height 720 >/dev/null 2>&1 &
+    sender=$!; pids+=("$sender")
+    sleep 4 # the stream settles: first segments sealed, buffers at their size
+    before=$(cpu_ticks "$server"); sender_before=$(cpu_ticks "$sender"); start=$(date +%s.%N)
+    sleep "$seconds"
+    after=$(cpu_ticks "$server"); sender_after=$(cpu_ticks "$sender"); end=$(date +%s.%N)
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$server/status")
+    received=$(curl -fs "http://127.0.0.1:$port/live/index.m3u8" | grep -c '\.ts$' || true)
+    wait "$sender" || { echo "the sender failed ($over)" >&2; exit 1; }
+    kill "$server"; wait "$server" 2>/dev/null || true
+    python3 - "$over" "$rep" "$before" "$after" "$start" "$end" "$ticks" "$rss" "$bitrate" "$received" \
+      "$sender_before" "$sender_after" <<'PY' | tee -a "$out"
+import json, sys
+over, rep, before, after, start, end, ticks, rss, bitrate, segments, s_before, s_after = sys.argv[1:]
+wall = float(end) - float(start)
+cpu_ms = (int(after) - int(before)) * 1000 / int(ticks)
+sender_ms = (int(s_after) - int(s_before)) * 1000 / int(ticks)
+print(json.dumps({"over": over, "rep": int(rep), "bitrate": int(bitrate), "seconds": round(wall, 2),
+                  "server_cpu_ms_per_s": round(cpu_ms / wall, 2),
+                  "server_and_sender_cpu_ms_per_s": round((cpu_ms + sender_ms) / wall, 2),
+                  "server_rss_kib": int(rss), "segments_listed": int(segments)}))
+PY
+  done
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print(f"results: {sys.argv[1]}")
+for key, what in (("server_cpu_ms_per_s", "server"), ("server_and_sender_cpu_ms_per_s", "server+sender")):
+    med = {o: statistics.median(r[key] for r in runs if r["over"] == o) for o in ("udp", "tcp")}
+    for o in ("udp", "tcp"):
+        values = [r[key] for r in runs if r["over"] == o]
+        print(f"{o}: {med[o]:.2f} ms of {what} CPU per second of ingest (median; {min(values):.2f}-{max(values):.2f})")
+    print(f"{what}, tcp / udp: {med['tcp'] / med['udp']:.2f}x")
+PY
