@@ -80,6 +80,7 @@ pub(super) struct StreamSection {
     pub max_hls_bytes: Setting<usize>,
     pub source_timeout: Setting<f64>,
     pub wildcard: Setting<WildcardSection>,
+    pub required: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,7 @@
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
 //! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
 //! public_cache = false            # a gated stream's media may be kept by shared caches
+//! required = false                # /readyz answers 503 while this stream is not live
 //! max_buffer = 33554432           # bytes held for progressive viewers (oldest dropped first)
 //! max_segment = 33554432          # bytes of one HLS segment (larger ones are dropped)
 //! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
@@ -344,6 +345,8 @@ pub struct StreamConfig {
     pub limits: StreamLimits,
     /// What its wildcard instances may be, when it is a template with a `wildcard` table.
     pub wildcard: Option<WildcardRule>,
+    /// The server is ready (`/readyz`) only while this stream is live.
+    pub required: bool,
 }
 
 /// A stream's viewer access control (as Flashphoner WCS does it): the viewer's token and
@@ -484,6 +487,8 @@ impl StreamConfig {
             source,
             source_url,
             wildcard: None,
+            // Made on demand: no load balancer waits for one.
+            required: false,
             ..self.clone()
         })
     }

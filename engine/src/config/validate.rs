@@ -406,6 +406,7 @@ fn stream(
         access,
         limits,
         wildcard,
+        required: st.required.unwrap_or(false),
     })
 }
 

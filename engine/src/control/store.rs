@@ -60,6 +60,9 @@ pub struct StreamFields {
     /// What a template's wildcard instances may be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wildcard: Option<WildcardFields>,
+    /// Whether `/readyz` waits for this stream to be live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 /// A template's `wildcard` table as the API takes and gives it.
@@ -97,6 +100,7 @@ impl StreamFields {
                 ports: w.ports.map(|(low, high)| [low, high]),
                 pattern: w.pattern.as_ref().map(|p| p.as_str().to_owned()),
             }),
+            required: Some(config.required),
         }
     }
 
@@ -131,6 +135,9 @@ impl StreamFields {
         let int = |v: u64| toml_edit::value(i64::try_from(v).unwrap_or(i64::MAX));
         if let Some(v) = self.public_cache {
             t["public_cache"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.required {
+            t["required"] = toml_edit::value(v);
         }
         if let Some(v) = self.max_buffer {
             t["max_buffer"] = int(v);

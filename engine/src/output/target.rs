@@ -5,6 +5,8 @@
 //! ```text
 //!  /                              Index
 //!  /player/hls-VERSION.min.js     PlayerScript
+//!  /healthz                       Health (for load balancers: the process serves)
+//!  /readyz                        Ready (every stream configured `required` is live)
 //!  /{stream}.html                 PlayerPage
 //!  /{stream}/info.json            Info
 //!  /{stream}/embed.js             Embed
@@ -23,6 +25,10 @@ pub enum Target<'a> {
     Index,
     /// The player's script (hls.js), at a path with its version.
     PlayerScript,
+    /// `/healthz`: the process serves.
+    Health,
+    /// `/readyz`: every stream configured as required is live.
+    Ready,
     /// `/{stream}.html`: the player page.
     PlayerPage(&'a str),
     /// `/{stream}/info.json`: what the player page asks about the stream.
@@ -38,8 +44,11 @@ pub enum Target<'a> {
 impl<'a> Target<'a> {
     /// Parse a request's path (without its query).
     pub fn parse(path: &'a str) -> Target<'a> {
-        if path == "/" {
-            return Target::Index;
+        match path {
+            "/" => return Target::Index,
+            "/healthz" => return Target::Health,
+            "/readyz" => return Target::Ready,
+            _ => {}
         }
         let Some(rest) = path.strip_prefix('/') else {
             return Target::Unknown;
@@ -85,7 +94,11 @@ impl<'a> Target<'a> {
         match *self {
             Target::PlayerPage(s) | Target::Info(s) | Target::Embed(s) => Some(s),
             Target::Media(request) => Some(request.stream),
-            Target::Index | Target::PlayerScript | Target::Unknown => None,
+            Target::Index
+            | Target::PlayerScript
+            | Target::Health
+            | Target::Ready
+            | Target::Unknown => None,
         }
     }
 }
@@ -109,6 +122,9 @@ mod tests {
     fn the_grammar() {
         let p = Target::parse;
         assert_eq!(p("/"), Target::Index);
+        assert_eq!(p("/healthz"), Target::Health);
+        assert_eq!(p("/readyz"), Target::Ready);
+        assert_eq!(p("/readyz.html"), Target::PlayerPage("readyz"));
         let script = format!("/{}", crate::player::hlsjs_path());
         assert_eq!(p(&script), Target::PlayerScript);
         assert_eq!(p("/cam.ts"), media("cam", "http-ts", MediaFile::Live));

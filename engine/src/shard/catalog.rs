@@ -471,6 +471,7 @@ mod tests {
             access: None,
             limits: Default::default(),
             wildcard: None,
+            required: false,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::catalog::{Catalog, StreamInfo};
 use super::Clock;
-use crate::http::{Body, Document, Gate, RequestHead, Route, Router};
+use crate::http::{Body, Document, Gate, RequestHead, Route, Router, Status};
 use crate::output::{MediaRequest, Published, Target};
 use crate::player;
 use crate::session::{LocalSessions, SessionKey, Verdict};
@@ -71,10 +71,42 @@ impl StreamsRouter<'_> {
         })
     }
 
+    /// `/readyz`: 200 when every stream configured as required is live, else 503 naming
+    /// those that are not.
+    fn ready(&self) -> Route {
+        let now_ms = (self.clock.unix_ns / 1_000_000) as i64;
+        let waiting: Vec<&str> = self
+            .catalog
+            .streams()
+            .filter(|(_, info)| info.config.required)
+            .filter(|(_, info)| {
+                let window = info.hls_window.load_full();
+                player::state(window.as_deref(), now_ms) != player::StreamState::Live
+            })
+            .map(|(_, info)| info.name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return Route::Document(Document {
+                body: Body::Bytes(Bytes::from_static(b"ready\n")),
+                ..Document::new("text/plain; charset=utf-8", "no-store")
+            });
+        }
+        Route::Status(Status {
+            code: 503,
+            text: format!("not live: {}\n", waiting.join(", ")).into(),
+            headers: "Cache-Control: no-store\r\n",
+        })
+    }
+
     /// The answer to `target`.
     fn answer(&self, head: &RequestHead, target: &Target<'_>) -> Route {
         match target {
             Target::Index => self.index(),
+            Target::Health => Route::Document(Document {
+                body: Body::Bytes(Bytes::from_static(b"ok\n")),
+                ..Document::new("text/plain; charset=utf-8", "no-store")
+            }),
+            Target::Ready => self.ready(),
             Target::PlayerScript => Route::Document(Document {
                 body: Body::Bytes(Bytes::from_static(player::HLSJS)),
                 etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),

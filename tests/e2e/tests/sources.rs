@@ -481,3 +481,40 @@ fn a_pull_starts_again_when_its_origin_comes_back() {
     let (status, log) = edge.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn readyz_follows_the_required_streams_and_healthz_the_process() {
+    let port = free_port();
+    let (server, _api, _token, _dir) = start(
+        "ready",
+        &format!(
+            "[[stream]]\nname = \"main\"\nsource = \"tcp://127.0.0.1:{port}\"\nsegment_duration = 1\nrequired = true\n\n[[stream]]\nname = \"spare\"\nsource = \"tcp://127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    );
+    let (code, _, body) = fetch(server.addr, "/healthz", "");
+    assert_eq!((code, body.as_slice()), (200, &b"ok\n"[..]));
+    let (code, head, body) = fetch(server.addr, "/readyz", "");
+    assert_eq!(code, 503, "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), "not live: main\n");
+    assert_eq!(header(&head, "Cache-Control"), Some("no-store"));
+    wait_listening(port, Duration::from_secs(10));
+    let encoder = ffmpeg_source(&format!("tcp://127.0.0.1:{port}"), 30, "640x360", "1M", 25);
+    // Ready once main is live, whatever the stream not required does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch(server.addr, "/readyz", "").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its encoder gone, main goes silent, and the server is not ready (about 3 s: two target
+    // durations and a second), while it still serves.
+    drop(encoder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch(server.addr, "/readyz", "").0 != 503 {
+        assert!(Instant::now() < deadline, "still ready with main silent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fetch(server.addr, "/healthz", "").0, 200);
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
