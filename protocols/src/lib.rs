@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  datagrams / file chunks
+//!    └─ rtp::unwrap           TS in RTP (RFC 2250) told from raw TS; rtp::Sequence counts gaps
 //!    └─ ts::PacketSync        resync on 0x47, confirmed on following packets
 //!         └─ ts::Demuxer      continuity per PID, PAT/PMT (CRC-32), PES headers (PTS/DTS),
 //!              │              es::VideoScanner (H.264 IDR / H.265 IRAP), es::AudioScanner (frames)
@@ -18,7 +19,8 @@
 //! What it does not do: decode pictures or sound, remux into other containers, or decide
 //! anything about delivery (windows, caching, who gets which bytes): that is the engine's job.
 //!
-//! Every parser is incremental (input split at any byte gives the same result), has explicit
+//! Every stream parser is incremental (input split at any byte gives the same result; RTP is
+//! read a whole datagram at a time, as it comes), has explicit
 //! limits, allocates nothing per packet on its steady-state path and never panics on any input;
 //! fuzz targets under `fuzz/` check the last point.
 #![forbid(unsafe_code)]
@@ -26,4 +28,5 @@
 pub mod es;
 pub mod generator;
 pub mod hls;
+pub mod rtp;
 pub mod ts;

@@ -179,6 +179,17 @@ struct Input {
     failures: u64,
     /// Why the latest attempt failed, until one succeeds.
     last_error: Option<String>,
+    /// For a UDP source sending TS in RTP: its datagrams, and what their sequence numbers
+    /// say was lost or late.
+    rtp: Option<Rtp>,
+}
+
+/// What a stream's RTP sequence numbers say.
+#[derive(Serialize)]
+struct Rtp {
+    datagrams: u64,
+    lost: u64,
+    late: u64,
 }
 
 fn now_ms() -> i64 {
@@ -238,6 +249,11 @@ async fn stream_status(
             connections: c.source_connections,
             refused: c.source_refused,
             failures: c.source_failures,
+            rtp: (c.rtp_datagrams > 0).then_some(Rtp {
+                datagrams: c.rtp_datagrams,
+                lost: c.rtp_lost,
+                late: c.rtp_late,
+            }),
             last_error: info
                 .counters
                 .source_error

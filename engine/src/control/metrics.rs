@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 18] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 21] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -121,6 +121,24 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 18] = [
         "gauge",
         "1 while a connection-based source is connected.",
         |c| c.source_connected,
+    ),
+    (
+        "shardcast_stream_rtp_datagrams_total",
+        "counter",
+        "Datagrams that came as MPEG-TS in RTP.",
+        |c| c.rtp_datagrams,
+    ),
+    (
+        "shardcast_stream_rtp_lost_total",
+        "counter",
+        "RTP datagrams missing from the sequence (lost in the network).",
+        |c| c.rtp_lost,
+    ),
+    (
+        "shardcast_stream_rtp_late_total",
+        "counter",
+        "RTP datagrams that came after a later one (reordered or repeated).",
+        |c| c.rtp_late,
     ),
     (
         "shardcast_stream_segment_bytes",

@@ -38,6 +38,9 @@ pub const SOURCE_TICK: Duration = Duration::from_millis(10);
 struct Home {
     slot: usize,
     pipeline: Pipeline,
+    /// The RTP sequence numbers of its datagrams, when they come in RTP.
+    rtp: shardcast_protocols::rtp::Sequence,
+    counters: Arc<StreamCounters>,
     fanout: Fanout,
     driver: Box<dyn SourceDriver>,
     started: Instant,
@@ -340,6 +343,8 @@ impl ShardCore {
                 fanout,
                 driver,
                 started: self.clock.mono,
+                rtp: Default::default(),
+                counters: info.counters.clone(),
             };
             let index = match self.homes.iter().position(Option::is_none) {
                 Some(free) => {
@@ -577,11 +582,24 @@ impl ShardCore {
         self.conns.get(key).is_none_or(Conn::finished)
     }
 
-    /// Datagram (or read) `data` of home stream `home`, received at `received_ns` (UNIX).
+    /// Datagram (or read) `data` of home stream `home`, received at `received_ns` (UNIX): raw
+    /// TS, or TS in RTP, whose sequence numbers are counted (lost, late).
     pub fn ingest(&mut self, home: usize, data: &[u8], received_ns: u64) {
+        use shardcast_protocols::rtp::{unwrap, Datagram};
         let mut chunks = Vec::new();
         if let Some(Some(h)) = self.homes.get_mut(home) {
-            h.pipeline.push(data, received_ns, &mut |c| chunks.push(c));
+            let payload = match unwrap(data) {
+                Datagram::Raw(raw) => raw,
+                Datagram::Rtp { sequence, payload } => {
+                    let arrival = h.rtp.arrived(sequence);
+                    StreamCounters::add(&h.counters.rtp_lost, u64::from(arrival.missing));
+                    StreamCounters::add(&h.counters.rtp_late, u64::from(arrival.late));
+                    StreamCounters::add(&h.counters.rtp_datagrams, 1);
+                    payload
+                }
+            };
+            h.pipeline
+                .push(payload, received_ns, &mut |c| chunks.push(c));
         }
         for c in chunks {
             self.publish(home, c);

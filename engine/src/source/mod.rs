@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  udp://[source@]group:port?…  udp.rs    the backend reads the socket (unicast, ASM/SSM
-//!                                         multicast, RCVBUF, the kernel's drop counter)
+//!                                         multicast, RCVBUF, the kernel's drop counter);
+//!                                         raw TS or TS in RTP, told apart per datagram
 //!  demo:                        demo.rs   the protocols generator, paced, wall-clock stamps
 //!  file:///path.ts?…            file.rs   a file looped at the pace of its PCRs
 //!  tcp://addr:port?…            tcp.rs    an encoder connects (listen), or the server

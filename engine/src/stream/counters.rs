@@ -54,6 +54,12 @@ pub struct StreamCounters {
     pub source_failures: AtomicU64,
     /// Whether a connection-based source is connected now (a gauge: 0 or 1).
     pub source_connected: AtomicU64,
+    /// Datagrams that came as TS in RTP.
+    pub rtp_datagrams: AtomicU64,
+    /// RTP datagrams missing from the sequence (lost, or still to come late).
+    pub rtp_lost: AtomicU64,
+    /// RTP datagrams that came after a later one (late, or repeated).
+    pub rtp_late: AtomicU64,
     /// Why a source that connects last failed (cleared when it connects).
     pub source_error: std::sync::Mutex<Option<String>>,
     /// How long data waited between ingest and the write to progressive viewers.
@@ -126,6 +132,9 @@ pub struct StreamCountersSnapshot {
     pub source_refused: u64,
     pub source_failures: u64,
     pub source_connected: u64,
+    pub rtp_datagrams: u64,
+    pub rtp_lost: u64,
+    pub rtp_late: u64,
 }
 
 impl StreamCounters {
@@ -160,6 +169,9 @@ impl StreamCounters {
             source_refused: self.source_refused.load(Relaxed),
             source_failures: self.source_failures.load(Relaxed),
             source_connected: self.source_connected.load(Relaxed),
+            rtp_datagrams: self.rtp_datagrams.load(Relaxed),
+            rtp_lost: self.rtp_lost.load(Relaxed),
+            rtp_late: self.rtp_late.load(Relaxed),
         }
     }
 }

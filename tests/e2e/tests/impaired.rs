@@ -161,6 +161,16 @@ fn through(
     impairment: Impairment,
     seconds: u32,
 ) -> (serde_json::Value, Done, bool, String) {
+    through_as("mpegts", name, impairment, seconds)
+}
+
+/// Like [`through`], with ffmpeg's muxer `format` (`rtp_mpegts`: TS in RTP).
+fn through_as(
+    format: &str,
+    name: &str,
+    impairment: Impairment,
+    seconds: u32,
+) -> (serde_json::Value, Done, bool, String) {
     let port = free_port();
     let dir = TempDir::new(name);
     let config = dir.join("shardcast.toml");
@@ -177,13 +187,11 @@ fn through(
         impairment,
         0x5EED_CAFE,
     );
-    let source = ffmpeg_source(
-        &format!("udp://127.0.0.1:{}?pkt_size=1316", relay.port),
-        seconds,
-        "640x360",
-        "1500k",
-        25,
-    );
+    let url = match format {
+        "rtp_mpegts" => format!("rtp://127.0.0.1:{}?pkt_size=1328", relay.port),
+        _ => format!("udp://127.0.0.1:{}?pkt_size=1316", relay.port),
+    };
+    let source = ffmpeg_source_as(format, &url, seconds, "640x360", "1500k", 25);
     // Once there are segments, decode 4 s of the HLS output while the source still runs.
     let deadline = Instant::now() + Duration::from_secs(20);
     while fetch(server.addr, "/live/index.m3u8", "").0 != 200 {
@@ -260,4 +268,42 @@ fn jitter_of_50_ms_loses_nothing() {
     assert!(done.datagrams > 1000, "{done:?}");
     assert_eq!(errors, 0, "{stream}");
     assert_eq!(stream["kernel_drops"], 0, "{stream}");
+}
+
+#[test]
+fn ts_in_rtp_is_unwrapped_and_its_sequence_numbers_count_loss_and_reordering() {
+    let (stream, done, decoded, said) = through_as(
+        "rtp_mpegts",
+        "impaired-rtp",
+        Impairment::Faults {
+            loss: 0.01,
+            reorder: 0.01,
+            duplicate: 0.0,
+            truncate: 0.0,
+        },
+        12,
+    );
+    let rtp = &stream["input"]["rtp"];
+    eprintln!("relay {done:?}; server: rtp {rtp}; ffmpeg said: {said}");
+    assert!(decoded, "the HLS output does not decode: {said}");
+    assert!(done.datagrams > 600, "{done:?}");
+    // Every datagram forwarded came in RTP and was read as such.
+    let forwarded = done.datagrams - done.lost;
+    let datagrams = rtp["datagrams"].as_u64().unwrap();
+    assert!(
+        datagrams + 2 >= forwarded && datagrams <= forwarded,
+        "{rtp} {done:?}"
+    );
+    // A lost datagram is missing from the sequence; a reordered one is missing until it comes,
+    // then late.
+    let (lost, late) = (rtp["lost"].as_u64().unwrap(), rtp["late"].as_u64().unwrap());
+    assert!(done.lost + done.reordered > 5, "{done:?}");
+    assert!(
+        lost >= done.lost && lost <= done.lost + done.reordered,
+        "{rtp} {done:?}"
+    );
+    assert!(
+        late + 1 >= done.reordered && late <= done.reordered,
+        "{rtp} {done:?}"
+    );
 }

@@ -351,6 +351,19 @@ pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
 /// ffmpeg's test pattern and a tone as H.264 + AAC in MPEG-TS to `url`, for `seconds`, at
 /// `size` (WxH), video bitrate `bitrate` and a keyframe every `gop` frames (25 fps).
 pub fn ffmpeg_source(url: &str, seconds: u32, size: &str, bitrate: &str, gop: u32) -> KillOnDrop {
+    ffmpeg_source_as("mpegts", url, seconds, size, bitrate, gop)
+}
+
+/// Like [`ffmpeg_source`], with ffmpeg's muxer `format` (`mpegts`, or `rtp_mpegts` for TS in
+/// RTP).
+pub fn ffmpeg_source_as(
+    format: &str,
+    url: &str,
+    seconds: u32,
+    size: &str,
+    bitrate: &str,
+    gop: u32,
+) -> KillOnDrop {
     KillOnDrop(
         Command::new("ffmpeg")
             .args([
@@ -386,7 +399,7 @@ pub fn ffmpeg_source(url: &str, seconds: u32, size: &str, bitrate: &str, gop: u3
                 "-b:a",
                 "64k",
                 "-f",
-                "mpegts",
+                format,
             ])
             .arg(url)
             .stdout(Stdio::null())
