@@ -39,8 +39,6 @@ pub use retry::Retry;
 pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
 
-use std::net::Ipv4Addr;
-
 /// Where a stream comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -66,7 +64,7 @@ pub enum SourceError {
     #[error("unsupported source scheme in {0:?} (expected {schemes})", schemes = scheme_names())]
     Scheme(String),
     /// The address or port does not parse.
-    #[error("bad address {0:?} (expected IPv4:port, e.g. 239.1.1.1:5000)")]
+    #[error("bad address {0:?} (expected address:port, e.g. 239.1.1.1:5000 or [ff3e::1]:5000)")]
     Address(String),
     /// A query parameter is unknown or its value does not parse.
     #[error("bad source parameter {0:?}")]
@@ -76,7 +74,7 @@ pub enum SourceError {
     Command(String),
     /// `source=` given for an address that is not multicast.
     #[error("source-specific join needs a multicast group, not {0}")]
-    SourceWithoutGroup(Ipv4Addr),
+    SourceWithoutGroup(std::net::IpAddr),
 }
 
 /// How the rest of a URL, after its scheme, is read.
@@ -183,6 +181,7 @@ fn parse_demo(rest: &str) -> Result<SourceSpec, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
     fn parses_udp_urls() {
@@ -190,14 +189,23 @@ mod tests {
             SourceSpec::parse("udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2").unwrap();
         let SourceSpec::Udp(u) = s else { panic!() };
         assert_eq!(u.addr, "239.1.1.1:5000".parse().unwrap());
-        assert_eq!(u.source, Some(Ipv4Addr::new(10, 0, 0, 7)));
+        assert_eq!(u.source, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))));
         assert_eq!(u.iface.as_deref(), Some("eth1"));
         assert_eq!(u.program, Some(2));
         let SourceSpec::Udp(u) = SourceSpec::parse("udp://10.0.0.9@232.0.0.1:1234").unwrap() else {
             panic!()
         };
-        assert_eq!(u.source, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(u.source, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))));
         assert_eq!(SourceSpec::parse("demo:").unwrap(), SourceSpec::Demo);
+        // IPv6 multicast: not yet, and said so.
+        assert!(SourceSpec::parse("udp://[2001:db8::7]@[ff3e::1]:5000").is_err());
+        assert!(SourceSpec::parse("udp://[ff3e::1]:5000").is_err());
+        let SourceSpec::Udp(u) = SourceSpec::parse("udp://[::1]:5000").unwrap() else {
+            panic!()
+        };
+        assert!(u.addr.is_ipv6() && u.source.is_none());
+        // A source of the other family is refused.
+        assert!(SourceSpec::parse("udp://[2001:db8::7]@239.1.1.1:5000").is_err());
     }
 
     #[test]

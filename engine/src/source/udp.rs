@@ -1,20 +1,23 @@
 //! MPEG-TS over UDP: the socket (socket2 for the options, nix for recvmsg with the kernel's
-//! drop counter), unicast or multicast, any-source or source-specific.
+//! drop counter): IPv4 unicast or multicast, any-source or source-specific; IPv6 unicast
+//! (`udp://[::]:5000`). IPv6 multicast is not yet.
 
 use super::{SourceDriver, SourceError, SourceSpec};
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
 /// A UDP source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpSpec {
     /// Address and port to receive on: a multicast group, or a local unicast address.
-    pub addr: SocketAddrV4,
-    /// Source-specific multicast: only datagrams from this sender.
-    pub source: Option<Ipv4Addr>,
+    pub addr: SocketAddr,
+    /// Source-specific multicast: only datagrams from this sender (of the group's family).
+    pub source: Option<IpAddr>,
     /// The interface to join on, by name or by address.
     pub iface: Option<String>,
     /// The program to take from an MPTS.
@@ -34,7 +37,7 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
         None => (None, authority),
     };
     let hostport = hostport.trim_end_matches('/');
-    let addr: SocketAddrV4 = hostport
+    let addr: SocketAddr = hostport
         .parse()
         .map_err(|_| SourceError::Address(hostport.to_owned()))?;
     let mut spec = UdpSpec {
@@ -45,6 +48,7 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
         rcvbuf: DEFAULT_RCVBUF,
     };
     if let Some(src) = userinfo_source {
+        let src = src.trim_start_matches('[').trim_end_matches(']');
         spec.source = Some(
             src.parse()
                 .map_err(|_| SourceError::Address(src.to_owned()))?,
@@ -61,11 +65,20 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
             _ => return Err(bad()),
         }
     }
+    if addr.is_ipv6() && addr.ip().is_multicast() {
+        return Err(SourceError::Parameter(format!(
+            "{addr}: IPv6 multicast sources are not supported yet (IPv6 unicast is)"
+        )));
+    }
     if let Some(src) = spec.source {
         if !addr.ip().is_multicast() {
-            return Err(SourceError::SourceWithoutGroup(*addr.ip()));
+            return Err(SourceError::SourceWithoutGroup(addr.ip()));
         }
-        let _ = src;
+        if src.is_ipv4() != addr.is_ipv4() {
+            return Err(SourceError::Parameter(format!(
+                "source={src} (not of the group's address family)"
+            )));
+        }
     }
     Ok(SourceSpec::Udp(spec))
 }
@@ -108,7 +121,11 @@ pub struct ReadPass {
 impl UdpIngest {
     /// Open and join. Warnings worth a log line (a clamped buffer) go to `warn`.
     pub fn open(spec: &UdpSpec, mut warn: impl FnMut(String)) -> io::Result<Self> {
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        let socket = Socket::new(
+            Domain::for_address(spec.addr),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_recv_buffer_size(spec.rcvbuf)?;
         // Linux reports twice what it granted (bookkeeping overhead included).
@@ -119,32 +136,13 @@ impl UdpIngest {
                 spec.addr, spec.rcvbuf
             ));
         }
-        let group = *spec.addr.ip();
-        if group.is_multicast() {
-            // Receive this group only, not every group another socket on the host joined.
-            socket.set_multicast_all_v4(false)?;
-            socket.bind(&SocketAddrV4::new(group, spec.addr.port()).into())?;
-            let iface = resolve_interface(spec.iface.as_deref())?;
-            match spec.source {
-                Some(source) => {
-                    let addr = match iface {
-                        Interface::Address(a) => a,
-                        Interface::Index(_, a) => a,
-                        Interface::Any => Ipv4Addr::UNSPECIFIED,
-                    };
-                    socket.join_ssm_v4(&source, &group, &addr)?;
-                }
-                None => {
-                    let iface = match iface {
-                        Interface::Address(a) => InterfaceIndexOrAddress::Address(a),
-                        Interface::Index(i, _) => InterfaceIndexOrAddress::Index(i),
-                        Interface::Any => InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
-                    };
-                    socket.join_multicast_v4_n(&group, &iface)?;
-                }
+        match spec.addr.ip() {
+            IpAddr::V6(_) => {
+                socket.set_only_v6(true)?;
+                socket.bind(&spec.addr.into())?;
             }
-        } else {
-            socket.bind(&spec.addr.into())?;
+            IpAddr::V4(group) if group.is_multicast() => join_v4(&socket, spec, group)?,
+            IpAddr::V4(_) => socket.bind(&spec.addr.into())?,
         }
         setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
         socket.set_nonblocking(true)?;
@@ -169,7 +167,7 @@ impl UdpIngest {
         loop {
             let (len, drops) = {
                 let mut iov = [IoSliceMut::new(&mut self.buf)];
-                let msg = match recvmsg::<SockaddrIn>(
+                let msg = match recvmsg::<SockaddrStorage>(
                     fd,
                     &mut iov,
                     Some(&mut self.cmsg),
@@ -198,6 +196,33 @@ impl UdpIngest {
             datagram(&self.buf[..len]);
         }
         Ok(pass)
+    }
+}
+
+/// Bind to IPv4 `group` and join it, any-source or source-specific.
+fn join_v4(socket: &Socket, spec: &UdpSpec, group: Ipv4Addr) -> io::Result<()> {
+    // Receive this group only, not every group another socket on the host joined.
+    socket.set_multicast_all_v4(false)?;
+    socket.bind(&SocketAddrV4::new(group, spec.addr.port()).into())?;
+    let iface = resolve_interface(spec.iface.as_deref())?;
+    match spec.source {
+        Some(IpAddr::V4(source)) => {
+            let addr = match iface {
+                Interface::Address(a) => a,
+                Interface::Index(_, a) => a,
+                Interface::Any => Ipv4Addr::UNSPECIFIED,
+            };
+            socket.join_ssm_v4(&source, &group, &addr)
+        }
+        Some(IpAddr::V6(_)) => Err(io::Error::other("an IPv6 source for an IPv4 group")),
+        None => {
+            let iface = match iface {
+                Interface::Address(a) => InterfaceIndexOrAddress::Address(a),
+                Interface::Index(i, _) => InterfaceIndexOrAddress::Index(i),
+                Interface::Any => InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
+            };
+            socket.join_multicast_v4_n(&group, &iface)
+        }
     }
 }
 

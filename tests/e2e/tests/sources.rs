@@ -518,3 +518,37 @@ fn readyz_follows_the_required_streams_and_healthz_the_process() {
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn ipv6_in_and_out_a_udp_source_on_the_ipv6_loopback_and_viewers_on_an_ipv6_listener() {
+    let udp = free_port();
+    let dir = TempDir::new("ipv6");
+    let config = dir.0.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"six\"\nsource = \"udp://[::1]:{udp}\"\nsegment_duration = 1\n"
+        ),
+    )
+    .unwrap();
+    let listen = format!("[::1]:{}", free_port());
+    let server = Server::start(&["--config", config.to_str().unwrap(), "--listen", &listen]);
+    let _encoder = ffmpeg_source(
+        &format!("udp://[::1]:{udp}?pkt_size=1316"),
+        30,
+        "640x360",
+        "1M",
+        25,
+    );
+    wait_live(&server, "six", Duration::from_secs(15));
+    let url = format!("http://{listen}/six/index.m3u8");
+    let probe = probe_streams(&url);
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let body = capture(server.addr, "/six.ts", 2.0);
+    assert!(pictures(&body) >= 30, "{} pictures in 2 s", pictures(&body));
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}

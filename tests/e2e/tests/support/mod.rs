@@ -35,8 +35,15 @@ impl Server {
 
     /// Like [`Server::start_under`], with these environment variables set.
     pub fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Server {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // `--listen` in `args` is kept (an IPv6 address, say); else a free port on 127.0.0.1.
+        let given = args
+            .iter()
+            .position(|a| *a == "--listen")
+            .and_then(|i| args.get(i + 1));
+        let addr: SocketAddr = match given {
+            Some(listen) => listen.parse().unwrap(),
+            None => format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        };
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -45,10 +52,10 @@ impl Server {
             }
             None => Command::new(env!("CARGO_BIN_EXE_shardcast-under-test")),
         };
-        command
-            .arg("serve")
-            .args(args)
-            .args(["--listen", &addr.to_string()]);
+        command.arg("serve").args(args);
+        if given.is_none() {
+            command.args(["--listen", &addr.to_string()]);
+        }
         // The API listens on a fixed port by default; tests that want it ask for one.
         if !args.contains(&"--api-listen") {
             command.args(["--api-listen", "off"]);
