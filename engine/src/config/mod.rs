@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [server]
-//! listen = "0.0.0.0:8080"
+//! listen = "0.0.0.0:8080"        # or "[::]:8080" (IPv6)
 //! cpus = [0, 1]                   # default: every CPU this process may run on
 //! io = "auto"                     # auto (io_uring, else epoll with a log line) | io_uring | epoll
 //! max_connections_per_shard = 20000
