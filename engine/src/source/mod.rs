@@ -15,14 +15,17 @@
 //!  exec:COMMAND ARGS…           exec.rs   an encoder process's stdout (no shell; its
 //!                                         process group killed with the stream)
 //!  http://host:port/path        pull.rs   a progressive TS body pulled from another server
+//!  hls+http://host/x.m3u8       hls_pull.rs  a live HLS stream pulled, segment by segment
 //! ```
 //!
-//! What it does not do yet: HTTP push, HLS pulls, `https://` (the sources issue).
+//! What it does not do yet: HTTP push, `https://` (the sources issue).
 
+mod attempts;
 mod demo;
 mod driver;
 mod exec;
 mod file;
+mod hls_pull;
 mod inlet;
 mod pull;
 mod retry;
@@ -33,6 +36,7 @@ pub use demo::DemoSource;
 pub use driver::{SourceContext, SourceDriver};
 pub use exec::ExecSpec;
 pub use file::FileSpec;
+pub use hls_pull::{HlsPullSpec, Variant};
 pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
 pub use pull::PullSpec;
 pub use retry::Retry;
@@ -54,6 +58,8 @@ pub enum SourceSpec {
     Exec(ExecSpec),
     /// A progressive TS body pulled from another server.
     Pull(PullSpec),
+    /// A live HLS stream pulled from another server.
+    HlsPull(HlsPullSpec),
 }
 
 /// Why a source URL was refused.
@@ -89,6 +95,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("tcp://", tcp::parse),
     ("exec:", exec::parse),
     ("http://", pull::parse),
+    ("hls+http://", hls_pull::parse_url),
 ];
 
 /// The schemes, for an error message.
@@ -115,6 +122,7 @@ impl SourceSpec {
             SourceSpec::Tcp(tcp) => Box::new(tcp::start(tcp, context)),
             SourceSpec::Exec(exec) => Box::new(exec::start(exec, context)),
             SourceSpec::Pull(pull) => Box::new(pull::start(pull, context)),
+            SourceSpec::HlsPull(pull) => Box::new(hls_pull::start(pull, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
             SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
@@ -153,7 +161,7 @@ impl SourceSpec {
     pub fn connects(&self) -> bool {
         matches!(
             self,
-            SourceSpec::Tcp(_) | SourceSpec::Exec(_) | SourceSpec::Pull(_)
+            SourceSpec::Tcp(_) | SourceSpec::Exec(_) | SourceSpec::Pull(_) | SourceSpec::HlsPull(_)
         )
     }
 
@@ -166,6 +174,7 @@ impl SourceSpec {
             SourceSpec::Tcp(_) => "tcp",
             SourceSpec::Exec(_) => "exec",
             SourceSpec::Pull(_) => "http",
+            SourceSpec::HlsPull(_) => "hls",
         }
     }
 }

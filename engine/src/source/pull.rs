@@ -9,13 +9,10 @@
 //!
 //! What it does not do: `https://` (not tested yet), HLS pulls (`hls+http://`, next).
 
+use super::attempts::Attempts;
 use super::inlet::{Delivery, TaskDriver};
-use super::retry::Retry;
 use super::{SourceContext, SourceError, SourceSpec};
-use crate::stream::StreamCounters;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long connecting to the origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,17 +65,11 @@ pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver 
                 return;
             }
         };
-        let mut retry = Retry::new();
-        let mut failures = 0u64;
+        let mut attempts = Attempts::new(stream, counters);
         loop {
             match tokio::time::timeout(ANSWER_TIMEOUT, client.get(&url).send()).await {
                 Ok(Ok(mut answer)) if answer.status().is_success() => {
-                    retry.up(Instant::now());
-                    failures = 0;
-                    StreamCounters::add(&counters.source_connections, 1);
-                    counters.source_connected.store(1, Ordering::Relaxed);
-                    set_error(&counters, None);
-                    tracing::info!(stream = %stream, "pulling {url}");
+                    attempts.up(&format!("pulling {url}"));
                     inlet.deliver(Delivery::Restart).await;
                     let why = loop {
                         match tokio::time::timeout(idle, answer.chunk()).await {
@@ -95,33 +86,19 @@ pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver 
                             }
                         }
                     };
-                    counters.source_connected.store(0, Ordering::Relaxed);
-                    tracing::info!(stream = %stream, "the pull of {url} stopped: {why}");
+                    attempts.down(&format!("the pull of {url} stopped: {why}"));
                 }
-                failed => {
-                    failures += 1;
-                    StreamCounters::add(&counters.source_failures, 1);
-                    let why = match failed {
-                        Ok(Ok(answer)) => format!("answered {}", answer.status()),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => format!("no answer in {ANSWER_TIMEOUT:?}"),
-                    };
-                    if failures % 10 == 1 {
-                        tracing::warn!(stream = %stream, failures, "cannot pull {url}: {why}");
-                    }
-                    set_error(&counters, Some(why));
+                Ok(Ok(answer)) => {
+                    attempts.failed(format!("cannot pull {url}: answered {}", answer.status()))
                 }
+                Ok(Err(e)) => attempts.failed(format!("cannot pull {url}: {e}")),
+                Err(_) => attempts.failed(format!(
+                    "cannot pull {url}: no answer in {ANSWER_TIMEOUT:?}"
+                )),
             }
-            tokio::time::sleep(retry.down(Instant::now())).await;
+            attempts.wait().await;
         }
     })
-}
-
-/// Keep (or clear) the source's last error for the API.
-fn set_error(counters: &Arc<StreamCounters>, error: Option<String>) {
-    if let Ok(mut last) = counters.source_error.lock() {
-        *last = error;
-    }
 }
 
 #[cfg(test)]

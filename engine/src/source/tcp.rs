@@ -13,6 +13,7 @@
 //! on the sources' runtime (its own thread) and hands what it reads to the home shard through
 //! an [`Inlet`]: the shard does no TCP of its own.
 
+use super::attempts::Attempts;
 use super::inlet::{Delivery, Inlet, TaskDriver};
 use super::retry::Retry;
 use super::{SourceContext, SourceError, SourceSpec};
@@ -313,12 +314,8 @@ async fn listen(spec: TcpSpec, link: Link) {
 }
 
 async fn connect(spec: TcpSpec, link: Link) {
-    let Link {
-        stream, counters, ..
-    } = &link;
     let addr = &spec.addr;
-    let mut retry = Retry::new();
-    let mut failures = 0u64;
+    let mut attempts = Attempts::new(link.stream.clone(), link.counters.clone());
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
@@ -327,11 +324,7 @@ async fn connect(spec: TcpSpec, link: Link) {
                     .peer_addr()
                     .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
                 let mut conn = Connection::new(conn, peer);
-                retry.up(Instant::now());
-                failures = 0;
-                StreamCounters::add(&counters.source_connections, 1);
-                counters.source_connected.store(1, Ordering::Relaxed);
-                tracing::info!(stream = %stream, "connected to tcp://{addr}");
+                attempts.up(&format!("connected to tcp://{addr}"));
                 buf.clear();
                 link.inlet.deliver(Delivery::Restart).await;
                 let why = loop {
@@ -346,24 +339,14 @@ async fn connect(spec: TcpSpec, link: Link) {
                         Err(e) => break e.to_string(),
                     }
                 };
-                counters.source_connected.store(0, Ordering::Relaxed);
-                tracing::info!(stream = %stream, "the connection to tcp://{addr} ended: {why}");
+                attempts.down(&format!("the connection to tcp://{addr} ended: {why}"));
             }
-            failed => {
-                failures += 1;
-                StreamCounters::add(&counters.source_failures, 1);
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer in {CONNECT_TIMEOUT:?}"),
-                };
-                // The first failure of a run, then one in ten: a server that stays down is
-                // not a flood of lines.
-                if failures % 10 == 1 {
-                    tracing::warn!(stream = %stream, failures, "cannot connect to tcp://{addr}: {why}");
-                }
-            }
+            Ok(Err(e)) => attempts.failed(format!("cannot connect to tcp://{addr}: {e}")),
+            Err(_) => attempts.failed(format!(
+                "cannot connect to tcp://{addr}: no answer in {CONNECT_TIMEOUT:?}"
+            )),
         }
-        tokio::time::sleep(retry.down(Instant::now())).await;
+        attempts.wait().await;
     }
 }
 

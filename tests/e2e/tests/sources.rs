@@ -51,6 +51,15 @@ fn start(name: &str, config: &str) -> (Server, std::net::SocketAddr, String, Tem
     (server, api, token, dir)
 }
 
+/// Wait until `done` holds, for at most `within`; `what` says what it was when it did not.
+fn wait_until(within: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The stream's status from the API.
 fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_json::Value {
     let (code, body) = api_call(
@@ -64,13 +73,30 @@ fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_json::V
     body
 }
 
+/// Wait until `stream`'s source has connected a second time, then check that its viewers get
+/// pictures again.
+fn connected_again_and_playing(
+    server: &Server,
+    api: std::net::SocketAddr,
+    token: &str,
+    stream: &str,
+) {
+    wait_until(
+        Duration::from_secs(15),
+        || format!("{}", status(api, token, stream)),
+        || status(api, token, stream)["input"]["connections"] == 2,
+    );
+    let body = capture(server.addr, &format!("/{stream}.ts"), 3.0);
+    assert!(pictures(&body) >= 50, "{} pictures in 3 s", pictures(&body));
+}
+
 /// Wait until `/{stream}/index.m3u8` answers 200 (the stream has sealed a segment).
 fn wait_live(server: &Server, stream: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while fetch(server.addr, &format!("/{stream}/index.m3u8"), "").0 != 200 {
-        assert!(Instant::now() < deadline, "{stream} never went live");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        within,
+        || format!("{stream} never went live"),
+        || fetch(server.addr, &format!("/{stream}/index.m3u8"), "").0 == 200,
+    );
 }
 
 fn discontinuities(server: &Server, stream: &str) -> usize {
@@ -101,14 +127,11 @@ fn an_encoder_connects_over_tcp_and_its_viewers_stay_through_its_reconnect() {
     let _second = ffmpeg_source(&url, 9, "640x360", "1M", 25);
     // The new encoder's timestamps start over: one discontinuity in the playlist (looked at
     // while it is still in the live window).
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while discontinuities(&server, "cam") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no discontinuity after the reconnect"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(8),
+        || "no discontinuity after the reconnect".to_owned(),
+        || discontinuities(&server, "cam") > 0,
+    );
     assert_eq!(discontinuities(&server, "cam"), 1);
     let body = viewer.join().unwrap();
     // 12 s of viewing with a break of about a second (ffmpeg starting again): the viewer was
@@ -152,13 +175,7 @@ fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
     drop(origin);
     std::thread::sleep(Duration::from_millis(300));
     let _origin = ffmpeg_source(&listen, 30, "640x360", "1M", 25);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while status(api, &token, "edge")["input"]["connections"] != 2 {
-        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let body = capture(server.addr, "/edge.ts", 3.0);
-    assert!(pictures(&body) >= 50, "{} pictures in 3 s", pictures(&body));
+    connected_again_and_playing(&server, api, &token, "edge");
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
@@ -186,11 +203,11 @@ fn an_encoder_outside_allow_is_refused_and_nothing_it_sends_is_taken() {
         }
     }
     drop(conn);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while status(api, &token, "cam")["input"]["refused"] != 1 {
-        assert!(Instant::now() < deadline, "{}", status(api, &token, "cam"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{}", status(api, &token, "cam")),
+        || status(api, &token, "cam")["input"]["refused"] == 1,
+    );
     let stream = status(api, &token, "cam");
     assert_eq!(stream["received_bytes"], 0, "{stream}");
     assert_eq!(stream["input"]["connections"], 0, "{stream}");
@@ -237,11 +254,11 @@ impl Drop for KillMarked {
 
 /// Wait until `parent` has no zombie children (reaping is asynchronous).
 fn wait_reaped(parent: u32) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !zombie_children(parent).is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", zombie_children(parent));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(3),
+        || format!("{:?}", zombie_children(parent)),
+        || zombie_children(parent).is_empty(),
+    );
 }
 
 /// Children of `parent` that are zombies.
@@ -355,16 +372,17 @@ fn deleting_an_exec_stream_kills_its_whole_process_group() {
     );
     let (code, _) = api_call(api, "DELETE", "/api/v1/streams/grouped", &token, None);
     assert!(code == 200 || code == 204, "{code}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(processes_with(&marker).is_empty() && processes_with(&encoder).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "{:?} {:?}",
-            processes_with(&marker),
-            processes_with(&encoder)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            format!(
+                "{:?} {:?}",
+                processes_with(&marker),
+                processes_with(&encoder)
+            )
+        },
+        || processes_with(&marker).is_empty() && processes_with(&encoder).is_empty(),
+    );
     wait_reaped(server.child.id());
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
@@ -398,11 +416,11 @@ fn an_edge_pulls_from_an_origin_and_reports_it_gone() {
     // The origin stops: the edge says so, and tries again, slowly.
     let (stopped, _) = origin.stop(Signal::SIGTERM);
     assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(api, &token, "edge")["input"]["last_error"].is_null() {
-        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || format!("{}", status(api, &token, "edge")),
+        || !status(api, &token, "edge")["input"]["last_error"].is_null(),
+    );
     assert_eq!(status(api, &token, "edge")["input"]["connected"], false);
     let (status, log) = edge.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
@@ -471,13 +489,7 @@ fn a_pull_starts_again_when_its_origin_comes_back() {
     drop(first);
     std::thread::sleep(Duration::from_millis(300));
     let _second = http_origin();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while status(api, &token, "edge")["input"]["connections"] != 2 {
-        assert!(Instant::now() < deadline, "{}", status(api, &token, "edge"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let body = capture(edge.addr, "/edge.ts", 3.0);
-    assert!(pictures(&body) >= 50, "{} pictures in 3 s", pictures(&body));
+    connected_again_and_playing(&edge, api, &token, "edge");
     let (status, log) = edge.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
@@ -501,19 +513,19 @@ fn readyz_follows_the_required_streams_and_healthz_the_process() {
     wait_listening(port, Duration::from_secs(10));
     let encoder = ffmpeg_source(&format!("tcp://127.0.0.1:{port}"), 30, "640x360", "1M", 25);
     // Ready once main is live, whatever the stream not required does.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fetch(server.addr, "/readyz", "").0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || "never ready".to_owned(),
+        || fetch(server.addr, "/readyz", "").0 == 200,
+    );
     // Its encoder gone, main goes silent, and the server is not ready (about 3 s: two target
     // durations and a second), while it still serves.
     drop(encoder);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fetch(server.addr, "/readyz", "").0 != 503 {
-        assert!(Instant::now() < deadline, "still ready with main silent");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || "still ready with main silent".to_owned(),
+        || fetch(server.addr, "/readyz", "").0 == 503,
+    );
     assert_eq!(fetch(server.addr, "/healthz", "").0, 200);
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
@@ -551,4 +563,98 @@ fn ipv6_in_and_out_a_udp_source_on_the_ipv6_loopback_and_viewers_on_an_ipv6_list
     assert!(pictures(&body) >= 30, "{} pictures in 2 s", pictures(&body));
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
+}
+
+#[test]
+fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
+    let nginx = start_nginx(
+        "types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }",
+        "location / { root DIR; }",
+    );
+    std::fs::create_dir_all(nginx.dir.join("live")).unwrap();
+    // ffmpeg's HLS muxer: one-second segments, six listed, under a multivariant playlist.
+    let _encoder = KillOnDrop(
+        std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=640x360:rate=25")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                "40",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+            ])
+            .args([
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-f",
+                "hls",
+                "-hls_time",
+                "1",
+            ])
+            .args([
+                "-hls_list_size",
+                "6",
+                "-hls_flags",
+                "delete_segments+temp_file",
+            ])
+            .args(["-master_pl_name", "master.m3u8"])
+            .arg(nginx.dir.join("live/index.m3u8"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(15),
+        || "ffmpeg wrote no playlist".to_owned(),
+        || nginx.dir.join("live/master.m3u8").exists(),
+    );
+    let (edge, api, token, _dir) = start(
+        "hls-pull",
+        &format!(
+            "[[stream]]\nname = \"edge\"\nsource = \"hls+http://{}/live/master.m3u8?variant=0\"\nsegment_duration = 1\n",
+            nginx.addr
+        ),
+    );
+    wait_live(&edge, "edge", Duration::from_secs(15));
+    let (decoded, said) = run(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &edge.url("/edge/index.m3u8"),
+            "-t",
+            "6",
+            "-f",
+            "null",
+            "-",
+        ],
+    );
+    assert!(decoded && said.trim().is_empty(), "ffmpeg said: {said}");
+    let probe = probe_streams(&edge.url("/edge/index.m3u8"));
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let body = capture(edge.addr, "/edge.ts", 3.0);
+    assert!(pictures(&body) >= 40, "{} pictures in 3 s", pictures(&body));
+    let input = &status(api, &token, "edge")["input"];
+    assert_eq!(
+        (&input["kind"], &input["connected"]),
+        (&"hls".into(), &true.into()),
+        "{input}"
+    );
+    assert_eq!(input["failures"], 0, "{input}");
+    let (status, log) = edge.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("pulling HLS from"), "{log}");
 }
