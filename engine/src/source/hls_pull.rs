@@ -159,16 +159,8 @@ pub(super) fn start(spec: &HlsPullSpec, context: &SourceContext<'_>) -> TaskDriv
         context.idle,
     );
     TaskDriver::start(context, None, move |inlet| async move {
-        let client = match reqwest::Client::builder()
-            .user_agent(concat!("shardcast/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(stream = %stream, "no HTTP client for {}: {e}", spec.url);
-                return;
-            }
+        let Some(client) = super::pull::client(&stream) else {
+            return;
         };
         let mut attempts = Attempts::new(stream.clone(), counters);
         let mut follower = Follower::default();

@@ -45,6 +45,21 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
     Ok(SourceSpec::Pull(PullSpec { url }))
 }
 
+/// The HTTP client of a stream's pulls (`None`, and a log line, when none can be made).
+pub(super) fn client(stream: &str) -> Option<reqwest::Client> {
+    match reqwest::Client::builder()
+        .user_agent(concat!("shardcast/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+    {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::error!(stream = %stream, "no HTTP client for pulls: {e}");
+            None
+        }
+    }
+}
+
 /// Start `spec`'s task: the home shard's side of it takes what it delivers.
 pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver {
     let url = spec.url.clone();
@@ -54,16 +69,8 @@ pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver 
         context.idle,
     );
     TaskDriver::start(context, None, move |inlet| async move {
-        let client = match reqwest::Client::builder()
-            .user_agent(concat!("shardcast/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(stream = %stream, "no HTTP client for {url}: {e}");
-                return;
-            }
+        let Some(client) = client(&stream) else {
+            return;
         };
         let mut attempts = Attempts::new(stream, counters);
         loop {
