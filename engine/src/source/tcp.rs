@@ -354,6 +354,58 @@ async fn connect(spec: TcpSpec, link: Link) {
 mod tests {
     use super::*;
 
+    /// A server that accepts and then sends nothing: the source closes the connection once
+    /// the idle time has passed, says why, and connects again.
+    #[test]
+    fn a_silent_server_is_left_and_connected_to_again() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = server.local_addr().unwrap();
+            let counters = Arc::new(StreamCounters::default());
+            let link = Link {
+                stream: "silent".into(),
+                inlet: Inlet::new(Arc::new(crate::wake::Nobody)),
+                counters: counters.clone(),
+                idle: Duration::from_millis(200),
+            };
+            let spec = tcp(&format!("tcp://{addr}?mode=connect")).unwrap();
+            let task = tokio::spawn(connect(spec, link));
+            let started = Instant::now();
+            let (mut first, _) = server.accept().await.unwrap();
+            let mut byte = [0u8; 1];
+            // The source closes it: the read sees the end.
+            let n = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read(&mut first, &mut byte),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(n, 0);
+            assert!(started.elapsed() >= Duration::from_millis(200));
+            assert_eq!(counters.source_connected.load(Ordering::Relaxed), 0);
+            // And comes back (after its first wait, 0.25 s).
+            let _second = tokio::time::timeout(Duration::from_secs(2), server.accept())
+                .await
+                .unwrap()
+                .unwrap();
+            // (The kernel completes the handshake before the task sees it: wait for the count.)
+            let counted = async {
+                while counters.source_connections.load(Ordering::Relaxed) < 2 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(1), counted)
+                .await
+                .unwrap();
+            task.abort();
+        });
+    }
+
     fn tcp(url: &str) -> Result<TcpSpec, SourceError> {
         match SourceSpec::parse(url)? {
             SourceSpec::Tcp(spec) => Ok(spec),
