@@ -199,21 +199,7 @@ fn through_as(
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (decoded, said) = run(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &server.url("/live/index.m3u8"),
-            "-t",
-            "4",
-            "-f",
-            "null",
-            "-",
-        ],
-    );
+    let (decoded, said) = decode(&server.url("/live/index.m3u8"), 4);
     let mut source = source;
     stop_gracefully(&mut source.0);
     // What the relay still delays goes on within 50 ms.

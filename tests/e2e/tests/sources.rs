@@ -624,21 +624,7 @@ fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
         ),
     );
     wait_live(&edge, "edge", Duration::from_secs(15));
-    let (decoded, said) = run(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &edge.url("/edge/index.m3u8"),
-            "-t",
-            "6",
-            "-f",
-            "null",
-            "-",
-        ],
-    );
+    let (decoded, said) = decode(&edge.url("/edge/index.m3u8"), 6);
     assert!(decoded && said.trim().is_empty(), "ffmpeg said: {said}");
     let probe = probe_streams(&edge.url("/edge/index.m3u8"));
     assert!(

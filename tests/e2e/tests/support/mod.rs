@@ -893,6 +893,27 @@ pub fn free_api_addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
+/// Decode `seconds` of `url` with ffmpeg, throwing the pictures and sound away; returns
+/// (success, what ffmpeg said at `-v error`: nothing when the stream is clean).
+pub fn decode(url: &str, seconds: u32) -> (bool, String) {
+    run(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-t",
+            &seconds.to_string(),
+            "-f",
+            "null",
+            "-",
+        ],
+    )
+}
+
 /// Play HLS `url` with ffmpeg for `seconds` (as `user_agent`), throwing the media away;
 /// returns (success, what ffmpeg said).
 pub fn ffmpeg_play(url: &str, seconds: u32, user_agent: &str) -> (bool, String) {
