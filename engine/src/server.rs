@@ -195,20 +195,6 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     let maker = store.clone();
     access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
     triggers.spawn(access.clone().run(asked));
-    let state = start_control(
-        &config,
-        &store,
-        io,
-        &run,
-        links.clone(),
-        &triggers,
-        access,
-        admission.clone(),
-    )?;
-    triggers.spawn(crate::control::watch::run(state.clone()));
-    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
-    // The shards start accepting last: everything else has its descriptors by then, so
-    // viewers arriving in numbers at start cannot leave the control plane without any.
     // Sources that do their own I/O (TCP) run on a runtime of their own, off the shards and
     // apart from the control plane: a busy API never delays ingest.
     let sources = tokio::runtime::Builder::new_multi_thread()
@@ -220,6 +206,26 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             what: "the sources' runtime",
             source,
         })?;
+    let pushes = crate::source::Pushes::new(
+        sources.handle().clone(),
+        Some(triggers.shared()),
+        config.limits.max_pushes,
+    );
+    let state = start_control(
+        &config,
+        &store,
+        io,
+        &run,
+        links.clone(),
+        &triggers,
+        access,
+        admission.clone(),
+        pushes.clone(),
+    )?;
+    triggers.spawn(crate::control::watch::run(state.clone()));
+    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
+    // The shards start accepting last: everything else has its descriptors by then, so
+    // viewers arriving in numbers at start cannot leave the control plane without any.
     let mut threads = Vec::new();
     for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
         let setup = ShardSetup {
@@ -242,6 +248,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
                 config.limits.max_sessions_per_stream,
             ),
             source_tasks: sources.handle().clone(),
+            pushes: pushes.clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -324,6 +331,7 @@ fn start_control(
     triggers: &Arc<crate::control::triggers::Triggers>,
     access: Arc<crate::control::access::Access>,
     admission: Arc<crate::shard::admission::Admission>,
+    pushes: Arc<crate::source::Pushes>,
 ) -> Result<Arc<crate::control::ControlState>, ServeError> {
     use crate::control::token;
     // Without the API there is nothing to protect: no token is made or read.
@@ -361,6 +369,7 @@ fn start_control(
         triggers.shared(),
         access,
         admission,
+        pushes,
     )))
 }
 

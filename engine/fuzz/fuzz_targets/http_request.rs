@@ -1,14 +1,15 @@
 //! Arbitrary bytes as what a viewer's connection sends, through the request head parser and
 //! the shard's whole request path (routing, the access gate, sessions, wildcard names,
 //! pipelining and its bounds, every answer): nothing may panic, every answer is HTTP/1.1,
-//! and what a connection queues stays within its bounds. The first byte says where the
-//! input is split into two reads.
+//! and what a connection queues stays within its bounds. A push's body (a length, or chunked)
+//! goes through the body reader, which never takes more than it is given nor more than the
+//! length. The first byte says where the input is split into two reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shardcast::config::Config;
 use shardcast::hls::SegmentSend;
-use shardcast::http::{parse_head, ConnLimits};
+use shardcast::http::{parse_head, BodyReader, ConnLimits, RequestBody};
 use shardcast::session::{ShardCommand, ShardLink, Verdict};
 use shardcast::shard::core::ShardCore;
 use shardcast::shard::{Clock, Streams};
@@ -31,6 +32,10 @@ wildcard = { instances = 4, pattern = "[a-z0-9]+" }
 name = "paid"
 source = "demo:"
 access = { url = "http://127.0.0.1:9/check" }
+
+[[stream]]
+name = "ingest"
+source = "push://?key=k"
 
 [[stream]]
 name = "live"
@@ -73,10 +78,28 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max_head = limits().max_head;
-    if let Ok(Some((_, len))) = parse_head(data, max_head) {
-        assert!(len <= data.len() && len <= max_head);
-    }
     let at = usize::from(split) * data.len() / 256;
+    if let Ok(Some((head, len))) = parse_head(data, max_head) {
+        assert!(len <= data.len() && len <= max_head);
+        let rest = &data[len..];
+        let mid = at.saturating_sub(len).min(rest.len());
+        let mut body = BodyReader::new(head.body);
+        let mut seen = 0u64;
+        for part in [&rest[..mid], &rest[mid..]] {
+            match body.read(part, |d| seen += d.len() as u64) {
+                Ok(used) => assert!(used <= part.len()),
+                Err(_) => break,
+            }
+            if body.done() {
+                break;
+            }
+        }
+        match head.body {
+            RequestBody::Length(n) => assert!(seen <= n),
+            RequestBody::None => assert_eq!(seen, 0),
+            RequestBody::Chunked => {}
+        }
+    }
     CORE.with(|cell| {
         let (core, _, link) = &mut *cell.borrow_mut();
         let Some(key) = core.open(usize::MAX, Some([203, 0, 113, split].into())) else {

@@ -51,6 +51,7 @@ pub(super) struct ServerSection {
     pub max_access_checks: Setting<usize>,
     pub max_access_checks_per_address: Setting<usize>,
     pub wildcard_starts_per_minute: Setting<u32>,
+    pub max_pushes: Setting<usize>,
     pub access_log_max_bytes: Setting<u64>,
     pub access_log_files: Setting<usize>,
 }

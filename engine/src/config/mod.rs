@@ -28,6 +28,7 @@
 //! max_access_checks = 64          # access decisions (backend, blocking triggers) at once
 //! max_access_checks_per_address = 8  # of one viewer address; past either: 503 Retry-After
 //! wildcard_starts_per_minute = 10 # wildcard instances one address may start per minute
+//! max_pushes = 32                 # HTTP push connections open at once (deciding or pushing)
 //! access_log_max_bytes = 104857600  # the access log is rotated past this size
 //! access_log_files = 5            # rotated access logs kept (access.log.1 …)
 //!
@@ -163,6 +164,8 @@ pub struct ServerLimits {
     pub max_access_checks_per_address: usize,
     /// Wildcard instances one address may start per minute.
     pub wildcard_starts_per_minute: u32,
+    /// HTTP push connections open at once, being decided or pushing; past it: 503.
+    pub max_pushes: usize,
     /// The access log is rotated when it would grow past this many bytes.
     pub access_log_max_bytes: u64,
     /// Rotated access logs kept.
@@ -181,6 +184,7 @@ impl Default for ServerLimits {
             max_access_checks: 64,
             max_access_checks_per_address: 8,
             wildcard_starts_per_minute: 10,
+            max_pushes: 32,
             access_log_max_bytes: 100 << 20,
             access_log_files: 5,
         }

@@ -261,6 +261,7 @@ fn server_limits(s: &ServerSection) -> Result<ServerLimits, Refusal> {
             d.max_access_checks_per_address,
             "max_access_checks_per_address",
         )?,
+        max_pushes: within(s.max_pushes.clone(), 1..=10_000, d.max_pushes, "max_pushes")?,
         wildcard_starts_per_minute: within(
             s.wildcard_starts_per_minute.clone(),
             1..=1_000_000,

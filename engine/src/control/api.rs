@@ -157,6 +157,7 @@ struct StreamStatus {
     sent_bytes: u64,
     continuity_errors: u64,
     malformed_packets: u64,
+    sync_skipped_bytes: u64,
     kernel_drops: u64,
     input: Input,
     viewers: Viewers,
@@ -242,6 +243,7 @@ async fn stream_status(
         sent_bytes: c.bytes_out,
         continuity_errors: c.continuity_errors,
         malformed_packets: c.malformed_packets,
+        sync_skipped_bytes: c.sync_skipped_bytes,
         kernel_drops: c.kernel_drops,
         input: Input {
             kind: info.source.kind(),

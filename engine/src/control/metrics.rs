@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 21] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 22] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -55,6 +55,12 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 21] = [
         "counter",
         "Unreadable or flagged transport packets dropped.",
         |c| c.malformed_packets,
+    ),
+    (
+        "shardcast_stream_sync_skipped_bytes_total",
+        "counter",
+        "Source bytes skipped to find the 0x47 sync of transport packets (garbage, a stream cut mid-packet).",
+        |c| c.sync_skipped_bytes,
     ),
     (
         "shardcast_stream_kernel_drops_total",
@@ -354,6 +360,34 @@ pub(super) fn render(state: &ControlState) -> String {
         "shardcast_accept_errors_total {}",
         admission.accept_errors.load(Ordering::Relaxed)
     );
+    let pushes = &state.pushes.counts;
+    family(
+        &mut out,
+        "shardcast_push_connections",
+        "gauge",
+        "HTTP push connections open (being decided or pushing).",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_push_connections {}",
+        pushes.open.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "shardcast_push_refused_total",
+        "counter",
+        "HTTP pushes refused before any stream was found, by reason: no_stream (404) or busy (max_pushes open, 503). Refusals by a stream's key, allow= or PUSH_REWRITE are its source_refused.",
+    );
+    for (reason, value) in [
+        ("no_stream", &pushes.refused_unknown),
+        ("busy", &pushes.refused_busy),
+    ] {
+        let _ = writeln!(
+            out,
+            "shardcast_push_refused_total{{reason=\"{reason}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
     let triggers = state.triggers.stats();
     for (metric, help) in [
         ("shardcast_trigger_calls_total", "Trigger handler calls (each attempt), by trigger."),

@@ -62,6 +62,8 @@ pub struct ControlState {
     pub access: Arc<access::Access>,
     /// The per-address connection cap and the refusal counts.
     pub admission: Arc<crate::shard::admission::Admission>,
+    /// The push sources (for their counts).
+    pub pushes: Arc<crate::source::Pushes>,
 }
 
 impl ControlState {
@@ -79,11 +81,13 @@ impl ControlState {
         triggers: Arc<triggers::TriggerSet>,
         access: Arc<access::Access>,
         admission: Arc<crate::shard::admission::Admission>,
+        pushes: Arc<crate::source::Pushes>,
     ) -> Self {
         Self {
             triggers,
             access,
             admission,
+            pushes,
             sessions: std::sync::Mutex::new(sessions),
             links,
             store,

@@ -4,6 +4,8 @@
 //!  ReadingHead ──GET /{stream}.ts──► Streaming ──lag, timeout, error──► Closing
 //!      │ ▲  playlists, segments and other requests answered in order (keep-alive,
 //!      └─┘  pipelining-safe)
+//!      └──PUT|POST /push/{stream}──► HandingOver: once what is queued is sent, the backend
+//!                                    hands the socket and the request to the push sources
 //! ```
 //!
 //! What goes out is a queue of [`Out`] buffers: shared memory (`Bytes`) or a range of a sealed
@@ -119,6 +121,21 @@ pub enum ConnState {
     Closing,
     /// Holding a request until its session's access decision arrives.
     Waiting,
+    /// A push: the socket leaves the shard once its queued responses are sent
+    /// ([`Conn::take_push`]).
+    HandingOver,
+}
+
+/// A push request whose socket leaves the shard: its head, the stream it names and the body
+/// bytes already read with the head.
+#[derive(Clone, Debug)]
+pub struct PushRequest {
+    /// The request.
+    pub head: RequestHead,
+    /// The stream named in its path.
+    pub stream: String,
+    /// Body bytes read past the head.
+    pub early: Vec<u8>,
 }
 
 /// What a request is answered with.
@@ -135,6 +152,12 @@ pub enum Route {
     },
     /// A status with a short text (a segment not held, a stream not ready yet).
     Status(Status),
+    /// A push of a stream's bytes (`PUT`/`POST /push/{stream}`): the push sources decide
+    /// whether it is taken ([`crate::source`]).
+    Push {
+        /// The stream named.
+        stream: String,
+    },
     /// Nothing at this path.
     NotFound,
 }
@@ -290,6 +313,8 @@ pub struct Conn {
     clock_ns: u64,
     /// When it became a progressive viewer.
     streaming_since_ns: u64,
+    /// The push request it hands over.
+    push: Option<PushRequest>,
 }
 
 impl Conn {
@@ -323,6 +348,7 @@ impl Conn {
             backlog_written: 0,
             clock_ns: now_ns,
             streaming_since_ns: now_ns,
+            push: None,
         }
     }
 
@@ -476,9 +502,25 @@ impl Conn {
     pub fn wants_read(&self) -> bool {
         match self.state {
             ConnState::ReadingHead => !self.output_full(),
-            ConnState::Waiting => false,
+            ConnState::Waiting | ConnState::HandingOver => false,
             ConnState::Streaming { .. } | ConnState::Closing => true,
         }
+    }
+
+    /// Whether it is a push whose queued responses are all sent.
+    pub fn hands_over(&self) -> bool {
+        self.state == ConnState::HandingOver && self.out.is_empty() && self.in_flight == 0
+    }
+
+    /// A push whose queued responses are all sent: its request, once; the backend then hands
+    /// the socket over with it (and forgets the connection).
+    pub fn take_push(&mut self) -> Option<PushRequest> {
+        if !self.hands_over() {
+            return None;
+        }
+        let mut push = self.push.take()?;
+        push.early = std::mem::take(&mut self.read_buf);
+        Some(push)
     }
 
     /// Whether the queued responses are at a bound (see [`ConnLimits::max_queued_bytes`]).
@@ -571,6 +613,21 @@ impl Conn {
     fn route_answer(&mut self, head: &RequestHead, route: Route) -> Option<usize> {
         let keep = head.keep_alive;
         match (head.method, route) {
+            (m, Route::Push { stream }) if m.sends_body() => {
+                self.push = Some(PushRequest {
+                    head: head.clone(),
+                    stream,
+                    early: Vec::new(),
+                });
+                self.state = ConnState::HandingOver;
+            }
+            (_, Route::Push { .. }) => {
+                self.respond(405, "text/plain", b"push with PUT or POST\n", keep, "Allow: PUT, POST\r\n", head.method == Method::Head)
+            }
+            // A body this server does not read: answered, then the connection closes.
+            (m, _) if m.sends_body() => {
+                self.respond(405, "text/plain", b"method not allowed\n", false, "Allow: GET, HEAD, OPTIONS\r\n", false)
+            }
             (Method::Other, _) => {
                 self.respond(405, "text/plain", b"method not allowed\n", keep, "Allow: GET, HEAD, OPTIONS\r\n", false)
             }
@@ -926,6 +983,9 @@ impl Conn {
                 None => !self.wants_write() && idle > self.limits.idle_timeout_ns,
             },
             ConnState::Streaming { .. } | ConnState::Closing => false,
+            // Handed over as soon as its responses are sent; only a peer that reads none of
+            // them stays (and the write timeouts above end it).
+            ConnState::HandingOver => idle > self.limits.idle_timeout_ns,
             // The control plane always answers (its checks have timeouts); this only ends a
             // wait whose answer was lost.
             ConnState::Waiting => idle > self.limits.idle_timeout_ns,

@@ -16,11 +16,13 @@
 //! What it does not do: request bodies (refused with 413), chunked uploads, HTTP/2, TLS (a
 //! reverse proxy terminates it).
 
+mod chunked;
 mod conn;
 
+pub use chunked::{BodyError, BodyReader};
 pub use conn::{
-    Body, Conn, ConnLimits, ConnState, Document, Feed, Gate, Out, Route, Router, Status,
-    RATE_PERIOD_NS,
+    Body, Conn, ConnLimits, ConnState, Document, Feed, Gate, Out, PushRequest, Route, Router,
+    Status, RATE_PERIOD_NS,
 };
 
 /// Most headers accepted in one request.
@@ -36,8 +38,31 @@ pub enum Method {
     Head,
     /// OPTIONS (CORS preflight).
     Options,
+    /// PUT: an encoder pushing a stream (`/push/{stream}`).
+    Put,
+    /// POST: the same as PUT, for encoders that only POST.
+    Post,
     /// Anything else: answered with 405.
     Other,
+}
+
+impl Method {
+    /// Whether requests with this method may have a body (a push).
+    pub fn sends_body(self) -> bool {
+        matches!(self, Method::Put | Method::Post)
+    }
+}
+
+/// How a request's body is framed (RFC 9112, section 6). Only PUT and POST may have one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum RequestBody {
+    /// No body.
+    #[default]
+    None,
+    /// Exactly this many bytes (Content-Length).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: chunks until one of size 0.
+    Chunked,
 }
 
 /// What the server needs of a request head.
@@ -66,6 +91,10 @@ pub struct RequestHead {
     pub token: String,
     /// The User-Agent header (at most 256 bytes of it).
     pub user_agent: Option<String>,
+    /// How the body that follows the head is framed.
+    pub body: RequestBody,
+    /// `Expect: 100-continue`: the client waits for a 100 before it sends the body.
+    pub expect_continue: bool,
 }
 
 /// Longest access token taken from a request (longer ones are cut: they are keys, not data).
@@ -140,9 +169,15 @@ pub enum HttpError {
     /// More header fields than [`MAX_HEADERS`].
     #[error("more than {MAX_HEADERS} header fields")]
     TooManyHeaders,
-    /// The request has a body (Content-Length above 0 or Transfer-Encoding).
+    /// The request has a body (Content-Length above 0 or Transfer-Encoding) and its method
+    /// takes none.
     #[error("request bodies are not accepted")]
     Body,
+    /// A body framed in a way the server does not read: a Transfer-Encoding other than
+    /// chunked, both Transfer-Encoding and Content-Length, or an unreadable Content-Length
+    /// (RFC 9112, section 6.3: answered 400 and the connection closed).
+    #[error("request body framing not understood")]
+    Framing,
     /// The request target is not an absolute path.
     #[error("request target is not an absolute path")]
     Target,
@@ -155,7 +190,10 @@ impl HttpError {
     /// The status code this error is answered with.
     pub fn status(self) -> u16 {
         match self {
-            HttpError::Malformed | HttpError::Target | HttpError::DuplicateHost => 400,
+            HttpError::Malformed
+            | HttpError::Target
+            | HttpError::DuplicateHost
+            | HttpError::Framing => 400,
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
             HttpError::Body => 413,
         }
@@ -186,6 +224,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("OPTIONS") => Method::Options,
+        Some("PUT") => Method::Put,
+        Some("POST") => Method::Post,
         _ => Method::Other,
     };
     let target = req.path.ok_or(HttpError::Malformed)?;
@@ -203,6 +243,9 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
     let mut bearer = None;
     let mut cookie_token = None;
     let mut user_agent = None;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("connection") {
@@ -214,11 +257,22 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
                 }
             }
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            if value != "0" {
-                return Err(HttpError::Body);
+            // Digits only (no sign, no list): two that differ are a smuggling attempt.
+            let length = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or(HttpError::Framing)?;
+            if content_length.is_some_and(|l| l != length) {
+                return Err(HttpError::Framing);
             }
+            content_length = Some(length);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::Body);
+            if chunked || !value.eq_ignore_ascii_case("chunked") {
+                return Err(HttpError::Framing);
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(value.to_owned());
         } else if h.name.eq_ignore_ascii_case("host") {
@@ -269,6 +323,15 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
             user_agent = Some(cut(value.to_owned(), 256));
         }
     }
+    let body = match (content_length, chunked) {
+        (Some(_), true) => return Err(HttpError::Framing),
+        (None, true) => RequestBody::Chunked,
+        (Some(n), false) if n > 0 => RequestBody::Length(n),
+        _ => RequestBody::None,
+    };
+    if body != RequestBody::None && !method.sends_body() {
+        return Err(HttpError::Body);
+    }
     let token = query_param(query, "token")
         .or_else(|| query_param(query, "tkn"))
         .or(bearer)
@@ -287,6 +350,8 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         peer: None,
         token,
         user_agent,
+        body,
+        expect_continue,
     };
     Ok(Some((head, len)))
 }
@@ -480,7 +545,12 @@ mod tests {
             e(&[b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 100]].concat()),
             431
         );
-        assert_eq!(e(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), 413);
+        assert_eq!(e(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), 413);
+        assert_eq!(e(b"PUT / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), 400);
+        let (h, _) = parse_head(b"POST /push/a HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.method, h.body), (Method::Post, RequestBody::Length(5)));
         let r = |h: &str| byte_range(Some(h), 1000);
         assert_eq!(r("bytes=0-99"), ByteRange::Part { start: 0, end: 100 });
         assert_eq!(

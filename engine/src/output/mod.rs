@@ -19,7 +19,7 @@ mod hls;
 mod progressive;
 mod target;
 
-pub use target::Target;
+pub use target::{push_stream, Target};
 
 use crate::hls::HlsSlot;
 use crate::http::{RequestHead, Route};

@@ -14,6 +14,9 @@
 //! ```
 //!
 //! Anything else is [`Target::Unknown`]. Whether the stream exists is not decided here.
+//!
+//! PUT and POST requests are pushes, and have a grammar of their own: `/push/{stream}` (a
+//! `.ts` after the name is allowed), read by [`push_stream`].
 
 use super::{MediaRequest, OUTPUTS};
 use crate::session::Protocol;
@@ -101,6 +104,13 @@ impl<'a> Target<'a> {
             | Target::Unknown => None,
         }
     }
+}
+
+/// The stream a push's path names: `/push/{stream}` or `/push/{stream}.ts`.
+pub fn push_stream(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/push/")?;
+    let name = name.strip_suffix(".ts").unwrap_or(name);
+    (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
 #[cfg(test)]

@@ -105,6 +105,8 @@ pub struct ShardCore {
     admitted: Vec<Option<std::net::IpAddr>>,
     /// Where sources that do their own I/O (TCP) run their tasks.
     tasks: Option<tokio::runtime::Handle>,
+    /// Where push connections go, and streams fed by pushes register.
+    pushes: Option<Arc<crate::source::Pushes>>,
 }
 
 /// What the control plane's commands left for the backend.
@@ -151,12 +153,41 @@ impl ShardCore {
             admission: Arc::new(Admission::default()),
             admitted: Vec::new(),
             tasks: None,
+            pushes: None,
         }
     }
 
     /// The runtime sources that do their own I/O (TCP) run their tasks on.
     pub fn set_source_tasks(&mut self, tasks: tokio::runtime::Handle) {
         self.tasks = Some(tasks);
+    }
+
+    /// Where push connections go.
+    pub fn set_pushes(&mut self, pushes: Arc<crate::source::Pushes>) {
+        self.pushes = Some(pushes);
+    }
+
+    /// Connection `key` is a push whose responses are all sent ([`Conn::take_push`]): it
+    /// leaves the shard with `socket` for the push sources. False (and the socket is the
+    /// backend's still) when it is not such a connection.
+    pub fn hand_over(
+        &mut self,
+        key: usize,
+        socket: std::net::TcpStream,
+    ) -> Result<(), std::net::TcpStream> {
+        let Some(push) = self.conns.get_mut(key).and_then(Conn::take_push) else {
+            return Err(socket);
+        };
+        self.close(key);
+        if let Some(pushes) = &self.pushes {
+            pushes.accept(socket, push);
+        }
+        Ok(())
+    }
+
+    /// Whether connection `key` is a push ready to leave the shard.
+    pub fn hands_over(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(Conn::hands_over)
     }
 
     /// The queues to and from the control plane (sessions, commands).
@@ -324,6 +355,7 @@ impl ShardCore {
                     .unwrap_or_else(|| Arc::new(crate::wake::Nobody)),
                 counters: info.counters.clone(),
                 idle: Duration::from_secs_f64(info.config.limits.source_timeout_s),
+                pushes: self.pushes.as_ref(),
             });
             let program = driver.program();
             // A template's instances receive, not the template itself.

@@ -235,6 +235,10 @@ impl EpollShard {
                 self.close(key);
                 return;
             }
+            if self.core.hands_over(key) {
+                self.hand_over(key);
+                return;
+            }
             let again = self
                 .sockets
                 .get(key)
@@ -284,6 +288,17 @@ impl EpollShard {
         if let Some(mut c) = self.sockets.get_mut(key).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.socket);
             self.core.close(key);
+        }
+    }
+
+    /// A push connection leaves the shard: its socket goes to the push sources.
+    fn hand_over(&mut self, key: usize) {
+        if let Some(mut c) = self.sockets.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.socket);
+            let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(c.socket));
+            if self.core.hand_over(key, socket).is_err() {
+                self.core.close(key);
+            }
         }
     }
 

@@ -217,6 +217,8 @@ pub struct ShardSetup {
     pub max_sessions: (usize, usize),
     /// The runtime sources that do their own I/O (TCP) run their tasks on.
     pub source_tasks: tokio::runtime::Handle,
+    /// Where push connections are handed.
+    pub pushes: Arc<crate::source::Pushes>,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -284,6 +286,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_session_limits(setup.max_sessions.0, setup.max_sessions.1);
     core.set_link(setup.link);
     core.set_source_tasks(setup.source_tasks);
+    core.set_pushes(setup.pushes);
     Prepared {
         core,
         listener: setup.listener,

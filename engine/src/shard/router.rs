@@ -142,6 +142,15 @@ impl StreamsRouter<'_> {
 
 impl Router for StreamsRouter<'_> {
     fn route(&self, head: &RequestHead) -> (Gate, Route) {
+        // A push is the push sources' to take or refuse (its key, its address, the
+        // PUSH_REWRITE trigger), not a viewer's: no gate.
+        if head.method.sends_body() {
+            let route =
+                crate::output::push_stream(&head.path).map_or(Route::NotFound, |s| Route::Push {
+                    stream: s.to_owned(),
+                });
+            return (Gate::Open, route);
+        }
         let target = Target::parse(&head.path);
         let route = self.answer(head, &target);
         (self.gate(head, &target), route)

@@ -26,6 +26,8 @@ pub struct SourceContext<'a> {
     pub counters: Arc<StreamCounters>,
     /// How long a connection may send nothing before it is closed.
     pub idle: Duration,
+    /// Where pushes are handed, when the server takes them.
+    pub pushes: Option<&'a Arc<super::Pushes>>,
 }
 
 /// What the home shard runs for a stream's source.

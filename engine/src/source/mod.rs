@@ -16,9 +16,11 @@
 //!                                         process group killed with the stream)
 //!  http://host:port/path        pull.rs   a progressive TS body pulled from another server
 //!  hls+http://host/x.m3u8       hls_pull.rs  a live HLS stream pulled, segment by segment
+//!  push://?key=…&allow=…        push.rs   an encoder PUTs or POSTs the stream to
+//!                                         /push/{stream} on the viewers' port
 //! ```
 //!
-//! What it does not do yet: HTTP push, `https://` (the sources issue).
+//! What it does not do yet: `https://` pulls (the sources issue).
 
 mod attempts;
 mod demo;
@@ -28,6 +30,7 @@ mod file;
 mod hls_pull;
 mod inlet;
 mod pull;
+mod push;
 mod retry;
 mod tcp;
 mod udp;
@@ -39,6 +42,7 @@ pub use file::FileSpec;
 pub use hls_pull::{HlsPullSpec, Variant};
 pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
 pub use pull::PullSpec;
+pub use push::{PushCounts, PushSpec, Pushes};
 pub use retry::Retry;
 pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
@@ -60,6 +64,8 @@ pub enum SourceSpec {
     Pull(PullSpec),
     /// A live HLS stream pulled from another server.
     HlsPull(HlsPullSpec),
+    /// Pushed by an encoder over HTTP.
+    Push(PushSpec),
 }
 
 /// Why a source URL was refused.
@@ -96,6 +102,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("exec:", exec::parse),
     ("http://", pull::parse),
     ("hls+http://", hls_pull::parse_url),
+    ("push://", push::parse),
 ];
 
 /// The schemes, for an error message.
@@ -123,6 +130,7 @@ impl SourceSpec {
             SourceSpec::Exec(exec) => Box::new(exec::start(exec, context)),
             SourceSpec::Pull(pull) => Box::new(pull::start(pull, context)),
             SourceSpec::HlsPull(pull) => Box::new(hls_pull::start(pull, context)),
+            SourceSpec::Push(push) => Box::new(push::start(push, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
             SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
@@ -161,7 +169,11 @@ impl SourceSpec {
     pub fn connects(&self) -> bool {
         matches!(
             self,
-            SourceSpec::Tcp(_) | SourceSpec::Exec(_) | SourceSpec::Pull(_) | SourceSpec::HlsPull(_)
+            SourceSpec::Tcp(_)
+                | SourceSpec::Exec(_)
+                | SourceSpec::Pull(_)
+                | SourceSpec::HlsPull(_)
+                | SourceSpec::Push(_)
         )
     }
 
@@ -175,6 +187,7 @@ impl SourceSpec {
             SourceSpec::Exec(_) => "exec",
             SourceSpec::Pull(_) => "http",
             SourceSpec::HlsPull(_) => "hls",
+            SourceSpec::Push(_) => "push",
         }
     }
 }

@@ -644,3 +644,212 @@ fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
     assert!(status.success(), "{log}");
     assert!(log.contains("pulling HLS from"), "{log}");
 }
+
+/// A push as a raw request: `head` (without its end), then `body`; returns the answer's status
+/// and text.
+fn push_raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{head}\r\n\r\n").as_bytes()).unwrap();
+    // The server may answer (and close) before the body is all sent.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// `push` again while it is answered 404 (the stream is not open to pushes yet), for up to
+/// 5 s.
+fn until_not_404(push: impl Fn() -> (u16, String)) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, text) = push();
+        if code != 404 || Instant::now() > deadline {
+            return (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` transport packets of PID 0x100 (payload 0xff), continuity counted.
+fn ts_packets(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 188);
+    for i in 0..n {
+        let mut p = [0xffu8; 188];
+        p[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10 | (i as u8 & 0x0f)]);
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[test]
+fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
+    let (server, api, token, _dir) = start(
+        "push",
+        "[[stream]]\nname = \"cam\"\nsource = \"push://?key=s3cret\"\nsegment_duration = 1\n",
+    );
+    let addr = server.addr;
+    // Refused before anything is taken: a wrong key (403, counted), an unknown stream (404).
+    let packets = ts_packets(1000);
+    let guess = || {
+        push_raw(
+            addr,
+            &format!(
+                "PUT /push/cam?key=guess HTTP/1.1\r\nHost: t\r\nContent-Length: {}",
+                packets.len()
+            ),
+            &packets,
+        )
+    };
+    // (404 until the stream's home shard has opened it to pushes.)
+    let (code, text) = until_not_404(guess);
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("wrong or missing key"), "{text}");
+    let (code, text) = push_raw(
+        addr,
+        "POST /push/nobody HTTP/1.1\r\nHost: t\r\nContent-Length: 1880",
+        &packets[..1880],
+    );
+    assert_eq!(code, 404, "{text}");
+    let stream = status(api, &token, "cam");
+    assert_eq!(stream["received_bytes"], 0, "{stream}");
+    assert_eq!(stream["input"]["refused"], 1, "{stream}");
+    assert_eq!(stream["input"]["kind"], "push", "{stream}");
+    // ffmpeg pushes with PUT (chunked), a viewer watches, ffmpeg goes mid-stream and pushes
+    // again with POST: the viewer stays, the playlist has one discontinuity.
+    let url = server.url("/push/cam?key=s3cret");
+    let first = ffmpeg_push(&url, 8, "PUT");
+    wait_live(&server, "cam", Duration::from_secs(10));
+    let viewer = std::thread::spawn(move || capture(addr, "/cam.ts", 10.0));
+    assert_eq!(status(api, &token, "cam")["input"]["connected"], true);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(first);
+    std::thread::sleep(Duration::from_millis(500));
+    let _second = ffmpeg_push(&url, 30, "POST");
+    wait_until(
+        Duration::from_secs(8),
+        || "no discontinuity after the new push".to_owned(),
+        || discontinuities(&server, "cam") > 0,
+    );
+    assert_eq!(discontinuities(&server, "cam"), 1);
+    let body = viewer.join().unwrap();
+    let pictures = pictures(&body);
+    assert!(pictures >= 150, "{pictures} pictures in 10 s");
+    let probe = probe_streams(&server.url("/cam/index.m3u8"));
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let (decoded, said) = decode(&server.url("/cam/index.m3u8"), 10);
+    assert!(decoded && said.trim().is_empty(), "{said}");
+    let input = &status(api, &token, "cam")["input"];
+    assert_eq!(input["connections"], 2, "{input}");
+    // Garbage pushed in the middle of the stream is counted and skipped; the stream goes on.
+    let junk: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let (code, text) = push_raw(
+        addr,
+        &format!(
+            "PUT /push/cam?key=s3cret HTTP/1.1\r\nHost: t\r\nContent-Length: {}",
+            junk.len()
+        ),
+        &junk,
+    );
+    assert_eq!(code, 200, "{text}");
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{}", status(api, &token, "cam")),
+        || status(api, &token, "cam")["sync_skipped_bytes"].as_u64() > Some(100_000),
+    );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("a push from 127.0.0.1 started"), "{log}");
+}
+
+#[test]
+fn push_rewrite_renames_or_refuses_a_push() {
+    let dir = TempDir::new("push-rewrite");
+    // The handler reads the push URL, the address and the stream; it sends `studio` to `cam`
+    // and refuses everything else.
+    let script = dir.0.join("rewrite.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread url; read addr; read stream\necho \"$url $addr $stream\" >> \"$(dirname \"$0\")/asked\"\nif [ \"$stream\" = studio ]; then echo cam; else echo; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        "[server]\nmax_pushes = 1\n\n[[stream]]\nname = \"cam\"\nsource = \"push://\"\nsegment_duration = 1\n\n[[stream]]\nname = \"studio\"\nsource = \"push://\"\n\n[[stream]]\nname = \"other\"\nsource = \"push://\"\n\n[[trigger]]\non = \"PUSH_REWRITE\"\nhandler = \"{}\"\n",
+        script.display()
+    );
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let api = free_api_addr();
+    let server = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    let packets = ts_packets(500);
+    let head = |stream: &str| {
+        format!(
+            "PUT /push/{stream} HTTP/1.1\r\nHost: t\r\nContent-Length: {}",
+            packets.len()
+        )
+    };
+    // Refused by the trigger: 403, nothing taken, counted.
+    let (code, text) = until_not_404(|| push_raw(server.addr, &head("other"), &packets));
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("PUSH_REWRITE"), "{text}");
+    let other = status(api, &token, "other");
+    assert_eq!(other["received_bytes"], 0, "{other}");
+    assert_eq!(other["input"]["refused"], 1, "{other}");
+    // max_pushes = 1: while a refused pusher still holds its connection (the server reads
+    // and drops what it sends for a moment), a second push is answered 503.
+    let mut holder = std::net::TcpStream::connect(server.addr).unwrap();
+    holder
+        .write_all(b"PUT /push/other HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut holder, &mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 403");
+    let (code, text) = push_raw(server.addr, &head("cam"), &packets);
+    assert_eq!(code, 503, "{text}");
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(100));
+    // Renamed: what is pushed to `studio` feeds `cam`.
+    let (code, text) = until_not_404(|| push_raw(server.addr, &head("studio"), &packets));
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(status(api, &token, "studio")["received_bytes"], 0);
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{}", status(api, &token, "cam")),
+        || status(api, &token, "cam")["received_bytes"] == packets.len(),
+    );
+    let asked = std::fs::read_to_string(dir.0.join("asked")).unwrap();
+    assert!(
+        asked.contains("http://t/push/studio 127.0.0.1 studio"),
+        "{asked}"
+    );
+    let metrics = fetch(
+        api,
+        "/metrics",
+        &format!("Authorization: Bearer {token}\r\n"),
+    )
+    .2;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("shardcast_push_refused_total{reason=\"busy\"} 1"),
+        "{metrics}"
+    );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}

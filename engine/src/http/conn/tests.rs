@@ -15,6 +15,9 @@ impl Router for Streams {
                 stream: 0,
                 content_type: "video/mp2t",
             },
+            "/push/demo" => Route::Push {
+                stream: "demo".into(),
+            },
             _ => Route::NotFound,
         };
         (Gate::Open, route)
@@ -434,4 +437,66 @@ mod hls {
             3
         );
     }
+}
+
+#[test]
+fn a_push_is_handed_over_once_what_is_queued_before_it_is_sent() {
+    let mut c = Conn::new(ConnLimits::default(), 0);
+    let wire = b"GET / HTTP/1.1\r\n\r\nPUT /push/demo?key=k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
+    assert_eq!(c.on_read(wire, 0, &Streams), None);
+    assert_eq!(c.state(), ConnState::HandingOver);
+    assert!(!c.wants_read(), "the body is the push task's to read");
+    // The answer to the GET goes out first.
+    assert!(!c.hands_over());
+    assert!(c.take_push().is_none());
+    assert!(drain(&mut c).starts_with("HTTP/1.1 200"));
+    let push = c.take_push().expect("handed over");
+    assert_eq!(push.stream, "demo");
+    assert_eq!(push.head.body, crate::http::RequestBody::Chunked);
+    assert_eq!(push.head.query, "key=k");
+    assert_eq!(push.early, b"5\r\nhel");
+    assert!(c.take_push().is_none(), "once");
+}
+
+#[test]
+fn bodies_outside_a_push_are_refused_and_close() {
+    for (req, status) in [
+        // A body to a path that takes none: answered without reading it, then closed.
+        (
+            &b"PUT /demo.ts HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
+            "405",
+        ),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "405"),
+        // Framing that could smuggle a request: 400.
+        (
+            b"PUT /push/demo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "400",
+        ),
+        (
+            b"PUT /push/demo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "400",
+        ),
+        (
+            b"PUT /push/demo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "400",
+        ),
+        (
+            b"PUT /push/demo HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+            "400",
+        ),
+    ] {
+        let mut c = Conn::new(ConnLimits::default(), 0);
+        c.on_read(req, 0, &Streams);
+        let out = drain(&mut c);
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+        assert!(c.finished(), "{out} must close");
+    }
+    // GET of the push path: 405 naming the methods that push.
+    let mut c = Conn::new(ConnLimits::default(), 0);
+    c.on_read(b"GET /push/demo HTTP/1.1\r\n\r\n", 0, &Streams);
+    let out = drain(&mut c);
+    assert!(
+        out.starts_with("HTTP/1.1 405") && out.contains("Allow: PUT, POST"),
+        "{out}"
+    );
 }

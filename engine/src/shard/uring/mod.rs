@@ -814,6 +814,7 @@ impl UringShard {
             return Ok(());
         }
         self.send(key)?;
+        self.close_if_finished(key);
         // It may have drained enough to read requests again.
         self.arm_recv(key)
     }
@@ -838,16 +839,34 @@ impl UringShard {
         }
         if c.closing {
             self.close(key);
+        } else {
+            self.close_if_finished(key);
         }
     }
 
+    /// Close connection `key` when it is done, or hand it over when it is a push whose
+    /// responses are sent and nothing of it is in flight.
     fn close_if_finished(&mut self, key: usize) {
-        let idle = self
-            .clients
-            .get(key)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| c.send.is_none());
-        if idle && self.core.conn(key).is_some_and(|c| c.finished()) {
+        let Some(Some(c)) = self.clients.get(key) else {
+            return;
+        };
+        if c.send.is_some() {
+            return;
+        }
+        let quiet = !c.recv_in_flight && c.zc_pending.is_empty() && !c.closing;
+        if quiet && self.core.hands_over(key) {
+            if let Some(c) = self.clients.get_mut(key).and_then(Option::take) {
+                if self
+                    .core
+                    .hand_over(key, std::net::TcpStream::from(c.fd))
+                    .is_err()
+                {
+                    self.core.close(key);
+                }
+            }
+            return;
+        }
+        if self.core.conn(key).is_some_and(|c| c.finished()) {
             self.close(key);
         }
     }

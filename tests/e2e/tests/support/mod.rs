@@ -371,6 +371,34 @@ pub fn ffmpeg_source_as(
     bitrate: &str,
     gop: u32,
 ) -> KillOnDrop {
+    ffmpeg_encoder(format, url, seconds, size, bitrate, gop, &[])
+}
+
+/// ffmpeg pushing 640x360 at 1 Mbit/s (one keyframe a second) over HTTP with `method` (PUT or
+/// POST; ffmpeg sends the body chunked) to `url`, for `seconds`.
+pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
+    ffmpeg_encoder(
+        "mpegts",
+        url,
+        seconds,
+        "640x360",
+        "1M",
+        25,
+        &["-method", method],
+    )
+}
+
+/// ffmpeg sending a test pattern and a tone as `format` to `url`, with `output` options
+/// before the URL.
+fn ffmpeg_encoder(
+    format: &str,
+    url: &str,
+    seconds: u32,
+    size: &str,
+    bitrate: &str,
+    gop: u32,
+    output: &[&str],
+) -> KillOnDrop {
     KillOnDrop(
         Command::new("ffmpeg")
             .args([
@@ -408,6 +436,7 @@ pub fn ffmpeg_source_as(
                 "-f",
                 format,
             ])
+            .args(output)
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
