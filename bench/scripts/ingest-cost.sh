@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# What one stream's ingest costs the server over UDP and over TCP (issue 16): server CPU per
-# second of ingest with no viewer (packet sync, the segmenter and HLS packaging run in both),
-# UDP and TCP interleaved, REPS repetitions each.
+# What one stream's ingest costs the server over UDP, over TCP and as an HTTP push (issue 16):
+# server CPU per second of ingest with no viewer (packet sync, the segmenter and HLS packaging
+# run in all three), the three interleaved, REPS repetitions each.
 #
 #   CPU 0: the server (taskset: its shard, its sources runtime and every other thread)
-#   CPU 1: `shardcast-bench ingest`, the same stream at BITRATE, 1316-byte datagrams or the
-#          same 1316 bytes per TCP write to a `tcp://` source listening for an encoder
+#   CPU 1: `shardcast-bench ingest`, the same stream at BITRATE, 1316-byte datagrams, or the
+#          same 1316 bytes per TCP write to a `tcp://` source listening for an encoder, or per
+#          chunk of a chunked PUT to /push/live on the viewers' port (`push://`)
 #
 # Usage: bench/scripts/ingest-cost.sh        Environment: BITRATE (default 20000000),
 #        SECONDS_MEASURED (default 20), REPS (default 3), IO (shardcast's backend, default auto).
@@ -35,8 +36,10 @@ trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for rep in $(seq "$reps"); do
-  for over in udp tcp; do
-    source="udp://127.0.0.1:$udp"; [ "$over" = tcp ] && source="tcp://127.0.0.1:$tcp"
+  for over in udp tcp push; do
+    source="udp://127.0.0.1:$udp"
+    [ "$over" = tcp ] && source="tcp://127.0.0.1:$tcp"
+    [ "$over" = push ] && source="push://"
     cat > "$work/shardcast.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -54,6 +57,10 @@ TOML
     if [ "$over" = tcp ]; then
       to="127.0.0.1:$tcp"; flag="--tcp"
       until ss -ltn "sport = :$tcp" | grep -q LISTEN; do sleep 0.1; done
+    fi
+    if [ "$over" = push ]; then
+      to="127.0.0.1:$port"; flag="--push /push/live"
+      sleep 0.5 # the stream opens to pushes once its shard has started it
     fi
     taskset -c 1 "$bench" ingest --to "$to" $flag --seconds $((seconds + 8)) \
       --bitrate "$bitrate" --width 1280 --height 720 >/dev/null 2>&1 &
@@ -85,9 +92,11 @@ import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 print(f"results: {sys.argv[1]}")
 for key, what in (("server_cpu_ms_per_s", "server"), ("server_and_sender_cpu_ms_per_s", "server+sender")):
-    med = {o: statistics.median(r[key] for r in runs if r["over"] == o) for o in ("udp", "tcp")}
-    for o in ("udp", "tcp"):
+    ways = [o for o in ("udp", "tcp", "push") if any(r["over"] == o for r in runs)]
+    med = {o: statistics.median(r[key] for r in runs if r["over"] == o) for o in ways}
+    for o in ways:
         values = [r[key] for r in runs if r["over"] == o]
         print(f"{o}: {med[o]:.2f} ms of {what} CPU per second of ingest (median; {min(values):.2f}-{max(values):.2f})")
-    print(f"{what}, tcp / udp: {med['tcp'] / med['udp']:.2f}x")
+    for o in ways[1:]:
+        print(f"{what}, {o} / udp: {med[o] / med['udp']:.2f}x")
 PY

@@ -40,13 +40,16 @@ impl Default for Content {
 }
 
 /// How the stream travels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Over {
     /// One datagram of 7 packets at a time.
     #[default]
     Udp,
     /// One connection per destination, 7 packets per write (no Nagle delay).
     Tcp,
+    /// An HTTP `PUT` to this path on each destination, chunked, one chunk of 7 packets per
+    /// write (as ffmpeg's `-method PUT` sends).
+    Push(String),
 }
 
 /// What to send where.
@@ -157,13 +160,23 @@ pub fn run_many_over(
     let socket = UdpSocket::bind(from)?;
     socket.set_multicast_ttl_v4(1)?;
     let mut connections = Vec::new();
-    if over == Over::Tcp {
+    if over != Over::Udp {
         for dest in to {
-            let conn = TcpStream::connect(dest)?;
+            let mut conn = TcpStream::connect(dest)?;
             conn.set_nodelay(true)?;
+            if let Over::Push(path) = &over {
+                conn.write_all(
+                    format!(
+                        "PUT {path} HTTP/1.1\r\nHost: {dest}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )?;
+            }
             connections.push(conn);
         }
     }
+    let chunked = matches!(over, Over::Push(_));
+    let mut chunk = Vec::with_capacity(PACKET_SIZE * PACKETS_PER_DATAGRAM + 16);
     let mut streams = Vec::with_capacity(to.len());
     for &dest in to {
         let source = match content {
@@ -234,6 +247,13 @@ pub fn run_many_over(
             datagram[packet_start..packet_start + PACKET_SIZE].copy_from_slice(&packet);
         }
         match connections.get_mut(next) {
+            Some(conn) if chunked => {
+                chunk.clear();
+                chunk.extend_from_slice(format!("{:x}\r\n", datagram.len()).as_bytes());
+                chunk.extend_from_slice(&datagram);
+                chunk.extend_from_slice(b"\r\n");
+                conn.write_all(&chunk)?
+            }
             Some(conn) => conn.write_all(&datagram)?,
             None => {
                 socket.send_to(&datagram, stream.to)?;

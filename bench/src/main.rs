@@ -57,6 +57,9 @@ struct IngestArgs {
     /// Send over TCP instead (to a `tcp://` source listening for an encoder).
     #[arg(long)]
     tcp: bool,
+    /// Push over HTTP instead: a chunked `PUT` to this path (e.g. /push/live) on --to.
+    #[arg(long, conflicts_with = "tcp")]
+    push: Option<String>,
     #[command(flatten)]
     stream: StreamShape,
 }
@@ -212,7 +215,11 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
         .map(|i| std::net::SocketAddr::new(args.to.ip(), args.to.port() + i))
         .collect();
     let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
-    let over = if args.tcp { Over::Tcp } else { Over::Udp };
+    let over = match (&args.push, args.tcp) {
+        (Some(path), _) => Over::Push(path.clone()),
+        (None, true) => Over::Tcp,
+        (None, false) => Over::Udp,
+    };
     let sent = run_many_over(&content, args.from, &destinations, duration, over)
         .map_err(|e| format!("when sending to {}: {e}", args.to))?;
     eprintln!(

@@ -310,3 +310,51 @@ fn a_source_restart_is_a_discontinuity() {
         assert!(info.duration > 0 && info.duration <= 3 * 90_000, "{info:?}");
     }
 }
+
+#[test]
+fn a_restart_marked_by_the_caller_is_a_discontinuity_even_when_timestamps_continue() {
+    use shardcast_protocols::ts::{PacketSync, Segmenter, SegmenterEvent};
+    // A second source whose clock happens to carry on from the first's: nothing in the
+    // timestamps says the pictures do not continue; the caller says so.
+    let first = generated(GeneratorConfig::default(), 6);
+    let second = generated(
+        GeneratorConfig {
+            start_pts: GeneratorConfig::default().start_pts + 6 * 90_000,
+            ..GeneratorConfig::default()
+        },
+        6,
+    );
+    let marked = |restart: bool| {
+        let mut s = Segmenter::new(SegmenterConfig::default());
+        let mut flags = Vec::new();
+        let mut out = |e: SegmenterEvent<'_>| {
+            if let SegmenterEvent::SegmentEnd(info) = e {
+                flags.push(info.discontinuity);
+            }
+        };
+        let mut sync = PacketSync::new();
+        sync.push(&first, |p| s.push_packet(p, &mut out));
+        if restart {
+            s.source_restarted();
+        }
+        let mut sync = PacketSync::new();
+        sync.push(&second, |p| s.push_packet(p, &mut out));
+        s.finish(&mut out);
+        flags.iter().filter(|d| **d).count()
+    };
+    assert_eq!(marked(false), 0);
+    assert_eq!(marked(true), 1);
+    // Before anything was segmented there is nothing to be discontinuous with.
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.source_restarted();
+    let mut discontinuities = 0;
+    let mut sync = PacketSync::new();
+    sync.push(&first, |p| {
+        s.push_packet(p, &mut |e| {
+            if let SegmenterEvent::SegmentEnd(info) = e {
+                discontinuities += usize::from(info.discontinuity);
+            }
+        })
+    });
+    assert_eq!(discontinuities, 0);
+}

@@ -69,7 +69,8 @@ pub(super) struct ApiSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct StreamSection {
     pub name: Spanned<String>,
-    pub source: Spanned<String>,
+    pub source: Spanned<super::SourceUrls>,
+    pub failover: Setting<FailoverSection>,
     pub window: Setting<f64>,
     pub segment_duration: Setting<f64>,
     pub playlist_segments: Setting<usize>,
@@ -82,6 +83,13 @@ pub(super) struct StreamSection {
     pub source_timeout: Setting<f64>,
     pub wildcard: Setting<WildcardSection>,
     pub required: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FailoverSection {
+    pub dry: Option<f64>,
+    pub back_after: Option<f64>,
 }
 
 #[derive(Deserialize)]

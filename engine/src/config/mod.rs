@@ -42,6 +42,11 @@
 //! source = "udp://239.1.1.1:5000?source=10.0.0.7&iface=eth1&program=2"
 //!                                 # or tcp://0.0.0.0:9000?allow=10.0.0.0/8 (an encoder
 //!                                 # connects), tcp://host:9000?mode=connect, file:///x.ts
+//!                                 # or a list: the first live one feeds the stream
+//!                                 # source = ["udp://239.1.1.1:5000", "tcp://b:9000?mode=connect"]
+//! failover = { dry = 1, back_after = 10 }  # a list's switch after this many seconds without
+//!                                 # data; back to an earlier source live again this long
+//!                                 # (0: never)
 //! window = 10                     # seconds of stream kept for joining viewers
 //! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
@@ -337,8 +342,10 @@ pub struct StreamConfig {
     pub name: String,
     /// Where it comes from.
     pub source: SourceSpec,
-    /// The source as configured (a URL).
+    /// The source as configured (a URL; the first of a list).
     pub source_url: String,
+    /// Every URL of a failover list (one when `source` is a single URL).
+    pub source_urls: SourceUrls,
     /// Seconds kept for joining viewers.
     pub window_s: f64,
     /// HLS segmenting and playlist settings.
@@ -351,6 +358,43 @@ pub struct StreamConfig {
     pub wildcard: Option<WildcardRule>,
     /// The server is ready (`/readyz`) only while this stream is live.
     pub required: bool,
+}
+
+/// A stream's `source`: one URL, or a failover list of them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SourceUrls {
+    /// One source.
+    One(String),
+    /// Sources in order of preference.
+    Many(Vec<String>),
+}
+
+impl Default for SourceUrls {
+    fn default() -> Self {
+        SourceUrls::One(String::new())
+    }
+}
+
+impl From<&str> for SourceUrls {
+    fn from(url: &str) -> Self {
+        SourceUrls::One(url.to_owned())
+    }
+}
+
+impl SourceUrls {
+    /// The URLs, first preferred.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            SourceUrls::One(url) => std::slice::from_ref(url),
+            SourceUrls::Many(urls) => urls,
+        }
+    }
+
+    /// The first (preferred) URL.
+    pub fn first(&self) -> &str {
+        self.urls().first().map_or("", String::as_str)
+    }
 }
 
 /// A stream's viewer access control (as Flashphoner WCS does it): the viewer's token and
@@ -408,11 +452,13 @@ pub struct TriggerConfig {
 }
 
 /// Triggers shardcast fires, with MistServer's names: the blocking ones wait for an answer.
-pub const TRIGGERS: [(&str, bool); 21] = [
+pub const TRIGGERS: [(&str, bool); 22] = [
     ("USER_NEW", true),
     ("CONN_PLAY", true),
     ("STREAM_SOURCE", true),
     ("PUSH_REWRITE", true),
+    // shardcast's own: a failover list switched sources (stream, from, to, why).
+    ("SOURCE_SWITCH", false),
     ("DEFAULT_STREAM", true),
     ("PLAY_REWRITE", true),
     ("STREAM_ADD", true),
@@ -489,6 +535,7 @@ impl StreamConfig {
         Ok(StreamConfig {
             name: format!("{}+{wildcard}", self.name),
             source,
+            source_urls: SourceUrls::One(source_url.clone()),
             source_url,
             wildcard: None,
             // Made on demand: no load balancer waits for one.
@@ -612,6 +659,46 @@ mod tests {
         assert_eq!(c.streams.len(), 1);
         assert_eq!(c.streams[0].source, SourceSpec::Demo);
         assert!(!c.cpus.is_empty());
+    }
+
+    #[test]
+    fn failover_lists_are_checked() {
+        let c = Config::parse(
+            "[[stream]]\nname = \"a\"\nsource = [\"udp://239.1.1.1:5000\", \"demo:\"]\n",
+        )
+        .unwrap();
+        let SourceSpec::Failover(list) = &c.streams[0].source else {
+            panic!()
+        };
+        assert_eq!(list.dry, std::time::Duration::from_secs(1));
+        assert_eq!(list.back_after, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(c.streams[0].source_url, "udp://239.1.1.1:5000");
+        // One URL in a list is that source.
+        let c = Config::parse("[[stream]]\nname = \"a\"\nsource = [\"demo:\"]\n").unwrap();
+        assert_eq!(c.streams[0].source, SourceSpec::Demo);
+        for (text, why) in [
+            ("source = []", "empty"),
+            (
+                "source = [\"demo:\", \"rtmp://x\"]",
+                "unsupported source scheme",
+            ),
+            (
+                "source = [\"udp://127.0.0.1:$wildcard\", \"demo:\"]",
+                "wildcard",
+            ),
+            (
+                "source = [\"udp://0.0.0.0:5000\", \"udp://127.0.0.1:5000\"]",
+                "same input",
+            ),
+            (
+                "source = [\"demo:\", \"demo:\"]\nfailover = { dry = 0 }",
+                "failover dry",
+            ),
+        ] {
+            let e = Config::parse(&format!("[[stream]]\nname = \"a\"\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(why), "{text}: {e}");
+            assert!(e.line.is_some(), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -308,8 +308,27 @@ fn stream(
     }
     // A template (`$wildcard` in the source) is checked with a stand-in value; its instances
     // are checked again with theirs.
-    let source = SourceSpec::parse(&st.source.get_ref().replace(WILDCARD, "1"))
+    let urls = st.source.get_ref().urls();
+    let (dry, back_after) = failover_times(&st)?;
+    if urls.len() > 1 && urls.iter().any(|u| u.contains(WILDCARD)) {
+        return Err(Refusal::at(
+            st.source.span(),
+            "a failover list of sources cannot be a wildcard template ($wildcard)",
+        ));
+    }
+    let stand_in: Vec<String> = urls.iter().map(|u| u.replace(WILDCARD, "1")).collect();
+    let source = SourceSpec::parse_list(&stand_in, dry, back_after)
         .map_err(|e| Refusal::at(st.source.span(), e.to_string()))?;
+    if let SourceSpec::Failover(list) = &source {
+        for (i, (_, a)) in list.sources.iter().enumerate() {
+            if list.sources[..i].iter().any(|(_, b)| a.shares_input(b)) {
+                return Err(Refusal::at(
+                    st.source.span(),
+                    format!("stream {name:?}: two sources of its list take the same input"),
+                ));
+            }
+        }
+    }
     if let Some(port) = source.tcp_listen_port() {
         if let Some(other) = before
             .iter()
@@ -383,13 +402,16 @@ fn stream(
         Some(w) => {
             let span = w.span();
             let rule = wildcard_rule(w.into_inner(), span.clone())?;
-            if matches!(source, SourceSpec::Udp(_)) && !st.source.get_ref().contains(WILDCARD) {
+            if matches!(source, SourceSpec::Udp(_))
+                && !st.source.get_ref().first().contains(WILDCARD)
+            {
                 return Err(Refusal::at(
                     span,
                     format!("stream {name:?}: a wildcard template with a UDP source needs $wildcard in the source (its instances would share one socket's datagrams)"),
                 ));
             }
-            if source.tcp_listen_port().is_some() && !st.source.get_ref().contains(WILDCARD) {
+            if source.tcp_listen_port().is_some() && !st.source.get_ref().first().contains(WILDCARD)
+            {
                 return Err(Refusal::at(
                     span,
                     format!("stream {name:?}: a wildcard template with a listening TCP source needs $wildcard in the source (its instances would all listen on one port)"),
@@ -401,7 +423,8 @@ fn stream(
     Ok(StreamConfig {
         name: name.clone(),
         source,
-        source_url: st.source.get_ref().clone(),
+        source_url: st.source.get_ref().first().to_owned(),
+        source_urls: st.source.get_ref().clone(),
         window_s,
         hls,
         access,
@@ -409,6 +432,30 @@ fn stream(
         wildcard,
         required: st.required.unwrap_or(false),
     })
+}
+
+/// A failover list's `dry` and `back_after` (`None`: never back).
+fn failover_times(
+    st: &StreamSection,
+) -> Result<(std::time::Duration, Option<std::time::Duration>), Refusal> {
+    let Some(f) = &st.failover else {
+        return Ok((
+            std::time::Duration::from_secs(1),
+            Some(std::time::Duration::from_secs(10)),
+        ));
+    };
+    let (dry, back) = (
+        f.get_ref().dry.unwrap_or(1.0),
+        f.get_ref().back_after.unwrap_or(10.0),
+    );
+    if !(0.1..=60.0).contains(&dry) || !(0.0..=86_400.0).contains(&back) {
+        return Err(Refusal::at(
+            f.span(),
+            "failover dry must be 0.1 to 60 seconds and back_after 0 (never) to 86400",
+        ));
+    }
+    let back_after = (back > 0.0).then(|| std::time::Duration::from_secs_f64(back));
+    Ok((std::time::Duration::from_secs_f64(dry), back_after))
 }
 
 fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {

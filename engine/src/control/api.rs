@@ -183,6 +183,10 @@ struct Input {
     /// For a UDP source sending TS in RTP: its datagrams, and what their sequence numbers
     /// say was lost or late.
     rtp: Option<Rtp>,
+    /// Switches between the sources of a failover list.
+    switches: u64,
+    /// A failover list's state.
+    failover: Option<crate::source::FailoverStatus>,
 }
 
 /// What a stream's RTP sequence numbers say.
@@ -262,6 +266,8 @@ async fn stream_status(
                 .lock()
                 .ok()
                 .and_then(|e| e.clone()),
+            switches: c.source_switches,
+            failover: info.counters.failover.lock().ok().and_then(|f| f.clone()),
         },
         viewers: Viewers::of(&state, info),
         segments: Segments {

@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 22] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 23] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -61,6 +61,12 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 22] = [
         "counter",
         "Source bytes skipped to find the 0x47 sync of transport packets (garbage, a stream cut mid-packet).",
         |c| c.sync_skipped_bytes,
+    ),
+    (
+        "shardcast_stream_source_switches_total",
+        "counter",
+        "Switches between the sources of a failover list.",
+        |c| c.source_switches,
     ),
     (
         "shardcast_stream_kernel_drops_total",

@@ -25,8 +25,11 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamFields {
-    /// Source URL.
-    pub source: String,
+    /// Source URL, or a failover list of them.
+    pub source: crate::config::SourceUrls,
+    /// A failover list's timing: `dry` and `back_after`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverFields>,
     /// Seconds kept for joining viewers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<f64>,
@@ -80,11 +83,30 @@ pub struct WildcardFields {
     pub pattern: Option<String>,
 }
 
+/// A failover list's timing as the API takes and gives it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverFields {
+    /// Seconds without data before another source takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry: Option<f64>,
+    /// Seconds an earlier source must be live again before it takes over back (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_after: Option<f64>,
+}
+
 impl StreamFields {
     /// The settings of a running stream, every one spelled out.
     pub fn of(config: &StreamConfig) -> Self {
         Self {
-            source: config.source_url.clone(),
+            source: config.source_urls.clone(),
+            failover: match &config.source {
+                crate::source::SourceSpec::Failover(list) => Some(FailoverFields {
+                    dry: Some(list.dry.as_secs_f64()),
+                    back_after: Some(list.back_after.map_or(0.0, |d| d.as_secs_f64())),
+                }),
+                _ => None,
+            },
             window: Some(config.window_s),
             segment_duration: Some(config.hls.segment_duration_s),
             playlist_segments: Some(config.hls.playlist_segments as u64),
@@ -107,7 +129,24 @@ impl StreamFields {
     fn table(&self, name: &str) -> toml_edit::Table {
         let mut t = toml_edit::Table::new();
         t["name"] = toml_edit::value(name);
-        t["source"] = toml_edit::value(self.source.as_str());
+        t["source"] = match &self.source {
+            crate::config::SourceUrls::One(url) => toml_edit::value(url.as_str()),
+            crate::config::SourceUrls::Many(urls) => toml_edit::value(
+                urls.iter()
+                    .map(String::as_str)
+                    .collect::<toml_edit::Array>(),
+            ),
+        };
+        if let Some(f) = &self.failover {
+            let mut table = toml_edit::InlineTable::new();
+            if let Some(v) = f.dry {
+                table.insert("dry", v.into());
+            }
+            if let Some(v) = f.back_after {
+                table.insert("back_after", v.into());
+            }
+            t["failover"] = toml_edit::value(table);
+        }
         if let Some(v) = self.window {
             t["window"] = toml_edit::value(v);
         }
@@ -535,6 +574,31 @@ mod tests {
     use super::*;
 
     const FILE: &str = "# the operator's notes\n[server]\nlisten = \"127.0.0.1:8080\"\n\n# the camera\n[[stream]]\nname = \"cam\"\nsource = \"udp://239.1.1.1:5000\"\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n";
+
+    #[test]
+    fn a_failover_list_is_written_back_as_a_list_and_reads_the_same() {
+        let text = "[[stream]]\nname = \"cam\"\nsource = [\"udp://239.1.1.1:5000\", \"tcp://b:9000?mode=connect\"]\nfailover = { dry = 2.5, back_after = 0 }\n";
+        let config = Config::parse(text).unwrap();
+        let fields = StreamFields::of(&config.streams[0]);
+        let (written, _) = set_stream("", "cam", &fields).unwrap();
+        let again = Config::parse(&written).unwrap();
+        assert_eq!(
+            again.streams[0].source, config.streams[0].source,
+            "{written}"
+        );
+        let crate::source::SourceSpec::Failover(list) = &again.streams[0].source else {
+            panic!("{written}")
+        };
+        assert_eq!(list.sources.len(), 2);
+        assert_eq!(list.dry, std::time::Duration::from_millis(2500));
+        assert_eq!(list.back_after, None);
+        // JSON as the API takes it: a list, or one URL.
+        let json: StreamFields = serde_json::from_str(
+            r#"{"source": ["demo:", "udp://127.0.0.1:5000"], "failover": {"dry": 1}}"#,
+        )
+        .unwrap();
+        assert_eq!(json.source.urls().len(), 2);
+    }
 
     #[test]
     fn edits_keep_the_rest_of_the_file() {

@@ -54,10 +54,12 @@ impl Pipeline {
         }
     }
 
-    /// The source's bytes start again (a new connection): the partial packet held from before
-    /// is dropped (counted as skipped), and packet sync is found afresh.
+    /// The source's bytes start again (a new connection, another source): the partial packet
+    /// held from before is dropped (counted as skipped), packet sync is found afresh, and the
+    /// next segment is a discontinuity.
     pub fn restart(&mut self) {
         self.sync.finish();
+        self.segmenter.source_restarted();
     }
 
     /// Feed the bytes of one datagram or read; finished chunks go to `publish`.

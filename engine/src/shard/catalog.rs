@@ -466,6 +466,7 @@ mod tests {
             name: name.into(),
             source: SourceSpec::Demo,
             source_url: "demo:".into(),
+            source_urls: "demo:".into(),
             window_s,
             hls: Default::default(),
             access: None,

@@ -18,6 +18,8 @@
 //!  hls+http://host/x.m3u8       hls_pull.rs  a live HLS stream pulled, segment by segment
 //!  push://?key=…&allow=…        push.rs   an encoder PUTs or POSTs the stream to
 //!                                         /push/{stream} on the viewers' port
+//!  [URL, URL, …] (a list)       failover.rs  all of them at once; the first live one feeds
+//!                                         the stream
 //! ```
 //!
 //! What it does not do yet: `https://` pulls (the sources issue).
@@ -26,6 +28,7 @@ mod attempts;
 mod demo;
 mod driver;
 mod exec;
+mod failover;
 mod file;
 mod hls_pull;
 mod inlet;
@@ -38,6 +41,7 @@ mod udp;
 pub use demo::DemoSource;
 pub use driver::{SourceContext, SourceDriver};
 pub use exec::ExecSpec;
+pub use failover::{FailoverSpec, FailoverStatus, Selector, SourceState, Switch, Why};
 pub use file::FileSpec;
 pub use hls_pull::{HlsPullSpec, Variant};
 pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
@@ -66,6 +70,8 @@ pub enum SourceSpec {
     HlsPull(HlsPullSpec),
     /// Pushed by an encoder over HTTP.
     Push(PushSpec),
+    /// A list of sources, the first live one feeding the stream.
+    Failover(FailoverSpec),
 }
 
 /// Why a source URL was refused.
@@ -131,15 +137,51 @@ impl SourceSpec {
             SourceSpec::Pull(pull) => Box::new(pull::start(pull, context)),
             SourceSpec::HlsPull(pull) => Box::new(hls_pull::start(pull, context)),
             SourceSpec::Push(push) => Box::new(push::start(push, context)),
+            SourceSpec::Failover(list) => Box::new(failover::start(list, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
             SourceSpec::File(file) => Box::new(file::FileSource::open(file)),
         }
     }
 
+    /// Its driver when it is one of a failover list: a UDP source is read by a task of the
+    /// sources' runtime too (the failover task picks between them), not by the shard.
+    fn task_driver(&self, context: &SourceContext<'_>) -> Box<dyn SourceDriver> {
+        match self {
+            SourceSpec::Udp(udp) => Box::new(udp::start_task(udp, context)),
+            other => other.driver(context),
+        }
+    }
+
+    /// Sources of a list, for a stream whose `source` is several URLs: the first live one
+    /// feeds the stream, switching after `dry` ([`FailoverSpec`]). A list of one is that
+    /// source; lists do not nest.
+    pub fn parse_list(
+        urls: &[String],
+        dry: std::time::Duration,
+        back_after: Option<std::time::Duration>,
+    ) -> Result<SourceSpec, SourceError> {
+        let mut sources = Vec::with_capacity(urls.len());
+        for url in urls {
+            sources.push((url.clone(), SourceSpec::parse(url)?));
+        }
+        match sources.len() {
+            0 => Err(SourceError::Parameter("an empty source list".into())),
+            1 => Ok(sources.remove(0).1),
+            _ => Ok(SourceSpec::Failover(FailoverSpec {
+                sources,
+                dry,
+                back_after,
+            })),
+        }
+    }
+
     /// The TCP port it listens on, for a listening TCP source.
     pub fn tcp_listen_port(&self) -> Option<u16> {
         match self {
+            SourceSpec::Failover(list) => {
+                list.sources.iter().find_map(|(_, s)| s.tcp_listen_port())
+            }
             SourceSpec::Tcp(tcp) if tcp.mode == TcpMode::Listen => tcp
                 .addr
                 .parse::<std::net::SocketAddr>()
@@ -153,6 +195,12 @@ impl SourceSpec {
     /// address overlaps every other on its port), or one listening TCP port.
     pub fn shares_input(&self, other: &SourceSpec) -> bool {
         match (self, other) {
+            (SourceSpec::Failover(list), _) => {
+                list.sources.iter().any(|(_, s)| s.shares_input(other))
+            }
+            (_, SourceSpec::Failover(list)) => {
+                list.sources.iter().any(|(_, s)| self.shares_input(s))
+            }
             (SourceSpec::Udp(a), SourceSpec::Udp(b)) => {
                 a.addr.port() == b.addr.port()
                     && (a.addr.ip() == b.addr.ip()
@@ -174,6 +222,7 @@ impl SourceSpec {
                 | SourceSpec::Pull(_)
                 | SourceSpec::HlsPull(_)
                 | SourceSpec::Push(_)
+                | SourceSpec::Failover(_)
         )
     }
 
@@ -188,6 +237,7 @@ impl SourceSpec {
             SourceSpec::Pull(_) => "http",
             SourceSpec::HlsPull(_) => "hls",
             SourceSpec::Push(_) => "push",
+            SourceSpec::Failover(_) => "failover",
         }
     }
 }

@@ -20,7 +20,8 @@
 //! is read until its body ends (answered 200) or it sends nothing for the stream's
 //! `source_timeout`. At most `max_pushes` push connections are open at once (503 past it).
 
-use super::inlet::{pace, Delivery, Inlet};
+use super::inlet::{Delivery, Inlet};
+use super::tcp::Connection;
 use super::{SourceContext, SourceDriver, SourceError, SourceSpec};
 use crate::control::triggers::{refuses, TriggerSet};
 use crate::http::{query_param, response_head, BodyReader, PushRequest};
@@ -35,9 +36,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-/// Bytes read from a pusher at once.
-const READ_SIZE: usize = 64 * 1024;
 
 /// How long a refused pusher's further bytes are read and dropped before the socket closes,
 /// and how many at most.
@@ -145,6 +143,11 @@ impl Pushes {
         })
     }
 
+    /// The triggers sources fire (`PUSH_REWRITE`, `SOURCE_SWITCH`), when the server has them.
+    pub fn triggers(&self) -> Option<&Arc<TriggerSet>> {
+        self.triggers.as_ref()
+    }
+
     fn door(&self, stream: &str) -> Option<Arc<Door>> {
         self.doors
             .lock()
@@ -185,9 +188,12 @@ impl Pushes {
             }
         };
         let who = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let peer = socket
+            .peer_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         Push {
             door,
-            socket,
+            conn: Connection::new(socket, peer),
             who,
             request,
         }
@@ -312,7 +318,7 @@ async fn refuse(mut socket: TcpStream, status: u16, text: &str) {
 /// A push being taken.
 struct Push {
     door: Arc<Door>,
-    socket: TcpStream,
+    conn: Connection,
     who: String,
     request: PushRequest,
 }
@@ -339,7 +345,8 @@ impl Push {
             number = *n;
         });
         if number == ENDED {
-            refuse(self.socket, 404, "the stream ended\n").await;
+            let Push { conn, .. } = self;
+            refuse(conn.into_stream(), 404, "the stream ended\n").await;
             return;
         }
         turn.mark_unchanged();
@@ -348,7 +355,8 @@ impl Push {
         }
         if self.request.head.expect_continue
             && self
-                .socket
+                .conn
+                .stream()
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
@@ -368,9 +376,9 @@ impl Push {
                 let text = "push received\n";
                 let head = response_head(200, "text/plain", Some(text.len()), false, "");
                 let answer = async {
-                    self.socket.write_all(head.as_bytes()).await?;
-                    self.socket.write_all(text.as_bytes()).await?;
-                    self.socket.shutdown().await
+                    self.conn.stream().write_all(head.as_bytes()).await?;
+                    self.conn.stream().write_all(text.as_bytes()).await?;
+                    self.conn.stream().shutdown().await
                 };
                 let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer).await;
             }
@@ -383,12 +391,13 @@ impl Push {
         }
     }
 
-    /// Read the body into the stream until it ends, breaks, or another push takes over.
+    /// Read the body into the stream until it ends, breaks, or another push takes over. The
+    /// kernel gathers about 10 ms of the stream per read, as for a TCP source.
     async fn read(&mut self, turn: &mut watch::Receiver<u64>) -> End {
         let door = self.door.clone();
         let mut body = BodyReader::new(self.request.head.body);
         let mut data = BytesMut::new();
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut raw = BytesMut::new();
         let early = std::mem::take(&mut self.request.early);
         if let Err(e) = body.read(&early, |d| data.extend_from_slice(d)) {
             return End::Broken(e.to_string());
@@ -409,19 +418,18 @@ impl Push {
             if body.done() {
                 return End::Complete;
             }
-            let n = tokio::select! {
-                read = tokio::time::timeout(door.idle, self.socket.read(&mut buf)) => match read {
-                    Ok(Ok(0)) => return End::Broken("closed before the end of its body".into()),
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => return End::Broken(e.to_string()),
-                    Err(_) => return End::Broken(format!("nothing received for {} s", door.idle.as_secs_f64())),
+            tokio::select! {
+                read = self.conn.read(&mut raw, door.idle) => match read {
+                    Ok(0) => return End::Broken("closed before the end of its body".into()),
+                    Ok(_) => {}
+                    Err(e) => return End::Broken(e.to_string()),
                 },
                 _ = turn.changed() => return End::Replaced,
             };
-            if let Err(e) = body.read(&buf[..n], |d| data.extend_from_slice(d)) {
+            if let Err(e) = body.read(&raw, |d| data.extend_from_slice(d)) {
                 return End::Broken(e.to_string());
             }
-            pace(n).await;
+            raw.clear();
         }
     }
 }

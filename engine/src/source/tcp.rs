@@ -191,15 +191,15 @@ impl Gather {
     }
 }
 
-/// An encoder's connection (or the one to a server), read in gathered pieces.
-struct Connection {
+/// An encoder's connection (or the one to a server, or a push), read in gathered pieces.
+pub(super) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     gather: Gather,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+    pub(super) fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         Self {
             stream,
             peer,
@@ -207,8 +207,18 @@ impl Connection {
         }
     }
 
+    /// The connection, to write to.
+    pub(super) fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The connection, given back.
+    pub(super) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Read what the kernel gathered (0: the peer closed) within `idle`.
-    async fn read(&mut self, buf: &mut BytesMut, idle: Duration) -> io::Result<usize> {
+    pub(super) async fn read(&mut self, buf: &mut BytesMut, idle: Duration) -> io::Result<usize> {
         let deadline = tokio::time::Instant::now() + idle;
         loop {
             let wait = Gather::LONGEST_WAIT.min(deadline - tokio::time::Instant::now());

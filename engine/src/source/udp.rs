@@ -97,6 +97,76 @@ impl SourceDriver for UdpDriver {
     }
 }
 
+/// A UDP source read by a task on the sources' runtime instead of by the shard (a source of a
+/// failover list): each pass of datagrams (RTP unwrapped and its losses counted) is one
+/// delivery to the inlet.
+pub(super) fn start_task(
+    spec: &UdpSpec,
+    context: &super::SourceContext<'_>,
+) -> super::inlet::TaskDriver {
+    use super::inlet::Delivery;
+    use crate::stream::StreamCounters;
+    use shardcast_protocols::rtp::{unwrap, Datagram, Sequence};
+    let spec = spec.clone();
+    let (stream, counters) = (context.stream.to_owned(), context.counters.clone());
+    super::inlet::TaskDriver::start(context, spec.program, move |inlet| async move {
+        let socket = match UdpIngest::open(&spec, |w| tracing::warn!(stream = %stream, "{w}")) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(stream = %stream, addr = %spec.addr, "cannot open the ingest socket: {e}");
+                if let Ok(mut last) = counters.source_error.lock() {
+                    *last = Some(format!("cannot open udp://{}: {e}", spec.addr));
+                }
+                return;
+            }
+        };
+        let Ok((socket, mut reader)) = socket.into_tokio() else {
+            return;
+        };
+        let mut rtp = Sequence::new();
+        let mut batch = bytes::BytesMut::new();
+        loop {
+            if socket.readable().await.is_err() {
+                return;
+            }
+            // Everything waiting is read, to EAGAIN: tokio is then told the socket is drained.
+            let fd = socket.as_raw_fd();
+            let mut pass = Ok(ReadPass::default());
+            let _ = socket.try_io(tokio::io::Interest::READABLE, || {
+                pass = reader.read_all(fd, |datagram| {
+                    let payload = match unwrap(datagram) {
+                        Datagram::Raw(raw) => raw,
+                        Datagram::Rtp { sequence, payload } => {
+                            let arrival = rtp.arrived(sequence);
+                            StreamCounters::add(&counters.rtp_lost, u64::from(arrival.missing));
+                            StreamCounters::add(&counters.rtp_late, u64::from(arrival.late));
+                            StreamCounters::add(&counters.rtp_datagrams, 1);
+                            payload
+                        }
+                    };
+                    batch.extend_from_slice(payload);
+                });
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+            match pass {
+                Ok(pass) if pass.kernel_drops > 0 => {
+                    StreamCounters::add(&counters.kernel_drops, pass.kernel_drops)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(stream = %stream, "when reading the ingest socket: {e}"),
+            }
+            if !batch.is_empty() {
+                let received = crate::sys::unix_ns();
+                inlet
+                    .deliver(Delivery::Bytes(batch.split().freeze(), received))
+                    .await;
+            }
+            // Datagrams come one by one: gather a few milliseconds of them per delivery.
+            super::inlet::pace(0).await;
+        }
+    })
+}
+
 /// Largest datagram read (a jumbo frame's worth of TS, and then some).
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -104,6 +174,13 @@ const MAX_DATAGRAM: usize = 65_536;
 #[derive(Debug)]
 pub struct UdpIngest {
     socket: mio::net::UdpSocket,
+    reader: Reader,
+}
+
+/// What reading datagrams needs besides the socket: the buffers, and the kernel's drop count
+/// as last seen.
+#[derive(Debug)]
+struct Reader {
     buf: Vec<u8>,
     cmsg: Vec<u8>,
     drops_seen: u32,
@@ -149,10 +226,18 @@ impl UdpIngest {
         let std_socket: std::net::UdpSocket = socket.into();
         Ok(Self {
             socket: mio::net::UdpSocket::from_std(std_socket),
-            buf: vec![0; MAX_DATAGRAM],
-            cmsg: nix::cmsg_space!(u32),
-            drops_seen: 0,
+            reader: Reader {
+                buf: vec![0; MAX_DATAGRAM],
+                cmsg: nix::cmsg_space!(u32),
+                drops_seen: 0,
+            },
         })
+    }
+
+    /// The socket for a tokio runtime, and what reads it.
+    fn into_tokio(self) -> io::Result<(tokio::net::UdpSocket, Reader)> {
+        let std_socket = std::net::UdpSocket::from(std::os::fd::OwnedFd::from(self.socket));
+        Ok((tokio::net::UdpSocket::from_std(std_socket)?, self.reader))
     }
 
     /// The socket, to register with the shard's poller.
@@ -161,9 +246,19 @@ impl UdpIngest {
     }
 
     /// Read every datagram waiting, handing each to `datagram`.
-    pub fn read_all(&mut self, mut datagram: impl FnMut(&[u8])) -> io::Result<ReadPass> {
+    pub fn read_all(&mut self, datagram: impl FnMut(&[u8])) -> io::Result<ReadPass> {
+        self.reader.read_all(self.socket.as_raw_fd(), datagram)
+    }
+}
+
+impl Reader {
+    /// Read every datagram waiting on `fd`, handing each to `datagram`.
+    fn read_all(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        mut datagram: impl FnMut(&[u8]),
+    ) -> io::Result<ReadPass> {
         let mut pass = ReadPass::default();
-        let fd = self.socket.as_raw_fd();
         loop {
             let (len, drops) = {
                 let mut iov = [IoSliceMut::new(&mut self.buf)];

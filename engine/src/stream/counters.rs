@@ -62,6 +62,10 @@ pub struct StreamCounters {
     pub rtp_late: AtomicU64,
     /// Why a source that connects last failed (cleared when it connects).
     pub source_error: std::sync::Mutex<Option<String>>,
+    /// Switches between the sources of a failover list.
+    pub source_switches: AtomicU64,
+    /// A failover list's state: which source is active, which are live.
+    pub failover: std::sync::Mutex<Option<crate::source::FailoverStatus>>,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
     /// Input bitrate over the last sample period (a gauge the control plane sets about once
@@ -135,6 +139,7 @@ pub struct StreamCountersSnapshot {
     pub rtp_datagrams: u64,
     pub rtp_lost: u64,
     pub rtp_late: u64,
+    pub source_switches: u64,
 }
 
 impl StreamCounters {
@@ -172,6 +177,7 @@ impl StreamCounters {
             rtp_datagrams: self.rtp_datagrams.load(Relaxed),
             rtp_lost: self.rtp_lost.load(Relaxed),
             rtp_late: self.rtp_late.load(Relaxed),
+            source_switches: self.source_switches.load(Relaxed),
         }
     }
 }

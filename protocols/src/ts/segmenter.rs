@@ -277,6 +277,15 @@ impl Segmenter {
         }
     }
 
+    /// The input starts again from another source (a reconnect, a failover switch): the next
+    /// segment is a discontinuity, whatever its timestamps (two sources may be close in
+    /// time and still not continue each other).
+    pub fn source_restarted(&mut self) {
+        if self.last_pts.is_some() {
+            self.pending_discontinuity = true;
+        }
+    }
+
     /// End of input: release what is held and seal the open segment.
     pub fn finish(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
         self.release_held(out);

@@ -39,40 +39,6 @@ fn wait_listening(port: u16, within: Duration) {
     }
 }
 
-/// A server with the API, running `config`, in a directory of its own (kept as long as the
-/// last of the four is); with the API's address and token.
-fn start(name: &str, config: &str) -> (Server, std::net::SocketAddr, String, TempDir) {
-    let dir = TempDir::new(name);
-    let path = dir.0.join("shardcast.toml");
-    std::fs::write(&path, config).unwrap();
-    let api = free_api_addr();
-    let server = start_with_api(&path, &dir.0, api);
-    let token = api_token(&dir.0);
-    (server, api, token, dir)
-}
-
-/// Wait until `done` holds, for at most `within`; `what` says what it was when it did not.
-fn wait_until(within: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{}", what());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The stream's status from the API.
-fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_json::Value {
-    let (code, body) = api_call(
-        api,
-        "GET",
-        &format!("/api/v1/streams/{stream}"),
-        token,
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
 /// Wait until `stream`'s source has connected a second time, then check that its viewers get
 /// pictures again.
 fn connected_again_and_playing(
@@ -111,7 +77,7 @@ fn discontinuities(server: &Server, stream: &str) -> usize {
 #[test]
 fn an_encoder_connects_over_tcp_and_its_viewers_stay_through_its_reconnect() {
     let port = free_port();
-    let (server, api, token, _dir) = start("tcp-listen", &format!("[[stream]]\nname = \"cam\"\nsource = \"tcp://127.0.0.1:{port}\"\nsegment_duration = 1\n"));
+    let (server, api, token, _dir) = start_configured("tcp-listen", &format!("[[stream]]\nname = \"cam\"\nsource = \"tcp://127.0.0.1:{port}\"\nsegment_duration = 1\n"));
     wait_listening(port, Duration::from_secs(10));
     let url = format!("tcp://127.0.0.1:{port}");
     let first = ffmpeg_source(&url, 7, "640x360", "1M", 25);
@@ -154,7 +120,7 @@ fn an_encoder_connects_over_tcp_and_its_viewers_stay_through_its_reconnect() {
 #[test]
 fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
     let port = free_port();
-    let (server, api, token, _dir) = start("tcp-connect", &format!("[[stream]]\nname = \"edge\"\nsource = \"tcp://127.0.0.1:{port}?mode=connect\"\nsegment_duration = 1\n"));
+    let (server, api, token, _dir) = start_configured("tcp-connect", &format!("[[stream]]\nname = \"edge\"\nsource = \"tcp://127.0.0.1:{port}?mode=connect\"\nsegment_duration = 1\n"));
     // Nothing listens yet: the server tries, fails, waits longer each time.
     std::thread::sleep(Duration::from_millis(1500));
     let input = &status(api, &token, "edge")["input"];
@@ -183,7 +149,7 @@ fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
 #[test]
 fn an_encoder_outside_allow_is_refused_and_nothing_it_sends_is_taken() {
     let port = free_port();
-    let (server, api, token, _dir) = start(
+    let (server, api, token, _dir) = start_configured(
         "tcp-allow",
         &format!(
             "[[stream]]\nname = \"cam\"\nsource = \"tcp://127.0.0.1:{port}?allow=192.0.2.0/24\"\n"
@@ -290,7 +256,7 @@ fn an_encoder_process_is_the_source_and_is_started_again_when_it_exits() {
     let tone = 1000 + (std::process::id() % 1000);
     let marker = format!("sine=frequency={tone}:");
     let _cleanup = KillMarked(marker.clone());
-    let (server, api, token, _dir) = start(
+    let (server, api, token, _dir) = start_configured(
         "exec",
         &format!(
             "[[stream]]\nname = \"enc\"\nsource = \"exec:{}\"\nsegment_duration = 1\n",
@@ -340,7 +306,7 @@ fn deleting_an_exec_stream_kills_its_whole_process_group() {
         KillMarked(marker.clone()),
         KillMarked(format!("sine=frequency={tone}:")),
     );
-    let (server, api, token, _dir) = start(
+    let (server, api, token, _dir) = start_configured(
         "exec-group",
         "[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
     );
@@ -391,7 +357,7 @@ fn deleting_an_exec_stream_kills_its_whole_process_group() {
 #[test]
 fn an_edge_pulls_from_an_origin_and_reports_it_gone() {
     let origin = Server::start(&[]);
-    let (edge, api, token, _dir) = start(
+    let (edge, api, token, _dir) = start_configured(
         "pull",
         &format!(
             "[[stream]]\nname = \"edge\"\nsource = \"http://{}/demo.ts\"\nsegment_duration = 1\n",
@@ -429,7 +395,7 @@ fn an_edge_pulls_from_an_origin_and_reports_it_gone() {
 #[test]
 fn an_origin_answering_404_is_reported_and_not_hammered() {
     let origin = Server::start(&[]);
-    let (edge, api, token, _dir) = start(
+    let (edge, api, token, _dir) = start_configured(
         "pull-404",
         &format!(
             "[[stream]]\nname = \"edge\"\nsource = \"http://{}/nothing.ts\"\n",
@@ -453,7 +419,7 @@ fn an_origin_answering_404_is_reported_and_not_hammered() {
 #[test]
 fn a_pull_starts_again_when_its_origin_comes_back() {
     let port = free_port();
-    let (edge, api, token, _dir) = start(
+    let (edge, api, token, _dir) = start_configured(
         "pull-back",
         &format!(
             "[[stream]]\nname = \"edge\"\nsource = \"http://127.0.0.1:{port}/live.ts\"\nsegment_duration = 1\n"
@@ -497,7 +463,7 @@ fn a_pull_starts_again_when_its_origin_comes_back() {
 #[test]
 fn readyz_follows_the_required_streams_and_healthz_the_process() {
     let port = free_port();
-    let (server, _api, _token, _dir) = start(
+    let (server, _api, _token, _dir) = start_configured(
         "ready",
         &format!(
             "[[stream]]\nname = \"main\"\nsource = \"tcp://127.0.0.1:{port}\"\nsegment_duration = 1\nrequired = true\n\n[[stream]]\nname = \"spare\"\nsource = \"tcp://127.0.0.1:{}\"\n",
@@ -616,7 +582,7 @@ fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
         || "ffmpeg wrote no playlist".to_owned(),
         || nginx.dir.join("live/master.m3u8").exists(),
     );
-    let (edge, api, token, _dir) = start(
+    let (edge, api, token, _dir) = start_configured(
         "hls-pull",
         &format!(
             "[[stream]]\nname = \"edge\"\nsource = \"hls+http://{}/live/master.m3u8?variant=0\"\nsegment_duration = 1\n",
@@ -691,7 +657,7 @@ fn ts_packets(n: usize) -> Vec<u8> {
 
 #[test]
 fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
-    let (server, api, token, _dir) = start(
+    let (server, api, token, _dir) = start_configured(
         "push",
         "[[stream]]\nname = \"cam\"\nsource = \"push://?key=s3cret\"\nsegment_duration = 1\n",
     );

@@ -967,3 +967,40 @@ pub fn ffmpeg_play(url: &str, seconds: u32, user_agent: &str) -> (bool, String) 
         ],
     )
 }
+
+/// A server with the API, running `config`, in a directory of its own (kept as long as the
+/// last of the four is); with the API's address and token.
+pub fn start_configured(
+    name: &str,
+    config: &str,
+) -> (Server, std::net::SocketAddr, String, TempDir) {
+    let dir = TempDir::new(name);
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let api = free_api_addr();
+    let server = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    (server, api, token, dir)
+}
+
+/// Wait until `done` holds, for at most `within`; `what` says what it was when it did not.
+pub fn wait_until(within: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The stream's status from the API.
+pub fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_json::Value {
+    let (code, body) = api_call(
+        api,
+        "GET",
+        &format!("/api/v1/streams/{stream}"),
+        token,
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    body
+}
