@@ -21,8 +21,8 @@
 //! [`stream`] and [`hls`] (buffer bytes, segments), [`session`] and [`control`] (sessions,
 //! access checks, wildcard instances).
 //!
-//! What it does not do yet: HTTP push, IPv6 multicast and failover between sources,
-//! low-latency HLS, CMAF and DASH, TLS, recording; see the issues.
+//! What it does not do yet: `https://` pulls, SRT and RTMP, low-latency HLS, CMAF and DASH,
+//! TLS, recording; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;

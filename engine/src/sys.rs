@@ -2,9 +2,10 @@
 //! wall clock, sealed memfds and `sendfile(2)` for HLS segments, and a child process that
 //! dies with the server.
 //!
-//! All of it goes through nix's safe wrappers but two: the hook run in a forked child before
-//! it executes its program ([`die_with_server`]), and `SO_RCVLOWAT`, which nix does not wrap
-//! ([`set_receive_low_water`]). The io_uring backend's `unsafe` lives in its
+//! All of it goes through nix's safe wrappers but three: the hook run in a forked child before
+//! it executes its program ([`die_with_server`]), and two socket options nix does not wrap:
+//! `SO_RCVLOWAT` ([`set_receive_low_water`]) and IPv6 source-specific multicast
+//! ([`join_source_group_v6`]). The io_uring backend's `unsafe` lives in its
 //! own module, not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
@@ -106,6 +107,54 @@ pub fn set_receive_low_water(
             libc::SO_RCVLOWAT,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `MCAST_JOIN_SOURCE_GROUP` for IPv6: receive `group` from `source` only, on interface
+/// `index` (0: the kernel's choice), which neither socket2 nor nix wraps.
+#[allow(unsafe_code)]
+pub fn join_source_group_v6(
+    socket: &impl std::os::fd::AsFd,
+    index: u32,
+    group: std::net::Ipv6Addr,
+    source: std::net::Ipv6Addr,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let storage = |addr: std::net::Ipv6Addr| {
+        let v6: nix::sys::socket::SockaddrIn6 = std::net::SocketAddrV6::new(addr, 0, 0, 0).into();
+        // SAFETY: sockaddr_storage is plain data; all-zero is a valid (unspecified) value.
+        let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6; the copy
+        // writes exactly one sockaddr_in6 at its start and reads a valid one.
+        unsafe {
+            std::ptr::write(
+                (&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>(),
+                *v6.as_ref(),
+            );
+        }
+        s
+    };
+    let request = libc::group_source_req {
+        gsr_interface: index,
+        gsr_group: storage(group),
+        gsr_source: storage(source),
+    };
+    // SAFETY: the descriptor is borrowed, so open for the call; the option value points to a
+    // group_source_req on this stack frame with its exact size given, and the kernel only
+    // reads it. No path keeps the pointer.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::MCAST_JOIN_SOURCE_GROUP,
+            (&request as *const libc::group_source_req).cast(),
+            std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
         )
     };
     if done == 0 {

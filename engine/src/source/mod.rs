@@ -269,9 +269,15 @@ mod tests {
         };
         assert_eq!(u.source, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))));
         assert_eq!(SourceSpec::parse("demo:").unwrap(), SourceSpec::Demo);
-        // IPv6 multicast: not yet, and said so.
-        assert!(SourceSpec::parse("udp://[2001:db8::7]@[ff3e::1]:5000").is_err());
-        assert!(SourceSpec::parse("udp://[ff3e::1]:5000").is_err());
+        // IPv6 multicast, any-source and source-specific.
+        let SourceSpec::Udp(u) =
+            SourceSpec::parse("udp://[2001:db8::7]@[ff3e::1]:5000?iface=eth1").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(u.source, Some("2001:db8::7".parse().unwrap()));
+        assert!(u.addr.ip().is_multicast() && u.addr.is_ipv6());
+        assert!(SourceSpec::parse("udp://[ff3e::1]:5000").is_ok());
         let SourceSpec::Udp(u) = SourceSpec::parse("udp://[::1]:5000").unwrap() else {
             panic!()
         };

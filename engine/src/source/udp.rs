@@ -1,6 +1,8 @@
 //! MPEG-TS over UDP: the socket (socket2 for the options, nix for recvmsg with the kernel's
-//! drop counter): IPv4 unicast or multicast, any-source or source-specific; IPv6 unicast
-//! (`udp://[::]:5000`). IPv6 multicast is not yet.
+//! drop counter): unicast or multicast, any-source or source-specific, IPv4 or IPv6
+//! (`udp://[::]:5000`, `udp://[ff3e::1]:5000?iface=eth1`, `udp://[2001:db8::7]@[ff3e::1]:5000`).
+//! An IPv6 group is joined on the interface `iface=` names (a name or an index); without it,
+//! on the one the kernel picks by its routes.
 
 use super::{SourceDriver, SourceError, SourceSpec};
 use nix::sys::socket::{
@@ -8,7 +10,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 /// A UDP source.
@@ -64,11 +66,6 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
             "rcvbuf" => spec.rcvbuf = value.parse().map_err(|_| bad())?,
             _ => return Err(bad()),
         }
-    }
-    if addr.is_ipv6() && addr.ip().is_multicast() {
-        return Err(SourceError::Parameter(format!(
-            "{addr}: IPv6 multicast sources are not supported yet (IPv6 unicast is)"
-        )));
     }
     if let Some(src) = spec.source {
         if !addr.ip().is_multicast() {
@@ -214,6 +211,10 @@ impl UdpIngest {
             ));
         }
         match spec.addr.ip() {
+            IpAddr::V6(group) if group.is_multicast() => {
+                socket.set_only_v6(true)?;
+                join_v6(&socket, spec, group)?;
+            }
             IpAddr::V6(_) => {
                 socket.set_only_v6(true)?;
                 socket.bind(&spec.addr.into())?;
@@ -318,6 +319,26 @@ fn join_v4(socket: &Socket, spec: &UdpSpec, group: Ipv4Addr) -> io::Result<()> {
             };
             socket.join_multicast_v4_n(&group, &iface)
         }
+    }
+}
+
+fn join_v6(socket: &Socket, spec: &UdpSpec, group: Ipv6Addr) -> io::Result<()> {
+    // Receive this group only, not every group another socket on the host joined.
+    socket.set_multicast_all_v6(false)?;
+    socket.bind(&SocketAddrV6::new(group, spec.addr.port(), 0, 0).into())?;
+    let index = match spec.iface.as_deref() {
+        None => 0,
+        Some(iface) => match iface.parse::<u32>() {
+            Ok(index) => index,
+            Err(_) => nix::net::if_::if_nametoindex(iface).map_err(|e| {
+                io::Error::new(io::ErrorKind::NotFound, format!("interface {iface}: {e}"))
+            })?,
+        },
+    };
+    match spec.source {
+        Some(IpAddr::V6(source)) => crate::sys::join_source_group_v6(socket, index, group, source),
+        Some(IpAddr::V4(_)) => Err(io::Error::other("an IPv4 source for an IPv6 group")),
+        None => socket.join_multicast_v6(&group, index),
     }
 }
 

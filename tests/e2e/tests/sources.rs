@@ -819,3 +819,39 @@ fn push_rewrite_renames_or_refuses_a_push() {
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn ipv6_multicast_any_source_and_source_specific_from_another_namespace() {
+    let ns = NetnsV6::set_up("mc6");
+    let (asm_port, ssm_port) = (free_port(), free_port());
+    let iface = &ns.host_iface;
+    let (server, api, token, _dir) = start_configured(
+        "ipv6-multicast",
+        &format!(
+            "[[stream]]\nname = \"asm\"\nsource = \"udp://[ff3e::4242]:{asm_port}?iface={iface}\"\nsegment_duration = 1\n\n\
+             [[stream]]\nname = \"ssm\"\nsource = \"udp://[fd00:5c::2]@[ff3e::4243]:{ssm_port}?iface={iface}\"\nsegment_duration = 1\n\n\
+             [[stream]]\nname = \"other\"\nsource = \"udp://[fd00:5c::9]@[ff3e::4243]:{ssm_port}?iface={iface}\"\nsegment_duration = 1\n"
+        ),
+    );
+    // The senders are in the namespace: their only way out is the veth pair (ttl 1).
+    let sender = |group: &str, port: u16| {
+        ffmpeg_source_in(
+            &ns.name,
+            &format!("udp://[{group}]:{port}?pkt_size=1316&localaddr=fd00:5c::2&ttl=1"),
+            30,
+        )
+    };
+    let _asm = sender("ff3e::4242", asm_port);
+    let _ssm = sender("ff3e::4243", ssm_port);
+    wait_live(&server, "asm", Duration::from_secs(15));
+    wait_live(&server, "ssm", Duration::from_secs(15));
+    for stream in ["asm", "ssm"] {
+        let probe = probe_streams(&server.url(&format!("/{stream}/index.m3u8")));
+        assert!(probe.contains("h264,640,360,"), "{stream}: {probe}");
+    }
+    // Source-specific: the same group and port from a source nobody sends from is silent.
+    let other = status(api, &token, "other");
+    assert_eq!(other["received_bytes"], 0, "{other}");
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}

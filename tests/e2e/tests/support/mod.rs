@@ -388,6 +388,13 @@ pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
     )
 }
 
+/// ffmpeg sending 640x360 at 1 Mbit/s (one keyframe a second) as TS to `url` for `seconds`,
+/// run inside network namespace `netns`.
+pub fn ffmpeg_source_in(netns: &str, url: &str, seconds: u32) -> KillOnDrop {
+    let program = ["ip", "netns", "exec", netns, "ffmpeg"];
+    ffmpeg_run(&program, "mpegts", url, seconds, "640x360", "1M", 25, &[])
+}
+
 /// ffmpeg sending a test pattern and a tone as `format` to `url`, with `output` options
 /// before the URL.
 fn ffmpeg_encoder(
@@ -399,8 +406,34 @@ fn ffmpeg_encoder(
     gop: u32,
     output: &[&str],
 ) -> KillOnDrop {
+    ffmpeg_run(
+        &["ffmpeg"],
+        format,
+        url,
+        seconds,
+        size,
+        bitrate,
+        gop,
+        output,
+    )
+}
+
+/// ffmpeg (the command line `program` starts with: ffmpeg, or a wrapper running it) encoding
+/// a test pattern and a tone.
+#[allow(clippy::too_many_arguments)] // the encoder's few knobs, spelled out at each caller
+fn ffmpeg_run(
+    program: &[&str],
+    format: &str,
+    url: &str,
+    seconds: u32,
+    size: &str,
+    bitrate: &str,
+    gop: u32,
+    output: &[&str],
+) -> KillOnDrop {
     KillOnDrop(
-        Command::new("ffmpeg")
+        Command::new(program[0])
+            .args(&program[1..])
             .args([
                 "-nostdin",
                 "-v",
@@ -1003,4 +1036,73 @@ pub fn status(api: std::net::SocketAddr, token: &str, stream: &str) -> serde_jso
     );
     assert_eq!(code, 200, "{body}");
     body
+}
+
+/// A network namespace joined to this one by a veth pair, with IPv6 addresses on both ends
+/// (`fd00:5c::1` here, `fd00:5c::2` there, no duplicate detection to wait for); removed, with
+/// its veth pair, when dropped.
+pub struct NetnsV6 {
+    /// The namespace's name (`ip netns exec NAME …`).
+    pub name: String,
+    /// The veth end on this side (an interface to join groups on).
+    pub host_iface: String,
+}
+
+impl NetnsV6 {
+    pub fn set_up(tag: &str) -> NetnsV6 {
+        let id = std::process::id() % 100_000;
+        let name = format!("sc-{tag}-{id}");
+        let host_iface = format!("sch{id}");
+        let peer = format!("scn{id}");
+        let _ = run("ip", &["netns", "del", &name]);
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", &name],
+            &[
+                "link",
+                "add",
+                &host_iface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            &["link", "set", &peer, "netns", &name],
+            &["addr", "add", "fd00:5c::1/64", "dev", &host_iface, "nodad"],
+            &["link", "set", &host_iface, "up"],
+            &[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                "fd00:5c::2/64",
+                "dev",
+                &peer,
+                "nodad",
+            ],
+            &["-n", &name, "link", "set", &peer, "up"],
+            &["-n", &name, "link", "set", "lo", "up"],
+        ];
+        let ns = NetnsV6 {
+            name: name.clone(),
+            host_iface: host_iface.clone(),
+        };
+        for step in steps {
+            let (ok, out) = run("ip", step);
+            assert!(
+                ok,
+                "ip {}: {out} (the namespace test needs root)",
+                step.join(" ")
+            );
+        }
+        ns
+    }
+}
+
+impl Drop for NetnsV6 {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = run("ip", &["netns", "del", &self.name]);
+        let _ = run("ip", &["link", "del", &self.host_iface]);
+    }
 }
