@@ -116,5 +116,5 @@ SHARDCAST_TEST_IO=epoll cargo test -p shardcast-e2e --features e2e --locked -- -
   --skip the_package_ --skip tune_ --skip capacity_ --skip check_config_ --skip a_daemon_killed_ \
   --skip the_api_needs_its_token --skip metrics_parse_with_promtool --skip triggers_fire_ \
   --skip default_stream_and_play_rewrite --skip an_encoder_process --skip deleting_an_exec_ \
-  --skip an_edge_pulls_ --skip an_origin_answering_404 --skip a_pull_starts_again \
+  --skip two_edges_pull_ --skip an_origin_answering_404 --skip a_pull_starts_again \
   --skip the_server_connects_to_a_tcp --skip an_hls_stream_served_by_nginx --skip readyz_

@@ -1,9 +1,11 @@
-//! Sources that connect, end to end: ffmpeg as an encoder that connects to the server over
-//! TCP (and reconnects), ffmpeg as a TCP server the server connects to, an encoder from
-//! outside `allow=` refused; ffmpeg as an encoder process the server runs (restarted, its
-//! process group killed); pulls from another shardcast and from ffmpeg's HTTP server (an
-//! origin gone, answering 404, coming back). Read back as HTTP-TS and HLS, checked with
-//! ffprobe and the API.
+//! Sources, end to end: ffmpeg as an encoder that connects to the server over TCP (and
+//! reconnects), as a TCP server the server connects to, as an encoder pushing over HTTP PUT
+//! and POST (a wrong key, garbage, PUSH_REWRITE, max_pushes), as an encoder process the server
+//! runs (restarted, its process group killed); an encoder from outside `allow=` refused; pulls
+//! from other shardcasts (two edges through their origin's restart, an origin answering 404)
+//! and of ffmpeg's HLS served by nginx; IPv6 unicast, and IPv6 multicast from a network
+//! namespace. Read back as HTTP-TS and HLS, checked with ffprobe, decoded by ffmpeg at
+//! `-v error`, and through the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -131,6 +133,8 @@ fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
     let listen = format!("tcp://127.0.0.1:{port}?listen=1");
     let origin = ffmpeg_source(&listen, 30, "640x360", "1M", 25);
     wait_live(&server, "edge", Duration::from_secs(15));
+    let (decoded, said) = decode(&server.url("/edge/index.m3u8"), 6);
+    assert!(decoded && said.trim().is_empty(), "{said}");
     let probe = probe_streams(&server.url("/edge/index.m3u8"));
     assert!(
         probe.contains("h264,640,360,") && probe.contains("aac"),
@@ -355,41 +359,73 @@ fn deleting_an_exec_stream_kills_its_whole_process_group() {
 }
 
 #[test]
-fn an_edge_pulls_from_an_origin_and_reports_it_gone() {
+fn two_edges_pull_from_an_origin_and_their_viewers_stay_through_its_restart() {
     let origin = Server::start(&[]);
-    let (edge, api, token, _dir) = start_configured(
-        "pull",
-        &format!(
-            "[[stream]]\nname = \"edge\"\nsource = \"http://{}/demo.ts\"\nsegment_duration = 1\n",
-            origin.addr
-        ),
-    );
-    wait_live(&edge, "edge", Duration::from_secs(10));
-    let probe = probe_streams(&edge.url("/edge/index.m3u8"));
+    let origin_addr = origin.addr.to_string();
+    let edge = |name: &str| {
+        start_configured(
+            name,
+            &format!(
+                "[[stream]]\nname = \"edge\"\nsource = \"http://{origin_addr}/demo.ts\"\nsegment_duration = 1\n"
+            ),
+        )
+    };
+    let (edge1, api1, token1, _dir1) = edge("pull-edge1");
+    let (edge2, api2, token2, _dir2) = edge("pull-edge2");
+    for e in [&edge1, &edge2] {
+        wait_live(e, "edge", Duration::from_secs(10));
+    }
+    let (decoded, said) = decode(&edge1.url("/edge/index.m3u8"), 6);
+    assert!(decoded && said.trim().is_empty(), "{said}");
+    let probe = probe_streams(&edge1.url("/edge/index.m3u8"));
     assert!(
         probe.contains("h264,256,144,") && probe.contains("aac"),
         "{probe}"
     );
-    let body = capture(edge.addr, "/edge.ts", 2.0);
+    let body = capture(edge2.addr, "/edge.ts", 2.0);
     assert!(first_picture_is_keyframe(&body) && pictures(&body) >= 40);
-    let input = &status(api, &token, "edge")["input"];
+    let input = &status(api1, &token1, "edge")["input"];
     assert_eq!(input["kind"], "http", "{input}");
     assert_eq!(
         (&input["connected"], &input["connections"]),
         (&true.into(), &1.into())
     );
     assert!(input["last_error"].is_null(), "{input}");
-    // The origin stops: the edge says so, and tries again, slowly.
+    // A progressive viewer on each edge, through the origin's restart.
+    let viewers: Vec<_> = [edge1.addr, edge2.addr]
+        .into_iter()
+        .map(|addr| std::thread::spawn(move || capture(addr, "/edge.ts", 14.0)))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // The origin stops: each edge says so in its API, and tries again.
     let (stopped, _) = origin.stop(Signal::SIGTERM);
     assert!(stopped.success());
     wait_until(
         Duration::from_secs(10),
-        || format!("{}", status(api, &token, "edge")),
-        || !status(api, &token, "edge")["input"]["last_error"].is_null(),
+        || format!("{}", status(api1, &token1, "edge")),
+        || !status(api1, &token1, "edge")["input"]["last_error"].is_null(),
     );
-    assert_eq!(status(api, &token, "edge")["input"]["connected"], false);
-    let (status, log) = edge.stop(Signal::SIGTERM);
-    assert!(status.success(), "{log}");
+    assert_eq!(status(api2, &token2, "edge")["input"]["connected"], false);
+    // It comes back at the same address: both edges pull again by themselves.
+    let _origin = Server::start(&["--listen", &origin_addr]);
+    for (api, token) in [(api1, &token1), (api2, &token2)] {
+        wait_until(
+            Duration::from_secs(10),
+            || format!("{}", status(api, token, "edge")),
+            || status(api, token, "edge")["input"]["connections"] == 2,
+        );
+    }
+    // Neither viewer was dropped: each got pictures from before and after, about 14 s of
+    // them less the few seconds without an origin.
+    for viewer in viewers {
+        let body = viewer.join().unwrap();
+        let pictures = pictures(&body);
+        assert!(pictures >= 200, "{pictures} pictures in 14 s");
+    }
+    for e in [edge1, edge2] {
+        let (status, log) = e.stop(Signal::SIGTERM);
+        assert!(status.success(), "{log}");
+    }
 }
 
 #[test]
