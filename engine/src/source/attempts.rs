@@ -41,6 +41,8 @@ impl Attempts {
     pub(super) fn down(&mut self, what: &str) {
         self.counters.source_connected.store(0, Ordering::Relaxed);
         tracing::info!(stream = %self.stream, "{what}");
+        // Why it went down stays in the API until it is up again.
+        self.set_error(Some(what.to_owned()));
     }
 
     /// An attempt failed, `why`.

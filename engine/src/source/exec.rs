@@ -209,12 +209,46 @@ impl Run {
     }
 }
 
+/// Which lines of standard error are logged: at most [`STDERR_LINES_PER_SECOND`] in each
+/// second, the rest counted and reported once the second is over (sans-IO: time passed in).
+#[derive(Debug)]
+struct LineBudget {
+    window: Instant,
+    logged: u32,
+    dropped: u64,
+}
+
+impl LineBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            window: now,
+            logged: 0,
+            dropped: 0,
+        }
+    }
+
+    /// A line came at `now`: whether to log it, and how many lines of the second before went
+    /// unlogged (to say so, once).
+    fn line(&mut self, now: Instant) -> (bool, u64) {
+        let mut unlogged = 0;
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            unlogged = self.dropped;
+            *self = Self::new(now);
+        }
+        if self.logged >= STDERR_LINES_PER_SECOND {
+            self.dropped += 1;
+            return (false, unlogged);
+        }
+        self.logged += 1;
+        (true, unlogged)
+    }
+}
+
 /// Log `stderr` line by line, at most [`STDERR_LINES_PER_SECOND`] a second.
 async fn log_lines(stream: String, program: String, stderr: tokio::process::ChildStderr) {
     let mut reader = tokio::io::BufReader::new(stderr);
     let mut line = Vec::new();
-    let mut window = Instant::now();
-    let (mut logged, mut dropped) = (0u32, 0u64);
+    let mut budget = LineBudget::new(Instant::now());
     loop {
         line.clear();
         // At most a line's worth held at once: longer lines are cut, the rest skipped.
@@ -243,19 +277,13 @@ async fn log_lines(stream: String, program: String, stderr: tokio::process::Chil
             }
             line.truncate(STDERR_LINE);
         }
-        let now = Instant::now();
-        if now.duration_since(window) >= Duration::from_secs(1) {
-            if dropped > 0 {
-                tracing::info!(stream = %stream, "{program}: {dropped} more lines not logged");
-            }
-            window = now;
-            (logged, dropped) = (0, 0);
+        let (log, unlogged) = budget.line(Instant::now());
+        if unlogged > 0 {
+            tracing::info!(stream = %stream, "{program}: {unlogged} more lines not logged");
         }
-        if logged >= STDERR_LINES_PER_SECOND {
-            dropped += 1;
+        if !log {
             continue;
         }
-        logged += 1;
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end();
         if !text.is_empty() {
@@ -267,6 +295,53 @@ async fn log_lines(stream: String, program: String, stderr: tokio::process::Chil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process that writes nothing is killed, with its group, once the idle time has
+    /// passed, and reaped.
+    #[test]
+    fn a_silent_process_is_killed_after_the_idle_time() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let run = Run {
+                stream: "quiet".into(),
+                argv: vec!["sleep".into(), "60".into()],
+                inlet: Inlet::new(Arc::new(crate::wake::Nobody)),
+                counters: Arc::new(StreamCounters::default()),
+                idle: Duration::from_millis(300),
+            };
+            let group = run.spawn().unwrap();
+            let pid = group.pgid.unwrap();
+            let started = Instant::now();
+            let ended = run.run(group).await;
+            assert!(ended.contains("wrote nothing for 0.3 s: killed"), "{ended}");
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            let gone = async {
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), gone)
+                .await
+                .expect("the process is killed and reaped");
+        });
+    }
+
+    #[test]
+    fn a_chatty_process_gets_twenty_lines_a_second_and_the_rest_are_counted() {
+        let t0 = Instant::now();
+        let mut budget = LineBudget::new(t0);
+        // 1,000 lines in the first second: 20 logged, 980 reported when the next one comes.
+        let logged = (0..1000u64)
+            .filter(|i| budget.line(t0 + Duration::from_micros(i * 900)).0)
+            .count();
+        assert_eq!(logged, STDERR_LINES_PER_SECOND as usize);
+        assert_eq!(budget.line(t0 + Duration::from_millis(1000)), (true, 980));
+        // A quiet second after it: nothing to report.
+        assert_eq!(budget.line(t0 + Duration::from_millis(2500)), (true, 0));
+    }
 
     fn argv(url: &str) -> Result<Vec<String>, SourceError> {
         match SourceSpec::parse(url)? {

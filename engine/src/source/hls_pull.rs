@@ -255,13 +255,22 @@ async fn load(client: &reqwest::Client, url: &str) -> Result<Playlist, String> {
     {
         return Err("a playlist over 1 MiB".to_owned());
     }
-    let body = tokio::time::timeout(PLAYLIST_TIMEOUT, answer.bytes())
+    // Read piece by piece: an answer without a length (chunked) that does not end is cut at
+    // the bound, not held whole.
+    let mut answer = answer;
+    let mut body = Vec::new();
+    let whole = async {
+        while let Some(piece) = answer.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + piece.len() > MAX_PLAYLIST {
+                return Err("a playlist over 1 MiB".to_owned());
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(PLAYLIST_TIMEOUT, whole)
         .await
-        .map_err(|_| format!("no whole playlist in {PLAYLIST_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
-    if body.len() > MAX_PLAYLIST {
-        return Err("a playlist over 1 MiB".to_owned());
-    }
+        .map_err(|_| format!("no whole playlist in {PLAYLIST_TIMEOUT:?}"))??;
     parse(&body).map_err(|e| e.to_string())
 }
 
@@ -316,6 +325,43 @@ mod tests {
 
     fn fetched(plan: &Plan) -> Vec<(u64, bool)> {
         plan.fetch.iter().map(|(n, _, d)| (*n, *d)).collect()
+    }
+
+    /// An origin that answers a playlist request with a chunked body that never ends: the
+    /// load gives up at 1 MiB, having held no more.
+    #[test]
+    fn an_endless_playlist_is_cut_at_its_bound() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = server.local_addr().unwrap();
+            let origin = tokio::spawn(async move {
+                let (mut conn, _) = server.accept().await.unwrap();
+                let mut head = [0u8; 1024];
+                let _ = conn.read(&mut head).await;
+                conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await
+                    .unwrap();
+                let line = format!("#EXTINF:1.0,\n{}.ts\n", "x".repeat(4000));
+                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                let mut sent = 0usize;
+                while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                    sent += line.len();
+                }
+                sent
+            });
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = super::super::pull::client("endless").unwrap();
+            let result = load(&client, &format!("http://{addr}/index.m3u8")).await;
+            assert_eq!(result.err().as_deref(), Some("a playlist over 1 MiB"));
+            drop(client);
+            let sent = origin.await.unwrap();
+            assert!(sent > 1 << 20, "the origin sent {sent} bytes");
+        });
     }
 
     #[test]

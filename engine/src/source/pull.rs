@@ -112,6 +112,67 @@ pub(super) fn start(spec: &PullSpec, context: &SourceContext<'_>) -> TaskDriver 
 mod tests {
     use super::*;
 
+    /// An origin that answers 200 and then sends nothing: the pull leaves it once the idle
+    /// time has passed, says why, and asks again.
+    #[test]
+    fn a_silent_origin_is_left_and_asked_again() {
+        use crate::stream::StreamCounters;
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        runtime.block_on(async {
+            let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = server.local_addr().unwrap();
+            let counters = Arc::new(StreamCounters::default());
+            let context = SourceContext {
+                stream: "silent",
+                tasks: Some(&tokio::runtime::Handle::current()),
+                waker: Arc::new(crate::wake::Nobody),
+                counters: counters.clone(),
+                idle: Duration::from_millis(300),
+                pushes: None,
+            };
+            let driver = start(
+                &PullSpec {
+                    url: format!("http://{addr}/cam.ts"),
+                },
+                &context,
+            );
+            let (mut first, _) = server.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = first.read(&mut head).await.unwrap();
+            first
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n")
+                .await
+                .unwrap();
+            let answered = std::time::Instant::now();
+            // The pull closes it: the read sees the end.
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(3), first.read_to_end(&mut rest))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(answered.elapsed() >= Duration::from_millis(300));
+            let _second = tokio::time::timeout(Duration::from_secs(3), server.accept())
+                .await
+                .unwrap()
+                .unwrap();
+            let error = counters
+                .source_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_default();
+            assert!(error.contains("nothing received for 0.3 s"), "{error}");
+            drop(driver);
+        });
+    }
+
     #[test]
     fn parses_http_urls() {
         let SourceSpec::Pull(p) = SourceSpec::parse("http://origin:8080/cam1.ts").unwrap() else {
