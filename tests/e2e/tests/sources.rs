@@ -734,7 +734,7 @@ fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
     std::thread::sleep(Duration::from_secs(2));
     drop(first);
     std::thread::sleep(Duration::from_millis(500));
-    let _second = ffmpeg_push(&url, 30, "POST");
+    let second = ffmpeg_push(&url, 30, "POST");
     wait_until(
         Duration::from_secs(8),
         || "no discontinuity after the new push".to_owned(),
@@ -771,6 +771,45 @@ fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
         || format!("{}", status(api, &token, "cam")),
         || status(api, &token, "cam")["sync_skipped_bytes"].as_u64() > Some(100_000),
     );
+    // A push still open is replaced by a newer one: the server closes the older connection.
+    drop(second);
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{}", status(api, &token, "cam")),
+        || status(api, &token, "cam")["input"]["connected"] == false,
+    );
+    let mut older = std::net::TcpStream::connect(addr).unwrap();
+    older
+        .write_all(
+            b"PUT /push/cam?key=s3cret HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let some = ts_packets(70);
+    older
+        .write_all(format!("{:x}\r\n", some.len()).as_bytes())
+        .unwrap();
+    older.write_all(&some).unwrap();
+    older.write_all(b"\r\n").unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        || format!("{}", status(api, &token, "cam")),
+        || status(api, &token, "cam")["input"]["connected"] == true,
+    );
+    let (code, text) = push_raw(
+        addr,
+        &format!(
+            "POST /push/cam?key=s3cret HTTP/1.1\r\nHost: t\r\nContent-Length: {}",
+            some.len()
+        ),
+        &some,
+    );
+    assert_eq!(code, 200, "{text}");
+    older
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut older, &mut rest);
+    assert!(closed.is_ok(), "the older push was not closed: {closed:?}");
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
     assert!(log.contains("a push from 127.0.0.1 started"), "{log}");
