@@ -242,6 +242,20 @@ impl SourceSpec {
     }
 }
 
+/// An `allow=` value: addresses or CIDR ranges, comma-separated (`None`: one does not parse).
+fn parse_allow(value: &str) -> Option<Vec<ipnet::IpNet>> {
+    value
+        .split(',')
+        .map(|item| {
+            item.parse::<ipnet::IpNet>().ok().or_else(|| {
+                item.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            })
+        })
+        .collect()
+}
+
 /// `demo:`, which takes nothing after the scheme.
 fn parse_demo(rest: &str) -> Result<SourceSpec, SourceError> {
     if rest.is_empty() {

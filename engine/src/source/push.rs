@@ -29,7 +29,6 @@ use crate::stream::StreamCounters;
 use bytes::BytesMut;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,15 +73,9 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
         match &*key {
             "key" if !value.is_empty() && value.len() <= 256 => spec.key = Some(value.into_owned()),
             "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
-            "allow" => {
-                for item in value.split(',') {
-                    let net = match item.parse::<IpNet>() {
-                        Ok(net) => net,
-                        Err(_) => IpNet::from(item.parse::<IpAddr>().map_err(|_| bad())?),
-                    };
-                    spec.allow.push(net);
-                }
-            }
+            "allow" => spec
+                .allow
+                .extend(super::parse_allow(&value).ok_or_else(bad)?),
             _ => return Err(bad()),
         }
     }

@@ -21,7 +21,7 @@ use crate::stream::StreamCounters;
 use bytes::BytesMut;
 use ipnet::IpNet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -73,15 +73,9 @@ pub(super) fn parse(rest: &str) -> Result<SourceSpec, SourceError> {
             "mode" if value == "listen" => spec.mode = TcpMode::Listen,
             "mode" if value == "connect" => spec.mode = TcpMode::Connect,
             "program" => spec.program = Some(value.parse().map_err(|_| bad())?),
-            "allow" => {
-                for item in value.split(',') {
-                    let net = match item.parse::<IpNet>() {
-                        Ok(net) => net,
-                        Err(_) => IpNet::from(item.parse::<IpAddr>().map_err(|_| bad())?),
-                    };
-                    spec.allow.push(net);
-                }
-            }
+            "allow" => spec
+                .allow
+                .extend(super::parse_allow(value).ok_or_else(bad)?),
             _ => return Err(bad()),
         }
     }
@@ -429,7 +423,7 @@ mod tests {
         assert_eq!((s.addr.as_str(), s.mode), ("0.0.0.0:9000", TcpMode::Listen));
         let s = tcp("tcp://[::]:9000?allow=10.0.0.0/8,192.0.2.7&program=3").unwrap();
         assert_eq!(s.allow.len(), 2);
-        assert!(s.allow[1].contains(&"192.0.2.7".parse::<IpAddr>().unwrap()));
+        assert!(s.allow[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
         assert_eq!(s.program, Some(3));
         let s = tcp("tcp://encoder.example:1234?mode=connect").unwrap();
         assert_eq!(s.mode, TcpMode::Connect);

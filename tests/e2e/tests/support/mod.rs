@@ -371,13 +371,14 @@ pub fn ffmpeg_source_as(
     bitrate: &str,
     gop: u32,
 ) -> KillOnDrop {
-    ffmpeg_encoder(format, url, seconds, size, bitrate, gop, &[])
+    ffmpeg_run(&["ffmpeg"], format, url, seconds, size, bitrate, gop, &[])
 }
 
 /// ffmpeg pushing 640x360 at 1 Mbit/s (one keyframe a second) over HTTP with `method` (PUT or
 /// POST; ffmpeg sends the body chunked) to `url`, for `seconds`.
 pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
-    ffmpeg_encoder(
+    ffmpeg_run(
+        &["ffmpeg"],
         "mpegts",
         url,
         seconds,
@@ -393,29 +394,6 @@ pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
 pub fn ffmpeg_source_in(netns: &str, url: &str, seconds: u32) -> KillOnDrop {
     let program = ["ip", "netns", "exec", netns, "ffmpeg"];
     ffmpeg_run(&program, "mpegts", url, seconds, "640x360", "1M", 25, &[])
-}
-
-/// ffmpeg sending a test pattern and a tone as `format` to `url`, with `output` options
-/// before the URL.
-fn ffmpeg_encoder(
-    format: &str,
-    url: &str,
-    seconds: u32,
-    size: &str,
-    bitrate: &str,
-    gop: u32,
-    output: &[&str],
-) -> KillOnDrop {
-    ffmpeg_run(
-        &["ffmpeg"],
-        format,
-        url,
-        seconds,
-        size,
-        bitrate,
-        gop,
-        output,
-    )
 }
 
 /// ffmpeg (the command line `program` starts with: ffmpeg, or a wrapper running it) encoding
