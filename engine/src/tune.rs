@@ -192,8 +192,33 @@ pub fn check(
         );
     }
     out.push('\n');
+    out.push_str(&ktls_report(root));
+    out.push('\n');
     out.push_str(&nic_report(root, shard_cpus));
     Ok((out, all_ok))
+}
+
+/// Whether the kernel can do TLS record encryption itself (kTLS): the `tls` upper-layer
+/// protocol is listed in `net.ipv4.tcp_available_ulp` once its module is loaded (or built
+/// in). Otherwise, whether the module is installed and only needs loading.
+pub fn ktls_report(root: &Path) -> String {
+    let ulps = host::sysctl(root, "net.ipv4.tcp_available_ulp").unwrap_or_default();
+    if ulps.split(' ').any(|u| u == "tls") {
+        return "kTLS: available (net.ipv4.tcp_available_ulp lists tls)\n".to_owned();
+    }
+    let release = host::sysctl(root, "kernel.osrelease").unwrap_or_default();
+    let dir = root
+        .join("lib/modules")
+        .join(&release)
+        .join("kernel/net/tls");
+    let installed = ["tls.ko", "tls.ko.xz", "tls.ko.zst", "tls.ko.gz"]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    if !release.is_empty() && installed {
+        "kTLS: not loaded (the tls module is installed: modprobe tls)\n".to_owned()
+    } else {
+        format!("kTLS: not available (kernel {release} has no tls module: CONFIG_TLS is off)\n")
+    }
 }
 
 /// What is worth knowing about each interface for a streaming host.
@@ -330,6 +355,25 @@ pub fn apply(root: &Path, profile_name: &str) -> Result<String, TuneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ktls_is_reported_from_the_kernels_ulps_and_modules() {
+        let root = std::env::temp_dir().join(format!("shardcast-ktls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("proc/sys/kernel/osrelease", "6.18.0\n");
+        write("proc/sys/net/ipv4/tcp_available_ulp", "mptcp\n");
+        assert!(ktls_report(&root).contains("not available (kernel 6.18.0"));
+        write("lib/modules/6.18.0/kernel/net/tls/tls.ko.xz", "");
+        assert!(ktls_report(&root).contains("modprobe tls"));
+        write("proc/sys/net/ipv4/tcp_available_ulp", "mptcp tls\n");
+        assert!(ktls_report(&root).starts_with("kTLS: available"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn every_shipped_profile_parses_and_explains_every_value() {

@@ -233,6 +233,11 @@ fn tune_check_reports_what_sysctl_reports() {
             }
         }
         assert!(stdout.contains("network interfaces"), "{stdout}");
+        // Whether the kernel does TLS itself, as its list of upper-layer protocols says.
+        let (_, ulps, _) = output("sysctl", &["-n", "net.ipv4.tcp_available_ulp"]);
+        let ktls = ulps.split_whitespace().any(|u| u == "tls");
+        assert_eq!(stdout.contains("kTLS: available"), ktls, "{stdout}");
+        assert!(stdout.contains("kTLS: "), "{stdout}");
     }
     // The profile names a value the running kernel must be compared numerically for.
     let (_, stdout, _) = output(BINARY, &["tune", "check"]);
