@@ -67,6 +67,26 @@ fn wait_live(server: &Server, stream: &str, within: Duration) {
     );
 }
 
+/// Wait until `stream`'s playlist shows the discontinuity of a source that started again
+/// (looked at while it is in the live window), and check there is exactly one.
+fn one_discontinuity(server: &Server, stream: &str, what: &str) {
+    wait_until(
+        Duration::from_secs(8),
+        || what.to_owned(),
+        || discontinuities(server, stream) > 0,
+    );
+    assert_eq!(discontinuities(server, stream), 1);
+}
+
+/// ffprobe finds the test encoder's tracks (640x360 H.264 and AAC) at `url`.
+fn assert_encoder_tracks(url: &str) {
+    let probe = probe_streams(url);
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+}
+
 fn discontinuities(server: &Server, stream: &str) -> usize {
     let (code, _, body) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
     assert_eq!(code, 200);
@@ -95,22 +115,13 @@ fn an_encoder_connects_over_tcp_and_its_viewers_stay_through_its_reconnect() {
     let _second = ffmpeg_source(&url, 9, "640x360", "1M", 25);
     // The new encoder's timestamps start over: one discontinuity in the playlist (looked at
     // while it is still in the live window).
-    wait_until(
-        Duration::from_secs(8),
-        || "no discontinuity after the reconnect".to_owned(),
-        || discontinuities(&server, "cam") > 0,
-    );
-    assert_eq!(discontinuities(&server, "cam"), 1);
+    one_discontinuity(&server, "cam", "no discontinuity after the reconnect");
     let body = viewer.join().unwrap();
     // 12 s of viewing with a break of about a second (ffmpeg starting again): the viewer was
     // never dropped and got pictures from both encoders.
     let pictures = pictures(&body);
     assert!(pictures >= 200, "{pictures} pictures in 12 s");
-    let probe = probe_streams(&server.url("/cam/index.m3u8"));
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
+    assert_encoder_tracks(&server.url("/cam/index.m3u8"));
     let input = &status(api, &token, "cam")["input"];
     assert_eq!(input["connections"], 2, "{input}");
     assert_eq!(input["refused"], 0, "{input}");
@@ -135,11 +146,7 @@ fn the_server_connects_to_a_tcp_source_and_connects_again_when_it_comes_back() {
     wait_live(&server, "edge", Duration::from_secs(15));
     let (decoded, said) = decode(&server.url("/edge/index.m3u8"), 6);
     assert!(decoded && said.trim().is_empty(), "{said}");
-    let probe = probe_streams(&server.url("/edge/index.m3u8"));
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
+    assert_encoder_tracks(&server.url("/edge/index.m3u8"));
     assert_eq!(status(api, &token, "edge")["input"]["connected"], true);
     // The origin goes and comes back: the server connects again by itself.
     drop(origin);
@@ -268,11 +275,7 @@ fn an_encoder_process_is_the_source_and_is_started_again_when_it_exits() {
         ),
     );
     wait_live(&server, "enc", Duration::from_secs(10));
-    let probe = probe_streams(&server.url("/enc/index.m3u8"));
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
+    assert_encoder_tracks(&server.url("/enc/index.m3u8"));
     // It exits every four seconds and is started again: a viewer watching across two
     // restarts stays connected and keeps getting pictures.
     let body = capture(server.addr, "/enc.ts", 9.0);
@@ -628,11 +631,7 @@ fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
     wait_live(&edge, "edge", Duration::from_secs(15));
     let (decoded, said) = decode(&edge.url("/edge/index.m3u8"), 6);
     assert!(decoded && said.trim().is_empty(), "ffmpeg said: {said}");
-    let probe = probe_streams(&edge.url("/edge/index.m3u8"));
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
+    assert_encoder_tracks(&edge.url("/edge/index.m3u8"));
     let body = capture(edge.addr, "/edge.ts", 3.0);
     assert!(pictures(&body) >= 40, "{} pictures in 3 s", pictures(&body));
     let input = &status(api, &token, "edge")["input"];
@@ -735,20 +734,11 @@ fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
     drop(first);
     std::thread::sleep(Duration::from_millis(500));
     let second = ffmpeg_push(&url, 30, "POST");
-    wait_until(
-        Duration::from_secs(8),
-        || "no discontinuity after the new push".to_owned(),
-        || discontinuities(&server, "cam") > 0,
-    );
-    assert_eq!(discontinuities(&server, "cam"), 1);
+    one_discontinuity(&server, "cam", "no discontinuity after the new push");
     let body = viewer.join().unwrap();
     let pictures = pictures(&body);
     assert!(pictures >= 150, "{pictures} pictures in 10 s");
-    let probe = probe_streams(&server.url("/cam/index.m3u8"));
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
+    assert_encoder_tracks(&server.url("/cam/index.m3u8"));
     let (decoded, said) = decode(&server.url("/cam/index.m3u8"), 10);
     assert!(decoded && said.trim().is_empty(), "{said}");
     let input = &status(api, &token, "cam")["input"];
