@@ -45,5 +45,6 @@ pub mod site;
 pub mod source;
 pub mod stream;
 pub mod sys;
+pub mod tls;
 pub mod tune;
 pub mod wake;

@@ -2,11 +2,12 @@
 //! wall clock, sealed memfds and `sendfile(2)` for HLS segments, and a child process that
 //! dies with the server.
 //!
-//! All of it goes through nix's safe wrappers but three: the hook run in a forked child before
-//! it executes its program ([`die_with_server`]), and two socket options nix does not wrap:
+//! All of it goes through nix's safe wrappers but four: the hook run in a forked child before
+//! it executes its program ([`die_with_server`]), two socket options nix does not wrap:
 //! `SO_RCVLOWAT` ([`set_receive_low_water`]) and IPv6 source-specific multicast
-//! ([`join_source_group_v6`]). The io_uring backend's `unsafe` lives in its
-//! own module, not here.
+//! ([`join_source_group_v6`]), and the read-only mapping of a sealed segment memfd that TLS
+//! encrypts from ([`SealedMapping`]). The io_uring backend's `unsafe` lives in its own module,
+//! not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -86,6 +87,91 @@ pub fn sealed_memfd(name: &str, data: &[u8]) -> std::io::Result<std::os::fd::Own
         ),
     )?;
     Ok(file.into())
+}
+
+/// A sealed memfd mapped read-only: its bytes, for what cannot `sendfile` (TLS encrypts from
+/// them), with no copy.
+#[derive(Debug)]
+pub struct SealedMapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and its bytes never change (see `SealedMapping::map`); it
+// is plain memory that any thread may read and unmap.
+#[allow(unsafe_code)]
+unsafe impl Send for SealedMapping {}
+// SAFETY: as above: shared reads of memory nobody writes.
+#[allow(unsafe_code)]
+unsafe impl Sync for SealedMapping {}
+
+impl SealedMapping {
+    /// Map the first `len` bytes of `fd`, a memfd made by [`sealed_memfd`] (sealed against
+    /// writing, shrinking and growing, `len` its length).
+    #[allow(unsafe_code)]
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<SealedMapping> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Ok(SealedMapping {
+                ptr: std::ptr::NonNull::dangling(),
+                len: 0,
+            });
+        }
+        let seals = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS)?;
+        let needed = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK;
+        if seals & needed != needed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the memfd is not sealed against writing and shrinking",
+            ));
+        }
+        // SAFETY: a new private read-only mapping of a descriptor we borrow; the kernel picks
+        // the address, and nothing else refers to it until it is returned below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        match std::ptr::NonNull::new(ptr.cast::<u8>()) {
+            Some(ptr) => Ok(SealedMapping { ptr, len }),
+            None => Err(std::io::Error::other("mmap returned a null mapping")),
+        }
+    }
+}
+
+impl std::ops::Deref for SealedMapping {
+    type Target = [u8];
+
+    #[allow(unsafe_code)]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes at `ptr` for as long as the mapping lives (it is
+        // unmapped only in drop); the memfd's seals (checked in `map`) mean no one can write
+        // them and the file cannot shrink under the mapping (no SIGBUS): the slice is
+        // immutable memory, as `&[u8]` requires. An empty mapping is a dangling, aligned
+        // pointer with length 0, which a slice allows.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SealedMapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the mapping made in `map`, unmapped once; no slice of it outlives
+            // `self` (Deref borrows self).
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            }
+        }
+    }
 }
 
 /// `SO_RCVLOWAT`: a TCP socket is reported readable (and its reader woken) only once `bytes`

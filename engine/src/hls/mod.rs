@@ -53,6 +53,9 @@ pub enum SegmentBody {
         fd: OwnedFd,
         /// Its length.
         len: usize,
+        /// The memfd mapped read-only, made the first time something needs the bytes in memory
+        /// (TLS encrypts from them); `None` if it could not be mapped.
+        mapped: std::sync::OnceLock<Option<crate::sys::SealedMapping>>,
     },
 }
 
@@ -96,6 +99,26 @@ impl Segment {
         match &self.body {
             SegmentBody::File { fd, .. } => Some(fd.as_fd()),
             SegmentBody::Memory(_) => None,
+        }
+    }
+
+    /// Its bytes in memory: the shared buffer, or the memfd mapped read-only (mapped once, on
+    /// first use). `None` only when a memfd cannot be mapped (out of address space).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.body {
+            SegmentBody::Memory(b) => Some(b),
+            SegmentBody::File { fd, len, mapped } => mapped
+                .get_or_init(|| match crate::sys::SealedMapping::map(fd.as_fd(), *len) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(
+                            sequence = self.sequence,
+                            "cannot map a segment's memfd: {e}"
+                        );
+                        None
+                    }
+                })
+                .as_deref(),
         }
     }
 
@@ -368,6 +391,7 @@ impl Packager {
                     return SegmentBody::File {
                         fd,
                         len: data.len(),
+                        mapped: std::sync::OnceLock::new(),
                     }
                 }
                 Err(e) => {
