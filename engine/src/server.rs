@@ -70,6 +70,12 @@ pub enum ServeError {
     /// The control plane.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// The TLS certificates.
+    #[error("TLS certificates refused: {0}")]
+    Certificates(#[from] crate::tls::CertError),
+    /// The TLS configuration.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
     /// A shard stopped with an error (logged when it did).
     #[error("a shard failed")]
     ShardFailed,
@@ -107,6 +113,25 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.listen);
+    // TLS: the certificates checked before anything listens for it.
+    let mut tls = match config.tls_listen {
+        Some(addr) => {
+            let set = crate::tls::CertSet::load(&config.tls_certificates, unix_seconds())?;
+            for c in set.certs() {
+                tracing::info!(cert = %c.files.cert.display(), names = ?c.names, "TLS certificate loaded");
+            }
+            let certs = crate::tls::Certificates::new(set);
+            let rustls_config = crate::tls::server_config(certs.clone())?;
+            let listeners = bind_listeners(addr, shards)
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            let local = listeners
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(addr);
+            Some((certs, rustls_config, listeners, local))
+        }
+        None => None,
+    };
     let use_uring = match config.io {
         IoBackend::Epoll => false,
         IoBackend::IoUring => {
@@ -148,6 +173,9 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         streams.clone(),
         triggers.clone(),
     ));
+    if let Some((certs, ..)) = &tls {
+        store.set_certificates(certs.clone());
+    }
     store.start();
     let asked = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
@@ -227,11 +255,27 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     // The shards start accepting last: everything else has its descriptors by then, so
     // viewers arriving in numbers at start cannot leave the control plane without any.
     let mut threads = Vec::new();
-    for (index, (backend, listener)) in backends.into_iter().zip(listeners).enumerate() {
+    let (tls_listeners, tls_shard): (Vec<_>, _) = match &mut tls {
+        Some((certs, rustls_config, listeners, _)) => (
+            std::mem::take(listeners).into_iter().map(Some).collect(),
+            Some(crate::shard::core::ShardTls {
+                config: rustls_config.clone(),
+                counters: certs.counters().clone(),
+            }),
+        ),
+        None => ((0..shards).map(|_| None).collect(), None),
+    };
+    for (index, ((backend, listener), tls_listener)) in backends
+        .into_iter()
+        .zip(listeners)
+        .zip(tls_listeners)
+        .enumerate()
+    {
         let setup = ShardSetup {
             index,
             cpu: config.cpus[index],
             listener,
+            tls: tls_listener.zip(tls_shard.clone()),
             catalog: streams.shared(),
             wakers: wakers.clone(),
             link: links.shards[index].clone(),
@@ -277,6 +321,9 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         threads.push(thread);
     }
     tracing::info!(listen = %local, shards, cpus = ?config.cpus, streams = ?names, segment_send = ?segment_send, "shardcast serving (io backend: {io})");
+    if let Some((.., tls_local)) = &tls {
+        tracing::info!(listen = %tls_local, "serving viewers over TLS (TLS 1.3 and 1.2)");
+    }
     triggers.fire("SYSTEM_START", None, &[env!("CARGO_PKG_VERSION")]);
     if let Some(api) = control.local {
         tracing::info!("JSON API on http://{api}/api/v1/, metrics on http://{api}/metrics");
@@ -437,6 +484,10 @@ fn reread(store: &ConfigStore) {
         ),
         Ok(_) => tracing::info!("SIGHUP: configuration {} applied", path.display()),
     }
+}
+
+fn unix_seconds() -> i64 {
+    (crate::sys::unix_ns() / 1_000_000_000) as i64
 }
 
 /// The socket receive limit below which UDP ingest bursts are dropped by the kernel: the

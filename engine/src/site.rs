@@ -115,11 +115,12 @@ impl Site {
                 };
             }
         }
+        let scheme = if head.secure { "https" } else { "http" };
         Base {
             url: head
                 .host
                 .as_deref()
-                .map_or_else(|| "/".to_string(), |h| format!("http://{h}/")),
+                .map_or_else(|| "/".to_string(), |h| format!("{scheme}://{h}/")),
             public: false,
         }
     }

@@ -52,6 +52,7 @@ pub(super) struct ServerSection {
     pub max_access_checks_per_address: Setting<usize>,
     pub wildcard_starts_per_minute: Setting<u32>,
     pub max_pushes: Setting<usize>,
+    pub tls: Setting<TlsSection>,
     pub access_log_max_bytes: Setting<u64>,
     pub access_log_files: Setting<usize>,
 }
@@ -63,6 +64,7 @@ pub(super) struct ApiSection {
     pub token: Setting<String>,
     #[serde(default)]
     pub metrics_need_token: bool,
+    pub tls: Setting<bool>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,23 @@ pub(super) struct StreamSection {
     pub source_timeout: Setting<f64>,
     pub wildcard: Setting<WildcardSection>,
     pub required: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsSection {
+    pub listen: Setting<String>,
+    pub cert: Setting<String>,
+    pub key: Setting<String>,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<CertSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Deserialize)]

@@ -131,6 +131,16 @@ pub struct Config {
     /// Whether `/metrics` needs the API token too.
     #[serde(rename = "api.metrics_need_token")]
     pub metrics_need_token: bool,
+    /// The API (and metrics) over TLS, with the viewers' certificates.
+    #[serde(rename = "api.tls")]
+    pub api_tls: bool,
+    /// The viewers' TLS listener; `None`: no TLS.
+    #[serde(rename = "server.tls.listen")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificates, the first for clients that name no server (read again on
+    /// SIGHUP and `POST /api/v1/tls/reload`: applied live).
+    #[serde(skip)]
+    pub tls_certificates: Vec<crate::tls::CertFiles>,
     /// Where state (a generated API token) is kept; `None`: the default (see
     /// [`crate::control::token::state_dir`]).
     pub state_dir: Option<std::path::PathBuf>,
@@ -616,6 +626,9 @@ pub enum LoadError {
         /// The line and the reason.
         source: ConfigError,
     },
+    /// Its TLS certificates do not load (the running ones stay).
+    #[error("TLS certificates refused: {0}")]
+    Certificates(#[from] crate::tls::CertError),
 }
 
 /// A refused configuration.

@@ -64,6 +64,7 @@ fn config(file: File) -> Result<Config, Refusal> {
             )
         })?,
     };
+    let (tls_listen, tls_certificates) = tls_settings(&s, listen)?;
     let cpus = cpus(s.cpus)?;
     let max_connections_per_shard = within(
         s.max_connections_per_shard,
@@ -93,6 +94,16 @@ fn config(file: File) -> Result<Config, Refusal> {
     let max_lag_bytes = within(s.max_lag, 0..=1 << 40, 4 << 20, "max_lag (bytes)")?;
     let send_buffer = within(s.send_buffer, 0..=1 << 30, 0, "send_buffer (bytes)")?;
     let (api_listen, api_token) = api_settings(&api)?;
+    let api_tls = match &api.tls {
+        Some(t) if *t.get_ref() && tls_listen.is_none() => {
+            return Err(Refusal::at(
+                t.span(),
+                "api tls = true needs [server.tls] (its certificates serve the API too)",
+            ))
+        }
+        Some(t) => *t.get_ref(),
+        None => false,
+    };
     let public_base_url = match &s.public_base_url {
         None => None,
         Some(u) => Some(
@@ -133,6 +144,9 @@ fn config(file: File) -> Result<Config, Refusal> {
         api_listen,
         api_token,
         metrics_need_token: api.metrics_need_token,
+        api_tls,
+        tls_listen,
+        tls_certificates,
         state_dir: s.state_dir.map(PathBuf::from),
         session_timeout_s,
         access_log: s.access_log.map(PathBuf::from).or_else(|| {
@@ -181,6 +195,57 @@ fn cpus(configured: Setting<Vec<usize>>) -> Result<Vec<usize>, Refusal> {
         ));
     }
     Ok(c.into_inner())
+}
+
+/// `[server.tls]`: the listener (default 0.0.0.0:8443) and the certificates, `cert`/`key`
+/// first, then `[[server.tls.certificates]]`.
+fn tls_settings(
+    s: &ServerSection,
+    plain: SocketAddr,
+) -> Result<(Option<SocketAddr>, Vec<crate::tls::CertFiles>), Refusal> {
+    let Some(tls) = &s.tls else {
+        return Ok((None, Vec::new()));
+    };
+    let t = tls.get_ref();
+    let listen = match &t.listen {
+        None => SocketAddr::from(([0, 0, 0, 0], 8443)),
+        Some(l) => l.get_ref().parse().map_err(|_| {
+            Refusal::at(
+                l.span(),
+                format!("tls listen {:?} is not an address:port", l.get_ref()),
+            )
+        })?,
+    };
+    if listen.port() != 0 && listen.port() == plain.port() && listen.ip() == plain.ip() {
+        return Err(Refusal::at(
+            tls.span(),
+            format!("tls listen {listen} is the plain listener's address too"),
+        ));
+    }
+    let mut certificates = Vec::new();
+    match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => certificates.push(crate::tls::CertFiles {
+            cert: PathBuf::from(cert.get_ref()),
+            key: PathBuf::from(key.get_ref()),
+        }),
+        (None, None) => {}
+        (Some(c), None) => return Err(Refusal::at(c.span(), "tls cert needs its key")),
+        (None, Some(k)) => return Err(Refusal::at(k.span(), "tls key needs its cert")),
+    }
+    for c in &t.certificates {
+        let c = c.get_ref();
+        certificates.push(crate::tls::CertFiles {
+            cert: PathBuf::from(c.cert.get_ref()),
+            key: PathBuf::from(c.key.get_ref()),
+        });
+    }
+    if certificates.is_empty() {
+        return Err(Refusal::at(
+            tls.span(),
+            "[server.tls] needs a certificate: cert and key, or [[server.tls.certificates]]",
+        ));
+    }
+    Ok((Some(listen), certificates))
 }
 
 fn api_settings(api: &ApiSection) -> Result<(Option<SocketAddr>, Option<String>), Refusal> {

@@ -377,6 +377,8 @@ pub struct ConfigStore {
     memory: Mutex<String>,
     /// One change at a time (API edits and SIGHUP).
     writer: Mutex<()>,
+    /// The TLS certificates, read again with the configuration.
+    certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
 
 impl ConfigStore {
@@ -397,7 +399,34 @@ impl ConfigStore {
             running: Mutex::new(running),
             memory: Mutex::new(EMBEDDED.to_owned()),
             writer: Mutex::new(()),
+            certificates: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The TLS certificates the server runs with: SIGHUP reads them again.
+    pub fn set_certificates(&self, certificates: Arc<crate::tls::Certificates>) {
+        let _ = self.certificates.set(certificates);
+    }
+
+    /// The TLS certificates, when the server has TLS.
+    pub fn certificates(&self) -> Option<&Arc<crate::tls::Certificates>> {
+        self.certificates.get()
+    }
+
+    /// Read the running configuration's certificate files again and serve them to new
+    /// handshakes; certificates that do not load are refused and the running ones stay.
+    pub fn reload_certificates(&self) -> Result<(), crate::tls::CertError> {
+        let Some(certs) = self.certificates.get() else {
+            return Err(crate::tls::CertError::None);
+        };
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let files = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tls_certificates
+            .clone();
+        certs.reload(&files, (crate::sys::unix_ns() / 1_000_000_000) as i64)
     }
 
     /// The stream table.
@@ -425,6 +454,16 @@ impl ConfigStore {
     pub fn reload(&self) -> Result<(Changes, Vec<String>), crate::config::LoadError> {
         let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let new = self.source.load()?;
+        // The certificate files are read again (renewed in place, or others named): any that
+        // does not load refuses the whole reload.
+        if let Some(certs) = self.certificates.get() {
+            if new.tls_listen.is_some() {
+                certs.reload(
+                    &new.tls_certificates,
+                    (crate::sys::unix_ns() / 1_000_000_000) as i64,
+                )?;
+            }
+        }
         Ok(self.apply(new))
     }
 

@@ -315,6 +315,8 @@ pub struct Conn {
     streaming_since_ns: u64,
     /// The push request it hands over.
     push: Option<PushRequest>,
+    /// It came over TLS.
+    secure: bool,
 }
 
 impl Conn {
@@ -349,12 +351,50 @@ impl Conn {
             clock_ns: now_ns,
             streaming_since_ns: now_ns,
             push: None,
+            secure: false,
         }
     }
 
     /// Note the peer's address (requests carry it to the router, for trusted proxies).
     pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
         self.peer = peer;
+    }
+
+    /// The connection came over TLS: its requests say so (URLs the server writes for it are
+    /// `https://`), and a push over it is refused (its socket cannot be handed over).
+    pub fn set_secure(&mut self) {
+        self.secure = true;
+    }
+
+    /// A request is under way (for TLS, the handshake before it): the header timeout runs
+    /// from `now_ns` unless it already does.
+    pub fn request_begun(&mut self, now_ns: u64) {
+        if self.state == ConnState::ReadingHead {
+            self.head_started_ns.get_or_insert(now_ns);
+        }
+    }
+
+    /// Its transport made progress at `now_ns` (TLS ciphertext went out).
+    pub fn progressed(&mut self, now_ns: u64) {
+        self.last_progress_ns = self.last_progress_ns.max(now_ns);
+    }
+
+    /// How long it has made no progress at `now_ns`.
+    pub fn idle_ns(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_sub(self.last_progress_ns)
+    }
+
+    /// Its transport failed or the peer closed it (a TLS alert or close_notify): nothing more
+    /// is answered or sent; the connection is finished.
+    pub fn abort(&mut self) {
+        self.state = ConnState::Closing;
+        self.out.clear();
+        self.out_bytes = 0;
+        self.front_written = 0;
+        self.response_ends.clear();
+        self.read_buf = Vec::new();
+        self.parked = None;
+        self.push = None;
     }
 
     /// A connection accepted over a cap: it reads the request (so closing does not reset the
@@ -478,6 +518,7 @@ impl Conn {
                 Ok(None) => break,
                 Ok(Some((mut head, len))) => {
                     head.peer = self.peer;
+                    head.secure = self.secure;
                     self.read_buf.drain(..len);
                     self.head_started_ns = None;
                     if let Some(stream) = self.answer(&head, router) {
@@ -613,6 +654,14 @@ impl Conn {
     fn route_answer(&mut self, head: &RequestHead, route: Route) -> Option<usize> {
         let keep = head.keep_alive;
         match (head.method, route) {
+            (m, Route::Push { .. }) if m.sends_body() && self.secure => self.respond(
+                501,
+                "text/plain",
+                b"push over https is not supported: push to the plain HTTP listener\n",
+                false,
+                "",
+                false,
+            ),
             (m, Route::Push { stream }) if m.sends_body() => {
                 self.push = Some(PushRequest {
                     head: head.clone(),
@@ -861,6 +910,31 @@ impl Conn {
             let Some(slot) = slices.get_mut(n) else { break };
             let start = if i == 0 { self.front_written } else { 0 };
             *slot = IoSlice::new(&b[start..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Fill `out` with what is queued, in order, as memory (a segment's memfd mapped), for what
+    /// cannot `sendfile` (TLS); returns how many were filled. Stops before a segment whose
+    /// memfd cannot be mapped (0 when it is the first).
+    pub fn queued_slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (i, b) in self.out.iter().enumerate() {
+            let Some(slot) = out.get_mut(n) else { break };
+            let skip = if i == 0 { self.front_written } else { 0 };
+            let bytes: &[u8] = match b {
+                Out::Bytes(b) => b,
+                Out::File {
+                    segment,
+                    start,
+                    end,
+                } => match segment.bytes() {
+                    Some(all) => &all[*start..*end],
+                    None => break,
+                },
+            };
+            *slot = &bytes[skip..];
             n += 1;
         }
         n

@@ -86,6 +86,8 @@ pub struct RequestHead {
     pub forwarded: Forwarded,
     /// The connection's peer (set by the connection, not parsed).
     pub peer: Option<std::net::IpAddr>,
+    /// The request came over TLS (set by the connection, not parsed).
+    pub secure: bool,
     /// The viewer's access token: the `token` (or MistServer's `tkn`) query parameter, else
     /// an `Authorization: Bearer` header, else a `token` cookie; empty when none.
     pub token: String,
@@ -348,6 +350,7 @@ pub fn parse_head(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize
         host,
         forwarded,
         peer: None,
+        secure: false,
         token,
         user_agent,
         body,

@@ -107,6 +107,11 @@ pub struct ShardCore {
     tasks: Option<tokio::runtime::Handle>,
     /// Where push connections go, and streams fed by pushes register.
     pushes: Option<Arc<crate::source::Pushes>>,
+    /// By connection key, the TLS session of a TLS connection.
+    tls: Vec<Option<Box<crate::tls::TlsLink>>>,
+    tls_counters: Option<Arc<crate::tls::TlsCounters>>,
+    /// Request bytes decrypted in the current read (reused).
+    plaintext: Vec<u8>,
 }
 
 /// What the control plane's commands left for the backend.
@@ -154,6 +159,9 @@ impl ShardCore {
             admitted: Vec::new(),
             tasks: None,
             pushes: None,
+            tls: Vec::new(),
+            tls_counters: None,
+            plaintext: Vec::new(),
         }
     }
 
@@ -491,6 +499,7 @@ impl ShardCore {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        self.tls_close(key);
         if let Some(ip) = self.admitted.get_mut(key).and_then(Option::take) {
             self.admission.release(ip);
         }
@@ -539,6 +548,9 @@ impl ShardCore {
 
     /// Bytes read from connection `key`.
     pub fn on_read(&mut self, key: usize, data: &[u8]) {
+        if self.is_tls(key) {
+            return self.tls_read(key, data);
+        }
         self.drive(key, |conn, now, router| conn.on_read(data, now, router));
     }
 
@@ -848,14 +860,16 @@ impl ShardCore {
         let now = self.now_ns();
         self.conns
             .iter()
-            .filter(|(_, c)| c.timed_out(now))
+            .filter(|(k, c)| c.timed_out(now) || self.tls_stalled(*k, now))
             .map(|(k, _)| k)
             .collect()
     }
 
     /// Whether every connection has written what it had queued.
     pub fn flushed(&self) -> bool {
-        self.conns.iter().all(|(_, c)| !c.wants_write())
+        self.conns
+            .iter()
+            .all(|(k, c)| !c.wants_write() && !self.tls_wants_write(k))
     }
 
     /// How long the backend may wait before a source has bytes due or a flush is.
@@ -908,3 +922,6 @@ impl Local {
 
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::ShardTls;

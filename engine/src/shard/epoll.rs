@@ -2,7 +2,7 @@
 //! the core's.
 
 use super::admission::{self, Backoff};
-use super::core::ShardCore;
+use super::core::{ShardCore, ShardTls};
 use super::housekeeping::{Backend, Housekeeping};
 use super::{prepare, Clock, RunState, ShardSetup, WAKER};
 use crate::source::UdpIngest;
@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
-const INGEST_BASE: usize = 2;
+const TLS_LISTENER: Token = Token(2);
+const INGEST_BASE: usize = 3;
 const CONN_BASE: usize = 1 << 20;
 
 /// A viewer's socket, and whether it may have bytes not read yet (readiness is
@@ -30,6 +31,8 @@ pub struct EpollShard {
     core: ShardCore,
     poll: Poll,
     listener: TcpListener,
+    /// The TLS listener and what its connections are accepted with.
+    tls: Option<(TcpListener, ShardTls)>,
     sockets: Vec<Option<Client>>,
     ingest: Vec<(usize, UdpIngest)>,
     read_buf: Vec<u8>,
@@ -50,10 +53,20 @@ impl EpollShard {
         let mut listener = TcpListener::from_std(p.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let tls = match p.tls {
+            Some((l, settings)) => {
+                let mut l = TcpListener::from_std(l);
+                poll.registry()
+                    .register(&mut l, TLS_LISTENER, Interest::READABLE)?;
+                Some((l, settings))
+            }
+            None => None,
+        };
         let mut shard = EpollShard {
             core: p.core,
             poll,
             listener,
+            tls,
             sockets: Vec::new(),
             ingest: Vec::new(),
             read_buf: vec![0; 16 * 1024],
@@ -117,7 +130,8 @@ impl EpollShard {
             housekeeping.woke(now);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    TLS_LISTENER => self.accept(true),
                     WAKER => {}
                     Token(t) if t >= CONN_BASE => self.client_event(t - CONN_BASE),
                     Token(t) => self.read_ingest(t - INGEST_BASE),
@@ -126,7 +140,8 @@ impl EpollShard {
             if self.accepting && self.accept_again_at.is_some_and(|at| now >= at) {
                 // The backlog may hold connections no new readiness event will announce.
                 self.accept_again_at = None;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             if housekeeping.finish_turn(&mut self, &run, now, &mut written)? {
                 return Ok(());
@@ -134,12 +149,18 @@ impl EpollShard {
         }
     }
 
-    fn accept(&mut self) {
+    /// Accept what the plain listener (or the TLS one) has waiting.
+    fn accept(&mut self, tls: bool) {
         if self.accept_again_at.is_some() || !self.accepting {
             return;
         }
         loop {
-            let (mut socket, peer) = match self.listener.accept() {
+            let accepted = match (&self.tls, tls) {
+                (_, false) => self.listener.accept(),
+                (Some((l, _)), true) => l.accept(),
+                (None, true) => return,
+            };
+            let (mut socket, peer) = match accepted {
                 Ok(s) => {
                     self.accept_backoff.succeeded();
                     s
@@ -171,7 +192,14 @@ impl EpollShard {
             if self.send_buffer > 0 {
                 let _ = socket2::SockRef::from(&socket).set_send_buffer_size(self.send_buffer);
             }
-            let Some(key) = self.core.open(self.max_connections, Some(peer.ip())) else {
+            let key = match (&self.tls, tls) {
+                (Some((_, settings)), true) => {
+                    self.core
+                        .open_tls(self.max_connections, Some(peer.ip()), settings)
+                }
+                _ => self.core.open(self.max_connections, Some(peer.ip())),
+            };
+            let Some(key) = key else {
                 continue;
             };
             if let Err(e) = self.poll.registry().register(
@@ -253,6 +281,9 @@ impl EpollShard {
 
     /// Write what the connection has queued; false when it is done or broken.
     fn write_queued(&mut self, key: usize) -> bool {
+        if self.core.is_tls(key) {
+            return self.write_tls(key);
+        }
         loop {
             let Some(Some(c)) = self.sockets.get_mut(key) else {
                 return true;
@@ -281,6 +312,28 @@ impl EpollShard {
             }
         }
         !self.core.conn(key).is_some_and(|c| c.finished())
+    }
+
+    /// Write a TLS connection's ciphertext, sealing more as the socket takes it; false when
+    /// it is done or broken.
+    fn write_tls(&mut self, key: usize) -> bool {
+        loop {
+            let Some(Some(c)) = self.sockets.get_mut(key) else {
+                return true;
+            };
+            let out = self.core.tls_outgoing(key);
+            if out.is_empty() {
+                break;
+            }
+            match c.socket.write(out) {
+                Ok(0) => return false,
+                Ok(n) => self.core.tls_sent(key, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        !self.core.finished(key)
     }
 
     fn close(&mut self, key: usize) {
@@ -337,5 +390,8 @@ impl Backend for EpollShard {
     fn stop_accepting(&mut self) {
         self.accepting = false;
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some((l, _)) = &mut self.tls {
+            let _ = self.poll.registry().deregister(l);
+        }
     }
 }

@@ -191,6 +191,8 @@ pub struct ShardSetup {
     pub cpu: usize,
     /// Its listener (SO_REUSEPORT).
     pub listener: std::net::TcpListener,
+    /// Its TLS listener and TLS settings, when the server has TLS.
+    pub tls: Option<(std::net::TcpListener, core::ShardTls)>,
     /// The stream table, followed at every loop turn.
     pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
     /// Every shard's waker, by shard number.
@@ -252,6 +254,8 @@ pub struct Prepared {
     pub core: core::ShardCore,
     /// Its listener.
     pub listener: std::net::TcpListener,
+    /// Its TLS listener and TLS settings.
+    pub tls: Option<(std::net::TcpListener, core::ShardTls)>,
     /// Connection cap.
     pub max_connections: usize,
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
@@ -290,6 +294,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     Prepared {
         core,
         listener: setup.listener,
+        tls: setup.tls,
         max_connections: setup.max_connections,
         send_buffer: setup.send_buffer,
         segment_send: setup.segment_send,

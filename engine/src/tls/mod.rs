@@ -27,7 +27,6 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,17 +42,6 @@ pub struct CertFiles {
     pub cert: PathBuf,
     /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-}
-
-/// `[server.tls]`: where viewers connect over TLS, and with which certificates.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TlsSettings {
-    /// The TLS listener (one per shard, SO_REUSEPORT, like the plain one).
-    pub listen: SocketAddr,
-    /// The certificates; the first also answers clients that name no server.
-    pub certificates: Vec<CertFiles>,
-    /// The JSON API is served over TLS too, with the same certificates.
-    pub api: bool,
 }
 
 /// Why certificates were refused (the running ones stay).

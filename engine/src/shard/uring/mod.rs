@@ -10,8 +10,9 @@
 //! room (io_uring's `SPLICE` would need a pipe per viewer and an io-wq thread per stalled one).
 //!
 //! Memory handed to the kernel stays put until its completion arrives: receive buffers,
-//! message headers and iovec arrays are boxed per connection, and an in-flight send keeps its
-//! own handles on the `Bytes` it points into. A connection is freed only once neither its
+//! message headers and iovec arrays are boxed per connection, an in-flight send keeps its
+//! own handles on the `Bytes` it points into, and a TLS connection's `SEND` points into its
+//! link's output buffer, which stays in place until the completion is reported to the core. A connection is freed only once neither its
 //! receive nor a send nor a zero-copy notification is pending (closing shuts the socket down
 //! first, which completes them).
 //!
@@ -26,7 +27,7 @@
 mod ingest;
 
 use super::admission::{self, Backoff};
-use super::core::ShardCore;
+use super::core::{ShardCore, ShardTls};
 use super::housekeeping::{Backend, Housekeeping};
 use super::{prepare, Clock, RunState, ShardSetup};
 use crate::hls::SegmentSend;
@@ -56,6 +57,9 @@ const RECV_BUFFER: usize = 4096;
 /// Completion queue entries (the kernel clamps to its maximum).
 const CQ_ENTRIES: u32 = 65_536;
 const MAX_IOVECS: usize = 64;
+/// The listeners, as the key of their accepts' user data.
+const LISTEN_PLAIN: usize = 0;
+const LISTEN_TLS: usize = 1;
 
 fn user_data(kind: u64, key: usize) -> u64 {
     kind << 56 | (key as u64 & 0xFFFF_FFFF)
@@ -183,6 +187,9 @@ enum Sending {
         send: MessageSend,
         zero_copy: bool,
     },
+    /// A TLS connection's ciphertext: `SEND` from its link's output buffer, which the link
+    /// keeps in place until the completion ([`ShardCore::tls_begin_send`]).
+    Tls,
     /// Waiting for room in the socket to `sendfile` more.
     Poll,
 }
@@ -208,6 +215,8 @@ pub struct UringShard {
     waker: Arc<EventWaker>,
     wake_buf: Box<[u8; 8]>,
     listener: std::net::TcpListener,
+    /// The TLS listener and what its connections are accepted with.
+    tls: Option<(std::net::TcpListener, ShardTls)>,
     clients: Vec<Option<Client>>,
     /// Ingest sockets, by the slot their receives and buffer group are numbered with (a slot
     /// is reused only once its socket's last completion has arrived).
@@ -224,9 +233,9 @@ pub struct UringShard {
     segment_send: SegmentSend,
     /// Whether the fall-back from zero-copy has been logged.
     zc_fallback_logged: bool,
-    /// Whether a multishot accept is armed, and when to arm it again after accepts failed
-    /// for want of descriptors or memory.
-    accept_armed: bool,
+    /// Whether a multishot accept is armed (by listener: plain, TLS), and when to arm them
+    /// again after accepts failed for want of descriptors or memory.
+    accept_armed: [bool; 2],
     accept_again_at: Option<Instant>,
     accept_backoff: Backoff,
     /// Completions taken while submitting, handled first at the next turn.
@@ -248,6 +257,7 @@ impl UringShard {
             waker: parts.waker,
             wake_buf: Box::new([0; 8]),
             listener: p.listener,
+            tls: p.tls,
             clients: Vec::new(),
             ingest_batch: Vec::new(),
             ingest: Vec::new(),
@@ -259,14 +269,17 @@ impl UringShard {
             in_flight: 0,
             segment_send: p.segment_send,
             zc_fallback_logged: false,
-            accept_armed: false,
+            accept_armed: [false; 2],
             accept_again_at: None,
             accept_backoff: Backoff::default(),
             deferred: Vec::new(),
             overflow_seen: 0,
             submit_failures: 0,
         };
-        shard.arm_accept()?;
+        shard.arm_accept(LISTEN_PLAIN)?;
+        if shard.tls.is_some() {
+            shard.arm_accept(LISTEN_TLS)?;
+        }
         shard.arm_wake()?;
         shard.follow_catalog()?;
         Ok(shard)
@@ -335,8 +348,12 @@ impl UringShard {
             // SAFETY: every entry pushed here points only into memory owned by this shard that
             // stays where it is until the entry's completion is reaped: the boxed receive
             // buffer, message header and iovec array of a client (freed only when nothing is
-            // in flight), the boxed wake-up buffer, and the Bytes held by the in-flight send
-            // (for zero-copy sends, until the notification).
+            // in flight), the boxed wake-up buffer, the Bytes held by the in-flight send
+            // (for zero-copy sends, until the notification), and a TLS connection's link
+            // output buffer, which the link neither moves nor changes between
+            // `tls_begin_send` and `tls_sent` (called only from the send's completion) and the
+            // core frees only in `close(key)`, which this backend calls only once nothing of
+            // the connection is in flight (or, at exit, leaks: see Drop).
             let pushed = unsafe { self.ring.submission().push(entry) };
             if pushed.is_ok() {
                 self.in_flight += 1;
@@ -394,15 +411,34 @@ impl UringShard {
         }
     }
 
-    fn arm_accept(&mut self) -> io::Result<()> {
+    /// Arm the multishot accept of listener `which` ([`LISTEN_PLAIN`] or [`LISTEN_TLS`]).
+    fn arm_accept(&mut self, which: usize) -> io::Result<()> {
+        let fd = match (which, &self.tls) {
+            (LISTEN_PLAIN, _) => self.listener.as_raw_fd(),
+            (_, Some((l, _))) => l.as_raw_fd(),
+            (_, None) => return Ok(()),
+        };
         // Non-blocking, so that a direct sendfile never blocks the shard; io_uring's own
         // socket operations still wait for readiness by themselves.
-        let e = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
-            .user_data(user_data(ACCEPT, 0));
-        self.accept_armed = true;
+            .user_data(user_data(ACCEPT, which));
+        self.accept_armed[which] = true;
         self.push(&e)
+    }
+
+    /// Arm again the accepts that ended, unless accepting stopped or waits.
+    fn rearm_accepts(&mut self) -> io::Result<()> {
+        if !self.accepting || self.accept_again_at.is_some() {
+            return Ok(());
+        }
+        for which in [LISTEN_PLAIN, LISTEN_TLS] {
+            if !self.accept_armed[which] && (which == LISTEN_PLAIN || self.tls.is_some()) {
+                self.arm_accept(which)?;
+            }
+        }
+        Ok(())
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
@@ -451,6 +487,9 @@ impl UringShard {
     /// memfd ranges right away with `sendfile` (waiting for room with a poll), memory with
     /// `SENDMSG` or `SENDMSG_ZC`.
     fn send(&mut self, key: usize) -> io::Result<()> {
+        if self.core.is_tls(key) {
+            return self.send_tls(key);
+        }
         loop {
             let Some(Some(c)) = self.clients.get_mut(key) else {
                 return Ok(());
@@ -527,6 +566,31 @@ impl UringShard {
         }
     }
 
+    /// Start sending a TLS connection's ciphertext (sealed from its queue first), unless a
+    /// send is already in flight.
+    fn send_tls(&mut self, key: usize) -> io::Result<()> {
+        let Some(Some(c)) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        if c.send.is_some() || c.closing {
+            return Ok(());
+        }
+        let out = self.core.tls_begin_send(key);
+        if out.is_empty() {
+            self.core.tls_sent(key, 0);
+            return Ok(());
+        }
+        let e = opcode::Send::new(
+            types::Fd(c.fd.as_raw_fd()),
+            out.as_ptr(),
+            out.len().min(u32::MAX as usize) as u32,
+        )
+        .build()
+        .user_data(user_data(SEND, key));
+        c.send = Some(Sending::Tls);
+        self.push(&e)
+    }
+
     /// Run until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let mut housekeeping = Housekeeping::new(Instant::now());
@@ -592,7 +656,7 @@ impl UringShard {
                 let key = (data & 0xFFFF_FFFF) as usize;
                 let generation = ((data >> 32) & 0xFF_FFFF) as u32;
                 match data >> 56 {
-                    ACCEPT => self.on_accept(result, flags)?,
+                    ACCEPT => self.on_accept(key, result, flags)?,
                     WAKE => self.arm_wake()?,
                     INGEST => self.on_ingest(key, result, flags, received)?,
                     RECV => self.on_recv(key, result)?,
@@ -606,9 +670,7 @@ impl UringShard {
             self.flush_ingest(received);
             if self.accept_again_at.is_some_and(|at| now >= at) {
                 self.accept_again_at = None;
-                if self.accepting && !self.accept_armed {
-                    self.arm_accept()?;
-                }
+                self.rearm_accepts()?;
             }
             if housekeeping.finish_turn(&mut self, &run, now, &mut written)? {
                 return Ok(());
@@ -616,9 +678,11 @@ impl UringShard {
         }
     }
 
-    fn on_accept(&mut self, result: i32, flags: u32) -> io::Result<()> {
+    /// A completion of listener `which`'s multishot accept.
+    fn on_accept(&mut self, which: usize, result: i32, flags: u32) -> io::Result<()> {
+        let which = which.min(LISTEN_TLS);
         if !cqueue::more(flags) {
-            self.accept_armed = false;
+            self.accept_armed[which] = false;
         }
         if result < 0 {
             let errno = -result;
@@ -639,11 +703,13 @@ impl UringShard {
                     );
                     self.accept_backoff.failures = 0;
                     self.accept_again_at = Some(Instant::now() + wait);
-                    if self.accept_armed {
-                        let cancel = opcode::AsyncCancel::new(user_data(ACCEPT, 0))
-                            .build()
-                            .user_data(user_data(CANCEL, 0));
-                        self.push(&cancel)?;
+                    for listener in [LISTEN_PLAIN, LISTEN_TLS] {
+                        if self.accept_armed[listener] {
+                            let cancel = opcode::AsyncCancel::new(user_data(ACCEPT, listener))
+                                .build()
+                                .user_data(user_data(CANCEL, 0));
+                            self.push(&cancel)?;
+                        }
                     }
                 } else {
                     self.accept_backoff.failures += 1;
@@ -657,14 +723,9 @@ impl UringShard {
                     io::Error::from_raw_os_error(errno)
                 );
             }
-            if !self.accept_armed && self.accepting && self.accept_again_at.is_none() {
-                self.arm_accept()?;
-            }
-            return Ok(());
+            return self.rearm_accepts();
         }
-        if !self.accept_armed && self.accepting && self.accept_again_at.is_none() {
-            self.arm_accept()?;
-        }
+        self.rearm_accepts()?;
         self.accept_backoff.succeeded();
         // SAFETY: a non-negative accept result is a new file descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
@@ -681,7 +742,13 @@ impl UringShard {
             .ok()
             .and_then(|a| a.as_socket())
             .map(|a| a.ip());
-        let Some(key) = self.core.open(self.max_connections, peer) else {
+        let key = match (&self.tls, which) {
+            (Some((_, settings)), LISTEN_TLS) => {
+                self.core.open_tls(self.max_connections, peer, settings)
+            }
+            _ => self.core.open(self.max_connections, peer),
+        };
+        let Some(key) = key else {
             return Ok(());
         };
         if self.clients.len() <= key {
@@ -777,7 +844,11 @@ impl UringShard {
         let Some(Some(c)) = self.clients.get_mut(key) else {
             return Ok(());
         };
-        let polled = match c.send.take() {
+        let sent = c.send.take();
+        if matches!(sent, Some(Sending::Tls)) {
+            return self.on_tls_sent(key, result);
+        }
+        let polled = match sent {
             Some(Sending::Poll) => true,
             Some(Sending::Message {
                 send,
@@ -816,6 +887,28 @@ impl UringShard {
         self.send(key)?;
         self.close_if_finished(key);
         // It may have drained enough to read requests again.
+        self.arm_recv(key)
+    }
+
+    /// A TLS connection's `SEND` completed.
+    fn on_tls_sent(&mut self, key: usize, result: i32) -> io::Result<()> {
+        let closing = self
+            .clients
+            .get(key)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.closing);
+        // The link's bytes are the kernel's no more: reported before anything else touches it.
+        self.core.tls_sent(key, result.max(0) as usize);
+        if closing {
+            self.close(key);
+            return Ok(());
+        }
+        if result < 0 && result != -libc::EAGAIN && result != -libc::EINTR {
+            self.close(key);
+            return Ok(());
+        }
+        self.send(key)?;
+        self.close_if_finished(key);
         self.arm_recv(key)
     }
 
@@ -866,7 +959,7 @@ impl UringShard {
             }
             return;
         }
-        if self.core.conn(key).is_some_and(|c| c.finished()) {
+        if self.core.conn(key).is_some() && self.core.finished(key) {
             self.close(key);
         }
     }
@@ -966,6 +1059,7 @@ impl Drop for UringShard {
             std::mem::forget(std::mem::take(&mut self.clients));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
             std::mem::forget(std::mem::take(&mut self.ingest));
+            self.core.leak_tls_buffers();
         }
     }
 }
