@@ -11,8 +11,8 @@
 
 use crate::cpu::{WindowCost, WindowStart};
 use crate::load::Load;
+use crate::net::Socket;
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use shardcast_protocols::hls::{parse, Playlist};
 use std::collections::VecDeque;
@@ -119,7 +119,7 @@ struct Counts {
 }
 
 struct Viewer {
-    socket: Option<TcpStream>,
+    socket: Option<Socket>,
     /// Request bytes not yet written.
     pending: Vec<u8>,
     asked: Option<(Asked, Instant)>,
@@ -265,9 +265,9 @@ impl Run<'_> {
     /// Send the viewer's next request: the next segment, or the playlist when it is time.
     fn ask(&mut self, i: usize, v: &mut Viewer, now: Instant) -> io::Result<()> {
         if v.socket.is_none() {
-            let mut socket = TcpStream::connect(self.load.addr)?;
+            let mut socket = Socket::connect(self.load.addr, self.load.tls.as_ref())?;
             self.poll.registry().register(
-                &mut socket,
+                socket.tcp(),
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
@@ -312,7 +312,7 @@ impl Run<'_> {
         match self.exchange(v, &mut socket) {
             Ok(()) => v.socket = Some(socket),
             Err(()) => {
-                let _ = self.poll.registry().deregister(&mut socket);
+                let _ = self.poll.registry().deregister(socket.tcp());
                 self.counts.reconnects += 1;
                 // Ask again on a new connection (a segment goes back to the front).
                 if let (Some((Asked::Segment { .. }, _)), Some(again)) =
@@ -325,7 +325,7 @@ impl Run<'_> {
     }
 
     /// Write what is pending and read what has come. Err: the connection is over.
-    fn exchange(&mut self, v: &mut Viewer, socket: &mut TcpStream) -> Result<(), ()> {
+    fn exchange(&mut self, v: &mut Viewer, socket: &mut Socket) -> Result<(), ()> {
         let mut buf = std::mem::take(&mut self.buf);
         let result = self.exchange_with(v, socket, &mut buf);
         self.buf = buf;
@@ -335,7 +335,7 @@ impl Run<'_> {
     fn exchange_with(
         &mut self,
         v: &mut Viewer,
-        socket: &mut TcpStream,
+        socket: &mut Socket,
         buf: &mut [u8],
     ) -> Result<(), ()> {
         while !v.pending.is_empty() {

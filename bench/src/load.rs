@@ -25,6 +25,8 @@ pub struct Load {
     /// `ts` only: read at most this many bits per second per viewer (0: as fast as the server
     /// sends). Against a static file this makes viewers behave like players of a live stream.
     pub pace_bps: u64,
+    /// Viewers speak TLS (https:// URLs).
+    pub tls: Option<crate::net::TlsClient>,
 }
 
 impl Load {

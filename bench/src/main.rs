@@ -100,9 +100,16 @@ impl StreamShape {
 
 #[derive(clap::Args, Debug)]
 struct TsArgs {
-    /// Stream URL, http://IP:PORT/PATH.
+    /// Stream URL, http://IP:PORT/PATH or https://IP:PORT/PATH.
     #[arg(long)]
     url: String,
+    /// For https:// URLs: the PEM file of the CA to trust.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// For https:// URLs: the server name to ask for (SNI) and check the certificate against
+    /// (default: the URL's IP address).
+    #[arg(long)]
+    tls_name: Option<String>,
     /// Viewers.
     #[arg(long, default_value_t = 100)]
     viewers: usize,
@@ -231,23 +238,34 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The address and path of an `http://IP:PORT/PATH` URL.
-fn split_url(url: &str) -> Result<(std::net::SocketAddr, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("--url must start with http://")?;
+/// The address and path of an `http://IP:PORT/PATH` or `https://…` URL, and whether it is
+/// https.
+fn split_url(url: &str) -> Result<(std::net::SocketAddr, String, bool), String> {
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("http://")
+                .ok_or("--url must start with http:// or https://")?,
+            false,
+        ),
+    };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let addr = host
         .parse()
         .map_err(|_| format!("--url host {host:?} must be IP:PORT"))?;
-    Ok((addr, format!("/{path}")))
+    Ok((addr, format!("/{path}"), tls))
 }
 
 /// Before the load: raise the descriptor limit for `viewers` connections (or say why it cannot
 /// be), warn when they need more ephemeral ports than the kernel hands out, and make one
 /// request so that an unreachable server or a wrong path is a clear error, not a run of
 /// failed viewers.
-fn preflight(addr: std::net::SocketAddr, path: &str, viewers: usize) -> Result<(), String> {
+fn preflight(
+    addr: std::net::SocketAddr,
+    path: &str,
+    viewers: usize,
+    tls: Option<&shardcast_bench::net::TlsClient>,
+) -> Result<(), String> {
     let needed = viewers as u64 + 64;
     let (_, hard) = rlimit::Resource::NOFILE
         .get()
@@ -273,10 +291,14 @@ fn preflight(addr: std::net::SocketAddr, path: &str, viewers: usize) -> Result<(
         }
     }
     use std::io::{Read, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+    let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
         .map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
+    let mut s: Box<dyn shardcast_bench::net::ReadWrite> = match tls {
+        Some(t) => Box::new(t.blocking(tcp).map_err(|e| e.to_string())?),
+        None => Box::new(tcp),
+    };
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shardcast-bench\r\n\r\n")
             .as_bytes(),
@@ -313,8 +335,19 @@ fn preflight(addr: std::net::SocketAddr, path: &str, viewers: usize) -> Result<(
 
 /// The load the arguments describe, once the server has answered a first request.
 fn load_from(args: &TsArgs) -> Result<shardcast_bench::load::Load, String> {
-    let (addr, path) = split_url(&args.url)?;
-    preflight(addr, &path, args.viewers)?;
+    let (addr, path, https) = split_url(&args.url)?;
+    let tls = match (https, &args.ca) {
+        (false, _) => None,
+        (true, None) => return Err("an https:// URL needs --ca (the CA to trust)".into()),
+        (true, Some(ca)) => Some(shardcast_bench::net::TlsClient::new(
+            ca,
+            &args
+                .tls_name
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+        )?),
+    };
+    preflight(addr, &path, args.viewers, tls.as_ref())?;
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
     Ok(shardcast_bench::load::Load {
         addr,
@@ -326,6 +359,7 @@ fn load_from(args: &TsArgs) -> Result<shardcast_bench::load::Load, String> {
         server_pid: args.server_pid,
         progress: !args.json,
         pace_bps: args.pace,
+        tls,
     })
 }
 

@@ -7,8 +7,8 @@
 
 use crate::cpu::{WindowCost, WindowStart};
 use crate::load::Load;
+use crate::net::Socket;
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use shardcast_protocols::generator::read_stamp;
 use shardcast_protocols::ts::PACKET_SIZE;
@@ -86,7 +86,7 @@ impl TsReport {
 }
 
 struct Viewer {
-    socket: Option<TcpStream>,
+    socket: Option<Socket>,
     sent_request: bool,
     head: Vec<u8>,
     in_body: bool,
@@ -125,10 +125,10 @@ pub fn run(load: &Load) -> io::Result<TsReport> {
     while Instant::now() < end {
         // Connect the viewers due by now.
         while viewers.len() < load.due(start.elapsed()) {
-            let mut socket = TcpStream::connect(load.addr)?;
+            let mut socket = Socket::connect(load.addr, load.tls.as_ref())?;
             let token = Token(viewers.len());
             poll.registry().register(
-                &mut socket,
+                socket.tcp(),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             )?;
@@ -231,7 +231,7 @@ fn service(v: &mut Viewer, buf: &mut [u8], pass: &mut Pass<'_>) {
 /// Returns false when the viewer's connection is over.
 fn read_and_check(
     v: &mut Viewer,
-    socket: &mut TcpStream,
+    socket: &mut Socket,
     buf: &mut [u8],
     pass: &mut Pass<'_>,
 ) -> bool {

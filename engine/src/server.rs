@@ -251,7 +251,12 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         pushes.clone(),
     )?;
     triggers.spawn(crate::control::watch::run(state.clone()));
-    let control = crate::control::ControlPlane::start(config.api_listen, state)?;
+    let api_tls = match &tls {
+        Some((_, rustls_config, ..)) if config.api_tls => Some(rustls_config.clone()),
+        _ => None,
+    };
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    let control = crate::control::ControlPlane::start(config.api_listen, api_tls, state)?;
     // The shards start accepting last: everything else has its descriptors by then, so
     // viewers arriving in numbers at start cannot leave the control plane without any.
     let mut threads = Vec::new();
@@ -326,7 +331,9 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     }
     triggers.fire("SYSTEM_START", None, &[env!("CARGO_PKG_VERSION")]);
     if let Some(api) = control.local {
-        tracing::info!("JSON API on http://{api}/api/v1/, metrics on http://{api}/metrics");
+        tracing::info!(
+            "JSON API on {api_scheme}://{api}/api/v1/, metrics on {api_scheme}://{api}/metrics"
+        );
     }
     let notifier = crate::notify::Notifier::from_env().map(Arc::new);
     if let Some(n) = &notifier {

@@ -46,6 +46,8 @@ pub(super) fn router(state: Shared) -> Router {
             "/api/v1/streams/{name}",
             get(stream_status).put(put_stream).delete(delete_stream),
         )
+        .route("/api/v1/tls", get(tls_status))
+        .route("/api/v1/tls/reload", axum::routing::post(tls_reload))
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/sessions/{id}", axum::routing::delete(stop_session))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -109,6 +111,80 @@ async fn server_info(State(state): State<Shared>) -> Json<ServerInfo> {
         streams: state.catalog().len(),
         config_file: state.store.file().map(|p| p.display().to_string()),
     })
+}
+
+/// The TLS certificates in use and what TLS did.
+#[derive(Serialize)]
+struct TlsStatus {
+    certificates: Vec<CertificateStatus>,
+    handshakes: u64,
+    failures: u64,
+    unknown_name: u64,
+    connections: u64,
+    reloads: u64,
+    reloads_refused: u64,
+}
+
+#[derive(Serialize)]
+struct CertificateStatus {
+    cert: String,
+    key: String,
+    names: Vec<String>,
+    /// UNIX seconds.
+    not_after: i64,
+}
+
+fn tls_of(state: &ControlState) -> Result<TlsStatus, ApiError> {
+    let Some(certs) = state.store.certificates() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this server has no TLS listener ([server.tls])".into(),
+        ));
+    };
+    let c = certs.counters();
+    Ok(TlsStatus {
+        certificates: certs
+            .current()
+            .certs()
+            .iter()
+            .map(|cert| CertificateStatus {
+                cert: cert.files.cert.display().to_string(),
+                key: cert.files.key.display().to_string(),
+                names: cert.names.clone(),
+                not_after: cert.not_after,
+            })
+            .collect(),
+        handshakes: c.handshakes.load(Ordering::Relaxed),
+        failures: c.failures.load(Ordering::Relaxed),
+        unknown_name: c.unknown_name.load(Ordering::Relaxed),
+        connections: c.connections.load(Ordering::Relaxed),
+        reloads: c.reloads.load(Ordering::Relaxed),
+        reloads_refused: c.reloads_refused.load(Ordering::Relaxed),
+    })
+}
+
+async fn tls_status(State(state): State<Shared>) -> Result<Json<TlsStatus>, ApiError> {
+    tls_of(&state).map(Json)
+}
+
+/// Read the certificate files again; refused (422, with the reason) when they do not load,
+/// and the running ones stay.
+async fn tls_reload(State(state): State<Shared>) -> Result<Json<TlsStatus>, ApiError> {
+    tls_of(&state)?;
+    let store = state.store.clone();
+    let reloaded = tokio::task::spawn_blocking(move || store.reload_certificates())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match reloaded {
+        Ok(()) => {
+            tracing::info!("TLS certificates reloaded through the API");
+            tls_of(&state).map(Json)
+        }
+        Err(e) => {
+            tracing::error!("TLS certificate reload refused: {e}; the running certificates stay");
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -394,6 +394,9 @@ pub(super) fn render(state: &ControlState) -> String {
             value.load(Ordering::Relaxed)
         );
     }
+    if let Some(certs) = state.store.certificates() {
+        tls_metrics(&mut out, certs);
+    }
     let triggers = state.triggers.stats();
     for (metric, help) in [
         ("shardcast_trigger_calls_total", "Trigger handler calls (each attempt), by trigger."),
@@ -471,6 +474,47 @@ fn histogram(out: &mut String, metric: &str, labels: &str, h: &crate::stream::La
     let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"+Inf\"}} {total}");
     let _ = writeln!(out, "{metric}_sum{{{labels}}} {:.6}", sum_ns as f64 / 1e9);
     let _ = writeln!(out, "{metric}_count{{{labels}}} {total}");
+}
+
+/// The TLS listener's handshakes, failures, connections, reloads and certificates.
+fn tls_metrics(out: &mut String, certs: &crate::tls::Certificates) {
+    let c = certs.counters();
+    for (name, kind, help, value) in [
+        ("shardcast_tls_handshakes_total", "counter", "TLS handshakes completed.", &c.handshakes),
+        ("shardcast_tls_failures_total", "counter", "TLS connections that failed: handshakes refused (no common version, cipher or protocol; no certificate for the name asked; garbage) and broken records.", &c.failures),
+        ("shardcast_tls_unknown_name_total", "counter", "TLS handshakes refused because no certificate serves the name the client asked for (SNI); also counted in shardcast_tls_failures_total.", &c.unknown_name),
+        ("shardcast_tls_connections", "gauge", "TLS connections open.", &c.connections),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    family(
+        out,
+        "shardcast_tls_reloads_total",
+        "counter",
+        "Certificate reloads (SIGHUP, the API), by result: ok, or refused (the running certificates stayed).",
+    );
+    for (result, value) in [("ok", &c.reloads), ("refused", &c.reloads_refused)] {
+        let _ = writeln!(
+            out,
+            "shardcast_tls_reloads_total{{result=\"{result}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        out,
+        "shardcast_tls_certificate_expiry_seconds",
+        "gauge",
+        "When each certificate in use expires, UNIX seconds, by its file.",
+    );
+    for cert in certs.current().certs() {
+        let _ = writeln!(
+            out,
+            "shardcast_tls_certificate_expiry_seconds{{cert=\"{}\"}} {}",
+            escape(&cert.files.cert.display().to_string()),
+            cert.not_after
+        );
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod api;
 mod metrics;
 pub mod sessions;
 pub mod store;
+mod tls_listener;
 pub mod token;
 pub mod triggers;
 pub mod watch;
@@ -177,6 +178,7 @@ impl ControlPlane {
     /// on `listen` when there is one.
     pub fn start(
         listen: Option<SocketAddr>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         state: Arc<ControlState>,
     ) -> Result<ControlPlane, ControlError> {
         let (listener, local) = match listen {
@@ -225,11 +227,22 @@ impl ControlPlane {
                         }
                         Some(Ok(listener)) => {
                             let app = api::router(state.clone());
-                            let served = axum::serve(listener, app)
-                                .with_graceful_shutdown(async {
-                                    let _ = stopped.await;
-                                })
-                                .await;
+                            let stop = async {
+                                let _ = stopped.await;
+                            };
+                            let served = match tls {
+                                Some(config) => {
+                                    let listener = tls_listener::TlsListener::new(listener, config);
+                                    axum::serve(listener, app)
+                                        .with_graceful_shutdown(stop)
+                                        .await
+                                }
+                                None => {
+                                    axum::serve(listener, app)
+                                        .with_graceful_shutdown(stop)
+                                        .await
+                                }
+                            };
                             if let Err(e) = served {
                                 tracing::error!("the API stopped: {e}");
                             }

@@ -68,6 +68,7 @@ fn a_dead_multicast_primary_hands_over_to_a_pulled_backup_and_nobody_stops_watch
         server_pid: None,
         progress: false,
         pace_bps: 0,
+        tls: None,
     };
     let (hls, ts) = (load("/cam/index.m3u8"), load("/cam.ts"));
     let players = std::thread::spawn(move || shardcast_bench::hls::run(&hls).unwrap());

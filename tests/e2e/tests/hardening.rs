@@ -622,6 +622,7 @@ fn slowloris_beside_a_thousand_viewers() {
         server_pid: Some(server.child.id()),
         progress: false,
         pace_bps: 0,
+        tls: None,
     };
     let quiet = shardcast_bench::ts::run(&load(10)).unwrap();
     eprint!("without attackers: {}", quiet.summary());

@@ -199,6 +199,7 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
         server_pid: Some(server.child.id()),
         progress: false,
         pace_bps: 0,
+        tls: None,
     })
     .unwrap();
     let summary = report.summary();

@@ -44,6 +44,7 @@ fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
         server_pid: Some(server.child.id()),
         progress: false,
         pace_bps: 0,
+        tls: None,
     };
     let r = run_viewers(&load).unwrap();
     eprint!("{}", r.summary());
@@ -89,6 +90,7 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
         server_pid: Some(server.child.id()),
         progress: false,
         pace_bps: 0,
+        tls: None,
     };
     let r = run_viewers(&load).unwrap();
     assert_eq!(
