@@ -20,6 +20,9 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# curl: the TLS tests' https client; certutil: the test CA trusted in the browser's profile.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
 # Debian's nginx: the caching reverse proxy in front of shardcast, and the peer in benchmarks.
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # libseccomp's Python binding: a test takes io_uring away the way a container profile does.

@@ -36,12 +36,17 @@ fn source(port: u16, seconds: u32) -> KillOnDrop {
 
 /// shardcast with one stream `cam` fed by UDP on the returned port.
 fn server_with_udp_stream(dir: &Path) -> (Server, u16) {
+    server_with_udp_stream_and(dir, "")
+}
+
+/// [`server_with_udp_stream`], with `extra` configuration before the stream.
+fn server_with_udp_stream_and(dir: &Path, extra: &str) -> (Server, u16) {
     let port = free_port();
     let config = dir.join("shardcast.toml");
     std::fs::write(
         &config,
         format!(
-            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n"
+            "{extra}[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n"
         ),
     )
     .unwrap();
@@ -97,6 +102,17 @@ struct Browser {
 
 impl Browser {
     fn open(url: &str, seconds: u32, screenshot: Option<(&Path, u32)>) -> Browser {
+        Self::open_as(url, seconds, screenshot, None)
+    }
+
+    /// Like [`Browser::open`], with `home` as the browser's home directory (its NSS database
+    /// of trusted certificates is `home/.pki/nssdb`).
+    fn open_as(
+        url: &str,
+        seconds: u32,
+        screenshot: Option<(&Path, u32)>,
+        home: Option<&Path>,
+    ) -> Browser {
         let script = workspace().join("tests/browser/play.mjs");
         assert!(
             workspace()
@@ -106,6 +122,9 @@ impl Browser {
         );
         let mut command = Command::new("node");
         command.arg(&script).arg(url).arg(seconds.to_string());
+        if let Some(home) = home {
+            command.env("HOME", home);
+        }
         if let Some((path, at)) = screenshot {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             command.arg(format!("{}@{at}", path.display()));
@@ -163,16 +182,71 @@ impl Browser {
 /// The page plays through `engine`: currentTime advances by at least 10 s over 15 s, frames
 /// are decoded, no media error.
 fn plays_through(engine: &str) {
+    plays_through_over(engine, false);
+}
+
+/// A home directory whose NSS database trusts the test CA `ca` (Chromium on Linux reads
+/// `~/.pki/nssdb`).
+fn home_trusting(dir: &Path, ca: &Path) -> PathBuf {
+    let home = dir.join("home");
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let (ok, said) = run("certutil", &["-d", &db, "-N", "--empty-password"]);
+    assert!(ok, "certutil -N: {said}");
+    let (ok, said) = run(
+        "certutil",
+        &[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "shardcast test CA",
+            "-i",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "certutil -A: {said}");
+    home
+}
+
+/// [`plays_through`], the page and the media over https when `tls` (the test CA trusted in
+/// the browser's profile, nothing ignored).
+fn plays_through_over(engine: &str, tls: bool) {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new(&format!("browser-{engine}"));
-    let (server, port) = server_with_udp_stream(&dir);
+    let tag = if tls { "-https" } else { "" };
+    let dir = TempDir::new(&format!("browser-{engine}{tag}"));
+    let pki = TestPki::new(&format!("browser-{engine}"));
+    let tls_port = free_port();
+    let (server, port) = if tls {
+        let cert = pki.issue("localhost", &["localhost"], 1, 30);
+        server_with_udp_stream_and(
+            &dir,
+            &format!(
+                "[server]\ntls = {{ listen = \"127.0.0.1:{tls_port}\", cert = {:?}, key = {:?} }}\n",
+                cert.cert.display().to_string(),
+                cert.key.display().to_string()
+            ),
+        )
+    } else {
+        server_with_udp_stream(&dir)
+    };
     let _ffmpeg = source(port, 60);
-    let shot = workspace().join(format!("target/browser/player-{engine}.png"));
+    let shot = workspace().join(format!("target/browser/player-{engine}{tag}.png"));
     let _ = std::fs::remove_file(&shot);
-    let url = server.url(&format!("/cam.html?engine={engine}"));
-    let mut browser = Browser::open(&url, 40, Some((&shot, 30)));
+    let (url, home) = if tls {
+        (
+            format!("https://localhost:{tls_port}/cam.html?engine={engine}"),
+            Some(home_trusting(&dir, &pki.ca())),
+        )
+    } else {
+        (server.url(&format!("/cam.html?engine={engine}")), None)
+    };
+    let mut browser = Browser::open_as(&url, 40, Some((&shot, 30)), home.as_deref());
     let started = browser
         .watch(Duration::from_secs(25), |s| s.current_time > 0.5)
         .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
@@ -205,6 +279,11 @@ fn plays_through(engine: &str) {
 #[test]
 fn browser_plays_through_hlsjs() {
     plays_through("hlsjs");
+}
+
+#[test]
+fn browser_plays_over_https_through_hlsjs_with_the_test_ca_trusted() {
+    plays_through_over("hlsjs", true);
 }
 
 #[test]

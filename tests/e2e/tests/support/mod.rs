@@ -1084,3 +1084,75 @@ impl Drop for NetnsV6 {
         let _ = run("ip", &["link", "del", &self.host_iface]);
     }
 }
+
+/// A test CA and the certificates it signs, as PEM files in a directory of their own.
+pub struct TestPki {
+    pub dir: TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and key issued by [`TestPki`].
+#[derive(Clone, Debug)]
+pub struct TestCert {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestPki {
+    /// A new CA, its certificate in `ca.pem`.
+    pub fn new(name: &str) -> TestPki {
+        let dir = TempDir::new(&format!("pki-{name}"));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("shardcast test CA {name}"),
+        );
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        TestPki { dir, ca }
+    }
+
+    /// The CA certificate's file.
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A certificate for `names` (DNS names, or IP addresses), valid for `days` from
+    /// `days_ago` days ago (a negative end: already expired), as `{file}.pem` (with the CA
+    /// after it) and `{file}.key`.
+    pub fn issue(&self, file: &str, names: &[&str], days_ago: i64, days: i64) -> TestCert {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(days_ago);
+        params.not_after = params.not_before + time::Duration::days(days);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let out = TestCert {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&out.cert, format!("{}{}", cert.pem(), self.ca.pem())).unwrap();
+        std::fs::write(&out.key, key.serialize_pem()).unwrap();
+        out
+    }
+}
+
+/// curl over https with the test CA: (exit status success, stdout, stderr). `resolve` makes
+/// `name:port` reach 127.0.0.1.
+pub fn curl_https(ca: &std::path::Path, args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
