@@ -97,7 +97,10 @@ def ts_table(runs):
 
 
 def ratios(runs, protocol, ours, theirs):
-    print(f"\n{protocol}: shardcast's server CPU per viewer-second over {theirs}'s (median of each):")
+    present = {r["contender"] for r in runs if r["protocol"] == protocol}
+    if ours not in present or theirs not in present:
+        return
+    print(f"\n{protocol}: {ours}'s server CPU per viewer-second over {theirs}'s (median of each):")
     for n in sorted({r["n"] for r in runs if r["protocol"] == protocol}):
         a = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n and r["contender"] == ours]
         b = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n and r["contender"] == theirs]
@@ -222,6 +225,10 @@ def main():
         print(f"machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']}; date {head['date']}")
     hls_table(runs)
     ratios(runs, "hls", "shardcast", "nginx")
+    # bench/scripts/tls.sh: the same over TLS, and what TLS adds to each.
+    ratios(runs, "hls", "shardcast-tls", "nginx-tls")
+    ratios(runs, "hls", "shardcast-tls", "shardcast")
+    ratios(runs, "hls", "nginx-tls", "nginx")
     ts_table(runs)
     ratios(runs, "ts", "shardcast", "nginx-static")
     memory(runs)
