@@ -24,6 +24,11 @@ pub struct TsReport {
     pub connected: usize,
     /// Viewers whose connection ended or failed before the end.
     pub disconnected: usize,
+    /// Of those, the ones whose connection failed (reset, or TLS ended without close_notify)
+    /// rather than closed.
+    pub resets: usize,
+    /// Of those, the ones whose body ended inside a packet.
+    pub cut_mid_packet: usize,
     /// Viewers that saw at least one continuity gap in the window.
     pub viewers_with_gaps: usize,
     /// Continuity gaps in the window, all viewers.
@@ -63,12 +68,14 @@ impl TsReport {
     pub fn summary(&self) -> String {
         let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
         let mut s = format!(
-            "viewers {}/{} connected, {} disconnected, {} with gaps ({} gaps)\n\
+            "viewers {}/{} connected, {} disconnected ({} reset, {} cut inside a packet), {} with gaps ({} gaps)\n\
              window {:.1} s: {:.3} Gbit/s, fewest bytes for one viewer {}\n\
              latency ms (stamp to viewer, {} samples): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
             self.connected,
             self.viewers,
             self.disconnected,
+            self.resets,
+            self.cut_mid_packet,
             self.viewers_with_gaps,
             self.gaps,
             self.cost.window.as_secs_f64(),
@@ -97,6 +104,8 @@ struct Viewer {
     bytes_at_window: u64,
     gaps_in_window: u64,
     gone: bool,
+    /// The connection failed rather than closed.
+    reset: bool,
     started: Instant,
     /// Stopped reading to keep to the pace; read again when the allowance is back.
     throttled: bool,
@@ -144,6 +153,7 @@ pub fn run(load: &Load) -> io::Result<TsReport> {
                 bytes_at_window: 0,
                 gaps_in_window: 0,
                 gone: false,
+                reset: false,
                 started: Instant::now(),
                 throttled: false,
             });
@@ -199,6 +209,11 @@ pub fn run(load: &Load) -> io::Result<TsReport> {
         viewers: load.viewers,
         connected: viewers.iter().filter(|v| v.ok).count(),
         disconnected: viewers.iter().filter(|v| v.gone).count(),
+        resets: viewers.iter().filter(|v| v.gone && v.reset).count(),
+        cut_mid_packet: viewers
+            .iter()
+            .filter(|v| v.gone && !v.carry.is_empty())
+            .count(),
         viewers_with_gaps: viewers.iter().filter(|v| v.gaps_in_window > 0).count(),
         gaps: viewers.iter().map(|v| v.gaps_in_window).sum(),
         bytes: window_bytes.iter().sum(),
@@ -266,7 +281,10 @@ fn read_and_check(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+            Err(_) => {
+                v.reset = true;
+                return false;
+            }
         };
         let data = &buf[..n];
         if v.in_body {

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `inspect`, `tune`, `capacity`, `check-config` (what each does is
+//! The command line: `serve`, `upgrade`, `inspect`, `tune`, `capacity`, `check-config` (what each does is
 //! in the binary's documentation, `src/main.rs`). In the library so that the end-to-end tests'
 //! own build of the server (`tests/e2e`) runs exactly this.
 
@@ -22,6 +22,19 @@ struct Cli {
 enum Command {
     /// Serve streams (no arguments: a built-in demo stream on 0.0.0.0:8080).
     Serve(ServeArgs),
+    /// Replace the running server with the binary on disk without dropping viewers: it hands
+    /// its sockets and HLS windows to a new process and drains (the same as SIGUSR2).
+    Upgrade {
+        /// The running server's configuration (its state_dir setting).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Its state directory (the pid file), overriding the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Seconds to wait for the outcome.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Read a transport stream and report programs, streams, frames, errors and segments.
     Inspect(inspect::InspectArgs),
     /// Compare the kernel's settings with a tuning profile, or install the profile.
@@ -107,6 +120,11 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Upgrade {
+            config,
+            state_dir,
+            timeout,
+        } => upgrade(config.as_deref(), state_dir.as_deref(), timeout),
         Command::Inspect(args) => inspect::run(&args).map_err(Failure::from),
         Command::Tune { action } => run_tune(action),
         Command::Capacity(inputs) => {
@@ -140,6 +158,74 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
     };
     let config = source.load()?;
     Ok(server::serve(config, source)?)
+}
+
+/// Signal the running server (its pid file) and wait for the outcome it writes.
+fn upgrade(
+    config: Option<&std::path::Path>,
+    state_dir: Option<&std::path::Path>,
+    timeout: u64,
+) -> Result<(), Failure> {
+    use crate::upgrade::{pid_file, status_file, UpgradeStatus};
+    let configured = match config {
+        Some(path) => config::Config::load(path)?.state_dir,
+        None => None,
+    };
+    let dir = crate::control::token::state_dir(state_dir, configured.as_deref());
+    let pid_path = pid_file(&dir);
+    let pid: i32 = std::fs::read_to_string(&pid_path)
+        .map_err(|e| {
+            format!(
+                "cannot read {} (is the server running?): {e}",
+                pid_path.display()
+            )
+        })?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a process id", pid_path.display()))?;
+    let status_path = status_file(&dir);
+    let before = std::fs::metadata(&status_path)
+        .and_then(|m| m.modified())
+        .ok();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let modified = std::fs::metadata(&status_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified.is_none() || modified == before {
+            continue;
+        }
+        let Ok(text) = std::fs::read(&status_path) else {
+            continue;
+        };
+        let Ok(status) = serde_json::from_slice::<UpgradeStatus>(&text) else {
+            continue;
+        };
+        if status.old != pid as u32 {
+            continue;
+        }
+        return match (status.ok, status.reason) {
+            (true, _) => {
+                println!(
+                    "upgraded: process {} serves; process {pid} drains and exits",
+                    status.serving
+                );
+                Ok(())
+            }
+            (false, reason) => Err(format!(
+                "the upgrade failed ({}); process {pid} carries on serving",
+                reason.unwrap_or_default()
+            )
+            .into()),
+        };
+    }
+    Err(format!("no outcome from process {pid} within {timeout} s (see its log)").into())
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {

@@ -47,4 +47,5 @@ pub mod stream;
 pub mod sys;
 pub mod tls;
 pub mod tune;
+pub mod upgrade;
 pub mod wake;

@@ -22,7 +22,7 @@ use crate::shard::uring::{self, UringParts, UringShard};
 use crate::shard::{RunState, ShardSetup, Streams, WAKER};
 use crate::source::SourceSpec;
 use crate::wake::Wake;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +70,12 @@ pub enum ServeError {
     /// The control plane.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// Taking over from a running server (an upgrade) failed.
+    #[error("upgrade: {0}")]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
+    /// What was handed over does not fit this configuration.
+    #[error("upgrade: {0}; restart to apply it")]
+    UpgradeMismatch(String),
     /// The TLS certificates.
     #[error("TLS certificates refused: {0}")]
     Certificates(#[from] crate::tls::CertError),
@@ -92,8 +98,12 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     let shards = config.cpus.len();
     // Handlers first: a signal that comes while the server starts must not kill it (SIGHUP's
     // default action is to terminate).
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])
         .map_err(ServeError::Signals)?;
+    // Started by an upgrade: the running server hands its sockets over once this one has
+    // checked everything it can check without them.
+    let channel = crate::upgrade::Channel::inherited();
+    let handoff = Arc::new(crate::upgrade::Handoff::default());
     startup_checks(&config, Path::new("/"));
     let wanted = (config.max_connections_per_shard as u64 + 64).saturating_mul(shards as u64);
     match crate::sys::raise_file_limit() {
@@ -105,33 +115,62 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read or raise the open file limit: {e}"),
     }
-    let listeners = bind_listeners(config.listen, shards).map_err(|source| ServeError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let local = listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .unwrap_or(config.listen);
     // TLS: the certificates checked before anything listens for it.
-    let mut tls = match config.tls_listen {
-        Some(addr) => {
+    let certificates = match config.tls_listen {
+        Some(_) => {
             let set = crate::tls::CertSet::load(&config.tls_certificates, unix_seconds())?;
             for c in set.certs() {
                 tracing::info!(cert = %c.files.cert.display(), names = ?c.names, "TLS certificate loaded");
             }
             let certs = crate::tls::Certificates::new(set);
             let rustls_config = crate::tls::server_config(certs.clone())?;
-            let listeners = bind_listeners(addr, shards)
-                .map_err(|source| ServeError::Listen { addr, source })?;
-            let local = listeners
-                .first()
-                .and_then(|l| l.local_addr().ok())
-                .unwrap_or(addr);
-            Some((certs, rustls_config, listeners, local))
+            Some((certs, rustls_config))
         }
         None => None,
     };
+    let (listeners, tls_listeners, api_listener, inherited) = match channel {
+        Some(channel) => {
+            let mut inherited = crate::upgrade::take_over(channel, &handoff)?;
+            match inherited_listeners(&config, shards, &mut inherited) {
+                Ok((plain, tls, api)) => (plain, tls, api, Some(inherited)),
+                Err(why) => {
+                    inherited.failed(&why);
+                    return Err(ServeError::UpgradeMismatch(why));
+                }
+            }
+        }
+        None => {
+            let plain =
+                bind_listeners(config.listen, shards).map_err(|source| ServeError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+            let tls = match config.tls_listen {
+                Some(addr) => bind_listeners(addr, shards)
+                    .map_err(|source| ServeError::Listen { addr, source })?,
+                None => Vec::new(),
+            };
+            let api = match config.api_listen {
+                Some(addr) => Some(crate::control::ControlPlane::bind(addr)?),
+                None => None,
+            };
+            (plain, tls, api, None)
+        }
+    };
+    if let Err(e) = handoff.keep_listeners(&listeners, &tls_listeners, api_listener.as_ref()) {
+        tracing::warn!("cannot keep the listeners for upgrades: {e}");
+    }
+    let local = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listen);
+    let mut tls = certificates.map(|(certs, rustls_config)| {
+        let local = tls_listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        (certs, rustls_config, tls_listeners, local)
+    });
     let use_uring = match config.io {
         IoBackend::Epoll => false,
         IoBackend::IoUring => {
@@ -177,6 +216,21 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         store.set_certificates(certs.clone());
     }
     store.start();
+    // Windows handed over are published before any shard accepts (the home shard takes them
+    // up when it starts the stream; a request to another shard must not find none).
+    for (_, info) in streams.load().streams() {
+        if let Some(window) = handoff.peek_window(&info.name) {
+            crate::hls::Packager::new(
+                &info.name,
+                info.hls,
+                SegmentSend::Sendfile,
+                info.hls_window.clone(),
+                info.counters.clone(),
+            )
+            .with_limits(&info.config.limits)
+            .restore(window, 0);
+        }
+    }
     let asked = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
         shards: (0..shards)
@@ -256,7 +310,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         _ => None,
     };
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
-    let control = crate::control::ControlPlane::start(config.api_listen, api_tls, state)?;
+    let control = crate::control::ControlPlane::start(api_listener, api_tls, state.clone())?;
     // The shards start accepting last: everything else has its descriptors by then, so
     // viewers arriving in numbers at start cannot leave the control plane without any.
     let mut threads = Vec::new();
@@ -298,6 +352,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             ),
             source_tasks: sources.handle().clone(),
             pushes: pushes.clone(),
+            handoff: handoff.clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -336,12 +391,24 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         );
     }
     let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    let state_dir = crate::control::token::state_dir(None, config.state_dir.as_deref());
+    if let Some(inherited) = inherited {
+        // The old process stops accepting and drains now, and tells the service manager
+        // that this one is the main process; `shardcast upgrade` finds this one from now.
+        write_pid_file(&state_dir);
+        inherited.serving()?;
+        tracing::info!("upgrade: serving; the previous process drains and exits");
+    } else {
+        if let Some(n) = &notifier {
+            n.send(&format!(
+                "READY=1\nMAINPID={}\nSTATUS=serving {} stream(s) on {local} with {shards} shard(s) ({io})",
+                std::process::id(),
+                names.len()
+            ));
+        }
+        write_pid_file(&state_dir);
+    }
     if let Some(n) = &notifier {
-        n.send(&format!(
-            "READY=1\nMAINPID={}\nSTATUS=serving {} stream(s) on {local} with {shards} shard(s) ({io})",
-            std::process::id(),
-            names.len()
-        ));
         if let Some(period) = crate::notify::watchdog_period() {
             let (n, run) = (n.clone(), run.clone());
             std::thread::Builder::new()
@@ -353,9 +420,22 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
                 })?;
         }
     }
-    wait_for_signal(signals, &run, &wakers, &store);
+    let upgrade = Upgrader {
+        handoff: handoff.clone(),
+        streams: streams.clone(),
+        wakers: wakers.clone(),
+        notifier: notifier.clone(),
+        state_dir,
+        busy: std::sync::atomic::AtomicBool::new(false),
+        done: std::sync::atomic::AtomicBool::new(false),
+    };
+    let upgrade = Arc::new(upgrade);
+    wait_for_signal(signals, &run, &wakers, &store, &upgrade);
     if let Some(n) = &notifier {
-        n.send("STOPPING=1\nSTATUS=stopping");
+        // Once upgraded this is no longer the service's main process: it says nothing.
+        if !upgrade.done.load(std::sync::atomic::Ordering::Acquire) {
+            n.send("STOPPING=1\nSTATUS=stopping");
+        }
     }
     control.stop();
     triggers.fire("SYSTEM_STOP", None, &["shutdown"]);
@@ -433,11 +513,164 @@ enum Backend {
     Uring(Box<UringParts>),
 }
 
+/// The listeners an upgrade handed over, when they are what this configuration asks for (the
+/// same addresses, one per shard); otherwise why not.
+#[allow(clippy::type_complexity)]
+fn inherited_listeners(
+    config: &Config,
+    shards: usize,
+    inherited: &mut crate::upgrade::Inherited,
+) -> Result<
+    (
+        Vec<std::net::TcpListener>,
+        Vec<std::net::TcpListener>,
+        Option<std::net::TcpListener>,
+    ),
+    String,
+> {
+    let same = |configured: SocketAddr, handed: Option<SocketAddr>| {
+        handed.is_some_and(|h| {
+            h.ip() == configured.ip() && (configured.port() == 0 || h.port() == configured.port())
+        })
+    };
+    if inherited.plain.len() != shards {
+        return Err(format!(
+            "the running server has {} shard(s), this configuration {shards}",
+            inherited.plain.len()
+        ));
+    }
+    if !same(config.listen, inherited.plain_addr) {
+        return Err(format!(
+            "listen changed ({:?} to {})",
+            inherited.plain_addr, config.listen
+        ));
+    }
+    match config.tls_listen {
+        Some(addr) if inherited.tls.len() != shards || !same(addr, inherited.tls_addr) => {
+            return Err(format!(
+                "the TLS listener changed ({:?} to {addr})",
+                inherited.tls_addr
+            ))
+        }
+        None if !inherited.tls.is_empty() => return Err("TLS was removed".into()),
+        _ => {}
+    }
+    match config.api_listen {
+        Some(addr) if !same(addr, inherited.api_addr) => {
+            return Err(format!(
+                "the API listener changed ({:?} to {addr})",
+                inherited.api_addr
+            ))
+        }
+        None if inherited.api.is_some() => return Err("the API was turned off".into()),
+        _ => {}
+    }
+    Ok((
+        std::mem::take(&mut inherited.plain),
+        std::mem::take(&mut inherited.tls),
+        inherited.api.take(),
+    ))
+}
+
+/// Where `shardcast upgrade` finds the serving process: written at start (atomically), and by
+/// a new process once it serves.
+fn write_pid_file(state_dir: &Path) {
+    let path = crate::upgrade::pid_file(state_dir);
+    let _ = std::fs::create_dir_all(state_dir);
+    if let Err(e) =
+        crate::files::write_atomically(&path, format!("{}\n", std::process::id()).as_bytes())
+    {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// What an upgrade (SIGUSR2) needs, and whether one is running or has happened.
+struct Upgrader {
+    handoff: Arc<crate::upgrade::Handoff>,
+    streams: Arc<Streams>,
+    wakers: Vec<Arc<dyn Wake>>,
+    notifier: Option<Arc<crate::notify::Notifier>>,
+    state_dir: std::path::PathBuf,
+    busy: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Upgrader {
+    /// Hand everything to a new process of the binary on disk; on success stop gracefully
+    /// (SIGTERM to this process), otherwise carry on. The outcome goes to the log and to the
+    /// status file `shardcast upgrade` reads.
+    fn run(&self) {
+        use std::sync::atomic::Ordering;
+        if self.busy.swap(true, Ordering::AcqRel) {
+            tracing::warn!("SIGUSR2: an upgrade is already under way");
+            return;
+        }
+        tracing::info!("SIGUSR2: upgrading: starting the binary on disk");
+        let wake = || {
+            for w in &self.wakers {
+                w.wake();
+            }
+        };
+        let old = crate::upgrade::OldSide {
+            streams: &self.streams,
+            shards: self.wakers.len(),
+            wake: &wake,
+        };
+        let me = std::process::id();
+        match crate::upgrade::hand_over(&self.handoff, &old) {
+            Ok(pid) => {
+                tracing::info!(
+                    new = pid,
+                    "upgrade: the new process serves; draining and exiting"
+                );
+                if let Some(n) = &self.notifier {
+                    n.send(&format!(
+                        "MAINPID={pid}\nSTATUS=upgraded: process {pid} serves"
+                    ));
+                }
+                self.done.store(true, Ordering::Release);
+                // Written before the stop: this process may be gone soon after.
+                self.write_status(&crate::upgrade::UpgradeStatus {
+                    old: me,
+                    serving: pid,
+                    ok: true,
+                    reason: None,
+                });
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(me as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            Err(e) => {
+                tracing::error!("upgrade failed: {e}; this process carries on serving");
+                self.write_status(&crate::upgrade::UpgradeStatus {
+                    old: me,
+                    serving: me,
+                    ok: false,
+                    reason: Some(e.to_string()),
+                });
+                self.busy.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// The outcome, for `shardcast upgrade` (the new process has written the pid file).
+    fn write_status(&self, status: &crate::upgrade::UpgradeStatus) {
+        let path = crate::upgrade::status_file(&self.state_dir);
+        if let Ok(json) = serde_json::to_vec(status) {
+            if let Err(e) = crate::files::write_atomically(&path, &json) {
+                tracing::warn!("cannot write {}: {e}", path.display());
+            }
+        }
+    }
+}
+
 fn wait_for_signal(
     mut signals: signal_hook::iterator::Signals,
     run: &Arc<RunState>,
     wakers: &[Arc<dyn Wake>],
     store: &ConfigStore,
+    upgrade: &Arc<Upgrader>,
 ) {
     let handle = signals.handle();
     let watcher_run = run.clone();
@@ -458,6 +691,18 @@ fn wait_for_signal(
             SIGHUP => {
                 reread(store);
                 continue;
+            }
+            SIGUSR2 => {
+                let upgrade = upgrade.clone();
+                // Off the signal loop: SIGTERM (sent when it succeeds) must still be heard.
+                let _ = std::thread::Builder::new()
+                    .name("upgrade".into())
+                    .spawn(move || upgrade.run());
+                continue;
+            }
+            SIGTERM if upgrade.done.load(std::sync::atomic::Ordering::Acquire) => {
+                tracing::info!("upgraded: no new connections here; finishing open responses");
+                run.stop_gracefully();
             }
             SIGTERM => {
                 tracing::info!("SIGTERM: stopping gracefully");

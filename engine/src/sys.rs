@@ -5,8 +5,10 @@
 //! All of it goes through nix's safe wrappers but four: the hook run in a forked child before
 //! it executes its program ([`die_with_server`]), two socket options nix does not wrap:
 //! `SO_RCVLOWAT` ([`set_receive_low_water`]) and IPv6 source-specific multicast
-//! ([`join_source_group_v6`]), and the read-only mapping of a sealed segment memfd that TLS
-//! encrypts from ([`SealedMapping`]). The io_uring backend's `unsafe` lives in its own module,
+//! ([`join_source_group_v6`]), the read-only mapping of a sealed segment memfd that TLS
+//! encrypts from ([`SealedMapping`]), and taking ownership of descriptors another process
+//! gave this one (the upgrade channel inherited as standard input, and descriptors received
+//! over it: [`take_inherited_fd`], [`receive_with_fds`]). The io_uring backend's `unsafe` lives in its own module,
 //! not here.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
@@ -265,4 +267,111 @@ pub fn send_file(
             other => return other.map_err(std::io::Error::from),
         }
     }
+}
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec): the upgrade channel.
+pub fn seqpacket_pair() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+static INHERITED_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Take ownership of descriptor `fd`, which this process's parent passed to it (the upgrade
+/// channel), once: a second call, or a descriptor that is not open or not a socket, gives
+/// `None`.
+#[allow(unsafe_code)]
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if INHERITED_TAKEN.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
+    let stat = nix::sys::stat::fstat(fd).ok()?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    // SAFETY: `fd` is open (fstat succeeded) and is a socket the parent handed over for this
+    // purpose; the guard above makes this the only `OwnedFd` ever made of it, and nothing in
+    // this process uses descriptor `fd` otherwise (it is standard input, which the server
+    // never reads).
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send `bytes` as one message on a `SOCK_SEQPACKET` socket, with descriptors `fds` beside.
+pub fn send_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[std::os::fd::RawFd],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let iov = [std::io::IoSlice::new(bytes)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let sent = sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != bytes.len() {
+        return Err(std::io::Error::other("a message was cut short"));
+    }
+    Ok(())
+}
+
+/// The next message on a `SOCK_SEQPACKET` socket (at most `max` bytes) and the descriptors
+/// beside it (at most 253, the kernel's limit), waiting up to `timeout`: `None` when nothing
+/// came in time, an empty message when the peer has gone.
+#[allow(unsafe_code)]
+pub fn receive_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    max: usize,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    if poll(&mut fds, ms)? == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; max];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
+    let (len, received) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut received = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                received.extend(raw);
+            }
+        }
+        (msg.bytes, received)
+    };
+    let owned = received
+        .into_iter()
+        // SAFETY: descriptors received with SCM_RIGHTS are new entries of this process's
+        // table that the kernel made for this message; nothing else refers to them.
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        .collect();
+    buf.truncate(len);
+    Ok(Some((buf, owned)))
 }

@@ -32,10 +32,17 @@
 //! access_log_max_bytes = 104857600  # the access log is rotated past this size
 //! access_log_files = 5            # rotated access logs kept (access.log.1 …)
 //!
+//! [server.tls]                    # viewers over TLS as well (none by default)
+//! listen = "0.0.0.0:8443"
+//! cert = "/etc/shardcast/tls/fullchain.pem"  # PEM chain, end-entity first; read again on
+//! key = "/etc/shardcast/tls/privkey.pem"     # SIGHUP and POST /api/v1/tls/reload
+//! [[server.tls.certificates]]     # more, chosen by SNI (cert, key)
+//!
 //! [api]
 //! listen = "127.0.0.1:4242"       # the JSON API and /metrics; "off" for none
 //! token = "…"                     # bearer token; default: generated once, kept in state_dir
 //! metrics_need_token = false      # /metrics without the token (the listener is loopback)
+//! tls = false                     # the API over TLS with [server.tls]'s certificates
 //!
 //! [[stream]]
 //! name = "cam1"

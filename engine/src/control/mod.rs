@@ -174,21 +174,30 @@ pub enum ControlError {
 }
 
 impl ControlPlane {
+    /// The API's listener on `addr`.
+    pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ControlError> {
+        let listen_error = |source| ControlError::Listen { addr, source };
+        std::net::TcpListener::bind(addr).map_err(listen_error)
+    }
+
     /// Start the control thread: sessions collected four times a second, and the API served
-    /// on `listen` when there is one.
+    /// on `listener` when there is one (made by [`ControlPlane::bind`], or handed over by an
+    /// upgrade).
     pub fn start(
-        listen: Option<SocketAddr>,
+        listener: Option<std::net::TcpListener>,
         tls: Option<Arc<rustls::ServerConfig>>,
         state: Arc<ControlState>,
     ) -> Result<ControlPlane, ControlError> {
-        let (listener, local) = match listen {
+        let (listener, local) = match listener {
             None => (None, None),
-            Some(addr) => {
+            Some(l) => {
+                let addr = l.local_addr().map_err(|source| ControlError::Listen {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    source,
+                })?;
                 let listen_error = |source| ControlError::Listen { addr, source };
-                let l = std::net::TcpListener::bind(addr).map_err(listen_error)?;
                 l.set_nonblocking(true).map_err(listen_error)?;
-                let local = l.local_addr().map_err(listen_error)?;
-                (Some(l), Some(local))
+                (Some(l), Some(addr))
             }
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -149,6 +149,8 @@ pub struct HlsWindow {
     pub peak_bitrate: u64,
     /// How many segments the media playlist lists.
     pub listed: usize,
+    /// EXT-X-DISCONTINUITY-SEQUENCE of the media playlist.
+    pub discontinuity_sequence: u64,
 }
 
 impl HlsWindow {
@@ -354,6 +356,7 @@ impl Packager {
             held -= oldest.len();
             StreamCounters::add(&self.counters.segments_evicted, 1);
         }
+        self.counters.segments.fetch_add(1, Ordering::Relaxed);
         self.publish();
     }
 
@@ -478,11 +481,34 @@ impl Packager {
             media: self.media.clone(),
             peak_bitrate: peak,
             listed: self.listed.len(),
+            discontinuity_sequence: self.discontinuity_sequence,
         };
         self.slot.store(Some(Arc::new(window)));
-        let c = &self.counters;
-        c.segments.fetch_add(1, Ordering::Relaxed);
-        c.segment_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.counters
+            .segment_bytes
+            .store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Take up a window a previous process made (an upgrade): its segments, listed and in
+    /// grace as they were, its discontinuity sequence and target duration; the next segment
+    /// made here is a discontinuity (what came between is lost). Published at once.
+    pub fn restore(&mut self, window: crate::upgrade::InheritedWindow, now_ns: u64) {
+        let state = window.state;
+        let listed_from = window.segments.len().saturating_sub(state.listed);
+        for (i, segment) in window.segments.into_iter().enumerate() {
+            if i < listed_from {
+                self.grace.push_back((segment, now_ns));
+            } else {
+                self.listed.push_back(segment);
+            }
+        }
+        self.discontinuity_sequence = state.discontinuity_sequence;
+        self.target_duration = self.target_duration.max(state.target_duration);
+        if let Some(bytes) = self.listed.back().and_then(|s| s.bytes()) {
+            self.media = MediaInfo::probe(bytes);
+        }
+        self.dropped = true;
+        self.publish();
     }
 }
 

@@ -252,3 +252,64 @@ fn timestamps_racing_ahead_cannot_make_segments_faster_than_real_time() {
     }
     assert_eq!(counters.snapshot().segments - before, 10);
 }
+
+#[test]
+fn a_window_handed_over_is_taken_up_and_goes_on_with_a_discontinuity() {
+    let settings = HlsSettings {
+        segment_duration_s: 1.0,
+        playlist_segments: 4,
+        ..HlsSettings::default()
+    };
+    // The previous process's window, on memfds.
+    let (old_slot, _) = package(settings, SegmentSend::Sendfile, 9);
+    let old = old_slot.load_full().unwrap();
+    let old_media = media(&old);
+    let segments: Vec<Arc<Segment>> = old.segments().to_vec();
+    assert!(segments.len() > old.listed, "some in grace too");
+    let window = crate::upgrade::InheritedWindow {
+        state: crate::upgrade::WindowState {
+            stream: "t".into(),
+            discontinuity_sequence: 3,
+            target_duration: old.target_duration,
+            listed: old.listed,
+            segments: Vec::new(),
+        },
+        segments: segments.clone(),
+    };
+    let (mut p, slot, _) = packager(settings);
+    p.restore(window, 0);
+    let taken = slot.load_full().unwrap();
+    let m = media(&taken);
+    assert_eq!(m.media_sequence, old_media.media_sequence);
+    assert_eq!(m.discontinuity_sequence, 3);
+    assert_eq!(m.segments.len(), old_media.segments.len());
+    for s in &segments {
+        assert!(
+            taken.segment(s.sequence).is_some(),
+            "segment {} fetchable",
+            s.sequence
+        );
+    }
+    assert_eq!(taken.media.codecs(), old.media.codecs());
+
+    // The next segment made here follows on, marked as a discontinuity.
+    let next = segments.last().unwrap().sequence + 1;
+    p.start(next, false, 1_000_000_000);
+    let mut packet = [0u8; PACKET_SIZE];
+    packet[0] = 0x47;
+    p.packet(&packet);
+    p.end(
+        SegmentInfo {
+            sequence: next,
+            start_pts: Timestamp::new(0),
+            duration: 90_000,
+            packets: 1,
+            discontinuity: false,
+        },
+        u64::MAX / 2,
+    );
+    let m = media(&slot.load_full().unwrap());
+    let last = m.segments.last().unwrap();
+    assert_eq!(last.uri, format!("{next}.ts"));
+    assert!(last.discontinuity);
+}

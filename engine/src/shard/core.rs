@@ -112,6 +112,11 @@ pub struct ShardCore {
     tls_counters: Option<Arc<crate::tls::TlsCounters>>,
     /// Request bytes decrypted in the current read (reused).
     plaintext: Vec<u8>,
+    /// Sockets and windows handed over by an upgrade, or kept to hand over; the ingest pause.
+    handoff: Arc<crate::upgrade::Handoff>,
+    /// This shard has let go of its ingest sockets for an upgrade: what its sources make is
+    /// dropped until the pause ends.
+    ingest_paused: bool,
 }
 
 /// What the control plane's commands left for the backend.
@@ -162,7 +167,19 @@ impl ShardCore {
             tls: Vec::new(),
             tls_counters: None,
             plaintext: Vec::new(),
+            handoff: Arc::new(crate::upgrade::Handoff::default()),
+            ingest_paused: false,
         }
+    }
+
+    /// Where ingest sockets are kept for an upgrade, and windows an upgrade handed over.
+    pub fn set_handoff(&mut self, handoff: Arc<crate::upgrade::Handoff>) {
+        self.handoff = handoff;
+    }
+
+    /// The handoff (for the backend's ingest sockets).
+    pub fn handoff(&self) -> &crate::upgrade::Handoff {
+        &self.handoff
     }
 
     /// The runtime sources that do their own I/O (TCP) run their tasks on.
@@ -279,6 +296,10 @@ impl ShardCore {
     /// viewers are told to finish), start the new ones (a view here; at home, a pipeline and
     /// a fan-out, and a socket for the backend to open). `None` when nothing changed.
     pub fn follow_catalog(&mut self) -> Option<StreamChanges> {
+        let paused = self.handoff.ingest_paused();
+        if paused != self.ingest_paused {
+            return Some(self.pause_ingest(paused));
+        }
         if self.catalog.load().generation == self.followed.generation {
             return None;
         }
@@ -307,6 +328,10 @@ impl ShardCore {
             self.locals.pop();
         }
         self.followed = catalog;
+        if self.ingest_paused {
+            // Opened when the pause ends (or by the process the upgrade hands them to).
+            changes.start_sources.clear();
+        }
         Some(changes)
     }
 
@@ -327,14 +352,64 @@ impl ShardCore {
             .iter()
             .position(|h| h.as_ref().is_some_and(|h| h.slot == slot))
         {
-            let had_socket = self.homes[home]
-                .take()
-                .is_some_and(|h| h.driver.socket().is_some());
+            let had_socket = match self.homes[home].take() {
+                Some(h) => match h.driver.socket() {
+                    Some(udp) => {
+                        self.handoff
+                            .forget_ingest(&crate::upgrade::ingest_key(&local.info.name, udp));
+                        true
+                    }
+                    None => false,
+                },
+                None => false,
+            };
             if had_socket {
                 changes.stop_sources.push(home);
             }
             tracing::info!(stream = %local.info.name, shard = self.index, "stream ended");
         }
+    }
+
+    /// An upgrade pauses ingest (`true`: every ingest socket closed here, the handoff keeps
+    /// them) or the pause ends because it failed (`false`: opened again from the handoff).
+    fn pause_ingest(&mut self, paused: bool) -> StreamChanges {
+        self.ingest_paused = paused;
+        let mut changes = StreamChanges::default();
+        for (index, home) in self.homes.iter().enumerate() {
+            let Some(h) = home else { continue };
+            let Some(local) = self.locals.get(h.slot).and_then(Option::as_ref) else {
+                continue;
+            };
+            let Some(udp) = h
+                .driver
+                .socket()
+                .filter(|_| !local.info.config.is_template())
+            else {
+                continue;
+            };
+            if paused {
+                changes.stop_sources.push(index);
+            } else {
+                changes
+                    .start_sources
+                    .push((index, local.info.name.clone(), udp.clone()));
+            }
+        }
+        self.handoff.shard_released(paused);
+        if paused {
+            tracing::info!(shard = self.index, "ingest paused for an upgrade");
+        } else {
+            tracing::info!(
+                shard = self.index,
+                "ingest resumed: the upgrade did not happen"
+            );
+        }
+        changes
+    }
+
+    /// Whether ingest is paused for an upgrade.
+    pub fn ingest_paused(&self) -> bool {
+        self.ingest_paused
     }
 
     fn start_stream(&mut self, slot: usize, info: Arc<StreamInfo>, changes: &mut StreamChanges) {
@@ -345,7 +420,7 @@ impl ShardCore {
                     fanout.add(queue.clone(), waker.clone());
                 }
             }
-            let packager = Packager::new(
+            let mut packager = Packager::new(
                 &info.name,
                 info.hls,
                 self.segment_send,
@@ -353,6 +428,15 @@ impl ShardCore {
                 info.counters.clone(),
             )
             .with_limits(&info.config.limits);
+            // An upgrade handed this stream's window over: it goes on from there.
+            let mut first_sequence = crate::hls::first_sequence();
+            if let Some(window) = self.handoff.take_window(&info.name) {
+                if let Some(last) = window.segments.last() {
+                    first_sequence = last.sequence + 1;
+                }
+                tracing::info!(stream = %info.name, segments = window.segments.len(), "HLS window taken over from the previous process");
+                packager.restore(window, self.now_ns());
+            }
             let driver = info.source.driver(&SourceContext {
                 stream: &info.name,
                 tasks: self.tasks.as_ref(),
@@ -377,7 +461,7 @@ impl ShardCore {
                     program,
                     info.counters.clone(),
                     (info.hls.segment_duration_s * 90_000.0) as u64,
-                    crate::hls::first_sequence(),
+                    first_sequence,
                     Some(packager),
                 ),
                 fanout,
@@ -630,6 +714,9 @@ impl ShardCore {
     /// TS, or TS in RTP, whose sequence numbers are counted (lost, late).
     pub fn ingest(&mut self, home: usize, data: &[u8], received_ns: u64) {
         use shardcast_protocols::rtp::{unwrap, Datagram};
+        if self.ingest_paused {
+            return;
+        }
         let mut chunks = Vec::new();
         if let Some(Some(h)) = self.homes.get_mut(home) {
             let payload = match unwrap(data) {
@@ -701,6 +788,10 @@ impl ShardCore {
     /// tick's worth is; take what the sources with a task of their own (TCP) delivered.
     pub fn poll_sources(&mut self) {
         let clock = self.clock;
+        if self.ingest_paused {
+            // Handed over: nothing more is made here (the new process makes what follows).
+            return;
+        }
         for home in 0..self.homes.len() {
             let Some(Some(h)) = self.homes.get_mut(home) else {
                 continue;

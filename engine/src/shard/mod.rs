@@ -221,6 +221,8 @@ pub struct ShardSetup {
     pub source_tasks: tokio::runtime::Handle,
     /// Where push connections are handed.
     pub pushes: Arc<crate::source::Pushes>,
+    /// Sockets and windows for (and from) upgrades.
+    pub handoff: Arc<crate::upgrade::Handoff>,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -231,9 +233,30 @@ pub fn open_source(
     name: &str,
     udp: &crate::source::UdpSpec,
 ) -> Option<crate::source::UdpIngest> {
+    let key = crate::upgrade::ingest_key(name, udp);
+    // A socket kept for an upgrade (handed over, or let go of for one that failed): the same
+    // socket, with what it has received meanwhile.
+    if let Some(fd) = core.handoff().ingest_socket(&key) {
+        match crate::source::UdpIngest::from_fd(fd) {
+            Ok(socket) => {
+                tracing::info!(stream = %name, shard = core.index(), addr = %udp.addr, "receiving MPEG-TS over UDP (the socket kept across an upgrade)");
+                return Some(socket);
+            }
+            Err(e) => {
+                tracing::warn!(stream = %name, "the kept ingest socket is unusable ({e}): opening another");
+                core.handoff().forget_ingest(&key);
+            }
+        }
+    }
     match crate::source::UdpIngest::open(udp, |w| tracing::warn!(stream = %name, "{w}")) {
         Ok(socket) => {
             tracing::info!(stream = %name, shard = core.index(), addr = %udp.addr, source = ?udp.source, "receiving MPEG-TS over UDP");
+            match socket.try_clone_fd() {
+                Ok(fd) => core.handoff().keep_ingest(key, fd),
+                Err(e) => {
+                    tracing::warn!(stream = %name, "cannot keep the ingest socket for upgrades: {e}")
+                }
+            }
             Some(socket)
         }
         Err(e) => {
@@ -291,6 +314,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_link(setup.link);
     core.set_source_tasks(setup.source_tasks);
     core.set_pushes(setup.pushes);
+    core.set_handoff(setup.handoff);
     Prepared {
         core,
         listener: setup.listener,

@@ -224,15 +224,32 @@ impl UdpIngest {
         }
         setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
         socket.set_nonblocking(true)?;
-        let std_socket: std::net::UdpSocket = socket.into();
-        Ok(Self {
+        Ok(Self::from_socket(socket.into()))
+    }
+
+    fn from_socket(std_socket: std::net::UdpSocket) -> Self {
+        Self {
             socket: mio::net::UdpSocket::from_std(std_socket),
             reader: Reader {
                 buf: vec![0; MAX_DATAGRAM],
                 cmsg: nix::cmsg_space!(u32),
                 drops_seen: 0,
             },
-        })
+        }
+    }
+
+    /// A socket opened before (by this process, or by the one an upgrade took over from),
+    /// bound and joined as it was.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        let socket = std::net::UdpSocket::from(fd);
+        socket.set_nonblocking(true)?;
+        Ok(Self::from_socket(socket))
+    }
+
+    /// A copy of the socket's descriptor (kept for an upgrade).
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.socket.as_fd().try_clone_to_owned()
     }
 
     /// The socket for a tokio runtime, and what reads it.

@@ -729,9 +729,8 @@ impl UringShard {
         self.accept_backoff.succeeded();
         // SAFETY: a non-negative accept result is a new file descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        if !self.accepting {
-            return Ok(());
-        }
+        // Accepted while the accept's cancellation was on its way (a stop, an upgrade): served
+        // like any other, not closed under its client.
         let sock = socket2::SockRef::from(&fd);
         let _ = sock.set_nodelay(true);
         if self.send_buffer > 0 {
@@ -1008,8 +1007,20 @@ impl Backend for UringShard {
         self.arm_recv(key)
     }
 
+    /// No more accepts: the multishot accepts are cancelled, so what waits in the listeners'
+    /// queues stays there (for the process an upgrade handed them to).
     fn stop_accepting(&mut self) {
         self.accepting = false;
+        for which in [LISTEN_PLAIN, LISTEN_TLS] {
+            if self.accept_armed[which] {
+                let cancel = opcode::AsyncCancel::new(user_data(ACCEPT, which))
+                    .build()
+                    .user_data(user_data(CANCEL, 0));
+                if let Err(e) = self.push(&cancel) {
+                    tracing::warn!(shard = self.core.index(), "cannot cancel an accept: {e}");
+                }
+            }
+        }
     }
 }
 
