@@ -611,8 +611,15 @@ impl Upgrader {
                 w.wake();
             }
         };
+        let windows = || {
+            self.streams
+                .load()
+                .streams()
+                .filter_map(|(_, info)| Some((info.name.clone(), info.hls_window.load_full()?)))
+                .collect()
+        };
         let old = crate::upgrade::OldSide {
-            streams: &self.streams,
+            windows: &windows,
             shards: self.wakers.len(),
             wake: &wake,
         };

@@ -135,13 +135,7 @@ pub struct SegmentState {
 }
 
 /// A window received, for the stream's home shard to restore.
-#[derive(Debug, Clone)]
-pub struct InheritedWindow {
-    /// As described.
-    pub state: WindowState,
-    /// The segments, rebuilt on their memfds.
-    pub segments: Vec<Arc<Segment>>,
-}
+pub type InheritedWindow = crate::hls::Restored;
 
 /// The key an ingest socket is handed over under: its stream and what it receives.
 pub fn ingest_key(stream: &str, udp: &crate::source::UdpSpec) -> String {
@@ -367,8 +361,8 @@ impl Channel {
 
 /// What the old process needs to hand over, beside the [`Handoff`].
 pub struct OldSide<'a> {
-    /// The streams, whose windows are read once ingest has paused.
-    pub streams: &'a crate::shard::Streams,
+    /// Every stream's HLS window by name, read once ingest has paused.
+    pub windows: &'a dyn Fn() -> Vec<(String, Arc<crate::hls::HlsWindow>)>,
     /// Shards (each must let go of its ingest sockets).
     pub shards: usize,
     /// Wakes the shards (they notice the pause on their next turn).
@@ -467,12 +461,9 @@ fn hand_over_to(
                 fds.push(dup(fd)?);
             }
         }
-        for (_, info) in old.streams.load().streams() {
-            let Some(window) = info.hls_window.load_full() else {
-                continue;
-            };
+        for (stream, window) in (old.windows)() {
             let mut state = WindowState {
-                stream: info.name.clone(),
+                stream,
                 discontinuity_sequence: window.discontinuity_sequence,
                 target_duration: window.target_duration,
                 listed: window.listed,
@@ -664,7 +655,15 @@ pub fn take_over(channel: Channel, handoff: &Handoff) -> Result<Inherited, Upgra
                 last_modified: s.last_modified.clone(),
             }));
         }
-        windows.insert(state.stream.clone(), InheritedWindow { state, segments });
+        windows.insert(
+            state.stream.clone(),
+            InheritedWindow {
+                segments,
+                listed: state.listed,
+                discontinuity_sequence: state.discontinuity_sequence,
+                target_duration: state.target_duration,
+            },
+        );
     }
     drop(windows);
     Ok(Inherited {

@@ -169,6 +169,19 @@ impl HlsWindow {
     }
 }
 
+/// A window to take up ([`Packager::restore`]): what an upgrade handed over.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The segments, ascending: those in grace, then those listed.
+    pub segments: Vec<Arc<Segment>>,
+    /// How many of them, the newest, are listed.
+    pub listed: usize,
+    /// EXT-X-DISCONTINUITY-SEQUENCE.
+    pub discontinuity_sequence: u64,
+    /// EXT-X-TARGETDURATION (it never shrinks).
+    pub target_duration: u64,
+}
+
 /// Segment sequence numbers start from the UNIX time in seconds when the stream starts, so a
 /// restarted server never reuses a URL a cache may still hold for different bytes (segments
 /// are at least half a second long, so numbers never catch up with the clock).
@@ -492,9 +505,8 @@ impl Packager {
     /// Take up a window a previous process made (an upgrade): its segments, listed and in
     /// grace as they were, its discontinuity sequence and target duration; the next segment
     /// made here is a discontinuity (what came between is lost). Published at once.
-    pub fn restore(&mut self, window: crate::upgrade::InheritedWindow, now_ns: u64) {
-        let state = window.state;
-        let listed_from = window.segments.len().saturating_sub(state.listed);
+    pub fn restore(&mut self, window: Restored, now_ns: u64) {
+        let listed_from = window.segments.len().saturating_sub(window.listed);
         for (i, segment) in window.segments.into_iter().enumerate() {
             if i < listed_from {
                 self.grace.push_back((segment, now_ns));
@@ -502,8 +514,8 @@ impl Packager {
                 self.listed.push_back(segment);
             }
         }
-        self.discontinuity_sequence = state.discontinuity_sequence;
-        self.target_duration = self.target_duration.max(state.target_duration);
+        self.discontinuity_sequence = window.discontinuity_sequence;
+        self.target_duration = self.target_duration.max(window.target_duration);
         if let Some(bytes) = self.listed.back().and_then(|s| s.bytes()) {
             self.media = MediaInfo::probe(bytes);
         }

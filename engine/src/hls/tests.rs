@@ -266,15 +266,11 @@ fn a_window_handed_over_is_taken_up_and_goes_on_with_a_discontinuity() {
     let old_media = media(&old);
     let segments: Vec<Arc<Segment>> = old.segments().to_vec();
     assert!(segments.len() > old.listed, "some in grace too");
-    let window = crate::upgrade::InheritedWindow {
-        state: crate::upgrade::WindowState {
-            stream: "t".into(),
-            discontinuity_sequence: 3,
-            target_duration: old.target_duration,
-            listed: old.listed,
-            segments: Vec::new(),
-        },
+    let window = Restored {
         segments: segments.clone(),
+        listed: old.listed,
+        discontinuity_sequence: 3,
+        target_duration: old.target_duration,
     };
     let (mut p, slot, _) = packager(settings);
     p.restore(window, 0);
