@@ -12,12 +12,16 @@
 //!              │              es::VideoScanner (H.264 IDR / H.265 IRAP), es::AudioScanner (frames)
 //!              └─ ts::Segmenter  cuts at keyframes past a target duration, PAT+PMT first,
 //!                                continuous counters, exact durations from PTS
+//!  ts::PesAssembler          whole PES packets of one PID, for remuxing
+//!  mp4                       fragmented MP4 (CMAF): init segments and moof+mdat fragments of
+//!                            H.264, H.265 and AAC; Annex B and ADTS converted (mp4::annexb)
 //!  hls::MediaPlaylist / hls::MultivariantPlaylist  write and parse RFC 8216 playlists
 //!  generator::Generator      a valid synthetic TS (H.264 + AAC) carrying wall-clock stamps
 //! ```
 //!
-//! What it does not do: decode pictures or sound, remux into other containers, or decide
-//! anything about delivery (windows, caching, who gets which bytes): that is the engine's job.
+//! What it does not do: decode pictures or sound, or decide anything about delivery (windows,
+//! caching, who gets which bytes): that is the engine's job. The fMP4 writer is not yet used
+//! by the engine (LL-HLS, CMAF and DASH are being built on it).
 //!
 //! Every stream parser is incremental (input split at any byte gives the same result; RTP is
 //! read a whole datagram at a time, as it comes), has explicit
@@ -28,5 +32,6 @@
 pub mod es;
 pub mod generator;
 pub mod hls;
+pub mod mp4;
 pub mod rtp;
 pub mod ts;

@@ -14,6 +14,12 @@ pub struct VideoParams {
     pub width: u32,
     /// Displayed height (after cropping).
     pub height: u32,
+    /// chroma_format_idc (1: 4:2:0).
+    pub chroma_format_idc: u8,
+    /// Bits per luma sample.
+    pub bit_depth_luma: u8,
+    /// Bits per chroma sample.
+    pub bit_depth_chroma: u8,
 }
 
 /// A bit reader over an RBSP (emulation prevention bytes already removed).
@@ -91,6 +97,7 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoParams> {
     let mut r = Bits::new(data.get(4..)?);
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format = 1;
+    let (mut depth_luma, mut depth_chroma) = (8, 8);
     if matches!(
         profile,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
@@ -99,8 +106,8 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoParams> {
         if chroma_format == 3 {
             r.bit()?; // separate_colour_plane_flag
         }
-        r.ue()?; // bit_depth_luma_minus8
-        r.ue()?; // bit_depth_chroma_minus8
+        depth_luma = r.ue()?.min(8).saturating_add(8);
+        depth_chroma = r.ue()?.min(8).saturating_add(8);
         r.bit()?; // qpprime_y_zero_transform_bypass_flag
         if r.bit()? == 1 {
             let lists = if chroma_format == 3 { 12 } else { 8 };
@@ -163,6 +170,9 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoParams> {
         codec: format!("avc1.{profile:02x}{constraints:02x}{level:02x}"),
         width,
         height,
+        chroma_format_idc: chroma_format.min(3) as u8,
+        bit_depth_luma: depth_luma as u8,
+        bit_depth_chroma: depth_chroma as u8,
     })
 }
 
@@ -213,6 +223,9 @@ pub fn h265_sps(nal: &[u8]) -> Option<VideoParams> {
         crop_x = left.checked_add(right)?.checked_mul(sub_w)?;
         crop_y = top.checked_add(bottom)?.checked_mul(sub_h)?;
     }
+    // Read when present (a truncated SPS still gives the size).
+    let depth_luma = r.ue().map_or(8, |d| d.min(8) + 8);
+    let depth_chroma = r.ue().map_or(8, |d| d.min(8) + 8);
     // ISO/IEC 14496-15 E.3: profile space letter and profile, the compatibility flags in
     // reverse bit order, tier and level, then the constraint bytes without trailing zeros.
     let space = ["", "A", "B", "C"][profile_space as usize];
@@ -232,6 +245,9 @@ pub fn h265_sps(nal: &[u8]) -> Option<VideoParams> {
         codec,
         width: width.checked_sub(crop_x)?,
         height: height.checked_sub(crop_y)?,
+        chroma_format_idc: chroma_format.min(3) as u8,
+        bit_depth_luma: depth_luma as u8,
+        bit_depth_chroma: depth_chroma as u8,
     })
 }
 

@@ -9,6 +9,7 @@
 //! streams. Private and data PIDs (SCTE-35, DVB subtitles, teletext) are recognised and carried
 //! through byte for byte.
 
+mod assemble;
 mod continuity;
 mod demux;
 mod packet;
@@ -19,6 +20,7 @@ mod segmenter;
 mod sync;
 mod types;
 
+pub use assemble::{AssembleError, Pes, PesAssembler};
 pub use continuity::{Continuity, ContinuityTracker};
 pub use demux::{DemuxConfig, DemuxError, DemuxEvent, DemuxStats, Demuxer, StreamStats};
 pub use packet::{
