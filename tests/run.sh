@@ -83,13 +83,18 @@ for crate in engine protocols bench; do python3 tests/module-cycles.py "$crate/s
 if [ "$fuzz_seconds" != 0 ]; then
   step "fuzz (${fuzz_seconds}s per target)"
   corpus=$PWD/target/fuzz-corpus
-  mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request" "$corpus/rtp_unwrap"
-  for f in protocols/testdata/*.ts; do head -c 20000 "$f" > "$corpus/ts_demux/$(basename "$f")"; done
+  mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request" "$corpus/rtp_unwrap" \
+    "$corpus/fmp4_remux"
+  for f in protocols/testdata/*.ts; do
+    head -c 20000 "$f" > "$corpus/ts_demux/$(basename "$f")"
+    head -c 20000 "$f" > "$corpus/fmp4_remux/$(basename "$f")"
+  done
   cp protocols/fuzz/seeds/playlist_parse/* "$corpus/playlist_parse/"
   cp engine/fuzz/seeds/http_request/* "$corpus/http_request/"
-  # The parsers of the protocols crate, and the shard's whole request path (HTTP heads,
-  # routing, the access gate, pipelining bounds) in the engine.
-  for spec in protocols:ts_demux protocols:playlist_parse protocols:rtp_unwrap engine:http_request; do
+  # The parsers of the protocols crate (and what remuxing into fMP4 reads), and the shard's
+  # whole request path (HTTP heads, routing, the access gate, pipelining bounds) in the engine.
+  for spec in protocols:ts_demux protocols:playlist_parse protocols:rtp_unwrap protocols:fmp4_remux \
+      engine:http_request; do
     crate=${spec%%:*}
     target=${spec#*:}
     log="$PWD/target/fuzz-$target.log"

@@ -34,15 +34,8 @@ work=$(mktemp -d /dev/shm/shardcast-compare.XXXXXX)
 mkdir -p "$work/hls" bench/results
 out="bench/results/compare-$(date -u +%Y%m%d-%H%M).jsonl"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  # ffmpeg waiting on a silent UDP input does not act on SIGTERM until a packet comes.
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/scripts/common.sh
+trap stop_all EXIT
 
 # The stream: 480x272 I_PCM keyframes every second + AAC, 2.6 Mbit/s mux (1.9 carried).
 rate=2600000
@@ -84,35 +77,7 @@ PY
 rm -f "$work/full.ts"
 
 # nginx: one worker on CPU 0, sendfile, files from tmpfs.
-cat > "$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-worker_cpu_affinity 1;
-worker_rlimit_nofile 40000;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  keepalive_timeout 60s;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
-  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
-  server {
-    listen 127.0.0.1:$ng_port backlog=8192;
-    root $work;
-    location ~ \.m3u8\$ { add_header Cache-Control "max-age=1"; }
-  }
-}
-NGINX
+nginx_conf "listen 127.0.0.1:$ng_port backlog=8192;" > "$work/nginx.conf"
 taskset -c 0 /usr/sbin/nginx -p "$work" -c "$work/nginx.conf" & ng=$!; pids+=($ng)
 sleep 12   # segments on both sides
 ng_worker=$(pgrep -P "$ng" | head -n 1)

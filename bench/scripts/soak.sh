@@ -33,14 +33,8 @@ stamp=$(date -u +%Y%m%d-%H%M)
 csv="bench/results/soak-$stamp.csv"
 txt="bench/results/soak-$stamp.txt"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/scripts/common.sh
+trap stop_all EXIT
 
 cat > "$work/shardcast.toml" <<TOML
 [server]

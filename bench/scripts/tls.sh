@@ -27,14 +27,8 @@ work=$(mktemp -d /dev/shm/shardcast-tls.XXXXXX)
 mkdir -p "$work/hls" bench/results
 out="bench/results/tls-$(date -u +%Y%m%d-%H%M).jsonl"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/scripts/common.sh
+trap stop_all EXIT
 
 # The test CA and one certificate for 127.0.0.1.
 (
@@ -70,39 +64,7 @@ taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo
   -c copy -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
   -hls_segment_filename "$work/hls/seg%d.ts" "$work/hls/index.m3u8" 2>"$work/ffmpeg.log" & ff=$!; pids+=($ff)
 
-cat > "$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-worker_cpu_affinity 1;
-worker_rlimit_nofile 40000;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  keepalive_timeout 60s;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
-  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
-  ssl_certificate $work/chain.pem;
-  ssl_certificate_key $work/server.key;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  server {
-    listen 127.0.0.1:$ng_port backlog=8192;
-    listen 127.0.0.1:$ng_tls ssl backlog=8192;
-    root $work;
-    location ~ \.m3u8\$ { add_header Cache-Control "max-age=1"; }
-  }
-}
-NGINX
+nginx_conf "listen 127.0.0.1:$ng_port backlog=8192; listen 127.0.0.1:$ng_tls ssl backlog=8192;" "ssl_certificate $work/chain.pem; ssl_certificate_key $work/server.key; ssl_protocols TLSv1.2 TLSv1.3;" > "$work/nginx.conf"
 taskset -c 0 /usr/sbin/nginx -p "$work" -c "$work/nginx.conf" & ng=$!; pids+=($ng)
 sleep 12
 ng_worker=$(pgrep -P "$ng" | head -n 1)

@@ -28,6 +28,9 @@ pub struct HlsReport {
     pub started: usize,
     /// Connections that ended or failed (each is reopened).
     pub reconnects: u64,
+    /// Of those, connections that failed (reset, or TLS ended without close_notify) rather
+    /// than closed.
+    pub resets: u64,
     /// Playlists read.
     pub playlists: u64,
     /// Segments fetched whole.
@@ -67,12 +70,13 @@ impl HlsReport {
     pub fn summary(&self) -> String {
         let q = |p: f64| self.fetch_us.value_at_quantile(p) as f64 / 1000.0;
         let mut s = format!(
-            "viewers {}/{} started, {} reconnects; window {:.1} s: {} playlists, {} segments, {:.3} Gbit/s\n\
+            "viewers {}/{} started, {} reconnects ({} resets); window {:.1} s: {} playlists, {} segments, {:.3} Gbit/s\n\
              missed {}  late {}  404 for listed segments {}  other 4xx {}  5xx {}  bad playlists {}\n\
              segment fetch ms ({} samples): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
             self.started,
             self.viewers,
             self.reconnects,
+            self.resets,
             self.cost.window.as_secs_f64(),
             self.playlists,
             self.segments,
@@ -116,6 +120,7 @@ struct Counts {
     bad_playlists: u64,
     bytes: u64,
     reconnects: u64,
+    resets: u64,
 }
 
 struct Viewer {
@@ -247,6 +252,7 @@ pub fn run(load: &Load) -> io::Result<HlsReport> {
         viewers: load.viewers,
         started: viewers.iter().filter(|v| v.started).count(),
         reconnects: c.reconnects,
+        resets: c.resets,
         playlists: c.playlists,
         segments: c.segments,
         missed: c.missed,
@@ -351,7 +357,10 @@ impl Run<'_> {
                     return Ok(())
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(()),
+                Err(_) => {
+                    self.counts.resets += 1;
+                    return Err(());
+                }
             }
         }
         loop {
@@ -360,7 +369,10 @@ impl Run<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(()),
+                Err(_) => {
+                    self.counts.resets += 1;
+                    return Err(());
+                }
             };
             // One request is in flight at a time, so a read holds one response at most.
             let Some((asked, _)) = v.asked else {

@@ -150,16 +150,11 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
                     .map_err(|source| ServeError::Listen { addr, source })?,
                 None => Vec::new(),
             };
-            let api = match config.api_listen {
-                Some(addr) => Some(crate::control::ControlPlane::bind(addr)?),
-                None => None,
-            };
-            (plain, tls, api, None)
+            // The API's listener is bound once its token exists (below): whoever can connect
+            // to it can read the token file.
+            (plain, tls, None, None)
         }
     };
-    if let Err(e) = handoff.keep_listeners(&listeners, &tls_listeners, api_listener.as_ref()) {
-        tracing::warn!("cannot keep the listeners for upgrades: {e}");
-    }
     let local = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -310,6 +305,18 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         _ => None,
     };
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    let api_listener = match (api_listener, &inherited, config.api_listen) {
+        (Some(l), _, _) => Some(l),
+        (None, None, Some(addr)) => Some(crate::control::ControlPlane::bind(addr)?),
+        _ => None,
+    };
+    if let Err(e) = handoff.keep_listeners(
+        &listeners,
+        tls.as_ref().map_or(&[][..], |t| &t.2[..]),
+        api_listener.as_ref(),
+    ) {
+        tracing::warn!("cannot keep the listeners for upgrades: {e}");
+    }
     let control = crate::control::ControlPlane::start(api_listener, api_tls, state.clone())?;
     // The shards start accepting last: everything else has its descriptors by then, so
     // viewers arriving in numbers at start cannot leave the control plane without any.

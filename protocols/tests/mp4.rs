@@ -130,34 +130,18 @@ fn remux(ts: &[u8]) -> Remuxed {
         let cc = packet.continuity_counter().value();
         let gap = previous_cc[which].is_some_and(|p| (p + 1) & 0x0F != cc);
         previous_cc[which] = Some(cc);
-        let mut done = None;
         assemblers[which].push(packet.payload_unit_start(), gap, packet.payload(), |r| {
-            done = r.ok().map(|p| (p.header, p.payload.to_vec()))
+            if let Ok(pes) = r {
+                handle(which, pes, &mut out);
+            }
         });
-        if let Some((header, payload)) = done {
-            handle(
-                which,
-                shardcast_protocols::ts::Pes {
-                    header,
-                    payload: &payload,
-                },
-                &mut out,
-            );
-        }
     }
     for (which, assembler) in assemblers.iter_mut().enumerate() {
-        let mut done = None;
-        assembler.flush(|r| done = r.ok().map(|p| (p.header, p.payload.to_vec())));
-        if let Some((header, payload)) = done {
-            handle(
-                which,
-                shardcast_protocols::ts::Pes {
-                    header,
-                    payload: &payload,
-                },
-                &mut out,
-            );
-        }
+        assembler.flush(|r| {
+            if let Ok(pes) = r {
+                handle(which, pes, &mut out);
+            }
+        });
     }
     out
 }

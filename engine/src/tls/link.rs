@@ -119,6 +119,10 @@ impl TlsLink {
         let was = self.established;
         self.compact();
         self.pump(Some(plaintext), None)?;
+        if self.incoming.is_empty() && self.incoming.capacity() > 4096 {
+            // A large record has been taken: an idle connection keeps no large buffer.
+            self.incoming = Vec::new();
+        }
         Ok(Received {
             established: !was && self.established,
         })

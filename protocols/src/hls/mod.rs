@@ -4,11 +4,12 @@
 //!
 //! What it does: media playlists for live sliding windows (media and discontinuity sequence,
 //! EXTINF to the millisecond, program date-time, discontinuities, byte ranges, gaps, partial
-//! segments, preload hints, server control) and multivariant playlists (variant streams and
-//! renditions). Unknown tags are ignored when parsing, as clients must.
+//! segments, preload hints, server control, delta updates (EXT-X-SKIP), rendition reports,
+//! media initialization sections (EXT-X-MAP, for fMP4)) and multivariant playlists (variant
+//! streams and renditions). Unknown tags are ignored when parsing, as clients must.
 //!
 //! What it does not do: fetch anything, decide windows or target durations (the engine does),
-//! or handle encryption keys, maps, session data and interstitials (parsed as unknown tags).
+//! or handle encryption keys, session data and interstitials (parsed as unknown tags).
 
 mod datetime;
 mod parse;
@@ -62,6 +63,11 @@ pub struct MediaPlaylist {
     pub trailing_parts: Vec<PartialSegment>,
     /// EXT-X-PRELOAD-HINT tags.
     pub preload_hints: Vec<PreloadHint>,
+    /// EXT-X-SKIP SKIPPED-SEGMENTS: a delta update left out this many segments, which the
+    /// media sequence still counts (the segments listed follow them).
+    pub skipped_segments: Option<u64>,
+    /// EXT-X-RENDITION-REPORT tags (low-latency HLS).
+    pub rendition_reports: Vec<RenditionReport>,
     /// EXT-X-ENDLIST: no more segments will be added.
     pub end_list: bool,
 }
@@ -80,6 +86,8 @@ impl Default for MediaPlaylist {
             segments: Vec::new(),
             trailing_parts: Vec::new(),
             preload_hints: Vec::new(),
+            skipped_segments: None,
+            rendition_reports: Vec::new(),
             end_list: false,
         }
     }
@@ -119,6 +127,29 @@ pub struct MediaSegment {
     pub gap: bool,
     /// Its partial segments (low-latency HLS), listed before it.
     pub parts: Vec<PartialSegment>,
+    /// EXT-X-MAP before it: the media initialization section of it and the segments after
+    /// it (fMP4), until the next.
+    pub map: Option<Map>,
+}
+
+/// EXT-X-MAP: where a segment's media initialization section is.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Map {
+    /// URI.
+    pub uri: String,
+    /// BYTERANGE (with an offset, as the tag requires).
+    pub byte_range: Option<ByteRange>,
+}
+
+/// EXT-X-RENDITION-REPORT: where another rendition's live edge is.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct RenditionReport {
+    /// The rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// LAST-MSN.
+    pub last_msn: Option<u64>,
+    /// LAST-PART.
+    pub last_part: Option<u64>,
 }
 
 /// A byte range: `length[@offset]`.

@@ -1,9 +1,9 @@
 //! Incremental playlist parser: bytes in any chunking, lines out, a playlist at the end.
 
 use super::{
-    ByteRange, DateTime, MediaPlaylist, MediaSegment, MediaType, MultivariantPlaylist,
-    PartialSegment, Playlist, PlaylistType, PreloadHint, PreloadHintType, Rendition, Resolution,
-    ServerControl, VariantStream,
+    ByteRange, DateTime, Map, MediaPlaylist, MediaSegment, MediaType, MultivariantPlaylist,
+    PartialSegment, Playlist, PlaylistType, PreloadHint, PreloadHintType, Rendition,
+    RenditionReport, Resolution, ServerControl, VariantStream,
 };
 use std::time::Duration;
 
@@ -356,6 +356,25 @@ impl PlaylistParser {
                 self.set_kind(Kind::Media)?;
                 self.media.preload_hints.push(preload_hint(value)?);
             }
+            "EXT-X-MAP" => {
+                self.set_kind(Kind::Media)?;
+                self.pending.map = Some(map(value)?);
+            }
+            "EXT-X-SKIP" => {
+                self.set_kind(Kind::Media)?;
+                let n = attribute(value, "SKIPPED-SEGMENTS")
+                    .ok_or(missing("EXT-X-SKIP", "SKIPPED-SEGMENTS"))?;
+                self.media.skipped_segments = Some(number(n, "EXT-X-SKIP")?);
+            }
+            "EXT-X-RENDITION-REPORT" => {
+                self.set_kind(Kind::Media)?;
+                if self.media.rendition_reports.len() >= self.limits.max_entries {
+                    return Err(PlaylistErrorKind::TooManyEntries {
+                        limit: self.limits.max_entries,
+                    });
+                }
+                self.media.rendition_reports.push(rendition_report(value)?);
+            }
             "EXT-X-STREAM-INF" => {
                 self.set_kind(Kind::Multivariant)?;
                 self.variant = Some(variant(value)?);
@@ -529,6 +548,41 @@ fn preload_hint(list: &str) -> Result<PreloadHint, PlaylistErrorKind> {
         byte_range_start: start,
         byte_range_length: length,
     })
+}
+
+fn map(list: &str) -> Result<Map, PlaylistErrorKind> {
+    const TAG: &str = "EXT-X-MAP";
+    let mut m = Map::default();
+    let mut has_uri = false;
+    for (name, value) in attributes(list) {
+        match name {
+            "URI" => (m.uri, has_uri) = (value.to_owned(), true),
+            "BYTERANGE" => m.byte_range = Some(byte_range(value, TAG)?),
+            _ => {}
+        }
+    }
+    if !has_uri {
+        return Err(missing(TAG, "URI"));
+    }
+    Ok(m)
+}
+
+fn rendition_report(list: &str) -> Result<RenditionReport, PlaylistErrorKind> {
+    const TAG: &str = "EXT-X-RENDITION-REPORT";
+    let mut r = RenditionReport::default();
+    let mut has_uri = false;
+    for (name, value) in attributes(list) {
+        match name {
+            "URI" => (r.uri, has_uri) = (value.to_owned(), true),
+            "LAST-MSN" => r.last_msn = Some(number(value, TAG)?),
+            "LAST-PART" => r.last_part = Some(number(value, TAG)?),
+            _ => {}
+        }
+    }
+    if !has_uri {
+        return Err(missing(TAG, "URI"));
+    }
+    Ok(r)
 }
 
 fn variant(list: &str) -> Result<VariantStream, PlaylistErrorKind> {

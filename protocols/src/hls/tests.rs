@@ -174,9 +174,20 @@ fn segment() -> impl Strategy<Value = MediaSegment> {
         byte_range(),
         any::<bool>(),
         proptest::collection::vec(part(), 0..3),
+        proptest::option::of((uri(), byte_range())),
     )
         .prop_map(
-            |(uri, duration, title, discontinuity, program_date_time, byte_range, gap, parts)| {
+            |(
+                uri,
+                duration,
+                title,
+                discontinuity,
+                program_date_time,
+                byte_range,
+                gap,
+                parts,
+                map,
+            )| {
                 MediaSegment {
                     uri,
                     duration,
@@ -186,6 +197,7 @@ fn segment() -> impl Strategy<Value = MediaSegment> {
                     byte_range,
                     gap,
                     parts,
+                    map: map.map(|(uri, byte_range)| Map { uri, byte_range }),
                 }
             },
         )
@@ -217,6 +229,15 @@ fn media_playlist() -> impl Strategy<Value = MediaPlaylist> {
             0..2,
         ),
         any::<bool>(),
+        proptest::option::of(0u64..1000),
+        proptest::collection::vec(
+            (
+                uri(),
+                proptest::option::of(0u64..100_000),
+                proptest::option::of(0u64..100),
+            ),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -229,6 +250,8 @@ fn media_playlist() -> impl Strategy<Value = MediaPlaylist> {
                 trailing_parts,
                 hints,
                 end_list,
+                skipped_segments,
+                reports,
             )| MediaPlaylist {
                 version,
                 target_duration,
@@ -254,6 +277,15 @@ fn media_playlist() -> impl Strategy<Value = MediaPlaylist> {
                         uri,
                         byte_range_start,
                         byte_range_length,
+                    })
+                    .collect(),
+                skipped_segments,
+                rendition_reports: reports
+                    .into_iter()
+                    .map(|(uri, last_msn, last_part)| RenditionReport {
+                        uri,
+                        last_msn,
+                        last_part,
                     })
                     .collect(),
                 end_list,

@@ -95,7 +95,17 @@ impl Display for MediaPlaylist {
                 self.discontinuity_sequence
             )?;
         }
+        if let Some(n) = self.skipped_segments {
+            writeln!(f, "#EXT-X-SKIP:SKIPPED-SEGMENTS={n}")?;
+        }
         for s in &self.segments {
+            if let Some(map) = &s.map {
+                write!(f, "#EXT-X-MAP:URI=\"{}\"", map.uri)?;
+                if let Some(r) = map.byte_range {
+                    write!(f, ",BYTERANGE=\"{r}\"")?;
+                }
+                f.write_str("\n")?;
+            }
             if s.discontinuity {
                 writeln!(f, "#EXT-X-DISCONTINUITY")?;
             }
@@ -128,6 +138,16 @@ impl Display for MediaPlaylist {
             }
             if let Some(length) = hint.byte_range_length {
                 write!(f, ",BYTERANGE-LENGTH={length}")?;
+            }
+            f.write_str("\n")?;
+        }
+        for r in &self.rendition_reports {
+            write!(f, "#EXT-X-RENDITION-REPORT:URI=\"{}\"", r.uri)?;
+            if let Some(msn) = r.last_msn {
+                write!(f, ",LAST-MSN={msn}")?;
+            }
+            if let Some(part) = r.last_part {
+                write!(f, ",LAST-PART={part}")?;
             }
             f.write_str("\n")?;
         }

@@ -116,7 +116,14 @@ pub(super) fn moov(w: &mut BoxWriter, tracks: &[Track]) -> Result<(), Mp4Error> 
     w.zeros(10);
     MATRIX.iter().for_each(|m| w.u32(*m));
     w.zeros(24); // pre_defined
-    w.u32(tracks.iter().map(|t| t.id).max().unwrap_or(0) + 1);
+    w.u32(
+        tracks
+            .iter()
+            .map(|t| t.id)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1),
+    );
     w.end();
     for t in tracks {
         trak(w, t)?;
@@ -265,6 +272,9 @@ fn sample_entry(w: &mut BoxWriter, t: &Track) -> Result<(), Mp4Error> {
             let general = rbsp.get(3..15).ok_or(Mp4Error::Config(t.id))?;
             if vps.is_empty()
                 || pps.is_empty()
+                || [vps, sps, pps]
+                    .iter()
+                    .any(|l| l.len() > usize::from(u16::MAX))
                 || vps.iter().chain(sps).chain(pps).any(|p| too_large(p))
             {
                 return Err(Mp4Error::Config(t.id));

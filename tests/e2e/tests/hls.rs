@@ -224,15 +224,7 @@ fn a_restarted_source_is_marked_in_the_playlist() {
         &format!("[[stream]]\nname = \"src\"\nsource = \"udp://127.0.0.1:{port}\"\n"),
     );
     let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let send = |seconds: u64| {
-        shardcast_bench::ingest::run(&shardcast_bench::ingest::IngestPlan {
-            to: format!("127.0.0.1:{port}").parse().unwrap(),
-            from: "127.0.0.1:0".parse().unwrap(),
-            duration: Duration::from_secs(seconds),
-            generator: Default::default(),
-        })
-        .unwrap()
-    };
+    let send = |seconds: u64| send_generated(port, seconds);
     // The same encoder twice: its timestamps start over, six seconds back.
     send(7);
     std::thread::sleep(Duration::from_millis(500));

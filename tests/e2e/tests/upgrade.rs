@@ -122,15 +122,7 @@ fn playlist(addr: std::net::SocketAddr) -> (u64, Vec<u64>, String) {
 }
 
 fn send_stream(port: u16, seconds: u64) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        shardcast_bench::ingest::run(&shardcast_bench::ingest::IngestPlan {
-            to: format!("127.0.0.1:{port}").parse().unwrap(),
-            from: "127.0.0.1:0".parse().unwrap(),
-            duration: Duration::from_secs(seconds),
-            generator: Default::default(),
-        })
-        .unwrap()
-    })
+    std::thread::spawn(move || send_generated(port, seconds))
 }
 
 fn config(udp: u16) -> String {
@@ -197,7 +189,8 @@ fn an_upgrade_under_1000_players_and_100_progressive_viewers_drops_no_viewer() {
     let progressive = progressive.join().unwrap();
     eprintln!("players:\n{}", players.summary());
     eprintln!("progressive viewers:\n{}", progressive.summary());
-    // Every HLS request answered, no segment missed.
+    // Every HLS request answered, no segment missed, no connection reset (keep-alive
+    // connections the old process closed were closed, and reopened to the new one).
     assert_eq!(players.started, 1000, "{}", players.summary());
     assert_eq!(
         (
@@ -205,9 +198,10 @@ fn an_upgrade_under_1000_players_and_100_progressive_viewers_drops_no_viewer() {
             players.listed_404,
             players.status_4xx,
             players.status_5xx,
-            players.bad_playlists
+            players.bad_playlists,
+            players.resets
         ),
-        (0, 0, 0, 0, 0),
+        (0, 0, 0, 0, 0, 0),
         "{}",
         players.summary()
     );

@@ -1156,3 +1156,15 @@ pub fn curl_https(ca: &std::path::Path, args: &[&str]) -> (bool, Vec<u8>, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Send the load generator's stream (H.264 + AAC with wall-clock stamps) over UDP to
+/// 127.0.0.1:`port` for `seconds`; returns the datagrams sent.
+pub fn send_generated(port: u16, seconds: u64) -> u64 {
+    shardcast_bench::ingest::run(&shardcast_bench::ingest::IngestPlan {
+        to: format!("127.0.0.1:{port}").parse().unwrap(),
+        from: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_secs(seconds),
+        generator: Default::default(),
+    })
+    .unwrap()
+}

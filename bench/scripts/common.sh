@@ -1,0 +1,49 @@
+# Shared by the benchmark scripts (sourced): stopping what a run started, and Debian's nginx
+# configured as the HLS peer.
+
+# Stop every process in the array `pids` (SIGTERM, then SIGKILL a second later: ffmpeg waiting
+# on a silent UDP input does not act on SIGTERM until a packet comes), then remove `$work`.
+# Scripts install it with `trap stop_all EXIT`.
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# Print an nginx configuration serving `$work` (ffmpeg's HLS under hls/, static files) with one
+# worker on CPU 0, sendfile, keep-alive, and no access log; $1 is the listen directives (and
+# any other server-level lines), $2 any other http-level lines (TLS certificates).
+nginx_conf() {
+  cat <<NGINX
+daemon off;
+worker_processes 1;
+worker_cpu_affinity 1;
+worker_rlimit_nofile 40000;
+user root;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  ${2:-}
+  server {
+    $1
+    root $work;
+    location ~ \.m3u8\$ { add_header Cache-Control "max-age=1"; }
+  }
+}
+NGINX
+}
