@@ -93,3 +93,48 @@ fn ready_watchdog_and_stopping() {
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn an_upgrade_hands_the_manager_the_new_main_pid() {
+    let manager = Manager::new("upgrade");
+    let socket = manager.path.to_str().unwrap().to_owned();
+    let state = TempDir::new("notify-upgrade-state");
+    let server = Server::start_with(
+        &[],
+        &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "400000")],
+        &["--state-dir", state.to_str().unwrap()],
+    );
+    let old = server.child.id();
+    let before = manager.collect(Duration::from_secs(1));
+    assert!(
+        before.iter().any(|(_, m)| m.starts_with("READY=1")),
+        "{before:?}"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGUSR2).unwrap();
+    let after = manager.collect(Duration::from_secs(4));
+    let pid_file = state.join("shardcast.pid");
+    let new: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new, old);
+    // The old process, still the main one, names the new one; then it says nothing more
+    // (no STOPPING=1: the service goes on), and the new one pings the watchdog.
+    let named = after
+        .iter()
+        .position(|(_, m)| m.starts_with(&format!("MAINPID={new}")))
+        .unwrap_or_else(|| panic!("no MAINPID={new}: {after:?}"));
+    assert!(
+        !after.iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "{after:?}"
+    );
+    assert!(
+        !after[named..].iter().any(|(_, m)| m.starts_with("READY=1")),
+        "the new process does not announce itself again: {after:?}"
+    );
+    let last = after.last().map_or(0.0, |(t, _)| *t);
+    assert!(pings(&after, last - 1.5, last + 0.1) >= 2, "{after:?}");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new as i32), Signal::SIGKILL);
+    drop(server);
+}
