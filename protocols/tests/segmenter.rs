@@ -11,7 +11,8 @@ use shardcast_protocols::generator::{Generator, GeneratorConfig};
 use shardcast_protocols::hls::{MediaPlaylist, MediaSegment};
 use shardcast_protocols::ts::psi::{packetize_section, write_long_section, Pmt, PmtStream};
 use shardcast_protocols::ts::{
-    Codec, ContinuityCounter, Pid, SegmenterConfig, StreamType, PACKET_SIZE,
+    Codec, ContinuityCounter, PartInfo, Pid, SegmentInfo, Segmenter, SegmenterConfig,
+    SegmenterEvent, StreamType, PACKET_SIZE,
 };
 use std::time::Duration;
 
@@ -357,4 +358,90 @@ fn a_restart_marked_by_the_caller_is_a_discontinuity_even_when_timestamps_contin
         })
     });
     assert_eq!(discontinuities, 0);
+}
+
+/// A segmenter run with parts: per segment, its packets and its parts.
+fn parts_of(
+    data: &[u8],
+    config: SegmenterConfig,
+    chunk: usize,
+) -> Vec<(SegmentInfo, Vec<PartInfo>, u64)> {
+    let mut s = Segmenter::new(config);
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut packets = 0u64;
+    let mut take = |e: SegmenterEvent<'_>| match e {
+        SegmenterEvent::SegmentStart { .. } => {
+            parts.clear();
+            packets = 0;
+        }
+        SegmenterEvent::Packet(_) => packets += 1,
+        SegmenterEvent::PartEnd(p) => parts.push(p),
+        SegmenterEvent::SegmentEnd(info) => out.push((info, std::mem::take(&mut parts), packets)),
+        _ => {}
+    };
+    let mut sync = shardcast_protocols::ts::PacketSync::new();
+    for c in data.chunks(chunk) {
+        sync.push(c, |p| s.push_packet(p, &mut take));
+    }
+    s.finish(&mut take);
+    out
+}
+
+#[test]
+fn parts_are_cut_between_access_units_within_the_part_target() {
+    let data = fixture("h264_aac_720p25.ts");
+    let target = 18_000; // 200 ms
+    let config = SegmenterConfig {
+        target_duration: 180_000,
+        part_target: Some(target),
+        ..SegmenterConfig::default()
+    };
+    let runs = parts_of(&data, config, 7 * PACKET_SIZE);
+    assert!(runs.len() >= 2, "{runs:?}");
+    for (info, parts, packets) in &runs {
+        assert!(!parts.is_empty(), "segment {} has no part", info.sequence);
+        // Every packet of the segment is in exactly one part, in order.
+        assert_eq!(parts.iter().map(|p| p.packets).sum::<u64>(), *packets);
+        assert_eq!(*packets, info.packets);
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.index as usize, i);
+            assert!(p.duration <= target, "{p:?} over the target in {info:?}");
+            assert!(p.packets > 0);
+        }
+        assert!(
+            parts[0].independent,
+            "a segment starts with an independent part"
+        );
+        // Parts add up to the segment, to within one frame (decode against presentation
+        // time at the ends).
+        let sum: u64 = parts.iter().map(|p| p.duration).sum();
+        assert!(
+            sum.abs_diff(info.duration) <= 3_600,
+            "{sum} against {}",
+            info.duration
+        );
+        // Full parts: every part but one at a keyframe or the segment's last is 200 ms (5
+        // frames at 25 fps).
+        let short = parts[..parts.len() - 1]
+            .iter()
+            .zip(&parts[1..])
+            .filter(|(p, next)| p.duration < target && !next.independent)
+            .count();
+        assert_eq!(short, 0, "{parts:?}");
+    }
+    // The same at any chunking, and the same packets as without parts.
+    assert_eq!(parts_of(&data, config, 1), runs);
+    let plain = segment(
+        &data,
+        SegmenterConfig {
+            part_target: None,
+            ..config
+        },
+        4096,
+    );
+    assert_eq!(
+        plain.infos,
+        runs.iter().map(|(info, _, _)| *info).collect::<Vec<_>>()
+    );
 }

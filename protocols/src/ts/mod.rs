@@ -26,6 +26,8 @@ pub use demux::{DemuxConfig, DemuxError, DemuxEvent, DemuxStats, Demuxer, Stream
 pub use packet::{
     set_continuity_counter, AdaptationField, Packet, PacketError, Pcr, PACKET_SIZE, SYNC_BYTE,
 };
-pub use segmenter::{SegmentInfo, Segmenter, SegmenterConfig, SegmenterEvent, SegmenterStats};
+pub use segmenter::{
+    PartInfo, SegmentInfo, Segmenter, SegmenterConfig, SegmenterEvent, SegmenterStats,
+};
 pub use sync::{PacketSync, SyncStats};
 pub use types::{Codec, ContinuityCounter, Pid, StreamKind, StreamType};

@@ -18,6 +18,11 @@
 //! held until its first slice is seen, then released, after the cut if there is one. A program
 //! without video is cut on audio PES starts.
 //!
+//! With [`SegmenterConfig::part_target`] set, segments of a program with video are also cut
+//! into partial segments (low-latency HLS): between access units, each at most the target long
+//! in decode time (one access unit at least), a new one at every keyframe (independent), the
+//! last ending with its segment; [`SegmenterEvent::PartEnd`] comes after a part's last packet.
+//!
 //! Durations are exact PTS spans: from this segment's first keyframe to the next segment's. A
 //! PTS jump forward larger than [`SegmenterConfig::discontinuity_threshold`], a jump back of
 //! more than a second (farther than any picture reordering goes: a restarted encoder), or a
@@ -46,6 +51,8 @@ pub struct SegmenterConfig {
     /// A PTS jump forward larger than this (90 kHz ticks) is a discontinuity (any jump back
     /// of more than a second is one too).
     pub discontinuity_threshold: u64,
+    /// Cut partial segments of at most this long (90 kHz ticks); `None`: no parts.
+    pub part_target: Option<u64>,
 }
 
 impl Default for SegmenterConfig {
@@ -57,6 +64,7 @@ impl Default for SegmenterConfig {
             psi_at_keyframes: true,
             max_held_packets: 1024,
             discontinuity_threshold: 10 * CLOCK_90KHZ,
+            part_target: None,
         }
     }
 }
@@ -96,8 +104,24 @@ pub enum SegmenterEvent<'a> {
     },
     /// A packet of the current segment.
     Packet(&'a [u8; PACKET_SIZE]),
+    /// The current partial segment is complete (its packets came before this); the next
+    /// packet, if the segment goes on, starts the next part.
+    PartEnd(PartInfo),
     /// The current segment is complete.
     SegmentEnd(SegmentInfo),
+}
+
+/// A completed partial segment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PartInfo {
+    /// Its index in its segment, from 0.
+    pub index: u32,
+    /// Duration in 90 kHz ticks (decode time, from its first access unit to the next part's).
+    pub duration: u64,
+    /// It starts with a keyframe.
+    pub independent: bool,
+    /// Transport packets in it.
+    pub packets: u64,
 }
 
 /// Counters of the segmenter.
@@ -136,6 +160,17 @@ struct Open {
     end: i64,
 }
 
+/// The partial segment being cut.
+#[derive(Clone, Copy, Debug)]
+struct OpenPart {
+    index: u32,
+    /// Decode time of its first access unit (unwrapped, 90 kHz).
+    start: i64,
+    independent: bool,
+    /// The segment's packet count when it began.
+    first_packet: u64,
+}
+
 /// What the demuxer said about one packet.
 #[derive(Default)]
 struct Seen {
@@ -169,6 +204,7 @@ pub struct Segmenter {
     frame_ticks: i64,
     dts: Unwrapper,
     stats: SegmenterStats,
+    part: Option<OpenPart>,
 }
 
 impl Segmenter {
@@ -196,6 +232,7 @@ impl Segmenter {
             frame_ticks: CLOCK_90KHZ as i64 / 25,
             dts: Unwrapper::default(),
             stats: SegmenterStats::default(),
+            part: None,
         }
     }
 
@@ -261,13 +298,16 @@ impl Segmenter {
             }
         }
         if let Some((keyframe, pts, dts, pes_packet)) = seen.picture {
-            if let Some(pts) = pts {
-                self.note_picture(pts, dts);
-            }
+            let decode = pts.map(|pts| self.note_picture(pts, dts));
             if self.holding == Some(pes_packet) {
                 match pts.filter(|_| keyframe) {
-                    Some(pts) => self.access_point(pts, out),
-                    None => self.release_held(out),
+                    Some(pts) => self.access_point_at(pts, decode, out),
+                    None => {
+                        if let Some(decode) = decode {
+                            self.part_boundary(decode, false, out);
+                        }
+                        self.release_held(out)
+                    }
                 }
             }
         }
@@ -289,6 +329,10 @@ impl Segmenter {
     /// End of input: release what is held and seal the open segment.
     pub fn finish(&mut self, out: &mut impl FnMut(SegmenterEvent<'_>)) {
         self.release_held(out);
+        if let Some(part) = self.part {
+            let end = self.last_dts.unwrap_or(part.start).max(part.start) + self.frame_ticks;
+            self.end_part(end, out);
+        }
         if let Some(open) = self.open.take() {
             self.seal(open, open.end, out);
         }
@@ -413,10 +457,13 @@ impl Segmenter {
         });
     }
 
-    fn note_picture(&mut self, pts: Timestamp, dts: Option<Timestamp>) {
+    /// A picture's timestamps; returns its decode time (unwrapped DTS, or PTS without one).
+    fn note_picture(&mut self, pts: Timestamp, dts: Option<Timestamp>) -> i64 {
         let at = self.pts.extend(pts);
+        let mut decode = at;
         if let Some(dts) = dts {
             let d = self.dts.extend(dts);
+            decode = d;
             if let Some(last) = self.last_dts {
                 let step = d - last;
                 if step > 0 && step < CLOCK_90KHZ as i64 {
@@ -436,9 +483,67 @@ impl Segmenter {
         if let Some(open) = self.open.as_mut().filter(|_| !self.pending_discontinuity) {
             open.end = open.end.max(at + self.frame_ticks);
         }
+        decode
+    }
+
+    /// An access unit with decode time `decode` begins (its packets not yet emitted): end
+    /// the current part before it when it would take the part past the target, or when it
+    /// is a keyframe (a new, independent part). No parts without a target or a segment.
+    fn part_boundary(
+        &mut self,
+        decode: i64,
+        keyframe: bool,
+        out: &mut impl FnMut(SegmenterEvent<'_>),
+    ) {
+        let (Some(target), Some(open)) = (self.config.part_target, self.open) else {
+            return;
+        };
+        let Some(part) = self.part else {
+            self.part = Some(OpenPart {
+                index: 0,
+                start: decode,
+                independent: keyframe,
+                first_packet: open.packets,
+            });
+            return;
+        };
+        let full = decode + self.frame_ticks - part.start > target as i64;
+        if (full || keyframe) && open.packets > part.first_packet {
+            self.end_part(decode, out);
+            self.part = Some(OpenPart {
+                index: part.index + 1,
+                start: decode,
+                independent: keyframe,
+                first_packet: open.packets,
+            });
+        }
+    }
+
+    /// The current part ends at decode time `end`.
+    fn end_part(&mut self, end: i64, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        let (Some(part), Some(open)) = (self.part.take(), self.open) else {
+            return;
+        };
+        out(SegmenterEvent::PartEnd(PartInfo {
+            index: part.index,
+            duration: (end - part.start).max(0) as u64,
+            independent: part.independent,
+            packets: open.packets - part.first_packet,
+        }));
     }
 
     fn access_point(&mut self, pts: Timestamp, out: &mut impl FnMut(SegmenterEvent<'_>)) {
+        self.access_point_at(pts, None, out);
+    }
+
+    /// A keyframe (or an audio PES of an audio-only program) with PTS `pts` and, for video,
+    /// decode time `decode`: cut a segment here when due, otherwise mark the keyframe.
+    fn access_point_at(
+        &mut self,
+        pts: Timestamp,
+        decode: Option<i64>,
+        out: &mut impl FnMut(SegmenterEvent<'_>),
+    ) {
         let at = self.last_pts.unwrap_or(pts.ticks() as i64);
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
         let cut = match self.open {
@@ -446,6 +551,16 @@ impl Segmenter {
             Some(open) => discontinuity || at - open.start >= self.config.target_duration as i64,
         };
         if cut {
+            if let (Some(decode), Some(part)) = (decode, self.part) {
+                // The last part ends with its segment (before a discontinuity: one frame
+                // after it began, as far as is known).
+                let end = if discontinuity {
+                    part.start + self.frame_ticks
+                } else {
+                    decode.max(part.start)
+                };
+                self.end_part(end, out);
+            }
             if let Some(open) = self.open.take() {
                 let end = if discontinuity { open.end } else { at };
                 self.seal(open, end, out);
@@ -467,7 +582,14 @@ impl Segmenter {
                 discontinuity: marked,
                 end: at + self.frame_ticks,
             });
+            if let Some(decode) = decode {
+                self.part = None;
+                self.part_boundary(decode, true, out);
+            }
         } else {
+            if let Some(decode) = decode {
+                self.part_boundary(decode, true, out);
+            }
             out(SegmenterEvent::Keyframe { pts });
         }
         if cut || self.config.psi_at_keyframes {
