@@ -447,3 +447,47 @@ fn the_api_is_served_over_tls_with_the_viewers_certificates() {
         String::from_utf8_lossy(&raw)
     );
 }
+
+#[test]
+fn a_handshake_that_never_finishes_is_closed_at_the_header_timeout() {
+    let pki = TestPki::new("slow");
+    let cert = pki.issue("live", &["live.test"], 1, 30);
+    let (_server, port, _api, _token, _dir) = tls_server("tls-slow", &cert, "header_timeout = 1");
+    // 200 clients that start a TLS record and never finish it (slowloris on the handshake).
+    use std::io::{Read, Write};
+    let mut clients: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for s in &mut clients {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        // Closed by the server (EOF or reset), not left open: read does not time out.
+        match s.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "the server answered a half record"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "still open after {:?}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // And a real client is served meanwhile and after.
+    let (ok, _, err) = curl_https(
+        &pki.ca(),
+        &["--resolve", &resolve(port), &https(port, "/demo/info.json")],
+    );
+    assert!(ok, "{err}");
+}

@@ -1,7 +1,8 @@
 //! Upgrades that drop no viewer: `shardcast upgrade` replaces a server running from a copy of
 //! the binary with a new copy put in its place, under 1,000 HLS players and 100 progressive
-//! viewers; and upgrades that fail (a broken binary, a configuration that does not load, one
-//! the running sockets do not fit) leave the old process serving, its ingest going on.
+//! viewers; a pulled source is pulled again by the new process; and upgrades that fail (a
+//! broken binary, a configuration that does not load, one the running sockets do not fit)
+//! leave the old process serving, its ingest going on.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -330,4 +331,42 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
 
 fn sysconf_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[test]
+fn a_pulled_source_is_pulled_again_by_the_new_process() {
+    let origin = Server::start(&[]);
+    let dir = TempDir::new("upgrade-pull");
+    let bin = install_binary(&dir);
+    let running = Running::start(
+        &bin,
+        &dir,
+        &format!(
+            "[[stream]]\nname = \"live\"\nsource = \"http://{}/demo.ts\"\nsegment_duration = 1\n",
+            origin.addr
+        ),
+    );
+    let addr = running.server.addr;
+    wait_until(
+        Duration::from_secs(15),
+        || format!("the edge never pulled: {}", playlist(addr).2),
+        || playlist(addr).1.len() >= 2,
+    );
+    let (ok, said) = running.upgrade();
+    assert!(ok, "{said}");
+    let new_pid = running.serving_pid();
+    assert_ne!(new_pid, running.server.child.id());
+    let (_, before, _) = playlist(addr);
+    // New segments from the new process's own pull (the old one has gone).
+    wait_until(
+        Duration::from_secs(15),
+        || format!("no new segment after the upgrade: {}", playlist(addr).2),
+        || playlist(addr).1.last() > before.last(),
+    );
+    let (ok, said) = decode(&format!("http://{addr}/live/index.m3u8"), 2);
+    assert!(ok, "{said}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
