@@ -1,6 +1,7 @@
 //! TLS for viewers and the API, with real clients: curl, ffmpeg and the load generator over
 //! https with a test CA (TLS 1.3 and 1.2, ALPN http/1.1); refusals (a name no certificate
-//! serves, an expired certificate at start, plain HTTP on the TLS port, a push over https);
+//! serves, an expired certificate at start, plain HTTP on the TLS port, a push over https,
+//! 200 handshakes that never finish, closed at the header timeout);
 //! certificates replaced by SIGHUP and by the API while 100 viewers watch, and a bad one
 //! refused with the running one kept. The suite runs on both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
