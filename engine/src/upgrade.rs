@@ -435,7 +435,6 @@ fn hand_over_to(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let mut made: Vec<OwnedFd> = Vec::new();
     let (handover, fds) = {
         let listeners = handoff.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let ingest = handoff.ingest.lock().unwrap_or_else(|e| e.into_inner());
@@ -445,7 +444,7 @@ fn hand_over_to(
             tls: listeners.tls.len(),
             tls_addr: listeners.tls_addr,
             api_addr: listeners.api.as_ref().map(|(_, a)| *a),
-            ingest: ingest.keys().cloned().collect(),
+            ingest: Vec::new(),
             windows: Vec::new(),
         };
         let mut fds: Vec<OwnedFd> = Vec::new();
@@ -456,10 +455,9 @@ fn hand_over_to(
         if let Some((fd, _)) = &listeners.api {
             fds.push(dup(fd)?);
         }
-        for key in &handover.ingest {
-            if let Some(fd) = ingest.get(key) {
-                fds.push(dup(fd)?);
-            }
+        for (key, fd) in ingest.iter() {
+            handover.ingest.push(key.clone());
+            fds.push(dup(fd)?);
         }
         for (stream, window) in (old.windows)() {
             let mut state = WindowState {
@@ -493,19 +491,19 @@ fn hand_over_to(
         }
         (handover, fds)
     };
-    made.extend(fds);
-    if made.len() != handover.fds() {
+    if fds.len() != handover.fds() {
         return Err(UpgradeError::Protocol(format!(
             "{} descriptors for {} announced",
-            made.len(),
+            fds.len(),
             handover.fds()
         )));
     }
     channel.send(&Message::Handover(handover), &[])?;
-    let borrowed: Vec<_> = made.iter().map(|f| f.as_fd()).collect();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     channel.send_fds(&borrowed)?;
     drop(borrowed);
-    drop(made);
+    // Our copies close here; the new process has its own.
+    drop(fds);
     match channel.receive_message(SERVING_TIMEOUT)?.0 {
         Message::Serving { pid } => Ok(pid),
         Message::Failed { reason } => Err(UpgradeError::Refused(reason)),
