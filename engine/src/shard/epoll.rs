@@ -387,6 +387,28 @@ impl Backend for EpollShard {
         Ok(())
     }
 
+    fn linger(&mut self) {
+        let keys: Vec<usize> = self
+            .sockets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            if self.core.is_tls(key) {
+                // close_notify, then the connection closes once it is sent.
+                if let Some(conn) = self.core.conn_mut(key) {
+                    conn.abort();
+                }
+            } else if let Some(Some(c)) = self.sockets.get_mut(key) {
+                let _ = c.socket.shutdown(std::net::Shutdown::Write);
+                c.unread = true;
+            }
+            EpollShard::write(self, key);
+        }
+    }
+
     fn stop_accepting(&mut self) {
         self.accepting = false;
         let _ = self.poll.registry().deregister(&mut self.listener);

@@ -23,6 +23,10 @@ pub trait Backend {
     fn resume_reading(&mut self, key: usize) -> io::Result<()>;
     /// A stop began: take no new connections.
     fn stop_accepting(&mut self);
+    /// The stop's last step: end every connection (a FIN, or TLS's close_notify) and keep
+    /// reading, so that a request crossing the close is read and dropped, not answered with
+    /// a reset; a connection whose peer closes is closed.
+    fn linger(&mut self);
 }
 
 /// What a sweep found.
@@ -35,12 +39,15 @@ pub struct Swept {
 }
 
 /// The end of every backend's loop turn: sweeping timeouts now and then, and the stop
-/// sequence (no new connections, viewers get up to two seconds to take what is queued).
+/// sequence (no new connections, viewers get up to two seconds to take what is queued, then
+/// every connection is closed lingering for up to a second).
 #[derive(Debug)]
 pub struct Housekeeping {
     next_sweep: Instant,
     next_report: Instant,
     stopping_since: Option<Instant>,
+    /// When the stop's lingering close began.
+    lingering_since: Option<Instant>,
     /// When the loop's wait last returned.
     woke: Option<Instant>,
 }
@@ -54,6 +61,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long a graceful stop waits for viewers to take what is queued.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a stop's lingering close waits for peers to close their side.
+const LINGER: Duration = Duration::from_secs(1);
+
 impl Housekeeping {
     /// A shard's housekeeping, starting at `now`.
     pub fn new(now: Instant) -> Self {
@@ -61,6 +71,7 @@ impl Housekeeping {
             next_sweep: now,
             next_report: now + REPORT_EVERY,
             stopping_since: None,
+            lingering_since: None,
             woke: None,
         }
     }
@@ -134,7 +145,20 @@ impl Housekeeping {
         if stop_accepting {
             backend.stop_accepting();
         }
-        Ok(exit)
+        if !exit || run.fast() {
+            return Ok(exit);
+        }
+        // Everything is sent (or the grace is over): close every connection lingering, and
+        // end once their peers have closed, or after LINGER.
+        let since = match self.lingering_since {
+            Some(since) => since,
+            None => {
+                self.lingering_since = Some(now);
+                backend.linger();
+                now
+            }
+        };
+        Ok(backend.core().connections() == 0 || now.saturating_duration_since(since) > LINGER)
     }
 
     /// Called once per loop turn, at its end (`now`): records the shard's heartbeat (for the

@@ -1009,6 +1009,33 @@ impl Backend for UringShard {
 
     /// No more accepts: the multishot accepts are cancelled, so what waits in the listeners'
     /// queues stays there (for the process an upgrade handed them to).
+    fn linger(&mut self) {
+        let keys: Vec<usize> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.as_ref().is_some_and(|c| !c.closing))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            if self.core.is_tls(key) {
+                // close_notify, then the connection closes once it is sent.
+                if let Some(conn) = self.core.conn_mut(key) {
+                    conn.abort();
+                }
+                if self.send(key).is_err() {
+                    self.close(key);
+                }
+                self.close_if_finished(key);
+            } else if let Some(Some(c)) = self.clients.get(key) {
+                let _ = socket2::SockRef::from(&c.fd).shutdown(std::net::Shutdown::Write);
+                if self.arm_recv(key).is_err() {
+                    self.close(key);
+                }
+            }
+        }
+    }
+
     fn stop_accepting(&mut self) {
         self.accepting = false;
         for which in [LISTEN_PLAIN, LISTEN_TLS] {
