@@ -57,7 +57,7 @@ impl Running {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let server = Server { child, addr };
+        let server = Server::adopt(child, addr);
         wait_until(
             Duration::from_secs(10),
             || format!("shardcast did not listen on {addr}"),

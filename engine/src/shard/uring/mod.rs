@@ -1007,8 +1007,6 @@ impl Backend for UringShard {
         self.arm_recv(key)
     }
 
-    /// No more accepts: the multishot accepts are cancelled, so what waits in the listeners'
-    /// queues stays there (for the process an upgrade handed them to).
     fn linger(&mut self) {
         let keys: Vec<usize> = self
             .clients
@@ -1036,6 +1034,8 @@ impl Backend for UringShard {
         }
     }
 
+    /// No more accepts: the multishot accepts are cancelled, so what waits in the listeners'
+    /// queues stays there (for the process an upgrade handed them to).
     fn stop_accepting(&mut self) {
         self.accepting = false;
         for which in [LISTEN_PLAIN, LISTEN_TLS] {

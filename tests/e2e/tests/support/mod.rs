@@ -6,10 +6,69 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `shardcast serve`, stopped (SIGKILL) when dropped.
+/// A running `shardcast serve`, stopped (SIGKILL) when dropped. Its log is read as it comes
+/// (a full pipe would stall the server's logging) and printed when a test fails.
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    log: Log,
+}
+
+/// What a server has logged so far, and whether its log has ended.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<(std::sync::Mutex<(String, bool)>, std::sync::Condvar)>);
+
+impl Log {
+    /// Read `from` line by line on a thread of its own until it ends.
+    fn follow(from: impl Read + Send + 'static) -> Log {
+        let log = Log::default();
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(from);
+            loop {
+                let mut line = String::new();
+                let ended =
+                    !matches!(std::io::BufRead::read_line(&mut lines, &mut line), Ok(n) if n > 0);
+                let (lock, changed) = &*shared.0;
+                let mut state = lock.lock().unwrap();
+                state.0.push_str(&line);
+                state.1 = ended;
+                changed.notify_all();
+                if ended {
+                    return;
+                }
+            }
+        });
+        log
+    }
+
+    /// Wait until `found` finds something in the log, the log ends or `timeout` passes.
+    fn wait_for<T>(&self, timeout: Duration, found: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let (lock, changed) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if let Some(t) = found(&state.0) {
+                return Some(t);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.1 || left.is_zero() {
+                return None;
+            }
+            state = changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.0 .0.lock().unwrap().0.clone()
+    }
+}
+
+/// The address in the `listen=` field of the line that says the server serves.
+fn serving_address(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("shardcast serving"))?;
+    let at = line.find(" listen=")? + " listen=".len();
+    line[at..].split_whitespace().next()?.parse().ok()
 }
 
 pub fn free_port() -> u16 {
@@ -35,15 +94,13 @@ impl Server {
 
     /// Like [`Server::start_under`], with these environment variables set.
     pub fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Server {
-        // `--listen` in `args` is kept (an IPv6 address, say); else a free port on 127.0.0.1.
+        // `--listen` in `args` is kept (an IPv6 address, say); else port 0 on 127.0.0.1, and
+        // the server's log says which port it has (a port picked here and bound there later
+        // could be taken in between by another test's listener).
         let given = args
             .iter()
             .position(|a| *a == "--listen")
             .and_then(|i| args.get(i + 1));
-        let addr: SocketAddr = match given {
-            Some(listen) => listen.parse().unwrap(),
-            None => format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        };
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -54,7 +111,7 @@ impl Server {
         };
         command.arg("serve").args(args);
         if given.is_none() {
-            command.args(["--listen", &addr.to_string()]);
+            command.args(["--listen", "127.0.0.1:0"]);
         }
         // The API listens on a fixed port by default; tests that want it ask for one.
         if !args.contains(&"--api-listen") {
@@ -65,23 +122,38 @@ impl Server {
                 command.args(["--io", &io]);
             }
         }
-        let child = command
+        let mut child = command
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let server = Server { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "shardcast did not start listening on {addr}"
+        let log = Log::follow(child.stderr.take().unwrap());
+        let addr = log.wait_for(Duration::from_secs(10), serving_address);
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "shardcast did not start serving; it logged:\n{}",
+                log.text()
             );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        };
+        Server { child, addr, log }
+    }
+
+    /// A server started by the test itself, its log read from `child`'s stderr when piped.
+    pub fn adopt(mut child: Child, addr: SocketAddr) -> Server {
+        let log = match child.stderr.take() {
+            Some(stderr) => Log::follow(stderr),
+            None => Log::default(),
+        };
+        Server { child, addr, log }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.text()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -95,14 +167,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut log = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut log)
-                    .unwrap();
-                return (status, log);
+                // The log ends with the process (or with whatever it started that shares it).
+                let _ = self.log.wait_for(Duration::from_secs(2), |_| None::<()>);
+                return (status, self.log.text());
             }
             assert!(
                 Instant::now() < deadline,
@@ -117,6 +184,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let _ = self
+                .log
+                .wait_for(Duration::from_millis(500), |_| None::<()>);
+            let text = self.log.text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- the last {} lines shardcast ({}) logged ---\n{}",
+                tail.len(),
+                self.addr,
+                tail.join("\n")
+            );
+        }
     }
 }
 
