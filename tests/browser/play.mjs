@@ -2,7 +2,8 @@
 // element does, as one JSON line every half second on stdout:
 //   {"t": seconds since the page was opened, "currentTime", "frames" (decoded video frames),
 //    "state" (the page's stream state), "engine", "paused", "readyState",
-//    "mediaErrors", "networkErrors"}
+//    "mediaErrors", "networkErrors", and with hls.js "latency" (its own estimate) and
+//    "behindWallClock" (the playhead's PROGRAM-DATE-TIME against the clock), seconds}
 // Screenshots are taken at the times asked for.
 //
 // Usage: node play.mjs URL SECONDS [SCREENSHOT_PATH@SECONDS ...]
@@ -48,6 +49,8 @@ try {
         state: s.state, engine: s.engine, starts: s.starts,
         paused: v.paused, readyState: v.readyState,
         mediaErrors: s.mediaErrors || [], networkErrors: s.networkErrors || [],
+        latency: s.latency == null ? null : s.latency,
+        behindWallClock: s.behindWallClock == null ? null : s.behindWallClock,
       };
     });
     console.log(JSON.stringify({ t, ...sample }));

@@ -77,6 +77,7 @@ pub(super) struct StreamSection {
     pub segment_duration: Setting<f64>,
     pub playlist_segments: Setting<usize>,
     pub segment_grace: Setting<f64>,
+    pub part_duration: Setting<f64>,
     pub access: Setting<AccessConfig>,
     pub public_cache: Option<bool>,
     pub max_buffer: Setting<usize>,

@@ -58,6 +58,7 @@
 //! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
+//! part_duration = 0.333           # low-latency HLS: parts of at most this long (default 0: off)
 //! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
 //! public_cache = false            # a gated stream's media may be kept by shared caches
 //! required = false                # /readyz answers 503 while this stream is not live
@@ -738,6 +739,19 @@ mod tests {
             Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\nsegment_duration = 0.1\n")
                 .unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
+        // Parts: 0.1 s to half a segment, or none.
+        for part in ["0.05", "1.5", "-1"] {
+            let e = Config::parse(&format!(
+                "[[stream]]\nname = \"a\"\nsource = \"demo:\"\nsegment_duration = 2\npart_duration = {part}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.line, Some(5), "{e}");
+            assert!(e.to_string().contains("part_duration"), "{e}");
+        }
+        let c =
+            Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\npart_duration = 0.25\n")
+                .unwrap();
+        assert_eq!(c.streams[0].hls.part_duration_s, Some(0.25));
         let e = Config::parse("[server]\nsegment_send = \"mmap\"\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         let e =

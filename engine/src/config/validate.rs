@@ -439,6 +439,30 @@ fn stream(
             defaults.segment_grace_s,
             "segment_grace (seconds)",
         )?,
+        part_duration_s: None,
+    };
+    let part_span = st.part_duration.as_ref().map(|p| p.span());
+    let part = within(
+        st.part_duration.clone(),
+        0.0..=5.0,
+        0.0,
+        "part_duration (seconds)",
+    )?;
+    let hls = match part {
+        0.0 => hls,
+        p if (0.1..=hls.segment_duration_s / 2.0).contains(&p) => HlsSettings {
+            part_duration_s: Some(p),
+            ..hls
+        },
+        p => {
+            return Err(Refusal::at(
+                part_span.unwrap_or_default(),
+                format!(
+                    "part_duration is {p}: it must be 0 (no low-latency HLS), or 0.1 seconds to half the segment_duration ({})",
+                    hls.segment_duration_s / 2.0
+                ),
+            ))
+        }
     };
     let access = match st.access {
         None => None,

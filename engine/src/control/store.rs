@@ -42,6 +42,9 @@ pub struct StreamFields {
     /// Seconds an unlisted segment stays fetchable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_grace: Option<f64>,
+    /// Low-latency HLS part duration, seconds (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_duration: Option<f64>,
     /// Token access control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::config::AccessConfig>,
@@ -111,6 +114,7 @@ impl StreamFields {
             segment_duration: Some(config.hls.segment_duration_s),
             playlist_segments: Some(config.hls.playlist_segments as u64),
             segment_grace: Some(config.hls.segment_grace_s),
+            part_duration: config.hls.part_duration_s,
             access: config.access.clone(),
             public_cache: Some(config.limits.public_cache),
             max_buffer: Some(config.limits.max_buffer as u64),
@@ -158,6 +162,9 @@ impl StreamFields {
         }
         if let Some(v) = self.segment_grace {
             t["segment_grace"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.part_duration {
+            t["part_duration"] = toml_edit::value(v);
         }
         if let Some(a) = &self.access {
             let mut access = toml_edit::InlineTable::new();

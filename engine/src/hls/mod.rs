@@ -16,12 +16,18 @@
 //! within `max_hls_bytes`, and no more than twice as many sealed as real time allows (a
 //! source whose timestamps race ahead).
 //!
+//! With a part duration set, segments are also published part by part as they are built
+//! (low-latency HLS, [`low_latency`]): each part is its own immutable buffer, fetchable while
+//! its segment is among the last few, and every part publishes a new window.
+//!
 //! What it does not do: parse requests or write sockets (see [`crate::http`] and the shard
-//! backends), or low-latency parts (not built yet).
+//! backends).
 
+pub mod low_latency;
 mod media;
 mod settings;
 
+pub use low_latency::{LowLatency, Part};
 pub use media::MediaInfo;
 pub use settings::{HlsSettings, SegmentSend};
 
@@ -32,7 +38,7 @@ use shardcast_protocols::hls::{
     DateTime, MediaPlaylist, MediaSegment, MultivariantPlaylist, Resolution, VariantStream,
 };
 use shardcast_protocols::ts::pes::Timestamp;
-use shardcast_protocols::ts::{SegmentInfo, PACKET_SIZE};
+use shardcast_protocols::ts::{PartInfo, SegmentInfo, PACKET_SIZE};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -151,6 +157,14 @@ pub struct HlsWindow {
     pub listed: usize,
     /// EXT-X-DISCONTINUITY-SEQUENCE of the media playlist.
     pub discontinuity_sequence: u64,
+    /// Low-latency HLS: where the stream is (`None` when the stream has no parts).
+    pub low_latency: Option<LowLatency>,
+    /// Fetchable parts, ascending by segment and index.
+    parts: Vec<Arc<Part>>,
+    /// The delta update of the media playlist (`_HLS_skip`), when it skips anything.
+    pub delta: Option<Bytes>,
+    /// Counts the windows the stream published (it changes with each).
+    pub generation: u64,
 }
 
 impl HlsWindow {
@@ -166,6 +180,15 @@ impl HlsWindow {
     /// Every fetchable segment, ascending.
     pub fn segments(&self) -> &[Arc<Segment>] {
         &self.segments
+    }
+
+    /// Part `index` of segment `sequence`, if it is fetchable.
+    pub fn part(&self, sequence: u64, index: u32) -> Option<&Arc<Part>> {
+        let i = self
+            .parts
+            .binary_search_by_key(&(sequence, index), |p| (p.sequence, p.index))
+            .ok()?;
+        self.parts.get(i)
     }
 }
 
@@ -194,7 +217,14 @@ struct Building {
     discontinuity: bool,
     program_date_time_ms: i64,
     data: Vec<u8>,
+    /// Where the part being built begins in `data`, and the parts cut so far.
+    part_start: usize,
+    parts: Vec<Arc<Part>>,
 }
+
+/// Sealed segments whose parts stay fetchable: those a playlist lists parts for (three
+/// target durations) and one more.
+const PARTED_SEGMENTS_MIN: usize = 2;
 
 /// Builds a stream's segments from the segmenter's events and publishes its window (home
 /// shard only; no I/O beyond writing memfds).
@@ -225,6 +255,12 @@ pub struct Packager {
     /// Segments are being dropped because they come faster than real time (logged once per
     /// episode).
     racing: bool,
+    /// The parts of the newest sealed segments, oldest first (low-latency HLS).
+    parted: VecDeque<(u64, Vec<Arc<Part>>)>,
+    /// The stream has made parts (an audio-only stream has none: no low-latency playlist).
+    parts_seen: bool,
+    /// Windows published.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Packager {
@@ -264,6 +300,9 @@ impl Packager {
             seal_credit: settings.playlist_segments as f64,
             seal_credit_at_ns: 0,
             racing: false,
+            parted: VecDeque::new(),
+            parts_seen: false,
+            generation: 0,
         }
     }
 
@@ -282,7 +321,41 @@ impl Packager {
             discontinuity,
             program_date_time_ms: (received_ns / 1_000_000) as i64,
             data: Vec::with_capacity(self.building_capacity()),
+            part_start: 0,
+            parts: Vec::new(),
         });
+    }
+
+    /// The part being built is complete (low-latency HLS): it is cut from the segment's bytes
+    /// so far and published.
+    pub fn part_end(&mut self, info: PartInfo) {
+        if self.settings.part_duration_s.is_none() {
+            return;
+        }
+        let Some(b) = &mut self.building else { return };
+        if b.data.len() <= b.part_start {
+            return;
+        }
+        let index = b.parts.len() as u32;
+        let body = Bytes::copy_from_slice(&b.data[b.part_start..]);
+        b.part_start = b.data.len();
+        b.parts.push(Arc::new(Part {
+            sequence: b.sequence,
+            index,
+            duration: info.duration,
+            independent: info.independent,
+            etag: format!(
+                "\"{:x}-{:x}-{index:x}\"",
+                b.sequence, b.program_date_time_ms
+            ),
+            body,
+        }));
+        self.parts_seen = true;
+        // Before the first segment is sealed nothing is published (a playlist lists at
+        // least one segment).
+        if !self.listed.is_empty() {
+            self.publish();
+        }
     }
 
     fn building_capacity(&self) -> usize {
@@ -319,6 +392,9 @@ impl Packager {
             return;
         }
         self.media = MediaInfo::probe(&b.data);
+        if self.parts_seen {
+            self.parted.push_back((b.sequence, b.parts));
+        }
         let body = self.body(b.sequence, b.data);
         let sealed = SystemTime::now();
         let segment = Arc::new(Segment {
@@ -444,8 +520,20 @@ impl Packager {
             .target_duration
             .max(playlist.required_target_duration());
         playlist.target_duration = self.target_duration;
+        let low_latency = self.low_latency(&mut playlist);
+        let delta = low_latency
+            .and_then(|_| low_latency::delta(&playlist))
+            .map(|d| Bytes::from(d.to_string()));
+        let part_bytes: usize = self
+            .parted
+            .iter()
+            .flat_map(|(_, parts)| parts)
+            .chain(self.building.iter().flat_map(|b| &b.parts))
+            .map(|p| p.body.len())
+            .sum();
         let bytes: usize = self.listed.iter().map(|s| s.len()).sum::<usize>()
-            + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>();
+            + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>()
+            + part_bytes;
         let peak = self
             .listed
             .iter()
@@ -484,22 +572,78 @@ impl Packager {
                 .collect(),
             playlist: Bytes::from(playlist.to_string()),
             master: Bytes::from(master.to_string()),
-            playlist_cache_control: playlist_cache_control(self.target_duration),
+            playlist_cache_control: match low_latency {
+                // It changes with every part.
+                Some(_) => "no-cache",
+                None => playlist_cache_control(self.target_duration),
+            },
             playlist_etag: format!(
-                "\"{:x}-{:x}\"",
+                "\"{:x}-{:x}-{:x}\"",
                 self.listed.back().map_or(0, |s| s.sequence),
-                self.listed.back().map_or(0, |s| s.program_date_time_ms)
+                self.listed.back().map_or(0, |s| s.program_date_time_ms),
+                low_latency.map_or(0, |l| l.building_parts)
             ),
             target_duration: self.target_duration,
             media: self.media.clone(),
             peak_bitrate: peak,
             listed: self.listed.len(),
             discontinuity_sequence: self.discontinuity_sequence,
+            low_latency,
+            parts: self
+                .parted
+                .iter()
+                .flat_map(|(_, parts)| parts)
+                .chain(self.building.iter().flat_map(|b| &b.parts))
+                .cloned()
+                .collect(),
+            delta,
+            generation: self.generation,
         };
+        self.generation += 1;
         self.slot.store(Some(Arc::new(window)));
         self.counters
             .segment_bytes
             .store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Make `playlist` a low-latency one when the stream has parts (and drop the parts of
+    /// segments no playlist lists parts for any more); where the stream is.
+    fn low_latency(&mut self, playlist: &mut MediaPlaylist) -> Option<LowLatency> {
+        let part_target = self.settings.part_duration_s.filter(|_| self.parts_seen)?;
+        let part_target = Duration::from_secs_f64(part_target);
+        // Parts stay fetchable for the segments of the last three target durations, and one.
+        let mut covered = Duration::ZERO;
+        let mut keep = 0;
+        for s in self.listed.iter().rev() {
+            keep += 1;
+            covered += s.duration();
+            if covered >= Duration::from_secs(3 * self.target_duration) {
+                break;
+            }
+        }
+        let keep = (keep + 1).max(PARTED_SEGMENTS_MIN);
+        while self.parted.len() > keep {
+            self.parted.pop_front();
+        }
+        let last_segment = self.listed.back().map_or(0, |s| s.sequence);
+        let (building, parts): (u64, &[Arc<Part>]) = match &self.building {
+            Some(b) => (b.sequence, &b.parts),
+            None => (last_segment + 1, &[]),
+        };
+        let parted = &self.parted;
+        low_latency::decorate(playlist, part_target, (building, parts), |sequence| {
+            parted
+                .iter()
+                .find(|(s, _)| *s == sequence)
+                .map(|(_, p)| p.as_slice())
+        });
+        Some(LowLatency {
+            part_target,
+            last_segment,
+            building,
+            building_parts: parts.len() as u32,
+            target_duration: self.target_duration,
+        })
     }
 
     /// Take up a window a previous process made (an upgrade): its segments, listed and in

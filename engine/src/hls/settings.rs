@@ -12,6 +12,8 @@ pub struct HlsSettings {
     pub playlist_segments: usize,
     /// Seconds a segment stays fetchable after it left the playlist.
     pub segment_grace_s: f64,
+    /// Low-latency HLS: segments are also cut into parts of at most this many seconds.
+    pub part_duration_s: Option<f64>,
 }
 
 impl Default for HlsSettings {
@@ -20,6 +22,7 @@ impl Default for HlsSettings {
             segment_duration_s: 2.0,
             playlist_segments: 6,
             segment_grace_s: 10.0,
+            part_duration_s: None,
         }
     }
 }

@@ -15,7 +15,8 @@ fn package(
     let counters = Arc::new(StreamCounters::default());
     let packager = Packager::new("t", settings, send, slot.clone(), counters.clone());
     let target = (settings.segment_duration_s * 90_000.0) as u64;
-    let mut p = Pipeline::new(None, counters.clone(), target, 100, Some(packager));
+    let mut p = Pipeline::new(None, counters.clone(), target, 100, Some(packager))
+        .with_parts(settings.part_duration_s.map(|p| (p * 90_000.0) as u64));
     let mut g = Generator::new(GeneratorConfig::default()).unwrap();
     let mut datagram = Vec::new();
     let mut packet = [0u8; PACKET_SIZE];
@@ -62,6 +63,7 @@ fn the_window_lists_the_newest_segments_and_keeps_the_grace_ones_fetchable() {
         segment_duration_s: 2.0,
         playlist_segments: 4,
         segment_grace_s: 4.5,
+        ..HlsSettings::default()
     };
     let (slot, counters) = package(settings, SegmentSend::Copy, 30);
     let w = slot.load_full().expect("published");
@@ -202,6 +204,7 @@ fn segments_held_stay_within_their_count_and_byte_caps() {
         segment_duration_s: 2.0,
         playlist_segments: 3,
         segment_grace_s: 3600.0,
+        ..HlsSettings::default()
     });
     let mut p = p.with_limits(&StreamLimits {
         max_segment: 100 * PACKET_SIZE,
@@ -308,4 +311,98 @@ fn a_window_handed_over_is_taken_up_and_goes_on_with_a_discontinuity() {
     let last = m.segments.last().unwrap();
     assert_eq!(last.uri, format!("{next}.ts"));
     assert!(last.discontinuity);
+}
+
+#[test]
+fn parts_cover_their_segments_and_the_playlist_lists_and_hints_them() {
+    let settings = HlsSettings {
+        segment_duration_s: 2.0,
+        playlist_segments: 6,
+        part_duration_s: Some(0.3),
+        ..HlsSettings::default()
+    };
+    let (slot, _) = package(settings, SegmentSend::Copy, 20);
+    let w = slot.load_full().expect("published");
+    let ll = w.low_latency.expect("a low-latency window");
+    let m = media(&w);
+    assert_eq!(m.version, 9);
+    assert_eq!(m.part_target, Some(Duration::from_millis(300)));
+    let control = m.server_control.expect("EXT-X-SERVER-CONTROL");
+    assert!(control.can_block_reload);
+    assert_eq!(control.part_hold_back, Some(Duration::from_millis(900)));
+    assert_eq!(control.can_skip_until, Some(Duration::from_secs(12)));
+    // Parts of the last three target durations are listed, whole segments' worth.
+    let with_parts: Vec<_> = m.segments.iter().filter(|s| !s.parts.is_empty()).collect();
+    assert!((3..=4).contains(&with_parts.len()), "{}", with_parts.len());
+    for s in &with_parts {
+        let sequence: u64 = s.uri.trim_end_matches(".ts").parse().unwrap();
+        let segment = w.segment(sequence).unwrap();
+        let mut bytes = Vec::new();
+        let mut total = Duration::ZERO;
+        for (i, listed) in s.parts.iter().enumerate() {
+            assert_eq!(listed.uri, format!("{sequence}.{i}.ts"));
+            assert!(listed.duration <= Duration::from_millis(300), "{listed:?}");
+            let part = w
+                .part(sequence, i as u32)
+                .expect("listed parts are fetchable");
+            // The generator has a keyframe every second: a part starts at each.
+            assert_eq!(listed.independent, part.independent);
+            assert_eq!(part.body[0], 0x47);
+            bytes.extend_from_slice(&part.body);
+            total += listed.duration;
+        }
+        assert!(s.parts[0].independent);
+        assert_eq!(s.parts.iter().filter(|p| p.independent).count(), 2);
+        assert_eq!(
+            bytes,
+            segment.bytes().unwrap(),
+            "parts are the segment's bytes"
+        );
+        let off = total.abs_diff(s.duration);
+        assert!(
+            off <= Duration::from_millis(1),
+            "{total:?} {:?}",
+            s.duration
+        );
+    }
+    // The segment being built: its parts trail, and the next one is hinted.
+    assert_eq!(ll.building, ll.last_segment + 1);
+    assert_eq!(m.trailing_parts.len() as u32, ll.building_parts);
+    assert_eq!(
+        m.preload_hints[0].uri,
+        format!("{}.{}.ts", ll.building, ll.building_parts)
+    );
+    // Parts of older segments are gone.
+    let oldest = m.media_sequence;
+    assert!(w.part(oldest, 0).is_none());
+}
+
+#[test]
+fn a_long_low_latency_playlist_has_a_delta_update() {
+    let settings = HlsSettings {
+        segment_duration_s: 1.0,
+        playlist_segments: 12,
+        part_duration_s: Some(0.25),
+        ..HlsSettings::default()
+    };
+    let (slot, _) = package(settings, SegmentSend::Copy, 30);
+    let w = slot.load_full().expect("published");
+    let full = media(&w);
+    let delta = match parse(w.delta.as_ref().expect("a delta update")).unwrap() {
+        Playlist::Media(m) => m,
+        other => panic!("{other:?}"),
+    };
+    let skipped = delta.skipped_segments.expect("EXT-X-SKIP") as usize;
+    // CAN-SKIP-UNTIL is six target durations: what ends earlier than that before the end.
+    assert!((5..=7).contains(&skipped), "{skipped}");
+    assert_eq!(delta.media_sequence, full.media_sequence);
+    assert_eq!(delta.segments[..], full.segments[skipped..]);
+}
+
+#[test]
+fn without_a_part_duration_the_playlist_is_plain() {
+    let (slot, _) = package(HlsSettings::default(), SegmentSend::Copy, 10);
+    let w = slot.load_full().expect("published");
+    assert!(w.low_latency.is_none() && w.delta.is_none());
+    assert!(!String::from_utf8_lossy(&w.playlist).contains("EXT-X-PART"));
 }

@@ -158,6 +158,15 @@ pub enum Route {
         /// The stream named.
         stream: String,
     },
+    /// Not yet (a low-latency playlist or part that does not exist yet): hold the request
+    /// until stream `stream` publishes something new, then route it again; after `limit` it
+    /// is answered 503 instead.
+    Hold {
+        /// The stream's index.
+        stream: usize,
+        /// How long it may be held, from when it first was.
+        limit: std::time::Duration,
+    },
     /// Nothing at this path.
     NotFound,
 }
@@ -300,6 +309,9 @@ pub struct Conn {
     parked: Option<RequestHead>,
     /// The question to ask about it, for the core to take.
     new_ask: Option<crate::session::AccessQuery>,
+    /// The held request waits for this stream (for the core to take), until this time.
+    new_hold: Option<usize>,
+    hold_until_ns: Option<u64>,
     /// Bytes ever queued and ever written (positions in the connection's output).
     queued_total: u64,
     written_total: u64,
@@ -343,6 +355,8 @@ impl Conn {
             private: false,
             parked: None,
             new_ask: None,
+            new_hold: None,
+            hold_until_ns: None,
             queued_total: 0,
             written_total: 0,
             response_ends: VecDeque::new(),
@@ -426,8 +440,22 @@ impl Conn {
         self.new_ask.take()
     }
 
-    /// The held request's session has its decision: answer it (and any request pipelined
-    /// after it). Returns the stream when it made the connection a viewer.
+    /// The stream a request now held waits for, once ([`Route::Hold`]).
+    pub fn take_hold(&mut self) -> Option<usize> {
+        self.new_hold.take()
+    }
+
+    /// Until when its request is held, if it is one held for a stream.
+    pub fn held_until(&self) -> Option<u64> {
+        match self.state {
+            ConnState::Waiting => self.hold_until_ns,
+            _ => None,
+        }
+    }
+
+    /// The held request's session has its decision, or the stream it waits for published
+    /// something: answer it (and any request pipelined after it). Returns the stream when it
+    /// made the connection a viewer.
     pub fn resume(&mut self, now_ns: u64, router: &impl Router) -> Option<usize> {
         let head = self.parked.take()?;
         self.state = ConnState::ReadingHead;
@@ -521,6 +549,7 @@ impl Conn {
                     head.secure = self.secure;
                     self.read_buf.drain(..len);
                     self.head_started_ns = None;
+                    self.hold_until_ns = None;
                     if let Some(stream) = self.answer(&head, router) {
                         self.read_buf = Vec::new();
                         return Some(stream);
@@ -698,6 +727,19 @@ impl Conn {
                 self.state = ConnState::Streaming { stream };
                 self.streaming_since_ns = self.clock_ns;
                 return Some(stream);
+            }
+            (m, Route::Hold { stream, limit }) => {
+                // Never held past half the idle timeout (which would close it).
+                let limit = (limit.as_nanos() as u64).min(self.limits.idle_timeout_ns / 2);
+                let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit);
+                if self.clock_ns >= until {
+                    self.hold_until_ns = None;
+                    self.respond(503, "text/plain; charset=utf-8", b"not available in time, ask again\n", keep, "Cache-Control: no-store\r\n", m == Method::Head);
+                } else {
+                    self.parked = Some(head.clone());
+                    self.state = ConnState::Waiting;
+                    self.new_hold = Some(stream);
+                }
             }
             (m, Route::Document(document)) => self.answer_document(head, m == Method::Head, document),
             (m, Route::Status(status)) => {

@@ -54,6 +54,17 @@ impl Pipeline {
         }
     }
 
+    /// Cut segments into parts of at most `part_target` (90 kHz ticks) too, for the
+    /// packager's low-latency playlists (before any byte is pushed).
+    pub fn with_parts(mut self, part_target: Option<u64>) -> Self {
+        let config = SegmenterConfig {
+            part_target,
+            ..*self.segmenter.config()
+        };
+        self.segmenter = Segmenter::new(config);
+        self
+    }
+
     /// The source's bytes start again (a new connection, another source): the partial packet
     /// held from before is dropped (counted as skipped), packet sync is found afresh, and the
     /// next segment is a discontinuity.
@@ -76,6 +87,11 @@ impl Pipeline {
         } = self;
         sync.push(data, |packet| {
             segmenter.push_packet(packet, &mut |event| match event {
+                SegmenterEvent::PartEnd(info) => {
+                    if let Some(p) = packager.as_mut() {
+                        p.part_end(info);
+                    }
+                }
                 SegmenterEvent::SegmentEnd(info) => {
                     if let Some(p) = packager.as_mut() {
                         p.end(info, received_ns);

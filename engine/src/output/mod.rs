@@ -10,6 +10,7 @@
 //!  /{stream}/index.m3u8     hls          media playlist
 //!  /{stream}/master.m3u8    hls          multivariant playlist
 //!  /{stream}/{sequence}.ts  hls          segment
+//!  /{stream}/{seq}.{i}.ts   hls          part of a segment (low-latency HLS)
 //! ```
 //!
 //! The player's pages (`/{stream}.html`, `info.json`, `embed.js`) are not outputs: they are
@@ -63,6 +64,8 @@ pub enum MediaFile {
     Playlist(Playlist),
     /// A segment, by its media sequence number.
     Segment(u64),
+    /// A part of a segment (low-latency HLS): the segment's sequence number, the part's index.
+    Part(u64, u32),
 }
 
 /// Which playlist.

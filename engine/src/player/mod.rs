@@ -98,7 +98,9 @@ struct Info<'a> {
     /// player that starts a few segments from the end starts after the discontinuity only
     /// once there are that many.
     segments_since_discontinuity: usize,
-    /// Viewers connected now, all protocols.
+    /// Low-latency HLS: the part target in seconds (absent when the playlist has no parts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part_target: Option<f64>,
     /// Progressive (HTTP-TS) viewers connected now.
     http_ts_viewers: u64,
 }
@@ -175,6 +177,9 @@ pub fn info_json(
         target_duration: window.map_or(0, |w| w.target_duration),
         segments: window.map_or(0, |w| w.listed),
         segments_since_discontinuity: window.map_or(0, since_discontinuity),
+        part_target: window
+            .and_then(|w| w.low_latency)
+            .map(|l| l.part_target.as_secs_f64()),
         http_ts_viewers: counters.viewers.load(Ordering::Relaxed),
     };
     // Serialising plain strings and numbers cannot fail; an empty object would be the answer

@@ -62,6 +62,10 @@ struct Local {
     silent: bool,
     /// This shard is its home (the one that counts what the view drops).
     home: bool,
+    /// Connections holding a low-latency HLS request until the stream publishes what it
+    /// names, and the window they last saw ([`window_generation`]).
+    held: Vec<usize>,
+    held_window: u64,
 }
 
 /// What the backend does after the core followed a change of the stream table.
@@ -463,6 +467,11 @@ impl ShardCore {
                     (info.hls.segment_duration_s * 90_000.0) as u64,
                     first_sequence,
                     Some(packager),
+                )
+                .with_parts(
+                    info.hls
+                        .part_duration_s
+                        .map(|p| (p * 90_000.0).round() as u64),
                 ),
                 fanout,
                 driver,
@@ -494,6 +503,8 @@ impl ShardCore {
             last_data_ns: None,
             silent: false,
             home: info.home == self.index,
+            held: Vec::new(),
+            held_window: 0,
             info,
         });
     }
@@ -670,6 +681,7 @@ impl ShardCore {
             }
             return;
         }
+        let held = conn.take_hold();
         if let Some((session, user_agent)) = conn.take_new_session() {
             let id = self
                 .sessions
@@ -678,6 +690,12 @@ impl ShardCore {
             if let (Some(id), true) = (id, viewer.is_some()) {
                 self.sessions.connection(id, true, self.clock.mono);
             }
+        }
+        if let Some(Some(local)) = held.and_then(|s| self.locals.get_mut(s)) {
+            if local.held.is_empty() {
+                local.held_window = window_generation(&local.info);
+            }
+            local.held.push(key);
         }
         if let Some(stream) = viewer {
             if let Some(Some(local)) = self.locals.get_mut(stream) {
@@ -946,6 +964,45 @@ impl ShardCore {
         }
     }
 
+    /// Answer the held low-latency HLS requests of streams that published a new window since
+    /// they were held (those still waiting are held again), and, with `sweep`, those held
+    /// past their limit (503); returns the connections with something new to write.
+    pub fn release_held(&mut self, sweep: bool) -> Vec<usize> {
+        let now = self.now_ns();
+        let mut due = Vec::new();
+        for local in self.locals.iter_mut().flatten() {
+            if local.held.is_empty() {
+                continue;
+            }
+            let window = window_generation(&local.info);
+            if window != local.held_window {
+                local.held_window = window;
+                due.append(&mut local.held);
+            } else if sweep {
+                let conns = &self.conns;
+                local.held.retain(|&key| {
+                    let expired = conns
+                        .get(key)
+                        .and_then(Conn::held_until)
+                        .is_none_or(|until| now >= until);
+                    if expired {
+                        due.push(key);
+                    }
+                    !expired
+                });
+            }
+        }
+        due.retain(|&key| {
+            self.conns
+                .get(key)
+                .is_some_and(|c| c.held_until().is_some())
+        });
+        for &key in &due {
+            self.resume(key);
+        }
+        due
+    }
+
     /// Keys of the connections whose timeouts have expired (close them).
     pub fn expired(&self) -> Vec<usize> {
         let now = self.now_ns();
@@ -987,6 +1044,14 @@ impl ShardCore {
             .min()
             .unwrap_or(Duration::from_millis(100))
     }
+}
+
+/// Which of a stream's HLS windows is the newest (0 for none).
+fn window_generation(info: &StreamInfo) -> u64 {
+    info.hls_window
+        .load()
+        .as_ref()
+        .map_or(0, |w| w.generation + 1)
 }
 
 impl Local {

@@ -119,8 +119,13 @@ impl Housekeeping {
         core.poll_sources();
         core.take_inbox();
         core.feed_due(|key| written.push(key));
+        let released = core.release_held(now >= self.next_sweep);
+        written.extend_from_slice(&released);
         for key in written.drain(..) {
             backend.write(key)?;
+        }
+        for key in released {
+            backend.resume_reading(key)?;
         }
         let swept = self.sweep(backend.core(), now);
         for key in swept.close {

@@ -241,6 +241,11 @@ impl Segmenter {
         self.stats
     }
 
+    /// What it was made with.
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.config
+    }
+
     /// The demuxer inside, for its tables and counters.
     pub fn demuxer(&self) -> &Demuxer {
         &self.demux

@@ -41,12 +41,17 @@ fn server_with_udp_stream(dir: &Path) -> (Server, u16) {
 
 /// [`server_with_udp_stream`], with `extra` configuration before the stream.
 fn server_with_udp_stream_and(dir: &Path, extra: &str) -> (Server, u16) {
+    server_with_udp_stream_configured(dir, extra, "")
+}
+
+/// [`server_with_udp_stream_and`], with `stream_extra` settings of the stream.
+fn server_with_udp_stream_configured(dir: &Path, extra: &str, stream_extra: &str) -> (Server, u16) {
     let port = free_port();
     let config = dir.join("shardcast.toml");
     std::fs::write(
         &config,
         format!(
-            "{extra}[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n"
+            "{extra}[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n{stream_extra}"
         ),
     )
     .unwrap();
@@ -64,6 +69,9 @@ struct Sample {
     media_errors: usize,
     #[allow(dead_code)] // read through Debug, in failure messages
     errors: String,
+    /// hls.js's latency estimate, and the playhead's PROGRAM-DATE-TIME behind the clock (s).
+    latency: Option<f64>,
+    behind: Option<f64>,
 }
 
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -90,6 +98,8 @@ fn parse(line: &str) -> Option<Sample> {
             field(line, "mediaErrors"),
             field(line, "networkErrors")
         ),
+        latency: field(line, "latency").parse().ok(),
+        behind: field(line, "behindWallClock").parse().ok(),
     })
 }
 
@@ -299,6 +309,44 @@ fn browser_plays_over_https_through_hlsjs_with_the_test_ca_trusted() {
 #[test]
 fn browser_plays_through_native_hls() {
     plays_through("native");
+}
+
+#[test]
+fn browser_plays_low_latency_hls_through_hlsjs() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("browser-ll");
+    let (server, port) = server_with_udp_stream_configured(&dir, "", "part_duration = 0.2\n");
+    let _ffmpeg = source(port, 75);
+    let mut browser = Browser::open(&server.url("/cam.html?engine=hlsjs"), 62, None);
+    let started = browser
+        .watch(Duration::from_secs(25), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    let samples = browser.finish();
+    let last = samples.last().unwrap();
+    assert!(
+        last.current_time - started.current_time >= (last.t - started.t) * 0.8,
+        "playback did not keep up: {samples:?}"
+    );
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    assert!(samples.iter().all(|s| s.errors == "[] []"), "{samples:?}");
+    // How far behind live it plays, once settled (from 10 s in).
+    let settled: Vec<&Sample> = samples.iter().filter(|s| s.t >= started.t + 10.0).collect();
+    let median = |values: Vec<f64>| {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let latency = median(settled.iter().filter_map(|s| s.latency).collect());
+    let behind = median(settled.iter().filter_map(|s| s.behind).collect());
+    eprintln!(
+        "low-latency HLS in hls.js over {:.0} s: latency (hls.js) median {latency:?} s, PROGRAM-DATE-TIME behind the clock median {behind:?} s",
+        last.t - started.t
+    );
+    // Plain HLS plays three segments (3 s) behind; low-latency mode holds PART-HOLD-BACK.
+    let behind = behind.expect("hls.js reports the playhead's PROGRAM-DATE-TIME");
+    assert!(behind < 2.5, "{behind} s behind the clock: {samples:?}");
 }
 
 #[test]
