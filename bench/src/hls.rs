@@ -8,13 +8,19 @@
 //! after they were due (first seen in a playlist plus their duration: late), and every 4xx and
 //! 5xx, separating 404s for segments the playlist it had just read listed. Figures count only
 //! the measured window, after the ramp-up.
+//!
+//! With `low_latency` a viewer is a low-latency HLS player instead: from its first playlist
+//! on it fetches every part (EXT-X-PART) after the newest it had, once, in order, and
+//! reloads the playlist with a blocking request for the hinted part (`_HLS_msn`,
+//! `_HLS_part`) as soon as it has nothing else to fetch; segments counts parts then, and the
+//! time each blocking reload was held is recorded.
 
 use crate::cpu::{WindowCost, WindowStart};
 use crate::load::Load;
 use crate::net::Socket;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
-use shardcast_protocols::hls::{parse, Playlist};
+use shardcast_protocols::hls::{parse, MediaPlaylist, Playlist};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -51,6 +57,8 @@ pub struct HlsReport {
     pub bytes: u64,
     /// Segment fetch time, request sent to last byte, microseconds.
     pub fetch_us: Histogram<u64>,
+    /// Low-latency: how long blocking playlist reloads were held, microseconds.
+    pub reload_us: Histogram<u64>,
     /// CPU and memory over the window.
     pub cost: WindowCost,
 }
@@ -93,6 +101,17 @@ impl HlsReport {
             q(0.999),
             self.fetch_us.max() as f64 / 1000.0
         );
+        if !self.reload_us.is_empty() {
+            let r = |p: f64| self.reload_us.value_at_quantile(p) as f64 / 1000.0;
+            s.push_str(&format!(
+                "blocking reloads held ms ({} samples): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+                self.reload_us.len(),
+                r(0.5),
+                r(0.99),
+                r(0.999),
+                self.reload_us.max() as f64 / 1000.0
+            ));
+        }
         s.push_str(&self.cost.summary(self.started));
         s
     }
@@ -100,7 +119,10 @@ impl HlsReport {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Asked {
-    Playlist,
+    Playlist {
+        /// A blocking reload (low-latency).
+        blocking: bool,
+    },
     Segment {
         sequence: u64,
         due: Instant,
@@ -142,6 +164,9 @@ struct Viewer {
     last_poll: Option<Instant>,
     target: Duration,
     started: bool,
+    /// Low-latency: the newest part fetched or queued, and the part the playlist hinted.
+    last_part: Option<(u64, u32)>,
+    hint: Option<(u64, u32)>,
 }
 
 impl Viewer {
@@ -160,13 +185,18 @@ impl Viewer {
             last_poll: None,
             target: Duration::from_secs(2),
             started: false,
+            last_part: None,
+            hint: None,
         }
     }
 
-    /// When this viewer has something to do and nothing in flight.
+    /// When this viewer has something to do and nothing in flight (a low-latency viewer
+    /// with a hint reloads at once: the server holds the request).
     fn wants_to_ask(&self, now: Instant) -> bool {
         self.asked.is_none()
-            && (!self.queue.is_empty() || self.last_poll.is_none_or(|at| now >= at + self.target))
+            && (!self.queue.is_empty()
+                || self.hint.is_some()
+                || self.last_poll.is_none_or(|at| now >= at + self.target))
     }
 }
 
@@ -177,6 +207,7 @@ struct Run<'a> {
     in_window: bool,
     counts: Counts,
     fetch_us: Histogram<u64>,
+    reload_us: Histogram<u64>,
     buf: Vec<u8>,
 }
 
@@ -193,6 +224,8 @@ pub fn run(load: &Load) -> io::Result<HlsReport> {
         in_window: false,
         counts: Counts::default(),
         fetch_us: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        reload_us: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
             .map_err(|e| io::Error::other(e.to_string()))?,
         buf: vec![0u8; 256 * 1024],
     };
@@ -213,6 +246,7 @@ pub fn run(load: &Load) -> io::Result<HlsReport> {
             run.in_window = true;
             run.counts = Counts::default();
             run.fetch_us.reset();
+            run.reload_us.reset();
             window = Some(WindowStart::now(load.server_pid)?);
         }
         let now = Instant::now();
@@ -263,6 +297,7 @@ pub fn run(load: &Load) -> io::Result<HlsReport> {
         bad_playlists: c.bad_playlists,
         bytes: c.bytes,
         fetch_us: run.fetch_us,
+        reload_us: run.reload_us,
         cost,
     })
 }
@@ -294,7 +329,17 @@ impl Run<'_> {
             }
             None => {
                 v.last_poll = Some(now);
-                (Asked::Playlist, self.load.path.clone())
+                match v.hint.filter(|_| self.load.low_latency) {
+                    Some((msn, part)) => {
+                        let path = &self.load.path;
+                        let join = if path.contains('?') { '&' } else { '?' };
+                        (
+                            Asked::Playlist { blocking: true },
+                            format!("{path}{join}_HLS_msn={msn}&_HLS_part={part}"),
+                        )
+                    }
+                    None => (Asked::Playlist { blocking: false }, self.load.path.clone()),
+                }
             }
         };
         v.pending = format!(
@@ -404,7 +449,7 @@ impl Run<'_> {
         };
         let take = (length - v.body_read).min(bytes.len());
         v.body_read += take;
-        if asked == Asked::Playlist {
+        if matches!(asked, Asked::Playlist { .. }) {
             v.body.extend_from_slice(&bytes[..take]);
         }
         if take < bytes.len() {
@@ -424,12 +469,23 @@ impl Run<'_> {
         };
         let now = Instant::now();
         match asked {
-            Asked::Playlist => {
+            Asked::Playlist { blocking } => {
                 if status == 200 {
                     self.counts.playlists += 1;
-                    self.playlist(v, now);
+                    if blocking {
+                        let _ = self
+                            .reload_us
+                            .record(now.duration_since(sent).as_micros() as u64);
+                    }
+                    if self.load.low_latency {
+                        self.parts(v, now);
+                    } else {
+                        self.playlist(v, now);
+                    }
                 } else {
                     self.status(status);
+                    // Ask afresh, after a target duration.
+                    v.hint = None;
                 }
             }
             Asked::Segment {
@@ -506,6 +562,63 @@ impl Run<'_> {
         }
         v.queue.retain(|(s, _, _)| *s >= first);
     }
+}
+
+impl Run<'_> {
+    /// A low-latency playlist was read: queue the parts after the newest this viewer has
+    /// (none for its first: it starts at the live edge), and keep the hint.
+    fn parts(&mut self, v: &mut Viewer, now: Instant) {
+        let Ok(Playlist::Media(m)) = parse(&v.body) else {
+            self.counts.bad_playlists += 1;
+            return;
+        };
+        let Some(hint) = m.preload_hints.first().and_then(|h| part_name(&h.uri)) else {
+            self.counts.bad_playlists += 1; // not a low-latency playlist
+            v.hint = None;
+            return;
+        };
+        v.started = true;
+        v.target = Duration::from_secs(m.target_duration.max(1));
+        let listed = listed_parts(&m);
+        match v.last_part {
+            None => v.last_part = listed.last().map(|(key, _, _)| *key),
+            Some(last) => {
+                if listed.first().is_some_and(|(key, _, _)| key.0 > last.0 + 1) {
+                    // Its parts left the playlist before this viewer came back for them.
+                    self.counts.missed += 1;
+                }
+                for (key, uri, duration) in listed.into_iter().filter(|(key, _, _)| *key > last) {
+                    v.queue.push_back((key.0, uri, now + duration));
+                    v.last_part = Some(key);
+                }
+            }
+        }
+        v.hint = Some(hint);
+    }
+}
+
+/// Every part a playlist lists, in order: ((segment, index), URI, duration).
+fn listed_parts(m: &MediaPlaylist) -> Vec<((u64, u32), String, Duration)> {
+    let building = m.media_sequence + m.segments.len() as u64;
+    m.segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (m.media_sequence + i as u64, &s.parts))
+        .chain(std::iter::once((building, &m.trailing_parts)))
+        .flat_map(|(sequence, parts)| {
+            parts
+                .iter()
+                .enumerate()
+                .map(move |(j, p)| ((sequence, j as u32), p.uri.clone(), p.duration))
+        })
+        .collect()
+}
+
+/// `(segment, index)` of a part named `{segment}.{index}.ts` (shardcast's names).
+fn part_name(uri: &str) -> Option<(u64, u32)> {
+    let name = uri.split('?').next()?.strip_suffix(".ts")?;
+    let (sequence, index) = name.rsplit('/').next()?.split_once('.')?;
+    Some((sequence.parse().ok()?, index.parse().ok()?))
 }
 
 /// Status and Content-Length of a response head.

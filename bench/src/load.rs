@@ -27,6 +27,8 @@ pub struct Load {
     pub pace_bps: u64,
     /// Viewers speak TLS (https:// URLs).
     pub tls: Option<crate::net::TlsClient>,
+    /// `hls` only: viewers are low-latency HLS players (parts, blocking reloads).
+    pub low_latency: bool,
 }
 
 impl Load {

@@ -132,6 +132,9 @@ struct TsArgs {
     /// live stream); 0 reads as fast as the server sends.
     #[arg(long, default_value_t = 0)]
     pace: u64,
+    /// `hls` only: viewers are low-latency HLS players (every part, blocking reloads).
+    #[arg(long)]
+    low_latency: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -360,6 +363,7 @@ fn load_from(args: &TsArgs) -> Result<shardcast_bench::load::Load, String> {
         progress: !args.json,
         pace_bps: args.pace,
         tls,
+        low_latency: args.low_latency,
     })
 }
 
@@ -371,9 +375,10 @@ fn hls(args: &TsArgs) -> Result<(), String> {
     if args.json {
         let q = |p: f64| r.fetch_us.value_at_quantile(p);
         println!(
-            "{{\"viewers\":{},\"started\":{},\"reconnects\":{},\"playlists\":{},\"segments\":{},\"missed\":{},\"late\":{},\"listed_404\":{},\"status_4xx\":{},\"status_5xx\":{},\"bad_playlists\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"fetch_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},{}}}",
+            "{{\"viewers\":{},\"started\":{},\"reconnects\":{},\"playlists\":{},\"segments\":{},\"missed\":{},\"late\":{},\"listed_404\":{},\"status_4xx\":{},\"status_5xx\":{},\"bad_playlists\":{},\"bytes\":{},\"window_s\":{},\"gbit_per_s\":{:.4},\"fetch_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}},\"reload_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"samples\":{}}},{}}}",
             r.viewers, r.started, r.reconnects, r.playlists, r.segments, r.missed, r.late, r.listed_404, r.status_4xx, r.status_5xx, r.bad_playlists, r.bytes, r.cost.window.as_secs_f64(), r.gbit_per_s(),
             q(0.5), q(0.99), q(0.999), r.fetch_us.max(), r.fetch_us.len(),
+            r.reload_us.value_at_quantile(0.5), r.reload_us.value_at_quantile(0.99), r.reload_us.max(), r.reload_us.len(),
             r.cost.json_fields(r.started)
         );
     } else {

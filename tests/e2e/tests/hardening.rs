@@ -623,6 +623,7 @@ fn slowloris_beside_a_thousand_viewers() {
         progress: false,
         pace_bps: 0,
         tls: None,
+        low_latency: false,
     };
     let quiet = shardcast_bench::ts::run(&load(10)).unwrap();
     eprint!("without attackers: {}", quiet.summary());

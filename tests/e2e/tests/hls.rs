@@ -200,6 +200,7 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
         progress: false,
         pace_bps: 0,
         tls: None,
+        low_latency: false,
     })
     .unwrap();
     let summary = report.summary();

@@ -328,3 +328,68 @@ fn a_stream_without_parts_ignores_the_directives() {
     let (status, _, _) = fetch(addr, "/cam/1.0.ts", "");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn three_hundred_players_held_at_once_are_all_answered_every_part() {
+    let dir = TempDir::new("ll-many");
+    let port = free_port();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
+             segment_duration = 1\npart_duration = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let _ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        40,
+        "640x360",
+        "1M",
+        25,
+    );
+    let addr = server.addr;
+    wait_until(
+        Duration::from_secs(20),
+        || "no playlist".into(),
+        || playlist(addr, "").0 == 200,
+    );
+    // Every player reloads blocking for the next part and fetches it: 300 requests held on
+    // the shards at every part, all answered when it is published.
+    let viewers = 300;
+    let report = shardcast_bench::hls::run(&shardcast_bench::load::Load {
+        addr,
+        path: "/cam/index.m3u8".into(),
+        viewers,
+        ramp: Duration::from_secs(1),
+        settle: Duration::from_secs(2),
+        measure: Duration::from_secs(6),
+        server_pid: Some(server.child.id()),
+        progress: false,
+        pace_bps: 0,
+        tls: None,
+        low_latency: true,
+    })
+    .unwrap();
+    eprintln!("{}", report.summary());
+    assert_eq!(report.started, viewers);
+    assert_eq!(
+        (
+            report.status_4xx,
+            report.status_5xx,
+            report.missed,
+            report.reconnects
+        ),
+        (0, 0, 0, 0)
+    );
+    // Five parts a second each (a few may be in flight at the window's edges).
+    let expected = viewers as f64 * 6.0 * 5.0;
+    assert!(
+        report.segments as f64 >= expected * 0.9,
+        "{} parts fetched of {expected}",
+        report.segments
+    );
+    assert!(report.reload_us.len() as f64 >= expected * 0.9);
+}

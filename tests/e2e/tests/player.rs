@@ -257,11 +257,11 @@ fn plays_through_over(engine: &str, tls: bool) {
         (server.url(&format!("/cam.html?engine={engine}")), None)
     };
     // Over https the point is the transport and the trust: a shorter watch (the plain runs
-    // check long playback).
+    // check longer playback, and the low-latency one a minute of hls.js).
     let (session, span, played, shot_at) = if tls {
         (28, 8.0, 5.0, 20)
     } else {
-        (40, 15.0, 10.0, 30)
+        (32, 12.0, 8.0, 24)
     };
     let mut browser = Browser::open_as(&url, session, Some((&shot, shot_at)), home.as_deref());
     let started = browser

@@ -45,6 +45,7 @@ fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
         progress: false,
         pace_bps: 0,
         tls: None,
+        low_latency: false,
     };
     let r = run_viewers(&load).unwrap();
     eprint!("{}", r.summary());
@@ -91,6 +92,7 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
         progress: false,
         pace_bps: 0,
         tls: None,
+        low_latency: false,
     };
     let r = run_viewers(&load).unwrap();
     assert_eq!(
