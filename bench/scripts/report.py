@@ -28,8 +28,9 @@ def load(path):
             head = r
         elif "error" in r:
             errors.append(r)
-        else:
+        elif "run" in r:
             runs.append(r)
+        # other lines (a browser's latency samples) are the script's own to summarise
     return head, runs, errors
 
 

@@ -638,7 +638,10 @@ pub fn take_over(channel: Channel, handoff: &Handoff) -> Result<Inherited, Upgra
     for state in handover.windows {
         let mut segments = Vec::with_capacity(state.segments.len());
         for s in &state.segments {
+            // The CMAF rendition is not handed over: the new process makes it from its first
+            // segment on.
             segments.push(Arc::new(Segment {
+                cmaf: None,
                 sequence: s.sequence,
                 start_pts: shardcast_protocols::ts::pes::Timestamp::new(s.start_pts),
                 duration: s.duration,

@@ -326,3 +326,85 @@ fn reads_back(name: &str) {
     let _ = std::fs::remove_file(&path);
     assert!(decoded.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// The remuxer driven as the server drives it: the segmenter's events in (its program, its
+/// packets), a cut at every part's end (200 ms parts) and segment's end. Returns the init
+/// segment and every fragment back to back, and the number of fragments.
+fn remuxed_at_parts(name: &str) -> (Vec<u8>, usize) {
+    use shardcast_protocols::mp4::Remuxer;
+    use shardcast_protocols::ts::{PacketSync, Segmenter, SegmenterConfig, SegmenterEvent};
+    let ts = fixture(name);
+    let mut segmenter = Segmenter::new(SegmenterConfig {
+        target_duration: 90_000,
+        part_target: Some(18_000),
+        ..SegmenterConfig::default()
+    });
+    let mut remuxer = Remuxer::new();
+    let mut fragments: Vec<Vec<u8>> = Vec::new();
+    let mut sync = PacketSync::new();
+    let mut event = |e: SegmenterEvent<'_>| match e {
+        SegmenterEvent::Program(pmt) => remuxer.set_program(pmt),
+        SegmenterEvent::Packet(p) => remuxer.push(p),
+        SegmenterEvent::PartEnd(_) | SegmenterEvent::SegmentEnd(_) => {
+            fragments.extend(remuxer.cut());
+        }
+        _ => {}
+    };
+    for chunk in ts.chunks(1000) {
+        sync.push(chunk, |packet| segmenter.push_packet(packet, &mut event));
+    }
+    segmenter.finish(&mut event);
+    fragments.extend(remuxer.finish());
+    let stats = remuxer.stats();
+    assert_eq!(stats.dropped_pes, 0, "{stats:?}");
+    let mut file = remuxer.init_segment().expect("an init segment").to_vec();
+    let count = fragments.len();
+    for f in fragments {
+        file.extend(f);
+    }
+    (file, count)
+}
+
+#[test]
+fn the_remuxer_cut_at_every_part_reads_back_at_the_input_timestamps() {
+    for name in ["h264_aac_720p25.ts", "h265_mp2.ts"] {
+        let r = remux(&fixture(name));
+        let (file, fragments) = remuxed_at_parts(name);
+        assert!(fragments > 10, "{name}: {fragments} fragments");
+        let path =
+            std::env::temp_dir().join(format!("shardcast-remux-{}-{name}.mp4", std::process::id()));
+        std::fs::write(&path, &file).unwrap();
+        // The remuxer keeps the stream's own clock: PTS as the input's, from its first
+        // keyframe on (what comes before it cannot be decoded and is dropped).
+        let first_key = r.video.iter().position(|u| u.sync).unwrap();
+        let expected: Vec<(i64, bool)> = r.video[first_key..]
+            .iter()
+            .map(|u| (u.pts, u.sync))
+            .collect();
+        let output = ffprobe_packets(&path, "v:0");
+        assert_eq!(output.len(), expected.len(), "{name}: video packets");
+        assert_eq!(output, expected, "{name}");
+        if r.aac.is_some() {
+            let got = ffprobe_packets(&path, "a:0");
+            let audio = got.len();
+            // Every frame, at the input's time (in the track's timescale).
+            assert_eq!(audio, r.audio.len(), "{name}: audio frames");
+            let rate = r.aac.as_ref().unwrap().2 as i64;
+            for (out, input) in got.iter().zip(&r.audio) {
+                assert_eq!(out.0, input.pts * rate / 90_000, "{name}: audio frame time");
+            }
+        }
+        let decoded = Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&decoded.stderr);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            decoded.status.success() && said.trim().is_empty(),
+            "{name}: {said}"
+        );
+    }
+}

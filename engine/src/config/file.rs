@@ -78,6 +78,7 @@ pub(super) struct StreamSection {
     pub playlist_segments: Setting<usize>,
     pub segment_grace: Setting<f64>,
     pub part_duration: Setting<f64>,
+    pub cmaf: Option<bool>,
     pub access: Setting<AccessConfig>,
     pub public_cache: Option<bool>,
     pub max_buffer: Setting<usize>,

@@ -59,6 +59,8 @@
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
 //! part_duration = 0.333           # low-latency HLS: parts of at most this long (default 0: off)
+//! cmaf = false                    # also CMAF (fMP4): HLS at /{name}/cmaf/index.m3u8, DASH at
+//!                                 # /{name}/manifest.mpd (H.264, H.265, AAC)
 //! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
 //! public_cache = false            # a gated stream's media may be kept by shared caches
 //! required = false                # /readyz answers 503 while this stream is not live

@@ -440,6 +440,7 @@ fn stream(
             "segment_grace (seconds)",
         )?,
         part_duration_s: None,
+        cmaf: st.cmaf.unwrap_or(false),
     };
     let part_span = st.part_duration.as_ref().map(|p| p.span());
     let part = within(

@@ -45,6 +45,9 @@ pub struct StreamFields {
     /// Low-latency HLS part duration, seconds (0: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_duration: Option<f64>,
+    /// The CMAF (fMP4) rendition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmaf: Option<bool>,
     /// Token access control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::config::AccessConfig>,
@@ -115,6 +118,7 @@ impl StreamFields {
             playlist_segments: Some(config.hls.playlist_segments as u64),
             segment_grace: Some(config.hls.segment_grace_s),
             part_duration: config.hls.part_duration_s,
+            cmaf: config.hls.cmaf.then_some(true),
             access: config.access.clone(),
             public_cache: Some(config.limits.public_cache),
             max_buffer: Some(config.limits.max_buffer as u64),
@@ -165,6 +169,9 @@ impl StreamFields {
         }
         if let Some(v) = self.part_duration {
             t["part_duration"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.cmaf {
+            t["cmaf"] = toml_edit::value(v);
         }
         if let Some(a) = &self.access {
             let mut access = toml_edit::InlineTable::new();

@@ -7,6 +7,7 @@
 //! to skip anything. What a request may ask and what it is answered is [`Reload`] and
 //! [`LowLatency::reload`]: the spec's 400 cases, answer now, or hold.
 
+use super::Container;
 use bytes::Bytes;
 use shardcast_protocols::hls::{
     MediaPlaylist, PartialSegment, PreloadHint, PreloadHintType, ServerControl,
@@ -29,6 +30,8 @@ pub struct Part {
     pub body: Bytes,
     /// Entity tag, quoted.
     pub etag: String,
+    /// Its CMAF rendition (one fMP4 fragment), when the stream has one.
+    pub cmaf: Option<Bytes>,
 }
 
 impl Part {
@@ -37,14 +40,14 @@ impl Part {
         Duration::from_nanos(self.duration * 100_000 / 9)
     }
 
-    /// Its name in playlists.
-    pub fn uri(sequence: u64, index: u32) -> String {
-        format!("{sequence}.{index}.ts")
+    /// Its name in playlists of `container`.
+    pub fn uri(sequence: u64, index: u32, container: Container) -> String {
+        format!("{sequence}.{index}.{}", container.extension())
     }
 
-    fn listed(&self) -> PartialSegment {
+    fn listed(&self, container: Container) -> PartialSegment {
         PartialSegment {
-            uri: Part::uri(self.sequence, self.index),
+            uri: Part::uri(self.sequence, self.index, container),
             duration: self.duration(),
             independent: self.independent,
             ..PartialSegment::default()
@@ -191,6 +194,7 @@ impl LowLatency {
 pub fn decorate<'a>(
     playlist: &mut MediaPlaylist,
     part_target: Duration,
+    container: Container,
     building: (u64, &'a [std::sync::Arc<Part>]),
     parts_of: impl Fn(u64) -> Option<&'a [std::sync::Arc<Part>]>,
 ) {
@@ -212,20 +216,21 @@ pub fn decorate<'a>(
         covered += segment.duration;
         let Some(sequence) = segment
             .uri
-            .strip_suffix(".ts")
+            .split('.')
+            .next()
             .and_then(|s| s.parse::<u64>().ok())
         else {
             continue;
         };
         if let Some(parts) = parts_of(sequence) {
-            segment.parts = parts.iter().map(|p| p.listed()).collect();
+            segment.parts = parts.iter().map(|p| p.listed(container)).collect();
         }
     }
     let (sequence, parts) = building;
-    playlist.trailing_parts = parts.iter().map(|p| p.listed()).collect();
+    playlist.trailing_parts = parts.iter().map(|p| p.listed(container)).collect();
     playlist.preload_hints = vec![PreloadHint {
         kind: PreloadHintType::Part,
-        uri: Part::uri(sequence, parts.len() as u32),
+        uri: Part::uri(sequence, parts.len() as u32, container),
         byte_range_start: None,
         byte_range_length: None,
     }];

@@ -16,6 +16,11 @@
 //! within `max_hls_bytes`, and no more than twice as many sealed as real time allows (a
 //! source whose timestamps race ahead).
 //!
+//! With `cmaf` set, the same segments and parts are also remuxed into fragmented MP4
+//! ([`shardcast_protocols::mp4::Remuxer`], cut where the segmenter cuts): each segment and
+//! part then has a CMAF rendition beside its MPEG-TS bytes, with the init segment it needs
+//! ([`cmaf`]), and the window has playlists for them.
+//!
 //! With a part duration set, segments are also published part by part as they are built
 //! (low-latency HLS, [`low_latency`]): each part is its own immutable buffer, fetchable while
 //! its segment is among the last few, and every part publishes a new window.
@@ -23,10 +28,12 @@
 //! What it does not do: parse requests or write sockets (see [`crate::http`] and the shard
 //! backends).
 
+pub mod cmaf;
 pub mod low_latency;
 mod media;
 mod settings;
 
+pub use cmaf::{CmafRendition, InitSegment};
 pub use low_latency::{LowLatency, Part};
 pub use media::MediaInfo;
 pub use settings::{HlsSettings, SegmentSend};
@@ -35,9 +42,11 @@ use crate::stream::{StreamCounters, StreamLimits};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use shardcast_protocols::hls::{
-    DateTime, MediaPlaylist, MediaSegment, MultivariantPlaylist, Resolution, VariantStream,
+    DateTime, Map, MediaPlaylist, MediaSegment, MultivariantPlaylist, Resolution, VariantStream,
 };
+use shardcast_protocols::mp4::Remuxer;
 use shardcast_protocols::ts::pes::Timestamp;
+use shardcast_protocols::ts::psi::Pmt;
 use shardcast_protocols::ts::{PartInfo, SegmentInfo, PACKET_SIZE};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -84,6 +93,27 @@ pub struct Segment {
     pub etag: String,
     /// When it was sealed, as an HTTP date.
     pub last_modified: String,
+    /// Its CMAF rendition (fMP4 fragments), when the stream has one.
+    pub cmaf: Option<cmaf::CmafSegment>,
+}
+
+/// How a rendition's segments and parts are named and carried.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Container {
+    /// MPEG-TS: `{sequence}.ts`.
+    Ts,
+    /// CMAF (fragmented MP4): `{sequence}.m4s`, with an init segment.
+    Cmaf,
+}
+
+impl Container {
+    /// The file name extension of its segments and parts.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Ts => "ts",
+            Container::Cmaf => "m4s",
+        }
+    }
 }
 
 impl Segment {
@@ -165,6 +195,8 @@ pub struct HlsWindow {
     pub delta: Option<Bytes>,
     /// Counts the windows the stream published (it changes with each).
     pub generation: u64,
+    /// The CMAF rendition's playlists and init segments, when the stream has one.
+    pub cmaf: Option<CmafRendition>,
 }
 
 impl HlsWindow {
@@ -220,6 +252,9 @@ struct Building {
     /// Where the part being built begins in `data`, and the parts cut so far.
     part_start: usize,
     parts: Vec<Arc<Part>>,
+    /// Its CMAF fragments so far, and the init segment they need; `None` when it has no
+    /// CMAF rendition (none is made, or the remuxer had no init segment when it began).
+    cmaf: Option<(Vec<u8>, Arc<InitSegment>)>,
 }
 
 /// Sealed segments whose parts stay fetchable: those a playlist lists parts for (three
@@ -261,6 +296,9 @@ pub struct Packager {
     parts_seen: bool,
     /// Windows published.
     generation: u64,
+    /// The CMAF rendition's remuxer, and the init segments it made that segments held need.
+    remuxer: Option<Remuxer>,
+    inits: VecDeque<Arc<InitSegment>>,
 }
 
 impl std::fmt::Debug for Packager {
@@ -303,6 +341,8 @@ impl Packager {
             parted: VecDeque::new(),
             parts_seen: false,
             generation: 0,
+            remuxer: settings.cmaf.then(Remuxer::new),
+            inits: VecDeque::new(),
         }
     }
 
@@ -323,7 +363,48 @@ impl Packager {
             data: Vec::with_capacity(self.building_capacity()),
             part_start: 0,
             parts: Vec::new(),
+            cmaf: self.current_init().map(|init| (Vec::new(), init)),
         });
+    }
+
+    /// The program's tables (the CMAF remuxer follows its streams).
+    pub fn program(&mut self, pmt: &Pmt) {
+        if let Some(r) = &mut self.remuxer {
+            r.set_program(pmt);
+        }
+    }
+
+    /// The source started again: the CMAF remuxer's clocks start afresh.
+    pub fn source_restarted(&mut self) {
+        if let Some(r) = &mut self.remuxer {
+            r.restart();
+        }
+    }
+
+    /// The remuxer's current init segment, kept once per generation.
+    fn current_init(&mut self) -> Option<Arc<InitSegment>> {
+        let r = self.remuxer.as_ref()?;
+        let bytes = r.init_segment()?;
+        let generation = r.init_generation();
+        if self.inits.back().is_none_or(|i| i.generation != generation) {
+            self.inits.push_back(Arc::new(InitSegment::new(
+                generation,
+                Bytes::copy_from_slice(bytes),
+                r.tracks(),
+            )));
+        }
+        self.inits.back().cloned()
+    }
+
+    /// Cut the CMAF remuxer here: the fragment, when the segment being built has a CMAF
+    /// rendition and the remuxer made one.
+    fn cut_cmaf(&mut self) -> Option<Bytes> {
+        let fragment = self.remuxer.as_mut()?.cut();
+        let b = self.building.as_mut()?;
+        let (data, _) = b.cmaf.as_mut()?;
+        let fragment = fragment?;
+        data.extend_from_slice(&fragment);
+        Some(Bytes::from(fragment))
     }
 
     /// The part being built is complete (low-latency HLS): it is cut from the segment's bytes
@@ -339,6 +420,8 @@ impl Packager {
         let index = b.parts.len() as u32;
         let body = Bytes::copy_from_slice(&b.data[b.part_start..]);
         b.part_start = b.data.len();
+        let cmaf = self.cut_cmaf();
+        let Some(b) = &mut self.building else { return };
         b.parts.push(Arc::new(Part {
             sequence: b.sequence,
             index,
@@ -349,6 +432,7 @@ impl Packager {
                 b.sequence, b.program_date_time_ms
             ),
             body,
+            cmaf,
         }));
         self.parts_seen = true;
         // Before the first segment is sealed nothing is published (a playlist lists at
@@ -367,6 +451,9 @@ impl Packager {
 
     /// A packet of the segment being built.
     pub fn packet(&mut self, packet: &[u8; PACKET_SIZE]) {
+        if let Some(r) = &mut self.remuxer {
+            r.push(packet);
+        }
         let Some(b) = &mut self.building else { return };
         if b.data.len() + PACKET_SIZE > self.max_segment {
             tracing::warn!(stream = %self.name, sequence = b.sequence, "segment over max_segment ({} bytes) without a keyframe to cut at: dropped", self.max_segment);
@@ -380,6 +467,8 @@ impl Packager {
 
     /// The segment being built is complete; `now_ns` is a monotonic clock for the grace period.
     pub fn end(&mut self, info: SegmentInfo, now_ns: u64) {
+        // What the remuxer holds past the last part (all of it, without parts).
+        let _ = self.cut_cmaf();
         let Some(b) = self.building.take() else {
             return;
         };
@@ -396,6 +485,13 @@ impl Packager {
             self.parted.push_back((b.sequence, b.parts));
         }
         let body = self.body(b.sequence, b.data);
+        let cmaf = b
+            .cmaf
+            .filter(|(data, _)| !data.is_empty())
+            .map(|(data, init)| cmaf::CmafSegment {
+                init,
+                bytes: Bytes::from(data),
+            });
         let sealed = SystemTime::now();
         let segment = Arc::new(Segment {
             sequence: b.sequence,
@@ -406,6 +502,7 @@ impl Packager {
             etag: format!("\"{:x}-{:x}\"", b.sequence, b.program_date_time_ms),
             last_modified: httpdate::fmt_http_date(sealed),
             body,
+            cmaf,
         });
         self.listed.push_back(segment);
         while self.listed.len() > self.settings.playlist_segments {
@@ -495,32 +592,15 @@ impl Packager {
     }
 
     fn publish(&mut self) {
-        let mut playlist = MediaPlaylist {
-            version: 3,
-            target_duration: self.target_duration,
-            media_sequence: self.listed.front().map_or(0, |s| s.sequence),
-            discontinuity_sequence: self.discontinuity_sequence,
-            independent_segments: true,
-            segments: self
-                .listed
-                .iter()
-                .map(|s| MediaSegment {
-                    uri: format!("{}.ts", s.sequence),
-                    duration: s.duration(),
-                    discontinuity: s.discontinuity,
-                    program_date_time: Some(DateTime::from_unix_millis(s.program_date_time_ms)),
-                    ..MediaSegment::default()
-                })
-                .collect(),
-            ..MediaPlaylist::default()
-        };
+        let mut playlist = self.media_playlist(Container::Ts);
         // The target duration may only grow (RFC 8216 4.3.3.1): a segment longer than the
         // configured one (sparse keyframes) raises it for the rest of the stream.
         self.target_duration = self
             .target_duration
             .max(playlist.required_target_duration());
         playlist.target_duration = self.target_duration;
-        let low_latency = self.low_latency(&mut playlist);
+        self.prune_parts();
+        let low_latency = self.decorate(&mut playlist, Container::Ts);
         let delta = low_latency
             .and_then(|_| low_latency::delta(&playlist))
             .map(|d| Bytes::from(d.to_string()));
@@ -529,10 +609,14 @@ impl Packager {
             .iter()
             .flat_map(|(_, parts)| parts)
             .chain(self.building.iter().flat_map(|b| &b.parts))
-            .map(|p| p.body.len())
+            .map(|p| p.body.len() + p.cmaf.as_ref().map_or(0, Bytes::len))
             .sum();
-        let bytes: usize = self.listed.iter().map(|s| s.len()).sum::<usize>()
-            + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>()
+        let bytes: usize = self
+            .listed
+            .iter()
+            .chain(self.grace.iter().map(|(s, _)| s))
+            .map(|s| s.len() + s.cmaf.as_ref().map_or(0, |c| c.bytes.len()))
+            .sum::<usize>()
             + part_bytes;
         let peak = self
             .listed
@@ -546,8 +630,8 @@ impl Packager {
             });
             (d > 0.0).then(|| (b * 8.0 / d) as u64)
         };
-        let master = MultivariantPlaylist {
-            version: 3,
+        let master = |version| MultivariantPlaylist {
+            version,
             independent_segments: true,
             variants: vec![VariantStream {
                 uri: "index.m3u8".into(),
@@ -563,6 +647,8 @@ impl Packager {
             }],
             ..MultivariantPlaylist::default()
         };
+        let (cmaf_master, master) = (master(7).to_string(), master(3));
+        let cmaf = self.cmaf_rendition(cmaf_master);
         let window = HlsWindow {
             segments: self
                 .grace
@@ -598,6 +684,7 @@ impl Packager {
                 .collect(),
             delta,
             generation: self.generation,
+            cmaf,
         };
         self.generation += 1;
         self.slot.store(Some(Arc::new(window)));
@@ -606,12 +693,98 @@ impl Packager {
             .store(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Make `playlist` a low-latency one when the stream has parts (and drop the parts of
-    /// segments no playlist lists parts for any more); where the stream is.
-    fn low_latency(&mut self, playlist: &mut MediaPlaylist) -> Option<LowLatency> {
-        let part_target = self.settings.part_duration_s.filter(|_| self.parts_seen)?;
-        let part_target = Duration::from_secs_f64(part_target);
-        // Parts stay fetchable for the segments of the last three target durations, and one.
+    /// The media playlist of the listed segments in `container` (the CMAF one lists those
+    /// that have a CMAF rendition, with EXT-X-MAP where the init segment changes).
+    fn media_playlist(&self, container: Container) -> MediaPlaylist {
+        let ext = container.extension();
+        let mut init = None;
+        let mut segments = Vec::with_capacity(self.listed.len());
+        let mut first = None;
+        for s in &self.listed {
+            let map = match (container, &s.cmaf) {
+                (Container::Ts, _) => None,
+                (Container::Cmaf, None) => continue,
+                (Container::Cmaf, Some(c)) => {
+                    let changed = init != Some(c.init.generation);
+                    init = Some(c.init.generation);
+                    changed.then(|| Map {
+                        uri: c.init.uri(),
+                        byte_range: None,
+                    })
+                }
+            };
+            first.get_or_insert(s.sequence);
+            segments.push(MediaSegment {
+                uri: format!("{}.{ext}", s.sequence),
+                duration: s.duration(),
+                discontinuity: s.discontinuity,
+                program_date_time: Some(DateTime::from_unix_millis(s.program_date_time_ms)),
+                map,
+                ..MediaSegment::default()
+            });
+        }
+        MediaPlaylist {
+            version: match container {
+                Container::Ts => 3,
+                Container::Cmaf => 7,
+            },
+            target_duration: self.target_duration,
+            media_sequence: first.unwrap_or(0),
+            discontinuity_sequence: self.discontinuity_sequence,
+            independent_segments: true,
+            segments,
+            ..MediaPlaylist::default()
+        }
+    }
+
+    /// The CMAF rendition's playlists, when the stream has one and a segment of it is listed.
+    fn cmaf_rendition(&mut self, master: String) -> Option<CmafRendition> {
+        self.remuxer.as_ref()?;
+        let mut playlist = self.media_playlist(Container::Cmaf);
+        if playlist.segments.is_empty() {
+            return None;
+        }
+        playlist.target_duration = self.target_duration;
+        let low_latency = self.decorate(&mut playlist, Container::Cmaf);
+        let delta = low_latency
+            .and_then(|_| low_latency::delta(&playlist))
+            .map(|mut d| {
+                // The first segment after the skipped ones names its init segment again.
+                if let (Some(first), Some(init)) = (
+                    d.segments.first_mut(),
+                    self.listed
+                        .iter()
+                        .rev()
+                        .find_map(|s| s.cmaf.as_ref().map(|c| c.init.uri())),
+                ) {
+                    first.map.get_or_insert(Map {
+                        uri: init,
+                        byte_range: None,
+                    });
+                }
+                Bytes::from(d.to_string())
+            });
+        // The init segments the listed and grace segments need.
+        let needed: Vec<u64> = self
+            .listed
+            .iter()
+            .chain(self.grace.iter().map(|(s, _)| s))
+            .filter_map(|s| s.cmaf.as_ref().map(|c| c.init.generation))
+            .collect();
+        let current = self.inits.back().map(|i| i.generation);
+        self.inits
+            .retain(|i| Some(i.generation) == current || needed.contains(&i.generation));
+        Some(CmafRendition {
+            playlist: Bytes::from(playlist.to_string()),
+            master: Bytes::from(master),
+            delta,
+            inits: self.inits.iter().cloned().collect(),
+        })
+    }
+
+    /// Drop the parts of segments no playlist lists parts for any more: parts stay
+    /// fetchable for the segments of the last three target durations, and one.
+    fn prune_parts(&mut self) {
         let mut covered = Duration::ZERO;
         let mut keep = 0;
         for s in self.listed.iter().rev() {
@@ -625,18 +798,37 @@ impl Packager {
         while self.parted.len() > keep {
             self.parted.pop_front();
         }
+    }
+
+    /// Make `playlist` (of `container`) a low-latency one when the stream has parts; where
+    /// the stream is. The CMAF playlist lists a segment's parts only when each has its
+    /// fragment.
+    fn decorate(&self, playlist: &mut MediaPlaylist, container: Container) -> Option<LowLatency> {
+        let part_target = self.settings.part_duration_s.filter(|_| self.parts_seen)?;
+        let part_target = Duration::from_secs_f64(part_target);
         let last_segment = self.listed.back().map_or(0, |s| s.sequence);
         let (building, parts): (u64, &[Arc<Part>]) = match &self.building {
             Some(b) => (b.sequence, &b.parts),
             None => (last_segment + 1, &[]),
         };
+        let usable = |parts: &[Arc<Part>]| match container {
+            Container::Ts => parts.len(),
+            Container::Cmaf => parts.iter().take_while(|p| p.cmaf.is_some()).count(),
+        };
         let parted = &self.parted;
-        low_latency::decorate(playlist, part_target, (building, parts), |sequence| {
-            parted
-                .iter()
-                .find(|(s, _)| *s == sequence)
-                .map(|(_, p)| p.as_slice())
-        });
+        low_latency::decorate(
+            playlist,
+            part_target,
+            container,
+            (building, &parts[..usable(parts)]),
+            |sequence| {
+                parted
+                    .iter()
+                    .find(|(s, _)| *s == sequence)
+                    .map(|(_, p)| p.as_slice())
+                    .filter(|p| usable(p) == p.len())
+            },
+        );
         Some(LowLatency {
             part_target,
             last_segment,

@@ -14,6 +14,8 @@ pub struct HlsSettings {
     pub segment_grace_s: f64,
     /// Low-latency HLS: segments are also cut into parts of at most this many seconds.
     pub part_duration_s: Option<f64>,
+    /// Segments and parts are also remuxed into CMAF (fragmented MP4).
+    pub cmaf: bool,
 }
 
 impl Default for HlsSettings {
@@ -23,6 +25,7 @@ impl Default for HlsSettings {
             playlist_segments: 6,
             segment_grace_s: 10.0,
             part_duration_s: None,
+            cmaf: false,
         }
     }
 }

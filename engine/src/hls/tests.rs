@@ -406,3 +406,84 @@ fn without_a_part_duration_the_playlist_is_plain() {
     assert!(w.low_latency.is_none() && w.delta.is_none());
     assert!(!String::from_utf8_lossy(&w.playlist).contains("EXT-X-PART"));
 }
+
+#[test]
+fn the_cmaf_rendition_has_the_same_segments_and_parts_as_fragments() {
+    let settings = HlsSettings {
+        segment_duration_s: 2.0,
+        playlist_segments: 6,
+        part_duration_s: Some(0.3),
+        cmaf: true,
+        ..HlsSettings::default()
+    };
+    let (slot, _) = package(settings, SegmentSend::Copy, 20);
+    let w = slot.load_full().expect("published");
+    let c = w.cmaf.as_ref().expect("a CMAF rendition");
+    let m = match parse(&c.playlist).unwrap() {
+        Playlist::Media(m) => m,
+        other => panic!("{other:?}"),
+    };
+    let ts = media(&w);
+    assert!(m.version >= 7);
+    // Every segment listed in MPEG-TS is listed in CMAF, under the same number.
+    assert_eq!(m.media_sequence, ts.media_sequence);
+    assert_eq!(m.segments.len(), ts.segments.len());
+    let map = m.segments[0]
+        .map
+        .as_ref()
+        .expect("EXT-X-MAP on the first segment");
+    assert_eq!(map.uri, "init-1.mp4");
+    assert!(m.segments[1..].iter().all(|s| s.map.is_none()));
+    let init = c.init(1).expect("the init segment is fetchable");
+    assert_eq!(&init.bytes[4..8], b"ftyp");
+    assert_eq!(init.codecs.len(), 2, "{:?}", init.codecs);
+    assert!(init.codecs[0].starts_with("avc1.") && init.codecs[1] == "mp4a.40.2");
+    let mut file = init.bytes.to_vec();
+    for (s, t) in m.segments.iter().zip(&ts.segments) {
+        let sequence: u64 = s.uri.trim_end_matches(".m4s").parse().unwrap();
+        assert_eq!(s.uri, format!("{sequence}.m4s"));
+        assert_eq!(s.duration, t.duration);
+        let segment = w.segment(sequence).unwrap();
+        let fragments = &segment.cmaf.as_ref().unwrap().bytes;
+        assert_eq!(&fragments[4..8], b"moof");
+        // Its parts are its fragments, one each, in order.
+        if !s.parts.is_empty() {
+            assert_eq!(s.parts.len(), t.parts.len());
+            let mut joined = Vec::new();
+            for (i, p) in s.parts.iter().enumerate() {
+                assert_eq!(p.uri, format!("{sequence}.{i}.m4s"));
+                joined
+                    .extend_from_slice(w.part(sequence, i as u32).unwrap().cmaf.as_ref().unwrap());
+            }
+            assert_eq!(&joined[..], &fragments[..]);
+        }
+        file.extend_from_slice(fragments);
+    }
+    assert!(m.preload_hints[0].uri.ends_with(".m4s"));
+    // ffprobe reads the init segment and the listed segments as one stream.
+    let path = std::env::temp_dir().join(format!("shardcast-cmaf-{}.mp4", std::process::id()));
+    std::fs::write(&path, &file).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe must be installed");
+    let _ = std::fs::remove_file(&path);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("h264,256,144") && said.contains("aac"),
+        "{said}"
+    );
+}

@@ -71,6 +71,9 @@ impl Pipeline {
     pub fn restart(&mut self) {
         self.sync.finish();
         self.segmenter.source_restarted();
+        if let Some(p) = &mut self.packager {
+            p.source_restarted();
+        }
     }
 
     /// Feed the bytes of one datagram or read; finished chunks go to `publish`.
@@ -87,6 +90,11 @@ impl Pipeline {
         } = self;
         sync.push(data, |packet| {
             segmenter.push_packet(packet, &mut |event| match event {
+                SegmenterEvent::Program(pmt) => {
+                    if let Some(p) = packager.as_mut() {
+                        p.program(pmt);
+                    }
+                }
                 SegmenterEvent::PartEnd(info) => {
                     if let Some(p) = packager.as_mut() {
                         p.part_end(info);

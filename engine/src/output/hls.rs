@@ -9,12 +9,13 @@
 //! durations, then 503; too far ahead, 400; `_HLS_skip`: the delta update), and requests for
 //! the hinted part, held until it is complete.
 
-use super::{MediaFile, Output, Playlist, Published};
+use super::{CmafFile, MediaFile, Output, Playlist, Published};
 use crate::hls::low_latency::{Hold, Reload};
 use crate::hls::HlsWindow;
 use crate::http::{Body, Document, RequestHead, Route, Status};
 use crate::session::Protocol;
 use crate::stream::StreamCounters;
+use bytes::Bytes;
 use std::borrow::Cow;
 
 /// How long caches may keep a segment: its bytes never change under its URL.
@@ -42,98 +43,162 @@ impl Output for Hls {
     }
 
     /// `{stream}/index.m3u8`, `{stream}/master.m3u8`, `{stream}/{sequence}.ts`,
-    /// `{stream}/{sequence}.{part}.ts`.
+    /// `{stream}/{sequence}.{part}.ts`, and the CMAF rendition's under `{stream}/cmaf/`:
+    /// `index.m3u8`, `master.m3u8`, `init-{n}.mp4`, `{sequence}.m4s`, `{sequence}.{part}.m4s`.
     fn parse<'a>(&self, path: &'a str) -> Option<(&'a str, MediaFile)> {
         let (stream, file) = path.split_once('/')?;
         if stream.is_empty() {
             return None;
         }
+        if let Some(file) = file.strip_prefix("cmaf/") {
+            let file = match file {
+                "index.m3u8" => CmafFile::Playlist(Playlist::Media),
+                "master.m3u8" => CmafFile::Playlist(Playlist::Master),
+                other => match other.strip_prefix("init-") {
+                    Some(init) => CmafFile::Init(number(init.strip_suffix(".mp4")?)?),
+                    None => match media_name(other, ".m4s")? {
+                        (sequence, None) => CmafFile::Segment(sequence),
+                        (sequence, Some(part)) => CmafFile::Part(sequence, part),
+                    },
+                },
+            };
+            return Some((stream, MediaFile::Cmaf(file)));
+        }
         let file = match file {
             "index.m3u8" => MediaFile::Playlist(Playlist::Media),
             "master.m3u8" => MediaFile::Playlist(Playlist::Master),
-            other => {
-                let name = other.strip_suffix(".ts")?;
-                match name.split_once('.') {
-                    None => MediaFile::Segment(number(name)?),
-                    Some((sequence, part)) => {
-                        MediaFile::Part(number(sequence)?, u32::try_from(number(part)?).ok()?)
-                    }
-                }
-            }
+            other => match media_name(other, ".ts")? {
+                (sequence, None) => MediaFile::Segment(sequence),
+                (sequence, Some(part)) => MediaFile::Part(sequence, part),
+            },
         };
         Some((stream, file))
     }
 
     fn answer(&self, stream: &Published<'_>, file: MediaFile, head: &RequestHead) -> Route {
         StreamCounters::add(&stream.counters.hls_requests, 1);
-        let window = stream.hls.load_full();
-        match (file, window) {
-            (MediaFile::Playlist(_), None) => Route::Status(Status {
-                code: 503,
-                text: Cow::Borrowed("stream not ready: no segment yet\n"),
-                headers: "Cache-Control: no-store\r\nRetry-After: 2\r\n",
-            }),
-            (MediaFile::Playlist(Playlist::Media), Some(w)) if w.low_latency.is_some() => {
-                low_latency_playlist(stream, &w, head)
-            }
-            (MediaFile::Playlist(which), Some(w)) => {
-                let body = match which {
-                    Playlist::Media => &w.playlist,
-                    Playlist::Master => &w.master,
+        let Some(w) = stream.hls.load_full() else {
+            return match file {
+                MediaFile::Playlist(_) => not_ready(),
+                MediaFile::Cmaf(CmafFile::Playlist(_)) if stream.cmaf => not_ready(),
+                MediaFile::Cmaf(_) if !stream.cmaf => Route::NotFound,
+                _ => not_available("segment", "any".into()),
+            };
+        };
+        match file {
+            MediaFile::Playlist(which) => {
+                let playlists = Playlists {
+                    media: &w.playlist,
+                    master: &w.master,
+                    delta: w.delta.as_ref(),
+                    etag: &w.playlist_etag,
                 };
-                match token_pair(&head.query) {
-                    // The player's token goes into every URI of the playlist, so that its
-                    // segment requests carry it too (one session); such a playlist is the
-                    // viewer's own.
-                    Some(pair) => Route::Document(Document {
-                        body: Body::Bytes(crate::hls::with_query(body, pair)),
-                        etag: None,
-                        personal: true,
-                        ..Document::new(PLAYLIST_TYPE, w.playlist_cache_control)
-                    }),
-                    None => Route::Document(Document {
-                        body: Body::Bytes(body.clone()),
-                        etag: Some(w.playlist_etag.clone()),
-                        ..Document::new(PLAYLIST_TYPE, w.playlist_cache_control)
-                    }),
-                }
+                playlist(stream, &w, &playlists, which, head)
             }
-            (MediaFile::Segment(sequence), window) => {
-                match window.as_ref().and_then(|w| w.segment(sequence)) {
-                    Some(segment) => Route::Document(Document {
-                        etag: Some(segment.etag.clone()),
-                        last_modified: Some(segment.last_modified.clone()),
-                        ranges: true,
-                        body: Body::Segment(segment.clone()),
-                        ..Document::new("video/mp2t", SEGMENT_CACHE_CONTROL)
-                    }),
-                    None => not_available("segment", sequence.to_string()),
-                }
-            }
-            (MediaFile::Part(sequence, index), window) => {
-                let Some(w) = window else {
-                    return not_available("part", format!("{sequence}.{index}"));
-                };
-                if let Some(part) = w.part(sequence, index) {
-                    return Route::Document(Document {
-                        etag: Some(part.etag.clone()),
-                        ranges: true,
-                        body: Body::Bytes(part.body.clone()),
-                        ..Document::new("video/mp2t", SEGMENT_CACHE_CONTROL)
-                    });
-                }
-                match w.low_latency {
-                    // The hinted part (or one soon after): answered once it is complete.
-                    Some(ll) if ll.part_may_come(sequence, index) => Route::Hold {
-                        stream: stream.slot,
-                        limit: ll.hold_limit(),
-                    },
-                    _ => not_available("part", format!("{sequence}.{index}")),
-                }
-            }
-            (MediaFile::Live, _) => Route::NotFound,
+            MediaFile::Segment(sequence) => match w.segment(sequence) {
+                Some(segment) => Route::Document(Document {
+                    etag: Some(segment.etag.clone()),
+                    last_modified: Some(segment.last_modified.clone()),
+                    ranges: true,
+                    body: Body::Segment(segment.clone()),
+                    ..Document::new("video/mp2t", SEGMENT_CACHE_CONTROL)
+                }),
+                None => not_available("segment", sequence.to_string()),
+            },
+            MediaFile::Part(sequence, index) => match w.part(sequence, index) {
+                Some(part) => Route::Document(Document {
+                    etag: Some(part.etag.clone()),
+                    ranges: true,
+                    body: Body::Bytes(part.body.clone()),
+                    ..Document::new("video/mp2t", SEGMENT_CACHE_CONTROL)
+                }),
+                None => part_to_come(stream, &w, sequence, index),
+            },
+            MediaFile::Cmaf(file) => cmaf(stream, &w, file, head),
+            MediaFile::Live => Route::NotFound,
         }
     }
+}
+
+/// A request of the CMAF rendition.
+fn cmaf(stream: &Published<'_>, w: &HlsWindow, file: CmafFile, head: &RequestHead) -> Route {
+    let Some(c) = &w.cmaf else {
+        return match file {
+            // A stream with no CMAF rendition (yet, or at all).
+            CmafFile::Playlist(_) if stream.cmaf => not_ready(),
+            _ => Route::NotFound,
+        };
+    };
+    match file {
+        CmafFile::Playlist(which) => {
+            let etag = format!("\"c{}", &w.playlist_etag[1..]);
+            let playlists = Playlists {
+                media: &c.playlist,
+                master: &c.master,
+                delta: c.delta.as_ref(),
+                etag: &etag,
+            };
+            playlist(stream, w, &playlists, which, head)
+        }
+        CmafFile::Init(generation) => match c.init(generation) {
+            Some(init) => Route::Document(Document {
+                etag: Some(init.etag.clone()),
+                ranges: true,
+                body: Body::Bytes(init.bytes.clone()),
+                ..Document::new("video/mp4", SEGMENT_CACHE_CONTROL)
+            }),
+            None => not_available("init segment", generation.to_string()),
+        },
+        CmafFile::Segment(sequence) => {
+            match w
+                .segment(sequence)
+                .and_then(|s| Some((s, s.cmaf.as_ref()?)))
+            {
+                Some((segment, fragments)) => Route::Document(Document {
+                    etag: Some(format!("\"c{}", &segment.etag[1..])),
+                    last_modified: Some(segment.last_modified.clone()),
+                    ranges: true,
+                    body: Body::Bytes(fragments.bytes.clone()),
+                    ..Document::new("video/mp4", SEGMENT_CACHE_CONTROL)
+                }),
+                None => not_available("segment", sequence.to_string()),
+            }
+        }
+        CmafFile::Part(sequence, index) => {
+            match w
+                .part(sequence, index)
+                .and_then(|p| Some((p, p.cmaf.as_ref()?)))
+            {
+                Some((part, fragment)) => Route::Document(Document {
+                    etag: Some(format!("\"c{}", &part.etag[1..])),
+                    ranges: true,
+                    body: Body::Bytes(fragment.clone()),
+                    ..Document::new("video/mp4", SEGMENT_CACHE_CONTROL)
+                }),
+                None => part_to_come(stream, w, sequence, index),
+            }
+        }
+    }
+}
+
+/// A part not there: held when it is the hinted one (or one soon after), else 404.
+fn part_to_come(stream: &Published<'_>, w: &HlsWindow, sequence: u64, index: u32) -> Route {
+    match w.low_latency {
+        Some(ll) if ll.part_may_come(sequence, index) => Route::Hold {
+            stream: stream.slot,
+            limit: ll.hold_limit(),
+        },
+        _ => not_available("part", format!("{sequence}.{index}")),
+    }
+}
+
+/// The stream has published nothing yet: 503, ask again soon.
+fn not_ready() -> Route {
+    Route::Status(Status {
+        code: 503,
+        text: Cow::Borrowed("stream not ready: no segment yet\n"),
+        headers: "Cache-Control: no-store\r\nRetry-After: 2\r\n",
+    })
 }
 
 /// A segment or part that is not (or no longer) held: 404.
@@ -143,6 +208,17 @@ fn not_available(what: &str, name: String) -> Route {
         text: Cow::Owned(format!("{what} {name} is not available\n")),
         headers: "Cache-Control: no-store\r\n",
     })
+}
+
+/// `{sequence}{ext}` or `{sequence}.{part}{ext}`.
+fn media_name(name: &str, ext: &str) -> Option<(u64, Option<u32>)> {
+    let name = name.strip_suffix(ext)?;
+    match name.split_once('.') {
+        None => Some((number(name)?, None)),
+        Some((sequence, part)) => {
+            Some((number(sequence)?, Some(u32::try_from(number(part)?).ok()?)))
+        }
+    }
 }
 
 /// A decimal number of at most [`MAX_SEQUENCE_DIGITS`] digits.
@@ -156,58 +232,76 @@ fn number(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// A low-latency media playlist request: with delivery directives, held until what they
-/// name exists (400 when it is too far ahead); with `_HLS_skip`, the delta update.
-fn low_latency_playlist(stream: &Published<'_>, w: &HlsWindow, head: &RequestHead) -> Route {
-    let Some(ll) = w.low_latency else {
-        return Route::NotFound;
+/// One rendition's playlists in a window.
+struct Playlists<'a> {
+    media: &'a Bytes,
+    master: &'a Bytes,
+    delta: Option<&'a Bytes>,
+    etag: &'a str,
+}
+
+/// A playlist request: the multivariant playlist, or the media playlist (low-latency:
+/// with delivery directives held until what they name exists, 400 when it is too far
+/// ahead; with `_HLS_skip`, the delta update).
+fn playlist(
+    stream: &Published<'_>,
+    w: &HlsWindow,
+    playlists: &Playlists<'_>,
+    which: Playlist,
+    head: &RequestHead,
+) -> Route {
+    let mut body = match which {
+        Playlist::Media => playlists.media,
+        Playlist::Master => playlists.master,
     };
-    let reload = match Reload::parse(&head.query) {
-        Ok(r) => r,
-        Err(why) => {
-            return Route::Status(Status {
-                code: 400,
-                text: Cow::Owned(format!("{}\n", why.0)),
-                headers: "Cache-Control: no-store\r\n",
-            })
-        }
-    };
-    if let Some(msn) = reload.msn {
-        match ll.hold(msn, reload.part) {
-            Hold::Ready => {}
-            Hold::Wait => {
-                return Route::Hold {
-                    stream: stream.slot,
-                    limit: ll.hold_limit(),
-                }
-            }
-            Hold::TooFar => {
+    let mut etag = playlists.etag.to_owned();
+    let mut cache_control = w.playlist_cache_control;
+    if let (Playlist::Media, Some(ll)) = (which, w.low_latency) {
+        let reload = match Reload::parse(&head.query) {
+            Ok(r) => r,
+            Err(why) => {
                 return Route::Status(Status {
                     code: 400,
-                    text: Cow::Owned(format!(
-                        "_HLS_msn={msn} _HLS_part={} is too far ahead of the stream (segment {}, part {} of {})\n",
-                        reload.part.map_or("-".into(), |p| p.to_string()),
-                        ll.last_segment,
-                        ll.building_parts,
-                        ll.building
-                    )),
+                    text: Cow::Owned(format!("{}\n", why.0)),
                     headers: "Cache-Control: no-store\r\n",
                 })
             }
+        };
+        if let Some(msn) = reload.msn {
+            match ll.hold(msn, reload.part) {
+                Hold::Ready => {}
+                Hold::Wait => {
+                    return Route::Hold {
+                        stream: stream.slot,
+                        limit: ll.hold_limit(),
+                    }
+                }
+                Hold::TooFar => {
+                    return Route::Status(Status {
+                        code: 400,
+                        text: Cow::Owned(format!(
+                            "_HLS_msn={msn} _HLS_part={} is too far ahead of the stream (segment {}, part {} of {})\n",
+                            reload.part.map_or("-".into(), |p| p.to_string()),
+                            ll.last_segment,
+                            ll.building_parts,
+                            ll.building
+                        )),
+                        headers: "Cache-Control: no-store\r\n",
+                    })
+                }
+            }
+            // An answer to a blocking request holds at least what it named: a cache may
+            // keep it under its URL (directives included) for a while.
+            cache_control = BLOCKING_PLAYLIST_CACHE_CONTROL;
+        }
+        if let (Some(delta), true) = (playlists.delta, reload.skip) {
+            body = delta;
+            etag.push('d');
         }
     }
-    let (body, etag) = match (&w.delta, reload.skip) {
-        (Some(delta), true) => (delta, format!("{}d", w.playlist_etag)),
-        _ => (&w.playlist, w.playlist_etag.clone()),
-    };
-    // An answer to a blocking request holds at least what it named: a cache may keep it
-    // under its URL (directives included) for a while; a plain request's changes each part.
-    let cache_control = if reload.blocks() {
-        BLOCKING_PLAYLIST_CACHE_CONTROL
-    } else {
-        w.playlist_cache_control
-    };
     match token_pair(&head.query) {
+        // The player's token goes into every URI of the playlist, so that its segment
+        // requests carry it too (one session); such a playlist is the viewer's own.
         Some(pair) => Route::Document(Document {
             body: Body::Bytes(crate::hls::with_query(body, pair)),
             etag: None,

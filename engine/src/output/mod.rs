@@ -11,6 +11,7 @@
 //!  /{stream}/master.m3u8    hls          multivariant playlist
 //!  /{stream}/{sequence}.ts  hls          segment
 //!  /{stream}/{seq}.{i}.ts   hls          part of a segment (low-latency HLS)
+//!  /{stream}/cmaf/…         hls          the CMAF (fMP4) rendition (see crate::hls::cmaf)
 //! ```
 //!
 //! The player's pages (`/{stream}.html`, `info.json`, `embed.js`) are not outputs: they are
@@ -66,6 +67,21 @@ pub enum MediaFile {
     Segment(u64),
     /// A part of a segment (low-latency HLS): the segment's sequence number, the part's index.
     Part(u64, u32),
+    /// A file of the CMAF (fMP4) rendition.
+    Cmaf(CmafFile),
+}
+
+/// What a request asks of a stream's CMAF rendition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmafFile {
+    /// Its playlist.
+    Playlist(Playlist),
+    /// Init segment n.
+    Init(u64),
+    /// A segment.
+    Segment(u64),
+    /// A part.
+    Part(u64, u32),
 }
 
 /// Which playlist.
@@ -99,4 +115,6 @@ pub struct Published<'a> {
     pub hls: &'a HlsSlot,
     /// Its counters.
     pub counters: &'a StreamCounters,
+    /// It is configured with a CMAF rendition.
+    pub cmaf: bool,
 }

@@ -29,7 +29,7 @@ impl Output for Progressive {
                 stream: stream.slot,
                 content_type: "video/mp2t",
             },
-            MediaFile::Playlist(_) | MediaFile::Segment(_) | MediaFile::Part(..) => Route::NotFound,
+            _ => Route::NotFound,
         }
     }
 }

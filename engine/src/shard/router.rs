@@ -36,6 +36,7 @@ impl StreamsRouter<'_> {
             slot,
             hls: &info.hls_window,
             counters: &info.counters,
+            cmaf: info.hls.cmaf,
         };
         request.output.answer(&published, request.file, head)
     }

@@ -109,6 +109,9 @@ pub enum SegmenterEvent<'a> {
     PartEnd(PartInfo),
     /// The current segment is complete.
     SegmentEnd(SegmentInfo),
+    /// The program's tables changed (or were first read): its PMT, before any packet of
+    /// the program that follows them.
+    Program(&'a Pmt),
 }
 
 /// A completed partial segment.
@@ -270,6 +273,9 @@ impl Segmenter {
         }
         if seen.tables_changed {
             self.select();
+            if let Some(sel) = &self.selected {
+                out(SegmenterEvent::Program(&sel.pmt));
+            }
         }
         let Some(sel) = &self.selected else {
             self.stats.dropped_before_start += 1;

@@ -315,6 +315,7 @@ mod hls {
                         slot: 0,
                         hls: &self.0,
                         counters: &self.1,
+                        cmaf: false,
                     },
                     request.file,
                     head,
