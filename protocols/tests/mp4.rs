@@ -384,12 +384,12 @@ fn the_remuxer_cut_at_every_part_reads_back_at_the_input_timestamps() {
         let output = ffprobe_packets(&path, "v:0");
         assert_eq!(output.len(), expected.len(), "{name}: video packets");
         assert_eq!(output, expected, "{name}");
-        if r.aac.is_some() {
+        if let Some((_, _, rate)) = &r.aac {
             let got = ffprobe_packets(&path, "a:0");
             let audio = got.len();
             // Every frame, at the input's time (in the track's timescale).
             assert_eq!(audio, r.audio.len(), "{name}: audio frames");
-            let rate = r.aac.as_ref().unwrap().2 as i64;
+            let rate = i64::from(*rate);
             for (out, input) in got.iter().zip(&r.audio) {
                 assert_eq!(out.0, input.pts * rate / 90_000, "{name}: audio frame time");
             }
