@@ -29,6 +29,7 @@
 //! fuzz targets under `fuzz/` check the last point.
 #![forbid(unsafe_code)]
 
+pub mod dash;
 pub mod es;
 pub mod generator;
 pub mod hls;

@@ -7,6 +7,7 @@
 //!  /{stream}/cmaf/init-{n}.mp4       init segment n (a new one when the tracks change)
 //!  /{stream}/cmaf/{sequence}.m4s     segment: its fragments back to back
 //!  /{stream}/cmaf/{seq}.{part}.m4s   part: one fragment
+//!  /{stream}/manifest.mpd            live DASH manifest of the same segments
 //! ```
 //!
 //! Carried: H.264, H.265 and AAC (ADTS); other codecs stay in the MPEG-TS rendition only.
@@ -22,6 +23,9 @@ pub struct InitSegment {
     pub generation: u64,
     /// The bytes.
     pub bytes: Bytes,
+    /// Init segments of the video and of the audio track alone (DASH).
+    pub video: Option<Bytes>,
+    pub audio: Option<Bytes>,
     /// The tracks' codecs, RFC 6381 (`avc1.64001f`, `mp4a.40.2`), video first.
     pub codecs: Vec<String>,
     /// Picture size, when there is video.
@@ -33,8 +37,8 @@ pub struct InitSegment {
 }
 
 impl InitSegment {
-    /// Init segment `generation` of `tracks`.
-    pub fn new(generation: u64, bytes: Bytes, tracks: &[Track]) -> Self {
+    /// Init segment `generation` of `tracks`, with those of its video and its audio alone.
+    pub fn new(generation: u64, bytes: Bytes, alone: [Option<Bytes>; 2], tracks: &[Track]) -> Self {
         let codecs = tracks.iter().filter_map(codec_string).collect();
         let resolution = tracks
             .iter()
@@ -45,9 +49,12 @@ impl InitSegment {
             _ => None,
         });
         let etag = format!("\"init-{generation:x}-{:x}\"", bytes.len());
+        let [video, audio] = alone;
         Self {
             generation,
             bytes,
+            video,
+            audio,
             codecs,
             resolution,
             sample_rate,
@@ -55,9 +62,96 @@ impl InitSegment {
         }
     }
 
-    /// Its name in playlists and manifests.
+    /// Its name in playlists.
     pub fn uri(&self) -> String {
         format!("init-{}.mp4", self.generation)
+    }
+
+    /// The name of the init segment of one of its tracks alone.
+    pub fn track_uri(&self, track: TrackKind) -> String {
+        format!("init-{}.{}.mp4", self.generation, track.name())
+    }
+
+    /// The init segment of one of its tracks alone.
+    pub fn track(&self, track: TrackKind) -> Option<&Bytes> {
+        match track {
+            TrackKind::Video => self.video.as_ref(),
+            TrackKind::Audio => self.audio.as_ref(),
+        }
+    }
+}
+
+/// One of the tracks, as DASH serves them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackKind {
+    /// The video track.
+    Video,
+    /// The audio track.
+    Audio,
+}
+
+impl TrackKind {
+    /// Its name in URLs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackKind::Video => "video",
+            TrackKind::Audio => "audio",
+        }
+    }
+}
+
+/// A segment's CMAF rendition being built: each track's fragments so far.
+#[derive(Debug)]
+pub struct BuildingCmaf {
+    pub video: Vec<u8>,
+    pub audio: Vec<u8>,
+    /// The init segment they need.
+    pub init: Arc<InitSegment>,
+    /// The first fragment's earliest presentation time, 90 kHz.
+    pub start: Option<i64>,
+    /// The audio's first decode time and duration, the audio track's timescale.
+    pub audio_span: Option<(u64, u64)>,
+}
+
+impl BuildingCmaf {
+    /// Nothing yet, for `init`.
+    pub fn new(init: Arc<InitSegment>) -> Self {
+        Self {
+            video: Vec::new(),
+            audio: Vec::new(),
+            init,
+            start: None,
+            audio_span: None,
+        }
+    }
+
+    /// Take the fragments of one cut.
+    pub fn take(&mut self, cut: &shardcast_protocols::mp4::Cut, start: Option<i64>) {
+        self.start.get_or_insert(start.unwrap_or(0));
+        self.video
+            .extend_from_slice(cut.video.as_deref().unwrap_or_default());
+        if let Some(audio) = &cut.audio {
+            self.audio.extend_from_slice(audio);
+            let (_, duration) = self.audio_span.get_or_insert((cut.audio_start, 0));
+            *duration += u64::from(cut.audio_samples) * 1024;
+        }
+    }
+
+    /// The segment, when it has any fragment: the video's, then the audio's, back to back.
+    pub fn seal(self) -> Option<CmafSegment> {
+        if self.video.is_empty() && self.audio.is_empty() {
+            return None;
+        }
+        let video_len = self.video.len();
+        let mut bytes = self.video;
+        bytes.extend_from_slice(&self.audio);
+        Some(CmafSegment {
+            init: self.init,
+            bytes: Bytes::from(bytes),
+            video_len,
+            start: self.start.unwrap_or(0).max(0) as u64,
+            audio_span: self.audio_span,
+        })
     }
 }
 
@@ -66,8 +160,16 @@ impl InitSegment {
 pub struct CmafSegment {
     /// The init segment its fragments need.
     pub init: Arc<InitSegment>,
-    /// Its fragments, back to back.
+    /// Its fragments: the video track's, then the audio track's.
     pub bytes: Bytes,
+    /// Where the audio track's fragments begin in `bytes`.
+    pub video_len: usize,
+    /// Its earliest presentation time, 90 kHz (the stream's clock, unwrapped): its place in
+    /// the DASH timeline.
+    pub start: u64,
+    /// Its audio's first decode time and duration, the audio track's timescale (the audio
+    /// representation's DASH timeline).
+    pub audio_span: Option<(u64, u64)>,
 }
 
 /// What a window publishes of the CMAF rendition.
@@ -81,6 +183,31 @@ pub struct CmafRendition {
     pub delta: Option<Bytes>,
     /// The init segments the fetchable segments need, oldest first (the last is current).
     pub inits: Vec<Arc<InitSegment>>,
+    /// The DASH manifest, before and after where the server's clock goes.
+    pub manifest: Option<(Bytes, Bytes)>,
+}
+
+/// A DASH period: from a discontinuity (or a new init segment) on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DashPeriod {
+    /// Its id in the manifest.
+    pub id: u64,
+    /// Its first segment.
+    pub first: u64,
+    /// Its start, from availabilityStartTime.
+    pub start: std::time::Duration,
+    /// The media time of its start (presentationTimeOffset), 90 kHz.
+    pub offset: u64,
+}
+
+impl CmafSegment {
+    /// The fragments of one of its tracks (a DASH representation's segment).
+    pub fn track(&self, track: TrackKind) -> Bytes {
+        match track {
+            TrackKind::Video => self.bytes.slice(..self.video_len),
+            TrackKind::Audio => self.bytes.slice(self.video_len..),
+        }
+    }
 }
 
 impl CmafRendition {

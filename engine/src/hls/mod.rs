@@ -44,7 +44,7 @@ use bytes::Bytes;
 use shardcast_protocols::hls::{
     DateTime, Map, MediaPlaylist, MediaSegment, MultivariantPlaylist, Resolution, VariantStream,
 };
-use shardcast_protocols::mp4::Remuxer;
+use shardcast_protocols::mp4::{Remuxer, AUDIO_TRACK, VIDEO_TRACK};
 use shardcast_protocols::ts::pes::Timestamp;
 use shardcast_protocols::ts::psi::Pmt;
 use shardcast_protocols::ts::{PartInfo, SegmentInfo, PACKET_SIZE};
@@ -252,9 +252,9 @@ struct Building {
     /// Where the part being built begins in `data`, and the parts cut so far.
     part_start: usize,
     parts: Vec<Arc<Part>>,
-    /// Its CMAF fragments so far, and the init segment they need; `None` when it has no
-    /// CMAF rendition (none is made, or the remuxer had no init segment when it began).
-    cmaf: Option<(Vec<u8>, Arc<InitSegment>)>,
+    /// Its CMAF fragments so far; `None` when it has no CMAF rendition (none is made, or
+    /// the remuxer had no init segment when it began).
+    cmaf: Option<cmaf::BuildingCmaf>,
 }
 
 /// Sealed segments whose parts stay fetchable: those a playlist lists parts for (three
@@ -299,6 +299,9 @@ pub struct Packager {
     /// The CMAF rendition's remuxer, and the init segments it made that segments held need.
     remuxer: Option<Remuxer>,
     inits: VecDeque<Arc<InitSegment>>,
+    /// DASH: availabilityStartTime (UNIX ms, fixed once known), and the current period.
+    dash_start_ms: Option<i64>,
+    dash_period: Option<cmaf::DashPeriod>,
 }
 
 impl std::fmt::Debug for Packager {
@@ -343,6 +346,8 @@ impl Packager {
             generation: 0,
             remuxer: settings.cmaf.then(Remuxer::new),
             inits: VecDeque::new(),
+            dash_start_ms: None,
+            dash_period: None,
         }
     }
 
@@ -363,7 +368,7 @@ impl Packager {
             data: Vec::with_capacity(self.building_capacity()),
             part_start: 0,
             parts: Vec::new(),
-            cmaf: self.current_init().map(|init| (Vec::new(), init)),
+            cmaf: self.current_init().map(cmaf::BuildingCmaf::new),
         });
     }
 
@@ -387,9 +392,11 @@ impl Packager {
         let bytes = r.init_segment()?;
         let generation = r.init_generation();
         if self.inits.back().is_none_or(|i| i.generation != generation) {
+            let alone = |track| r.init_segment_of(track).map(Bytes::from);
             self.inits.push_back(Arc::new(InitSegment::new(
                 generation,
                 Bytes::copy_from_slice(bytes),
+                [alone(VIDEO_TRACK), alone(AUDIO_TRACK)],
                 r.tracks(),
             )));
         }
@@ -399,12 +406,13 @@ impl Packager {
     /// Cut the CMAF remuxer here: the fragment, when the segment being built has a CMAF
     /// rendition and the remuxer made one.
     fn cut_cmaf(&mut self) -> Option<Bytes> {
-        let fragment = self.remuxer.as_mut()?.cut();
+        let remuxer = self.remuxer.as_mut()?;
+        let cut = remuxer.cut();
         let b = self.building.as_mut()?;
-        let (data, _) = b.cmaf.as_mut()?;
-        let fragment = fragment?;
-        data.extend_from_slice(&fragment);
-        Some(Bytes::from(fragment))
+        let building = b.cmaf.as_mut()?;
+        let cut = cut?;
+        building.take(&cut, remuxer.last_start());
+        Some(Bytes::from(cut.joined()))
     }
 
     /// The part being built is complete (low-latency HLS): it is cut from the segment's bytes
@@ -485,13 +493,7 @@ impl Packager {
             self.parted.push_back((b.sequence, b.parts));
         }
         let body = self.body(b.sequence, b.data);
-        let cmaf = b
-            .cmaf
-            .filter(|(data, _)| !data.is_empty())
-            .map(|(data, init)| cmaf::CmafSegment {
-                init,
-                bytes: Bytes::from(data),
-            });
+        let cmaf = b.cmaf.and_then(cmaf::BuildingCmaf::seal);
         let sealed = SystemTime::now();
         let segment = Arc::new(Segment {
             sequence: b.sequence,
@@ -648,7 +650,7 @@ impl Packager {
             ..MultivariantPlaylist::default()
         };
         let (cmaf_master, master) = (master(7).to_string(), master(3));
-        let cmaf = self.cmaf_rendition(cmaf_master);
+        let cmaf = self.cmaf_rendition(cmaf_master, peak);
         let window = HlsWindow {
             segments: self
                 .grace
@@ -738,7 +740,7 @@ impl Packager {
     }
 
     /// The CMAF rendition's playlists, when the stream has one and a segment of it is listed.
-    fn cmaf_rendition(&mut self, master: String) -> Option<CmafRendition> {
+    fn cmaf_rendition(&mut self, master: String, peak: u64) -> Option<CmafRendition> {
         self.remuxer.as_ref()?;
         let mut playlist = self.media_playlist(Container::Cmaf);
         if playlist.segments.is_empty() {
@@ -774,12 +776,145 @@ impl Packager {
         let current = self.inits.back().map(|i| i.generation);
         self.inits
             .retain(|i| Some(i.generation) == current || needed.contains(&i.generation));
+        let manifest = self.manifest(peak);
         Some(CmafRendition {
             playlist: Bytes::from(playlist.to_string()),
             master: Bytes::from(master),
             delta,
             inits: self.inits.iter().cloned().collect(),
+            manifest,
         })
+    }
+
+    /// The DASH manifest of the listed CMAF segments of the current period (it begins
+    /// after a discontinuity, or where the init segment changes), split where the
+    /// server's clock goes.
+    fn manifest(&mut self, peak: u64) -> Option<(Bytes, Bytes)> {
+        let segments: Vec<(&Arc<Segment>, &cmaf::CmafSegment)> = self
+            .listed
+            .iter()
+            .filter_map(|s| Some((s, s.cmaf.as_ref()?)))
+            .collect();
+        let boundary = |i: usize| {
+            i > 0
+                && (segments[i].0.discontinuity
+                    || segments[i].1.init.generation != segments[i - 1].1.init.generation)
+        };
+        let from = (0..segments.len())
+            .rev()
+            .find(|&i| boundary(i))
+            .unwrap_or(0);
+        let period = &segments[from..];
+        let (first, c) = *period.first()?;
+        // The period begins with the earlier of its first video and its first audio (which
+        // a muxer usually writes a little after the video it goes with): each track's
+        // segments then start at or after it.
+        let rate = u64::from(c.init.sample_rate.unwrap_or(90_000));
+        let begins = c
+            .audio_span
+            .map_or(c.start, |(t, _)| c.start.min(t * 90_000 / rate.max(1)));
+        let ast = *self
+            .dash_start_ms
+            .get_or_insert(first.program_date_time_ms - (begins / 90) as i64);
+        let current = self.dash_period.filter(|p| {
+            // The period goes on while its first segment is listed, or has left the window
+            // with no new period begun since.
+            p.first == first.sequence
+                || (from == 0 && p.first < first.sequence && !first.discontinuity)
+        });
+        let current = current.unwrap_or_else(|| cmaf::DashPeriod {
+            id: self.dash_period.map_or(0, |p| p.id + 1),
+            first: first.sequence,
+            start: Duration::from_millis(
+                (first.program_date_time_ms - (c.start - begins) as i64 / 90 - ast).max(0) as u64,
+            ),
+            offset: begins,
+        });
+        self.dash_period = Some(current);
+        let (last, _) = *period.last()?;
+        let target = Duration::from_secs(self.target_duration);
+        // Each track's peak rate over the period's segments.
+        let peak = |track: cmaf::TrackKind| {
+            period
+                .iter()
+                .map(|(s, c)| {
+                    (c.track(track).len() as f64 * 8.0 / s.duration().as_secs_f64().max(0.001))
+                        as u64
+                })
+                .max()
+                .unwrap_or(peak)
+        };
+        let timeline: Vec<(u64, u64)> = period.iter().map(|(s, c)| (c.start, s.duration)).collect();
+        // The audio's own, in its own timescale (its frames do not start where the video's
+        // segments do).
+        let audio_timeline: Vec<(u64, u64)> = period
+            .iter()
+            .map(|(s, c)| {
+                c.audio_span
+                    .unwrap_or((c.start * rate / 90_000, s.duration * rate / 90_000))
+            })
+            .collect();
+        let representation = |track: cmaf::TrackKind| {
+            let (content, codecs) = match track {
+                cmaf::TrackKind::Video => (
+                    shardcast_protocols::dash::Content::Video,
+                    c.init.codecs.first().cloned(),
+                ),
+                cmaf::TrackKind::Audio => (
+                    shardcast_protocols::dash::Content::Audio,
+                    c.init.codecs.last().cloned(),
+                ),
+            };
+            c.init.track(track)?;
+            let video = track == cmaf::TrackKind::Video;
+            Some(shardcast_protocols::dash::Representation {
+                content,
+                codecs: codecs?,
+                bandwidth: peak(track),
+                size: c.init.resolution.filter(|_| video),
+                frame_rate_millis: self.media.frame_rate_millis.filter(|_| video),
+                audio_sampling_rate: c.init.sample_rate.filter(|_| !video),
+                timescale: if video { 90_000 } else { rate as u32 },
+                initialization: format!("cmaf/{}", c.init.track_uri(track)),
+                media: format!("cmaf/$Number$.{}.m4s", track.name()),
+                start_number: first.sequence,
+                presentation_time_offset: if video {
+                    current.offset
+                } else {
+                    current.offset * rate / 90_000
+                },
+                availability_time_offset: None,
+                segments: if video {
+                    timeline.clone()
+                } else {
+                    audio_timeline.clone()
+                },
+            })
+        };
+        let representations: Vec<_> = [cmaf::TrackKind::Video, cmaf::TrackKind::Audio]
+            .into_iter()
+            .filter_map(representation)
+            .collect();
+        let mpd = shardcast_protocols::dash::Mpd {
+            availability_start_ms: ast,
+            publish_ms: last.program_date_time_ms + last.duration().as_millis() as i64,
+            minimum_update_period: target,
+            time_shift_buffer_depth: period.iter().map(|(s, _)| s.duration()).sum(),
+            suggested_presentation_delay: target * 3,
+            max_segment_duration: target,
+            min_buffer_time: target,
+            period: shardcast_protocols::dash::Period {
+                id: current.id,
+                start: current.start,
+                representations,
+            },
+        };
+        let text = mpd.to_string();
+        let (before, after) = text.split_once(shardcast_protocols::dash::UTC_NOW)?;
+        Some((
+            Bytes::copy_from_slice(before.as_bytes()),
+            Bytes::copy_from_slice(after.as_bytes()),
+        ))
     }
 
     /// Drop the parts of segments no playlist lists parts for any more: parts stay

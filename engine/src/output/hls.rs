@@ -10,6 +10,7 @@
 //! the hinted part, held until it is complete.
 
 use super::{CmafFile, MediaFile, Output, Playlist, Published};
+use crate::hls::cmaf::TrackKind;
 use crate::hls::low_latency::{Hold, Reload};
 use crate::hls::HlsWindow;
 use crate::http::{Body, Document, RequestHead, Route, Status};
@@ -50,13 +51,23 @@ impl Output for Hls {
         if stream.is_empty() {
             return None;
         }
+        if file == "manifest.mpd" {
+            return Some((stream, MediaFile::Cmaf(CmafFile::Manifest)));
+        }
         if let Some(file) = file.strip_prefix("cmaf/") {
             let file = match file {
                 "index.m3u8" => CmafFile::Playlist(Playlist::Media),
                 "master.m3u8" => CmafFile::Playlist(Playlist::Master),
-                other => match other.strip_prefix("init-") {
-                    Some(init) => CmafFile::Init(number(init.strip_suffix(".mp4")?)?),
-                    None => match media_name(other, ".m4s")? {
+                other => match (other.strip_prefix("init-"), track_name(other)) {
+                    (Some(init), None) => CmafFile::Init(number(init.strip_suffix(".mp4")?)?),
+                    (Some(_), Some((name, track))) => CmafFile::TrackInit(
+                        number(name.strip_prefix("init-")?.strip_suffix(".mp4")?)?,
+                        track,
+                    ),
+                    (None, Some((name, track))) => {
+                        CmafFile::TrackSegment(number(name.strip_suffix(".m4s")?)?, track)
+                    }
+                    (None, None) => match media_name(other, ".m4s")? {
                         (sequence, None) => CmafFile::Segment(sequence),
                         (sequence, Some(part)) => CmafFile::Part(sequence, part),
                     },
@@ -80,7 +91,9 @@ impl Output for Hls {
         let Some(w) = stream.hls.load_full() else {
             return match file {
                 MediaFile::Playlist(_) => not_ready(),
-                MediaFile::Cmaf(CmafFile::Playlist(_)) if stream.cmaf => not_ready(),
+                MediaFile::Cmaf(CmafFile::Playlist(_) | CmafFile::Manifest) if stream.cmaf => {
+                    not_ready()
+                }
                 MediaFile::Cmaf(_) if !stream.cmaf => Route::NotFound,
                 _ => not_available("segment", "any".into()),
             };
@@ -125,7 +138,7 @@ fn cmaf(stream: &Published<'_>, w: &HlsWindow, file: CmafFile, head: &RequestHea
     let Some(c) = &w.cmaf else {
         return match file {
             // A stream with no CMAF rendition (yet, or at all).
-            CmafFile::Playlist(_) if stream.cmaf => not_ready(),
+            CmafFile::Playlist(_) | CmafFile::Manifest if stream.cmaf => not_ready(),
             _ => Route::NotFound,
         };
     };
@@ -140,6 +153,20 @@ fn cmaf(stream: &Published<'_>, w: &HlsWindow, file: CmafFile, head: &RequestHea
             };
             playlist(stream, w, &playlists, which, head)
         }
+        CmafFile::Manifest => match &c.manifest {
+            Some((before, after)) => {
+                let now = shardcast_protocols::dash::IsoTime(stream.unix_ms).to_string();
+                let mut body = Vec::with_capacity(before.len() + now.len() + after.len());
+                body.extend_from_slice(before);
+                body.extend_from_slice(now.as_bytes());
+                body.extend_from_slice(after);
+                Route::Document(Document {
+                    body: Body::Bytes(Bytes::from(body)),
+                    ..Document::new("application/dash+xml", w.playlist_cache_control)
+                })
+            }
+            None => not_ready(),
+        },
         CmafFile::Init(generation) => match c.init(generation) {
             Some(init) => Route::Document(Document {
                 etag: Some(init.etag.clone()),
@@ -149,6 +176,32 @@ fn cmaf(stream: &Published<'_>, w: &HlsWindow, file: CmafFile, head: &RequestHea
             }),
             None => not_available("init segment", generation.to_string()),
         },
+        CmafFile::TrackInit(generation, track) => {
+            match c.init(generation).and_then(|i| Some((i, i.track(track)?))) {
+                Some((init, bytes)) => Route::Document(Document {
+                    etag: Some(format!("\"{}{}", track.name(), &init.etag[1..])),
+                    ranges: true,
+                    body: Body::Bytes(bytes.clone()),
+                    ..Document::new(track_type(track), SEGMENT_CACHE_CONTROL)
+                }),
+                None => not_available("init segment", generation.to_string()),
+            }
+        }
+        CmafFile::TrackSegment(sequence, track) => {
+            match w
+                .segment(sequence)
+                .and_then(|s| Some((s, s.cmaf.as_ref()?)))
+            {
+                Some((segment, fragments)) => Route::Document(Document {
+                    etag: Some(format!("\"{}{}", track.name(), &segment.etag[1..])),
+                    last_modified: Some(segment.last_modified.clone()),
+                    ranges: true,
+                    body: Body::Bytes(fragments.track(track)),
+                    ..Document::new(track_type(track), SEGMENT_CACHE_CONTROL)
+                }),
+                None => not_available("segment", sequence.to_string()),
+            }
+        }
         CmafFile::Segment(sequence) => {
             match w
                 .segment(sequence)
@@ -181,6 +234,14 @@ fn cmaf(stream: &Published<'_>, w: &HlsWindow, file: CmafFile, head: &RequestHea
     }
 }
 
+/// The Content-Type of one track's segments.
+fn track_type(track: TrackKind) -> &'static str {
+    match track {
+        TrackKind::Video => "video/mp4",
+        TrackKind::Audio => "audio/mp4",
+    }
+}
+
 /// A part not there: held when it is the hinted one (or one soon after), else 404.
 fn part_to_come(stream: &Published<'_>, w: &HlsWindow, sequence: u64, index: u32) -> Route {
     match w.low_latency {
@@ -208,6 +269,18 @@ fn not_available(what: &str, name: String) -> Route {
         text: Cow::Owned(format!("{what} {name} is not available\n")),
         headers: "Cache-Control: no-store\r\n",
     })
+}
+
+/// A name with `.video` or `.audio` before its extension: the name without it, and the track.
+fn track_name(name: &str) -> Option<(String, TrackKind)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let (stem, track) = stem.rsplit_once('.')?;
+    let track = match track {
+        "video" => TrackKind::Video,
+        "audio" => TrackKind::Audio,
+        _ => return None,
+    };
+    Some((format!("{stem}.{ext}"), track))
 }
 
 /// `{sequence}{ext}` or `{sequence}.{part}{ext}`.

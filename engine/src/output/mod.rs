@@ -12,6 +12,7 @@
 //!  /{stream}/{sequence}.ts  hls          segment
 //!  /{stream}/{seq}.{i}.ts   hls          part of a segment (low-latency HLS)
 //!  /{stream}/cmaf/…         hls          the CMAF (fMP4) rendition (see crate::hls::cmaf)
+//!  /{stream}/manifest.mpd   hls          its DASH manifest
 //! ```
 //!
 //! The player's pages (`/{stream}.html`, `info.json`, `embed.js`) are not outputs: they are
@@ -76,10 +77,16 @@ pub enum MediaFile {
 pub enum CmafFile {
     /// Its playlist.
     Playlist(Playlist),
+    /// The DASH manifest of its segments.
+    Manifest,
     /// Init segment n.
     Init(u64),
+    /// Init segment n of one track alone (DASH).
+    TrackInit(u64, crate::hls::cmaf::TrackKind),
     /// A segment.
     Segment(u64),
+    /// A segment of one track alone (DASH).
+    TrackSegment(u64, crate::hls::cmaf::TrackKind),
     /// A part.
     Part(u64, u32),
 }
@@ -117,4 +124,6 @@ pub struct Published<'a> {
     pub counters: &'a StreamCounters,
     /// It is configured with a CMAF rendition.
     pub cmaf: bool,
+    /// The time of the request, UNIX milliseconds (DASH clients set their clocks by it).
+    pub unix_ms: i64,
 }

@@ -37,6 +37,7 @@ impl StreamsRouter<'_> {
             hls: &info.hls_window,
             counters: &info.counters,
             cmaf: info.hls.cmaf,
+            unix_ms: (self.clock.unix_ns / 1_000_000) as i64,
         };
         request.output.answer(&published, request.file, head)
     }

@@ -108,10 +108,12 @@ fn remux(data: &[u8]) {
     };
     let mut remuxer = Remuxer::new();
     remuxer.set_program(&pmt);
-    let check = |f: Vec<u8>| {
-        assert!(f.len() >= 16 && &f[4..8] == b"moof", "a fragment starts with moof");
-        let moof = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
-        assert_eq!(f.get(moof + 4..moof + 8), Some(&b"mdat"[..]));
+    let check = |cut: shardcast_protocols::mp4::Cut| {
+        for f in [cut.video, cut.audio].into_iter().flatten() {
+            assert!(f.len() >= 16 && &f[4..8] == b"moof", "a fragment starts with moof");
+            let moof = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
+            assert_eq!(f.get(moof + 4..moof + 8), Some(&b"mdat"[..]));
+        }
     };
     for chunk in data.chunks(PACKET_SIZE) {
         let mut packet = [0xFFu8; PACKET_SIZE];

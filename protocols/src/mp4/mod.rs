@@ -20,7 +20,7 @@ mod boxes;
 mod remux;
 
 pub use boxes::BoxWriter;
-pub use remux::{RemuxStats, Remuxer, AUDIO_TRACK, VIDEO_TRACK};
+pub use remux::{Cut, RemuxStats, Remuxer, AUDIO_TRACK, VIDEO_TRACK};
 
 /// What a track carries and how its decoder is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]

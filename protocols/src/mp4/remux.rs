@@ -131,6 +131,8 @@ pub struct Remuxer {
     init_generation: u64,
     /// Cuts made while the audio's configuration was awaited for the init segment.
     awaited: u32,
+    /// The earliest presentation time of the last fragment (90 kHz).
+    last_start: Option<i64>,
     sequence: u32,
     stats: RemuxStats,
 }
@@ -233,10 +235,10 @@ impl Remuxer {
         }
     }
 
-    /// Cut here (between access units): every sample complete so far, as one fragment.
-    /// `None` when there is none yet, or no init segment can be made yet (no keyframe with
-    /// its parameter sets).
-    pub fn cut(&mut self) -> Option<Vec<u8>> {
+    /// Cut here (between access units): every sample complete so far, one fragment per
+    /// track. `None` when there is none yet, or no init segment can be made yet (no keyframe
+    /// with its parameter sets).
+    pub fn cut(&mut self) -> Option<Cut> {
         let stats = &mut self.stats;
         // The access unit in progress is complete: the next one has not started.
         if let Some(v) = &mut self.video {
@@ -254,7 +256,25 @@ impl Remuxer {
             });
         }
         self.ensure_init();
-        let (_, tracks) = self.init.as_ref()?;
+        let Some((_, tracks)) = self.init.as_ref() else {
+            // No init segment yet: what came so far has nowhere to go (the next fragment
+            // starts at this cut, not before it).
+            if let Some(v) = &mut self.video {
+                // The next fragment starts with a keyframe, as every first one does.
+                v.units.synced = false;
+            }
+            for pending in [
+                self.video.as_mut().map(|v| &mut v.units.pending),
+                self.audio.as_mut().map(|a| &mut a.frames.pending),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.stats.dropped_samples += pending.samples.len() as u64;
+                pending.clear();
+            }
+            return None;
+        };
         let has_audio = tracks.iter().any(|t| t.id == AUDIO_TRACK);
         if let Some(v) = &mut self.video {
             let last_duration = v.units.last_duration.max(1);
@@ -292,8 +312,40 @@ impl Remuxer {
         if runs.is_empty() {
             return None;
         }
-        self.sequence = self.sequence.wrapping_add(1).max(1);
-        let out = fragment(self.sequence, &runs).ok();
+        // Its earliest presentation time: the video's (a sync sample comes first, but the
+        // earliest may be a reordered one after it), else the audio's.
+        self.last_start = match self.video.as_ref().map(|v| &v.units.pending) {
+            Some(p) if !p.samples.is_empty() => p
+                .samples
+                .iter()
+                .zip(&p.decode)
+                .map(|(s, d)| d + i64::from(s.composition_offset))
+                .min(),
+            _ => runs.first().map(|r| {
+                let rate = self.init.as_ref().map_or(CLOCK_90KHZ as u32, |(_, t)| {
+                    t.iter()
+                        .find(|t| t.id == r.track_id)
+                        .map_or(1, |t| t.timescale)
+                });
+                r.base_decode_time as i64 * CLOCK_90KHZ as i64 / i64::from(rate.max(1))
+            }),
+        };
+        let mut out = Cut::default();
+        for run in &runs {
+            self.sequence = self.sequence.wrapping_add(1).max(1);
+            let Ok(bytes) = fragment(self.sequence, std::slice::from_ref(run)) else {
+                continue;
+            };
+            match run.track_id {
+                VIDEO_TRACK => out.video = Some(bytes),
+                _ => {
+                    out.audio = Some(bytes);
+                    out.audio_samples = run.samples.len() as u32;
+                    out.audio_start = run.base_decode_time;
+                }
+            }
+        }
+        let out = (out.video.is_some() || out.audio.is_some()).then_some(out);
         if let Some(v) = &mut self.video {
             v.units.pending.clear();
         }
@@ -303,12 +355,14 @@ impl Remuxer {
             }
             a.frames.pending.clear();
         }
-        self.stats.fragments += u64::from(out.is_some());
+        self.stats.fragments += out.as_ref().map_or(0, |c| {
+            u64::from(c.video.is_some()) + u64::from(c.audio.is_some())
+        });
         out
     }
 
-    /// The end of the input: the audio PES in progress is complete too; the last fragment.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
+    /// The end of the input: the audio PES in progress is complete too; the last fragments.
+    pub fn finish(&mut self) -> Option<Cut> {
         if let Some(a) = self.audio.as_mut().filter(|_| self.video.is_some()) {
             let (frames, stats) = (&mut a.frames, &mut self.stats);
             a.assembler.flush(|r| match r {
@@ -319,9 +373,21 @@ impl Remuxer {
         self.cut()
     }
 
+    /// The earliest presentation time of the fragment [`Remuxer::cut`] last made, 90 kHz
+    /// (the stream's own clock, unwrapped).
+    pub fn last_start(&self) -> Option<i64> {
+        self.last_start
+    }
+
     /// The init segment, once the tracks' configurations are known.
     pub fn init_segment(&self) -> Option<&[u8]> {
         self.init.as_ref().map(|(bytes, _)| bytes.as_slice())
+    }
+
+    /// An init segment of one of its tracks alone (for a DASH representation).
+    pub fn init_segment_of(&self, track_id: u32) -> Option<Vec<u8>> {
+        let track = self.tracks().iter().find(|t| t.id == track_id)?;
+        init_segment(std::slice::from_ref(track)).ok()
     }
 
     /// The tracks of the init segment.
@@ -406,6 +472,33 @@ impl Remuxer {
             self.init = Some((bytes, tracks));
             self.init_generation += 1;
         }
+    }
+}
+
+/// What one cut made: a fragment (`moof` + `mdat`) for each track that had samples. Back to
+/// back (video first) they are one CMAF chunk of both tracks, for an init segment with both;
+/// alone, a chunk of one track, for an init segment with that track alone (DASH's
+/// representations carry one track each).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// The video track's fragment.
+    pub video: Option<Vec<u8>>,
+    /// The audio track's fragment.
+    pub audio: Option<Vec<u8>>,
+    /// Audio frames in it (1024 samples each).
+    pub audio_samples: u32,
+    /// The audio fragment's base decode time (the audio track's timescale).
+    pub audio_start: u64,
+}
+
+impl Cut {
+    /// Both fragments back to back, video first.
+    pub fn joined(&self) -> Vec<u8> {
+        let (v, a) = (self.video.as_deref(), self.audio.as_deref());
+        let mut out = Vec::with_capacity(v.map_or(0, <[u8]>::len) + a.map_or(0, <[u8]>::len));
+        out.extend_from_slice(v.unwrap_or_default());
+        out.extend_from_slice(a.unwrap_or_default());
+        out
     }
 }
 

@@ -153,3 +153,236 @@ fn hls_in_fmp4_reads_back_as_the_mpeg_ts_rendition() {
     let (status, _, _) = fetch(addr, "/cam/cmaf/init-999.mp4", "");
     assert_eq!(status, 404);
 }
+
+/// The first element named `name` under `node`.
+fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> roxmltree::Node<'a, 'i> {
+    node.descendants()
+        .find(|n| n.tag_name().name() == name)
+        .unwrap_or_else(|| panic!("no {name} under {:?}", node.tag_name().name()))
+}
+
+/// xs:dateTime (`2026-11-30T07:00:00.000Z`) as UNIX milliseconds.
+fn unix_ms(text: &str) -> i64 {
+    let format = time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(text, &format).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `PT12.345S` as milliseconds (the manifest writes no other form).
+fn duration_ms(text: &str) -> i64 {
+    let seconds: f64 = text
+        .strip_prefix("PT")
+        .and_then(|s| s.strip_suffix('S'))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (seconds * 1000.0).round() as i64
+}
+
+#[test]
+fn a_live_dash_manifest_of_the_cmaf_segments_plays_in_ffmpeg() {
+    let dir = TempDir::new("dash");
+    let port = free_port();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
+             segment_duration = 1\ncmaf = true\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let _ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        40,
+        "640x360",
+        "1M",
+        25,
+    );
+    let addr = server.addr;
+    wait_until(
+        Duration::from_secs(20),
+        || "no CMAF playlist with 4 segments".into(),
+        || media(addr, "/cam/cmaf/index.m3u8").is_some_and(|m| m.segments.len() >= 4),
+    );
+    let (status, head, body) = fetch(addr, "/cam/manifest.mpd", "");
+    let fetched_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "content-type"), Some("application/dash+xml"));
+    let text = String::from_utf8(body).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let mpd = doc.root_element();
+    assert_eq!(mpd.tag_name().name(), "MPD");
+    assert_eq!(mpd.attribute("type"), Some("dynamic"));
+    let find = |name: &str| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    // The server's clock, written when it answered.
+    let utc = find("UTCTiming");
+    assert_eq!(
+        utc.attribute("schemeIdUri"),
+        Some("urn:mpeg:dash:utc:direct:2014")
+    );
+    let server_now = unix_ms(utc.attribute("value").unwrap());
+    assert!(
+        (server_now - fetched_at).abs() < 1000,
+        "{server_now} vs {fetched_at}"
+    );
+    for attribute in [
+        "minimumUpdatePeriod",
+        "timeShiftBufferDepth",
+        "suggestedPresentationDelay",
+        "maxSegmentDuration",
+    ] {
+        assert!(mpd.attribute(attribute).is_some(), "{attribute}: {text}");
+    }
+    // An adaptation set per track, each with its representation and its timeline.
+    let sets: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "AdaptationSet")
+        .collect();
+    let kinds: Vec<&str> = sets
+        .iter()
+        .filter_map(|s| s.attribute("contentType"))
+        .collect();
+    assert_eq!(kinds, ["video", "audio"], "{text}");
+    let video = child(sets[0], "Representation");
+    assert!(video.attribute("codecs").unwrap().starts_with("avc1."));
+    assert_eq!(video.attribute("width"), Some("640"));
+    assert_eq!(video.attribute("height"), Some("360"));
+    let audio = child(sets[1], "Representation");
+    assert_eq!(audio.attribute("codecs"), Some("mp4a.40.2"));
+    assert!(audio.attribute("audioSamplingRate").is_some());
+    let ast = unix_ms(mpd.attribute("availabilityStartTime").unwrap());
+    let period_start = duration_ms(find("Period").attribute("start").unwrap());
+    for set in &sets {
+        let template = child(*set, "SegmentTemplate");
+        let number = |name: &str| -> i64 { template.attribute(name).unwrap().parse().unwrap() };
+        let (timescale, start_number, offset) = (
+            number("timescale"),
+            number("startNumber"),
+            number("presentationTimeOffset"),
+        );
+        // The timeline, expanded: each segment follows the one before.
+        let mut segments: Vec<(i64, i64)> = Vec::new();
+        for s in child(template, "SegmentTimeline")
+            .children()
+            .filter(|n| n.is_element())
+        {
+            let d: i64 = s.attribute("d").unwrap().parse().unwrap();
+            let repeat: i64 = s.attribute("r").map_or(0, |r| r.parse().unwrap());
+            let mut t = match (s.attribute("t"), segments.last()) {
+                (Some(t), _) => t.parse().unwrap(),
+                (None, Some((t, d))) => t + d,
+                (None, None) => panic!("the first S has no t"),
+            };
+            for _ in 0..=repeat {
+                segments.push((t, d));
+                t += d;
+            }
+        }
+        assert!(segments.len() >= 4, "{text}");
+        for (i, (t, d)) in segments.iter().enumerate() {
+            // 1 s segments, each track in its own timescale (the audio's end where the
+            // PES packets the source wrote end: within a PES of the video's).
+            let ms = d * 1000 / timescale;
+            assert!(
+                (500..=1500).contains(&ms),
+                "segment {i}: {d} ticks of {timescale}"
+            );
+            if i > 0 {
+                assert_eq!(
+                    segments[i - 1].0 + segments[i - 1].1,
+                    *t,
+                    "segment {i} does not follow"
+                );
+            }
+        }
+        // Its init segment, and the newest segment listed under its number: one track each.
+        let init = template.attribute("initialization").unwrap();
+        let (status, head, init_bytes) = fetch(addr, &format!("/cam/{init}"), "");
+        assert_eq!(status, 200, "{init}");
+        assert_eq!(
+            header(&head, "content-type"),
+            Some(set.attribute("mimeType").unwrap())
+        );
+        assert_eq!(&init_bytes[4..8], b"ftyp");
+        let last_number = start_number + segments.len() as i64 - 1;
+        let media_uri = template
+            .attribute("media")
+            .unwrap()
+            .replace("$Number$", &last_number.to_string());
+        let (status, _, body) = fetch(addr, &format!("/cam/{media_uri}"), "");
+        assert_eq!(status, 200, "{media_uri}");
+        assert_eq!(&body[4..8], b"moof");
+        let alone = dir.join(format!(
+            "alone-{}.mp4",
+            set.attribute("contentType").unwrap()
+        ));
+        std::fs::write(&alone, [init_bytes, body].concat()).unwrap();
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_type",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&alone)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&probe.stdout);
+        assert_eq!(
+            said.trim(),
+            set.attribute("contentType").unwrap(),
+            "one track alone: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        // The clocks agree: the newest segment listed is available (its end is in the past
+        // by the manifest's own arithmetic), and not long ago (the timeline is the wall
+        // clock's).
+        let (t, d) = *segments.last().unwrap();
+        let available = ast + period_start + (t + d - offset) * 1000 / timescale;
+        assert!(
+            available <= server_now + 100 && available >= server_now - 3000,
+            "the newest segment was available at {available}, the server's clock says {server_now}"
+        );
+    }
+
+    // ffprobe and ffmpeg read the manifest.
+    let url = server.url("/cam/manifest.mpd");
+    let probe = probe_streams(&url);
+    assert!(
+        probe.contains("h264,640,360") && probe.contains("aac"),
+        "{probe}"
+    );
+    let (_, _, mpd_now) = fetch(addr, "/cam/manifest.mpd", "");
+    let (ok, said) = run(
+        "ffmpeg",
+        &[
+            "-nostdin", "-v", "verbose", "-i", &url, "-t", "5", "-f", "null", "-",
+        ],
+    );
+    let said: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            l.contains("DASH request") || l.contains("old fragment") || l.contains("non mono")
+        })
+        .take(14)
+        .collect();
+    assert!(
+        ok && !said.iter().any(|l| l.contains("non mono")),
+        "ffmpeg said: {}\n{}",
+        said.join("\n"),
+        String::from_utf8_lossy(&mpd_now)
+    );
+    let (status, _, _) = fetch(addr, "/nosuch/manifest.mpd", "");
+    assert_eq!(status, 404);
+}

@@ -316,6 +316,7 @@ mod hls {
                         hls: &self.0,
                         counters: &self.1,
                         cmaf: false,
+                        unix_ms: 0,
                     },
                     request.file,
                     head,
