@@ -55,7 +55,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 ffmpeg -version | head -n 1
 chromium --version 2>/dev/null | head -n 1
-[ -d tests/browser/node_modules/playwright-core ] || \
+[ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/dashjs ] || \
   npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund
 
 fuzz_seconds="${FUZZ_SECONDS:-10}"

@@ -109,6 +109,11 @@ struct Info<'a> {
 struct Outputs {
     hls: String,
     hls_media: String,
+    /// HLS with fMP4 segments and DASH, when the stream has a CMAF rendition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hls_cmaf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dash: Option<String>,
     http_ts: String,
     player: String,
     embed: String,
@@ -168,6 +173,12 @@ pub fn info_json(
         outputs: Outputs {
             hls: format!("{base}{stream}/master.m3u8"),
             hls_media: format!("{base}{stream}/index.m3u8"),
+            hls_cmaf: window
+                .filter(|w| w.cmaf.is_some())
+                .map(|_| format!("{base}{stream}/cmaf/master.m3u8")),
+            dash: window
+                .filter(|w| w.cmaf.as_ref().is_some_and(|c| c.manifest.is_some()))
+                .map(|_| format!("{base}{stream}/manifest.mpd")),
             http_ts: format!("{base}{stream}.ts"),
             player: format!("{base}{stream}.html"),
             embed: format!("{base}{stream}/embed.js"),

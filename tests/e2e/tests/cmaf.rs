@@ -147,6 +147,15 @@ fn hls_in_fmp4_reads_back_as_the_mpeg_ts_rendition() {
     assert_eq!(header(&head, "content-type"), Some("video/mp4"));
     assert_eq!(&part[4..8], b"moof");
 
+    // info.json names the outputs.
+    let (_, _, info) = fetch(addr, "/cam/info.json", "");
+    let info = String::from_utf8(info).unwrap();
+    assert!(
+        info.contains("\"hls_cmaf\":\"http://test/cam/cmaf/master.m3u8\"")
+            && info.contains("\"dash\":\"http://test/cam/manifest.mpd\""),
+        "{info}"
+    );
+
     // A stream without the rendition has none.
     let (status, _, _) = fetch(addr, "/plain/cmaf/index.m3u8", "");
     assert_eq!(status, 404);

@@ -350,6 +350,66 @@ fn browser_plays_low_latency_hls_through_hlsjs() {
 }
 
 #[test]
+fn browser_plays_dash_through_dashjs() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("browser-dash");
+    let (server, port) = server_with_udp_stream_configured(&dir, "", "cmaf = true\n");
+    let _ffmpeg = source(port, 50);
+    let addr = server.addr;
+    wait_until(
+        Duration::from_secs(20),
+        || "no DASH manifest".into(),
+        || fetch(addr, "/cam/manifest.mpd", "").0 == 200,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let script = workspace().join("tests/browser/dash.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(server.url("/cam/manifest.mpd"))
+        .arg("30")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node must be installed");
+    assert!(out.status.success());
+    let samples: Vec<(f64, f64, u64, Option<f64>, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            (
+                field(l, "t").parse().unwrap_or(0.0),
+                field(l, "currentTime").parse().unwrap_or(0.0),
+                field(l, "frames").parse().unwrap_or(0),
+                field(l, "latency").parse().ok(),
+                field(l, "errors").to_string(),
+            )
+        })
+        .collect();
+    let started = samples
+        .iter()
+        .find(|s| s.1 > 0.5)
+        .unwrap_or_else(|| panic!("dash.js never played: {samples:?}"));
+    let last = samples.last().unwrap();
+    assert!(
+        last.1 - started.1 >= (last.0 - started.0) * 0.8,
+        "playback did not keep up: {samples:?}"
+    );
+    assert!(last.2 > started.2 + 200, "{samples:?}");
+    assert!(
+        samples.iter().all(|s| s.4 == "[]"),
+        "dash.js reported errors: {samples:?}"
+    );
+    let mut latencies: Vec<f64> = samples.iter().filter_map(|s| s.3).collect();
+    latencies.sort_by(f64::total_cmp);
+    eprintln!(
+        "DASH in dash.js over {:.0} s: live latency median {:?} s",
+        last.0 - started.0,
+        latencies.get(latencies.len() / 2)
+    );
+}
+
+#[test]
 fn browser_waits_when_the_source_stops_and_plays_when_it_returns() {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
