@@ -47,3 +47,27 @@ http {
 }
 NGINX
 }
+
+# Print this machine as JSON: cores, CPU model, kernel.
+machine_json() {
+  python3 - <<'PY'
+import json, os, platform
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
+PY
+}
+
+# Run one HLS load on CPU 1 and append its JSON line (or its error) to `$out`:
+#   run_hls CONTENDER N REP BENCH-ARGS...
+# Uses `$bench`, `$seconds` and `$work` of the calling script.
+run_hls() {
+  local contender=$1 n=$2 rep=$3; shift 3
+  local ramp=$(( n >= 5000 ? 10 : 4 ))
+  local line
+  if line=$(taskset -c 1 "$bench" "$@" --viewers "$n" --ramp "$ramp" --settle 4 --seconds "$seconds" --json 2>"$work/bench.err"); then
+    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"run\":$line}" | tee -a "$out"
+  else
+    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip()))' "$work/bench.err")}" | tee -a "$out"
+  fi
+  sleep 2
+}

@@ -66,12 +66,7 @@ sleep 14
 ng_worker=$(pgrep -P "$ng" | head -n 1)
 [ -n "$ng_worker" ] || { echo "nginx has no worker: $(cat "$work/nginx-error.log")" >&2; exit 1; }
 
-machine=$(python3 - <<'PY'
-import json, os, platform
-model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
-PY
-)
+machine=$(machine_json)
 echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"segment_s\":2,\"part_s\":0.2}" > "$out"
 cat "$out"
 
@@ -98,23 +93,12 @@ PY
 fi
 
 # 2. CPU per viewer-second.
-run() {  # contender n rep -- bench args
-  local contender=$1 n=$2 rep=$3; shift 3
-  local ramp=$(( n >= 5000 ? 10 : 4 ))
-  local line
-  if line=$(taskset -c 1 "$bench" "$@" --viewers "$n" --ramp "$ramp" --settle 4 --seconds "$seconds" --json 2>"$work/bench.err"); then
-    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"run\":$line}" | tee -a "$out"
-  else
-    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip()))' "$work/bench.err")}" | tee -a "$out"
-  fi
-  sleep 2
-}
 
 for n in "${counts[@]}"; do
   for rep in $(seq 1 "$reps"); do
-    run shardcast-ll "$n" "$rep" hls --low-latency --url "http://127.0.0.1:$sc_port/ll/index.m3u8" --server-pid "$sc"
-    run shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/plain/index.m3u8" --server-pid "$sc"
-    run nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
+    run_hls shardcast-ll "$n" "$rep" hls --low-latency --url "http://127.0.0.1:$sc_port/ll/index.m3u8" --server-pid "$sc"
+    run_hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/plain/index.m3u8" --server-pid "$sc"
+    run_hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
   done
 done
 echo "results: $out"

@@ -74,33 +74,17 @@ ng_worker=$(pgrep -P "$ng" | head -n 1)
 cipher() { openssl s_client -connect "127.0.0.1:$1" -tls1_3 \
   -ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256 </dev/null 2>/dev/null \
   | awk '/^New, /{print $NF; exit}'; }
-machine=$(python3 - <<'PY'
-import json, os, platform
-model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
-PY
-)
+machine=$(machine_json)
 echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"cipher_shardcast\":\"$(cipher $sc_tls)\",\"cipher_nginx\":\"$(cipher $ng_tls)\"}" > "$out"
 cat "$out"
 
-run() {  # contender n rep -- bench args
-  local contender=$1 n=$2 rep=$3; shift 3
-  local ramp=$(( n >= 5000 ? 10 : 4 ))
-  local line
-  if line=$(taskset -c 1 "$bench" "$@" --viewers "$n" --ramp "$ramp" --settle 4 --seconds "$seconds" --json 2>"$work/bench.err"); then
-    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"run\":$line}" | tee -a "$out"
-  else
-    echo "{\"protocol\":\"hls\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip()))' "$work/bench.err")}" | tee -a "$out"
-  fi
-  sleep 2
-}
 
 for n in "${counts[@]}"; do
   for rep in $(seq 1 "$reps"); do
-    run shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc"
-    run shardcast-tls "$n" "$rep" hls --url "https://127.0.0.1:$sc_tls/live/index.m3u8" --ca "$work/ca.pem" --server-pid "$sc"
-    run nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
-    run nginx-tls "$n" "$rep" hls --url "https://127.0.0.1:$ng_tls/hls/index.m3u8" --ca "$work/ca.pem" --server-pid "$ng_worker"
+    run_hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc"
+    run_hls shardcast-tls "$n" "$rep" hls --url "https://127.0.0.1:$sc_tls/live/index.m3u8" --ca "$work/ca.pem" --server-pid "$sc"
+    run_hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
+    run_hls nginx-tls "$n" "$rep" hls --url "https://127.0.0.1:$ng_tls/hls/index.m3u8" --ca "$work/ca.pem" --server-pid "$ng_worker"
   done
 done
 echo "results: $out"

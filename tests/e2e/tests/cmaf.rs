@@ -47,26 +47,13 @@ fn video_packets(path: &std::path::Path) -> Vec<(i64, bool)> {
 #[test]
 fn hls_in_fmp4_reads_back_as_the_mpeg_ts_rendition() {
     let dir = TempDir::new("cmaf");
-    let port = free_port();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
-             segment_duration = 1\npart_duration = 0.2\ncmaf = true\n\
-             [[stream]]\nname = \"plain\"\nsource = \"udp://127.0.0.1:{}\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-        40,
-        "640x360",
-        "1M",
-        25,
+    let plain = format!(
+        "segment_duration = 1\npart_duration = 0.2\ncmaf = true\n\
+         [[stream]]\nname = \"plain\"\nsource = \"udp://127.0.0.1:{}\"\n",
+        free_port()
     );
+    let (server, port) = udp_stream_server(&dir, &plain);
+    let _ffmpeg = small_source(port, 40);
     let addr = server.addr;
     let mut m = None;
     wait_until(
@@ -191,24 +178,8 @@ fn duration_ms(text: &str) -> i64 {
 #[test]
 fn a_live_dash_manifest_of_the_cmaf_segments_plays_in_ffmpeg() {
     let dir = TempDir::new("dash");
-    let port = free_port();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
-             segment_duration = 1\ncmaf = true\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-        40,
-        "640x360",
-        "1M",
-        25,
-    );
+    let (server, port) = udp_stream_server(&dir, "segment_duration = 1\ncmaf = true\n");
+    let _ffmpeg = small_source(port, 40);
     let addr = server.addr;
     wait_until(
         Duration::from_secs(20),

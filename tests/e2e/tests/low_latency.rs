@@ -151,24 +151,11 @@ impl Checker {
 #[test]
 fn low_latency_playlists_keep_the_rules_while_a_player_reloads_part_by_part() {
     let dir = TempDir::new("ll-hls");
-    let port = free_port();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
-             segment_duration = 1\nplaylist_segments = 10\npart_duration = 0.2\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let mut ffmpeg = Some(ffmpeg_source(
-        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-        60,
-        "640x360",
-        "1M",
-        25,
-    ));
+    let (server, port) = udp_stream_server(
+        &dir,
+        "segment_duration = 1\nplaylist_segments = 10\npart_duration = 0.2\n",
+    );
+    let mut ffmpeg = Some(small_source(port, 60));
     let addr = server.addr;
     let mut m = None;
     wait_until(
@@ -298,21 +285,8 @@ fn low_latency_playlists_keep_the_rules_while_a_player_reloads_part_by_part() {
 #[test]
 fn a_stream_without_parts_ignores_the_directives() {
     let dir = TempDir::new("ll-plain");
-    let port = free_port();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        format!("[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\nsegment_duration = 1\n"),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-        30,
-        "640x360",
-        "1M",
-        25,
-    );
+    let (server, port) = udp_stream_server(&dir, "segment_duration = 1\n");
+    let _ffmpeg = small_source(port, 30);
     let addr = server.addr;
     wait_until(
         Duration::from_secs(20),
@@ -332,24 +306,8 @@ fn a_stream_without_parts_ignores_the_directives() {
 #[test]
 fn three_hundred_players_held_at_once_are_all_answered_every_part() {
     let dir = TempDir::new("ll-many");
-    let port = free_port();
-    let config = dir.join("shardcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
-             segment_duration = 1\npart_duration = 0.2\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
-        40,
-        "640x360",
-        "1M",
-        25,
-    );
+    let (server, port) = udp_stream_server(&dir, "segment_duration = 1\npart_duration = 0.2\n");
+    let _ffmpeg = small_source(port, 40);
     let addr = server.addr;
     wait_until(
         Duration::from_secs(20),

@@ -1249,3 +1249,28 @@ pub fn send_generated(port: u16, seconds: u64) -> u64 {
     })
     .unwrap()
 }
+
+/// A server with one stream `cam` received over UDP on a free port, with `settings` (TOML
+/// lines) added to the stream; the server and the port.
+pub fn udp_stream_server(dir: &std::path::Path, settings: &str) -> (Server, u16) {
+    let port = free_port();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!("[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n{settings}"),
+    )
+    .unwrap();
+    (Server::start(&["--config", config.to_str().unwrap()]), port)
+}
+
+/// ffmpeg sending 640x360 H.264 at 1 Mbit/s (a keyframe a second) and AAC to UDP `port` on
+/// 127.0.0.1 for `seconds`.
+pub fn small_source(port: u16, seconds: u32) -> KillOnDrop {
+    ffmpeg_source(
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        seconds,
+        "640x360",
+        "1M",
+        25,
+    )
+}
