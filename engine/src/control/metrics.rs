@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 23] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 27] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -163,6 +163,30 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 23] = [
         "counter",
         "HLS requests answered (playlists and segments).",
         |c| c.hls_requests,
+    ),
+    (
+        "shardcast_stream_hls_held_total",
+        "counter",
+        "Low-latency HLS requests (blocking playlist reloads, hinted parts) held until what they name exists.",
+        |c| c.hls_held,
+    ),
+    (
+        "shardcast_stream_hls_hold_timeouts_total",
+        "counter",
+        "Held low-latency HLS requests answered 503 after three target durations.",
+        |c| c.hls_hold_timeouts,
+    ),
+    (
+        "shardcast_stream_cmaf_fragments_total",
+        "counter",
+        "CMAF (fMP4) fragments made, one per track per cut.",
+        |c| c.cmaf_fragments,
+    ),
+    (
+        "shardcast_stream_cmaf_dropped_samples_total",
+        "counter",
+        "Samples the CMAF remuxer dropped (before its init segment, past its bounds).",
+        |c| c.cmaf_dropped_samples,
     ),
 ];
 

@@ -299,6 +299,8 @@ pub struct Packager {
     /// The CMAF rendition's remuxer, and the init segments it made that segments held need.
     remuxer: Option<Remuxer>,
     inits: VecDeque<Arc<InitSegment>>,
+    /// The remuxer's fragments and dropped samples already counted.
+    remux_reported: (u64, u64),
     /// DASH: availabilityStartTime (UNIX ms, fixed once known), and the current period.
     dash_start_ms: Option<i64>,
     dash_period: Option<cmaf::DashPeriod>,
@@ -348,6 +350,7 @@ impl Packager {
             inits: VecDeque::new(),
             dash_start_ms: None,
             dash_period: None,
+            remux_reported: (0, 0),
         }
     }
 
@@ -408,6 +411,14 @@ impl Packager {
     fn cut_cmaf(&mut self) -> Option<Bytes> {
         let remuxer = self.remuxer.as_mut()?;
         let cut = remuxer.cut();
+        let stats = remuxer.stats();
+        let c = &self.counters;
+        StreamCounters::add(&c.cmaf_fragments, stats.fragments - self.remux_reported.0);
+        StreamCounters::add(
+            &c.cmaf_dropped_samples,
+            stats.dropped_samples - self.remux_reported.1,
+        );
+        self.remux_reported = (stats.fragments, stats.dropped_samples);
         let b = self.building.as_mut()?;
         let building = b.cmaf.as_mut()?;
         let cut = cut?;

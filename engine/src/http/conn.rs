@@ -138,6 +138,20 @@ pub struct PushRequest {
     pub early: Vec<u8>,
 }
 
+/// What became of a request held for a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// It waits for stream `stream`'s next window (`first`: it was not held before).
+    Waiting {
+        /// The stream's index.
+        stream: usize,
+        /// It was not held before.
+        first: bool,
+    },
+    /// It was held to its limit and answered 503.
+    TimedOut(usize),
+}
+
 /// What a request is answered with.
 #[derive(Clone, Debug)]
 pub enum Route {
@@ -309,8 +323,9 @@ pub struct Conn {
     parked: Option<RequestHead>,
     /// The question to ask about it, for the core to take.
     new_ask: Option<crate::session::AccessQuery>,
-    /// The held request waits for this stream (for the core to take), until this time.
-    new_hold: Option<usize>,
+    /// What became of a request held for a stream (for the core to take), and until when it
+    /// is held.
+    new_hold: Option<Held>,
     hold_until_ns: Option<u64>,
     /// Bytes ever queued and ever written (positions in the connection's output).
     queued_total: u64,
@@ -440,8 +455,8 @@ impl Conn {
         self.new_ask.take()
     }
 
-    /// The stream a request now held waits for, once ([`Route::Hold`]).
-    pub fn take_hold(&mut self) -> Option<usize> {
+    /// What became of a request held for a stream, once ([`Route::Hold`]).
+    pub fn take_hold(&mut self) -> Option<Held> {
         self.new_hold.take()
     }
 
@@ -731,14 +746,16 @@ impl Conn {
             (m, Route::Hold { stream, limit }) => {
                 // Never held past half the idle timeout (which would close it).
                 let limit = (limit.as_nanos() as u64).min(self.limits.idle_timeout_ns / 2);
+                let first = self.hold_until_ns.is_none();
                 let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit);
                 if self.clock_ns >= until {
                     self.hold_until_ns = None;
+                    self.new_hold = Some(Held::TimedOut(stream));
                     self.respond(503, "text/plain; charset=utf-8", b"not available in time, ask again\n", keep, "Cache-Control: no-store\r\n", m == Method::Head);
                 } else {
                     self.parked = Some(head.clone());
                     self.state = ConnState::Waiting;
-                    self.new_hold = Some(stream);
+                    self.new_hold = Some(Held::Waiting { stream, first });
                 }
             }
             (m, Route::Document(document)) => self.answer_document(head, m == Method::Head, document),

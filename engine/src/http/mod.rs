@@ -21,7 +21,7 @@ mod conn;
 
 pub use chunked::{BodyError, BodyReader};
 pub use conn::{
-    Body, Conn, ConnLimits, ConnState, Document, Feed, Gate, Out, PushRequest, Route, Router,
+    Body, Conn, ConnLimits, ConnState, Document, Feed, Gate, Held, Out, PushRequest, Route, Router,
     Status, RATE_PERIOD_NS,
 };
 

@@ -13,7 +13,7 @@ use super::router::StreamsRouter;
 use super::{Clock, Fanout};
 use crate::hls::Packager;
 use crate::hls::SegmentSend;
-use crate::http::{Conn, ConnLimits, ConnState, Feed};
+use crate::http::{Conn, ConnLimits, ConnState, Feed, Held};
 use crate::ingest::Pipeline;
 use crate::session::{LocalSessions, SessionKey, ShardCommand, ShardLink, Verdict};
 use crate::site::Site;
@@ -691,11 +691,24 @@ impl ShardCore {
                 self.sessions.connection(id, true, self.clock.mono);
             }
         }
-        if let Some(Some(local)) = held.and_then(|s| self.locals.get_mut(s)) {
-            if local.held.is_empty() {
-                local.held_window = window_generation(&local.info);
+        match held {
+            Some(Held::Waiting { stream, first }) => {
+                if let Some(Some(local)) = self.locals.get_mut(stream) {
+                    if local.held.is_empty() {
+                        local.held_window = window_generation(&local.info);
+                    }
+                    local.held.push(key);
+                    if first {
+                        StreamCounters::add(&local.info.counters.hls_held, 1);
+                    }
+                }
             }
-            local.held.push(key);
+            Some(Held::TimedOut(stream)) => {
+                if let Some(Some(local)) = self.locals.get(stream) {
+                    StreamCounters::add(&local.info.counters.hls_hold_timeouts, 1);
+                }
+            }
+            None => {}
         }
         if let Some(stream) = viewer {
             if let Some(Some(local)) = self.locals.get_mut(stream) {

@@ -46,6 +46,14 @@ pub struct StreamCounters {
     pub segment_bytes: AtomicU64,
     /// HLS requests answered (playlists and segments).
     pub hls_requests: AtomicU64,
+    /// Low-latency HLS requests held until the part they name exists.
+    pub hls_held: AtomicU64,
+    /// Of those, the ones answered 503 after three target durations.
+    pub hls_hold_timeouts: AtomicU64,
+    /// CMAF fragments made (one per track per cut).
+    pub cmaf_fragments: AtomicU64,
+    /// Samples the CMAF remuxer dropped (before its init segment, over its bounds).
+    pub cmaf_dropped_samples: AtomicU64,
     /// Connections a source accepted or made (an encoder connecting, a reconnect).
     pub source_connections: AtomicU64,
     /// Connections a listening source refused (not in its `allow=`).
@@ -132,6 +140,10 @@ pub struct StreamCountersSnapshot {
     pub buffer_trims: u64,
     pub segment_bytes: u64,
     pub hls_requests: u64,
+    pub hls_held: u64,
+    pub hls_hold_timeouts: u64,
+    pub cmaf_fragments: u64,
+    pub cmaf_dropped_samples: u64,
     pub source_connections: u64,
     pub source_refused: u64,
     pub source_failures: u64,
@@ -170,6 +182,10 @@ impl StreamCounters {
             buffer_trims: self.buffer_trims.load(Relaxed),
             segment_bytes: self.segment_bytes.load(Relaxed),
             hls_requests: self.hls_requests.load(Relaxed),
+            hls_held: self.hls_held.load(Relaxed),
+            hls_hold_timeouts: self.hls_hold_timeouts.load(Relaxed),
+            cmaf_fragments: self.cmaf_fragments.load(Relaxed),
+            cmaf_dropped_samples: self.cmaf_dropped_samples.load(Relaxed),
             source_connections: self.source_connections.load(Relaxed),
             source_refused: self.source_refused.load(Relaxed),
             source_failures: self.source_failures.load(Relaxed),

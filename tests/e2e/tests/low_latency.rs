@@ -151,10 +151,25 @@ impl Checker {
 #[test]
 fn low_latency_playlists_keep_the_rules_while_a_player_reloads_part_by_part() {
     let dir = TempDir::new("ll-hls");
-    let (server, port) = udp_stream_server(
-        &dir,
-        "segment_duration = 1\nplaylist_segments = 10\npart_duration = 0.2\n",
-    );
+    let port = free_port();
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n\
+             segment_duration = 1\nplaylist_segments = 10\npart_duration = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--api-listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
     let mut ffmpeg = Some(small_source(port, 60));
     let addr = server.addr;
     let mut m = None;
@@ -280,6 +295,26 @@ fn low_latency_playlists_keep_the_rules_while_a_player_reloads_part_by_part() {
         waited >= Duration::from_millis(2500) && waited <= Duration::from_secs(5),
         "held {waited:?}"
     );
+
+    // The metrics counted the held requests and the one held to its limit.
+    let (status, _, metrics) = fetch(server.api_addr(), "/metrics", "");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let sample = |name: &str| -> f64 {
+        let series = format!("{name}{{stream=\"cam\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        sample("shardcast_stream_hls_held_total") >= 30.0,
+        "{metrics}"
+    );
+    assert_eq!(sample("shardcast_stream_hls_hold_timeouts_total"), 1.0);
 }
 
 #[test]

@@ -151,6 +151,17 @@ impl Server {
         Server { child, addr, log }
     }
 
+    /// The API's address, as its log line says (`--api-listen 127.0.0.1:0` picks one).
+    pub fn api_addr(&self) -> SocketAddr {
+        let found = self.log.wait_for(Duration::from_secs(10), |log| {
+            let at = log.find("JSON API on http")?;
+            let rest = &log[at..];
+            let start = rest.find("://")? + 3;
+            rest[start..].split('/').next()?.parse().ok()
+        });
+        found.expect("the server logs where its API listens")
+    }
+
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.text()
