@@ -817,29 +817,42 @@ impl Packager {
             .unwrap_or(0);
         let period = &segments[from..];
         let (first, c) = *period.first()?;
-        // The period begins with the earlier of its first video and its first audio (which
-        // a muxer usually writes a little after the video it goes with): each track's
-        // segments then start at or after it.
+        // A later period begins with the earlier of its first video and its first audio
+        // (which a muxer usually writes a little after the video it goes with): each track's
+        // segments then start at or after it. The clock is the first segment's: its first
+        // packet (a keyframe) came in at its PROGRAM-DATE-TIME.
         let rate = u64::from(c.init.sample_rate.unwrap_or(90_000));
         let begins = c
             .audio_span
             .map_or(c.start, |(t, _)| c.start.min(t * 90_000 / rate.max(1)));
         let ast = *self
             .dash_start_ms
-            .get_or_insert(first.program_date_time_ms - (begins / 90) as i64);
+            .get_or_insert(first.program_date_time_ms - (c.start / 90) as i64);
         let current = self.dash_period.filter(|p| {
             // The period goes on while its first segment is listed, or has left the window
             // with no new period begun since.
             p.first == first.sequence
                 || (from == 0 && p.first < first.sequence && !first.discontinuity)
         });
-        let current = current.unwrap_or_else(|| cmaf::DashPeriod {
-            id: self.dash_period.map_or(0, |p| p.id + 1),
-            first: first.sequence,
-            start: Duration::from_millis(
-                (first.program_date_time_ms - (c.start - begins) as i64 / 90 - ast).max(0) as u64,
-            ),
-            offset: begins,
+        // The first period starts at the stream's media time 0 (availabilityStartTime is
+        // chosen so): no offset, which every client reads alike. A later one (after a
+        // discontinuity) starts where its first media is, its offset that media's time.
+        let current = current.unwrap_or_else(|| match self.dash_period {
+            None => cmaf::DashPeriod {
+                id: 0,
+                first: first.sequence,
+                start: Duration::ZERO,
+                offset: 0,
+            },
+            Some(previous) => cmaf::DashPeriod {
+                id: previous.id + 1,
+                first: first.sequence,
+                start: Duration::from_millis(
+                    (first.program_date_time_ms - (c.start - begins) as i64 / 90 - ast).max(0)
+                        as u64,
+                ),
+                offset: begins,
+            },
         });
         self.dash_period = Some(current);
         let (last, _) = *period.last()?;
