@@ -5,7 +5,7 @@
 //
 // Usage: node dash.mjs MANIFEST_URL SECONDS
 // Driven by tests/e2e/tests/player.rs; the page is a blank one on the manifest's origin.
-import { chromium } from "playwright-core";
+import { freshPage, launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
 
 const [url, secondsArg] = process.argv.slice(2);
@@ -16,19 +16,9 @@ if (!url || !(seconds > 0)) {
 }
 const dashjs = fileURLToPath(new URL("node_modules/dashjs/dist/modern/umd/dash.all.min.js", import.meta.url));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 960, height: 540 } });
-  const page = await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error("console: " + m.text()); });
+  const page = await freshPage(browser);
   // The server's own origin, so that nothing is cross-origin.
   await page.goto(new URL("/", url).href, { waitUntil: "load" });
   await page.setContent("<video id=v muted autoplay playsinline style='width:100%'></video>");

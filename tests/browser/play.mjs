@@ -8,7 +8,7 @@
 //
 // Usage: node play.mjs URL SECONDS [SCREENSHOT_PATH@SECONDS ...]
 // Driven by engine/tests/player.rs; playwright-core is installed by tests/run.sh (npm ci).
-import { chromium } from "playwright-core";
+import { freshPage, launch } from "./chromium.mjs";
 
 const [url, secondsArg, ...shots] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -21,20 +21,9 @@ const screenshots = shots.map((s) => {
   return { path: s.slice(0, at), at: Number(s.slice(at + 1)), done: false };
 });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 try {
-  // A fresh context is a fresh, empty profile (playwright's own user data directory).
-  const context = await browser.newContext({ viewport: { width: 960, height: 540 } });
-  const page = await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error("console: " + m.text()); });
+  const page = await freshPage(browser);
   const opened = Date.now();
   await page.goto(url, { waitUntil: "load" });
   while ((Date.now() - opened) / 1000 < seconds) {
