@@ -513,21 +513,36 @@ fn hand_over_to(
 
 /// Start the binary on disk (after a package upgrade, the new one) with this process's
 /// arguments, `channel` as its standard input.
+///
+/// A binary just written may still be open for writing somewhere for a moment (a process
+/// forked while its writer had it open holds that descriptor until it execs): `ETXTBSY`
+/// is tried again for up to a second.
 fn spawn_successor(channel: Channel) -> Result<std::process::Child, UpgradeError> {
     let exe = successor_binary().map_err(UpgradeError::Spawn)?;
     let mut args = std::env::args_os();
     let _ = args.next();
-    std::process::Command::new(&exe)
+    let mut command = std::process::Command::new(&exe);
+    command
         .args(args)
         .env(CHANNEL_ENV, "0")
-        .stdin(std::process::Stdio::from(channel.fd))
-        .spawn()
-        .map_err(|e| {
-            UpgradeError::Spawn(std::io::Error::new(
-                e.kind(),
-                format!("{}: {e}", exe.display()),
-            ))
-        })
+        .stdin(std::process::Stdio::from(channel.fd));
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => {
+                return result.map_err(|e| {
+                    UpgradeError::Spawn(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", exe.display()),
+                    ))
+                })
+            }
+        }
+    }
 }
 
 /// The path this process's binary was started from: where the new binary is after an

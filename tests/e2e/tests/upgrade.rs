@@ -51,12 +51,22 @@ impl Running {
         if let Ok(io) = std::env::var("SHARDCAST_TEST_IO") {
             command.args(["--io", &io]);
         }
-        let child = command
+        command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::inherit());
+        // The copy was just written: a process another test forked meanwhile may hold it
+        // open for writing until it execs (ETXTBSY), for a moment.
+        let mut tries = 0;
+        let child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => break result.unwrap(),
+            }
+        };
         let server = Server::adopt(child, addr);
         wait_until(
             Duration::from_secs(10),
