@@ -113,6 +113,10 @@ pub struct WindowState {
     pub segments: Vec<SegmentState>,
 }
 
+fn starts_with_keyframe() -> bool {
+    true
+}
+
 /// A sealed segment as handed over (its bytes are a memfd sent beside).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegmentState {
@@ -124,6 +128,9 @@ pub struct SegmentState {
     pub duration: u64,
     /// Marked as a discontinuity.
     pub discontinuity: bool,
+    /// It starts with a keyframe (a predecessor that does not say: it does).
+    #[serde(default = "starts_with_keyframe")]
+    pub independent: bool,
     /// PROGRAM-DATE-TIME, UNIX ms.
     pub program_date_time_ms: i64,
     /// Length in bytes.
@@ -481,6 +488,7 @@ fn hand_over_to(
                     start_pts: s.start_pts.ticks(),
                     duration: s.duration,
                     discontinuity: s.discontinuity,
+                    independent: s.independent,
                     program_date_time_ms: s.program_date_time_ms,
                     len: s.len(),
                     etag: s.etag.clone(),
@@ -661,6 +669,7 @@ pub fn take_over(channel: Channel, handoff: &Handoff) -> Result<Inherited, Upgra
                 start_pts: shardcast_protocols::ts::pes::Timestamp::new(s.start_pts),
                 duration: s.duration,
                 discontinuity: s.discontinuity,
+                independent: s.independent,
                 program_date_time_ms: s.program_date_time_ms,
                 body: SegmentBody::File {
                     fd: next()?,
@@ -726,6 +735,7 @@ mod tests {
             start_pts: sequence * 90_000,
             duration: 90_000,
             discontinuity: false,
+            independent: true,
             program_date_time_ms: 1_800_000_000_000 + sequence as i64,
             len: 188,
             etag: format!("\"{sequence:x}\""),

@@ -56,6 +56,8 @@ pub struct Period {
     pub id: u64,
     /// Its start, from availabilityStartTime.
     pub start: Duration,
+    /// Every listed segment starts with a keyframe (`startWithSAP="1"`; left out when not).
+    pub starts_with_sap: bool,
     /// Its representations, one per adaptation set.
     pub representations: Vec<Representation>,
 }
@@ -183,7 +185,7 @@ impl Display for Mpd {
             IsoDuration(p.start)
         )?;
         for (id, r) in p.representations.iter().enumerate() {
-            r.write(f, id)?;
+            r.write(f, id, self.period.starts_with_sap)?;
         }
         writeln!(f, "  </Period>")?;
         writeln!(
@@ -196,15 +198,20 @@ impl Display for Mpd {
 
 impl Representation {
     /// Its adaptation set, number `id`.
-    fn write(&self, f: &mut Formatter<'_>, id: usize) -> fmt::Result {
+    fn write(&self, f: &mut Formatter<'_>, id: usize, starts_with_sap: bool) -> fmt::Result {
         let r = self;
         let (content, mime) = match r.content {
             Content::Video => ("video", "video/mp4"),
             Content::Audio => ("audio", "audio/mp4"),
         };
+        let sap = if starts_with_sap {
+            " startWithSAP=\"1\""
+        } else {
+            ""
+        };
         writeln!(
             f,
-            "    <AdaptationSet id=\"{id}\" contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">",
+            "    <AdaptationSet id=\"{id}\" contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\"{sap}>",
         )?;
         let mut attributes = format!(
             "id=\"{content}\" codecs=\"{}\" bandwidth=\"{}\"",
@@ -289,6 +296,7 @@ mod tests {
             period: Period {
                 id: 3,
                 start: Duration::from_millis(1500),
+                starts_with_sap: true,
                 representations: vec![
                     Representation {
                         content: Content::Video,
@@ -374,5 +382,15 @@ mod tests {
         assert!(text.contains("frameRate=\"25\""));
         assert!(text.contains("startNumber=\"100\" presentationTimeOffset=\"900000\""));
         assert!(text.contains(UTC_NOW));
+        assert_eq!(text.matches("startWithSAP=\"1\"").count(), 2);
+    }
+
+    #[test]
+    fn segments_cut_between_keyframes_are_not_said_to_start_with_one() {
+        let mut manifest = mpd(vec![(0, 90_000)]);
+        manifest.period.starts_with_sap = false;
+        let text = manifest.to_string();
+        assert!(!text.contains("startWithSAP"), "{text}");
+        assert!(text.contains("segmentAlignment=\"true\">"), "{text}");
     }
 }

@@ -445,3 +445,77 @@ fn parts_are_cut_between_access_units_within_the_part_target() {
         runs.iter().map(|(info, _, _)| *info).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn low_latency_segments_never_outgrow_the_target_when_keyframes_are_sparse() {
+    // Keyframes every 5 s; a 2 s target that low-latency HLS may not raise.
+    let gen = GeneratorConfig {
+        fps: 25,
+        keyframe_interval: 125,
+        width: 64,
+        height: 48,
+        bitrate: 2_000_000,
+        ..GeneratorConfig::default()
+    };
+    let data = generated(gen, 16);
+    let max = 2 * 90_000 + 45_000 - 1;
+    let config = SegmenterConfig {
+        target_duration: 180_000,
+        part_target: Some(18_000),
+        max_duration: Some(max),
+        ..SegmenterConfig::default()
+    };
+    let runs = parts_of(&data, config, 7 * PACKET_SIZE);
+    assert!(runs.len() >= 6, "{} segments", runs.len());
+    for (i, (info, parts, _)) in runs[..runs.len() - 1].iter().enumerate() {
+        assert!(info.duration <= max, "{info:?} outgrew the target");
+        // Cut within four frames of the bound (2 s and a little, not at every frame), or
+        // where a keyframe comes back.
+        assert!(
+            info.duration >= 180_000 || runs[i + 1].0.independent,
+            "{info:?} cut early"
+        );
+        assert_eq!(parts[0].independent, info.independent, "{info:?}");
+        assert!(parts.iter().all(|p| p.duration <= 18_000), "{parts:?}");
+    }
+    // A keyframe still starts a segment when it is due: every 5 s one starts independent.
+    let independent: Vec<u64> = runs
+        .iter()
+        .filter(|(info, _, _)| info.independent)
+        .map(|(info, _, _)| info.start_pts.ticks())
+        .collect();
+    assert!(independent.len() >= 3, "{independent:?}");
+    for pair in independent.windows(2) {
+        assert_eq!(pair[1] - pair[0], 5 * 90_000, "{independent:?}");
+    }
+    assert!(runs.iter().any(|(info, _, _)| !info.independent));
+    // Each segment still begins with PAT and PMT, and counters run on across the cuts.
+    let plain = segment(&data, config, 7 * PACKET_SIZE);
+    for seg in &plain.segments {
+        assert_eq!(
+            u16::from(seg[1] & 0x1F) << 8 | u16::from(seg[2]),
+            0,
+            "no PAT first"
+        );
+    }
+    assert_eq!(continuity_breaks(&plain.segments.concat()), vec![]);
+    // The same at any chunking; counted.
+    assert_eq!(parts_of(&data, config, 1), runs);
+    let mut s = Segmenter::new(config);
+    let mut sync = shardcast_protocols::ts::PacketSync::new();
+    sync.push(&data, |p| s.push_packet(p, &mut |_| {}));
+    let forced = runs.iter().filter(|(info, _, _)| !info.independent).count() as u64;
+    assert!(s.stats().forced_cuts >= forced - 1, "{:?}", s.stats());
+    // Without `max_duration`, the same source gives 5 s segments.
+    let keyframes_only = segment(
+        &data,
+        SegmenterConfig {
+            max_duration: None,
+            ..config
+        },
+        4096,
+    );
+    assert!(keyframes_only.infos[..keyframes_only.infos.len() - 1]
+        .iter()
+        .all(|i| i.duration == 5 * 90_000 && i.independent));
+}

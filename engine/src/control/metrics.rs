@@ -25,7 +25,7 @@ fn escape(value: &str) -> String {
 type Read = fn(&StreamCountersSnapshot) -> u64;
 
 /// Per-stream families: name, type, help, value.
-const STREAM_FAMILIES: [(&str, &str, &str, Read); 27] = [
+const STREAM_FAMILIES: [(&str, &str, &str, Read); 28] = [
     (
         "shardcast_stream_received_bytes_total",
         "counter",
@@ -103,6 +103,12 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 27] = [
         "counter",
         "HLS segments let go early to stay within max_hls_bytes.",
         |c| c.segments_evicted,
+    ),
+    (
+        "shardcast_stream_segments_without_keyframe_total",
+        "counter",
+        "HLS segments begun between keyframes so that a low-latency playlist's target duration holds (the source's keyframes are further apart).",
+        |c| c.segments_without_keyframe,
     ),
     (
         "shardcast_stream_buffer_trims_total",

@@ -85,6 +85,9 @@ pub struct Segment {
     pub duration: u64,
     /// It follows a source restart or a timestamp jump.
     pub discontinuity: bool,
+    /// It starts with a keyframe (not so after a cut that low-latency HLS forced because
+    /// the source's keyframes are further apart than the target duration).
+    pub independent: bool,
     /// When ingest received its first packet (UNIX ms): EXT-X-PROGRAM-DATE-TIME.
     pub program_date_time_ms: i64,
     /// The bytes.
@@ -247,6 +250,7 @@ pub fn first_sequence() -> u64 {
 struct Building {
     sequence: u64,
     discontinuity: bool,
+    independent: bool,
     program_date_time_ms: i64,
     data: Vec<u8>,
     /// Where the part being built begins in `data`, and the parts cut so far.
@@ -361,12 +365,23 @@ impl Packager {
         self
     }
 
-    /// A segment begins; `received_ns` is the ingest wall clock (UNIX ns).
-    pub fn start(&mut self, sequence: u64, discontinuity: bool, received_ns: u64) {
+    /// A segment begins (with a keyframe when `independent`); `received_ns` is the ingest
+    /// wall clock (UNIX ns).
+    pub fn start(
+        &mut self,
+        sequence: u64,
+        discontinuity: bool,
+        independent: bool,
+        received_ns: u64,
+    ) {
         let discontinuity = discontinuity || std::mem::take(&mut self.dropped);
+        if !independent {
+            StreamCounters::add(&self.counters.segments_without_keyframe, 1);
+        }
         self.building = Some(Building {
             sequence,
             discontinuity,
+            independent,
             program_date_time_ms: (received_ns / 1_000_000) as i64,
             data: Vec::with_capacity(self.building_capacity()),
             part_start: 0,
@@ -511,6 +526,7 @@ impl Packager {
             start_pts: info.start_pts,
             duration: info.duration,
             discontinuity: b.discontinuity,
+            independent: b.independent,
             program_date_time_ms: b.program_date_time_ms,
             etag: format!("\"{:x}-{:x}\"", b.sequence, b.program_date_time_ms),
             last_modified: httpdate::fmt_http_date(sealed),
@@ -608,9 +624,11 @@ impl Packager {
         let mut playlist = self.media_playlist(Container::Ts);
         // The target duration may only grow (RFC 8216 4.3.3.1): a segment longer than the
         // configured one (sparse keyframes) raises it for the rest of the stream.
-        self.target_duration = self
-            .target_duration
-            .max(playlist.required_target_duration());
+        let required = playlist.required_target_duration();
+        if required > self.target_duration {
+            tracing::warn!(stream = %self.name, from = self.target_duration, to = required, "a segment outgrew the target duration (the source's keyframes are further apart than segment_duration): EXT-X-TARGETDURATION raised");
+            self.target_duration = required;
+        }
         playlist.target_duration = self.target_duration;
         self.prune_parts();
         let low_latency = self.decorate(&mut playlist, Container::Ts);
@@ -643,9 +661,10 @@ impl Packager {
             });
             (d > 0.0).then(|| (b * 8.0 / d) as u64)
         };
+        let independent = self.listed.iter().all(|s| s.independent);
         let master = |version| MultivariantPlaylist {
             version,
-            independent_segments: true,
+            independent_segments: independent,
             variants: vec![VariantStream {
                 uri: "index.m3u8".into(),
                 bandwidth: peak,
@@ -744,7 +763,7 @@ impl Packager {
             target_duration: self.target_duration,
             media_sequence: first.unwrap_or(0),
             discontinuity_sequence: self.discontinuity_sequence,
-            independent_segments: true,
+            independent_segments: self.listed.iter().all(|s| s.independent),
             segments,
             ..MediaPlaylist::default()
         }
@@ -930,6 +949,7 @@ impl Packager {
             period: shardcast_protocols::dash::Period {
                 id: current.id,
                 start: current.start,
+                starts_with_sap: period.iter().all(|(s, _)| s.independent),
                 representations,
             },
         };

@@ -143,7 +143,7 @@ fn a_longer_segment_raises_the_target_duration_for_good() {
 fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinuity() {
     let (mut p, slot, counters) = packager(HlsSettings::default());
     let packet = [0x47u8; PACKET_SIZE];
-    p.start(1, false, 0);
+    p.start(1, false, true, 0);
     for _ in 0..=StreamLimits::default().max_segment / PACKET_SIZE {
         p.packet(&packet);
     }
@@ -154,13 +154,14 @@ fn a_segment_without_a_cut_is_dropped_at_the_limit_and_the_next_is_a_discontinui
         duration: 180_000,
         packets: 1,
         discontinuity: false,
+        independent: true,
     };
     p.end(info(1), 0);
     assert!(
         slot.load().is_none(),
         "the dropped segment is not published"
     );
-    p.start(2, false, 0);
+    p.start(2, false, true, 0);
     p.packet(&packet);
     p.end(info(2), 0);
     let w = slot.load_full().unwrap();
@@ -182,7 +183,7 @@ fn a_token_goes_into_every_uri() {
 }
 
 fn seal(p: &mut Packager, sequence: u64, packets: usize, start_ns: u64, end_ns: u64) {
-    p.start(sequence, false, start_ns);
+    p.start(sequence, false, true, start_ns);
     for _ in 0..packets {
         p.packet(&[0x47u8; PACKET_SIZE]);
     }
@@ -193,6 +194,7 @@ fn seal(p: &mut Packager, sequence: u64, packets: usize, start_ns: u64, end_ns: 
             duration: 180_000,
             packets: packets as u64,
             discontinuity: false,
+            independent: true,
         },
         end_ns,
     );
@@ -293,7 +295,7 @@ fn a_window_handed_over_is_taken_up_and_goes_on_with_a_discontinuity() {
 
     // The next segment made here follows on, marked as a discontinuity.
     let next = segments.last().unwrap().sequence + 1;
-    p.start(next, false, 1_000_000_000);
+    p.start(next, false, true, 1_000_000_000);
     let mut packet = [0u8; PACKET_SIZE];
     packet[0] = 0x47;
     p.packet(&packet);
@@ -304,6 +306,7 @@ fn a_window_handed_over_is_taken_up_and_goes_on_with_a_discontinuity() {
             duration: 90_000,
             packets: 1,
             discontinuity: false,
+            independent: true,
         },
         u64::MAX / 2,
     );

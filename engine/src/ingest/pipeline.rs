@@ -5,6 +5,7 @@
 use crate::hls::Packager;
 use crate::stream::{Chunk, StreamCounters};
 use bytes::BytesMut;
+use shardcast_protocols::ts::pes::CLOCK_90KHZ;
 use shardcast_protocols::ts::{
     PacketSync, Segmenter, SegmenterConfig, SegmenterEvent, SegmenterStats, PACKET_SIZE,
 };
@@ -55,11 +56,21 @@ impl Pipeline {
     }
 
     /// Cut segments into parts of at most `part_target` (90 kHz ticks) too, for the
-    /// packager's low-latency playlists (before any byte is pushed).
+    /// packager's low-latency playlists (before any byte is pushed). Segments are then
+    /// also sealed before they outgrow EXT-X-TARGETDURATION (the segment duration rounded),
+    /// at a picture that is not a keyframe when the source's keyframes are further apart:
+    /// a low-latency playlist's target duration never changes.
     pub fn with_parts(mut self, part_target: Option<u64>) -> Self {
+        let config = *self.segmenter.config();
+        let target_s = (config.target_duration as f64 / CLOCK_90KHZ as f64)
+            .round()
+            .max(1.0);
+        // EXTINF rounded to the nearest second stays within it.
+        let max_duration = (target_s * CLOCK_90KHZ as f64) as u64 + CLOCK_90KHZ / 2 - 1;
         let config = SegmenterConfig {
             part_target,
-            ..*self.segmenter.config()
+            max_duration: part_target.map(|_| max_duration),
+            ..config
         };
         self.segmenter = Segmenter::new(config);
         self
@@ -106,16 +117,18 @@ impl Pipeline {
                     }
                 }
                 SegmenterEvent::SegmentStart { .. } | SegmenterEvent::Keyframe { .. } => {
-                    if let (
-                        SegmenterEvent::SegmentStart {
-                            sequence,
-                            discontinuity,
-                            ..
-                        },
-                        Some(p),
-                    ) = (event, packager.as_mut())
+                    let mut keyframe = true;
+                    if let SegmenterEvent::SegmentStart {
+                        sequence,
+                        discontinuity,
+                        independent,
+                        ..
+                    } = event
                     {
-                        p.start(sequence, discontinuity, received_ns);
+                        keyframe = independent;
+                        if let Some(p) = packager.as_mut() {
+                            p.start(sequence, discontinuity, independent, received_ns);
+                        }
                     }
                     Self::seal(
                         current,
@@ -124,7 +137,8 @@ impl Pipeline {
                         received_ns,
                         publish,
                     );
-                    *current_access_point = true;
+                    // Progressive viewers join at keyframes only.
+                    *current_access_point = keyframe;
                 }
                 SegmenterEvent::Packet(p) => {
                     if current.capacity() - current.len() < PACKET_SIZE {

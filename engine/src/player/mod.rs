@@ -250,7 +250,7 @@ mod tests {
         );
         let mut seal = |sequence: u64, discontinuity: bool| {
             let at = 1_700_000_000_000_000_000 + sequence * 2_000_000_000;
-            p.start(sequence, discontinuity, at);
+            p.start(sequence, discontinuity, true, at);
             p.packet(&[0x47; 188]);
             p.end(
                 SegmentInfo {
@@ -259,6 +259,7 @@ mod tests {
                     duration: 180_000,
                     packets: 1,
                     discontinuity,
+                    independent: true,
                 },
                 at + 2_000_000_000,
             );

@@ -39,6 +39,9 @@ pub struct StreamCounters {
     pub segments_dropped: AtomicU64,
     /// HLS segments let go early to keep within `max_hls_bytes`.
     pub segments_evicted: AtomicU64,
+    /// HLS segments begun between keyframes (low-latency: the keyframes are further apart
+    /// than the target duration allows).
+    pub segments_without_keyframe: AtomicU64,
     /// Chunks the progressive buffer dropped to keep within `max_buffer` (home shard's view).
     pub buffer_trims: AtomicU64,
     /// Bytes of the HLS segments in the window and in grace (a gauge; sends in flight may
@@ -137,6 +140,7 @@ pub struct StreamCountersSnapshot {
     pub segments: u64,
     pub segments_dropped: u64,
     pub segments_evicted: u64,
+    pub segments_without_keyframe: u64,
     pub buffer_trims: u64,
     pub segment_bytes: u64,
     pub hls_requests: u64,
@@ -179,6 +183,7 @@ impl StreamCounters {
             segments: self.segments.load(Relaxed),
             segments_dropped: self.segments_dropped.load(Relaxed),
             segments_evicted: self.segments_evicted.load(Relaxed),
+            segments_without_keyframe: self.segments_without_keyframe.load(Relaxed),
             buffer_trims: self.buffer_trims.load(Relaxed),
             segment_bytes: self.segment_bytes.load(Relaxed),
             hls_requests: self.hls_requests.load(Relaxed),

@@ -43,6 +43,9 @@ fuzz_target!(|data: &[u8]| {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: 9000,
         psi_at_keyframes: split & 1 == 1,
+        // Low-latency cuts too: parts, and segments sealed without a keyframe when overdue.
+        part_target: (split & 2 == 2).then_some(1800),
+        max_duration: (split & 4 == 4).then_some(13_499),
         ..SegmenterConfig::default()
     });
     let mut sync = PacketSync::new();

@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Tracks: the program's first H.264 or H.265 stream (track 1, 90 kHz) and its first AAC
-//! stream in ADTS (track 2, at its sampling rate). Other codecs stay in MPEG-TS only. A
-//! fragment's video starts with a sync sample: what comes before the first keyframe is
-//! dropped. Each track's `tfdt` is its first sample's decode time, so audio that straddles a
+//! stream in ADTS (track 2, at its sampling rate). Other codecs stay in MPEG-TS only. The
+//! first fragment's video starts with a sync sample: what comes before the first keyframe is
+//! dropped (later fragments start where the caller cuts). Each track's `tfdt` is its first sample's decode time, so audio that straddles a
 //! cut simply goes in the next fragment.
 //!
 //! The last video sample of a fragment is given the previous sample's duration (the next

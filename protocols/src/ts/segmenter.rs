@@ -9,7 +9,7 @@
 //! Output is a single-program transport stream: the selected program's elementary streams
 //! (data PIDs such as SCTE-35 included) byte for byte, and PAT/PMT packets written by the
 //! segmenter with counters of its own, so the stream stays continuous across the inserted
-//! tables. Every segment starts with PAT, PMT and a keyframe; with
+//! tables. Every segment starts with PAT, PMT and a keyframe (but see `max_duration` below); with
 //! [`SegmenterConfig::psi_at_keyframes`] every keyframe inside a segment gets PAT and PMT in front
 //! too, so that a progressive viewer can join there.
 //!
@@ -22,6 +22,11 @@
 //! into partial segments (low-latency HLS): between access units, each at most the target long
 //! in decode time (one access unit at least), a new one at every keyframe (independent), the
 //! last ending with its segment; [`SegmenterEvent::PartEnd`] comes after a part's last packet.
+//! With [`SegmenterConfig::max_duration`] also set, a segment whose next keyframe is late is
+//! sealed before it grows past that, at a picture that is not a keyframe (one whose PTS is the
+//! highest yet, so no reordered picture straddles the cut): low-latency HLS forbids a target
+//! duration that changes, and the segment after such a cut is not independent (the next
+//! keyframe then starts a segment, however soon).
 //!
 //! Durations are exact PTS spans: from this segment's first keyframe to the next segment's. A
 //! PTS jump forward larger than [`SegmenterConfig::discontinuity_threshold`], a jump back of
@@ -53,6 +58,9 @@ pub struct SegmenterConfig {
     pub discontinuity_threshold: u64,
     /// Cut partial segments of at most this long (90 kHz ticks); `None`: no parts.
     pub part_target: Option<u64>,
+    /// Seal a segment of a program with video before it grows past this (90 kHz ticks),
+    /// without waiting for a keyframe; `None`: only at keyframes.
+    pub max_duration: Option<u64>,
 }
 
 impl Default for SegmenterConfig {
@@ -65,6 +73,7 @@ impl Default for SegmenterConfig {
             max_held_packets: 1024,
             discontinuity_threshold: 10 * CLOCK_90KHZ,
             part_target: None,
+            max_duration: None,
         }
     }
 }
@@ -82,20 +91,25 @@ pub struct SegmentInfo {
     pub packets: u64,
     /// It follows a discontinuity (source restart or timestamp jump).
     pub discontinuity: bool,
+    /// It starts with a keyframe (not so only after a cut forced by `max_duration`).
+    pub independent: bool,
 }
 
 /// What the segmenter produces, in stream order.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub enum SegmenterEvent<'a> {
-    /// A segment begins; PAT, PMT and a keyframe follow.
+    /// A segment begins; PAT, PMT and a keyframe follow (a picture that is not one when
+    /// `independent` is false).
     SegmentStart {
         /// Media sequence number.
         sequence: u64,
-        /// PTS of its first keyframe.
+        /// PTS of its first picture.
         pts: Timestamp,
         /// It follows a discontinuity.
         discontinuity: bool,
+        /// It starts with a keyframe.
+        independent: bool,
     },
     /// A keyframe inside a segment; PAT and PMT follow when `psi_at_keyframes` is set.
     Keyframe {
@@ -142,6 +156,8 @@ pub struct SegmenterStats {
     pub lookahead_overflows: u64,
     /// Discontinuities marked.
     pub discontinuities: u64,
+    /// Segments sealed early at a picture that is not a keyframe (`max_duration`).
+    pub forced_cuts: u64,
 }
 
 #[derive(Debug)]
@@ -159,6 +175,7 @@ struct Open {
     start: i64,
     packets: u64,
     discontinuity: bool,
+    independent: bool,
     /// End of the last picture seen in it (PTS plus one frame), for the last segment.
     end: i64,
 }
@@ -311,9 +328,13 @@ impl Segmenter {
         if let Some((keyframe, pts, dts, pes_packet)) = seen.picture {
             let decode = pts.map(|pts| self.note_picture(pts, dts));
             if self.holding == Some(pes_packet) {
-                match pts.filter(|_| keyframe) {
-                    Some(pts) => self.access_point_at(pts, decode, out),
-                    None => {
+                match (pts, decode) {
+                    (Some(pts), _) if keyframe => self.access_point_at(pts, decode, true, out),
+                    (Some(pts), Some(decode)) if self.overdue() => {
+                        self.stats.forced_cuts += 1;
+                        self.access_point_at(pts, Some(decode), false, out)
+                    }
+                    _ => {
                         if let Some(decode) = decode {
                             self.part_boundary(decode, false, out);
                         }
@@ -544,22 +565,44 @@ impl Segmenter {
     }
 
     fn access_point(&mut self, pts: Timestamp, out: &mut impl FnMut(SegmenterEvent<'_>)) {
-        self.access_point_at(pts, None, out);
+        self.access_point_at(pts, None, true, out);
+    }
+
+    /// The picture just noted is not a keyframe: whether the open segment must end before
+    /// it (`max_duration`, within four frames of it), and may (its PTS is the highest yet;
+    /// no discontinuity waits for a keyframe).
+    fn overdue(&self) -> bool {
+        let (Some(max), Some(open), Some(at)) =
+            (self.config.max_duration, self.open, self.last_pts)
+        else {
+            return false;
+        };
+        !self.pending_discontinuity
+            && at + self.frame_ticks >= open.end
+            && at - open.start + 4 * self.frame_ticks > max as i64
     }
 
     /// A keyframe (or an audio PES of an audio-only program) with PTS `pts` and, for video,
-    /// decode time `decode`: cut a segment here when due, otherwise mark the keyframe.
+    /// decode time `decode`: cut a segment here when due, otherwise mark the keyframe. Not
+    /// a keyframe (`keyframe` false): cut here, the segment is overdue.
     fn access_point_at(
         &mut self,
         pts: Timestamp,
         decode: Option<i64>,
+        keyframe: bool,
         out: &mut impl FnMut(SegmenterEvent<'_>),
     ) {
         let at = self.last_pts.unwrap_or(pts.ticks() as i64);
-        let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        let discontinuity = keyframe && std::mem::take(&mut self.pending_discontinuity);
         let cut = match self.open {
             None => true,
-            Some(open) => discontinuity || at - open.start >= self.config.target_duration as i64,
+            Some(_) if !keyframe => true,
+            // After a forced cut, the next keyframe starts a segment again however soon.
+            Some(open) => {
+                discontinuity
+                    || (!open.independent && at > open.start)
+                    || at - open.start >= self.config.target_duration as i64
+            }
         };
         if cut {
             if let (Some(decode), Some(part)) = (decode, self.part) {
@@ -584,6 +627,7 @@ impl Segmenter {
                 sequence,
                 pts,
                 discontinuity: marked,
+                independent: keyframe,
             });
             self.open = Some(Open {
                 sequence,
@@ -591,11 +635,12 @@ impl Segmenter {
                 start: at,
                 packets: 0,
                 discontinuity: marked,
+                independent: keyframe,
                 end: at + self.frame_ticks,
             });
             if let Some(decode) = decode {
                 self.part = None;
-                self.part_boundary(decode, true, out);
+                self.part_boundary(decode, keyframe, out);
             }
         } else {
             if let Some(decode) = decode {
@@ -619,6 +664,7 @@ impl Segmenter {
             duration: (end - open.start).max(0) as u64,
             packets: open.packets,
             discontinuity: open.discontinuity,
+            independent: open.independent,
         }));
     }
 

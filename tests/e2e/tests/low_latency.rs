@@ -49,6 +49,9 @@ fn part_name(uri: &str) -> (u64, u32) {
 /// `seen` maps each segment to its part durations and independent flags.
 #[derive(Default)]
 struct Checker {
+    /// The source's keyframes are further apart than the target duration: segments may
+    /// start with a dependent part (cut so that the target duration holds).
+    sparse_keyframes: bool,
     part_target: Option<Duration>,
     target_duration: Option<u64>,
     media_sequence: u64,
@@ -73,6 +76,15 @@ impl Checker {
         assert!(hold_back >= part_target * 2, "PART-HOLD-BACK {hold_back:?}");
         let skip = control.can_skip_until.expect("CAN-SKIP-UNTIL");
         assert!(skip >= Duration::from_secs(6 * m.target_duration));
+        // Every segment within it: EXTINF rounded to the nearest second.
+        for s in &m.segments {
+            assert!(
+                s.duration.as_secs_f64().round() as u64 <= m.target_duration,
+                "EXTINF {:?} over TARGETDURATION {}",
+                s.duration,
+                m.target_duration
+            );
+        }
         assert!(m.media_sequence >= self.media_sequence);
         self.media_sequence = m.media_sequence;
         let mut listed = Vec::new();
@@ -104,7 +116,7 @@ impl Checker {
                 );
                 seen.push((p.duration, p.independent));
             }
-            if sequence != building {
+            if sequence != building && !self.sparse_keyframes {
                 assert!(seen[0].1, "segment {sequence} starts with a dependent part");
             }
             // A part once published never changes; the list only grows.
@@ -134,7 +146,7 @@ impl Checker {
             let Some(extinf) = self.extinf.get(sequence) else {
                 continue;
             };
-            if !parts[0].1 {
+            if parts.len() < 2 || !(parts[0].1 || self.sparse_keyframes) {
                 continue; // listed from its middle on: not all of it seen
             }
             let sum: Duration = parts.iter().map(|p| p.0).sum();
@@ -385,4 +397,85 @@ fn three_hundred_players_held_at_once_are_all_answered_every_part() {
         report.segments
     );
     assert!(report.reload_us.len() as f64 >= expected * 0.9);
+}
+
+#[test]
+fn keyframes_sparser_than_the_target_keep_the_target_duration() {
+    // Keyframes every 3 s, 1 s segments: the segments are cut between keyframes too, so that
+    // TARGETDURATION stays 1 (low-latency HLS forbids it to change).
+    let dir = TempDir::new("ll-sparse");
+    let (server, port) = udp_stream_server(
+        &dir,
+        "segment_duration = 1\nplaylist_segments = 10\npart_duration = 0.2\n",
+    );
+    let _ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        40,
+        "640x360",
+        "1M",
+        75,
+    );
+    let addr = server.addr;
+    let mut checker = Checker {
+        sparse_keyframes: true,
+        ..Checker::default()
+    };
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(40),
+        || "no playlist of 8 segments".into(),
+        || {
+            let (status, _, body) = playlist(addr, "");
+            if status == 200 {
+                let m = media(&body);
+                checker.check(&m);
+                let enough = m.segments.len() >= 8;
+                last = Some((m, body));
+                enough
+            } else {
+                false
+            }
+        },
+    );
+    let (m, body) = last.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(m.target_duration, 1, "{text}");
+    assert!(checker.check_sums() >= 3);
+    // Segments that do not start with a keyframe: the playlist no longer says they all do.
+    assert!(!text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
+    let starts: Vec<bool> = m
+        .segments
+        .iter()
+        .map(|s| {
+            let (_, _, body) = fetch(addr, &format!("/cam/{}", s.uri), "");
+            first_picture_is_keyframe(&body)
+        })
+        .collect();
+    assert!(starts.iter().any(|k| *k), "{starts:?}");
+    assert!(starts.iter().any(|k| !*k), "{starts:?}");
+    // The first part of each segment is INDEPENDENT exactly when its segment starts with a
+    // keyframe.
+    for (s, keyframe) in m.segments.iter().zip(&starts) {
+        if let Some(first) = s.parts.first() {
+            assert_eq!(first.independent, *keyframe, "{}", s.uri);
+        }
+    }
+    // A progressive viewer still starts at a keyframe.
+    let mut viewer = std::net::TcpStream::connect(addr).unwrap();
+    viewer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(&mut viewer, b"GET /cam.ts HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut viewer, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let mut body = vec![0u8; 188 * 2000];
+    std::io::Read::read_exact(&mut viewer, &mut body).unwrap();
+    assert!(
+        first_picture_is_keyframe(&body),
+        "a viewer joined between keyframes"
+    );
 }

@@ -280,7 +280,7 @@ mod hls {
             Arc::new(StreamCounters::default()),
         );
         for sequence in [7, 8] {
-            p.start(sequence, false, 1_700_000_000_000_000_000);
+            p.start(sequence, false, true, 1_700_000_000_000_000_000);
             for i in 0..10u8 {
                 p.packet(&[i; 188]);
             }
@@ -291,6 +291,7 @@ mod hls {
                     duration: 180_000,
                     packets: 10,
                     discontinuity: false,
+                    independent: true,
                 },
                 0,
             );
