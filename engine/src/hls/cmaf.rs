@@ -5,7 +5,7 @@
 //!  /{stream}/cmaf/index.m3u8         media playlist (EXT-X-MAP; parts when low-latency)
 //!  /{stream}/cmaf/master.m3u8        multivariant playlist
 //!  /{stream}/cmaf/init-{n}.mp4       init segment n (a new one when the tracks change)
-//!  /{stream}/cmaf/{sequence}.m4s     segment: its fragments back to back
+//!  /{stream}/cmaf/{sequence}.m4s     segment: its parts' fragments back to back
 //!  /{stream}/cmaf/{seq}.{part}.m4s   part: one fragment
 //!  /{stream}/manifest.mpd            live DASH manifest of the same segments
 //! ```
@@ -100,11 +100,13 @@ impl TrackKind {
     }
 }
 
-/// A segment's CMAF rendition being built: each track's fragments so far.
+/// A segment's CMAF rendition being built: its fragments so far, in the order they were cut
+/// (each cut's video, then its audio: the order of their sequence numbers), and where each
+/// track's lie.
 #[derive(Debug)]
 pub struct BuildingCmaf {
-    pub video: Vec<u8>,
-    pub audio: Vec<u8>,
+    pub bytes: Vec<u8>,
+    pub fragments: Vec<(std::ops::Range<usize>, TrackKind)>,
     /// The init segment they need.
     pub init: Arc<InitSegment>,
     /// The first fragment's earliest presentation time, 90 kHz.
@@ -117,8 +119,8 @@ impl BuildingCmaf {
     /// Nothing yet, for `init`.
     pub fn new(init: Arc<InitSegment>) -> Self {
         Self {
-            video: Vec::new(),
-            audio: Vec::new(),
+            bytes: Vec::new(),
+            fragments: Vec::new(),
             init,
             start: None,
             audio_span: None,
@@ -128,27 +130,32 @@ impl BuildingCmaf {
     /// Take the fragments of one cut.
     pub fn take(&mut self, cut: &shardcast_protocols::mp4::Cut, start: Option<i64>) {
         self.start.get_or_insert(start.unwrap_or(0));
-        self.video
-            .extend_from_slice(cut.video.as_deref().unwrap_or_default());
-        if let Some(audio) = &cut.audio {
-            self.audio.extend_from_slice(audio);
+        for (fragment, track) in [
+            (&cut.video, TrackKind::Video),
+            (&cut.audio, TrackKind::Audio),
+        ] {
+            if let Some(fragment) = fragment {
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(fragment);
+                self.fragments.push((at..self.bytes.len(), track));
+            }
+        }
+        if cut.audio.is_some() {
             let (_, duration) = self.audio_span.get_or_insert((cut.audio_start, 0));
             *duration += u64::from(cut.audio_samples) * 1024;
         }
     }
 
-    /// The segment, when it has any fragment: the video's, then the audio's, back to back.
+    /// The segment, when it has any fragment.
     pub fn seal(self) -> Option<CmafSegment> {
-        if self.video.is_empty() && self.audio.is_empty() {
+        if self.bytes.is_empty() {
             return None;
         }
-        let video_len = self.video.len();
-        let mut bytes = self.video;
-        bytes.extend_from_slice(&self.audio);
         Some(CmafSegment {
             init: self.init,
-            bytes: Bytes::from(bytes),
-            video_len,
+            bytes: Bytes::from(self.bytes),
+            fragments: self.fragments,
+            tracks: std::sync::OnceLock::new(),
             start: self.start.unwrap_or(0).max(0) as u64,
             audio_span: self.audio_span,
         })
@@ -160,10 +167,14 @@ impl BuildingCmaf {
 pub struct CmafSegment {
     /// The init segment its fragments need.
     pub init: Arc<InitSegment>,
-    /// Its fragments: the video track's, then the audio track's.
+    /// Its fragments, in the order they were cut (that of their sequence numbers): each
+    /// part's video, then its audio, so the segment is its parts back to back.
     pub bytes: Bytes,
-    /// Where the audio track's fragments begin in `bytes`.
-    pub video_len: usize,
+    /// Where each fragment lies in `bytes`, and its track.
+    pub fragments: Vec<(std::ops::Range<usize>, TrackKind)>,
+    /// Each track's fragments alone (video, audio), gathered from `bytes` the first time
+    /// DASH asks for either (a stream no DASH player watches holds no copy).
+    pub tracks: std::sync::OnceLock<[Bytes; 2]>,
     /// Its earliest presentation time, 90 kHz (the stream's clock, unwrapped): its place in
     /// the DASH timeline.
     pub start: u64,
@@ -203,9 +214,18 @@ pub struct DashPeriod {
 impl CmafSegment {
     /// The fragments of one of its tracks (a DASH representation's segment).
     pub fn track(&self, track: TrackKind) -> Bytes {
+        let [video, audio] = self.tracks.get_or_init(|| {
+            [TrackKind::Video, TrackKind::Audio].map(|kind| {
+                let mut alone = Vec::new();
+                for (range, _) in self.fragments.iter().filter(|(_, t)| *t == kind) {
+                    alone.extend_from_slice(&self.bytes[range.clone()]);
+                }
+                Bytes::from(alone)
+            })
+        });
         match track {
-            TrackKind::Video => self.bytes.slice(..self.video_len),
-            TrackKind::Audio => self.bytes.slice(self.video_len..),
+            TrackKind::Video => video.clone(),
+            TrackKind::Audio => audio.clone(),
         }
     }
 }

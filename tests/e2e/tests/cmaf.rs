@@ -1,5 +1,5 @@
 //! The CMAF (fragmented MP4) rendition end to end: an ffmpeg source, HLS with fMP4 read back
-//! by ffprobe and ffmpeg, its segments checked against the MPEG-TS rendition's (the same
+//! by ffprobe and ffmpeg and box by box by MP4Box.js, its segments checked against the MPEG-TS rendition's (the same
 //! pictures at the same timestamps), its low-latency parts, and a stream without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -43,6 +43,123 @@ fn video_packets(path: &std::path::Path) -> Vec<(i64, bool)> {
             Some((pts.parse().ok()?, flags.starts_with('K')))
         })
         .collect()
+}
+
+/// The init segment and fragments in `path` read box by box by GPAC's MP4Box.js (npm
+/// `mp4box`, through `tests/browser/boxes.mjs`), against `pictures`, the MPEG-TS rendition's
+/// video packets (PTS, keyframe) as ffprobe read them.
+fn check_boxes(path: &std::path::Path, pictures: &[(i64, bool)]) {
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    assert!(
+        browser.join("node_modules/mp4box").exists(),
+        "mp4box is missing: run tests/run.sh (it runs npm ci in tests/browser)"
+    );
+    let out = Command::new("node")
+        .arg(browser.join("boxes.mjs"))
+        .arg(path)
+        .output()
+        .expect("node must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let field = |v: &serde_json::Value, name: &str| v[name].as_i64().unwrap();
+    // ftyp (CMAF brand), moov, then moof + mdat pairs, nothing between or after.
+    let types: Vec<&str> = read["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types[..2], ["ftyp", "moov"], "{types:?}");
+    assert!(
+        types[2..].chunks(2).all(|p| p == ["moof", "mdat"]),
+        "{types:?}"
+    );
+    assert_eq!(read["major_brand"], "iso6");
+    assert!(read["compatible_brands"]
+        .as_array()
+        .unwrap()
+        .contains(&"cmfc".into()));
+    // Two tracks, each with its trex.
+    let tracks = read["tracks"].as_array().unwrap();
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    let (video, audio) = (&tracks[0], &tracks[1]);
+    assert!(
+        video["codec"].as_str().unwrap().starts_with("avc1."),
+        "{video}"
+    );
+    assert_eq!((field(video, "width"), field(video, "height")), (640, 360));
+    assert_eq!(field(video, "timescale"), 90_000);
+    assert_eq!(audio["codec"], "mp4a.40.2", "{audio}");
+    assert_eq!(field(audio, "timescale"), field(audio, "sample_rate"));
+    assert_eq!(read["trex"], serde_json::json!([1, 2]));
+    // Fragments numbered in increasing order, each with one traf (and its tfdt).
+    let fragments = read["fragments"].as_array().unwrap();
+    assert_eq!(fragments.len(), (types.len() - 2) / 2);
+    for pair in fragments.windows(2) {
+        assert!(field(&pair[1], "sequence") > field(&pair[0], "sequence"));
+    }
+    assert!(fragments
+        .iter()
+        .all(|f| f["trafs"].as_array().unwrap().len() == 1));
+    // Every sample's bytes lie in an mdat, and together fill the mdats exactly.
+    let mdats: Vec<(i64, i64)> = read["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "mdat")
+        .map(|b| (field(b, "start") + 8, field(b, "start") + field(b, "size")))
+        .collect();
+    let samples = |track: &str| read["samples"][track].as_array().unwrap().clone();
+    let (video_samples, audio_samples) = (samples("1"), samples("2"));
+    let mut in_mdats = 0;
+    for s in video_samples.iter().chain(&audio_samples) {
+        let (at, size) = (field(s, "offset"), field(s, "size"));
+        assert!(
+            mdats
+                .iter()
+                .any(|(start, end)| at >= *start && at + size <= *end),
+            "sample at {at} ({size} bytes) outside every mdat"
+        );
+        in_mdats += size;
+    }
+    assert_eq!(
+        in_mdats,
+        mdats.iter().map(|(start, end)| end - start).sum::<i64>()
+    );
+    // Video: the MPEG-TS pictures, in decode order with their presentation times and
+    // keyframes; decode times run on by each sample's duration.
+    let read_pictures: Vec<(i64, bool)> = video_samples
+        .iter()
+        .map(|s| (field(s, "cts"), s["sync"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        read_pictures, pictures,
+        "MP4Box.js against ffprobe's MPEG-TS"
+    );
+    for pair in video_samples.windows(2) {
+        assert_eq!(
+            field(&pair[0], "dts") + field(&pair[0], "duration"),
+            field(&pair[1], "dts")
+        );
+    }
+    // Audio: 1024-sample AAC frames, gapless across the fragments, alongside the video.
+    assert!(audio_samples.len() >= 100, "{} frames", audio_samples.len());
+    for pair in audio_samples.windows(2) {
+        assert_eq!(field(&pair[0], "duration"), 1024);
+        let gap = field(&pair[1], "dts") - field(&pair[0], "dts") - 1024;
+        assert!(gap.abs() <= 1, "audio jumps {gap} ticks at {}", pair[1]);
+    }
+    let rate = field(audio, "timescale");
+    let audio_start = field(&audio_samples[0], "dts") * 90_000 / rate;
+    assert!(
+        (audio_start - pictures[0].0).abs() < 90_000,
+        "audio starts at {audio_start}, video at {}",
+        pictures[0].0
+    );
 }
 
 #[test]
@@ -107,6 +224,7 @@ fn hls_in_fmp4_reads_back_as_the_mpeg_ts_rendition() {
         from_fmp4, from_ts,
         "the same pictures at the same timestamps"
     );
+    check_boxes(&fmp4_path, &from_ts);
 
     // ffprobe finds the codecs and the size through the playlist; ffmpeg decodes it silently.
     let url = server.url("/cam/cmaf/index.m3u8");
