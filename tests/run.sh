@@ -59,7 +59,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 ffmpeg -version | head -n 1
 chromium --version 2>/dev/null | head -n 1
-[ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/dashjs ] && [ -d tests/browser/node_modules/mp4box ] || \
+[ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/mp4box ] || \
   npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund
 
 fuzz_seconds="${FUZZ_SECONDS:-10}"

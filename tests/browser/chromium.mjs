@@ -1,6 +1,6 @@
 // Debian's headless Chromium as the browser tests drive it, and a fresh page in it (a fresh
 // context is a fresh, empty profile: playwright's own user data directory) whose console
-// errors go to stderr. Shared by play.mjs and dash.mjs.
+// errors go to stderr. Used by play.mjs.
 import { chromium } from "playwright-core";
 
 export async function launch() {

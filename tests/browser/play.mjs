@@ -1,9 +1,10 @@
 // Open a shardcast player page in Debian's headless Chromium and report what the video
 // element does, as one JSON line every half second on stdout:
 //   {"t": seconds since the page was opened, "currentTime", "frames" (decoded video frames),
-//    "state" (the page's stream state), "engine", "paused", "readyState",
-//    "mediaErrors", "networkErrors", and with hls.js "latency" (its own estimate) and
-//    "behindWallClock" (the playhead's PROGRAM-DATE-TIME against the clock), seconds}
+//    "state" (the page's stream state), "engine", "paused", "readyState", "formats" (those
+//    the page offers), "mediaErrors", "networkErrors", "latency" (hls.js's or dash.js's own
+//    estimate) and with hls.js "behindWallClock" (the playhead's PROGRAM-DATE-TIME against
+//    the clock), seconds}
 // Screenshots are taken at the times asked for.
 //
 // Usage: node play.mjs URL SECONDS [SCREENSHOT_PATH@SECONDS ...]
@@ -35,7 +36,7 @@ try {
       return {
         currentTime: v.currentTime,
         frames: q ? q.totalVideoFrames : (v.webkitDecodedFrameCount || 0),
-        state: s.state, engine: s.engine, starts: s.starts,
+        state: s.state, engine: s.engine, starts: s.starts, formats: s.formats || "",
         paused: v.paused, readyState: v.readyState,
         mediaErrors: s.mediaErrors || [], networkErrors: s.networkErrors || [],
         latency: s.latency == null ? null : s.latency,

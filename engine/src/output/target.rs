@@ -5,6 +5,7 @@
 //! ```text
 //!  /                              Index
 //!  /player/hls-VERSION.min.js     PlayerScript
+//!  /player/dash-VERSION.min.js    DashScript
 //!  /healthz                       Health (for load balancers: the process serves)
 //!  /readyz                        Ready (every stream configured `required` is live)
 //!  /{stream}.html                 PlayerPage
@@ -28,6 +29,8 @@ pub enum Target<'a> {
     Index,
     /// The player's script (hls.js), at a path with its version.
     PlayerScript,
+    /// The player's DASH script (dash.js), at a path with its version.
+    DashScript,
     /// `/healthz`: the process serves.
     Health,
     /// `/readyz`: every stream configured as required is live.
@@ -62,6 +65,12 @@ impl<'a> Target<'a> {
             .and_then(|r| r.strip_suffix(".min.js"));
         if script == Some(crate::player::HLSJS_VERSION) {
             return Target::PlayerScript;
+        }
+        let script = rest
+            .strip_prefix("player/dash-")
+            .and_then(|r| r.strip_suffix(".min.js"));
+        if script == Some(crate::player::DASHJS_VERSION) {
+            return Target::DashScript;
         }
         for &output in OUTPUTS {
             if let Some((stream, file)) = output.parse(rest) {
@@ -99,6 +108,7 @@ impl<'a> Target<'a> {
             Target::Media(request) => Some(request.stream),
             Target::Index
             | Target::PlayerScript
+            | Target::DashScript
             | Target::Health
             | Target::Ready
             | Target::Unknown => None,
@@ -137,6 +147,9 @@ mod tests {
         assert_eq!(p("/readyz.html"), Target::PlayerPage("readyz"));
         let script = format!("/{}", crate::player::hlsjs_path());
         assert_eq!(p(&script), Target::PlayerScript);
+        let script = format!("/{}", crate::player::dashjs_path());
+        assert_eq!(p(&script), Target::DashScript);
+        assert_eq!(p("/player/dash-0.0.1.min.js"), Target::Unknown);
         assert_eq!(p("/cam.ts"), media("cam", "http-ts", MediaFile::Live));
         assert_eq!(
             p("/cam+5000.ts"),

@@ -4,6 +4,7 @@
 //   <script src="https://media.example.com/__STREAM__/embed.js" data-target="tv"></script>
 //
 // The player fills the element named by data-target (or is placed where the script tag is).
+// data-format="fmp4" or "dash" plays the stream's CMAF rendition (HLS in fMP4, or DASH).
 // It is loaded from where this script was loaded from, so it works through the same reverse
 // proxy or CDN; a public base URL configured on the server takes precedence.
 (function () {
@@ -12,7 +13,8 @@
   var base = "__BASE__" || new URL("..", script.src).href;
   if (base.charAt(base.length - 1) !== "/") base += "/";
   var frame = document.createElement("iframe");
-  frame.src = base + "__STREAM__.html";
+  var format = script.dataset.format;
+  frame.src = base + "__STREAM__.html" + (format ? "?format=" + encodeURIComponent(format) : "");
   frame.title = "__STREAM__";
   frame.allow = "autoplay; fullscreen; picture-in-picture";
   frame.allowFullscreen = true;

@@ -1,9 +1,12 @@
 //! What browsers get: the player page (`/{stream}.html`), the embed script
-//! (`/{stream}/embed.js`), the stream's info (`/{stream}/info.json`) and hls.js itself
-//! (`/player/hls-VERSION.min.js`), served from the binary so the page works offline.
+//! (`/{stream}/embed.js`), the stream's info (`/{stream}/info.json`), hls.js
+//! (`/player/hls-VERSION.min.js`) and dash.js (`/player/dash-VERSION.min.js`), served from
+//! the binary so the page works offline.
 //!
-//! hls.js comes from the npm registry at build time (`engine/build.rs`, the version pinned by
-//! `player/package-lock.json`); the page uses it only where the browser has no native HLS.
+//! Both scripts come from the npm registry at build time (`engine/build.rs`, the versions
+//! pinned by `player/package-lock.json`). The page plays HLS in MPEG-TS by default (hls.js
+//! only where the browser has no native HLS); `?format=fmp4` plays the CMAF rendition's HLS,
+//! `?format=dash` its DASH manifest with dash.js (loaded only then).
 //! URLs in the page are relative, so it works behind any proxy path; the embed script finds
 //! the server from its own address. What it does not do: decide who may watch (the control
 //! plane's token checks), or know a public base URL yet (the control plane's setting).
@@ -25,11 +28,23 @@ pub fn hlsjs_path() -> String {
     format!("player/hls-{HLSJS_VERSION}.min.js")
 }
 
+/// dash.js's media player, minified, as npm installed it.
+pub static DASHJS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dash.mediaplayer.min.js"));
+
+/// The dash.js version.
+pub const DASHJS_VERSION: &str = env!("SHARDCAST_DASHJS_VERSION");
+
+/// Where dash.js is served, relative to the server root.
+pub fn dashjs_path() -> String {
+    format!("player/dash-{DASHJS_VERSION}.min.js")
+}
+
 /// The player page of a stream.
 pub fn page(stream: &str) -> String {
     include_str!("page.html")
         .replace("__STREAM__", stream)
         .replace("__HLSJS__", &hlsjs_path())
+        .replace("__DASHJS__", &dashjs_path())
 }
 
 /// The embed script of a stream. `public_base` (with a trailing slash) overrides the address
@@ -210,9 +225,14 @@ mod tests {
             "<script src=\"player/hls-{HLSJS_VERSION}.min.js\">"
         )));
         assert!(!html.contains("__"));
-        // hls.js really is in the binary.
+        // hls.js really is in the binary, and dash.js, loaded by the page when asked for.
         assert!(HLSJS.len() > 100_000);
         assert!(HLSJS.windows(11).any(|w| w == b"isSupported"));
+        assert!(html.contains(&format!(
+            "script.src = \"player/dash-{DASHJS_VERSION}.min.js\";"
+        )));
+        assert!(DASHJS.len() > 100_000);
+        assert!(DASHJS.windows(11).any(|w| w == b"MediaPlayer"));
     }
 
     #[test]

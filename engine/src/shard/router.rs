@@ -117,6 +117,14 @@ impl StreamsRouter<'_> {
                     "public, max-age=31536000, immutable",
                 )
             }),
+            Target::DashScript => Route::Document(Document {
+                body: Body::Bytes(Bytes::from_static(player::DASHJS)),
+                etag: Some(format!("\"dash.js-{}\"", player::DASHJS_VERSION)),
+                ..Document::new(
+                    "text/javascript; charset=utf-8",
+                    "public, max-age=31536000, immutable",
+                )
+            }),
             Target::Info(name) => self
                 .stream(name)
                 .map_or(Route::NotFound, |info| self.info(info, head)),

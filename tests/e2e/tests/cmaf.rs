@@ -528,9 +528,10 @@ fn gstreamer_plays(url: &str, seconds: u64) -> (usize, usize, String) {
     )
 }
 
-/// GStreamer's DASH demuxer (1.22's dashdemux2) is not in this test: it puts the live edge
-/// about 14 s past the newest segment and waits for it, playing nothing (ffmpeg and dash.js
-/// play the same manifest).
+/// GStreamer's DASH demuxer (dashdemux2) is not in this test: its live seek into a
+/// `SegmentTimeline` adds the first listed segment's start to the offset it computes
+/// (`gst_mpd_client2_stream_seek`), so it asks for a segment far past the newest and waits,
+/// playing nothing (ffmpeg and dash.js play the same manifest; README says so).
 #[test]
 fn gstreamer_plays_hls_in_fmp4() {
     let dir = TempDir::new("gstreamer");

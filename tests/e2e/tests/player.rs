@@ -66,6 +66,8 @@ struct Sample {
     frames: u64,
     state: String,
     engine: String,
+    /// The formats the page offers, comma-separated.
+    formats: String,
     media_errors: usize,
     #[allow(dead_code)] // read through Debug, in failure messages
     errors: String,
@@ -92,6 +94,7 @@ fn parse(line: &str) -> Option<Sample> {
         frames: field(line, "frames").parse().unwrap_or(0),
         state: field(line, "state").to_string(),
         engine: field(line, "engine").to_string(),
+        formats: field(line, "formats").to_string(),
         media_errors: field(line, "mediaErrors").matches('"').count() / 2,
         errors: format!(
             "{} {}",
@@ -349,64 +352,59 @@ fn browser_plays_low_latency_hls_through_hlsjs() {
     assert!(behind < 2.5, "{behind} s behind the clock: {samples:?}");
 }
 
-#[test]
-fn browser_plays_dash_through_dashjs() {
+/// The player page with `?format=` (`dash`: dash.js, served by the server; `fmp4`: the CMAF
+/// rendition in hls.js) plays a stream with a CMAF rendition for `seconds`: playback keeps
+/// up, frames are decoded, no error; the page offers all three formats. Returns the median
+/// live latency the player reports, from 10 s in.
+fn plays_cmaf_format(format: &str, seconds: u32) -> Option<f64> {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("browser-dash");
+    let dir = TempDir::new(&format!("browser-{format}"));
     let (server, port) = server_with_udp_stream_configured(&dir, "", "cmaf = true\n");
-    let _ffmpeg = source(port, 50);
-    let addr = server.addr;
-    wait_until(
-        Duration::from_secs(20),
-        || "no DASH manifest".into(),
-        || fetch(addr, "/cam/manifest.mpd", "").0 == 200,
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    let script = workspace().join("tests/browser/dash.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(server.url("/cam/manifest.mpd"))
-        .arg("30")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("node must be installed");
-    assert!(out.status.success());
-    let samples: Vec<(f64, f64, u64, Option<f64>, String)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| {
-            (
-                field(l, "t").parse().unwrap_or(0.0),
-                field(l, "currentTime").parse().unwrap_or(0.0),
-                field(l, "frames").parse().unwrap_or(0),
-                field(l, "latency").parse().ok(),
-                field(l, "errors").to_string(),
-            )
-        })
-        .collect();
-    let started = samples
-        .iter()
-        .find(|s| s.1 > 0.5)
-        .unwrap_or_else(|| panic!("dash.js never played: {samples:?}"));
+    let _ffmpeg = source(port, seconds + 25);
+    let url = server.url(&format!("/cam.html?format={format}&engine=hlsjs"));
+    let mut browser = Browser::open(&url, seconds, None);
+    let started = browser
+        .watch(Duration::from_secs(25), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("{format} never played: {:?}", browser.seen.last()));
+    let samples = browser.finish();
     let last = samples.last().unwrap();
+    let engine = if format == "dash" { "dashjs" } else { "hlsjs" };
     assert!(
-        last.1 - started.1 >= (last.0 - started.0) * 0.8,
+        samples
+            .iter()
+            .all(|s| s.engine == engine || s.engine.is_empty() || s.engine == "null"),
+        "{samples:?}"
+    );
+    assert_eq!(last.engine, engine, "{samples:?}");
+    assert!(
+        last.current_time - started.current_time >= (last.t - started.t) * 0.8,
         "playback did not keep up: {samples:?}"
     );
-    assert!(last.2 > started.2 + 200, "{samples:?}");
-    assert!(
-        samples.iter().all(|s| s.4 == "[]"),
-        "dash.js reported errors: {samples:?}"
-    );
-    let mut latencies: Vec<f64> = samples.iter().filter_map(|s| s.3).collect();
+    assert!(last.frames > started.frames + 200, "{samples:?}");
+    assert!(samples.iter().all(|s| s.errors == "[] []"), "{samples:?}");
+    assert_eq!(last.formats, "ts fmp4 dash", "{samples:?}");
+    let mut latencies: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.t >= started.t + 10.0)
+        .filter_map(|s| s.latency)
+        .collect();
     latencies.sort_by(f64::total_cmp);
-    eprintln!(
-        "DASH in dash.js over {:.0} s: live latency median {:?} s",
-        last.0 - started.0,
-        latencies.get(latencies.len() / 2)
-    );
+    latencies.get(latencies.len() / 2).copied()
+}
+
+#[test]
+fn browser_plays_dash_through_dashjs_from_the_player_page() {
+    let latency = plays_cmaf_format("dash", 30);
+    eprintln!("DASH in dash.js through the player page: live latency median {latency:?} s");
+    assert!(latency.is_some(), "dash.js reports its live latency");
+}
+
+#[test]
+fn browser_plays_hls_in_fmp4_through_hlsjs_from_the_player_page() {
+    let latency = plays_cmaf_format("fmp4", 20);
+    eprintln!("HLS in fMP4 in hls.js through the player page: latency median {latency:?} s");
 }
 
 #[test]
@@ -504,6 +502,8 @@ fn info_json_and_embed_js_describe_the_stream() {
         .starts_with("text/javascript"));
     let js = String::from_utf8(body).unwrap();
     assert!(js.contains("base + \"cam.html\""));
+    // data-format="fmp4" or "dash" goes to the page (which the browser tests play).
+    assert!(js.contains("\"?format=\" + encodeURIComponent(format)"));
 
     let (status, head, body) = fetch(server.addr, "/cam.html", "");
     assert_eq!(status, 200);
