@@ -12,17 +12,18 @@
 //! viewer connections), [`output`] (the viewer URL grammar, and each way of watching as a
 //! module: HLS, progressive MPEG-TS), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
-//! notifications), [`player`] (player page, embed script, stream info, hls.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
+//! notifications), [`player`] (player page, embed script, stream info, hls.js, dash.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
-//! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes).
+//! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes), [`upstream`]
+//! (HTTP to servers someone outside names, behind the SSRF guard).
 //!
 //! Everything a viewer or a source can grow is bounded (README: "Limits and protection"):
 //! [`shard::admission`] (connections per address), [`http`] (queued responses, send rate),
 //! [`stream`] and [`hls`] (buffer bytes, segments), [`session`] and [`control`] (sessions,
 //! access checks, wildcard instances).
 //!
-//! What it does not do yet: `https://` pulls, SRT and RTMP, low-latency HLS, CMAF and DASH,
-//! TLS, recording; see the issues.
+//! What it does not do yet: `https://` pulls, SRT and RTMP, low-latency DASH, HTTP/2,
+//! recording and re-emission, the HLS proxy mode; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;
@@ -48,4 +49,5 @@ pub mod sys;
 pub mod tls;
 pub mod tune;
 pub mod upgrade;
+pub mod upstream;
 pub mod wake;

@@ -8,15 +8,20 @@
 //! media initialization sections (EXT-X-MAP, for fMP4)) and multivariant playlists (variant
 //! streams and renditions). Unknown tags are ignored when parsing, as clients must.
 //!
+//! [`rewrite_uris`] replaces every URI a playlist names and keeps every other byte (an HLS
+//! proxy's rewrite: unknown tags pass through untouched).
+//!
 //! What it does not do: fetch anything, decide windows or target durations (the engine does),
 //! or handle encryption keys, session data and interstitials (parsed as unknown tags).
 
 mod datetime;
 mod parse;
+mod rewrite;
 mod write;
 
 pub use datetime::DateTime;
 pub use parse::{parse, PlaylistError, PlaylistErrorKind, PlaylistLimits, PlaylistParser};
+pub use rewrite::{rewrite_uris, UriKind};
 
 use std::time::Duration;
 
