@@ -49,6 +49,12 @@ fn video_packets(path: &std::path::Path) -> Vec<(i64, bool)> {
 /// `mp4box`, through `tests/browser/boxes.mjs`), against `pictures`, the MPEG-TS rendition's
 /// video packets (PTS, keyframe) as ffprobe read them.
 fn check_boxes(path: &std::path::Path, pictures: &[(i64, bool)]) {
+    let read = read_boxes(path);
+    check_read_boxes(&read, pictures);
+}
+
+/// What MP4Box.js reads in `path` (see `tests/browser/boxes.mjs`).
+fn read_boxes(path: &std::path::Path) -> serde_json::Value {
     let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
     assert!(
         browser.join("node_modules/mp4box").exists(),
@@ -64,7 +70,10 @@ fn check_boxes(path: &std::path::Path, pictures: &[(i64, bool)]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn check_read_boxes(read: &serde_json::Value, pictures: &[(i64, bool)]) {
     let field = |v: &serde_json::Value, name: &str| v[name].as_i64().unwrap();
     // ftyp (CMAF brand), moov, then moof + mdat pairs, nothing between or after.
     let types: Vec<&str> = read["boxes"]
@@ -420,6 +429,58 @@ fn a_live_dash_manifest_of_the_cmaf_segments_plays_in_ffmpeg() {
         let (status, _, body) = fetch(addr, &format!("/cam/{media_uri}"), "");
         assert_eq!(status, 200, "{media_uri}");
         assert_eq!(&body[4..8], b"moof");
+        // The init segment and the last three segments of the track, read box by box by
+        // MP4Box.js: one track, fragments in order, samples in their mdats, each segment's
+        // first video sample a sync sample (startWithSAP), audio gapless across them.
+        let mut track = init_bytes.clone();
+        for number in last_number - 2..=last_number {
+            let uri = template
+                .attribute("media")
+                .unwrap()
+                .replace("$Number$", &number.to_string());
+            let (status, _, body) = fetch(addr, &format!("/cam/{uri}"), "");
+            assert_eq!(status, 200, "{uri}");
+            track.extend(body);
+        }
+        let kind = set.attribute("contentType").unwrap();
+        let track_path = dir.join(format!("track-{kind}.mp4"));
+        std::fs::write(&track_path, &track).unwrap();
+        let read = read_boxes(&track_path);
+        let tracks = read["tracks"].as_array().unwrap();
+        assert_eq!(tracks.len(), 1, "{kind}: {tracks:?}");
+        let fragments = read["fragments"].as_array().unwrap();
+        assert_eq!(fragments.len(), 3, "{kind}: one fragment a segment");
+        let numbers: Vec<i64> = fragments
+            .iter()
+            .map(|f| f["sequence"].as_i64().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|p| p[1] > p[0]),
+            "{kind}: {numbers:?}"
+        );
+        let id = tracks[0]["id"].to_string();
+        let samples = read["samples"][&id].as_array().unwrap();
+        let starts: Vec<i64> = fragments
+            .iter()
+            .map(|f| f["trafs"][0]["base_decode_time"].as_i64().unwrap())
+            .collect();
+        for pair in samples.windows(2) {
+            let end = pair[0]["dts"].as_i64().unwrap() + pair[0]["duration"].as_i64().unwrap();
+            let next = pair[1]["dts"].as_i64().unwrap();
+            assert!((end - next).abs() <= 1, "{kind}: a gap at {next}");
+        }
+        if kind == "video" {
+            for start in &starts {
+                let first = samples
+                    .iter()
+                    .find(|s| s["dts"].as_i64() == Some(*start))
+                    .unwrap();
+                assert_eq!(
+                    first["sync"], true,
+                    "segment at {start} starts with a keyframe"
+                );
+            }
+        }
         let alone = dir.join(format!(
             "alone-{}.mp4",
             set.attribute("contentType").unwrap()
