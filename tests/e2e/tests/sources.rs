@@ -841,17 +841,30 @@ fn push_rewrite_renames_or_refuses_a_push() {
     assert_eq!(other["received_bytes"], 0, "{other}");
     assert_eq!(other["input"]["refused"], 1, "{other}");
     // max_pushes = 1: while a refused pusher still holds its connection (the server reads
-    // and drops what it sends for a moment), a second push is answered 503.
-    let mut holder = std::net::TcpStream::connect(server.addr).unwrap();
-    holder
-        .write_all(b"PUT /push/other HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
-        .unwrap();
-    holder
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut answer = [0u8; 12];
-    std::io::Read::read_exact(&mut holder, &mut answer).unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 403");
+    // and drops what it sends for a moment), a second push is answered 503. The push refused
+    // just before holds the slot too until the server has read its close: until then this
+    // one is answered 503, and asks again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let holder = loop {
+        let mut holder = std::net::TcpStream::connect(server.addr).unwrap();
+        holder
+            .write_all(b"PUT /push/other HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+            .unwrap();
+        holder
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = [0u8; 12];
+        std::io::Read::read_exact(&mut holder, &mut answer).unwrap();
+        if &answer == b"HTTP/1.1 403" {
+            break holder;
+        }
+        assert_eq!(&answer, b"HTTP/1.1 503");
+        assert!(
+            Instant::now() < deadline,
+            "the refused push's slot was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let (code, text) = push_raw(server.addr, &head("cam"), &packets);
     assert_eq!(code, 503, "{text}");
     drop(holder);
