@@ -109,22 +109,8 @@ impl StreamsRouter<'_> {
                 ..Document::new("text/plain; charset=utf-8", "no-store")
             }),
             Target::Ready => self.ready(),
-            Target::PlayerScript => Route::Document(Document {
-                body: Body::Bytes(Bytes::from_static(player::HLSJS)),
-                etag: Some(format!("\"hls.js-{}\"", player::HLSJS_VERSION)),
-                ..Document::new(
-                    "text/javascript; charset=utf-8",
-                    "public, max-age=31536000, immutable",
-                )
-            }),
-            Target::DashScript => Route::Document(Document {
-                body: Body::Bytes(Bytes::from_static(player::DASHJS)),
-                etag: Some(format!("\"dash.js-{}\"", player::DASHJS_VERSION)),
-                ..Document::new(
-                    "text/javascript; charset=utf-8",
-                    "public, max-age=31536000, immutable",
-                )
-            }),
+            Target::PlayerScript => script(player::HLSJS, "hls.js", player::HLSJS_VERSION),
+            Target::DashScript => script(player::DASHJS, "dash.js", player::DASHJS_VERSION),
             Target::Info(name) => self
                 .stream(name)
                 .map_or(Route::NotFound, |info| self.info(info, head)),
@@ -278,4 +264,15 @@ fn elsewhere(site: &Site, head: &RequestHead, from: &str, to: &str) -> String {
         location.push_str(&head.query);
     }
     location
+}
+/// One of the player's scripts from the binary: at a URL with its version, so cached for good.
+fn script(bytes: &'static [u8], name: &str, version: &str) -> Route {
+    Route::Document(Document {
+        body: Body::Bytes(Bytes::from_static(bytes)),
+        etag: Some(format!("\"{name}-{version}\"")),
+        ..Document::new(
+            "text/javascript; charset=utf-8",
+            "public, max-age=31536000, immutable",
+        )
+    })
 }
