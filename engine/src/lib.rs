@@ -15,7 +15,8 @@
 //! notifications), [`player`] (player page, embed script, stream info, hls.js, dash.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
 //! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
 //! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes), [`upstream`]
-//! (HTTP to servers someone outside names, behind the SSRF guard).
+//! (HTTP to servers someone outside names, behind the SSRF guard), [`proxy`] (remote HLS
+//! re-served under `/proxy/`, fetched once for every viewer).
 //!
 //! Everything a viewer or a source can grow is bounded (README: "Limits and protection"):
 //! [`shard::admission`] (connections per address), [`http`] (queued responses, send rate),
@@ -23,7 +24,7 @@
 //! access checks, wildcard instances).
 //!
 //! What it does not do yet: `https://` pulls, SRT and RTMP, low-latency DASH, HTTP/2,
-//! recording and re-emission, the HLS proxy mode; see the issues.
+//! recording and re-emission; see the issues.
 #![deny(unsafe_code)]
 
 pub mod capacity;
@@ -39,6 +40,7 @@ pub mod inspect;
 pub mod notify;
 pub mod output;
 pub mod player;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod shard;

@@ -227,12 +227,41 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         }
     }
     let asked = Arc::new(tokio::sync::Notify::new());
+    let fetch_asked = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
         shards: (0..shards)
-            .map(|_| crate::session::ShardLink::with(asked.clone()))
+            .map(|_| crate::session::ShardLink {
+                fetch_asked: fetch_asked.clone(),
+                ..crate::session::ShardLink::with(asked.clone())
+            })
             .collect(),
         wakers: wakers.clone(),
     };
+    let proxies = Arc::new(crate::proxy::Proxies::new(
+        config.proxy.clone(),
+        &config.proxies,
+        proxy_key(&config).as_bytes(),
+    ));
+    store.set_proxies(proxies.clone());
+    // The HLS proxy fetches on a runtime of its own: a slow origin never delays ingest or
+    // the API.
+    let upstream = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("proxy")
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Setup {
+            what: "the proxy's runtime",
+            source,
+        })?;
+    match crate::proxy::Fetcher::new(proxies.clone(), links.clone()) {
+        Ok(fetcher) => {
+            upstream.spawn(fetcher.run(fetch_asked));
+        }
+        Err(e) => tracing::error!(
+            "the HLS proxy has no HTTP client ({e}): /proxy/ requests wait and time out"
+        ),
+    }
     let run = Arc::new(RunState::new(shards));
     let limits = ConnLimits {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
@@ -360,6 +389,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             source_tasks: sources.handle().clone(),
             pushes: pushes.clone(),
             handoff: handoff.clone(),
+            proxies: Some(proxies.clone()),
         };
         let run = run.clone();
         let wakers = wakers.clone();
@@ -453,6 +483,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     }
     // Every source's task (and its sockets) goes with the shards.
     sources.shutdown_timeout(std::time::Duration::from_secs(1));
+    upstream.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("shardcast stopped");
     if failed {
         Err(ServeError::ShardFailed)
@@ -824,4 +855,22 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::ne
         out.push(listener);
     }
     Ok(out)
+}
+
+/// The key the HLS proxy signs the URLs it hands out with: kept in the state directory (so
+/// they stay good across restarts and upgrades), or, when it cannot be, made for this run.
+fn proxy_key(config: &Config) -> String {
+    use crate::control::token;
+    let dir = token::state_dir(None, config.state_dir.as_deref());
+    match token::stored_or_new(&dir, token::PROXY_KEY_FILE) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            let mut bytes = [0u8; 32];
+            let _ = getrandom::fill(&mut bytes);
+            if !config.proxies.is_empty() || config.proxy.any_url {
+                tracing::warn!("cannot keep the proxy's key ({e}): the proxy URLs players hold stop working at the next restart");
+            }
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
 }

@@ -106,6 +106,8 @@ pub enum ShardCommand {
     Stop(SessionKey, Duration),
     /// The access decision for a session the shard asked about.
     Verdict(SessionKey, Verdict),
+    /// What the HLS proxy fetched (or failed to) for a resource the shard asked for.
+    Fetched(Arc<str>, Arc<crate::proxy::cache::Object>),
 }
 
 /// Whether a session may watch, for how long the answer holds, and what its responses carry.
@@ -141,6 +143,8 @@ pub const ASK_QUEUE: usize = 4096;
 pub const REPORT_QUEUE: usize = 65_536;
 /// Commands queued for a shard.
 pub const COMMAND_QUEUE: usize = 4096;
+/// Proxy fetches a shard may have asked for and not had answered (past it: 503).
+pub const FETCH_QUEUE: usize = 1024;
 
 /// One shard's ends of the links with the control plane.
 #[derive(Debug, Clone)]
@@ -155,6 +159,10 @@ pub struct ShardLink {
     pub commands: Arc<ArrayQueue<ShardCommand>>,
     /// Inputs that failed (stream, why), for `INPUT_ABORT`.
     pub aborted: Arc<ArrayQueue<(String, String)>>,
+    /// Resources the HLS proxy is asked to fetch (their keys).
+    pub fetches: Arc<ArrayQueue<Arc<str>>>,
+    /// Wakes the proxy's fetcher (shared by every shard).
+    pub fetch_asked: Arc<tokio::sync::Notify>,
 }
 
 impl ShardLink {
@@ -166,6 +174,8 @@ impl ShardLink {
             asked,
             commands: Arc::new(ArrayQueue::new(COMMAND_QUEUE)),
             aborted: Arc::new(ArrayQueue::new(256)),
+            fetches: Arc::new(ArrayQueue::new(FETCH_QUEUE)),
+            fetch_asked: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

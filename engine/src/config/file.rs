@@ -21,6 +21,8 @@ pub(super) struct File {
     pub api: ApiSection,
     #[serde(default, rename = "trigger")]
     pub triggers: Vec<Spanned<TriggerSection>>,
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<Spanned<ProxySection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +57,16 @@ pub(super) struct ServerSection {
     pub tls: Setting<TlsSection>,
     pub access_log_max_bytes: Setting<u64>,
     pub access_log_files: Setting<usize>,
+    pub proxy_any_url: Option<bool>,
+    #[serde(default)]
+    pub proxy_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub proxy_allow_addresses: Vec<Spanned<String>>,
+    pub proxy_cache_bytes: Setting<usize>,
+    pub proxy_max_object: Setting<usize>,
+    pub proxy_timeout: Setting<f64>,
+    pub proxy_max_fetches: Setting<usize>,
+    pub proxy_prefetch: Setting<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,4 +142,12 @@ pub(super) struct TriggerSection {
     pub streams: Vec<String>,
     pub timeout: Setting<f64>,
     pub default: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProxySection {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    pub headers: Setting<std::collections::BTreeMap<String, String>>,
 }

@@ -165,6 +165,12 @@ pub struct Config {
     /// Bounds of what outsiders can grow.
     #[serde(flatten)]
     pub limits: ServerLimits,
+    /// The HLS proxy's settings.
+    #[serde(flatten)]
+    pub proxy: crate::proxy::ProxySettings,
+    /// The configured proxies (applied live).
+    #[serde(skip)]
+    pub proxies: Vec<crate::proxy::ProxyConfig>,
 }
 
 /// The server's bounds on what viewers and sources can make it hold (README: "Limits and

@@ -3,7 +3,8 @@
 //! is on and the reason.
 
 use super::file::{
-    ApiSection, File, ServerSection, Setting, StreamSection, TriggerSection, WildcardSection,
+    ApiSection, File, ProxySection, ServerSection, Setting, StreamSection, TriggerSection,
+    WildcardSection,
 };
 use super::{
     valid_api_token, Config, ConfigError, ServerLimits, StreamConfig, TriggerConfig,
@@ -53,8 +54,10 @@ fn config(file: File) -> Result<Config, Refusal> {
         streams: stream_sections,
         api,
         triggers: trigger_sections,
+        proxies: proxy_sections,
     } = file;
     let limits = server_limits(&s)?;
+    let proxy = proxy_settings(&s)?;
     let listen = match &s.listen {
         None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         Some(l) => l.get_ref().parse().map_err(|_| {
@@ -128,6 +131,11 @@ fn config(file: File) -> Result<Config, Refusal> {
         .into_iter()
         .map(trigger)
         .collect::<Result<Vec<_>, _>>()?;
+    let mut proxies: Vec<crate::proxy::ProxyConfig> = Vec::new();
+    for section in proxy_sections {
+        let p = proxy_entry(section, &proxies)?;
+        proxies.push(p);
+    }
     Ok(Config {
         triggers,
         listen,
@@ -155,6 +163,155 @@ fn config(file: File) -> Result<Config, Refusal> {
         public_base_url,
         trusted_proxies,
         limits,
+        proxy,
+        proxies,
+    })
+}
+
+/// The HLS proxy's server-wide settings.
+fn proxy_settings(s: &ServerSection) -> Result<crate::proxy::ProxySettings, Refusal> {
+    let d = crate::proxy::ProxySettings::default();
+    let any_url = s.proxy_any_url.unwrap_or(false);
+    let mut hosts = Vec::new();
+    for host in &s.proxy_hosts {
+        let h = host.get_ref().trim().to_ascii_lowercase();
+        let bare = h.strip_prefix('.').unwrap_or(&h);
+        let valid = h == "*"
+            || (!bare.is_empty()
+                && url::Host::parse(bare).is_ok()
+                && !bare.contains(['/', ':', '@', '*']));
+        if !valid {
+            return Err(Refusal::at(
+                host.span(),
+                format!("proxy_hosts: {:?} is not a host name (example.com, .example.com for its subdomains too, or * for every host)", host.get_ref()),
+            ));
+        }
+        hosts.push(h);
+    }
+    if any_url && hosts.is_empty() {
+        let span = s.proxy_hosts.first().map(|h| h.span());
+        return Err(Refusal {
+            span,
+            message: "proxy_any_url = true needs proxy_hosts: the hosts upstream URLs may name (\"*\" for every host)".into(),
+        });
+    }
+    let mut allow_addresses = Vec::new();
+    for net in &s.proxy_allow_addresses {
+        let text = net.get_ref().trim();
+        let parsed: Result<ipnet::IpNet, _> = text
+            .parse()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => allow_addresses.push(n.to_string()),
+            Err(_) => {
+                return Err(Refusal::at(
+                    net.span(),
+                    format!("proxy_allow_addresses: {text:?} is not an address or network (10.0.0.0/8, ::1)"),
+                ))
+            }
+        }
+    }
+    Ok(crate::proxy::ProxySettings {
+        any_url,
+        hosts,
+        allow_addresses,
+        cache_bytes: within(
+            s.proxy_cache_bytes.clone(),
+            1 << 20..=1 << 40,
+            d.cache_bytes,
+            "proxy_cache_bytes",
+        )?,
+        max_object: within(
+            s.proxy_max_object.clone(),
+            1024..=1 << 34,
+            d.max_object,
+            "proxy_max_object (bytes)",
+        )?,
+        timeout_s: within(
+            s.proxy_timeout.clone(),
+            0.1..=300.0,
+            d.timeout_s,
+            "proxy_timeout (seconds)",
+        )?,
+        max_fetches: within(
+            s.proxy_max_fetches.clone(),
+            1..=100_000,
+            d.max_fetches,
+            "proxy_max_fetches",
+        )?,
+        prefetch: within(
+            s.proxy_prefetch.clone(),
+            0..=16,
+            d.prefetch,
+            "proxy_prefetch",
+        )?,
+    })
+}
+
+/// One `[[proxy]]`, checked against the ones before it.
+fn proxy_entry(
+    section: Spanned<ProxySection>,
+    before: &[crate::proxy::ProxyConfig],
+) -> Result<crate::proxy::ProxyConfig, Refusal> {
+    let p = section.into_inner();
+    let name = p.name.get_ref();
+    if !crate::proxy::paths::valid_name(name) {
+        return Err(Refusal::at(
+            p.name.span(),
+            format!("proxy name {name:?} must be letters, digits, - or _ (up to 64, not \"_\")"),
+        ));
+    }
+    if crate::proxy::paths::decode_url(name).is_some() {
+        return Err(Refusal::at(
+            p.name.span(),
+            format!("proxy name {name:?} reads as an upstream URL in base64: choose another"),
+        ));
+    }
+    if before.iter().any(|b| &b.name == name) {
+        return Err(Refusal::at(
+            p.name.span(),
+            format!("proxy {name:?} is defined twice"),
+        ));
+    }
+    let url = match url::Url::parse(p.url.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u.to_string(),
+        _ => {
+            return Err(Refusal::at(
+                p.url.span(),
+                format!("proxy url {:?} must be an http(s):// URL", p.url.get_ref()),
+            ))
+        }
+    };
+    if url.len() > crate::proxy::paths::MAX_URL {
+        return Err(Refusal::at(p.url.span(), "proxy url is too long"));
+    }
+    let mut headers = Vec::new();
+    if let Some(table) = &p.headers {
+        for (header, value) in table.get_ref() {
+            let valid = reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            let hop = [
+                "host",
+                "connection",
+                "content-length",
+                "transfer-encoding",
+                "upgrade",
+                "te",
+            ]
+            .contains(&header.to_ascii_lowercase().as_str());
+            if !valid || hop {
+                return Err(Refusal::at(
+                    table.span(),
+                    format!("proxy header {header:?}: {value:?} is not one that can be sent (a valid name and value, not a hop-by-hop header)"),
+                ));
+            }
+            headers.push((header.clone(), value.clone()));
+        }
+    }
+    Ok(crate::proxy::ProxyConfig {
+        name: name.clone(),
+        url,
+        headers,
     })
 }
 
@@ -369,6 +526,12 @@ fn stream(
         return Err(Refusal::at(
             st.name.span(),
             format!("stream {name:?} is defined twice"),
+        ));
+    }
+    if name == "proxy" {
+        return Err(Refusal::at(
+            st.name.span(),
+            "stream name \"proxy\" is taken: /proxy/ is the HLS proxy's",
         ));
     }
     // A template (`$wildcard` in the source) is checked with a stand-in value; its instances

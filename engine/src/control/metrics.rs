@@ -427,6 +427,9 @@ pub(super) fn render(state: &ControlState) -> String {
     if let Some(certs) = state.store.certificates() {
         tls_metrics(&mut out, certs);
     }
+    if let Some(proxies) = state.store.proxies() {
+        proxy_metrics(&mut out, proxies);
+    }
     let triggers = state.triggers.stats();
     for (metric, help) in [
         ("shardcast_trigger_calls_total", "Trigger handler calls (each attempt), by trigger."),
@@ -544,6 +547,86 @@ fn tls_metrics(out: &mut String, certs: &crate::tls::Certificates) {
             escape(&cert.files.cert.display().to_string()),
             cert.not_after
         );
+    }
+}
+
+/// The HLS proxy's counts, by proxy (`_` for upstream URLs named in paths), and its cache.
+fn proxy_metrics(out: &mut String, proxies: &crate::proxy::Proxies) {
+    use crate::proxy::ProxyCounters;
+    let named = proxies.named();
+    let mut all: Vec<(&str, &ProxyCounters)> = vec![("_", &**proxies.any_counters())];
+    let mut names: Vec<&String> = named.keys().collect();
+    names.sort();
+    for name in names {
+        all.push((name, &named[name].counters));
+    }
+    type Pick = fn(&ProxyCounters) -> &std::sync::atomic::AtomicU64;
+    let families: [(&str, &str, Pick); 6] = [
+        (
+            "shardcast_proxy_requests_total",
+            "Viewer requests to the HLS proxy, by proxy (_: upstream URLs named in the path).",
+            |c| &c.requests,
+        ),
+        (
+            "shardcast_proxy_cache_hits_total",
+            "Of those, answered from the cache at once.",
+            |c| &c.hits,
+        ),
+        (
+            "shardcast_proxy_upstream_requests_total",
+            "Requests the proxy made upstream (each attempt, prefetches included).",
+            |c| &c.fetches,
+        ),
+        (
+            "shardcast_proxy_upstream_errors_total",
+            "Upstream fetches that failed after their retries (viewers got 404, 502 or 504).",
+            |c| &c.errors,
+        ),
+        (
+            "shardcast_proxy_refused_total",
+            "Upstreams refused: by the SSRF guard, proxy_any_url or proxy_hosts (viewers got 403).",
+            |c| &c.refused,
+        ),
+        (
+            "shardcast_proxy_upstream_bytes_total",
+            "Bytes read from upstreams.",
+            |c| &c.upstream_bytes,
+        ),
+    ];
+    for (metric, help, pick) in families {
+        family(out, metric, "counter", help);
+        for (name, counters) in &all {
+            let _ = writeln!(
+                out,
+                "{metric}{{proxy=\"{}\"}} {}",
+                escape(name),
+                pick(counters).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let cache = proxies.cache.stats();
+    for (metric, kind, help, value) in [
+        (
+            "shardcast_proxy_cache_objects",
+            "gauge",
+            "Objects (playlists, segments, keys, errors) the proxy's cache holds.",
+            cache.objects as u64,
+        ),
+        (
+            "shardcast_proxy_cache_bytes",
+            "gauge",
+            "Their bytes (at most proxy_cache_bytes).",
+            cache.bytes as u64,
+        ),
+        (
+            "shardcast_proxy_cache_evicted_total",
+            "counter",
+            "Objects dropped, least recently used first, to stay within proxy_cache_bytes.",
+            cache.evicted,
+        ),
+    ] {
+        family(out, metric, kind, help);
+        let _ = writeln!(out, "{metric} {value}");
     }
 }
 

@@ -393,6 +393,8 @@ pub struct ConfigStore {
     writer: Mutex<()>,
     /// The TLS certificates, read again with the configuration.
     certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// The HLS proxy, whose configured proxies follow the configuration.
+    proxies: std::sync::OnceLock<Arc<crate::proxy::Proxies>>,
 }
 
 impl ConfigStore {
@@ -414,7 +416,18 @@ impl ConfigStore {
             memory: Mutex::new(EMBEDDED.to_owned()),
             writer: Mutex::new(()),
             certificates: std::sync::OnceLock::new(),
+            proxies: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The HLS proxy: `[[proxy]]` changes apply to it live.
+    pub fn set_proxies(&self, proxies: Arc<crate::proxy::Proxies>) {
+        let _ = self.proxies.set(proxies);
+    }
+
+    /// The HLS proxy, once set.
+    pub fn proxies(&self) -> Option<&Arc<crate::proxy::Proxies>> {
+        self.proxies.get()
     }
 
     /// The TLS certificates the server runs with: SIGHUP reads them again.
@@ -591,6 +604,9 @@ impl ConfigStore {
     fn apply(&self, new: Config) -> (Changes, Vec<String>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         self.triggers.reconfigure(new.triggers.clone());
+        if let Some(proxies) = self.proxies.get() {
+            proxies.reconfigure(&new.proxies);
+        }
         let changes = self.with_rules(|rules| self.streams.apply_with(&new.streams, rules));
         let triggers = self.triggers.shared();
         self.streams
@@ -618,6 +634,7 @@ impl ConfigStore {
         // What runs now: the new streams and triggers, the old settings (until a restart).
         running.streams = new.streams;
         running.triggers = new.triggers;
+        running.proxies = new.proxies;
         (changes, later)
     }
 }

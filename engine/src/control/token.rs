@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// The file under the state directory that holds a generated token.
 pub const TOKEN_FILE: &str = "api-token";
+/// The file under the state directory that holds the key the HLS proxy signs its URLs with
+/// (kept, so the URLs players hold stay good across restarts and upgrades).
+pub const PROXY_KEY_FILE: &str = "proxy-key";
 
 /// Where state is kept, given the command line's and the configuration's choices.
 pub fn state_dir(cli: Option<&Path>, configured: Option<&Path>) -> PathBuf {
@@ -89,7 +92,13 @@ pub fn load_or_generate(
     if let Some(token) = configured {
         return Ok((token.to_string(), Origin::Configured));
     }
-    let path = state_dir.join(TOKEN_FILE);
+    stored_or_new(state_dir, TOKEN_FILE)
+}
+
+/// The secret kept in `file` under `state_dir`, or a new one (24 random bytes in hex, stored
+/// there with mode 0600): the API token, the key that signs the HLS proxy's URLs.
+pub fn stored_or_new(state_dir: &Path, file: &str) -> Result<(String, Origin), TokenError> {
+    let path = state_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) if crate::config::valid_api_token(text.trim()) => {
             return Ok((text.trim().to_string(), Origin::Stored(path)))

@@ -138,8 +138,8 @@ pub struct PushRequest {
     pub early: Vec<u8>,
 }
 
-/// What became of a request held for a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What became of a request held for a stream or a fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Held {
     /// It waits for stream `stream`'s next window (`first`: it was not held before).
     Waiting {
@@ -150,6 +150,15 @@ pub enum Held {
     },
     /// It was held to its limit and answered 503.
     TimedOut(usize),
+    /// It waits for the HLS proxy to fetch resource `key` (`first`: it was not held before).
+    Fetching {
+        /// The resource.
+        key: std::sync::Arc<str>,
+        /// It was not held before.
+        first: bool,
+    },
+    /// It waited for a fetch to its limit and was answered 504.
+    FetchTimedOut,
 }
 
 /// What a request is answered with.
@@ -180,6 +189,13 @@ pub enum Route {
         stream: usize,
         /// How long it may be held, from when it first was.
         limit: std::time::Duration,
+    },
+    /// Not fetched yet: hold the request until the HLS proxy has fetched resource `key`
+    /// (its answer comes with [`crate::session::ShardCommand::Fetched`]), then route it
+    /// again; after half the idle timeout it is answered 504.
+    Fetch {
+        /// The resource's key ([`crate::proxy::paths::Resource::key`]).
+        key: std::sync::Arc<str>,
     },
     /// Nothing at this path.
     NotFound,
@@ -245,7 +261,7 @@ pub struct Status {
     /// The body (plain text).
     pub text: std::borrow::Cow<'static, str>,
     /// Header lines to add (`Name: value\r\n`…).
-    pub headers: &'static str,
+    pub headers: std::borrow::Cow<'static, str>,
 }
 
 /// Reads what a request names and says what answers it, and whose request it is.
@@ -758,9 +774,23 @@ impl Conn {
                     self.new_hold = Some(Held::Waiting { stream, first });
                 }
             }
+            (m, Route::Fetch { key }) => {
+                let limit = self.limits.idle_timeout_ns / 2;
+                let first = self.hold_until_ns.is_none();
+                let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit);
+                if self.clock_ns >= until {
+                    self.hold_until_ns = None;
+                    self.new_hold = Some(Held::FetchTimedOut);
+                    self.respond(504, "text/plain; charset=utf-8", b"the upstream did not answer in time\n", keep, "Cache-Control: no-store\r\n", m == Method::Head);
+                } else {
+                    self.parked = Some(head.clone());
+                    self.state = ConnState::Waiting;
+                    self.new_hold = Some(Held::Fetching { key, first });
+                }
+            }
             (m, Route::Document(document)) => self.answer_document(head, m == Method::Head, document),
             (m, Route::Status(status)) => {
-                self.respond(status.code, "text/plain; charset=utf-8", status.text.as_bytes(), keep, status.headers, m == Method::Head)
+                self.respond(status.code, "text/plain; charset=utf-8", status.text.as_bytes(), keep, &status.headers, m == Method::Head)
             }
             (m, Route::NotFound) => {
                 let body = format!("no stream at {}\n", head.path);

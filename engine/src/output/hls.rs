@@ -258,7 +258,7 @@ fn not_ready() -> Route {
     Route::Status(Status {
         code: 503,
         text: Cow::Borrowed("stream not ready: no segment yet\n"),
-        headers: "Cache-Control: no-store\r\nRetry-After: 2\r\n",
+        headers: "Cache-Control: no-store\r\nRetry-After: 2\r\n".into(),
     })
 }
 
@@ -267,7 +267,7 @@ fn not_available(what: &str, name: String) -> Route {
     Route::Status(Status {
         code: 404,
         text: Cow::Owned(format!("{what} {name} is not available\n")),
-        headers: "Cache-Control: no-store\r\n",
+        headers: "Cache-Control: no-store\r\n".into(),
     })
 }
 
@@ -336,7 +336,7 @@ fn playlist(
                 return Route::Status(Status {
                     code: 400,
                     text: Cow::Owned(format!("{}\n", why.0)),
-                    headers: "Cache-Control: no-store\r\n",
+                    headers: "Cache-Control: no-store\r\n".into(),
                 })
             }
         };
@@ -359,7 +359,7 @@ fn playlist(
                             ll.building_parts,
                             ll.building
                         )),
-                        headers: "Cache-Control: no-store\r\n",
+                        headers: "Cache-Control: no-store\r\n".into(),
                     })
                 }
             }

@@ -43,6 +43,8 @@ pub enum Target<'a> {
     Embed(&'a str),
     /// A viewer's request of a stream, through one of the [`OUTPUTS`].
     Media(MediaRequest<'a>),
+    /// `/proxy/…`: the HLS proxy's (the path under `/proxy/`).
+    Proxy(&'a str),
     /// Nothing this server serves.
     Unknown,
 }
@@ -59,6 +61,9 @@ impl<'a> Target<'a> {
         let Some(rest) = path.strip_prefix('/') else {
             return Target::Unknown;
         };
+        if let Some(proxied) = crate::proxy::paths::under_proxy(path) {
+            return Target::Proxy(proxied);
+        }
         // `player/hls-VERSION.min.js`, compared in place: this runs for every request.
         let script = rest
             .strip_prefix("player/hls-")
@@ -111,6 +116,7 @@ impl<'a> Target<'a> {
             | Target::DashScript
             | Target::Health
             | Target::Ready
+            | Target::Proxy(_)
             | Target::Unknown => None,
         }
     }

@@ -104,6 +104,10 @@ pub struct ShardCore {
     link: ShardLink,
     /// Connections holding a request until their session's access decision arrives.
     waiting: std::collections::HashMap<SessionKey, Vec<usize>>,
+    /// The HLS proxy, and the connections holding a request until it has fetched a resource
+    /// (by the resource's key).
+    proxies: Option<Arc<crate::proxy::Proxies>>,
+    fetching: std::collections::HashMap<Arc<str>, Vec<usize>>,
     /// The per-address cap, and by connection key the address counted for it.
     admission: Arc<Admission>,
     admitted: Vec<Option<std::net::IpAddr>>,
@@ -164,6 +168,8 @@ impl ShardCore {
             },
             link: ShardLink::new(),
             waiting: std::collections::HashMap::new(),
+            proxies: None,
+            fetching: std::collections::HashMap::new(),
             admission: Arc::new(Admission::default()),
             admitted: Vec::new(),
             tasks: None,
@@ -194,6 +200,11 @@ impl ShardCore {
     /// Where push connections go.
     pub fn set_pushes(&mut self, pushes: Arc<crate::source::Pushes>) {
         self.pushes = Some(pushes);
+    }
+
+    /// The HLS proxy `/proxy/` requests go to.
+    pub fn set_proxies(&mut self, proxies: Arc<crate::proxy::Proxies>) {
+        self.proxies = Some(proxies);
     }
 
     /// Connection `key` is a push whose responses are all sent ([`Conn::take_push`]): it
@@ -255,6 +266,14 @@ impl ShardCore {
                     }
                     self.sessions.used_once();
                 }
+                ShardCommand::Fetched(key, object) => {
+                    for conn in self.fetching.remove(&key).unwrap_or_default() {
+                        self.drive_with(conn, Some((&key, &object)), |conn, now, router| {
+                            conn.resume(now, router)
+                        });
+                        work.write.push(conn);
+                    }
+                }
                 ShardCommand::Stop(key, how_long) => {
                     if let Some(id) = self.sessions.stop(key, how_long, self.clock.mono) {
                         close.extend(
@@ -282,12 +301,24 @@ impl ShardCore {
         key: usize,
         step: impl FnOnce(&mut Conn, u64, &StreamsRouter<'_>) -> Option<usize>,
     ) {
+        self.drive_with(key, None, step);
+    }
+
+    /// [`ShardCore::drive`], with what the HLS proxy fetched for the request held.
+    fn drive_with(
+        &mut self,
+        key: usize,
+        fetched: Option<(&str, &crate::proxy::cache::Object)>,
+        step: impl FnOnce(&mut Conn, u64, &StreamsRouter<'_>) -> Option<usize>,
+    ) {
         let now = self.now_ns();
         let router = StreamsRouter {
             catalog: &self.followed,
             site: &self.site,
             sessions: &self.sessions,
             clock: self.clock,
+            proxies: self.proxies.as_deref(),
+            fetched,
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -708,6 +739,24 @@ impl ShardCore {
                     StreamCounters::add(&local.info.counters.hls_hold_timeouts, 1);
                 }
             }
+            Some(Held::Fetching { key: resource, .. }) => {
+                let waiting = self.fetching.entry(resource.clone()).or_default();
+                waiting.push(key);
+                if waiting.len() == 1 {
+                    if self.link.fetches.push(resource.clone()).is_err() {
+                        // Too many fetches asked for and not answered: 503 at once.
+                        let busy =
+                            crate::proxy::cache::Object::error(503, "the proxy is busy: try again");
+                        self.fetching.remove(&resource);
+                        self.drive_with(key, Some((&resource, &busy)), |conn, now, router| {
+                            conn.resume(now, router)
+                        });
+                        return;
+                    }
+                    self.link.fetch_asked.notify_one();
+                }
+            }
+            Some(Held::FetchTimedOut) => {}
             None => {}
         }
         if let Some(stream) = viewer {
@@ -979,7 +1028,8 @@ impl ShardCore {
 
     /// Answer the held low-latency HLS requests of streams that published a new window since
     /// they were held (those still waiting are held again), and, with `sweep`, those held
-    /// past their limit (503); returns the connections with something new to write.
+    /// past their limit (503; 504 for those waiting for the HLS proxy); returns the
+    /// connections with something new to write.
     pub fn release_held(&mut self, sweep: bool) -> Vec<usize> {
         let now = self.now_ns();
         let mut due = Vec::new();
@@ -1004,6 +1054,22 @@ impl ShardCore {
                     !expired
                 });
             }
+        }
+        if sweep {
+            let conns = &self.conns;
+            for waiting in self.fetching.values_mut() {
+                waiting.retain(|&key| {
+                    let expired = conns
+                        .get(key)
+                        .and_then(Conn::held_until)
+                        .is_none_or(|until| now >= until);
+                    if expired {
+                        due.push(key);
+                    }
+                    !expired
+                });
+            }
+            self.fetching.retain(|_, waiting| !waiting.is_empty());
         }
         due.retain(|&key| {
             self.conns

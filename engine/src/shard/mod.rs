@@ -223,6 +223,8 @@ pub struct ShardSetup {
     pub pushes: Arc<crate::source::Pushes>,
     /// Sockets and windows for (and from) upgrades.
     pub handoff: Arc<crate::upgrade::Handoff>,
+    /// The HLS proxy.
+    pub proxies: Option<Arc<crate::proxy::Proxies>>,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -315,6 +317,9 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_source_tasks(setup.source_tasks);
     core.set_pushes(setup.pushes);
     core.set_handoff(setup.handoff);
+    if let Some(proxies) = setup.proxies {
+        core.set_proxies(proxies);
+    }
     Prepared {
         core,
         listener: setup.listener,

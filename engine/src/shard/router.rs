@@ -20,6 +20,10 @@ pub(super) struct StreamsRouter<'a> {
     pub sessions: &'a LocalSessions,
     /// The turn's time.
     pub clock: Clock,
+    /// The HLS proxy, when the server has one.
+    pub proxies: Option<&'a crate::proxy::Proxies>,
+    /// What the proxy just fetched for the request being resumed (its key and answer).
+    pub fetched: Option<(&'a str, &'a crate::proxy::cache::Object)>,
 }
 
 impl StreamsRouter<'_> {
@@ -96,7 +100,7 @@ impl StreamsRouter<'_> {
         Route::Status(Status {
             code: 503,
             text: format!("not live: {}\n", waiting.join(", ")).into(),
-            headers: "Cache-Control: no-store\r\n",
+            headers: "Cache-Control: no-store\r\n".into(),
         })
     }
 
@@ -131,6 +135,9 @@ impl StreamsRouter<'_> {
                 })
             }),
             Target::Media(request) => self.media(head, request),
+            Target::Proxy(rest) => self.proxies.map_or(Route::NotFound, |proxies| {
+                proxies.route(rest, self.clock.mono, self.fetched)
+            }),
             Target::Unknown => Route::NotFound,
         }
     }

@@ -6,8 +6,7 @@
 //!        drop what is refused, connect to what is left) ─ redirect ─ Guard::check_url ─ …
 //! ```
 //!
-//! What it does not do yet: serve anything (the proxy that will use it is the HLS proxy
-//! issue's), pool per origin or cache.
+//! The HLS proxy ([`crate::proxy`]) fetches through it; what it fetches is cached there.
 
 pub mod guard;
 
@@ -74,16 +73,24 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     fn from_reqwest(e: reqwest::Error) -> Self {
-        // The guard's refusals come back wrapped in the client's error: find them.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.downcast_ref::<Refused>().is_some() || s.downcast_ref::<NameRefused>().is_some() {
-                return Self::Refused(s.to_string());
-            }
-            source = s.source();
+        match refusal(&e) {
+            Some(why) => Self::Refused(why),
+            None => Self::Http(e),
         }
-        Self::Http(e)
     }
+}
+
+/// The guard's refusal inside `e`, in words, if that is why the request failed (refusals
+/// come back wrapped in the client's error).
+pub fn refusal(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<Refused>().is_some() || s.downcast_ref::<NameRefused>().is_some() {
+            return Some(s.to_string());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// GET `url` through `client` (made by [`client`] with `guard`), its literal address checked

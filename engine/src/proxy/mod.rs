@@ -1,0 +1,369 @@
+//! The HLS proxy: remote HLS re-served under `/proxy/`, fetched upstream once for any number
+//! of viewers.
+//!
+//! ```text
+//!  viewer ─ shard: router ─ paths::parse ─ Cache::get ─┬─ fresh: answered from the shared bytes
+//!                                                      └─ miss: the request is held (Route::Fetch);
+//!       the shard asks the fetcher once per resource ─ fetch (tokio): one upstream request per
+//!       resource in flight, through the SSRF-guarded client ─ playlists rewritten ─ Cache::insert
+//!       ─ ShardCommand::Fetched to each shard that asked ─ held requests answered
+//! ```
+//!
+//! A configured proxy (`[[proxy]]`: name, upstream URL, headers) is served at
+//! `/proxy/{name}.m3u8`; with `proxy_any_url`, an upstream URL in base64url or base64 at
+//! `/proxy/{id}.m3u8`, for the hosts in `proxy_hosts`. What their playlists list is rewritten
+//! to signed URLs under `/proxy/` ([`paths`]). Playlists are fetched again at most once per
+//! half target duration (live), 30 s (multivariant) or 5 min (VOD); segments, keys and maps
+//! stay until the cache's byte cap pushes them out, or shortly after a live playlist stops
+//! listing them ([`cache`]); the newest segments of a live playlist are fetched before anyone
+//! asks ([`ProxySettings::prefetch`]).
+//!
+//! What it does not do yet: token access, triggers and sessions for proxied streams (they
+//! are open to anyone who can reach the server), info.json and the player page for them,
+//! blocking playlist reloads of low-latency upstreams (the newest playlist is answered at
+//! once), and ranges fetched upstream (a byte-range segment's whole file is fetched, up to
+//! `proxy_max_object`).
+
+pub mod cache;
+mod fetch;
+pub mod paths;
+
+pub use fetch::Fetcher;
+
+use crate::http::{Body, Document, Route, Status};
+use arc_swap::ArcSwap;
+use cache::{Lookup, Object};
+use paths::{Kind, ProxyPath, Resource, Signer, ANY};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A configured proxy: `[[proxy]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Served at `/proxy/{name}.m3u8`.
+    pub name: String,
+    /// The upstream playlist (multivariant or media).
+    pub url: String,
+    /// Header lines sent upstream with every request of this proxy (Referer, Origin,
+    /// User-Agent, Cookie…).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The proxy's server-wide settings (read at start).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProxySettings {
+    /// Whether upstream URLs named in request paths are served at all.
+    #[serde(rename = "proxy_any_url")]
+    pub any_url: bool,
+    /// With `any_url`: the hosts they may name (`example.com`, `.example.com` for its
+    /// subdomains too, `*` for every host).
+    #[serde(rename = "proxy_hosts")]
+    pub hosts: Vec<String>,
+    /// Networks upstreams may be in that the SSRF guard refuses otherwise (loopback, private,
+    /// link-local…).
+    #[serde(rename = "proxy_allow_addresses")]
+    pub allow_addresses: Vec<String>,
+    /// Bytes the cache holds at most.
+    #[serde(rename = "proxy_cache_bytes")]
+    pub cache_bytes: usize,
+    /// Largest upstream answer taken (larger: 502).
+    #[serde(rename = "proxy_max_object")]
+    pub max_object: usize,
+    /// Seconds an upstream request may take, retries included (longer: 504).
+    #[serde(rename = "proxy_timeout")]
+    pub timeout_s: f64,
+    /// Upstream requests in flight at once, at most (past it: 503).
+    #[serde(rename = "proxy_max_fetches")]
+    pub max_fetches: usize,
+    /// Newest segments of a live playlist fetched before anyone asks.
+    #[serde(rename = "proxy_prefetch")]
+    pub prefetch: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            any_url: false,
+            hosts: Vec::new(),
+            allow_addresses: Vec::new(),
+            cache_bytes: 256 << 20,
+            max_object: 64 << 20,
+            timeout_s: 10.0,
+            max_fetches: 64,
+            prefetch: 2,
+        }
+    }
+}
+
+impl ProxySettings {
+    /// Whether `url`'s host is one `proxy_hosts` lists.
+    pub fn host_allowed(&self, url: &str) -> bool {
+        let Some(host) = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
+        else {
+            return false;
+        };
+        self.hosts.iter().any(|allowed| {
+            allowed == "*"
+                || match allowed.strip_prefix('.') {
+                    Some(domain) => host == domain || host.ends_with(allowed.as_str()),
+                    None => host == *allowed,
+                }
+        })
+    }
+}
+
+/// Counts of one proxy (a configured one, or all upstream URLs named in paths).
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Viewer requests.
+    pub requests: AtomicU64,
+    /// Viewer requests answered from the cache without waiting.
+    pub hits: AtomicU64,
+    /// Upstream requests (each attempt).
+    pub fetches: AtomicU64,
+    /// Upstream requests that failed (after their retries), by the status viewers got.
+    pub errors: AtomicU64,
+    /// Upstream requests refused by the SSRF guard or the host list.
+    pub refused: AtomicU64,
+    /// Bytes read from upstream.
+    pub upstream_bytes: AtomicU64,
+}
+
+impl ProxyCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A configured proxy and its counts.
+#[derive(Debug)]
+pub struct Named {
+    /// Its configuration.
+    pub config: ProxyConfig,
+    /// Its counts (kept across reloads while its name stays).
+    pub counters: Arc<ProxyCounters>,
+}
+
+/// The proxy's state, shared by the shards (lookups) and the fetcher (fetches).
+#[derive(Debug)]
+pub struct Proxies {
+    settings: ProxySettings,
+    named: ArcSwap<HashMap<String, Arc<Named>>>,
+    any: Arc<ProxyCounters>,
+    signer: Signer,
+    /// What upstreams answered.
+    pub cache: cache::Cache,
+}
+
+impl Proxies {
+    /// The proxy with `settings`, the configured proxies `named`, and `secret` to sign the
+    /// URLs it hands out with.
+    pub fn new(settings: ProxySettings, named: &[ProxyConfig], secret: &[u8]) -> Self {
+        let proxies = Self {
+            cache: cache::Cache::new(settings.cache_bytes),
+            settings,
+            named: ArcSwap::from_pointee(HashMap::new()),
+            any: Arc::default(),
+            signer: Signer::new(secret),
+        };
+        proxies.reconfigure(named);
+        proxies
+    }
+
+    /// Take `named` as the configured proxies (a reload): counts stay with the names that
+    /// stay; what was fetched for a proxy whose URL or headers changed is fetched again.
+    pub fn reconfigure(&self, named: &[ProxyConfig]) {
+        let old = self.named.load();
+        let table = named
+            .iter()
+            .map(|config| {
+                let counters = old
+                    .get(&config.name)
+                    .map(|n| n.counters.clone())
+                    .unwrap_or_default();
+                (
+                    config.name.clone(),
+                    Arc::new(Named {
+                        config: config.clone(),
+                        counters,
+                    }),
+                )
+            })
+            .collect::<HashMap<_, _>>();
+        for (name, before) in old.iter() {
+            if table
+                .get(name)
+                .is_some_and(|now| now.config != before.config)
+            {
+                tracing::info!(proxy = %name, "proxy changed: its playlists are fetched again");
+            }
+        }
+        self.named.store(Arc::new(table));
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// The configured proxies now.
+    pub fn named(&self) -> Arc<HashMap<String, Arc<Named>>> {
+        self.named.load_full()
+    }
+
+    /// The counts of upstream URLs named in paths.
+    pub fn any_counters(&self) -> &Arc<ProxyCounters> {
+        &self.any
+    }
+
+    /// The counts of `scope`, if it exists.
+    fn counters(&self, scope: &str) -> Option<Arc<ProxyCounters>> {
+        if scope == ANY {
+            return Some(self.any.clone());
+        }
+        self.named.load().get(scope).map(|n| n.counters.clone())
+    }
+
+    /// The answer to `rest`, a path under `/proxy/`: what was `fetched` for it when it was
+    /// held for that, else from the cache when it is fresh there, else [`Route::Fetch`]
+    /// (hold the request, ask the fetcher).
+    pub fn route(&self, rest: &str, now: Instant, fetched: Option<(&str, &Object)>) -> Route {
+        match self.resource(rest) {
+            Ok(resource) => {
+                let key = resource.key();
+                if let Some((_, object)) = fetched.filter(|(k, _)| *k == key) {
+                    return answer(object);
+                }
+                let counters = self.counters(&resource.scope);
+                if let Some(c) = &counters {
+                    ProxyCounters::add(&c.requests, 1);
+                }
+                match self.cache.get(&key, now) {
+                    Lookup::Fresh(object) => {
+                        if let Some(c) = &counters {
+                            ProxyCounters::add(&c.hits, 1);
+                        }
+                        answer(&object)
+                    }
+                    Lookup::Miss => Route::Fetch { key: key.into() },
+                }
+            }
+            Err(route) => route,
+        }
+    }
+
+    /// What `rest` names, or the answer when it names nothing the proxy serves.
+    fn resource(&self, rest: &str) -> Result<Resource, Route> {
+        let Some(path) = paths::parse(rest) else {
+            return Err(Route::NotFound);
+        };
+        match path {
+            ProxyPath::Top(id) => {
+                if let Some(named) = self.named.load().get(&id) {
+                    return Ok(Resource {
+                        scope: id,
+                        kind: Kind::TopPlaylist,
+                        url: named.config.url.clone(),
+                    });
+                }
+                let Some(url) = paths::decode_url(&id) else {
+                    return Err(Route::NotFound);
+                };
+                self.any_allowed(&url)?;
+                Ok(Resource {
+                    scope: ANY.to_owned(),
+                    kind: Kind::TopPlaylist,
+                    url,
+                })
+            }
+            ProxyPath::Slashed(url) => {
+                self.any_allowed(&url)?;
+                Err(Route::Status(Status {
+                    code: 301,
+                    text: "base64url names it here\n".into(),
+                    headers: format!(
+                        "Location: /proxy/{}.m3u8\r\nCache-Control: max-age=86400\r\n",
+                        paths::encode_url(&url)
+                    )
+                    .into(),
+                }))
+            }
+            ProxyPath::Child {
+                scope,
+                sig,
+                url,
+                playlist,
+            } => {
+                if !self.signer.verify(&scope, playlist, &url, &sig) {
+                    return Err(refused(403, "not a URL this server handed out\n"));
+                }
+                if scope == ANY {
+                    self.any_allowed(&url)?;
+                } else if !self.named.load().contains_key(&scope) {
+                    return Err(Route::NotFound);
+                }
+                Ok(Resource {
+                    scope,
+                    kind: if playlist {
+                        Kind::Playlist
+                    } else {
+                        Kind::Media
+                    },
+                    url,
+                })
+            }
+        }
+    }
+
+    /// Whether upstream URLs named in paths are served, and `url`'s host is one listed.
+    fn any_allowed(&self, url: &str) -> Result<(), Route> {
+        if !self.settings.any_url {
+            ProxyCounters::add(&self.any.refused, 1);
+            return Err(refused(
+                403,
+                "upstream URLs in the path are not served here (proxy_any_url)\n",
+            ));
+        }
+        if !self.settings.host_allowed(url) {
+            ProxyCounters::add(&self.any.refused, 1);
+            return Err(refused(
+                403,
+                "that upstream host is not one this server proxies (proxy_hosts)\n",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn refused(code: u16, text: &'static str) -> Route {
+    Route::Status(Status {
+        code,
+        text: text.into(),
+        headers: "Cache-Control: no-store\r\n".into(),
+    })
+}
+
+/// A viewer's answer from `object`.
+fn answer(object: &Object) -> Route {
+    if object.status != 200 {
+        return Route::Status(Status {
+            code: object.status,
+            text: String::from_utf8_lossy(&object.body).into_owned().into(),
+            headers: "Cache-Control: no-store\r\n".into(),
+        });
+    }
+    let playlist = object.content_type == "application/vnd.apple.mpegurl";
+    Route::Document(Document {
+        body: Body::Bytes(object.body.clone()),
+        ranges: !playlist,
+        ..Document::new(object.content_type, object.cache_control)
+    })
+}
+
+#[cfg(test)]
+mod tests;
