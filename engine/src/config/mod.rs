@@ -731,6 +731,101 @@ mod tests {
     }
 
     #[test]
+    fn proxies_and_their_settings_are_checked() {
+        let c = Config::parse(
+            "[server]\nproxy_any_url = true\nproxy_hosts = [\".Example.com\", \"cdn.test\"]\nproxy_allow_addresses = [\"10.0.0.0/8\", \"::1\"]\n\n\
+             [[proxy]]\nname = \"news\"\nurl = \"https://origin.example/live/master.m3u8\"\nheaders = { Referer = \"https://news.example/\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.hosts, [".example.com", "cdn.test"]);
+        assert_eq!(c.proxy.allow_addresses, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(c.proxies[0].name, "news");
+        assert_eq!(
+            c.proxies[0].headers,
+            [("Referer".to_owned(), "https://news.example/".to_owned())]
+        );
+        assert!(
+            c.proxy.host_allowed("http://a.example.com/x")
+                && c.proxy.host_allowed("http://example.com/")
+        );
+        assert!(
+            !c.proxy.host_allowed("http://evilexample.com/")
+                && !c.proxy.host_allowed("http://cdn.test.evil/")
+        );
+        let proxy = |body: &str| format!("[[proxy]]\n{body}\n");
+        for (text, line, why) in [
+            (
+                "[server]\nproxy_any_url = true\n".to_owned(),
+                None,
+                "needs proxy_hosts",
+            ),
+            (
+                "[server]\nproxy_hosts = [\"a/b\"]\n".to_owned(),
+                Some(2),
+                "not a host name",
+            ),
+            (
+                "[server]\nproxy_allow_addresses = [\"x\"]\n".to_owned(),
+                Some(2),
+                "not an address",
+            ),
+            (
+                "[server]\nproxy_cache_bytes = 10\n".to_owned(),
+                Some(2),
+                "proxy_cache_bytes",
+            ),
+            (
+                proxy("name = \"_\"\nurl = \"http://o/\""),
+                Some(2),
+                "proxy name",
+            ),
+            (
+                proxy("name = \"a.b\"\nurl = \"http://o/\""),
+                Some(2),
+                "proxy name",
+            ),
+            (
+                proxy("name = \"aHR0cDovL28v\"\nurl = \"http://o/\""),
+                Some(2),
+                "reads as an upstream URL",
+            ),
+            (
+                proxy("name = \"a\"\nurl = \"file:///etc/passwd\""),
+                Some(3),
+                "http(s)://",
+            ),
+            (
+                proxy("name = \"a\"\nurl = \"http://o/\"\nheaders = { Host = \"x\" }"),
+                Some(4),
+                "hop-by-hop",
+            ),
+            (
+                proxy("name = \"a\"\nurl = \"http://o/\"\nheaders = { X = \"a\\r\\nEvil: 1\" }"),
+                Some(4),
+                "is not one that can be sent",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    proxy("name = \"a\"\nurl = \"http://o/\""),
+                    proxy("name = \"a\"\nurl = \"http://p/\"")
+                ),
+                Some(5),
+                "twice",
+            ),
+            (
+                "[[stream]]\nname = \"proxy\"\nsource = \"demo:\"\n".to_owned(),
+                Some(2),
+                "taken",
+            ),
+        ] {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.to_string().contains(why), "{text}: {e}");
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_reason() {
         let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"rtmp://x\"\n").unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
