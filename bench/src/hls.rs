@@ -316,7 +316,7 @@ impl Run<'_> {
         }
         let (asked, path) = match v.queue.pop_front() {
             Some((sequence, uri, due)) => {
-                let path = format!("{}{uri}", self.base);
+                let path = resolve(&self.base, &uri);
                 v.asking = Some((sequence, uri, due));
                 (
                     Asked::Segment {
@@ -615,6 +615,46 @@ fn listed_parts(m: &MediaPlaylist) -> Vec<((u64, u32), String, Duration)> {
 }
 
 /// `(segment, index)` of a part named `{segment}.{index}.ts` (shardcast's names).
+/// The path `uri` names, read from a playlist under directory `base` (`/a/b/`): absolute
+/// paths as they are, relative ones under `base` with their `.` and `..` segments resolved
+/// (the HLS proxy's playlists point `../../` up); absolute URLs by their path.
+fn resolve(base: &str, uri: &str) -> String {
+    if uri.starts_with('/') {
+        return uri.to_owned();
+    }
+    // An absolute URL (HLS-Proxy writes them): its path, on the server asked already.
+    if let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        return rest
+            .find('/')
+            .map_or("/".to_owned(), |i| rest[i..].to_owned());
+    }
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    };
+    let mut segments: Vec<&str> = base.split('/').filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = path.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        match *part {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            "" if i + 1 < parts.len() => {}
+            other => segments.push(other),
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 fn part_name(uri: &str) -> Option<(u64, u32)> {
     let name = uri.split('?').next()?.strip_suffix(".ts")?;
     let (sequence, index) = name.rsplit('/').next()?.split_once('.')?;
@@ -632,4 +672,22 @@ fn read_head(head: &[u8]) -> Option<(u16, usize)> {
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0);
     Some((status, length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn uris_resolve_against_the_playlists_directory() {
+        assert_eq!(resolve("/demo/", "seg-1.ts"), "/demo/seg-1.ts");
+        assert_eq!(resolve("/demo/", "/other/x.ts?a=1"), "/other/x.ts?a=1");
+        assert_eq!(
+            resolve("/proxy/news/SIG/", "../../news/S2/B64.ts"),
+            "/proxy/news/S2/B64.ts"
+        );
+        assert_eq!(resolve("/a/b/", "./c/../d.ts?x=../y"), "/a/b/d.ts?x=../y");
+        assert_eq!(resolve("/", "../../x.ts"), "/x.ts");
+        assert_eq!(resolve("/a/", "http://h:1/b/c.ts?x"), "/b/c.ts?x");
+    }
 }

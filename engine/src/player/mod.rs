@@ -45,6 +45,57 @@ pub fn page(stream: &str) -> String {
         .replace("__STREAM__", stream)
         .replace("__HLSJS__", &hlsjs_path())
         .replace("__DASHJS__", &dashjs_path())
+        .replace(
+            "__PATHS__",
+            r#"{ ts: "/master.m3u8", fmp4: "/cmaf/master.m3u8", dash: "/manifest.mpd" }"#,
+        )
+}
+
+/// The player page of configured HLS proxy `name`, at `/proxy/{name}.html`: HLS only (the
+/// upstream's playlists, through the proxy).
+pub fn proxy_page(name: &str) -> String {
+    include_str!("page.html")
+        .replace("__STREAM__", name)
+        .replace("__HLSJS__", &format!("../{}", hlsjs_path()))
+        .replace("__DASHJS__", &format!("../{}", dashjs_path()))
+        .replace("__PATHS__", r#"{ ts: ".m3u8" }"#)
+}
+
+/// What a proxied stream's player page asks about it (`/proxy/{name}/info.json`), from its
+/// top playlist as the proxy last fetched it (`status` 200 with the playlist, or the error
+/// viewers get): live when the upstream answered a playlist, waiting (with the reason)
+/// otherwise.
+pub fn proxy_info_json(name: &str, status: u16, body: &[u8], base: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct ProxyInfo<'a> {
+        stream: &'a str,
+        proxied: bool,
+        state: StreamState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        outputs: ProxyOutputs,
+    }
+    #[derive(Serialize)]
+    struct ProxyOutputs {
+        hls: String,
+        player: String,
+    }
+    let info = ProxyInfo {
+        stream: name,
+        proxied: true,
+        state: if status == 200 {
+            StreamState::Live
+        } else {
+            StreamState::Waiting
+        },
+        error: (status != 200)
+            .then(|| format!("{status}: {}", String::from_utf8_lossy(body).trim_end())),
+        outputs: ProxyOutputs {
+            hls: format!("{base}proxy/{name}.m3u8"),
+            player: format!("{base}proxy/{name}.html"),
+        },
+    };
+    Bytes::from(serde_json::to_vec(&info).unwrap_or_else(|_| b"{}".to_vec()))
 }
 
 /// The embed script of a stream. `public_base` (with a trailing slash) overrides the address
@@ -233,6 +284,34 @@ mod tests {
         )));
         assert!(DASHJS.len() > 100_000);
         assert!(DASHJS.windows(11).any(|w| w == b"MediaPlayer"));
+    }
+
+    #[test]
+    fn a_proxied_streams_page_and_info_point_through_the_proxy() {
+        let html = proxy_page("news");
+        assert!(html.contains("var paths = { ts: \".m3u8\" };"));
+        assert!(html.contains(&format!(
+            "<script src=\"../player/hls-{HLSJS_VERSION}.min.js\">"
+        )));
+        assert!(!html.contains("__"));
+        let live = proxy_info_json("news", 200, b"#EXTM3U", "http://h/");
+        let live = std::str::from_utf8(&live).unwrap();
+        assert!(
+            live.contains("\"state\":\"live\"") && live.contains("\"proxied\":true"),
+            "{live}"
+        );
+        assert!(
+            live.contains("\"hls\":\"http://h/proxy/news.m3u8\""),
+            "{live}"
+        );
+        assert!(!live.contains("error"), "{live}");
+        let down = proxy_info_json("news", 502, b"the upstream is unreachable\n", "http://h/");
+        let down = std::str::from_utf8(&down).unwrap();
+        assert!(down.contains("\"state\":\"waiting\""), "{down}");
+        assert!(
+            down.contains("\"error\":\"502: the upstream is unreachable\""),
+            "{down}"
+        );
     }
 
     #[test]

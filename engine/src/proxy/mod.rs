@@ -18,11 +18,14 @@
 //! listing them ([`cache`]); the newest segments of a live playlist are fetched before anyone
 //! asks ([`ProxySettings::prefetch`]).
 //!
-//! What it does not do yet: token access, triggers and sessions for proxied streams (they
-//! are open to anyone who can reach the server), info.json and the player page for them,
-//! blocking playlist reloads of low-latency upstreams (the newest playlist is answered at
-//! once), and ranges fetched upstream (a byte-range segment's whole file is fetched, up to
-//! `proxy_max_object`).
+//! Viewers of a proxy are HLS sessions of `proxy/{name}` (the shard's router gates them);
+//! a configured proxy has a player page (`/proxy/{name}.html`) and its state
+//! (`/proxy/{name}/info.json`).
+//!
+//! What it does not do yet: token access and the viewer triggers for proxied streams (they
+//! are open to anyone who can reach the server), blocking playlist reloads of low-latency
+//! upstreams (the newest playlist is answered at once), and ranges fetched upstream (a
+//! byte-range segment's whole file is fetched, up to `proxy_max_object`).
 
 pub mod cache;
 mod fetch;
@@ -317,6 +320,44 @@ impl Proxies {
                     url,
                 })
             }
+        }
+    }
+
+    /// Whether a proxy is configured under `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.named.load().contains_key(name)
+    }
+
+    /// Configured proxy `name`'s top playlist as the proxy has it (the upstream's answer or
+    /// the error viewers get), or, when it is not fresh, the route that fetches it.
+    pub fn top(
+        &self,
+        name: &str,
+        now: Instant,
+        fetched: Option<(&str, &Object)>,
+    ) -> Result<Arc<Object>, Route> {
+        let Some(named) = self.named.load().get(name).cloned() else {
+            return Err(Route::NotFound);
+        };
+        let key = Resource {
+            scope: name.to_owned(),
+            kind: Kind::TopPlaylist,
+            url: named.config.url.clone(),
+        }
+        .key();
+        if let Some((_, object)) = fetched.filter(|(k, _)| *k == key) {
+            return Ok(Arc::new(Object {
+                status: object.status,
+                body: object.body.clone(),
+                content_type: object.content_type,
+                fresh_until: object.fresh_until,
+                cache_control: object.cache_control,
+                children: Vec::new(),
+            }));
+        }
+        match self.cache.get(&key, now) {
+            Lookup::Fresh(object) => Ok(object),
+            Lookup::Miss => Err(Route::Fetch { key: key.into() }),
         }
     }
 

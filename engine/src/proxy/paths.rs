@@ -103,6 +103,24 @@ pub enum ProxyPath {
     Slashed(String),
 }
 
+/// A configured proxy's page, or what its page asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page<'a> {
+    /// `/proxy/{name}.html`: the player page.
+    Player(&'a str),
+    /// `/proxy/{name}/info.json`: the stream's state.
+    Info(&'a str),
+}
+
+/// Whether `rest` (under `/proxy/`) asks for a proxy's page.
+pub fn page(rest: &str) -> Option<Page<'_>> {
+    if let Some(name) = rest.strip_suffix(".html") {
+        return valid_name(name).then_some(Page::Player(name));
+    }
+    let name = rest.strip_suffix("/info.json")?;
+    valid_name(name).then_some(Page::Info(name))
+}
+
 /// The part of `path` under `/proxy/`, if it is there.
 pub fn under_proxy(path: &str) -> Option<&str> {
     path.strip_prefix("/proxy/")

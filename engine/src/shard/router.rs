@@ -63,6 +63,33 @@ impl StreamsRouter<'_> {
         })
     }
 
+    /// `/proxy/…`: a configured proxy's player page or stream info, else what the proxy
+    /// serves.
+    fn proxied(&self, proxies: &crate::proxy::Proxies, head: &RequestHead, rest: &str) -> Route {
+        use crate::proxy::paths::{page, Page};
+        match page(rest) {
+            Some(Page::Player(name)) if proxies.has(name) => Route::Document(Document {
+                body: Body::Bytes(Bytes::from(player::proxy_page(name))),
+                ..Document::new("text/html; charset=utf-8", "no-cache")
+            }),
+            Some(Page::Info(name)) if proxies.has(name) => {
+                match proxies.top(name, self.clock.mono, self.fetched) {
+                    Ok(top) => Route::Document(Document {
+                        body: Body::Bytes(player::proxy_info_json(
+                            name,
+                            top.status,
+                            &top.body,
+                            &self.site.base(head).url,
+                        )),
+                        ..Document::new("application/json", "no-store")
+                    }),
+                    Err(route) => route,
+                }
+            }
+            _ => proxies.route(rest, self.clock.mono, self.fetched),
+        }
+    }
+
     /// `/`: the list of streams.
     fn index(&self) -> Route {
         let mut s = String::from(
@@ -135,9 +162,10 @@ impl StreamsRouter<'_> {
                 })
             }),
             Target::Media(request) => self.media(head, request),
-            Target::Proxy(rest) => self.proxies.map_or(Route::NotFound, |proxies| {
-                proxies.route(rest, self.clock.mono, self.fetched)
-            }),
+            Target::Proxy(rest) => match self.proxies {
+                Some(proxies) => self.proxied(proxies, head, rest),
+                None => Route::NotFound,
+            },
             Target::Unknown => Route::NotFound,
         }
     }
@@ -164,6 +192,9 @@ impl StreamsRouter<'_> {
     /// Media requests (progressive streams, playlists, segments) are a viewer's: keyed by
     /// stream, address, token and protocol; a stopped session's are refused.
     fn gate(&self, head: &RequestHead, target: &Target<'_>) -> Gate {
+        if let Target::Proxy(rest) = target {
+            return self.proxy_gate(head, rest);
+        }
         // Pages and errors are nobody's session.
         let Some((name, protocol)) = target.media() else {
             return Gate::Open;
@@ -239,6 +270,48 @@ impl StreamsRouter<'_> {
                 session,
                 private,
             },
+        }
+    }
+}
+
+impl StreamsRouter<'_> {
+    /// Requests of a proxied stream are a viewer's HLS session of `proxy/{name}` (`proxy/_`
+    /// for upstream URLs named in the path): counted, listed, logged and stoppable like a
+    /// stream's. Its pages, and what no proxy serves, are nobody's.
+    fn proxy_gate(&self, head: &RequestHead, rest: &str) -> Gate {
+        let Some(proxies) = self.proxies else {
+            return Gate::Open;
+        };
+        if crate::proxy::paths::page(rest).is_some() {
+            return Gate::Open;
+        }
+        let scope = match rest.split_once('/') {
+            Some((scope, _)) => scope,
+            None => rest.strip_suffix(".m3u8").unwrap_or(rest),
+        };
+        let scope = if proxies.has(scope) {
+            scope
+        } else if proxies.settings().any_url {
+            crate::proxy::paths::ANY
+        } else {
+            return Gate::Open;
+        };
+        let session = SessionKey {
+            stream: Arc::from(format!("proxy/{scope}")),
+            ip: self.site.client_ip(head),
+            token: Arc::from(head.token.as_str()),
+            protocol: crate::session::Protocol::Hls,
+        };
+        if self.sessions.is_stopped(&session, self.clock.mono) {
+            return Gate::Refused(403, "this session was stopped");
+        }
+        if !self.sessions.admits(&session) {
+            return Gate::Refused(503, "too many viewers, try again later");
+        }
+        Gate::Viewer {
+            session,
+            headers: None,
+            private: false,
         }
     }
 }

@@ -145,7 +145,7 @@ fn a_live_multivariant_stream_is_proxied_with_one_upstream_fetch_per_segment() {
         || "ffmpeg wrote no playlists".to_owned(),
         || nginx.dir.join("live/master.m3u8").exists() && nginx.dir.join("live/0/seg3.ts").exists(),
     );
-    let (server, _api, _token, _dir) = start_configured(
+    let (server, api, token, _dir) = start_configured(
         "hls-proxy-live",
         &format!(
             "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\n\n\
@@ -225,6 +225,25 @@ fn a_live_multivariant_stream_is_proxied_with_one_upstream_fetch_per_segment() {
             .filter(|l| l.contains(".m3u8"))
             .all(|l| !l.ends_with(" -")),
         "playlists were not asked for gzipped: {log}"
+    );
+    // Viewers of a proxy are sessions of `proxy/{name}`, with their bytes.
+    wait_until(
+        Duration::from_secs(5),
+        || "no session of proxy/news".to_owned(),
+        || {
+            let (_, sessions) = api_call(
+                api,
+                "GET",
+                "/api/v1/sessions?stream=proxy/news",
+                &token,
+                None,
+            );
+            sessions.as_array().is_some_and(|list| {
+                list.iter().any(|s| {
+                    s["protocol"] == "hls" && s["bytes"].as_u64().is_some_and(|b| b > 100_000)
+                })
+            })
+        },
     );
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
@@ -415,6 +434,70 @@ fn upstreams_down_slow_or_missing_get_502_504_and_404_and_nothing_hangs() {
         "",
     );
     assert_eq!(code, 403);
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_thousand_players_through_the_proxy_cost_the_origin_one_request_per_segment() {
+    let nginx = origin("");
+    let _encoder = live_encoder(&nginx.dir, 100);
+    wait_until(
+        Duration::from_secs(15),
+        || "ffmpeg wrote no playlists".to_owned(),
+        || nginx.dir.join("live/0/seg3.ts").exists(),
+    );
+    let (server, _api, _token, _dir) = start_configured(
+        "hls-proxy-players",
+        &format!(
+            "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\n\n\
+             [[proxy]]\nname = \"news\"\nurl = \"http://{}/live/master.m3u8\"\n",
+            nginx.addr
+        ),
+    );
+    let (_, _, master) = fetch(server.addr, "/proxy/news.m3u8", "");
+    let master = String::from_utf8_lossy(&master).into_owned();
+    let variant = format!("/proxy/{}", uri_lines(&master)[0]);
+    // 1000 players of the first variant (640x360) for 60 s, like hls.js: three segments from
+    // the live edge, every segment once, the playlist once per target duration.
+    let report = shardcast_bench::hls::run(&shardcast_bench::load::Load {
+        addr: server.addr,
+        path: variant,
+        viewers: 1000,
+        ramp: Duration::from_secs(5),
+        settle: Duration::from_secs(3),
+        measure: Duration::from_secs(60),
+        server_pid: Some(server.child.id()),
+        progress: false,
+        pace_bps: 0,
+        tls: None,
+        low_latency: false,
+    })
+    .unwrap();
+    eprint!("{}", report.summary());
+    assert_eq!(report.started, 1000, "{}", report.summary());
+    assert!(report.segments >= 1000 * 55, "{}", report.summary());
+    assert_eq!(
+        (
+            report.missed,
+            report.status_4xx,
+            report.status_5xx,
+            report.bad_playlists
+        ),
+        (0, 0, 0, 0),
+        "{}",
+        report.summary()
+    );
+    // nginx saw each segment once, and the playlist about twice per target duration at most.
+    let asked = requests(&nginx);
+    let segments: Vec<_> = asked
+        .iter()
+        .filter(|(u, _)| u.starts_with("/live/0/") && u.ends_with(".ts"))
+        .collect();
+    assert!(segments.len() >= 60, "{asked:?}");
+    assert!(segments.iter().all(|(_, n)| **n == 1), "{asked:?}");
+    let reloads = asked.get("/live/0/index.m3u8").copied().unwrap_or(0);
+    assert!(reloads <= 2 * 75, "{reloads} playlist requests in ~70 s");
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }

@@ -538,3 +538,90 @@ fn info_json_and_embed_js_describe_the_stream() {
     let (status, _, _) = fetch(server.addr, "/cam/info.json", "Host: other\r\n");
     assert_eq!(status, 400);
 }
+
+#[test]
+fn browser_plays_a_proxied_stream_through_hlsjs_from_its_player_page() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // The origin: Debian's nginx serving ffmpeg's live HLS (one-second segments).
+    let nginx = start_nginx(
+        "types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }",
+        "location / { root DIR; }",
+    );
+    let live = nginx.dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let _encoder = KillOnDrop(
+        Command::new("ffmpeg")
+            .current_dir(&live)
+            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=640x360:rate=25")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                "60",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+            ])
+            .args([
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-f",
+                "hls",
+                "-hls_time",
+                "1",
+            ])
+            .args([
+                "-hls_list_size",
+                "6",
+                "-hls_flags",
+                "delete_segments+temp_file",
+            ])
+            .arg("index.m3u8")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(15),
+        || "ffmpeg wrote no playlist".to_owned(),
+        || live.join("seg3.ts").exists() || live.join("index3.ts").exists(),
+    );
+    let (server, _api, _token, _dir) = start_configured(
+        "browser-proxy",
+        &format!(
+            "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\n\n\
+             [[proxy]]\nname = \"news\"\nurl = \"http://{}/live/index.m3u8\"\n",
+            nginx.addr
+        ),
+    );
+    let mut browser = Browser::open(&server.url("/proxy/news.html?engine=hlsjs"), 26, None);
+    let started = browser
+        .watch(Duration::from_secs(20), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    let samples = browser.finish();
+    let later = samples
+        .iter()
+        .find(|s| s.t >= started.t + 10.0)
+        .unwrap_or_else(|| panic!("no sample 10 s after the start: {samples:?}"));
+    assert!(
+        later.current_time - started.current_time >= 7.0,
+        "currentTime went from {} to {}: {samples:?}",
+        started.current_time,
+        later.current_time
+    );
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    assert_eq!(
+        (later.state.as_str(), later.engine.as_str()),
+        ("live", "hlsjs")
+    );
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
