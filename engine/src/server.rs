@@ -300,6 +300,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     );
     let maker = store.clone();
     access.set_instance_maker(Arc::new(move |name: &str| maker.start_instance(name)));
+    access.set_proxies(proxies.clone());
     triggers.spawn(access.clone().run(asked));
     // Sources that do their own I/O (TCP) run on a runtime of their own, off the shards and
     // apart from the control plane: a busy API never delays ingest.

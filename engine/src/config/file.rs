@@ -150,4 +150,5 @@ pub(super) struct ProxySection {
     pub name: Spanned<String>,
     pub url: Spanned<String>,
     pub headers: Setting<std::collections::BTreeMap<String, String>>,
+    pub access: Setting<AccessConfig>,
 }

@@ -248,6 +248,32 @@ fn proxy_settings(s: &ServerSection) -> Result<crate::proxy::ProxySettings, Refu
     })
 }
 
+/// A stream's or a proxy's `access`: the token backend viewers are checked with.
+fn access_config(
+    access: Setting<crate::config::AccessConfig>,
+) -> Result<Option<crate::config::AccessConfig>, Refusal> {
+    let Some(a) = access else {
+        return Ok(None);
+    };
+    let span = a.span();
+    let a = a.into_inner();
+    if !(a.url.starts_with("http://") || a.url.starts_with("https://"))
+        || reqwest::Url::parse(&a.url).is_err()
+    {
+        return Err(Refusal::at(
+            span,
+            format!("access url {:?} is not an http(s):// URL", a.url),
+        ));
+    }
+    if !(0.0..=86_400.0).contains(&a.ttl) || !(0.1..=60.0).contains(&a.timeout) {
+        return Err(Refusal::at(
+            span,
+            "access ttl must be 0 to 86400 seconds and timeout 0.1 to 60",
+        ));
+    }
+    Ok(Some(a))
+}
+
 /// One `[[proxy]]`, checked against the ones before it.
 fn proxy_entry(
     section: Spanned<ProxySection>,
@@ -312,6 +338,7 @@ fn proxy_entry(
         name: name.clone(),
         url,
         headers,
+        access: access_config(p.access)?,
     })
 }
 
@@ -628,28 +655,7 @@ fn stream(
             ))
         }
     };
-    let access = match st.access {
-        None => None,
-        Some(a) => {
-            let span = a.span();
-            let a = a.into_inner();
-            if !(a.url.starts_with("http://") || a.url.starts_with("https://"))
-                || reqwest::Url::parse(&a.url).is_err()
-            {
-                return Err(Refusal::at(
-                    span,
-                    format!("access url {:?} is not an http(s):// URL", a.url),
-                ));
-            }
-            if !(0.0..=86_400.0).contains(&a.ttl) || !(0.1..=60.0).contains(&a.timeout) {
-                return Err(Refusal::at(
-                    span,
-                    "access ttl must be 0 to 86400 seconds and timeout 0.1 to 60",
-                ));
-            }
-            Some(a)
-        }
-    };
+    let access = access_config(st.access)?;
     let wildcard = match st.wildcard {
         None => None,
         Some(w) => {

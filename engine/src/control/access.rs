@@ -111,6 +111,8 @@ pub struct Access {
     checks: Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
     /// Wildcard instances started by each address in the current minute.
     starts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// The HLS proxy, whose viewers (sessions of `proxy/{name}`) are decided here too.
+    proxies: std::sync::OnceLock<Arc<crate::proxy::Proxies>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -147,7 +149,14 @@ impl Access {
             limits,
             checks: Mutex::new((0, HashMap::new())),
             starts: Mutex::new(HashMap::new()),
+            proxies: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The HLS proxy, whose configured proxies' viewers are decided with their `access` and
+    /// the viewer triggers of `proxy/{name}`.
+    pub fn set_proxies(&self, proxies: Arc<crate::proxy::Proxies>) {
+        let _ = self.proxies.set(proxies);
     }
 
     /// Take a place for one more decision about a viewer at `ip`, if there is one: within
@@ -304,8 +313,21 @@ impl Access {
 
     async fn decide(&self, q: &AccessQuery) -> Verdict {
         let stream = q.key.stream.to_string();
-        let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let connector = q.key.protocol.connector();
+        if let Some(name) = stream.strip_prefix("proxy/") {
+            let access = self
+                .proxies
+                .get()
+                .and_then(|p| p.named().get(name).map(|n| n.config.access.clone()));
+            return match access {
+                Some(access) => self.viewer_checks(q, &stream, access.as_ref(), false).await,
+                None => Verdict {
+                    refused: Some(404),
+                    headers: None,
+                    ttl: UNGATED_TTL,
+                    redirect: None,
+                },
+            };
+        }
         let running = self
             .streams
             .load()
@@ -317,17 +339,45 @@ impl Access {
             Some(config) => (config, false),
             None => match self.instance_config(&stream) {
                 Ok(config) => (config, true),
-                Err(refusal) => return self.not_running(q, &stream, &ip, refusal).await,
+                Err(refusal) => {
+                    let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                    return self.not_running(q, &stream, &ip, refusal).await;
+                }
             },
         };
-        let access = config.access.clone();
+        let verdict = self
+            .viewer_checks(q, &stream, config.access.as_ref(), true)
+            .await;
+        if verdict.refused.is_some() {
+            return verdict;
+        }
+        if to_start && verdict.redirect.is_none() {
+            if let Err(refused) = self.start(&stream, q.key.ip).await {
+                return refused;
+            }
+        }
+        verdict
+    }
+
+    /// What the access backend (`access`) and the viewer triggers (USER_NEW, CONN_PLAY, and
+    /// with `rewrite` PLAY_REWRITE) say of viewer `q` of `stream`.
+    async fn viewer_checks(
+        &self,
+        q: &AccessQuery,
+        stream: &str,
+        access: Option<&AccessConfig>,
+        rewrite: bool,
+    ) -> Verdict {
+        let stream = stream.to_owned();
+        let ip = q.key.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let connector = q.key.protocol.connector();
         let mut verdict = Verdict {
             refused: None,
             headers: None,
             ttl: TRIGGER_TTL,
             redirect: None,
         };
-        if let Some(access) = &access {
+        if let Some(access) = access {
             verdict = self.backend(access, q).await;
             if verdict.refused.is_some() {
                 return verdict;
@@ -358,7 +408,7 @@ impl Access {
         };
         let refused = refused_by(user_new.clone()) || refused_by(conn_play.clone());
         // PLAY_REWRITE may send an allowed viewer to another stream.
-        let rewrite = if refused {
+        let rewrite = if refused || !rewrite {
             None
         } else {
             self.triggers
@@ -382,11 +432,6 @@ impl Access {
             .map(|n| n.trim().to_owned())
             .filter(|n| *n != stream && self.streams.load().find(n).is_some())
             .map(|n| Arc::from(n.as_str()));
-        if to_start && verdict.redirect.is_none() {
-            if let Err(refused) = self.start(&stream, q.key.ip).await {
-                return refused;
-            }
-        }
         verdict
     }
 

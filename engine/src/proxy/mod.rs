@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A configured proxy: `[[proxy]]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// Served at `/proxy/{name}.m3u8`.
     pub name: String,
@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     /// Header lines sent upstream with every request of this proxy (Referer, Origin,
     /// User-Agent, Cookie…).
     pub headers: Vec<(String, String)>,
+    /// The token backend its viewers are checked with, as a stream's `access`.
+    pub access: Option<crate::config::AccessConfig>,
 }
 
 /// The proxy's server-wide settings (read at start).
@@ -150,6 +152,9 @@ pub struct Named {
     pub config: ProxyConfig,
     /// Its counts (kept across reloads while its name stays).
     pub counters: Arc<ProxyCounters>,
+    /// Whether its viewers need an access decision (its `access`, or a viewer trigger for
+    /// `proxy/{name}`).
+    pub gated: std::sync::atomic::AtomicBool,
 }
 
 /// The proxy's state, shared by the shards (lookups) and the fetcher (fetches).
@@ -194,6 +199,7 @@ impl Proxies {
                     Arc::new(Named {
                         config: config.clone(),
                         counters,
+                        gated: config.access.is_some().into(),
                     }),
                 )
             })
@@ -207,6 +213,13 @@ impl Proxies {
             }
         }
         self.named.store(Arc::new(table));
+    }
+
+    /// Decide again which configured proxies are gated (triggers changed).
+    pub fn set_gates(&self, gated: impl Fn(&ProxyConfig) -> bool) {
+        for named in self.named.load().values() {
+            named.gated.store(gated(&named.config), Ordering::Relaxed);
+        }
     }
 
     /// The settings.
@@ -235,7 +248,16 @@ impl Proxies {
     /// The answer to `rest`, a path under `/proxy/`: what was `fetched` for it when it was
     /// held for that, else from the cache when it is fresh there, else [`Route::Fetch`]
     /// (hold the request, ask the fetcher).
-    pub fn route(&self, rest: &str, now: Instant, fetched: Option<(&str, &Object)>) -> Route {
+    /// A playlist asked for with a `token=` (or `tkn=`) in its query gets it in every URI,
+    /// as a stream's does (the viewer's own copy, not for shared caches).
+    pub fn route(
+        &self,
+        rest: &str,
+        query: &str,
+        now: Instant,
+        fetched: Option<(&str, &Object)>,
+    ) -> Route {
+        let answer = |object: &Object| answer(object, query);
         match self.resource(rest) {
             Ok(resource) => {
                 let key = resource.key();
@@ -389,8 +411,8 @@ fn refused(code: u16, text: &'static str) -> Route {
     })
 }
 
-/// A viewer's answer from `object`.
-fn answer(object: &Object) -> Route {
+/// A viewer's answer from `object`, to a request with `query`.
+fn answer(object: &Object, query: &str) -> Route {
     if object.status != 200 {
         return Route::Status(Status {
             code: object.status,
@@ -399,6 +421,25 @@ fn answer(object: &Object) -> Route {
         });
     }
     let playlist = object.content_type == "application/vnd.apple.mpegurl";
+    let token = query
+        .split('&')
+        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
+        .filter(|p| p.len() <= 600 && !p.contains(['"', '#']));
+    if let (true, Some(pair)) = (playlist, token) {
+        let personal = shardcast_protocols::hls::rewrite_uris(&object.body, |uri, _| {
+            if uri.contains(':') {
+                // Not one of the proxy's (data:, skd://): the player's as it was.
+                return uri.to_owned();
+            }
+            let join = if uri.contains('?') { '&' } else { '?' };
+            format!("{uri}{join}{pair}")
+        });
+        return Route::Document(Document {
+            body: Body::Bytes(personal.into()),
+            personal: true,
+            ..Document::new(object.content_type, object.cache_control)
+        });
+    }
     Route::Document(Document {
         body: Body::Bytes(object.body.clone()),
         ranges: !playlist,

@@ -20,6 +20,7 @@ fn named(name: &str, url: &str) -> ProxyConfig {
         name: name.into(),
         url: url.into(),
         headers: vec![("Referer".into(), "https://site.example/".into())],
+        access: None,
     }
 }
 
@@ -39,7 +40,7 @@ fn paths_name_configured_proxies_and_allowed_upstreams_only() {
     let master = "http://origin.example/live/master.m3u8";
     let closed = Proxies::new(settings(false, &[]), &[named("news", master)], b"k");
     // A configured proxy: fetched (nothing is cached yet).
-    let Route::Fetch { key } = closed.route("news.m3u8", now, None) else {
+    let Route::Fetch { key } = closed.route("news.m3u8", "", now, None) else {
         panic!()
     };
     assert_eq!(
@@ -52,19 +53,25 @@ fn paths_name_configured_proxies_and_allowed_upstreams_only() {
     );
     // An upstream URL in the path: refused while proxy_any_url is off.
     let id = paths::encode_url("http://cdn.example/a.m3u8");
-    assert_eq!(code(&closed.route(&format!("{id}.m3u8"), now, None)), 403);
-    assert_eq!(code(&closed.route("nothing.m3u8", now, None)), 404);
+    assert_eq!(
+        code(&closed.route(&format!("{id}.m3u8"), "", now, None)),
+        403
+    );
+    assert_eq!(code(&closed.route("nothing.m3u8", "", now, None)), 404);
     assert_eq!(closed.any_counters().refused.load(Ordering::Relaxed), 1);
     // On, for the hosts listed.
     let open = Proxies::new(settings(true, &[".example"]), &[], b"k");
-    assert_eq!(code(&open.route(&format!("{id}.m3u8"), now, None)), 0);
+    assert_eq!(code(&open.route(&format!("{id}.m3u8"), "", now, None)), 0);
     let other = paths::encode_url("http://elsewhere.test/a.m3u8");
-    assert_eq!(code(&open.route(&format!("{other}.m3u8"), now, None)), 403);
+    assert_eq!(
+        code(&open.route(&format!("{other}.m3u8"), "", now, None)),
+        403
+    );
     // Standard base64 with `/` in it: sent to its base64url form.
     let slashed = "http://cdn.example/??>?";
     let standard = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, slashed);
     assert!(standard.contains('/'), "{standard}");
-    let Route::Status(s) = open.route(&format!("{standard}.m3u8"), now, None) else {
+    let Route::Status(s) = open.route(&format!("{standard}.m3u8"), "", now, None) else {
         panic!()
     };
     assert_eq!(s.code, 301);
@@ -85,14 +92,14 @@ fn handed_out_urls_are_checked_and_answered_from_the_cache() {
     let path = proxies
         .signer
         .child_path(Kind::TopPlaylist, "news", segment, false);
-    let Route::Fetch { key } = proxies.route(&path, now, None) else {
+    let Route::Fetch { key } = proxies.route(&path, "", now, None) else {
         panic!("{path}")
     };
     // Signed for another scope, kind or URL: 403; for a proxy that went: 404.
     let forged = path.replace("news/", "other/");
-    assert_eq!(code(&proxies.route(&forged, now, None)), 403);
+    assert_eq!(code(&proxies.route(&forged, "", now, None)), 403);
     let as_playlist = path.replace(".ts", ".m3u8");
-    assert_eq!(code(&proxies.route(&as_playlist, now, None)), 403);
+    assert_eq!(code(&proxies.route(&as_playlist, "", now, None)), 403);
     // Once fetched: from the cache, ranges served; what a held request waited for is its.
     let object = Arc::new(Object {
         status: 200,
@@ -102,17 +109,51 @@ fn handed_out_urls_are_checked_and_answered_from_the_cache() {
         cache_control: "public, max-age=60",
         children: Vec::new(),
     });
-    assert_eq!(code(&proxies.route(&path, now, Some((&key, &object)))), 200);
+    assert_eq!(
+        code(&proxies.route(&path, "", now, Some((&key, &object)))),
+        200
+    );
     proxies.cache.insert(key.clone(), object);
-    let Route::Document(d) = proxies.route(&path, now, None) else {
+    let Route::Document(d) = proxies.route(&path, "", now, None) else {
         panic!()
     };
     assert!(d.ranges);
     let counters = proxies.named().get("news").unwrap().counters.clone();
     assert_eq!(counters.requests.load(Ordering::Relaxed), 2);
     assert_eq!(counters.hits.load(Ordering::Relaxed), 1);
+    // A playlist asked for with a token: the token in every URI of the proxy's, the
+    // viewer's own copy.
+    let list =
+        proxies
+            .signer
+            .child_path(Kind::TopPlaylist, "news", "http://o.example/v.m3u8", true);
+    let Route::Fetch { key } = proxies.route(&list, "", now, None) else {
+        panic!()
+    };
+    proxies.cache.insert(
+        key,
+        Arc::new(Object {
+            status: 200,
+            body: bytes::Bytes::from_static(
+                b"#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"data:text/plain;base64,AA==\"\n#EXT-X-MAP:URI=\"a/b/c.mp4\"\n#EXTINF:2,\nx/y/z.ts?q=1\n",
+            ),
+            content_type: "application/vnd.apple.mpegurl",
+            fresh_until: None,
+            cache_control: "no-cache",
+            children: Vec::new(),
+        }),
+    );
+    let Route::Document(d) = proxies.route(&list, "a=1&token=t%201", now, None) else {
+        panic!()
+    };
+    let Body::Bytes(body) = &d.body else { panic!() };
+    assert!(d.personal);
+    assert_eq!(
+        std::str::from_utf8(body).unwrap(),
+        "#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"data:text/plain;base64,AA==\"\n#EXT-X-MAP:URI=\"a/b/c.mp4?token=t%201\"\n#EXTINF:2,\nx/y/z.ts?q=1&token=t%201\n"
+    );
     proxies.reconfigure(&[]);
-    assert_eq!(code(&proxies.route(&path, now, None)), 404);
+    assert_eq!(code(&proxies.route(&path, "", now, None)), 404);
 }
 
 /// An origin on 127.0.0.1: `files` by path (status, body, delay), and the requests it had.
@@ -194,7 +235,7 @@ impl Rig {
 
     /// Ask for what `rest` names as a shard does, and wait for the answer.
     async fn get(&self, rest: &str) -> Arc<Object> {
-        let key: Arc<str> = match self.proxies.route(rest, Instant::now(), None) {
+        let key: Arc<str> = match self.proxies.route(rest, "", Instant::now(), None) {
             Route::Fetch { key } => key,
             other => panic!("{rest}: {other:?}"),
         };
@@ -280,7 +321,7 @@ async fn playlists_are_rewritten_and_each_resource_is_fetched_once() {
     // may still be in flight. Viewers asking now share one fetch.
     let mut waits = Vec::new();
     for _ in 0..20 {
-        let rig_key = match rig.proxies.route(under(segment), Instant::now(), None) {
+        let rig_key = match rig.proxies.route(under(segment), "", Instant::now(), None) {
             Route::Fetch { key } => key,
             Route::Document(_) => break,
             other => panic!("{other:?}"),
@@ -295,7 +336,7 @@ async fn playlists_are_rewritten_and_each_resource_is_fetched_once() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(origin.count("/live/low/seg7.ts"), 1);
-    let Route::Document(d) = rig.proxies.route(under(segment), Instant::now(), None) else {
+    let Route::Document(d) = rig.proxies.route(under(segment), "", Instant::now(), None) else {
         panic!()
     };
     assert_eq!(d.content_type, "video/mp2t");
@@ -320,12 +361,12 @@ async fn playlists_are_rewritten_and_each_resource_is_fetched_once() {
         .all(|(_, referer)| referer == "https://site.example/"));
     // A live playlist is fetched again after half its target duration, not before.
     assert!(matches!(
-        rig.proxies.route(under(variant), Instant::now(), None),
+        rig.proxies.route(under(variant), "", Instant::now(), None),
         Route::Document(_)
     ));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(matches!(
-        rig.proxies.route(under(variant), Instant::now(), None),
+        rig.proxies.route(under(variant), "", Instant::now(), None),
         Route::Fetch { .. }
     ));
 }

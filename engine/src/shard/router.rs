@@ -86,7 +86,7 @@ impl StreamsRouter<'_> {
                     Err(route) => route,
                 }
             }
-            _ => proxies.route(rest, self.clock.mono, self.fetched),
+            _ => proxies.route(rest, &head.query, self.clock.mono, self.fetched),
         }
     }
 
@@ -289,12 +289,12 @@ impl StreamsRouter<'_> {
             Some((scope, _)) => scope,
             None => rest.strip_suffix(".m3u8").unwrap_or(rest),
         };
-        let scope = if proxies.has(scope) {
-            scope
-        } else if proxies.settings().any_url {
-            crate::proxy::paths::ANY
-        } else {
-            return Gate::Open;
+        let named = proxies.named();
+        let gated = named.get(scope).map(|n| n.gated.load(Ordering::Relaxed));
+        let scope = match gated {
+            Some(_) => scope,
+            None if proxies.settings().any_url => crate::proxy::paths::ANY,
+            None => return Gate::Open,
         };
         let session = SessionKey {
             stream: Arc::from(format!("proxy/{scope}")),
@@ -308,10 +308,26 @@ impl StreamsRouter<'_> {
         if !self.sessions.admits(&session) {
             return Gate::Refused(503, "too many viewers, try again later");
         }
-        Gate::Viewer {
-            session,
-            headers: None,
-            private: false,
+        if gated != Some(true) {
+            return Gate::Viewer {
+                session,
+                headers: None,
+                private: false,
+            };
+        }
+        // Its access backend or a viewer trigger decides; what a viewer was allowed is its
+        // own (no shared cache keeps it).
+        match self.sessions.verdict(&session, self.clock.mono) {
+            None => Gate::Ask(session),
+            Some(Verdict {
+                refused: Some(status),
+                ..
+            }) => refusal(*status),
+            Some(Verdict { headers, .. }) => Gate::Viewer {
+                headers: headers.clone(),
+                session,
+                private: true,
+            },
         }
     }
 }

@@ -501,3 +501,58 @@ fn a_thousand_players_through_the_proxy_cost_the_origin_one_request_per_segment(
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn a_proxy_with_access_lets_in_only_the_viewers_its_backend_allows() {
+    let backend = Backend::start(|r| {
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let allowed = body["token"] == "good" && body["stream"] == "proxy/paid";
+        let status = if allowed { 200 } else { 403 };
+        (status, Vec::new(), String::new(), Duration::ZERO)
+    });
+    let nginx = origin("");
+    vod(&nginx.dir, "vod", &[]);
+    let (server, _api, _token, _dir) = start_configured(
+        "hls-proxy-access",
+        &format!(
+            "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\n\n\
+             [[proxy]]\nname = \"paid\"\nurl = \"http://{}/vod/index.m3u8\"\n\
+             access = {{ url = \"http://{}/check\", ttl = 30 }}\n",
+            nginx.addr, backend.addr
+        ),
+    );
+    // No token, or a wrong one: refused, and nothing is fetched upstream.
+    for query in ["", "?token=bad"] {
+        let (code, _, _) = fetch(server.addr, &format!("/proxy/paid.m3u8{query}"), "");
+        assert_eq!(code, 401, "{query}");
+    }
+    assert!(requests(&nginx).is_empty(), "{:?}", requests(&nginx));
+    // The right token: the playlist, with the token in every URI so that the segments
+    // asked for with it are the same viewer's.
+    let (code, head, body) = fetch(server.addr, "/proxy/paid.m3u8?token=good", "");
+    let playlist = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(code, 200, "{head}{playlist}");
+    assert!(
+        header(&head, "cache-control").is_some_and(|c| c.contains("private")),
+        "{head}"
+    );
+    let segments = uri_lines(&playlist);
+    assert!(
+        !segments.is_empty() && segments.iter().all(|u| u.ends_with("?token=good")),
+        "{playlist}"
+    );
+    let (code, _, bytes) = fetch(server.addr, &format!("/proxy/{}", segments[0]), "");
+    assert_eq!(code, 200);
+    assert_eq!(bytes[0], 0x47);
+    let without = segments[0].trim_end_matches("?token=good");
+    assert_eq!(fetch(server.addr, &format!("/proxy/{without}"), "").0, 401);
+    // ffmpeg, given the token once, plays it all.
+    let (ok, said) = decode(&server.url("/proxy/paid.m3u8?token=good"), 4);
+    assert!(ok && said.trim().is_empty(), "ffmpeg said: {said}");
+    // The page is anyone's; the backend was asked about `proxy/paid`, once per token.
+    assert_eq!(fetch(server.addr, "/proxy/paid.html", "").0, 200);
+    let asked = backend.received();
+    assert!(asked.len() <= 3, "{asked:?}");
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
