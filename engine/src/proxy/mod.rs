@@ -22,10 +22,13 @@
 //! a configured proxy has a player page (`/proxy/{name}.html`) and its state
 //! (`/proxy/{name}/info.json`).
 //!
-//! What it does not do yet: token access and the viewer triggers for proxied streams (they
-//! are open to anyone who can reach the server), blocking playlist reloads of low-latency
-//! upstreams (the newest playlist is answered at once), and ranges fetched upstream (a
-//! byte-range segment's whole file is fetched, up to `proxy_max_object`).
+//! A configured proxy's viewers are checked with its `access` and the viewer triggers of
+//! `proxy/{name}` (the control plane's access task decides, as for a stream).
+//!
+//! What it does not do yet: access control of upstream URLs named in requests, blocking
+//! playlist reloads of low-latency upstreams (the newest playlist is answered at once), and
+//! ranges fetched upstream (a byte-range segment's whole file is fetched, up to
+//! `proxy_max_object`).
 
 pub mod cache;
 mod fetch;
