@@ -31,6 +31,14 @@
 //! max_pushes = 32                 # HTTP push connections open at once (deciding or pushing)
 //! access_log_max_bytes = 104857600  # the access log is rotated past this size
 //! access_log_files = 5            # rotated access logs kept (access.log.1 …)
+//! proxy_any_url = false           # HLS proxy: serve /proxy/{base64 URL}.m3u8 at all
+//! proxy_hosts = []                # … for these hosts ("example.com", ".example.com", "*")
+//! proxy_allow_addresses = []      # networks upstreams may be in that the SSRF guard refuses
+//! proxy_cache_bytes = 268435456   # the proxy's cache (least recently used out first)
+//! proxy_max_object = 67108864     # largest upstream answer (larger: 502)
+//! proxy_timeout = 10              # seconds for an upstream request and its retries (504)
+//! proxy_max_fetches = 64          # upstream requests in flight (past it: 503)
+//! proxy_prefetch = 2              # newest segments of a live playlist fetched ahead
 //!
 //! [server.tls]                    # viewers over TLS as well (none by default)
 //! listen = "0.0.0.0:8443"
@@ -69,6 +77,12 @@
 //! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
 //! source_timeout = 30             # seconds without data before progressive viewers are closed
 //! wildcard = { instances = 16, ports = [5000, 5999], pattern = "[0-9]+" }  # a template
+//!
+//! [[proxy]]                       # the HLS proxy: /proxy/news.m3u8 re-serves this upstream
+//! name = "news"
+//! url = "https://origin.example/live/master.m3u8"
+//! headers = { Referer = "https://news.example/" }  # sent upstream with every request
+//! access = { url = "http://127.0.0.1:9000/check" } # as a stream's (sessions of proxy/news)
 //!
 //! [[trigger]]
 //! on = "USER_NEW"                 # MistServer's trigger names (TRIGGERS)
