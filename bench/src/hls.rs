@@ -155,6 +155,8 @@ struct Viewer {
     head: Vec<u8>,
     /// Status and body length of the response being read, once its head is in.
     response: Option<(u16, usize)>,
+    /// Its chunked body's decoder, when it is sent in chunks (HLS-Proxy's are).
+    chunks: Option<Dechunker>,
     body: Vec<u8>,
     body_read: usize,
     /// Segments to fetch: (sequence, URI, due).
@@ -178,6 +180,7 @@ impl Viewer {
             asking: None,
             head: Vec::new(),
             response: None,
+            chunks: None,
             body: Vec::new(),
             body_read: 0,
             queue: VecDeque::new(),
@@ -435,7 +438,9 @@ impl Run<'_> {
                 continue;
             };
             let rest = v.head.split_off(end + 4);
-            v.response = Some(read_head(&v.head).ok_or(())?);
+            let (status, length, chunked) = read_head(&v.head).ok_or(())?;
+            v.response = Some((status, length));
+            v.chunks = chunked.then(Dechunker::default);
             v.head.clear();
             // What followed the head (possibly nothing, possibly a whole empty body).
             self.body(v, asked, &rest)?;
@@ -444,9 +449,28 @@ impl Run<'_> {
 
     /// Body bytes of the current response (and the end of it, when they complete it).
     fn body(&mut self, v: &mut Viewer, asked: Asked, bytes: &[u8]) -> Result<(), ()> {
-        let Some((_, length)) = v.response else {
+        let Some((status, length)) = v.response else {
             return Err(());
         };
+        if let Some(mut chunks) = v.chunks.take() {
+            let playlist = matches!(asked, Asked::Playlist { .. });
+            let mut data = 0;
+            let ended = chunks.feed(bytes, |piece| {
+                data += piece.len();
+                if playlist {
+                    v.body.extend_from_slice(piece);
+                }
+            })?;
+            v.body_read += data;
+            if ended {
+                // The length counted is what the chunks carried.
+                v.response = Some((status, v.body_read));
+                self.done(v);
+            } else {
+                v.chunks = Some(chunks);
+            }
+            return Ok(());
+        }
         let take = (length - v.body_read).min(bytes.len());
         v.body_read += take;
         if matches!(asked, Asked::Playlist { .. }) {
@@ -662,21 +686,105 @@ fn part_name(uri: &str) -> Option<(u64, u32)> {
 }
 
 /// Status and Content-Length of a response head.
-fn read_head(head: &[u8]) -> Option<(u16, usize)> {
+/// A response head's status, Content-Length (0 when absent) and whether its body is chunked.
+fn read_head(head: &[u8]) -> Option<(u16, usize, bool)> {
     let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.split("\r\n");
     let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let length = lines
+    let fields: Vec<(&str, &str)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let length = fields
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    Some((status, length))
+    let chunked = fields.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    Some((status, length, chunked))
+}
+
+/// Reads a chunked body (RFC 9112 §7.1) as it arrives, in pieces of any size.
+#[derive(Debug, Default)]
+struct Dechunker {
+    /// Data bytes left in the current chunk.
+    left: usize,
+    /// The size line (or trailer line) read so far.
+    line: Vec<u8>,
+    /// After a chunk's data: its CRLF to skip.
+    crlf: u8,
+    /// The last chunk was read: trailer lines until an empty one.
+    trailer: bool,
+}
+
+impl Dechunker {
+    /// Take `bytes`, handing the data in them to `data`; true once the body has ended.
+    fn feed(&mut self, mut bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<bool, ()> {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                data(&bytes[..n]);
+                self.left -= n;
+                bytes = &bytes[n..];
+                if self.left == 0 {
+                    self.crlf = 2;
+                }
+                continue;
+            }
+            if self.crlf > 0 {
+                self.crlf -= 1;
+                bytes = &bytes[1..];
+                continue;
+            }
+            let Some(end) = bytes.iter().position(|b| *b == b'\n') else {
+                self.line.extend_from_slice(bytes);
+                if self.line.len() > 4096 {
+                    return Err(());
+                }
+                return Ok(false);
+            };
+            self.line.extend_from_slice(&bytes[..end]);
+            bytes = &bytes[end + 1..];
+            let line = std::mem::take(&mut self.line);
+            let line = std::str::from_utf8(&line).map_err(|_| ())?.trim();
+            if self.trailer {
+                if line.is_empty() {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| ())?;
+            if size == 0 {
+                self.trailer = true;
+            } else {
+                self.left = size;
+            }
+        }
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{resolve, Dechunker};
+
+    #[test]
+    fn a_chunked_body_is_read_split_at_every_byte() {
+        let body = b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for cut in 0..body.len() {
+            let mut d = Dechunker::default();
+            let mut got = Vec::new();
+            let first = d.feed(&body[..cut], |p| got.extend_from_slice(p)).unwrap();
+            let second = d.feed(&body[cut..], |p| got.extend_from_slice(p)).unwrap();
+            assert!(!first || cut == body.len());
+            assert!(second, "{cut}");
+            assert_eq!(got, b"hello, world", "{cut}");
+        }
+        assert!(Dechunker::default().feed(b"zz\r\n", |_| {}).is_err());
+    }
 
     #[test]
     fn uris_resolve_against_the_playlists_directory() {
