@@ -556,3 +556,42 @@ fn a_proxy_with_access_lets_in_only_the_viewers_its_backend_allows() {
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn an_https_upstream_is_verified_against_the_systems_roots() {
+    // nginx over TLS with a certificate from a test CA; shardcast trusts that CA only
+    // through SSL_CERT_FILE (the system's roots, as the platform verifier reads them).
+    let pki = TestPki::new("hls-proxy-upstream");
+    let cert = pki.issue("localhost", &["localhost"], 1, 30);
+    let tls_port = free_port();
+    let nginx = origin(&format!(
+        "listen 127.0.0.1:{tls_port} ssl;\nssl_certificate {};\nssl_certificate_key {};",
+        cert.cert.display(),
+        cert.key.display()
+    ));
+    vod(&nginx.dir, "vod", &[]);
+    let dir = TempDir::new("hls-proxy-https");
+    let config = dir.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\", \"::1\"]\n\n\
+             [[proxy]]\nname = \"tls\"\nurl = \"https://localhost:{tls_port}/vod/index.m3u8\"\n\n\
+             [[proxy]]\nname = \"wrong-name\"\nurl = \"https://127.0.0.1:{tls_port}/vod/index.m3u8\"\n"
+        ),
+    )
+    .unwrap();
+    let ca = pki.ca();
+    let server = Server::start_with(
+        &[],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+        &["--config", config.to_str().unwrap(), "--state-dir", dir.to_str().unwrap()],
+    );
+    let (ok, said) = decode(&server.url("/proxy/tls.m3u8"), 4);
+    assert!(ok && said.trim().is_empty(), "ffmpeg said: {said}");
+    // A certificate that does not name the host asked for: 502, nothing served.
+    let (code, _, body) = fetch(server.addr, "/proxy/wrong-name.m3u8", "");
+    assert_eq!(code, 502, "{}", String::from_utf8_lossy(&body));
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
