@@ -585,7 +585,12 @@ fn an_https_upstream_is_verified_against_the_systems_roots() {
     let server = Server::start_with(
         &[],
         &[("SSL_CERT_FILE", ca.to_str().unwrap())],
-        &["--config", config.to_str().unwrap(), "--state-dir", dir.to_str().unwrap()],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            dir.to_str().unwrap(),
+        ],
     );
     let (ok, said) = decode(&server.url("/proxy/tls.m3u8"), 4);
     assert!(ok && said.trim().is_empty(), "ffmpeg said: {said}");
