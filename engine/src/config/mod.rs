@@ -181,10 +181,10 @@ pub struct Config {
     pub limits: ServerLimits,
     /// The HLS proxy's settings.
     #[serde(flatten)]
-    pub proxy: crate::proxy::ProxySettings,
+    pub proxy: ProxySettings,
     /// The configured proxies (applied live).
     #[serde(skip)]
-    pub proxies: Vec<crate::proxy::ProxyConfig>,
+    pub proxies: Vec<ProxyConfig>,
 }
 
 /// The server's bounds on what viewers and sources can make it hold (README: "Limits and
@@ -233,6 +233,85 @@ impl Default for ServerLimits {
             access_log_max_bytes: 100 << 20,
             access_log_files: 5,
         }
+    }
+}
+
+/// A configured proxy: `[[proxy]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    /// Served at `/proxy/{name}.m3u8`.
+    pub name: String,
+    /// The upstream playlist (multivariant or media).
+    pub url: String,
+    /// Header lines sent upstream with every request of this proxy (Referer, Origin,
+    /// User-Agent, Cookie…).
+    pub headers: Vec<(String, String)>,
+    /// The token backend its viewers are checked with, as a stream's `access`.
+    pub access: Option<AccessConfig>,
+}
+
+/// The proxy's server-wide settings (read at start).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProxySettings {
+    /// Whether upstream URLs named in request paths are served at all.
+    #[serde(rename = "proxy_any_url")]
+    pub any_url: bool,
+    /// With `any_url`: the hosts they may name (`example.com`, `.example.com` for its
+    /// subdomains too, `*` for every host).
+    #[serde(rename = "proxy_hosts")]
+    pub hosts: Vec<String>,
+    /// Networks upstreams may be in that the SSRF guard refuses otherwise (loopback, private,
+    /// link-local…).
+    #[serde(rename = "proxy_allow_addresses")]
+    pub allow_addresses: Vec<String>,
+    /// Bytes the cache holds at most.
+    #[serde(rename = "proxy_cache_bytes")]
+    pub cache_bytes: usize,
+    /// Largest upstream answer taken (larger: 502).
+    #[serde(rename = "proxy_max_object")]
+    pub max_object: usize,
+    /// Seconds an upstream request may take, retries included (longer: 504).
+    #[serde(rename = "proxy_timeout")]
+    pub timeout_s: f64,
+    /// Upstream requests in flight at once, at most (past it: 503).
+    #[serde(rename = "proxy_max_fetches")]
+    pub max_fetches: usize,
+    /// Newest segments of a live playlist fetched before anyone asks.
+    #[serde(rename = "proxy_prefetch")]
+    pub prefetch: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            any_url: false,
+            hosts: Vec::new(),
+            allow_addresses: Vec::new(),
+            cache_bytes: 256 << 20,
+            max_object: 64 << 20,
+            timeout_s: 10.0,
+            max_fetches: 64,
+            prefetch: 2,
+        }
+    }
+}
+
+impl ProxySettings {
+    /// Whether `url`'s host is one `proxy_hosts` lists.
+    pub fn host_allowed(&self, url: &str) -> bool {
+        let Some(host) = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
+        else {
+            return false;
+        };
+        self.hosts.iter().any(|allowed| {
+            allowed == "*"
+                || match allowed.strip_prefix('.') {
+                    Some(domain) => host == domain || host.ends_with(allowed.as_str()),
+                    None => host == *allowed,
+                }
+        })
     }
 }
 

@@ -131,7 +131,7 @@ fn config(file: File) -> Result<Config, Refusal> {
         .into_iter()
         .map(trigger)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut proxies: Vec<crate::proxy::ProxyConfig> = Vec::new();
+    let mut proxies: Vec<super::ProxyConfig> = Vec::new();
     for section in proxy_sections {
         let p = proxy_entry(section, &proxies)?;
         proxies.push(p);
@@ -169,8 +169,8 @@ fn config(file: File) -> Result<Config, Refusal> {
 }
 
 /// The HLS proxy's server-wide settings.
-fn proxy_settings(s: &ServerSection) -> Result<crate::proxy::ProxySettings, Refusal> {
-    let d = crate::proxy::ProxySettings::default();
+fn proxy_settings(s: &ServerSection) -> Result<super::ProxySettings, Refusal> {
+    let d = super::ProxySettings::default();
     let any_url = s.proxy_any_url.unwrap_or(false);
     let mut hosts = Vec::new();
     for host in &s.proxy_hosts {
@@ -211,7 +211,7 @@ fn proxy_settings(s: &ServerSection) -> Result<crate::proxy::ProxySettings, Refu
             }
         }
     }
-    Ok(crate::proxy::ProxySettings {
+    Ok(super::ProxySettings {
         any_url,
         hosts,
         allow_addresses,
@@ -277,8 +277,8 @@ fn access_config(
 /// One `[[proxy]]`, checked against the ones before it.
 fn proxy_entry(
     section: Spanned<ProxySection>,
-    before: &[crate::proxy::ProxyConfig],
-) -> Result<crate::proxy::ProxyConfig, Refusal> {
+    before: &[super::ProxyConfig],
+) -> Result<super::ProxyConfig, Refusal> {
     let p = section.into_inner();
     let name = p.name.get_ref();
     if !crate::proxy::paths::valid_name(name) {
@@ -334,7 +334,7 @@ fn proxy_entry(
             headers.push((header.clone(), value.clone()));
         }
     }
-    Ok(crate::proxy::ProxyConfig {
+    Ok(super::ProxyConfig {
         name: name.clone(),
         url,
         headers,
