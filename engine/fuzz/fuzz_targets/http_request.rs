@@ -3,7 +3,9 @@
 //! pipelining and its bounds, every answer): nothing may panic, every answer is HTTP/1.1,
 //! and what a connection queues stays within its bounds. A push's body (a length, or chunked)
 //! goes through the body reader, which never takes more than it is given nor more than the
-//! length. The first byte says where the input is split into two reads.
+//! length. The first byte says where the input is split into two reads. The HLS proxy is
+//! there too (a configured proxy, and upstream URLs in paths for every host): what it is asked
+//! to fetch is answered with a playlist or an error, and the held requests go on.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +21,19 @@ use std::time::Duration;
 
 /// A demo stream, a template, a gated stream and a gated template.
 const CONFIG: &str = r#"
+[server]
+proxy_any_url = true
+proxy_hosts = ["*"]
+
+[[proxy]]
+name = "news"
+url = "http://origin.example/live/master.m3u8"
+access = { url = "http://127.0.0.1:9/check" }
+
+[[proxy]]
+name = "open"
+url = "http://origin.example/live/index.m3u8"
+
 [[stream]]
 name = "demo"
 source = "demo:"
@@ -68,6 +83,11 @@ thread_local! {
         );
         let link = ShardLink::new();
         core.set_link(link.clone());
+        core.set_proxies(std::sync::Arc::new(shardcast::proxy::Proxies::new(
+            config.proxy.clone(),
+            &config.proxies,
+            b"fuzz",
+        )));
         core.follow_catalog();
         (core, streams, link)
     });
@@ -123,6 +143,29 @@ fuzz_target!(|data: &[u8]| {
                 redirect: None,
             };
             let _ = link.commands.push(ShardCommand::Verdict(ask.key, verdict));
+        }
+        // Answer the proxy's fetches: a playlist, a segment's bytes or an error.
+        while let Some(resource) = link.fetches.pop() {
+            let (status, body, content_type): (u16, &[u8], &'static str) = match split % 3 {
+                0 => (
+                    200,
+                    b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2,\na.ts\n",
+                    "application/vnd.apple.mpegurl",
+                ),
+                1 => (200, b"\x47\x40\x00\x10", "video/mp2t"),
+                _ => (502, b"the upstream is unreachable\n", "text/plain; charset=utf-8"),
+            };
+            let object = shardcast::proxy::cache::Object {
+                status,
+                body: bytes::Bytes::from_static(body),
+                content_type,
+                fresh_until: None,
+                cache_control: "no-cache",
+                children: Vec::new(),
+            };
+            let _ = link
+                .commands
+                .push(ShardCommand::Fetched(resource, std::sync::Arc::new(object)));
         }
         let work = core.take_commands();
         for k in work.write {

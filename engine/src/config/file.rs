@@ -67,6 +67,7 @@ pub(super) struct ServerSection {
     pub proxy_timeout: Setting<f64>,
     pub proxy_max_fetches: Setting<usize>,
     pub proxy_prefetch: Setting<usize>,
+    pub proxy_access: Setting<AccessConfig>,
 }
 
 #[derive(Deserialize, Default)]

@@ -39,6 +39,7 @@
 //! proxy_timeout = 10              # seconds for an upstream request and its retries (504)
 //! proxy_max_fetches = 64          # upstream requests in flight (past it: 503)
 //! proxy_prefetch = 2              # newest segments of a live playlist fetched ahead
+//! proxy_access = { url = "…" }    # the token backend for upstream URLs named in paths
 //!
 //! [server.tls]                    # viewers over TLS as well (none by default)
 //! listen = "0.0.0.0:8443"
@@ -279,6 +280,10 @@ pub struct ProxySettings {
     /// Newest segments of a live playlist fetched before anyone asks.
     #[serde(rename = "proxy_prefetch")]
     pub prefetch: usize,
+    /// With `any_url`: the token backend viewers of upstream URLs named in paths are checked
+    /// with (sessions of `proxy/_`).
+    #[serde(rename = "proxy_access")]
+    pub access: Option<AccessConfig>,
 }
 
 impl Default for ProxySettings {
@@ -292,6 +297,7 @@ impl Default for ProxySettings {
             timeout_s: 10.0,
             max_fetches: 64,
             prefetch: 2,
+            access: None,
         }
     }
 }

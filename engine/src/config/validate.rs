@@ -245,6 +245,7 @@ fn proxy_settings(s: &ServerSection) -> Result<super::ProxySettings, Refusal> {
             d.prefetch,
             "proxy_prefetch",
         )?,
+        access: access_config(s.proxy_access.clone())?,
     })
 }
 

@@ -314,10 +314,13 @@ impl Access {
     async fn decide(&self, q: &AccessQuery) -> Verdict {
         let stream = q.key.stream.to_string();
         if let Some(name) = stream.strip_prefix("proxy/") {
-            let access = self
-                .proxies
-                .get()
-                .and_then(|p| p.named().get(name).map(|n| n.config.access.clone()));
+            let access = self.proxies.get().and_then(|p| {
+                if name == crate::proxy::paths::ANY {
+                    Some(p.settings().access.clone())
+                } else {
+                    p.named().get(name).map(|n| n.config.access.clone())
+                }
+            });
             return match access {
                 Some(access) => self.viewer_checks(q, &stream, access.as_ref(), false).await,
                 None => Verdict {

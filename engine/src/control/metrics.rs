@@ -561,7 +561,7 @@ fn proxy_metrics(out: &mut String, proxies: &crate::proxy::Proxies) {
         all.push((name, &named[name].counters));
     }
     type Pick = fn(&ProxyCounters) -> &std::sync::atomic::AtomicU64;
-    let families: [(&str, &str, Pick); 6] = [
+    let families: [(&str, &str, Pick); 7] = [
         (
             "shardcast_proxy_requests_total",
             "Viewer requests to the HLS proxy, by proxy (_: upstream URLs named in the path).",
@@ -591,6 +591,11 @@ fn proxy_metrics(out: &mut String, proxies: &crate::proxy::Proxies) {
             "shardcast_proxy_upstream_bytes_total",
             "Bytes read from upstreams.",
             |c| &c.upstream_bytes,
+        ),
+        (
+            "shardcast_proxy_playlist_stalls_total",
+            "Live playlists that did not move on for three target durations (viewers still get them).",
+            |c| &c.stalls,
         ),
     ];
     for (metric, help, pick) in families {

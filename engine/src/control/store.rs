@@ -382,11 +382,14 @@ fn gated(triggers: &super::triggers::TriggerSet, c: &StreamConfig) -> bool {
 
 /// Whether a proxied stream's viewers need an access decision (its viewers are sessions of
 /// `proxy/{name}`: the name triggers are configured for).
-fn proxy_gated(triggers: &super::triggers::TriggerSet, c: &crate::proxy::ProxyConfig) -> bool {
-    let stream = format!("proxy/{}", c.name);
-    c.access.is_some()
-        || triggers.wants("USER_NEW", Some(&stream))
-        || triggers.wants("CONN_PLAY", Some(&stream))
+fn proxy_gated(
+    triggers: &super::triggers::TriggerSet,
+    stream: &str,
+    access: Option<&crate::config::AccessConfig>,
+) -> bool {
+    access.is_some()
+        || triggers.wants("USER_NEW", Some(stream))
+        || triggers.wants("CONN_PLAY", Some(stream))
 }
 
 /// The running configuration and the one way to change it.
@@ -432,7 +435,7 @@ impl ConfigStore {
     /// The HLS proxy: `[[proxy]]` changes apply to it live.
     pub fn set_proxies(&self, proxies: Arc<crate::proxy::Proxies>) {
         let triggers = self.triggers.shared();
-        proxies.set_gates(|c| proxy_gated(&triggers, c));
+        proxies.set_gates(|stream, access| proxy_gated(&triggers, stream, access));
         let _ = self.proxies.set(proxies);
     }
 
@@ -618,7 +621,7 @@ impl ConfigStore {
         if let Some(proxies) = self.proxies.get() {
             proxies.reconfigure(&new.proxies);
             let triggers = self.triggers.shared();
-            proxies.set_gates(|c| proxy_gated(&triggers, c));
+            proxies.set_gates(|stream, access| proxy_gated(&triggers, stream, access));
         }
         let changes = self.with_rules(|rules| self.streams.apply_with(&new.streams, rules));
         let triggers = self.triggers.shared();

@@ -22,6 +22,12 @@ const MIN_LIVE_FRESH: Duration = Duration::from_millis(250);
 /// Stale objects are dropped this long after they stop being fresh (a playlist is compared
 /// with its previous version until then).
 const STALE_KEPT: Duration = Duration::from_secs(60);
+/// A live playlist that has not changed for this many target durations has stalled.
+const STALL_TARGETS: u32 = 3;
+/// Live playlists whose progress is followed, at most (past it, new ones are not followed).
+const MAX_FOLLOWED: usize = 10_000;
+/// A followed playlist fetched no more for this long is forgotten.
+const FOLLOW_FOR: Duration = Duration::from_secs(600);
 /// Attempts of one upstream request (the first and its retries).
 const ATTEMPTS: u32 = 3;
 /// The first retry's wait; each further one waits twice as long.
@@ -37,6 +43,21 @@ pub struct Fetcher {
     timeout: Duration,
     /// Resources being fetched, and the shards waiting for each.
     in_flight: Mutex<HashMap<Arc<str>, Vec<usize>>>,
+    /// Live playlists' progress, by key.
+    followed: Mutex<HashMap<Arc<str>, Progress>>,
+}
+
+/// Where a live playlist was when it last moved on.
+#[derive(Debug)]
+struct Progress {
+    /// Its media sequence and its newest segment's URI.
+    at: (u64, String),
+    /// When it got there.
+    since: Instant,
+    /// When it was last fetched.
+    fetched: Instant,
+    /// It was found stalled (said once until it moves again).
+    stalled: bool,
 }
 
 /// An upstream request that did not give a body.
@@ -83,6 +104,7 @@ impl Fetcher {
             client,
             timeout,
             in_flight: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -97,7 +119,12 @@ impl Fetcher {
             tokio::select! {
                 _ = asked.notified() => {}
                 _ = sweep.tick() => {
-                    self.proxies.cache.sweep(Instant::now(), STALE_KEPT);
+                    let now = Instant::now();
+                    self.proxies.cache.sweep(now, STALE_KEPT);
+                    self.followed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|_, p| now.duration_since(p.fetched) < FOLLOW_FOR);
                 }
             }
             for (shard, link) in self.links.shards.iter().enumerate() {
@@ -282,6 +309,63 @@ impl Fetcher {
         Ok((final_url, Bytes::from(body)))
     }
 
+    /// Follow live playlist `m` (under `key`): one that has not moved on for
+    /// [`STALL_TARGETS`] target durations has stalled (logged and counted once; viewers go
+    /// on getting it, as the origin serves it, and their players decide).
+    fn follow(&self, key: &str, resource: &Resource, m: &hls::MediaPlaylist, now: Instant) {
+        let at = (
+            m.media_sequence,
+            m.segments.last().map(|s| s.uri.clone()).unwrap_or_default(),
+        );
+        let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+        if !followed.contains_key(key) {
+            if followed.len() >= MAX_FOLLOWED {
+                return;
+            }
+            followed.insert(
+                Arc::from(key),
+                Progress {
+                    at: at.clone(),
+                    since: now,
+                    fetched: now,
+                    stalled: false,
+                },
+            );
+        }
+        let Some(progress) = followed.get_mut(key) else {
+            return;
+        };
+        progress.fetched = now;
+        if progress.at != at {
+            if progress.stalled {
+                tracing::info!(proxy = %resource.scope, url = %resource.url, "proxy: the upstream's live playlist moves on again");
+            }
+            *progress = Progress {
+                at,
+                since: now,
+                fetched: now,
+                stalled: false,
+            };
+            return;
+        }
+        let limit = Duration::from_secs(m.target_duration.max(1)) * STALL_TARGETS;
+        if !progress.stalled && now.duration_since(progress.since) >= limit {
+            progress.stalled = true;
+            let counters = if resource.scope == ANY {
+                Some(self.proxies.any_counters().clone())
+            } else {
+                self.proxies
+                    .named()
+                    .get(&resource.scope)
+                    .map(|n| n.counters.clone())
+            };
+            if let Some(c) = counters {
+                ProxyCounters::add(&c.stalls, 1);
+            }
+            tracing::warn!(proxy = %resource.scope, url = %resource.url, "proxy: the upstream's live playlist has not moved on for {} s", limit.as_secs());
+        }
+    }
+
     /// Playlist `body` of `resource` (its final URL `base`), with what it lists rewritten to
     /// go through the proxy; a live one's dropped entries expire, its newest segments are
     /// fetched ahead.
@@ -309,6 +393,7 @@ impl Fetcher {
             Playlist::Media(m) => {
                 let half = Duration::from_millis(m.target_duration * 500);
                 let listed: Duration = m.segments.iter().map(|s| s.duration).sum();
+                self.follow(key, resource, m, now);
                 (half.max(MIN_LIVE_FRESH), Some(listed))
             }
         };

@@ -25,10 +25,12 @@
 //! A configured proxy's viewers are checked with its `access` and the viewer triggers of
 //! `proxy/{name}` (the control plane's access task decides, as for a stream).
 //!
-//! What it does not do yet: access control of upstream URLs named in requests, blocking
-//! playlist reloads of low-latency upstreams (the newest playlist is answered at once), and
-//! ranges fetched upstream (a byte-range segment's whole file is fetched, up to
-//! `proxy_max_object`).
+//! Upstream URLs named in requests are checked the same way with `proxy_access` (sessions of
+//! `proxy/_`).
+//!
+//! What it does not do yet: blocking playlist reloads of low-latency upstreams (the newest
+//! playlist is answered at once), and ranges fetched upstream (a byte-range segment's whole
+//! file is fetched, up to `proxy_max_object`).
 
 pub mod cache;
 mod fetch;
@@ -61,6 +63,8 @@ pub struct ProxyCounters {
     pub refused: AtomicU64,
     /// Bytes read from upstream.
     pub upstream_bytes: AtomicU64,
+    /// Live playlists found not moving on for three target durations.
+    pub stalls: AtomicU64,
 }
 
 impl ProxyCounters {
@@ -85,6 +89,8 @@ pub struct Named {
 #[derive(Debug)]
 pub struct Proxies {
     settings: ProxySettings,
+    /// Whether viewers of upstream URLs named in paths need an access decision.
+    any_gated: std::sync::atomic::AtomicBool,
     named: ArcSwap<HashMap<String, Arc<Named>>>,
     any: Arc<ProxyCounters>,
     signer: Signer,
@@ -98,6 +104,7 @@ impl Proxies {
     pub fn new(settings: ProxySettings, named: &[ProxyConfig], secret: &[u8]) -> Self {
         let proxies = Self {
             cache: cache::Cache::new(settings.cache_bytes),
+            any_gated: settings.access.is_some().into(),
             settings,
             named: ArcSwap::from_pointee(HashMap::new()),
             any: Arc::default(),
@@ -139,11 +146,23 @@ impl Proxies {
         self.named.store(Arc::new(table));
     }
 
-    /// Decide again which configured proxies are gated (triggers changed).
-    pub fn set_gates(&self, gated: impl Fn(&ProxyConfig) -> bool) {
+    /// Decide again which proxies are gated (triggers changed): `gated` says it of a proxy's
+    /// session name (`proxy/{name}`, `proxy/_`) and its `access`.
+    pub fn set_gates(&self, gated: impl Fn(&str, Option<&crate::config::AccessConfig>) -> bool) {
         for named in self.named.load().values() {
-            named.gated.store(gated(&named.config), Ordering::Relaxed);
+            let stream = format!("proxy/{}", named.config.name);
+            named.gated.store(
+                gated(&stream, named.config.access.as_ref()),
+                Ordering::Relaxed,
+            );
         }
+        let any = gated(&format!("proxy/{ANY}"), self.settings.access.as_ref());
+        self.any_gated.store(any, Ordering::Relaxed);
+    }
+
+    /// Whether viewers of upstream URLs named in paths need an access decision.
+    pub fn any_gated(&self) -> bool {
+        self.any_gated.load(Ordering::Relaxed)
     }
 
     /// The settings.

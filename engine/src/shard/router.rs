@@ -290,10 +290,9 @@ impl StreamsRouter<'_> {
             None => rest.strip_suffix(".m3u8").unwrap_or(rest),
         };
         let named = proxies.named();
-        let gated = named.get(scope).map(|n| n.gated.load(Ordering::Relaxed));
-        let scope = match gated {
-            Some(_) => scope,
-            None if proxies.settings().any_url => crate::proxy::paths::ANY,
+        let (scope, gated) = match named.get(scope) {
+            Some(n) => (scope, n.gated.load(Ordering::Relaxed)),
+            None if proxies.settings().any_url => (crate::proxy::paths::ANY, proxies.any_gated()),
             None => return Gate::Open,
         };
         let session = SessionKey {
@@ -308,7 +307,7 @@ impl StreamsRouter<'_> {
         if !self.sessions.admits(&session) {
             return Gate::Refused(503, "too many viewers, try again later");
         }
-        if gated != Some(true) {
+        if !gated {
             return Gate::Viewer {
                 session,
                 headers: None,

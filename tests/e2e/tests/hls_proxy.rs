@@ -399,17 +399,34 @@ fn upstreams_down_slow_or_missing_get_502_504_and_404_and_nothing_hangs() {
     let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down_addr = down.local_addr().unwrap();
     drop(down);
+    // A live playlist that never moves on.
+    std::fs::write(
+        nginx.dir.join("stuck.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:5\n#EXTINF:1,\na.ts\n",
+    )
+    .unwrap();
     let (server, api, token, _dir) = start_configured(
         "hls-proxy-failures",
         &format!(
             "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\nproxy_timeout = 1.5\n\n\
-             [[proxy]]\nname = \"missing\"\nurl = \"http://{}/none.m3u8\"\n\n\
+             [[proxy]]\nname = \"missing\"\nurl = \"http://{0}/none.m3u8\"\n\n\
              [[proxy]]\nname = \"down\"\nurl = \"http://{down_addr}/a.m3u8\"\n\n\
-             [[proxy]]\nname = \"slow\"\nurl = \"http://{}/a.m3u8\"\n",
+             [[proxy]]\nname = \"slow\"\nurl = \"http://{1}/a.m3u8\"\n\n\
+             [[proxy]]\nname = \"stuck\"\nurl = \"http://{0}/stuck.m3u8\"\n",
             nginx.addr,
             silent.local_addr().unwrap()
         ),
     );
+    // The stuck playlist is served as the origin serves it, at once, for 4 s (more than three
+    // target durations): players see it stall, as they would at the origin.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let (code, _, body) = fetch(server.addr, "/proxy/stuck.m3u8", "");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(300));
+    }
     for (name, expected) in [("missing", 404), ("down", 502), ("slow", 504)] {
         let started = Instant::now();
         let (code, _, body) = fetch(server.addr, &format!("/proxy/{name}.m3u8"), "");
@@ -427,6 +444,9 @@ fn upstreams_down_slow_or_missing_get_502_504_and_404_and_nothing_hangs() {
         let line = format!("shardcast_proxy_upstream_errors_total{{proxy=\"{name}\"}} 1");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
+    // The stall, counted once.
+    let line = "shardcast_proxy_playlist_stalls_total{proxy=\"stuck\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
     // A request for something never handed out: 403, and nothing is fetched.
     let (code, _, _) = fetch(
         server.addr,
@@ -436,6 +456,7 @@ fn upstreams_down_slow_or_missing_get_502_504_and_404_and_nothing_hangs() {
     assert_eq!(code, 403);
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
+    assert!(log.contains("has not moved on for 3 s"), "{log}");
 }
 
 #[test]
@@ -506,7 +527,8 @@ fn a_thousand_players_through_the_proxy_cost_the_origin_one_request_per_segment(
 fn a_proxy_with_access_lets_in_only_the_viewers_its_backend_allows() {
     let backend = Backend::start(|r| {
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-        let allowed = body["token"] == "good" && body["stream"] == "proxy/paid";
+        let allowed = body["token"] == "good"
+            && (body["stream"] == "proxy/paid" || body["stream"] == "proxy/_");
         let status = if allowed { 200 } else { 403 };
         (status, Vec::new(), String::new(), Duration::ZERO)
     });
@@ -553,6 +575,25 @@ fn a_proxy_with_access_lets_in_only_the_viewers_its_backend_allows() {
     assert_eq!(fetch(server.addr, "/proxy/paid.html", "").0, 200);
     let asked = backend.received();
     assert!(asked.len() <= 3, "{asked:?}");
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    // Upstream URLs named in paths: `proxy_access`, the same way (sessions of `proxy/_`).
+    let (server, _api, _token, _dir) = start_configured(
+        "hls-proxy-access-any",
+        &format!(
+            "[server]\nproxy_any_url = true\nproxy_hosts = [\"*\"]\n\
+             proxy_allow_addresses = [\"127.0.0.0/8\"]\n\
+             proxy_access = {{ url = \"http://{}/check\" }}\n",
+            backend.addr
+        ),
+    );
+    let id = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("http://{}/vod/index.m3u8", nginx.addr),
+    );
+    assert_eq!(fetch(server.addr, &format!("/proxy/{id}.m3u8"), "").0, 401);
+    let (ok, said) = decode(&server.url(&format!("/proxy/{id}.m3u8?token=good")), 4);
+    assert!(ok && said.trim().is_empty(), "ffmpeg said: {said}");
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
