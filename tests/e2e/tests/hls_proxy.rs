@@ -37,58 +37,30 @@ fn requests(nginx: &Peer) -> std::collections::BTreeMap<String, usize> {
 /// multivariant playlist with two video variants, an audio-only one and the audio rendition;
 /// one-second segments, six listed.
 fn live_encoder(dir: &std::path::Path, seconds: u32) -> KillOnDrop {
-    std::fs::create_dir_all(dir.join("live")).unwrap();
-    KillOnDrop(
-        std::process::Command::new("ffmpeg")
-            .current_dir(dir.join("live"))
-            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t",
-                &seconds.to_string(),
-                "-map",
-                "0:v",
-                "-map",
-                "0:v",
-                "-map",
-                "1:a",
-            ])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-            .args([
-                "-filter:v:1",
-                "scale=320:180",
-                "-b:v:0",
-                "800k",
-                "-b:v:1",
-                "300k",
-            ])
-            .args([
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-f",
-                "hls",
-                "-hls_time",
-                "1",
-            ])
-            .args([
-                "-hls_list_size",
-                "6",
-                "-hls_flags",
-                "delete_segments+temp_file",
-            ])
-            .args(["-master_pl_name", "master.m3u8"])
-            .args([
-                "-var_stream_map",
-                "v:0,agroup:aud v:1,agroup:aud a:0,agroup:aud",
-            ])
-            .args(["-hls_segment_filename", "%v/seg%d.ts", "%v/index.m3u8"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    ffmpeg_live_hls(
+        &dir.join("live"),
+        seconds,
+        &[
+            "-map",
+            "0:v",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-filter:v:1",
+            "scale=320:180",
+            "-b:v:0",
+            "800k",
+            "-b:v:1",
+            "300k",
+            "-master_pl_name",
+            "master.m3u8",
+            "-var_stream_map",
+            "v:0,agroup:aud v:1,agroup:aud a:0,agroup:aud",
+            "-hls_segment_filename",
+            "%v/seg%d.ts",
+            "%v/index.m3u8",
+        ],
     )
 }
 

@@ -550,45 +550,7 @@ fn browser_plays_a_proxied_stream_through_hlsjs_from_its_player_page() {
         "location / { root DIR; }",
     );
     let live = nginx.dir.join("live");
-    std::fs::create_dir_all(&live).unwrap();
-    let _encoder = KillOnDrop(
-        Command::new("ffmpeg")
-            .current_dir(&live)
-            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t",
-                "60",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-            ])
-            .args([
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-f",
-                "hls",
-                "-hls_time",
-                "1",
-            ])
-            .args([
-                "-hls_list_size",
-                "6",
-                "-hls_flags",
-                "delete_segments+temp_file",
-            ])
-            .arg("index.m3u8")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _encoder = ffmpeg_live_hls(&live, 60, &["index.m3u8"]);
     wait_until(
         Duration::from_secs(15),
         || "ffmpeg wrote no playlist".to_owned(),

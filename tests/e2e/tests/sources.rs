@@ -576,45 +576,11 @@ fn an_hls_stream_served_by_nginx_is_pulled_segment_by_segment() {
         "types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }",
         "location / { root DIR; }",
     );
-    std::fs::create_dir_all(nginx.dir.join("live")).unwrap();
     // ffmpeg's HLS muxer: one-second segments, six listed, under a multivariant playlist.
-    let _encoder = KillOnDrop(
-        std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=640x360:rate=25")
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t",
-                "40",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-            ])
-            .args([
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-f",
-                "hls",
-                "-hls_time",
-                "1",
-            ])
-            .args([
-                "-hls_list_size",
-                "6",
-                "-hls_flags",
-                "delete_segments+temp_file",
-            ])
-            .args(["-master_pl_name", "master.m3u8"])
-            .arg(nginx.dir.join("live/index.m3u8"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _encoder = ffmpeg_live_hls(
+        &nginx.dir.join("live"),
+        40,
+        &["-master_pl_name", "master.m3u8", "index.m3u8"],
     );
     wait_until(
         Duration::from_secs(15),

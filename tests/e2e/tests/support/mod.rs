@@ -441,6 +441,39 @@ impl Drop for LoopbackMulticast {
     }
 }
 
+/// ffmpeg's HLS muxer writing, in real time for `seconds`, a 640x360 test picture (25 fps, a
+/// keyframe a second, H.264) and a tone (AAC) into directory `dir`: one-second segments, six
+/// listed, older ones deleted. `args` are the rest of the output's options and its playlist
+/// (relative to `dir`), e.g. `["index.m3u8"]`. Killed when dropped.
+pub fn ffmpeg_live_hls(dir: &std::path::Path, seconds: u32, args: &[&str]) -> KillOnDrop {
+    std::fs::create_dir_all(dir).unwrap();
+    KillOnDrop(
+        Command::new("ffmpeg")
+            .current_dir(dir)
+            .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=640x360:rate=25")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                &seconds.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args([
+                "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "hls",
+            ])
+            .args(["-hls_time", "1", "-hls_list_size", "6"])
+            .args(["-hls_flags", "delete_segments+temp_file"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Debian's ffmpeg sending a 720p25 H.264 (keyframe every 2 s) + AAC test pattern to `url`
 /// for `seconds`, in real time; killed when dropped.
 pub fn ffmpeg_udp_source(url: &str, seconds: u32) -> KillOnDrop {
