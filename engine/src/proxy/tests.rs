@@ -425,3 +425,68 @@ async fn upstream_failures_reach_viewers_as_404_502_504_and_refusals_as_403() {
         3
     );
 }
+
+#[tokio::test]
+async fn fetches_in_flight_and_answers_too_large_are_bounded() {
+    let origin = Origin::start(Map::from([
+        (
+            "/slow.m3u8",
+            (
+                200,
+                "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-ENDLIST\n".to_string(),
+                800,
+            ),
+        ),
+        (
+            "/big.m3u8",
+            (200, format!("#EXTM3U\n#{}\n", "x".repeat(4096)), 0),
+        ),
+    ]))
+    .await;
+    let rig = Rig::start(Proxies::new(
+        ProxySettings {
+            max_fetches: 1,
+            max_object: 1024,
+            ..settings(true, &["*"])
+        },
+        &[],
+        b"k",
+    ));
+    // One fetch in flight at most: a second resource asked for meanwhile gets 503 at once.
+    let slow = format!("{}.m3u8", paths::encode_url(&origin.url("/slow.m3u8")));
+    let Route::Fetch { key: slow_key } = rig.proxies.route(&slow, "", Instant::now(), None) else {
+        panic!()
+    };
+    rig.link.fetches.push(slow_key.clone()).unwrap();
+    rig.link.fetch_asked.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let other = rig
+        .get(&format!(
+            "{}.m3u8",
+            paths::encode_url(&origin.url("/other.m3u8"))
+        ))
+        .await;
+    assert_eq!(other.status, 503, "{}", text(&other));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(origin.count("/other.m3u8"), 0);
+    // The 503 is not kept: asked again once the slow one is done, it is fetched.
+    assert_eq!(rig.answer(&slow_key).await.status, 200);
+    let other = rig
+        .get(&format!(
+            "{}.m3u8",
+            paths::encode_url(&origin.url("/other.m3u8"))
+        ))
+        .await;
+    assert_eq!(other.status, 404);
+    // Larger than proxy_max_object: 502, and counted as an upstream error.
+    let big = rig
+        .get(&format!(
+            "{}.m3u8",
+            paths::encode_url(&origin.url("/big.m3u8"))
+        ))
+        .await;
+    assert_eq!(big.status, 502);
+    assert!(text(&big).contains("proxy_max_object"), "{}", text(&big));
+    assert_eq!(rig.proxies.any_counters().errors.load(Ordering::Relaxed), 2);
+}
