@@ -762,31 +762,13 @@ impl Conn {
             (m, Route::Hold { stream, limit }) => {
                 // Never held past half the idle timeout (which would close it).
                 let limit = (limit.as_nanos() as u64).min(self.limits.idle_timeout_ns / 2);
-                let first = self.hold_until_ns.is_none();
-                let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit);
-                if self.clock_ns >= until {
-                    self.hold_until_ns = None;
-                    self.new_hold = Some(Held::TimedOut(stream));
-                    self.respond(503, "text/plain; charset=utf-8", b"not available in time, ask again\n", keep, "Cache-Control: no-store\r\n", m == Method::Head);
-                } else {
-                    self.parked = Some(head.clone());
-                    self.state = ConnState::Waiting;
-                    self.new_hold = Some(Held::Waiting { stream, first });
-                }
+                let timed_out = (Held::TimedOut(stream), 503, &b"not available in time, ask again\n"[..]);
+                self.hold(head, m, limit, |first| Held::Waiting { stream, first }, timed_out);
             }
             (m, Route::Fetch { key }) => {
                 let limit = self.limits.idle_timeout_ns / 2;
-                let first = self.hold_until_ns.is_none();
-                let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit);
-                if self.clock_ns >= until {
-                    self.hold_until_ns = None;
-                    self.new_hold = Some(Held::FetchTimedOut);
-                    self.respond(504, "text/plain; charset=utf-8", b"the upstream did not answer in time\n", keep, "Cache-Control: no-store\r\n", m == Method::Head);
-                } else {
-                    self.parked = Some(head.clone());
-                    self.state = ConnState::Waiting;
-                    self.new_hold = Some(Held::Fetching { key, first });
-                }
+                let timed_out = (Held::FetchTimedOut, 504, &b"the upstream did not answer in time\n"[..]);
+                self.hold(head, m, limit, |first| Held::Fetching { key, first }, timed_out);
             }
             (m, Route::Document(document)) => self.answer_document(head, m == Method::Head, document),
             (m, Route::Status(status)) => {
@@ -798,6 +780,38 @@ impl Conn {
             }
         }
         None
+    }
+
+    /// Hold `head` (its method `m`) until `limit_ns` after it was first held (`waiting` says,
+    /// for the core, what it waits for, and whether it was held before); past that, answer it
+    /// with `timed_out`'s status and text (and tell the core).
+    fn hold(
+        &mut self,
+        head: &RequestHead,
+        m: Method,
+        limit_ns: u64,
+        waiting: impl FnOnce(bool) -> Held,
+        timed_out: (Held, u16, &[u8]),
+    ) {
+        let first = self.hold_until_ns.is_none();
+        let until = *self.hold_until_ns.get_or_insert(self.clock_ns + limit_ns);
+        if self.clock_ns >= until {
+            let (held, status, text) = timed_out;
+            self.hold_until_ns = None;
+            self.new_hold = Some(held);
+            self.respond(
+                status,
+                "text/plain; charset=utf-8",
+                text,
+                head.keep_alive,
+                "Cache-Control: no-store\r\n",
+                m == Method::Head,
+            );
+        } else {
+            self.parked = Some(head.clone());
+            self.state = ConnState::Waiting;
+            self.new_hold = Some(waiting(first));
+        }
     }
 
     /// `document` with its validators (304 when the request's If-None-Match matches) and, when

@@ -102,6 +102,15 @@ pub struct RequestHead {
 /// Longest access token taken from a request (longer ones are cut: they are keys, not data).
 pub const MAX_TOKEN: usize = 512;
 
+/// The `token=…` (or MistServer's `tkn=…`) pair of a query, as the request wrote it (for
+/// carrying into the URIs of a playlist made for that viewer).
+pub fn token_pair(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
+        .filter(|p| p.len() <= 600)
+}
+
 /// The value of query parameter `name` (percent-decoding `%XX` and `+`), if present.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())

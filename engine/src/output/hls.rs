@@ -372,7 +372,7 @@ fn playlist(
             etag.push('d');
         }
     }
-    match token_pair(&head.query) {
+    match crate::http::token_pair(&head.query) {
         // The player's token goes into every URI of the playlist, so that its segment
         // requests carry it too (one session); such a playlist is the viewer's own.
         Some(pair) => Route::Document(Document {
@@ -387,12 +387,4 @@ fn playlist(
             ..Document::new(PLAYLIST_TYPE, cache_control)
         }),
     }
-}
-
-/// The `token=…` (or `tkn=…`) pair of a query, as the request wrote it.
-fn token_pair(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
-        .filter(|p| p.len() <= 600)
 }

@@ -293,14 +293,15 @@ impl Proxies {
         self.named.load().contains_key(name)
     }
 
-    /// Configured proxy `name`'s top playlist as the proxy has it (the upstream's answer or
-    /// the error viewers get), or, when it is not fresh, the route that fetches it.
+    /// Configured proxy `name`'s top playlist as the proxy has it (the status and body of the
+    /// upstream's answer, or of the error viewers get), or, when it is not fresh, the route
+    /// that fetches it.
     pub fn top(
         &self,
         name: &str,
         now: Instant,
         fetched: Option<(&str, &Object)>,
-    ) -> Result<Arc<Object>, Route> {
+    ) -> Result<(u16, bytes::Bytes), Route> {
         let Some(named) = self.named.load().get(name).cloned() else {
             return Err(Route::NotFound);
         };
@@ -311,17 +312,10 @@ impl Proxies {
         }
         .key();
         if let Some((_, object)) = fetched.filter(|(k, _)| *k == key) {
-            return Ok(Arc::new(Object {
-                status: object.status,
-                body: object.body.clone(),
-                content_type: object.content_type,
-                fresh_until: object.fresh_until,
-                cache_control: object.cache_control,
-                children: Vec::new(),
-            }));
+            return Ok((object.status, object.body.clone()));
         }
         match self.cache.get(&key, now) {
-            Lookup::Fresh(object) => Ok(object),
+            Lookup::Fresh(object) => Ok((object.status, object.body.clone())),
             Lookup::Miss => Err(Route::Fetch { key: key.into() }),
         }
     }
@@ -364,10 +358,7 @@ fn answer(object: &Object, query: &str) -> Route {
         });
     }
     let playlist = object.content_type == "application/vnd.apple.mpegurl";
-    let token = query
-        .split('&')
-        .find(|p| p.starts_with("token=") || p.starts_with("tkn="))
-        .filter(|p| p.len() <= 600 && !p.contains(['"', '#']));
+    let token = crate::http::token_pair(query).filter(|p| !p.contains(['"', '#']));
     if let (true, Some(pair)) = (playlist, token) {
         let personal = shardcast_protocols::hls::rewrite_uris(&object.body, |uri, _| {
             if uri.contains(':') {

@@ -459,7 +459,9 @@ async fn fetches_in_flight_and_answers_too_large_are_bounded() {
     };
     rig.link.fetches.push(slow_key.clone()).unwrap();
     rig.link.fetch_asked.notify_one();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    while origin.count("/slow.m3u8") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let started = Instant::now();
     let other = rig
         .get(&format!(

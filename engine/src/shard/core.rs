@@ -1042,32 +1042,12 @@ impl ShardCore {
                 local.held_window = window;
                 due.append(&mut local.held);
             } else if sweep {
-                let conns = &self.conns;
-                local.held.retain(|&key| {
-                    let expired = conns
-                        .get(key)
-                        .and_then(Conn::held_until)
-                        .is_none_or(|until| now >= until);
-                    if expired {
-                        due.push(key);
-                    }
-                    !expired
-                });
+                take_expired(&mut local.held, &self.conns, now, &mut due);
             }
         }
         if sweep {
-            let conns = &self.conns;
             for waiting in self.fetching.values_mut() {
-                waiting.retain(|&key| {
-                    let expired = conns
-                        .get(key)
-                        .and_then(Conn::held_until)
-                        .is_none_or(|until| now >= until);
-                    if expired {
-                        due.push(key);
-                    }
-                    !expired
-                });
+                take_expired(waiting, &self.conns, now, &mut due);
             }
             self.fetching.retain(|_, waiting| !waiting.is_empty());
         }
@@ -1153,6 +1133,20 @@ impl Local {
             self.pending_received_ns.get_or_insert(received_ns);
         }
     }
+}
+
+/// Move from `held` to `due` the connections held past their limit at `now` (and those gone).
+fn take_expired(held: &mut Vec<usize>, conns: &slab::Slab<Conn>, now: u64, due: &mut Vec<usize>) {
+    held.retain(|&key| {
+        let expired = conns
+            .get(key)
+            .and_then(Conn::held_until)
+            .is_none_or(|until| now >= until);
+        if expired {
+            due.push(key);
+        }
+        !expired
+    });
 }
 
 #[cfg(test)]

@@ -74,11 +74,11 @@ impl StreamsRouter<'_> {
             }),
             Some(Page::Info(name)) if proxies.has(name) => {
                 match proxies.top(name, self.clock.mono, self.fetched) {
-                    Ok(top) => Route::Document(Document {
+                    Ok((status, body)) => Route::Document(Document {
                         body: Body::Bytes(player::proxy_info_json(
                             name,
-                            top.status,
-                            &top.body,
+                            status,
+                            &body,
                             &self.site.base(head).url,
                         )),
                         ..Document::new("application/json", "no-store")
