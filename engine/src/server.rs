@@ -254,14 +254,20 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             what: "the proxy's runtime",
             source,
         })?;
-    match crate::proxy::Fetcher::new(proxies.clone(), links.clone()) {
-        Ok(fetcher) => {
-            upstream.spawn(fetcher.run(fetch_asked));
-        }
-        Err(e) => tracing::error!(
-            "the HLS proxy has no HTTP client ({e}): /proxy/ requests wait and time out"
-        ),
-    }
+    let fetcher =
+        match crate::proxy::Fetcher::new(proxies.clone(), links.clone(), upstream.handle().clone())
+        {
+            Ok(fetcher) => {
+                upstream.spawn(fetcher.clone().run(fetch_asked));
+                Some(fetcher)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the HLS proxy has no HTTP client ({e}): /proxy/ requests wait and time out"
+                );
+                None
+            }
+        };
     let run = Arc::new(RunState::new(shards));
     let limits = ConnLimits {
         header_timeout_ns: (config.header_timeout_s * 1e9) as u64,
@@ -391,6 +397,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             pushes: pushes.clone(),
             handoff: handoff.clone(),
             proxies: Some(proxies.clone()),
+            fetcher: fetcher.clone(),
         };
         let run = run.clone();
         let wakers = wakers.clone();

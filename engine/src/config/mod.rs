@@ -839,6 +839,14 @@ mod tests {
         assert_eq!(c.proxy.hosts, [".example.com", "cdn.test"]);
         assert_eq!(c.proxy.allow_addresses, ["10.0.0.0/8", "::1/128"]);
         assert_eq!(c.proxies[0].name, "news");
+        // A stream may pull a configured proxy (its fetches and cache shared with the
+        // proxy's viewers), named in any order in the file.
+        let relay = Config::parse(
+            "[[stream]]\nname = \"relay\"\nsource = \"proxy://news?variant=min\"\n\n\
+             [[proxy]]\nname = \"news\"\nurl = \"http://o/master.m3u8\"\n",
+        )
+        .unwrap();
+        assert_eq!(relay.streams[0].source.proxies(), ["news"]);
         assert_eq!(
             c.proxies[0].headers,
             [("Referer".to_owned(), "https://news.example/".to_owned())]
@@ -916,6 +924,19 @@ mod tests {
                 "[[stream]]\nname = \"proxy\"\nsource = \"demo:\"\n".to_owned(),
                 Some(2),
                 "taken",
+            ),
+            (
+                format!(
+                    "{}[[stream]]\nname = \"relay\"\nsource = [\"demo:\", \"proxy://nope\"]\n",
+                    proxy("name = \"news\"\nurl = \"http://o/\"")
+                ),
+                Some(6),
+                "proxy://nope names no [[proxy]]",
+            ),
+            (
+                "[[stream]]\nname = \"relay\"\nsource = \"proxy://news?variant=big\"\n".to_owned(),
+                Some(3),
+                "variant=big",
             ),
         ] {
             let e = Config::parse(&text).unwrap_err();

@@ -122,20 +122,20 @@ fn config(file: File) -> Result<Config, Refusal> {
                 .map_err(|e| Refusal::at(t.span(), format!("trusted_proxies: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut proxies: Vec<super::ProxyConfig> = Vec::new();
+    for section in proxy_sections {
+        let p = proxy_entry(section, &proxies)?;
+        proxies.push(p);
+    }
     let mut streams: Vec<StreamConfig> = Vec::new();
     for section in stream_sections {
-        let st = stream(section, &streams)?;
+        let st = stream(section, &streams, &proxies)?;
         streams.push(st);
     }
     let triggers = trigger_sections
         .into_iter()
         .map(trigger)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut proxies: Vec<super::ProxyConfig> = Vec::new();
-    for section in proxy_sections {
-        let p = proxy_entry(section, &proxies)?;
-        proxies.push(p);
-    }
     Ok(Config {
         triggers,
         listen,
@@ -537,6 +537,7 @@ fn server_limits(s: &ServerSection) -> Result<ServerLimits, Refusal> {
 fn stream(
     section: Spanned<StreamSection>,
     before: &[StreamConfig],
+    proxies: &[super::ProxyConfig],
 ) -> Result<StreamConfig, Refusal> {
     let st = section.into_inner();
     let name = st.name.get_ref();
@@ -584,6 +585,16 @@ fn stream(
                 ));
             }
         }
+    }
+    if let Some(missing) = source
+        .proxies()
+        .into_iter()
+        .find(|name| !proxies.iter().any(|p| p.name == *name))
+    {
+        return Err(Refusal::at(
+            st.source.span(),
+            format!("stream {name:?}: proxy://{missing} names no [[proxy]] of this file"),
+        ));
     }
     if let Some(port) = source.tcp_listen_port() {
         if let Some(other) = before

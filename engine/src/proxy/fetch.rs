@@ -41,10 +41,27 @@ pub struct Fetcher {
     guard: Arc<Guard>,
     client: reqwest::Client,
     timeout: Duration,
-    /// Resources being fetched, and the shards waiting for each.
-    in_flight: Mutex<HashMap<Arc<str>, Vec<usize>>>,
+    /// Where fetches run (the proxy's own runtime, whoever asks).
+    runtime: tokio::runtime::Handle,
+    /// Resources being fetched, and who waits for each.
+    in_flight: Mutex<HashMap<Arc<str>, Vec<Waiter>>>,
     /// Live playlists' progress, by key.
     followed: Mutex<HashMap<Arc<str>, Progress>>,
+}
+
+/// Who waits for a fetch in flight.
+#[derive(Debug)]
+enum Waiter {
+    /// A shard, holding viewers' requests.
+    Shard(usize),
+    /// A task of the server's own: a stream whose source is a configured proxy.
+    Task(tokio::sync::oneshot::Sender<Arc<Object>>),
+}
+
+impl Waiter {
+    fn is_shard(&self, shard: usize) -> bool {
+        matches!(self, Waiter::Shard(s) if *s == shard)
+    }
 }
 
 /// Where a live playlist was when it last moved on.
@@ -80,8 +97,13 @@ impl Failure {
 }
 
 impl Fetcher {
-    /// A fetcher for `proxies` that answers the shards through `links`.
-    pub fn new(proxies: Arc<Proxies>, links: Links) -> Result<Arc<Self>, reqwest::Error> {
+    /// A fetcher for `proxies` that answers the shards through `links` and fetches on
+    /// `runtime`.
+    pub fn new(
+        proxies: Arc<Proxies>,
+        links: Links,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Self>, reqwest::Error> {
         let settings = proxies.settings();
         let allowed = settings
             .allow_addresses
@@ -103,12 +125,18 @@ impl Fetcher {
             guard,
             client,
             timeout,
+            runtime,
             in_flight: Mutex::new(HashMap::new()),
             followed: Mutex::new(HashMap::new()),
         }))
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<usize>>> {
+    /// The proxies it fetches for.
+    pub fn proxies(&self) -> &Arc<Proxies> {
+        &self.proxies
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Waiter>>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -129,52 +157,84 @@ impl Fetcher {
             }
             for (shard, link) in self.links.shards.iter().enumerate() {
                 while let Some(key) = link.fetches.pop() {
-                    self.ask(key, Some(shard));
+                    self.ask(key, Some(Waiter::Shard(shard)));
                 }
             }
         }
     }
 
-    /// Shard `shard` (`None`: a prefetch, nobody waits) wants `key`: answered from the cache
-    /// if it is fresh there, else it waits for the fetch in flight, or one starts.
-    fn ask(self: &Arc<Self>, key: Arc<str>, shard: Option<usize>) {
+    /// What `key` is, for a task of the server's own (a stream whose source is a configured
+    /// proxy): as viewers get it, from the cache when fresh there, else from the fetch in
+    /// flight or a new one. Counted as a request of its proxy, as a viewer's would be.
+    pub async fn fetch(self: &Arc<Self>, key: Arc<str>) -> Arc<Object> {
+        if let Some(counters) =
+            Resource::from_key(&key).and_then(|r| self.proxies.counters(&r.scope))
+        {
+            ProxyCounters::add(&counters.requests, 1);
+            if let Lookup::Fresh(object) = self.proxies.cache.get(&key, Instant::now()) {
+                ProxyCounters::add(&counters.hits, 1);
+                return object;
+            }
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.ask(key, Some(Waiter::Task(answer)));
+        answered
+            .await
+            .unwrap_or_else(|_| error(503, "the proxy's fetch was dropped"))
+    }
+
+    /// `waiter` (`None`: a prefetch, nobody waits) wants `key`: answered from the cache if it
+    /// is fresh there, else it waits for the fetch in flight, or one starts.
+    fn ask(self: &Arc<Self>, key: Arc<str>, waiter: Option<Waiter>) {
         if let Lookup::Fresh(object) = self.proxies.cache.get(&key, Instant::now()) {
-            if let Some(shard) = shard {
-                self.links.send(shard, ShardCommand::Fetched(key, object));
+            if let Some(waiter) = waiter {
+                self.answer(waiter, key, object);
             }
             return;
         }
         let mut in_flight = self.in_flight();
         if let Some(waiting) = in_flight.get_mut(&key) {
-            if let Some(shard) = shard.filter(|s| !waiting.contains(s)) {
-                waiting.push(shard);
+            match waiter {
+                Some(Waiter::Shard(s)) if waiting.iter().any(|w| w.is_shard(s)) => {}
+                Some(waiter) => waiting.push(waiter),
+                None => {}
             }
             return;
         }
         if in_flight.len() >= self.proxies.settings().max_fetches {
             drop(in_flight);
-            if let Some(shard) = shard {
+            if let Some(waiter) = waiter {
                 let busy = error(503, "the proxy is fetching as much as it may: try again");
-                self.links.send(shard, ShardCommand::Fetched(key, busy));
+                self.answer(waiter, key, busy);
             }
             return;
         }
-        in_flight.insert(key.clone(), shard.into_iter().collect());
+        in_flight.insert(key.clone(), waiter.into_iter().collect());
         drop(in_flight);
         let this = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let object = this.load(&key).await;
             this.done(key, object);
         });
     }
 
-    /// `object` is what `key` is now: kept, and handed to the shards that wait for it.
+    /// Hand `object`, what `key` is, to `waiter`.
+    fn answer(&self, waiter: Waiter, key: Arc<str>, object: Arc<Object>) {
+        match waiter {
+            Waiter::Shard(shard) => self.links.send(shard, ShardCommand::Fetched(key, object)),
+            // A task that stopped waiting has nothing to be told.
+            Waiter::Task(answer) => {
+                let _ = answer.send(object);
+            }
+        }
+    }
+
+    /// `object` is what `key` is now: kept, and handed to those who wait for it.
     fn done(&self, key: Arc<str>, object: Arc<Object>) {
         self.proxies.cache.insert(key.clone(), object.clone());
         let waiting = self.in_flight().remove(&key).unwrap_or_default();
-        for shard in waiting {
-            self.links
-                .send(shard, ShardCommand::Fetched(key.clone(), object.clone()));
+        for waiter in waiting {
+            self.answer(waiter, key.clone(), object.clone());
         }
     }
 
@@ -351,15 +411,7 @@ impl Fetcher {
         let limit = Duration::from_secs(m.target_duration.max(1)) * STALL_TARGETS;
         if !progress.stalled && now.duration_since(progress.since) >= limit {
             progress.stalled = true;
-            let counters = if resource.scope == ANY {
-                Some(self.proxies.any_counters().clone())
-            } else {
-                self.proxies
-                    .named()
-                    .get(&resource.scope)
-                    .map(|n| n.counters.clone())
-            };
-            if let Some(c) = counters {
+            if let Some(c) = self.proxies.counters(&resource.scope) {
                 ProxyCounters::add(&c.stalls, 1);
             }
             tracing::warn!(proxy = %resource.scope, url = %resource.url, "proxy: the upstream's live playlist has not moved on for {} s", limit.as_secs());

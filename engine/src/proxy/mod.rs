@@ -16,7 +16,8 @@
 //! half target duration (live), 30 s (multivariant) or 5 min (VOD); segments, keys and maps
 //! stay until the cache's byte cap pushes them out, or shortly after a live playlist stops
 //! listing them ([`cache`]); the newest segments of a live playlist are fetched before anyone
-//! asks ([`ProxySettings::prefetch`]).
+//! asks ([`ProxySettings::prefetch`]). A stream whose source is `proxy://{name}` pulls a
+//! configured proxy through [`Fetcher::fetch`]: the same fetches and cache as its viewers.
 //!
 //! Viewers of a proxy are HLS sessions of `proxy/{name}` (the shard's router gates them);
 //! a configured proxy has a player page (`/proxy/{name}.html`) and its state
@@ -286,6 +287,17 @@ impl Proxies {
                 })
             }
         }
+    }
+
+    /// The key of what `rest`, a path under `/proxy/`, names in a configured proxy (a
+    /// stream's `proxy://` source pulls those, not upstream URLs named in paths).
+    pub fn source_key(&self, rest: &str) -> Option<String> {
+        match paths::parse(rest)? {
+            ProxyPath::Top(name) if self.has(&name) => {}
+            ProxyPath::Child { scope, .. } if scope != ANY => {}
+            _ => return None,
+        }
+        self.resource(rest).ok().map(|r| r.key())
     }
 
     /// Whether a proxy is configured under `name`.

@@ -218,6 +218,7 @@ impl Origin {
 struct Rig {
     proxies: Arc<Proxies>,
     link: ShardLink,
+    fetcher: Arc<Fetcher>,
 }
 
 impl Rig {
@@ -228,9 +229,14 @@ impl Rig {
             shards: vec![link.clone()],
             wakers: vec![Arc::new(crate::wake::Nobody)],
         };
-        let fetcher = Fetcher::new(proxies.clone(), links).unwrap();
-        tokio::spawn(fetcher.run(link.fetch_asked.clone()));
-        Self { proxies, link }
+        let fetcher =
+            Fetcher::new(proxies.clone(), links, tokio::runtime::Handle::current()).unwrap();
+        tokio::spawn(fetcher.clone().run(link.fetch_asked.clone()));
+        Self {
+            proxies,
+            link,
+            fetcher,
+        }
     }
 
     /// Ask for what `rest` names as a shard does, and wait for the answer.
@@ -491,4 +497,59 @@ async fn fetches_in_flight_and_answers_too_large_are_bounded() {
     assert_eq!(big.status, 502);
     assert!(text(&big).contains("proxy_max_object"), "{}", text(&big));
     assert_eq!(rig.proxies.any_counters().errors.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_stream_pulling_a_configured_proxy_shares_its_fetches_with_viewers() {
+    let media =
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2.0,\nseg1.ts\n";
+    let origin = Origin::start(Map::from([
+        ("/live/index.m3u8", (200, media.to_string(), 0)),
+        ("/live/seg1.ts", (200, "SEGMENT-1".to_string(), 300)),
+    ]))
+    .await;
+    let rig = Rig::start(Proxies::new(
+        settings(true, &["127.0.0.1"]),
+        &[named("news", &origin.url("/live/index.m3u8"))],
+        b"k",
+    ));
+    // The stream's task asks for the top playlist by the key its path names.
+    let key = rig.proxies.source_key("news.m3u8").unwrap();
+    let top = rig.fetcher.fetch(key.into()).await;
+    assert_eq!(top.status, 200, "{}", text(&top));
+    let top_text = text(&top);
+    let segment = top_text.lines().find(|l| l.ends_with(".ts")).unwrap();
+    // A viewer (through a shard) and the stream's task ask for the segment at once (it is
+    // slow upstream): one fetch, one answer for both.
+    let segment_key: Arc<str> = rig.proxies.source_key(segment).unwrap().into();
+    let (task, viewer) = tokio::join!(rig.fetcher.fetch(segment_key.clone()), async {
+        rig.link.fetches.push(segment_key.clone()).unwrap();
+        rig.link.fetch_asked.notify_one();
+        rig.answer(&segment_key).await
+    });
+    assert_eq!(
+        (text(&task), text(&viewer)),
+        ("SEGMENT-1".into(), "SEGMENT-1".into())
+    );
+    assert_eq!(origin.count("/live/seg1.ts"), 1);
+    // Counted as the proxy's requests, the second from the cache.
+    let again = rig.fetcher.fetch(segment_key).await;
+    assert_eq!(text(&again), "SEGMENT-1");
+    let counters = &rig.proxies.named()["news"].counters;
+    assert!(counters.hits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // Only configured proxies are a source: not upstream URLs named in paths (even when
+    // they are served to viewers), not unknown names, not unsigned children.
+    let any = crate::proxy::paths::encode_url(&origin.url("/live/index.m3u8"));
+    assert!(!matches!(
+        rig.proxies
+            .route(&format!("{any}.m3u8"), "", Instant::now(), None),
+        Route::NotFound | Route::Status(_)
+    ));
+    for rest in [
+        format!("{any}.m3u8"),
+        "nope.m3u8".into(),
+        "news/AAAA/aHR0cDovL28v.ts".into(),
+    ] {
+        assert_eq!(rig.proxies.source_key(&rest), None, "{rest}");
+    }
 }

@@ -115,6 +115,8 @@ pub struct ShardCore {
     tasks: Option<tokio::runtime::Handle>,
     /// Where push connections go, and streams fed by pushes register.
     pushes: Option<Arc<crate::source::Pushes>>,
+    /// The proxy's fetcher (streams whose source is a configured proxy pull through it).
+    fetcher: Option<Arc<crate::proxy::Fetcher>>,
     /// By connection key, the TLS session of a TLS connection.
     tls: Vec<Option<Box<crate::tls::TlsLink>>>,
     tls_counters: Option<Arc<crate::tls::TlsCounters>>,
@@ -174,6 +176,7 @@ impl ShardCore {
             admitted: Vec::new(),
             tasks: None,
             pushes: None,
+            fetcher: None,
             tls: Vec::new(),
             tls_counters: None,
             plaintext: Vec::new(),
@@ -200,6 +203,11 @@ impl ShardCore {
     /// Where push connections go.
     pub fn set_pushes(&mut self, pushes: Arc<crate::source::Pushes>) {
         self.pushes = Some(pushes);
+    }
+
+    /// The proxy's fetcher, which streams whose source is a configured proxy pull through.
+    pub fn set_fetcher(&mut self, fetcher: Arc<crate::proxy::Fetcher>) {
+        self.fetcher = Some(fetcher);
     }
 
     /// The HLS proxy `/proxy/` requests go to.
@@ -483,6 +491,7 @@ impl ShardCore {
                 counters: info.counters.clone(),
                 idle: Duration::from_secs_f64(info.config.limits.source_timeout_s),
                 pushes: self.pushes.as_ref(),
+                fetcher: self.fetcher.as_ref(),
             });
             let program = driver.program();
             // A template's instances receive, not the template itself.

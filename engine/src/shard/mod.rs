@@ -225,6 +225,8 @@ pub struct ShardSetup {
     pub handoff: Arc<crate::upgrade::Handoff>,
     /// The HLS proxy.
     pub proxies: Option<Arc<crate::proxy::Proxies>>,
+    /// The proxy's fetcher, for streams whose source is a configured proxy.
+    pub fetcher: Option<Arc<crate::proxy::Fetcher>>,
 }
 
 /// Open the UDP socket of home stream `name` for `core`'s shard. A socket that cannot be
@@ -319,6 +321,9 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_handoff(setup.handoff);
     if let Some(proxies) = setup.proxies {
         core.set_proxies(proxies);
+    }
+    if let Some(fetcher) = setup.fetcher {
+        core.set_fetcher(fetcher);
     }
     Prepared {
         core,

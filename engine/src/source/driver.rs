@@ -28,6 +28,8 @@ pub struct SourceContext<'a> {
     pub idle: Duration,
     /// Where pushes are handed, when the server takes them.
     pub pushes: Option<&'a Arc<super::Pushes>>,
+    /// The HLS proxy's fetcher, when the server has one (a configured proxy as a source).
+    pub fetcher: Option<&'a Arc<crate::proxy::Fetcher>>,
 }
 
 /// What the home shard runs for a stream's source.

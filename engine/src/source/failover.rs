@@ -188,6 +188,7 @@ pub(super) fn start(spec: &FailoverSpec, context: &SourceContext<'_>) -> super::
                 counters: context.counters.clone(),
                 idle: context.idle,
                 pushes: context.pushes,
+                fetcher: context.fetcher,
             })
         })
         .collect();

@@ -10,6 +10,10 @@
 //! with the waits of [`super::Retry`]; a segment that fails is skipped, and counted as a
 //! failure too.
 //!
+//! `proxy://NAME[?variant=…]` is the same pull of a configured HLS proxy's stream, through the
+//! proxy's fetcher ([`crate::proxy::Fetcher::fetch`]): its headers and SSRF guard, and its
+//! cache, so the origin is asked once for the stream and the proxy's viewers together.
+//!
 //! What it does not do: fMP4 (CMAF) segments, byte ranges, encrypted segments, low-latency
 //! parts (they are read as whole segments), `https://`.
 
@@ -17,6 +21,7 @@ use super::attempts::Attempts;
 use super::inlet::{Delivery, TaskDriver};
 use super::{SourceContext, SourceError, SourceSpec};
 use shardcast_protocols::hls::{parse, MediaPlaylist, Playlist};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one playlist load may take.
@@ -42,10 +47,49 @@ pub enum Variant {
 /// A pull of a live HLS stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HlsPullSpec {
-    /// The playlist's URL, as asked of the origin (`variant=` taken out).
+    /// The playlist's URL, as asked of the origin (`variant=` taken out); for a configured
+    /// proxy, its path on this server under a host never asked.
     pub url: String,
     /// The variant, when the playlist is a multivariant one.
     pub variant: Variant,
+    /// The configured proxy it comes through (`proxy://NAME`), sharing the proxy's fetches
+    /// and cache with the proxy's viewers; `None`: from the origin, with a client of its own.
+    pub proxy: Option<String>,
+}
+
+/// Where a [`HlsPullSpec::proxy`] pull's URL points: paths of this server's proxy, under a
+/// host that is never asked (the URL only resolves what playlists list).
+const PROXY_BASE: &str = "http://proxy.invalid/proxy/";
+
+/// `proxy://` then a configured proxy's name, and `?variant=` as for `hls+http://`.
+pub(super) fn parse_proxy(rest: &str) -> Result<SourceSpec, SourceError> {
+    let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !crate::proxy::paths::valid_name(name) {
+        return Err(SourceError::Address(format!("proxy://{rest}")));
+    }
+    let mut variant = Variant::Highest;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        variant = match pair.split_once('=') {
+            Some(("variant", value)) => parse_variant(value)?,
+            _ => return Err(SourceError::Parameter(pair.to_owned())),
+        };
+    }
+    Ok(SourceSpec::HlsPull(HlsPullSpec {
+        url: format!("{PROXY_BASE}{name}.m3u8"),
+        variant,
+        proxy: Some(name.to_owned()),
+    }))
+}
+
+fn parse_variant(value: &str) -> Result<Variant, SourceError> {
+    Ok(match value {
+        "max" => Variant::Highest,
+        "min" => Variant::Lowest,
+        n => Variant::Index(
+            n.parse()
+                .map_err(|_| SourceError::Parameter(format!("variant={n}")))?,
+        ),
+    })
 }
 
 /// `hls+http://` then the rest of the URL.
@@ -66,14 +110,7 @@ pub(super) fn parse_url(rest: &str) -> Result<SourceSpec, SourceError> {
     let mut kept = Vec::new();
     for (key, value) in url.query_pairs() {
         if key == "variant" {
-            variant = match value.as_ref() {
-                "max" => Variant::Highest,
-                "min" => Variant::Lowest,
-                n => Variant::Index(
-                    n.parse()
-                        .map_err(|_| SourceError::Parameter(format!("variant={n}")))?,
-                ),
-            };
+            variant = parse_variant(&value)?;
         } else {
             kept.push((key.into_owned(), value.into_owned()));
         }
@@ -86,6 +123,7 @@ pub(super) fn parse_url(rest: &str) -> Result<SourceSpec, SourceError> {
     Ok(SourceSpec::HlsPull(HlsPullSpec {
         url: url.to_string(),
         variant,
+        proxy: None,
     }))
 }
 
@@ -158,9 +196,18 @@ pub(super) fn start(spec: &HlsPullSpec, context: &SourceContext<'_>) -> TaskDriv
         context.counters.clone(),
         context.idle,
     );
+    let fetcher = context.fetcher.cloned();
     TaskDriver::start(context, None, move |inlet| async move {
-        let Some(client) = super::pull::client(&stream) else {
-            return;
+        let origin = match (&spec.proxy, fetcher) {
+            (None, _) => match super::pull::client(&stream) {
+                Some(client) => Origin::Direct(client),
+                None => return,
+            },
+            (Some(_), Some(fetcher)) => Origin::Proxy(fetcher),
+            (Some(name), None) => {
+                tracing::error!(stream = %stream, "proxy://{name}: this server's proxy has no HTTP client");
+                return;
+            }
         };
         let mut attempts = Attempts::new(stream.clone(), counters);
         let mut follower = Follower::default();
@@ -168,7 +215,7 @@ pub(super) fn start(spec: &HlsPullSpec, context: &SourceContext<'_>) -> TaskDriv
         let mut up = false;
         loop {
             let url = media_url.clone().map_or(spec.url.clone(), String::from);
-            let playlist = match load(&client, &url).await {
+            let playlist = match origin.playlist(&url).await {
                 Ok(Playlist::Media(m)) => m,
                 Ok(Playlist::Multivariant(m)) => match pick(&m.variants, spec.variant)
                     .and_then(|uri| reqwest::Url::parse(&url).ok()?.join(uri).ok())
@@ -213,7 +260,7 @@ pub(super) fn start(spec: &HlsPullSpec, context: &SourceContext<'_>) -> TaskDriv
                 let Ok(segment) = base.join(&uri) else {
                     continue;
                 };
-                if let Err(why) = fetch(&client, segment.as_str(), idle, &inlet).await {
+                if let Err(why) = origin.segment(segment.as_str(), idle, &inlet).await {
                     attempts.failed(format!("segment {sequence} ({segment}) skipped: {why}"));
                     inlet.deliver(Delivery::Restart).await;
                 }
@@ -238,6 +285,68 @@ fn pick(variants: &[shardcast_protocols::hls::VariantStream], variant: Variant) 
         Variant::Index(i) => variants.get(i),
     };
     chosen.map(|v| v.uri.as_str())
+}
+
+/// Where a pull's playlists and segments come from.
+enum Origin {
+    /// The origin's server, through the pull's own client.
+    Direct(reqwest::Client),
+    /// A configured proxy's fetcher and cache: what the proxy's viewers are served, fetched
+    /// upstream once for them and the stream.
+    Proxy(Arc<crate::proxy::Fetcher>),
+}
+
+/// Segments from the proxy are handed over in pieces of this size (shared, not copied).
+const PROXY_PIECE: usize = 64 * 1024;
+
+impl Origin {
+    /// Load and parse the playlist at `url`.
+    async fn playlist(&self, url: &str) -> Result<Playlist, String> {
+        match self {
+            Origin::Direct(client) => load(client, url).await,
+            Origin::Proxy(fetcher) => {
+                let body = Self::proxied(fetcher, url).await?;
+                parse(&body).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Fetch the segment at `url`, handing its bytes over as they come.
+    async fn segment(&self, url: &str, idle: Duration, inlet: &super::Inlet) -> Result<(), String> {
+        match self {
+            Origin::Direct(client) => fetch(client, url, idle, inlet).await,
+            Origin::Proxy(fetcher) => {
+                let body = Self::proxied(fetcher, url).await?;
+                let received = crate::sys::unix_ns();
+                for start in (0..body.len()).step_by(PROXY_PIECE) {
+                    let piece = body.slice(start..body.len().min(start + PROXY_PIECE));
+                    inlet.deliver(Delivery::Bytes(piece, received)).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What the proxy has at `url` (a path under [`PROXY_BASE`]), as its viewers get it.
+    async fn proxied(
+        fetcher: &Arc<crate::proxy::Fetcher>,
+        url: &str,
+    ) -> Result<bytes::Bytes, String> {
+        let key = url
+            .strip_prefix(PROXY_BASE)
+            .and_then(|rest| fetcher.proxies().source_key(rest))
+            .ok_or_else(|| "no such configured proxy".to_owned())?;
+        let object = fetcher.fetch(key.into()).await;
+        if object.status != 200 {
+            let why = String::from_utf8_lossy(&object.body);
+            return Err(format!(
+                "the proxy answered {}: {}",
+                object.status,
+                why.trim()
+            ));
+        }
+        Ok(object.body.clone())
+    }
 }
 
 /// Load and parse a playlist.
@@ -410,6 +519,30 @@ mod tests {
             "hls+http://",
             "hls+http:///x.m3u8",
             "hls+http://o/x.m3u8?variant=big",
+        ] {
+            assert!(SourceSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_configured_proxies_as_sources() {
+        let SourceSpec::HlsPull(p) = SourceSpec::parse("proxy://news?variant=2").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.url.as_str(), p.variant, p.proxy.as_deref()),
+            (
+                "http://proxy.invalid/proxy/news.m3u8",
+                Variant::Index(2),
+                Some("news")
+            )
+        );
+        for bad in [
+            "proxy://",
+            "proxy://_",
+            "proxy://a/b",
+            "proxy://news?variant=big",
+            "proxy://news?x=1",
         ] {
             assert!(SourceSpec::parse(bad).is_err(), "{bad}");
         }

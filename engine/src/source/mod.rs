@@ -16,6 +16,9 @@
 //!                                         process group killed with the stream)
 //!  http://host:port/path        pull.rs   a progressive TS body pulled from another server
 //!  hls+http://host/x.m3u8       hls_pull.rs  a live HLS stream pulled, segment by segment
+//!  proxy://NAME                 hls_pull.rs  the same, from a configured HLS proxy: through
+//!                                         its fetcher and cache, one upstream fetch for the
+//!                                         proxy's viewers and the stream
 //!  push://?key=…&allow=…        push.rs   an encoder PUTs or POSTs the stream to
 //!                                         /push/{stream} on the viewers' port
 //!  [URL, URL, …] (a list)       failover.rs  all of them at once; the first live one feeds
@@ -108,6 +111,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("exec:", exec::parse),
     ("http://", pull::parse),
     ("hls+http://", hls_pull::parse_url),
+    ("proxy://", hls_pull::parse_proxy),
     ("push://", push::parse),
 ];
 
@@ -173,6 +177,17 @@ impl SourceSpec {
                 dry,
                 back_after,
             })),
+        }
+    }
+
+    /// The configured proxies it pulls through (`proxy://NAME`).
+    pub fn proxies(&self) -> Vec<&str> {
+        match self {
+            SourceSpec::Failover(list) => {
+                list.sources.iter().flat_map(|(_, s)| s.proxies()).collect()
+            }
+            SourceSpec::HlsPull(pull) => pull.proxy.as_deref().into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -136,6 +136,7 @@ mod tests {
                 counters: counters.clone(),
                 idle: Duration::from_millis(300),
                 pushes: None,
+                fetcher: None,
             };
             let driver = start(
                 &PullSpec {

@@ -222,6 +222,79 @@ fn a_live_multivariant_stream_is_proxied_with_one_upstream_fetch_per_segment() {
 }
 
 #[test]
+fn a_stream_pulled_from_a_configured_proxy_shares_the_proxys_upstream_fetches() {
+    let nginx = origin("");
+    let _encoder = live_encoder(&nginx.dir, 60);
+    wait_until(
+        Duration::from_secs(15),
+        || "ffmpeg wrote no playlists".to_owned(),
+        || nginx.dir.join("live/master.m3u8").exists() && nginx.dir.join("live/1/seg3.ts").exists(),
+    );
+    // The proxy's second variant (320x180) is also the source of stream "relay".
+    let (server, api, token, _dir) = start_configured(
+        "hls-proxy-source",
+        &format!(
+            "[server]\nproxy_allow_addresses = [\"127.0.0.0/8\"]\n\n\
+             [[stream]]\nname = \"relay\"\nsource = \"proxy://news?variant=1\"\nsegment_duration = 1\n\n\
+             [[proxy]]\nname = \"news\"\nurl = \"http://{}/live/master.m3u8\"\n\
+             headers = {{ Referer = \"https://news.example/\" }}\n",
+            nginx.addr
+        ),
+    );
+    wait_until(
+        Duration::from_secs(15),
+        || "relay never went live".to_owned(),
+        || fetch(server.addr, "/relay/index.m3u8", "").0 == 200,
+    );
+    // The stream is served as any other: its HLS decodes silently, its progressive body
+    // carries pictures.
+    let (decoded, said) = decode(&server.url("/relay/index.m3u8"), 4);
+    assert!(decoded && said.trim().is_empty(), "ffmpeg said: {said}");
+    assert!(
+        probe_streams(&server.url("/relay/index.m3u8")).contains("h264,320,180,"),
+        "the second variant"
+    );
+    let body = capture(server.addr, "/relay.ts", 2.0);
+    assert!(pictures(&body) >= 25, "{} pictures in 2 s", pictures(&body));
+    // The proxy's viewers take the same variant meanwhile, every segment it lists.
+    for _ in 0..3 {
+        let (_, _, master) = fetch(server.addr, "/proxy/news.m3u8", "");
+        let master = String::from_utf8_lossy(&master).into_owned();
+        let variant = uri_lines(&master)[1].to_owned();
+        let (code, _, playlist) = fetch(server.addr, &format!("/proxy/{variant}"), "");
+        assert_eq!(code, 200);
+        for segment in uri_lines(&String::from_utf8_lossy(&playlist)) {
+            let path = format!("/proxy/{}", segment.trim_start_matches("../../"));
+            assert_eq!(fetch(server.addr, &path, "").0, 200, "{path}");
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    // nginx saw each of the variant's segments once: for the stream and the viewers both,
+    // with the proxy's headers.
+    let asked = requests(&nginx);
+    let segments: Vec<_> = asked
+        .iter()
+        .filter(|(u, _)| u.starts_with("/live/1/") && u.ends_with(".ts"))
+        .collect();
+    assert!(segments.len() >= 6, "{asked:?}");
+    assert!(segments.iter().all(|(_, n)| **n == 1), "{asked:?}");
+    let log = std::fs::read_to_string(nginx.dir.join("access.log")).unwrap();
+    assert!(
+        log.lines().all(|l| l.contains("\"https://news.example/\"")),
+        "{log}"
+    );
+    let input = &status(api, &token, "relay")["input"];
+    assert_eq!(
+        (&input["kind"], &input["connected"]),
+        (&"hls".into(), &true.into()),
+        "{input}"
+    );
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("pulling HLS from"), "{log}");
+}
+
+#[test]
 fn vod_with_aes_keys_fmp4_byte_ranges_and_a_redirect_decodes_through_the_proxy() {
     let nginx = origin("location = /moved.m3u8 { return 302 /aes/index.m3u8; }");
     // AES-128: the key at a URL of its own.
