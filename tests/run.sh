@@ -88,16 +88,18 @@ if [ "$fuzz_seconds" != 0 ]; then
   step "fuzz (${fuzz_seconds}s per target)"
   corpus=$PWD/target/fuzz-corpus
   mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request" "$corpus/rtp_unwrap" \
-    "$corpus/fmp4_remux"
+    "$corpus/fmp4_remux" "$corpus/flv_remux"
   for f in protocols/testdata/*.ts; do
     head -c 20000 "$f" > "$corpus/ts_demux/$(basename "$f")"
     head -c 20000 "$f" > "$corpus/fmp4_remux/$(basename "$f")"
   done
   cp protocols/fuzz/seeds/playlist_parse/* "$corpus/playlist_parse/"
+  head -c 20000 protocols/testdata/h264_aac.flv | tail -c +14 > "$corpus/flv_remux/h264_aac"
   cp engine/fuzz/seeds/http_request/* "$corpus/http_request/"
   # The parsers of the protocols crate (and what remuxing into fMP4 reads), and the shard's
   # whole request path (HTTP heads, routing, the access gate, pipelining bounds) in the engine.
   for spec in protocols:ts_demux protocols:playlist_parse protocols:rtp_unwrap protocols:fmp4_remux \
+      protocols:flv_remux \
       engine:http_request; do
     crate=${spec%%:*}
     target=${spec#*:}

@@ -34,6 +34,7 @@
 
 pub mod dash;
 pub mod es;
+pub mod flv;
 pub mod generator;
 pub mod hls;
 pub mod mp4;

@@ -46,3 +46,8 @@ open("damaged.ts", "wb").write(b"".join(out))
 open("damaged.gaps", "w").write(f"{gaps}\n")
 PY
 ls -l ./*.ts damaged.gaps
+
+# FLV as RTMP publishers send it: H.264 with B-frames (composition times) + AAC, 320x180, 2 s.
+ff -f lavfi -i testsrc2=size=320x180:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+   -t 2 -c:v libx264 -preset veryfast -crf 38 -g 25 -bf 2 -threads 1 -pix_fmt yuv420p \
+   -c:a aac -b:a 64k -ac 2 -fflags +bitexact -flags:v +bitexact -flags:a +bitexact -f flv h264_aac.flv

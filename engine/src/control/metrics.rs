@@ -629,6 +629,24 @@ fn proxy_metrics(out: &mut String, proxies: &crate::proxy::Proxies) {
             "Objects dropped, least recently used first, to stay within proxy_cache_bytes.",
             cache.evicted,
         ),
+        (
+            "shardcast_proxy_fetches_in_flight",
+            "gauge",
+            "Upstream fetches in flight (at most proxy_max_fetches).",
+            proxies.load.in_flight.load(Ordering::Relaxed),
+        ),
+        (
+            "shardcast_proxy_followed_playlists",
+            "gauge",
+            "Live upstream playlists the proxy follows for stalls (at most 10000).",
+            proxies.load.followed.load(Ordering::Relaxed),
+        ),
+        (
+            "shardcast_proxy_busy_total",
+            "counter",
+            "Requests answered 503 at once: proxy_max_fetches fetches in flight, or a shard's queue to the fetcher full.",
+            proxies.load.busy.load(Ordering::Relaxed),
+        ),
     ] {
         family(out, metric, kind, help);
         let _ = writeln!(out, "{metric} {value}");

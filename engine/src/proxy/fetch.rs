@@ -10,6 +10,7 @@ use crate::upstream::{self, Guard};
 use bytes::Bytes;
 use shardcast_protocols::hls::{self, Playlist, UriKind};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,10 +150,12 @@ impl Fetcher {
                 _ = sweep.tick() => {
                     let now = Instant::now();
                     self.proxies.cache.sweep(now, STALE_KEPT);
-                    self.followed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .retain(|_, p| now.duration_since(p.fetched) < FOLLOW_FOR);
+                    let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+                    followed.retain(|_, p| now.duration_since(p.fetched) < FOLLOW_FOR);
+                    self.proxies
+                        .load
+                        .followed
+                        .store(followed.len() as u64, Ordering::Relaxed);
                 }
             }
             for (shard, link) in self.links.shards.iter().enumerate() {
@@ -204,12 +207,17 @@ impl Fetcher {
         if in_flight.len() >= self.proxies.settings().max_fetches {
             drop(in_flight);
             if let Some(waiter) = waiter {
+                ProxyCounters::add(&self.proxies.load.busy, 1);
                 let busy = error(503, "the proxy is fetching as much as it may: try again");
                 self.answer(waiter, key, busy);
             }
             return;
         }
         in_flight.insert(key.clone(), waiter.into_iter().collect());
+        self.proxies
+            .load
+            .in_flight
+            .store(in_flight.len() as u64, Ordering::Relaxed);
         drop(in_flight);
         let this = self.clone();
         self.runtime.spawn(async move {
@@ -232,7 +240,15 @@ impl Fetcher {
     /// `object` is what `key` is now: kept, and handed to those who wait for it.
     fn done(&self, key: Arc<str>, object: Arc<Object>) {
         self.proxies.cache.insert(key.clone(), object.clone());
-        let waiting = self.in_flight().remove(&key).unwrap_or_default();
+        let waiting = {
+            let mut in_flight = self.in_flight();
+            let waiting = in_flight.remove(&key).unwrap_or_default();
+            self.proxies
+                .load
+                .in_flight
+                .store(in_flight.len() as u64, Ordering::Relaxed);
+            waiting
+        };
         for waiter in waiting {
             self.answer(waiter, key.clone(), object.clone());
         }
@@ -391,6 +407,10 @@ impl Fetcher {
                     stalled: false,
                 },
             );
+            self.proxies
+                .load
+                .followed
+                .store(followed.len() as u64, Ordering::Relaxed);
         }
         let Some(progress) = followed.get_mut(key) else {
             return;

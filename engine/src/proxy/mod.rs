@@ -97,6 +97,22 @@ pub struct Proxies {
     signer: Signer,
     /// What upstreams answered.
     pub cache: cache::Cache,
+    /// How much the fetcher holds, for the metrics.
+    pub load: FetchLoad,
+}
+
+/// The fetcher's tables and refusals, for the metrics: each is bounded
+/// (`proxy_max_fetches`, 10,000 followed playlists, a shard's queue of
+/// [`crate::session::FETCH_QUEUE`]).
+#[derive(Debug, Default)]
+pub struct FetchLoad {
+    /// Upstream fetches in flight.
+    pub in_flight: AtomicU64,
+    /// Live playlists whose progress is followed (for stalls).
+    pub followed: AtomicU64,
+    /// Requests answered 503 at once: the fetches in flight were at their cap, or a shard's
+    /// queue to the fetcher was full.
+    pub busy: AtomicU64,
 }
 
 impl Proxies {
@@ -110,6 +126,7 @@ impl Proxies {
             named: ArcSwap::from_pointee(HashMap::new()),
             any: Arc::default(),
             signer: Signer::new(secret),
+            load: FetchLoad::default(),
         };
         proxies.reconfigure(named);
         proxies

@@ -477,6 +477,13 @@ async fn fetches_in_flight_and_answers_too_large_are_bounded() {
         .await;
     assert_eq!(other.status, 503, "{}", text(&other));
     assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        (
+            rig.proxies.load.busy.load(Ordering::Relaxed),
+            rig.proxies.load.in_flight.load(Ordering::Relaxed)
+        ),
+        (1, 1)
+    );
     assert_eq!(origin.count("/other.m3u8"), 0);
     // The 503 is not kept: asked again once the slow one is done, it is fetched.
     assert_eq!(rig.answer(&slow_key).await.status, 200);
@@ -497,6 +504,7 @@ async fn fetches_in_flight_and_answers_too_large_are_bounded() {
     assert_eq!(big.status, 502);
     assert!(text(&big).contains("proxy_max_object"), "{}", text(&big));
     assert_eq!(rig.proxies.any_counters().errors.load(Ordering::Relaxed), 2);
+    assert_eq!(rig.proxies.load.in_flight.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]

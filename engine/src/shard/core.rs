@@ -754,6 +754,12 @@ impl ShardCore {
                 if waiting.len() == 1 {
                     if self.link.fetches.push(resource.clone()).is_err() {
                         // Too many fetches asked for and not answered: 503 at once.
+                        if let Some(proxies) = &self.proxies {
+                            proxies
+                                .load
+                                .busy
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let busy =
                             crate::proxy::cache::Object::error(503, "the proxy is busy: try again");
                         self.fetching.remove(&resource);

@@ -3,7 +3,8 @@
 //! What it does: finds packets in arbitrary byte chunks ([`PacketSync`]), reads their headers and
 //! adaptation fields ([`Packet`]), checks continuity per PID ([`ContinuityTracker`]), assembles
 //! and checks PSI sections ([`psi`]), reads PES headers with 33-bit timestamps ([`pes`]), ties it
-//! together with keyframe detection ([`Demuxer`]) and cuts HLS segments ([`Segmenter`]).
+//! together with keyframe detection ([`Demuxer`]) and cuts HLS segments ([`Segmenter`]). It
+//! also writes: one program's access units as packets ([`mux::Muxer`]).
 //!
 //! What it does not do: descramble, interpret SI tables beyond PAT/PMT, or rewrite elementary
 //! streams. Private and data PIDs (SCTE-35, DVB subtitles, teletext) are recognised and carried
@@ -12,6 +13,7 @@
 mod assemble;
 mod continuity;
 mod demux;
+pub mod mux;
 mod packet;
 pub mod pes;
 pub mod probe;

@@ -492,6 +492,13 @@ fn upstreams_down_slow_or_missing_get_502_504_and_404_and_nothing_hangs() {
     // The stall, counted once.
     let line = "shardcast_proxy_playlist_stalls_total{proxy=\"stuck\"} 1";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
+    // The live playlist followed for that; no fetch left in flight.
+    for line in [
+        "shardcast_proxy_followed_playlists 1",
+        "shardcast_proxy_fetches_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     // A request for something never handed out: 403, and nothing is fetched.
     let (code, _, _) = fetch(
         server.addr,
