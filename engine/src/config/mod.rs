@@ -28,7 +28,8 @@
 //! max_access_checks = 64          # access decisions (backend, blocking triggers) at once
 //! max_access_checks_per_address = 8  # of one viewer address; past either: 503 Retry-After
 //! wildcard_starts_per_minute = 10 # wildcard instances one address may start per minute
-//! max_pushes = 32                 # HTTP push connections open at once (deciding or pushing)
+//! max_pushes = 32                 # HTTP push connections open at once (deciding or pushing),
+//!                                 # and as many RTMP connections
 //! access_log_max_bytes = 104857600  # the access log is rotated past this size
 //! access_log_files = 5            # rotated access logs kept (access.log.1 …)
 //! proxy_any_url = false           # HLS proxy: serve /proxy/{base64 URL}.m3u8 at all
@@ -807,7 +808,7 @@ mod tests {
         for (text, why) in [
             ("source = []", "empty"),
             (
-                "source = [\"demo:\", \"rtmp://x\"]",
+                "source = [\"demo:\", \"srt://x\"]",
                 "unsupported source scheme",
             ),
             (
@@ -847,6 +848,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(relay.streams[0].source.proxies(), ["news"]);
+        // Streams share an RTMP listener (one application or several).
+        let rtmp = Config::parse(
+            "[[stream]]\nname = \"a\"\nsource = \"rtmp://0.0.0.0:1935/live?key=k\"\n\
+             [[stream]]\nname = \"b\"\nsource = \"rtmp://0.0.0.0:1935/studio\"\n",
+        )
+        .unwrap();
+        assert_eq!(rtmp.streams.len(), 2);
         assert_eq!(
             c.proxies[0].headers,
             [("Referer".to_owned(), "https://news.example/".to_owned())]
@@ -938,6 +946,16 @@ mod tests {
                 Some(3),
                 "variant=big",
             ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"rtmp://0.0.0.0:1935/live\"\n[[stream]]\nname = \"b\"\nsource = \"rtmp://127.0.0.1:1935/live\"\n".to_owned(),
+                Some(6),
+                "takes RTMP on 127.0.0.1:1935",
+            ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"rtmp://0.0.0.0:1935/live\"\n[[stream]]\nname = \"b\"\nsource = \"tcp://0.0.0.0:1935\"\n".to_owned(),
+                Some(6),
+                "listens on TCP port 1935",
+            ),
         ] {
             let e = Config::parse(&text).unwrap_err();
             assert!(e.to_string().contains(why), "{text}: {e}");
@@ -947,7 +965,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_the_reason() {
-        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"rtmp://x\"\n").unwrap_err();
+        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"srt://x\"\n").unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.to_string().contains("unsupported source scheme"), "{e}");
         let e = Config::parse("[server]\nlisten = 8080\n").unwrap_err();

@@ -596,11 +596,30 @@ fn stream(
             format!("stream {name:?}: proxy://{missing} names no [[proxy]] of this file"),
         ));
     }
+    // RTMP streams share one listener per address; a port is RTMP's at one address only, and
+    // never a TCP source's.
+    let rtmp_port = |s: &StreamConfig| s.source.rtmp_listen().map(|a| a.port());
+    if let Some(rtmp) = source.rtmp_listen() {
+        if let Some(other) = before.iter().find(|s| {
+            s.source.tcp_listen_port() == Some(rtmp.port())
+                || s.source
+                    .rtmp_listen()
+                    .is_some_and(|a| a.port() == rtmp.port() && a != rtmp)
+        }) {
+            return Err(Refusal::at(
+                st.source.span(),
+                format!(
+                    "stream {name:?} takes RTMP on {rtmp}, and stream {:?} listens on that port otherwise",
+                    other.name
+                ),
+            ));
+        }
+    }
     if let Some(port) = source.tcp_listen_port() {
-        if let Some(other) = before
-            .iter()
-            .find(|s| !s.is_template() && s.source.tcp_listen_port() == Some(port))
-        {
+        if let Some(other) = before.iter().find(|s| {
+            !s.is_template()
+                && (s.source.tcp_listen_port() == Some(port) || rtmp_port(s) == Some(port))
+        }) {
             return Err(Refusal::at(
                 st.source.span(),
                 format!(

@@ -424,6 +424,35 @@ pub(super) fn render(state: &ControlState) -> String {
             value.load(Ordering::Relaxed)
         );
     }
+    let rtmp = &state.pushes.rtmp().counts;
+    family(
+        &mut out,
+        "shardcast_rtmp_connections",
+        "gauge",
+        "RTMP connections open (in the handshake or publishing).",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_rtmp_connections {}",
+        rtmp.open.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "shardcast_rtmp_refused_total",
+        "counter",
+        "RTMP connections refused before any stream was found, by reason: no_app (no stream has the application), no_stream (none of it takes the name or key published) or busy (max_pushes open). Refusals by a stream's key, allow= or PUSH_REWRITE are its source_refused.",
+    );
+    for (reason, value) in [
+        ("no_app", &rtmp.refused_app),
+        ("no_stream", &rtmp.refused_unknown),
+        ("busy", &rtmp.refused_busy),
+    ] {
+        let _ = writeln!(
+            out,
+            "shardcast_rtmp_refused_total{{reason=\"{reason}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
     if let Some(certs) = state.store.certificates() {
         tls_metrics(&mut out, certs);
     }

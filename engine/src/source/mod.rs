@@ -21,6 +21,8 @@
 //!                                         proxy's viewers and the stream
 //!  push://?key=…&allow=…        push.rs   an encoder PUTs or POSTs the stream to
 //!                                         /push/{stream} on the viewers' port
+//!  rtmp://addr:port/app?key=…   rtmp.rs   encoders publish FLV over RTMP (one listener per
+//!                                         address for all its streams), remuxed into TS
 //!  [URL, URL, …] (a list)       failover.rs  all of them at once; the first live one feeds
 //!                                         the stream
 //! ```
@@ -38,6 +40,7 @@ mod inlet;
 mod pull;
 mod push;
 mod retry;
+mod rtmp;
 mod tcp;
 mod udp;
 
@@ -51,6 +54,7 @@ pub use inlet::{Delivery, Inlet, INLET_CAPACITY};
 pub use pull::PullSpec;
 pub use push::{PushCounts, PushSpec, Pushes};
 pub use retry::Retry;
+pub use rtmp::{RtmpCounts, RtmpSpec};
 pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
 
@@ -73,6 +77,8 @@ pub enum SourceSpec {
     HlsPull(HlsPullSpec),
     /// Pushed by an encoder over HTTP.
     Push(PushSpec),
+    /// Published by an encoder over RTMP.
+    Rtmp(RtmpSpec),
     /// A list of sources, the first live one feeding the stream.
     Failover(FailoverSpec),
 }
@@ -113,6 +119,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("hls+http://", hls_pull::parse_url),
     ("proxy://", hls_pull::parse_proxy),
     ("push://", push::parse),
+    ("rtmp://", rtmp::parse),
 ];
 
 /// The schemes, for an error message.
@@ -141,6 +148,7 @@ impl SourceSpec {
             SourceSpec::Pull(pull) => Box::new(pull::start(pull, context)),
             SourceSpec::HlsPull(pull) => Box::new(hls_pull::start(pull, context)),
             SourceSpec::Push(push) => Box::new(push::start(push, context)),
+            SourceSpec::Rtmp(rtmp) => Box::new(rtmp::start(rtmp, context)),
             SourceSpec::Failover(list) => Box::new(failover::start(list, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
@@ -191,6 +199,15 @@ impl SourceSpec {
         }
     }
 
+    /// The address it takes RTMP publishers on, for an RTMP source.
+    pub fn rtmp_listen(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            SourceSpec::Failover(list) => list.sources.iter().find_map(|(_, s)| s.rtmp_listen()),
+            SourceSpec::Rtmp(rtmp) => Some(rtmp.listen),
+            _ => None,
+        }
+    }
+
     /// The TCP port it listens on, for a listening TCP source.
     pub fn tcp_listen_port(&self) -> Option<u16> {
         match self {
@@ -237,6 +254,7 @@ impl SourceSpec {
                 | SourceSpec::Pull(_)
                 | SourceSpec::HlsPull(_)
                 | SourceSpec::Push(_)
+                | SourceSpec::Rtmp(_)
                 | SourceSpec::Failover(_)
         )
     }
@@ -252,6 +270,7 @@ impl SourceSpec {
             SourceSpec::Pull(_) => "http",
             SourceSpec::HlsPull(_) => "hls",
             SourceSpec::Push(_) => "push",
+            SourceSpec::Rtmp(_) => "rtmp",
             SourceSpec::Failover(_) => "failover",
         }
     }
@@ -318,7 +337,7 @@ mod tests {
     #[test]
     fn refuses_bad_urls_with_a_reason() {
         assert!(matches!(
-            SourceSpec::parse("rtmp://x"),
+            SourceSpec::parse("srt://x"),
             Err(SourceError::Scheme(_))
         ));
         assert!(matches!(

@@ -102,6 +102,7 @@ pub struct Pushes {
     slots: Arc<tokio::sync::Semaphore>,
     /// The counts, for metrics.
     pub counts: PushCounts,
+    rtmp: Arc<super::rtmp::Listeners>,
 }
 
 /// A stream that takes pushes: where its bytes go, and which pusher feeds it.
@@ -121,7 +122,7 @@ const ENDED: u64 = u64::MAX;
 
 impl Pushes {
     /// Pushes run as tasks on `tasks`, asking `triggers` (`PUSH_REWRITE`); at most `max`
-    /// connections at once.
+    /// connections at once, and as many RTMP connections.
     pub fn new(
         tasks: tokio::runtime::Handle,
         triggers: Option<Arc<TriggerSet>>,
@@ -129,6 +130,7 @@ impl Pushes {
     ) -> Arc<Self> {
         Arc::new(Self {
             doors: Mutex::new(HashMap::new()),
+            rtmp: super::rtmp::Listeners::new(tasks.clone(), triggers.clone(), max),
             tasks,
             triggers,
             slots: Arc::new(tokio::sync::Semaphore::new(max)),
@@ -230,13 +232,6 @@ impl Pushes {
                 return Err(refused(&door, "wrong or missing key".into()));
             }
         }
-        let Some(triggers) = self
-            .triggers
-            .as_ref()
-            .filter(|t| t.wants("PUSH_REWRITE", Some(&door.stream)))
-        else {
-            return Ok(door);
-        };
         let url = format!(
             "http://{}{}{}{}",
             head.host.as_deref().unwrap_or("localhost"),
@@ -245,32 +240,53 @@ impl Pushes {
             head.query
         );
         let peer = head.peer.map(|p| p.to_string()).unwrap_or_default();
-        let answers = triggers
-            .ask(
-                "PUSH_REWRITE",
-                Some(&door.stream),
-                &[&url, &peer, &door.stream],
-            )
-            .await
-            .unwrap_or_default();
-        // Several handlers: the first refusal wins, else the first one names the stream.
-        let answer = answers.first().map(|a| a.trim()).unwrap_or_default();
-        if answers.iter().any(|a| refuses(a)) {
-            return Err(refused(&door, "the PUSH_REWRITE trigger said no".into()));
+        match rewrite(self.triggers.as_ref(), &url, &peer, &door.stream).await {
+            Ok(None) => Ok(door),
+            Ok(Some(answer)) => match self.door(&answer) {
+                Some(renamed) => {
+                    tracing::info!(stream = %renamed.stream, "PUSH_REWRITE sends the push to /push/{} here", door.stream);
+                    Ok(renamed)
+                }
+                None => Err(refused(
+                    &door,
+                    format!("PUSH_REWRITE named {answer:?}, which takes no pushes"),
+                )),
+            },
+            Err(why) => Err(refused(&door, why)),
         }
-        if answer == door.stream {
-            return Ok(door);
-        }
-        match self.door(answer) {
-            Some(renamed) => {
-                tracing::info!(stream = %renamed.stream, "PUSH_REWRITE sends the push to /push/{} here", door.stream);
-                Ok(renamed)
-            }
-            None => Err(refused(
-                &door,
-                format!("PUSH_REWRITE named {answer:?}, which takes no pushes"),
-            )),
-        }
+    }
+
+    /// The RTMP listeners (RTMP publishing is a push too).
+    pub fn rtmp(&self) -> &Arc<super::rtmp::Listeners> {
+        &self.rtmp
+    }
+}
+
+/// What MistServer's `PUSH_REWRITE` trigger, when `triggers` has one for `stream`, says of a
+/// push to `stream` from `peer` at `url`: `None`, feed `stream`; another stream's name; or
+/// why it refuses (empty, `0`, `false`, `no`). With several handlers the first refusal wins,
+/// else the first one names the stream.
+pub(super) async fn rewrite(
+    triggers: Option<&Arc<TriggerSet>>,
+    url: &str,
+    peer: &str,
+    stream: &str,
+) -> Result<Option<String>, String> {
+    let Some(triggers) = triggers.filter(|t| t.wants("PUSH_REWRITE", Some(stream))) else {
+        return Ok(None);
+    };
+    let answers = triggers
+        .ask("PUSH_REWRITE", Some(stream), &[url, peer, stream])
+        .await
+        .unwrap_or_default();
+    if answers.iter().any(|a| refuses(a)) {
+        return Err("the PUSH_REWRITE trigger said no".into());
+    }
+    let answer = answers.first().map(|a| a.trim()).unwrap_or_default();
+    if answer == stream {
+        Ok(None)
+    } else {
+        Ok(Some(answer.to_owned()))
     }
 }
 

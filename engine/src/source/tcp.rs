@@ -206,6 +206,11 @@ impl Connection {
         &mut self.stream
     }
 
+    /// Who is on the other end.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// The connection, given back.
     pub(super) fn into_stream(self) -> TcpStream {
         self.stream
