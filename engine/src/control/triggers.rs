@@ -413,6 +413,34 @@ impl TriggerSet {
     }
 }
 
+/// What MistServer's `PUSH_REWRITE` trigger, when `triggers` has one for `stream`, says of a
+/// push to `stream` from `peer` at `url`: `None`, feed `stream`; another stream's name; or
+/// why it refuses (empty, `0`, `false`, `no`). With several handlers the first refusal wins,
+/// else the first one names the stream.
+pub async fn push_rewrite(
+    triggers: Option<&Arc<TriggerSet>>,
+    url: &str,
+    peer: &str,
+    stream: &str,
+) -> Result<Option<String>, String> {
+    let Some(triggers) = triggers.filter(|t| t.wants("PUSH_REWRITE", Some(stream))) else {
+        return Ok(None);
+    };
+    let answers = triggers
+        .ask("PUSH_REWRITE", Some(stream), &[url, peer, stream])
+        .await
+        .unwrap_or_default();
+    if answers.iter().any(|a| refuses(a)) {
+        return Err("the PUSH_REWRITE trigger said no".into());
+    }
+    let answer = answers.first().map(|a| a.trim()).unwrap_or_default();
+    if answer == stream {
+        Ok(None)
+    } else {
+        Ok(Some(answer.to_owned()))
+    }
+}
+
 /// Whether a blocking trigger's answer refuses (`0`, `false`, `no`, or nothing at all).
 pub fn refuses(answer: &str) -> bool {
     let a = answer.trim();

@@ -23,7 +23,7 @@
 use super::inlet::{Delivery, Inlet};
 use super::tcp::Connection;
 use super::{SourceContext, SourceDriver, SourceError, SourceSpec};
-use crate::control::triggers::{refuses, TriggerSet};
+use crate::control::triggers::{push_rewrite, TriggerSet};
 use crate::http::{query_param, response_head, BodyReader, PushRequest};
 use crate::stream::StreamCounters;
 use bytes::BytesMut;
@@ -240,7 +240,7 @@ impl Pushes {
             head.query
         );
         let peer = head.peer.map(|p| p.to_string()).unwrap_or_default();
-        match rewrite(self.triggers.as_ref(), &url, &peer, &door.stream).await {
+        match push_rewrite(self.triggers.as_ref(), &url, &peer, &door.stream).await {
             Ok(None) => Ok(door),
             Ok(Some(answer)) => match self.door(&answer) {
                 Some(renamed) => {
@@ -259,34 +259,6 @@ impl Pushes {
     /// The RTMP listeners (RTMP publishing is a push too).
     pub fn rtmp(&self) -> &Arc<super::rtmp::Listeners> {
         &self.rtmp
-    }
-}
-
-/// What MistServer's `PUSH_REWRITE` trigger, when `triggers` has one for `stream`, says of a
-/// push to `stream` from `peer` at `url`: `None`, feed `stream`; another stream's name; or
-/// why it refuses (empty, `0`, `false`, `no`). With several handlers the first refusal wins,
-/// else the first one names the stream.
-pub(super) async fn rewrite(
-    triggers: Option<&Arc<TriggerSet>>,
-    url: &str,
-    peer: &str,
-    stream: &str,
-) -> Result<Option<String>, String> {
-    let Some(triggers) = triggers.filter(|t| t.wants("PUSH_REWRITE", Some(stream))) else {
-        return Ok(None);
-    };
-    let answers = triggers
-        .ask("PUSH_REWRITE", Some(stream), &[url, peer, stream])
-        .await
-        .unwrap_or_default();
-    if answers.iter().any(|a| refuses(a)) {
-        return Err("the PUSH_REWRITE trigger said no".into());
-    }
-    let answer = answers.first().map(|a| a.trim()).unwrap_or_default();
-    if answer == stream {
-        Ok(None)
-    } else {
-        Ok(Some(answer.to_owned()))
     }
 }
 

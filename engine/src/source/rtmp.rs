@@ -378,7 +378,7 @@ impl Listeners {
             }
         }
         let url = format!("rtmp://{addr}/{app}/{stream_key}");
-        match super::push::rewrite(
+        match crate::control::triggers::push_rewrite(
             self.triggers.as_ref(),
             &url,
             &peer.ip().to_string(),
