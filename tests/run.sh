@@ -5,8 +5,10 @@
 # (ffprobe is the reference the demuxer is checked against; ffmpeg decodes what we write),
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
 # npm and chromium (hls.js for the player page, and the browser tests), prometheus (promtool),
-# apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, a bounded fuzz
-# run of every parser and of the shard's request path, and the test suite.
+# apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, the
+# fast tier, and the end-to-end tests on both I/O backends; a bounded fuzz run of every parser
+# and of the shard's request path runs (niced) beside the browser tests, which mostly wait on
+# real-time playback, and so do the end-to-end tests light on CPU.
 #
 # Environment: FUZZ_SECONDS (per target, default 10; 0 skips fuzzing).
 set -euo pipefail
@@ -84,8 +86,11 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "no import cycles between modules"
 for crate in engine protocols bench; do python3 tests/module-cycles.py "$crate/src" 2; done
 
-if [ "$fuzz_seconds" != 0 ]; then
-  step "fuzz (${fuzz_seconds}s per target)"
+# The bounded fuzz run (below, FUZZ_SECONDS per target): the parsers of the protocols crate
+# (and what remuxing into fMP4 and from FLV reads), and the shard's whole request path (HTTP
+# heads, routing, the access gate, pipelining bounds) in the engine.
+fuzz() {
+  echo "== fuzz (${fuzz_seconds}s per target) started $(date +%T)"
   corpus=$PWD/target/fuzz-corpus
   mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request" "$corpus/rtp_unwrap" \
     "$corpus/fmp4_remux" "$corpus/flv_remux"
@@ -96,8 +101,6 @@ if [ "$fuzz_seconds" != 0 ]; then
   cp protocols/fuzz/seeds/playlist_parse/* "$corpus/playlist_parse/"
   head -c 20000 protocols/testdata/h264_aac.flv | tail -c +14 > "$corpus/flv_remux/h264_aac"
   cp engine/fuzz/seeds/http_request/* "$corpus/http_request/"
-  # The parsers of the protocols crate (and what remuxing into fMP4 reads), and the shard's
-  # whole request path (HTTP heads, routing, the access gate, pipelining bounds) in the engine.
   for spec in protocols:ts_demux protocols:playlist_parse protocols:rtp_unwrap protocols:fmp4_remux \
       protocols:flv_remux \
       engine:http_request; do
@@ -113,33 +116,116 @@ if [ "$fuzz_seconds" != 0 ]; then
         -print_final_stats=1 >"$log" 2>&1); then
       tail -n 60 "$log"
       echo "fuzz target $target failed; the crashing input is under $crate/fuzz/artifacts/$target/"
-      exit 1
+      return 1
     fi
     echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ') runs, corpus $(ls "$corpus/$target" | wc -l) inputs"
   done
-fi
+  echo "== fuzz ended $(date +%T)"
+}
 
 step "fast tier: unit and crate tests (no server process, no root, no peers)"
 cargo test --workspace --locked
 
-step "end-to-end tests (io backend: auto)"
-cargo test -p shardcast-e2e --features e2e --locked
-
-step "end-to-end tests again, epoll forced"
-# The browser, package, tuning, capacity and check-config tests, the thousand killed config
-# writes, the API, metrics and trigger tests, and the sources whose I/O is the sources'
+e2e=(cargo test -p shardcast-e2e --features e2e --locked)
+# What the epoll pass leaves out. The browser, package, tuning, capacity and check-config
+# tests, the thousand killed config writes, the API, metrics and trigger tests, and the sources whose I/O is the sources'
 # runtime's (processes, pulls, a TCP connect, readyz, failover), the API over TLS and a
 # certificate refused at start exercise no I/O backend of their own: they run once, above. The
 # upgrade under load runs once too; on epoll the failed upgrades and the one after them run.
 # Pushes (handed over by the shard) and TCP listening run twice, and so does the low-latency
 # HLS conformance run (held requests are released through the backend), not its 300 players;
 # the CMAF and DASH renditions (documents like any other, made at ingest) run once.
-SHARDCAST_TEST_IO=epoll cargo test -p shardcast-e2e --features e2e --locked -- --skip browser_ \
-  --skip the_package_ --skip tune_ --skip capacity_ --skip check_config_ --skip a_daemon_killed_ \
-  --skip the_api_needs_its_token --skip metrics_parse_with_promtool --skip triggers_fire_ \
-  --skip default_stream_and_play_rewrite --skip an_encoder_process --skip deleting_an_exec_ \
-  --skip two_edges_pull_ --skip an_origin_answering_404 --skip a_pull_starts_again \
-  --skip the_server_connects_to_a_tcp --skip an_hls_stream_served_by_nginx --skip readyz_ \
-  --skip a_dead_multicast_primary_hands_over --skip the_api_is_served_over_tls \
-  --skip an_expired_certificate_ --skip an_upgrade_under_ --skip a_pulled_source_is_pulled_again \
-  --skip three_hundred_players_held --skip hls_in_fmp4_ --skip a_live_dash_ --skip gstreamer_
+# The HLS proxy's thousand players and a stream pulled through it (the sources' runtime) run
+# once too.
+epoll_skips=(
+  --skip browser_
+  --skip the_package_
+  --skip tune_
+  --skip capacity_
+  --skip check_config_
+  --skip a_daemon_killed_
+  --skip the_api_needs_its_token
+  --skip metrics_parse_with_promtool
+  --skip triggers_fire_
+  --skip default_stream_and_play_rewrite
+  --skip an_encoder_process
+  --skip deleting_an_exec_
+  --skip two_edges_pull_
+  --skip an_origin_answering_404
+  --skip a_pull_starts_again
+  --skip the_server_connects_to_a_tcp
+  --skip an_hls_stream_served_by_nginx
+  --skip readyz_
+  --skip a_dead_multicast_primary_hands_over
+  --skip the_api_is_served_over_tls
+  --skip an_expired_certificate_
+  --skip an_upgrade_under_
+  --skip a_pulled_source_is_pulled_again
+  --skip three_hundred_players_held
+  --skip hls_in_fmp4_
+  --skip a_live_dash_
+  --skip gstreamer_
+  --skip a_thousand_players_through_the_proxy
+  --skip a_stream_pulled_from_a_configured_proxy
+)
+# Test binaries light on CPU (their tests mostly wait on real-time media and small servers):
+# they run, with both backends, beside the browser tests (a third of the end-to-end time,
+# one browser at a time, playing in real time); the rest run after, alone. A new test file
+# is heavy unless listed here.
+light=(access appliance cmaf control failover impaired inspect notify proxy_cache reverse_proxy
+  rtmp sessions sources stream_edits tls triggers)
+mapfile -t all < <(awk '/^\[\[test\]\]/ { t = 1 } t && /^name = / { gsub(/"/, "", $3); print $3; t = 0 }' \
+  tests/e2e/Cargo.toml)
+heavy=()
+for t in "${all[@]}"; do
+  [[ " ${light[*]} player " == *" $t "* ]] || heavy+=("$t")
+done
+tests_of() { for t in "$@"; do printf -- '--test %s ' "$t"; done; }
+# Background work (and what it started) is stopped if a step fails.
+background=()
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+trap 'for pid in "${background[@]}"; do kill_tree "$pid"; done' EXIT
+
+step "end-to-end tests: building them"
+"${e2e[@]}" --no-run
+
+step "end-to-end tests: the browser tests, beside the light tests (io backend: auto, then epoll forced) and the fuzz run (niced)"
+browser_log=$PWD/target/e2e-browser.log
+fuzz_log=$PWD/target/fuzz.log
+"${e2e[@]}" --test player >"$browser_log" 2>&1 &
+browser=$!
+background+=("$browser")
+fuzzing=""
+if [ "$fuzz_seconds" != 0 ]; then
+  # At the lowest priority: the fuzz targets' builds take the CPU the tests leave idle, and
+  # give it up when they want it.
+  (renice -n 19 -p "$BASHPID" >/dev/null && fuzz) >"$fuzz_log" 2>&1 &
+  fuzzing=$!
+  background+=("$fuzzing")
+fi
+# shellcheck disable=SC2046 # one word per --test and binary
+"${e2e[@]}" $(tests_of "${light[@]}")
+# shellcheck disable=SC2046
+SHARDCAST_TEST_IO=epoll "${e2e[@]}" $(tests_of "${light[@]}") -- "${epoll_skips[@]}"
+browser_ok=0
+wait "$browser" || browser_ok=$?
+cat "$browser_log"
+[ "$browser_ok" -eq 0 ] || { echo "the browser tests failed"; exit 1; }
+if [ -n "$fuzzing" ]; then
+  fuzz_ok=0
+  wait "$fuzzing" || fuzz_ok=$?
+  cat "$fuzz_log"
+  [ "$fuzz_ok" -eq 0 ] || { echo "the fuzz run failed"; exit 1; }
+fi
+
+step "end-to-end tests: the rest (io backend: auto)"
+# shellcheck disable=SC2046
+"${e2e[@]}" $(tests_of "${heavy[@]}")
+
+step "end-to-end tests: the rest again, epoll forced"
+# shellcheck disable=SC2046
+SHARDCAST_TEST_IO=epoll "${e2e[@]}" $(tests_of "${heavy[@]}") -- "${epoll_skips[@]}"
