@@ -6,9 +6,9 @@
 # nginx (a caching proxy in front of shardcast), systemd and procps (the appliance tests),
 # npm and chromium (hls.js for the player page, and the browser tests), prometheus (promtool),
 # apache2 and lighttpd (reverse-proxy snippets), and cargo-fuzz. Then: formatting, clippy, the
-# fast tier, and the end-to-end tests on both I/O backends; a bounded fuzz run of every parser
-# and of the shard's request path runs (niced) beside the browser tests, which mostly wait on
-# real-time playback, and so do the end-to-end tests light on CPU.
+# bounded fuzz run of every parser and of the shard's request path, the fast tier, and the
+# end-to-end tests on both I/O backends (those light on CPU beside the browser tests, which
+# mostly wait on real-time playback; the heavy ones after, alone).
 #
 # Environment: FUZZ_SECONDS (per target, default 10; 0 skips fuzzing).
 set -euo pipefail
@@ -86,11 +86,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "no import cycles between modules"
 for crate in engine protocols bench; do python3 tests/module-cycles.py "$crate/src" 2; done
 
-# The bounded fuzz run (below, FUZZ_SECONDS per target): the parsers of the protocols crate
+# The bounded fuzz run (FUZZ_SECONDS per target): the parsers of the protocols crate
 # (and what remuxing into fMP4 and from FLV reads), and the shard's whole request path (HTTP
 # heads, routing, the access gate, pipelining bounds) in the engine.
 fuzz() {
-  echo "== fuzz (${fuzz_seconds}s per target) started $(date +%T)"
   corpus=$PWD/target/fuzz-corpus
   mkdir -p "$corpus/ts_demux" "$corpus/playlist_parse" "$corpus/http_request" "$corpus/rtp_unwrap" \
     "$corpus/fmp4_remux" "$corpus/flv_remux"
@@ -120,8 +119,12 @@ fuzz() {
     fi
     echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ') runs, corpus $(ls "$corpus/$target" | wc -l) inputs"
   done
-  echo "== fuzz ended $(date +%T)"
 }
+
+if [ "$fuzz_seconds" != 0 ]; then
+  step "fuzz (${fuzz_seconds}s per target)"
+  fuzz
+fi
 
 step "fast tier: unit and crate tests (no server process, no root, no peers)"
 cargo test --workspace --locked
@@ -193,20 +196,11 @@ trap 'for pid in "${background[@]}"; do kill_tree "$pid"; done' EXIT
 step "end-to-end tests: building them"
 "${e2e[@]}" --no-run
 
-step "end-to-end tests: the browser tests, beside the light tests (io backend: auto, then epoll forced) and the fuzz run (niced)"
+step "end-to-end tests: the browser tests, beside the light tests (io backend: auto, then epoll forced)"
 browser_log=$PWD/target/e2e-browser.log
-fuzz_log=$PWD/target/fuzz.log
 "${e2e[@]}" --test player >"$browser_log" 2>&1 &
 browser=$!
 background+=("$browser")
-fuzzing=""
-if [ "$fuzz_seconds" != 0 ]; then
-  # At the lowest priority: the fuzz targets' builds take the CPU the tests leave idle, and
-  # give it up when they want it.
-  (renice -n 19 -p "$BASHPID" >/dev/null && fuzz) >"$fuzz_log" 2>&1 &
-  fuzzing=$!
-  background+=("$fuzzing")
-fi
 # shellcheck disable=SC2046 # one word per --test and binary
 "${e2e[@]}" $(tests_of "${light[@]}")
 # shellcheck disable=SC2046
@@ -215,12 +209,6 @@ browser_ok=0
 wait "$browser" || browser_ok=$?
 cat "$browser_log"
 [ "$browser_ok" -eq 0 ] || { echo "the browser tests failed"; exit 1; }
-if [ -n "$fuzzing" ]; then
-  fuzz_ok=0
-  wait "$fuzzing" || fuzz_ok=$?
-  cat "$fuzz_log"
-  [ "$fuzz_ok" -eq 0 ] || { echo "the fuzz run failed"; exit 1; }
-fi
 
 step "end-to-end tests: the rest (io backend: auto)"
 # shellcheck disable=SC2046
