@@ -22,14 +22,15 @@ pub struct VideoParams {
     pub bit_depth_chroma: u8,
 }
 
-/// A bit reader over an RBSP (emulation prevention bytes already removed).
-struct Bits<'a> {
+/// A bit reader, most significant bit first: over an RBSP (emulation prevention bytes
+/// already removed), or any other bit-packed field (an AudioSpecificConfig).
+pub(crate) struct Bits<'a> {
     data: &'a [u8],
     at: usize,
 }
 
 impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         Self { data, at: 0 }
     }
 
@@ -40,7 +41,7 @@ impl<'a> Bits<'a> {
         Some(u32::from(b))
     }
 
-    fn bits(&mut self, n: u32) -> Option<u32> {
+    pub(crate) fn bits(&mut self, n: u32) -> Option<u32> {
         (0..n).try_fold(0u32, |acc, _| Some(acc << 1 | self.bit()?))
     }
 

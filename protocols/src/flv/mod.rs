@@ -17,6 +17,7 @@
 
 pub mod remux;
 
+use crate::es::params::Bits;
 use crate::es::VideoCodec;
 
 /// Tag type of audio.
@@ -413,17 +414,17 @@ impl AacConfig {
     pub fn parse(config: &[u8]) -> Result<Self, FlvError> {
         let bad = |what| FlvError::Config(what);
         let mut bits = Bits::new(config);
-        let mut object_type = bits.object_type().ok_or(bad("AudioSpecificConfig"))?;
-        let frequency_index = bits.read(4).ok_or(bad("AudioSpecificConfig"))? as u8;
+        let mut object_type = read_object_type(&mut bits).ok_or(bad("AudioSpecificConfig"))?;
+        let frequency_index = bits.bits(4).ok_or(bad("AudioSpecificConfig"))? as u8;
         if frequency_index == 15 {
             return Err(bad("AAC sampling frequency (explicit)"));
         }
-        let channels = bits.read(4).ok_or(bad("AudioSpecificConfig"))? as u8;
+        let channels = bits.bits(4).ok_or(bad("AudioSpecificConfig"))? as u8;
         if object_type == 5 || object_type == 29 {
             // SBR (and PS): the extension's rate, then the core's object type; ADTS carries
             // the core's rate and type (implicit signalling).
-            let _extension_index = bits.read(4).ok_or(bad("AudioSpecificConfig"))?;
-            object_type = bits.object_type().ok_or(bad("AudioSpecificConfig"))?;
+            let _extension_index = bits.bits(4).ok_or(bad("AudioSpecificConfig"))?;
+            object_type = read_object_type(&mut bits).ok_or(bad("AudioSpecificConfig"))?;
         }
         if !(1..=4).contains(&object_type) {
             return Err(FlvError::Unsupported(format!(
@@ -477,33 +478,11 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Reads bits, most significant first.
-struct Bits<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self { data, at: 0 }
-    }
-
-    fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0;
-        for _ in 0..n {
-            let byte = *self.data.get(self.at / 8)?;
-            v = v << 1 | u32::from(byte >> (7 - self.at % 8) & 1);
-            self.at += 1;
-        }
-        Some(v)
-    }
-
-    /// An audio object type, with its escape (31: 32 and six more bits).
-    fn object_type(&mut self) -> Option<u8> {
-        match self.read(5)? {
-            31 => Some(32 + self.read(6)? as u8),
-            t => Some(t as u8),
-        }
+/// An audio object type, with its escape (31: 32 and six more bits).
+fn read_object_type(bits: &mut Bits<'_>) -> Option<u8> {
+    match bits.bits(5)? {
+        31 => Some(32 + bits.bits(6)? as u8),
+        t => Some(t as u8),
     }
 }
 

@@ -8,7 +8,6 @@
 mod support;
 
 use nix::sys::signal::Signal;
-use shardcast_protocols::hls::{parse, Playlist};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -62,15 +61,6 @@ fn publish_once(url: &str) -> (bool, String, Duration) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
         started.elapsed(),
     )
-}
-
-fn discontinuities(server: &Server, stream: &str) -> usize {
-    let (code, _, body) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
-    assert_eq!(code, 200);
-    match parse(&body).unwrap() {
-        Playlist::Media(m) => m.segments.iter().filter(|s| s.discontinuity).count(),
-        other => panic!("not a media playlist: {other:?}"),
-    }
 }
 
 fn metrics(api: std::net::SocketAddr, token: &str) -> String {

@@ -11,7 +11,6 @@
 mod support;
 
 use nix::sys::signal::Signal;
-use shardcast_protocols::hls::{parse, Playlist};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use support::*;
@@ -85,15 +84,6 @@ fn assert_encoder_tracks(url: &str) {
         probe.contains("h264,640,360,") && probe.contains("aac"),
         "{probe}"
     );
-}
-
-fn discontinuities(server: &Server, stream: &str) -> usize {
-    let (code, _, body) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
-    assert_eq!(code, 200);
-    match parse(&body).unwrap() {
-        Playlist::Media(m) => m.segments.iter().filter(|s| s.discontinuity).count(),
-        other => panic!("not a media playlist: {other:?}"),
-    }
 }
 
 #[test]

@@ -610,6 +610,17 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The discontinuities in `stream`'s live HLS playlist now.
+pub fn discontinuities(server: &Server, stream: &str) -> usize {
+    use shardcast_protocols::hls::{parse, Playlist};
+    let (code, _, body) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
+    assert_eq!(code, 200);
+    match parse(&body).unwrap() {
+        Playlist::Media(m) => m.segments.iter().filter(|s| s.discontinuity).count(),
+        other => panic!("not a media playlist: {other:?}"),
+    }
+}
+
 /// The PTS (90 kHz) of the first PES that starts on `pid` in `data`.
 pub fn first_pts(data: &[u8], pid: u16) -> Option<u64> {
     use shardcast_protocols::ts::{pes::PesHeader, Packet};
