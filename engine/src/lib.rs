@@ -13,7 +13,7 @@
 //! module: HLS, progressive MPEG-TS), [`shard`] (the per-CPU event loop and its two backends), [`server`]
 //! (start, signals, stop), [`notify`] (the service manager's ready, stopping and watchdog
 //! notifications), [`player`] (player page, embed script, stream info, hls.js, dash.js), [`inspect`] (the file inspector), [`session`] (viewer sessions and the shard links that carry them), [`sys`] (CPU affinity, clocks, memfds,
-//! sendfile), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
+//! sendfile, libsrt), [`host`] (kernel settings, NICs and their interrupts, CPU topology), [`tune`]
 //! (tuning profiles), [`capacity`] (deployment planning), [`files`] (atomic writes), [`upstream`]
 //! (HTTP to servers someone outside names, behind the SSRF guard), [`proxy`] (remote HLS
 //! re-served under `/proxy/`, fetched once for every viewer).

@@ -492,6 +492,8 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     // Every source's task (and its sockets) goes with the shards.
     sources.shutdown_timeout(std::time::Duration::from_secs(1));
     upstream.shutdown_timeout(std::time::Duration::from_secs(1));
+    // SRT's threads are out of libsrt before the process exits (and libsrt's statics go).
+    crate::source::stop_srt_threads();
     tracing::info!("shardcast stopped");
     if failed {
         Err(ServeError::ShardFailed)

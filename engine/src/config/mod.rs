@@ -808,7 +808,7 @@ mod tests {
         for (text, why) in [
             ("source = []", "empty"),
             (
-                "source = [\"demo:\", \"srt://x\"]",
+                "source = [\"demo:\", \"rist://x\"]",
                 "unsupported source scheme",
             ),
             (
@@ -855,6 +855,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rtmp.streams.len(), 2);
+        // And an SRT listener (told apart by stream id); a caller calls where it is told.
+        let srt = Config::parse(
+            "[[stream]]\nname = \"a\"\nsource = \"srt://0.0.0.0:9000\"\n\
+             [[stream]]\nname = \"b\"\nsource = \"srt://0.0.0.0:9000?passphrase=0123456789\"\n\
+             [[stream]]\nname = \"c\"\nsource = \"srt://encoder.example:9000?mode=caller\"\n",
+        )
+        .unwrap();
+        assert_eq!(srt.streams.len(), 3);
         assert_eq!(
             c.proxies[0].headers,
             [("Referer".to_owned(), "https://news.example/".to_owned())]
@@ -956,6 +964,26 @@ mod tests {
                 Some(6),
                 "listens on TCP port 1935",
             ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"srt://0.0.0.0:9000\"\n[[stream]]\nname = \"b\"\nsource = \"srt://127.0.0.1:9000\"\n".to_owned(),
+                Some(6),
+                "takes SRT on 127.0.0.1:9000",
+            ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"srt://0.0.0.0:9000\"\n[[stream]]\nname = \"b\"\nsource = \"udp://239.1.1.1:9000\"\n".to_owned(),
+                Some(6),
+                "where stream \"a\" takes SRT",
+            ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"udp://127.0.0.1:9000\"\n[[stream]]\nname = \"b\"\nsource = \"srt://0.0.0.0:9000\"\n".to_owned(),
+                Some(6),
+                "takes that UDP port otherwise",
+            ),
+            (
+                "[[stream]]\nname = \"a\"\nsource = \"srt://0.0.0.0:9000?passphrase=short\"\n".to_owned(),
+                Some(3),
+                "10 to 79 characters",
+            ),
         ] {
             let e = Config::parse(&text).unwrap_err();
             assert!(e.to_string().contains(why), "{text}: {e}");
@@ -965,7 +993,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_the_reason() {
-        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"srt://x\"\n").unwrap_err();
+        let e = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"\n\n[[stream]]\nname = \"a\"\nsource = \"rist://x\"\n").unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.to_string().contains("unsupported source scheme"), "{e}");
         let e = Config::parse("[server]\nlisten = 8080\n").unwrap_err();

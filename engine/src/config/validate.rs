@@ -615,6 +615,47 @@ fn stream(
             ));
         }
     }
+    // SRT listeners too (one per address, its streams told apart by stream id); their UDP
+    // port is no UDP source's.
+    if source.srt_listen().is_some() || matches!(source, SourceSpec::Srt(_)) {
+        crate::sys::srt::srt()
+            .map_err(|e| Refusal::at(st.source.span(), format!("stream {name:?}: {e}")))?;
+    }
+    if let Some(srt) = source.srt_listen() {
+        let udp_port = |s: &StreamConfig| match &s.source {
+            SourceSpec::Udp(u) => u.addr.port() == srt.port(),
+            _ => false,
+        };
+        if let Some(other) = before.iter().find(|s| {
+            udp_port(s)
+                || s.source
+                    .srt_listen()
+                    .is_some_and(|a| a.port() == srt.port() && a != srt)
+        }) {
+            return Err(Refusal::at(
+                st.source.span(),
+                format!(
+                    "stream {name:?} takes SRT on {srt}, and stream {:?} takes that UDP port otherwise",
+                    other.name
+                ),
+            ));
+        }
+    }
+    if let SourceSpec::Udp(udp) = &source {
+        let port = udp.addr.port();
+        if let Some(other) = before
+            .iter()
+            .find(|s| s.source.srt_listen().is_some_and(|a| a.port() == port))
+        {
+            return Err(Refusal::at(
+                st.source.span(),
+                format!(
+                    "stream {name:?} takes UDP on port {port}, where stream {:?} takes SRT",
+                    other.name
+                ),
+            ));
+        }
+    }
     if let Some(port) = source.tcp_listen_port() {
         if let Some(other) = before.iter().find(|s| {
             !s.is_template()

@@ -263,6 +263,9 @@ struct Input {
     switches: u64,
     /// A failover list's state.
     failover: Option<crate::source::FailoverStatus>,
+    /// The SRT connection's statistics while one feeds the stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srt: Option<crate::sys::srt::Stats>,
 }
 
 /// What a stream's RTP sequence numbers say.
@@ -344,6 +347,7 @@ async fn stream_status(
                 .and_then(|e| e.clone()),
             switches: c.source_switches,
             failover: info.counters.failover.lock().ok().and_then(|f| f.clone()),
+            srt: info.counters.srt.lock().ok().and_then(|s| s.clone()),
         },
         viewers: Viewers::of(&state, info),
         segments: Segments {

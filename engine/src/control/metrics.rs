@@ -263,6 +263,7 @@ pub(super) fn render(state: &ControlState) -> String {
             &info.counters.send_latency,
         );
     }
+    srt_stream_metrics(&mut out, &streams, &names);
     let stats = state.run.shard_stats();
     for (metric, kind, help) in [
         (
@@ -450,6 +451,35 @@ pub(super) fn render(state: &ControlState) -> String {
         let _ = writeln!(
             out,
             "shardcast_rtmp_refused_total{{reason=\"{reason}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    let srt = &state.pushes.srt().counts;
+    family(
+        &mut out,
+        "shardcast_srt_connections",
+        "gauge",
+        "SRT connections open (callers accepted and calls made).",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_srt_connections {}",
+        srt.open.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "shardcast_srt_refused_total",
+        "counter",
+        "SRT callers refused in the handshake before any stream took them, by reason: no_stream (404: no stream has the stream id), mode (405: m= other than publish) or busy (402: max_pushes open). Refusals by a stream's allow= or passphrase are its source_refused.",
+    );
+    for (reason, value) in [
+        ("no_stream", &srt.refused_unknown),
+        ("mode", &srt.refused_mode),
+        ("busy", &srt.refused_busy),
+    ] {
+        let _ = writeln!(
+            out,
+            "shardcast_srt_refused_total{{reason=\"{reason}\"}} {}",
             value.load(Ordering::Relaxed)
         );
     }
@@ -679,6 +709,73 @@ fn proxy_metrics(out: &mut String, proxies: &crate::proxy::Proxies) {
     ] {
         family(out, metric, kind, help);
         let _ = writeln!(out, "{metric} {value}");
+    }
+}
+
+/// The statistics of each stream's SRT connection, for streams fed over SRT now.
+fn srt_stream_metrics(
+    out: &mut String,
+    streams: &[&std::sync::Arc<crate::shard::StreamInfo>],
+    names: &[String],
+) {
+    let stats: Vec<_> = streams
+        .iter()
+        .zip(names)
+        .filter_map(|(info, name)| {
+            let stats = info.counters.srt.lock().ok()?.clone()?;
+            Some((name, stats))
+        })
+        .collect();
+    type Read = fn(&crate::sys::srt::Stats) -> f64;
+    let families: [(&str, &str, &str, Read); 7] = [
+        (
+            "shardcast_stream_srt_rtt_seconds",
+            "gauge",
+            "The SRT connection's smoothed round-trip time.",
+            |s| s.rtt_ms / 1000.0,
+        ),
+        (
+            "shardcast_stream_srt_received_packets_total",
+            "counter",
+            "SRT data packets received, retransmissions included (this connection).",
+            |s| s.received_packets as f64,
+        ),
+        (
+            "shardcast_stream_srt_lost_packets_total",
+            "counter",
+            "SRT packets found missing and asked for again (this connection).",
+            |s| s.lost_packets as f64,
+        ),
+        (
+            "shardcast_stream_srt_retransmitted_packets_total",
+            "counter",
+            "Retransmitted SRT packets received (this connection).",
+            |s| s.retransmitted_packets as f64,
+        ),
+        (
+            "shardcast_stream_srt_dropped_packets_total",
+            "counter",
+            "SRT packets given up on: not recovered within the latency (this connection).",
+            |s| s.dropped_packets as f64,
+        ),
+        (
+            "shardcast_stream_srt_receive_buffer_seconds",
+            "gauge",
+            "What the SRT receive buffer holds, in time.",
+            |s| s.receive_buffer_ms as f64 / 1000.0,
+        ),
+        (
+            "shardcast_stream_srt_receive_buffer_bytes",
+            "gauge",
+            "What the SRT receive buffer holds, in bytes.",
+            |s| s.receive_buffer_bytes as f64,
+        ),
+    ];
+    for (metric, kind, help, read) in families {
+        family(out, metric, kind, help);
+        for (name, s) in &stats {
+            let _ = writeln!(out, "{metric}{{stream=\"{name}\"}} {}", read(s));
+        }
     }
 }
 

@@ -532,7 +532,7 @@ impl ShardCore {
             if let Some(udp) = socket {
                 changes.start_sources.push((index, info.name.clone(), udp));
             }
-            tracing::info!(stream = %info.name, shard = self.index, source = %info.source_url, "stream started");
+            tracing::info!(stream = %info.name, shard = self.index, source = %crate::source::redacted(&info.source_url), "stream started");
         }
         self.locals[slot] = Some(Local {
             view: StreamView::new(info.window_ns, info.config.limits.max_buffer),

@@ -70,17 +70,24 @@ impl Inlet {
         loop {
             // Registered before the queue is tried again, so a take in between is not missed.
             let room = self.room.notified();
-            match self.queue.push(delivery) {
-                Ok(()) => break,
+            match self.try_deliver(delivery) {
+                Ok(()) => return,
                 Err(back) => {
                     delivery = back;
                     room.await;
                 }
             }
         }
+    }
+
+    /// A thread's side (SRT's, which polls rather than awaits): queue `delivery` if there is
+    /// room, or give it back.
+    pub fn try_deliver(&self, delivery: Delivery) -> Result<(), Delivery> {
+        self.queue.push(delivery)?;
         if !self.pending.swap(true, Ordering::AcqRel) {
             self.waker.wake();
         }
+        Ok(())
     }
 
     /// The shard's side: everything queued, in order, to `take`. Returns how many deliveries.

@@ -23,6 +23,9 @@
 //!                                         /push/{stream} on the viewers' port
 //!  rtmp://addr:port/app?key=…   rtmp.rs   encoders publish FLV over RTMP (one listener per
 //!                                         address for all its streams), remuxed into TS
+//!  srt://addr:port?passphrase=… srt.rs    encoders call over SRT (one listener per address,
+//!  srt://host:port?mode=caller            stream ids naming streams), or the server calls;
+//!                                         libsrt, polled by a thread of its own
 //!  [URL, URL, …] (a list)       failover.rs  all of them at once; the first live one feeds
 //!                                         the stream
 //! ```
@@ -41,6 +44,7 @@ mod pull;
 mod push;
 mod retry;
 mod rtmp;
+mod srt;
 mod tcp;
 mod udp;
 
@@ -55,6 +59,7 @@ pub use pull::PullSpec;
 pub use push::{PushCounts, PushSpec, Pushes};
 pub use retry::Retry;
 pub use rtmp::{RtmpCounts, RtmpSpec};
+pub use srt::{stop_srt_threads, SrtCounts, SrtMode, SrtSpec};
 pub use tcp::{TcpMode, TcpSpec};
 pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
 
@@ -79,6 +84,8 @@ pub enum SourceSpec {
     Push(PushSpec),
     /// Published by an encoder over RTMP.
     Rtmp(RtmpSpec),
+    /// Over SRT, called by an encoder or calling one.
+    Srt(SrtSpec),
     /// A list of sources, the first live one feeding the stream.
     Failover(FailoverSpec),
 }
@@ -120,6 +127,7 @@ pub(crate) const SCHEMES: &[(&str, ParseUrl)] = &[
     ("proxy://", hls_pull::parse_proxy),
     ("push://", push::parse),
     ("rtmp://", rtmp::parse),
+    ("srt://", srt::parse),
 ];
 
 /// The schemes, for an error message.
@@ -149,6 +157,7 @@ impl SourceSpec {
             SourceSpec::HlsPull(pull) => Box::new(hls_pull::start(pull, context)),
             SourceSpec::Push(push) => Box::new(push::start(push, context)),
             SourceSpec::Rtmp(rtmp) => Box::new(rtmp::start(rtmp, context)),
+            SourceSpec::Srt(srt) => Box::new(srt::start(srt, context)),
             SourceSpec::Failover(list) => Box::new(failover::start(list, context)),
             SourceSpec::Demo => Box::new(DemoSource::new()),
             SourceSpec::Udp(udp) => Box::new(UdpDriver(udp.clone())),
@@ -208,6 +217,15 @@ impl SourceSpec {
         }
     }
 
+    /// The UDP address it takes SRT callers on, for a listening SRT source.
+    pub fn srt_listen(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            SourceSpec::Failover(list) => list.sources.iter().find_map(|(_, s)| s.srt_listen()),
+            SourceSpec::Srt(srt) if srt.mode == SrtMode::Listener => Some(srt.listen),
+            _ => None,
+        }
+    }
+
     /// The TCP port it listens on, for a listening TCP source.
     pub fn tcp_listen_port(&self) -> Option<u16> {
         match self {
@@ -224,7 +242,8 @@ impl SourceSpec {
     }
 
     /// Whether it and `other` would take the same input: one UDP address (an unspecified
-    /// address overlaps every other on its port), or one listening TCP port.
+    /// address overlaps every other on its port; an SRT listener's too), or one listening TCP
+    /// port. SRT listeners of one address share it.
     pub fn shares_input(&self, other: &SourceSpec) -> bool {
         match (self, other) {
             (SourceSpec::Failover(list), _) => {
@@ -233,11 +252,11 @@ impl SourceSpec {
             (_, SourceSpec::Failover(list)) => {
                 list.sources.iter().any(|(_, s)| self.shares_input(s))
             }
-            (SourceSpec::Udp(a), SourceSpec::Udp(b)) => {
-                a.addr.port() == b.addr.port()
-                    && (a.addr.ip() == b.addr.ip()
-                        || a.addr.ip().is_unspecified()
-                        || b.addr.ip().is_unspecified())
+            (SourceSpec::Udp(a), SourceSpec::Udp(b)) => udp_overlap(a.addr, b.addr),
+            (SourceSpec::Udp(a), SourceSpec::Srt(b)) | (SourceSpec::Srt(b), SourceSpec::Udp(a))
+                if b.mode == SrtMode::Listener =>
+            {
+                udp_overlap(a.addr, b.listen)
             }
             _ => self
                 .tcp_listen_port()
@@ -255,6 +274,7 @@ impl SourceSpec {
                 | SourceSpec::HlsPull(_)
                 | SourceSpec::Push(_)
                 | SourceSpec::Rtmp(_)
+                | SourceSpec::Srt(_)
                 | SourceSpec::Failover(_)
         )
     }
@@ -271,9 +291,31 @@ impl SourceSpec {
             SourceSpec::HlsPull(_) => "hls",
             SourceSpec::Push(_) => "push",
             SourceSpec::Rtmp(_) => "rtmp",
+            SourceSpec::Srt(_) => "srt",
             SourceSpec::Failover(_) => "failover",
         }
     }
+}
+
+/// A source URL for the log: the values of its secrets (`key=`, `passphrase=`) replaced.
+pub fn redacted(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let fields: Vec<String> = query
+        .split('&')
+        .map(|field| match field.split_once('=') {
+            Some((name @ ("key" | "passphrase"), _)) => format!("{name}=…"),
+            _ => field.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", fields.join("&"))
+}
+
+/// Whether two UDP addresses would take the same datagrams: one port, and one address or an
+/// unspecified one.
+fn udp_overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// An `allow=` value: addresses or CIDR ranges, comma-separated (`None`: one does not parse).
@@ -335,9 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_left_out_of_logged_urls() {
+        assert_eq!(
+            redacted("srt://0.0.0.0:9000?latency=200&passphrase=0123456789&x"),
+            "srt://0.0.0.0:9000?latency=200&passphrase=…&x"
+        );
+        assert_eq!(redacted("rtmp://h/live?key=s"), "rtmp://h/live?key=…");
+        assert_eq!(redacted("udp://1.2.3.4:5"), "udp://1.2.3.4:5");
+    }
+
+    #[test]
     fn refuses_bad_urls_with_a_reason() {
         assert!(matches!(
-            SourceSpec::parse("srt://x"),
+            SourceSpec::parse("rist://x"),
             Err(SourceError::Scheme(_))
         ));
         assert!(matches!(

@@ -103,6 +103,7 @@ pub struct Pushes {
     /// The counts, for metrics.
     pub counts: PushCounts,
     rtmp: Arc<super::rtmp::Listeners>,
+    srt: Arc<super::srt::Listeners>,
 }
 
 /// A stream that takes pushes: where its bytes go, and which pusher feeds it.
@@ -122,7 +123,7 @@ const ENDED: u64 = u64::MAX;
 
 impl Pushes {
     /// Pushes run as tasks on `tasks`, asking `triggers` (`PUSH_REWRITE`); at most `max`
-    /// connections at once, and as many RTMP connections.
+    /// connections at once, and as many RTMP and as many SRT connections.
     pub fn new(
         tasks: tokio::runtime::Handle,
         triggers: Option<Arc<TriggerSet>>,
@@ -131,6 +132,7 @@ impl Pushes {
         Arc::new(Self {
             doors: Mutex::new(HashMap::new()),
             rtmp: super::rtmp::Listeners::new(tasks.clone(), triggers.clone(), max),
+            srt: super::srt::Listeners::new(max),
             tasks,
             triggers,
             slots: Arc::new(tokio::sync::Semaphore::new(max)),
@@ -259,6 +261,11 @@ impl Pushes {
     /// The RTMP listeners (RTMP publishing is a push too).
     pub fn rtmp(&self) -> &Arc<super::rtmp::Listeners> {
         &self.rtmp
+    }
+
+    /// The SRT listeners, and the counts of SRT callers (an SRT caller is a push too).
+    pub fn srt(&self) -> &Arc<super::srt::Listeners> {
+        &self.srt
     }
 }
 

@@ -77,6 +77,8 @@ pub struct StreamCounters {
     pub source_switches: AtomicU64,
     /// A failover list's state: which source is active, which are live.
     pub failover: std::sync::Mutex<Option<crate::source::FailoverStatus>>,
+    /// The SRT connection feeding the stream: its statistics, sampled once a second.
+    pub srt: std::sync::Mutex<Option<crate::sys::srt::Stats>>,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
     /// Input bitrate over the last sample period (a gauge the control plane sets about once

@@ -127,10 +127,10 @@ fn streams_change_live_through_the_api_and_sighup_and_survive_a_restart() {
         "PUT",
         "/api/v1/streams/two",
         &token,
-        Some("{\"source\": \"srt://elsewhere/x\"}"),
+        Some("{\"source\": \"rist://elsewhere/x\"}"),
     );
     assert_eq!(status, 422, "{e}");
-    assert!(e["error"].as_str().unwrap().contains("srt://"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("rist://"), "{e}");
     check_error(&spec, e.to_string().as_bytes(), "PUT 422");
     let (status, e) = api_call(
         api_addr,

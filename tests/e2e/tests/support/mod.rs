@@ -1329,3 +1329,118 @@ pub fn small_source(port: u16, seconds: u32) -> KillOnDrop {
         25,
     )
 }
+
+/// A small seeded generator (xorshift64*): the same impairments on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// What a [`LossyPath`] did, per direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PathCounts {
+    pub forward: u64,
+    pub forward_lost: u64,
+    pub back: u64,
+    pub back_lost: u64,
+}
+
+/// A two-way UDP path of the test's own (this kernel has no netem): datagrams sent to its
+/// port go on to `to`, and the answers come back to their sender, each way losing
+/// `loss` of them (seeded) and delaying the rest by `delay`, order kept. For SRT, whose
+/// acknowledgements and retransmission requests travel back.
+pub struct LossyPath {
+    pub port: u16,
+    counts: std::sync::Arc<std::sync::Mutex<PathCounts>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LossyPath {
+    pub fn start(to: SocketAddr, loss: f64, delay: Duration, seed: u64) -> LossyPath {
+        use std::collections::VecDeque;
+        use std::net::UdpSocket;
+        use std::sync::atomic::Ordering;
+        let near = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        near.set_nonblocking(true).unwrap();
+        far.set_nonblocking(true).unwrap();
+        let port = near.local_addr().unwrap().port();
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(PathCounts::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (counts.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = Rng(seed);
+            let mut sender: Option<SocketAddr> = None;
+            // (due, towards the far end, datagram)
+            let mut queue: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let mut idle = true;
+                while let Ok((n, from)) = near.recv_from(&mut buf) {
+                    idle = false;
+                    sender = Some(from);
+                    let mut counts = c.lock().unwrap();
+                    counts.forward += 1;
+                    if rng.chance(loss) {
+                        counts.forward_lost += 1;
+                    } else {
+                        queue.push_back((Instant::now() + delay, true, buf[..n].to_vec()));
+                    }
+                }
+                while let Ok((n, _)) = far.recv_from(&mut buf) {
+                    idle = false;
+                    let mut counts = c.lock().unwrap();
+                    counts.back += 1;
+                    if rng.chance(loss) {
+                        counts.back_lost += 1;
+                    } else {
+                        queue.push_back((Instant::now() + delay, false, buf[..n].to_vec()));
+                    }
+                }
+                let now = Instant::now();
+                while queue.front().is_some_and(|(due, _, _)| *due <= now) {
+                    let (_, forward, datagram) = queue.pop_front().unwrap();
+                    if forward {
+                        let _ = far.send_to(&datagram, to);
+                    } else if let Some(back_to) = sender {
+                        let _ = near.send_to(&datagram, back_to);
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        });
+        LossyPath {
+            port,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn counts(&self) -> PathCounts {
+        *self.counts.lock().unwrap()
+    }
+}
+
+impl Drop for LossyPath {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -8,8 +8,10 @@
 //! ([`join_source_group_v6`]), the read-only mapping of a sealed segment memfd that TLS
 //! encrypts from ([`SealedMapping`]), and taking ownership of descriptors another process
 //! gave this one (the upgrade channel inherited as standard input, and descriptors received
-//! over it: [`take_inherited_fd`], [`receive_with_fds`]). The io_uring backend's `unsafe` lives in its own module,
-//! not here.
+//! over it: [`take_inherited_fd`], [`receive_with_fds`]). SRT's binding to libsrt, opened at
+//! run time, is [`srt`]. The io_uring backend's `unsafe` lives in its own module, not here.
+
+pub mod srt;
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
