@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# What one stream's ingest costs the server over UDP, over TCP and as an HTTP push (issue 16):
-# server CPU per second of ingest with no viewer (packet sync, the segmenter and HLS packaging
-# run in all three), the three interleaved, REPS repetitions each.
+# What one stream's ingest costs the server over UDP, over TCP, as an HTTP push (issue 16),
+# over SRT and over RTMP (issue 17): server CPU per second of ingest with no viewer (packet
+# sync, the segmenter and HLS packaging run in all of them), interleaved, REPS repetitions each.
 #
 #   CPU 0: the server (taskset: its shard, its sources runtime and every other thread)
 #   CPU 1: `shardcast-bench ingest`, the same stream at BITRATE, 1316-byte datagrams, or the
 #          same 1316 bytes per TCP write to a `tcp://` source listening for an encoder, or per
-#          chunk of a chunked PUT to /push/live on the viewers' port (`push://`)
+#          chunk of a chunked PUT to /push/live on the viewers' port (`push://`); for SRT its
+#          datagrams go through Debian's srt-live-transmit (1316 bytes per SRT message), for
+#          RTMP through ffmpeg (`-c copy -f flv`); their CPU counts as the sender's
 #
 # Usage: bench/scripts/ingest-cost.sh        Environment: BITRATE (default 20000000),
-#        SECONDS_MEASURED (default 20), REPS (default 3), IO (shardcast's backend, default auto).
+#        SECONDS_MEASURED (default 20), REPS (default 3), IO (shardcast's backend, default auto),
+#        WAYS (default "udp tcp push srt rtmp").
 # One JSON line per run goes to bench/results/ingest-cost-DATE.jsonl; the medians and the
 # TCP/UDP ratios are printed, of the server's CPU and of the server's and the sender's together
 # (on loopback the sender's side does part of the receiving side's kernel work).
@@ -19,10 +22,11 @@ bitrate=${BITRATE:-20000000}
 seconds=${SECONDS_MEASURED:-20}
 reps=${REPS:-3}
 io=${IO:-auto}
+read -r -a ways <<< "${WAYS:-udp tcp push srt rtmp}"
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
 server_bin=target/release/shardcast
-port=18601; udp=15601; tcp=15602
+port=18601; udp=15601; tcp=15602; srt=15603; rtmp=15604; relay_in=15605
 work=$(mktemp -d /tmp/shardcast-ingest-cost.XXXXXX)
 out="bench/results/ingest-cost-$(date -u +%Y%m%d-%H%M).jsonl"
 mkdir -p bench/results
@@ -36,10 +40,12 @@ trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for rep in $(seq "$reps"); do
-  for over in udp tcp push; do
+  for over in "${ways[@]}"; do
     source="udp://127.0.0.1:$udp"
     [ "$over" = tcp ] && source="tcp://127.0.0.1:$tcp"
     [ "$over" = push ] && source="push://"
+    [ "$over" = srt ] && source="srt://127.0.0.1:$srt"
+    [ "$over" = rtmp ] && source="rtmp://127.0.0.1:$rtmp/live"
     cat > "$work/shardcast.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -62,16 +68,32 @@ TOML
       to="127.0.0.1:$port"; flag="--push /push/live"
       sleep 0.5 # the stream opens to pushes once its shard has started it
     fi
+    relay=""
+    if [ "$over" = srt ]; then
+      sleep 0.5
+      taskset -c 1 srt-live-transmit -q "udp://127.0.0.1:$relay_in" \
+        "srt://127.0.0.1:$srt?streamid=live" >/dev/null 2>&1 &
+      relay=$!; pids+=("$relay"); to="127.0.0.1:$relay_in"
+    fi
+    if [ "$over" = rtmp ]; then
+      until ss -ltn "sport = :$rtmp" | grep -q LISTEN; do sleep 0.1; done
+      taskset -c 1 ffmpeg -nostdin -v error -f mpegts -i "udp://127.0.0.1:$relay_in?fifo_size=100000" \
+        -c copy -f flv "rtmp://127.0.0.1:$rtmp/live/live" >/dev/null 2>&1 &
+      relay=$!; pids+=("$relay"); to="127.0.0.1:$relay_in"
+    fi
     taskset -c 1 "$bench" ingest --to "$to" $flag --seconds $((seconds + 8)) \
       --bitrate "$bitrate" --width 1280 --height 720 >/dev/null 2>&1 &
     sender=$!; pids+=("$sender")
     sleep 4 # the stream settles: first segments sealed, buffers at their size
-    before=$(cpu_ticks "$server"); sender_before=$(cpu_ticks "$sender"); start=$(date +%s.%N)
+    senders() { local t; t=$(cpu_ticks "$sender"); [ -z "$relay" ] || t=$((t + $(cpu_ticks "$relay"))); echo "$t"; }
+    before=$(cpu_ticks "$server"); sender_before=$(senders); start=$(date +%s.%N)
     sleep "$seconds"
-    after=$(cpu_ticks "$server"); sender_after=$(cpu_ticks "$sender"); end=$(date +%s.%N)
+    after=$(cpu_ticks "$server"); sender_after=$(senders); end=$(date +%s.%N)
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$server/status")
     received=$(curl -fs "http://127.0.0.1:$port/live/index.m3u8" | grep -c '\.ts$' || true)
     wait "$sender" || { echo "the sender failed ($over)" >&2; exit 1; }
+    [ -z "$relay" ] || { kill -9 "$relay"; wait "$relay" 2>/dev/null || true; }
+    [ "$received" -gt 0 ] || { echo "no segment over $over" >&2; exit 1; }
     kill "$server"; wait "$server" 2>/dev/null || true
     python3 - "$over" "$rep" "$before" "$after" "$start" "$end" "$ticks" "$rss" "$bitrate" "$received" \
       "$sender_before" "$sender_after" <<'PY' | tee -a "$out"
@@ -92,7 +114,7 @@ import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 print(f"results: {sys.argv[1]}")
 for key, what in (("server_cpu_ms_per_s", "server"), ("server_and_sender_cpu_ms_per_s", "server+sender")):
-    ways = [o for o in ("udp", "tcp", "push") if any(r["over"] == o for r in runs)]
+    ways = [o for o in ("udp", "tcp", "push", "srt", "rtmp") if any(r["over"] == o for r in runs)]
     med = {o: statistics.median(r[key] for r in runs if r["over"] == o) for o in ways}
     for o in ways:
         values = [r[key] for r in runs if r["over"] == o]

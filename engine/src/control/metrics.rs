@@ -441,12 +441,13 @@ pub(super) fn render(state: &ControlState) -> String {
         &mut out,
         "shardcast_rtmp_refused_total",
         "counter",
-        "RTMP connections refused before any stream was found, by reason: no_app (no stream has the application), no_stream (none of it takes the name or key published) or busy (max_pushes open). Refusals by a stream's key, allow= or PUSH_REWRITE are its source_refused.",
+        "RTMP connections refused before any stream was found, by reason: no_app (no stream has the application), no_stream (none of it takes the name or key published), busy (max_pushes open) or no_publish (closed for not publishing within 10 s and 64 KiB). Refusals by a stream's key, allow= or PUSH_REWRITE are its source_refused.",
     );
     for (reason, value) in [
         ("no_app", &rtmp.refused_app),
         ("no_stream", &rtmp.refused_unknown),
         ("busy", &rtmp.refused_busy),
+        ("no_publish", &rtmp.no_publish),
     ] {
         let _ = writeln!(
             out,

@@ -54,6 +54,8 @@ use tokio::sync::watch;
 const DEFAULT_PORT: u16 = 1935;
 /// Bytes a connection may send before it publishes (the handshake is 1537).
 const MAX_BEFORE_PUBLISH: usize = 64 * 1024;
+/// Why a connection that sent too much before publishing was dropped.
+const SENT_TOO_MUCH: &str = "bytes sent without publishing";
 /// Time a connection has to publish.
 const PUBLISH_WITHIN: Duration = Duration::from_secs(10);
 /// How long an answer may take to write.
@@ -131,6 +133,8 @@ pub struct RtmpCounts {
     pub refused_unknown: AtomicU64,
     /// Refused: `max_pushes` connections were open.
     pub refused_busy: AtomicU64,
+    /// Closed before publishing: not within 10 s, or past 64 KiB.
+    pub no_publish: AtomicU64,
 }
 
 /// The RTMP listeners and the streams each feeds.
@@ -308,10 +312,14 @@ impl Listeners {
             Ok(Ok(Some(published))) => published,
             Ok(Ok(None)) => return,
             Ok(Err(why)) => {
+                if why.ends_with(SENT_TOO_MUCH) {
+                    self.counts.no_publish.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!("RTMP connection from {peer} dropped: {why}");
                 return;
             }
             Err(_) => {
+                self.counts.no_publish.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     "RTMP connection from {peer} did not publish within {PUBLISH_WITHIN:?}"
                 );
@@ -440,9 +448,7 @@ impl Publisher {
             Ok(n) => {
                 self.sent += n;
                 if self.sent > MAX_BEFORE_PUBLISH {
-                    return Err(format!(
-                        "{MAX_BEFORE_PUBLISH} bytes sent without publishing"
-                    ));
+                    return Err(format!("{MAX_BEFORE_PUBLISH} {SENT_TOO_MUCH}"));
                 }
                 Ok(())
             }

@@ -484,8 +484,9 @@ impl Port {
         let mut ready = Vec::new();
         let mut next_check = Instant::now() + EVERY;
         while !self.stopped() {
-            let busy = feeds.values().any(|f| !f.pending.is_empty());
-            if let Err(e) = poll.wait(if busy { 1 } else { 100 }, &mut ready) {
+            // Bytes the shard had no room for are offered again after the pause below.
+            let held = feeds.values().any(|f| !f.pending.is_empty());
+            if let Err(e) = poll.wait(if held { 0 } else { 100 }, &mut ready) {
                 tracing::warn!("SRT poll on {addr}: {e}");
                 self.sleep(READ_PACE);
             }
@@ -520,7 +521,9 @@ impl Port {
                 });
                 self.refused_by_libsrt(srt, now);
             }
-            if delivered {
+            // Gather about READ_PACE of the stream per delivery (and, while a shard's inlet is
+            // full, do not spin on sockets that stay readable).
+            if delivered || feeds.values().any(|f| !f.pending.is_empty()) {
                 std::thread::sleep(READ_PACE);
             }
         }
@@ -771,8 +774,8 @@ fn call(door: Arc<Door>, target: String, counts: Arc<SrtCounts>) {
         let mut ready = Vec::new();
         let mut next_check = Instant::now() + EVERY;
         loop {
-            let wait = if feed.pending.is_empty() { 100 } else { 1 };
-            if let Err(e) = poll.wait(wait, &mut ready) {
+            let held = !feed.pending.is_empty();
+            if let Err(e) = poll.wait(if held { 0 } else { 100 }, &mut ready) {
                 tracing::debug!(%stream, "SRT poll: {e}");
             }
             if feed.turn(&ready).is_some() {
@@ -785,7 +788,7 @@ fn call(door: Arc<Door>, target: String, counts: Arc<SrtCounts>) {
                     break;
                 }
             }
-            if feed.delivered {
+            if feed.delivered || !feed.pending.is_empty() {
                 std::thread::sleep(READ_PACE);
             }
         }

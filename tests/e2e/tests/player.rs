@@ -587,3 +587,94 @@ fn browser_plays_a_proxied_stream_through_hlsjs_from_its_player_page() {
     let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }
+
+/// The player page of `stream` plays in hls.js for `seconds`: it starts, keeps up within
+/// 80%, and reports no media error.
+fn player_page_plays(server: &Server, stream: &str, seconds: u32) {
+    let mut browser = Browser::open(
+        &server.url(&format!("/{stream}.html?engine=hlsjs")),
+        seconds,
+        None,
+    );
+    let started = browser
+        .watch(Duration::from_secs(20), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| {
+            panic!(
+                "{stream}: playback never started: {:?}",
+                browser.seen.last()
+            )
+        });
+    let samples = browser.finish();
+    let last = samples.last().unwrap();
+    assert!(
+        last.current_time - started.current_time >= (last.t - started.t) * 0.8,
+        "{stream}: playback did not keep up: {samples:?}"
+    );
+    assert!(
+        samples.iter().all(|s| s.media_errors == 0),
+        "{stream}: {samples:?}"
+    );
+    assert_eq!(
+        (last.state.as_str(), last.engine.as_str()),
+        ("live", "hlsjs"),
+        "{stream}"
+    );
+}
+
+#[test]
+fn browser_plays_streams_published_over_rtmp_and_srt_from_their_player_pages() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let rtmp_port = free_port();
+    let srt_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (server, _api, _token, _dir) = start_configured(
+        "browser-rtmp-srt",
+        &format!(
+            "[[stream]]\nname = \"studio\"\nsource = \"rtmp://127.0.0.1:{rtmp_port}/live\"\nsegment_duration = 1\n\n\
+             [[stream]]\nname = \"field\"\nsource = \"srt://127.0.0.1:{srt_port}?passphrase=correct-horse-battery\"\nsegment_duration = 1\n"
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let encoder = |output: &[&str]| {
+        KillOnDrop(
+            std::process::Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+                .arg("testsrc2=size=640x360:rate=25")
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+                .args([
+                    "-t", "50", "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
+                ])
+                .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+                .args(output)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _rtmp = encoder(&[
+        "-f",
+        "flv",
+        &format!("rtmp://127.0.0.1:{rtmp_port}/live/studio"),
+    ]);
+    let _srt = encoder(&[
+        "-f",
+        "mpegts",
+        &format!("srt://127.0.0.1:{srt_port}?streamid=field&passphrase=correct-horse-battery&pkt_size=1316"),
+    ]);
+    for stream in ["studio", "field"] {
+        wait_until(
+            Duration::from_secs(15),
+            || format!("{stream} never went live"),
+            || fetch(server.addr, &format!("/{stream}/index.m3u8"), "").0 == 200,
+        );
+        player_page_plays(&server, stream, 14);
+    }
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}

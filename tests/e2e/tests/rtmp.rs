@@ -2,7 +2,9 @@
 //! (by stream name with `?key=`, then by the key alone as OBS does, replacing itself), and
 //! the stream's HLS and progressive TS are read back, probed and decoded at `-v error`;
 //! publishers with a wrong key, an unknown stream and an unknown application are refused in
-//! the RTMP handshake, counted and logged.
+//! the RTMP handshake, counted and logged; `PUSH_REWRITE` sends a publisher to another stream
+//! or refuses it; `max_pushes` bounds the connections, and one that does not publish is
+//! closed after 10 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -63,15 +65,6 @@ fn publish_once(url: &str) -> (bool, String, Duration) {
     )
 }
 
-fn metrics(api: std::net::SocketAddr, token: &str) -> String {
-    let (_, _, body) = fetch(
-        api,
-        "/metrics",
-        &format!("Authorization: Bearer {token}\r\n"),
-    );
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 #[test]
 fn an_encoder_publishes_over_rtmp_and_its_viewers_stay_through_a_new_publisher() {
     let port = free_port();
@@ -92,13 +85,7 @@ fn an_encoder_publishes_over_rtmp_and_its_viewers_stay_through_a_new_publisher()
     let addr = server.addr;
     let viewer = std::thread::spawn(move || capture(addr, "/cam.ts", 10.0));
     let url = server.url("/cam/index.m3u8");
-    let probe = probe_streams(&url);
-    assert!(
-        probe.contains("h264,640,360,") && probe.contains("aac"),
-        "{probe}"
-    );
-    let (decoded, said) = decode(&url, 3);
-    assert!(decoded && said.trim().is_empty(), "ffmpeg said: {said}");
+    plays_640x360_h264_and_aac(&server, "cam");
     let input = &status(api, &token, "cam")["input"];
     assert_eq!(
         (&input["kind"], &input["connected"]),
@@ -141,7 +128,7 @@ fn wrong_keys_unknown_streams_and_applications_are_refused_in_the_handshake() {
             "[[stream]]\nname = \"cam\"\nsource = \"rtmp://127.0.0.1:{port}/live?key=s3cret\"\n"
         ),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(port);
     for (path, what) in [
         ("live/cam?key=wrong", "wrong key"),
         ("live/cam", "no key"),
@@ -181,4 +168,84 @@ fn wrong_keys_unknown_streams_and_applications_are_refused_in_the_handshake() {
     assert!(status.success(), "{log}");
     // Logged once for the stream's two refusals.
     assert_eq!(log.matches("refused an RTMP publisher").count(), 1, "{log}");
+}
+
+#[test]
+fn push_rewrite_and_the_connection_cap_decide_rtmp_publishers() {
+    let port = free_port();
+    let dir = TempDir::new("rtmp-rewrite");
+    // The handler sends `studio` to `cam` and refuses everything else.
+    let script = dir.0.join("rewrite.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread url; read addr; read stream\necho \"$url $addr $stream\" >> \"$(dirname \"$0\")/asked\"\nif [ \"$stream\" = studio ]; then echo cam; else echo; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        "[server]\nmax_pushes = 2\n\n\
+         [[stream]]\nname = \"cam\"\nsource = \"rtmp://127.0.0.1:{port}/live\"\nsegment_duration = 1\n\n\
+         [[stream]]\nname = \"studio\"\nsource = \"rtmp://127.0.0.1:{port}/live\"\n\n\
+         [[stream]]\nname = \"other\"\nsource = \"rtmp://127.0.0.1:{port}/live\"\n\n\
+         [[trigger]]\non = \"PUSH_REWRITE\"\nhandler = \"{}\"\n",
+        script.display()
+    );
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let api = free_api_addr();
+    let server = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    wait_listening(port);
+    // Refused by the trigger.
+    let (ok, said, _) = publish_once(&format!("rtmp://127.0.0.1:{port}/live/other"));
+    assert!(!ok && !said.is_empty(), "published past PUSH_REWRITE");
+    assert_eq!(status(api, &token, "other")["input"]["refused"], 1);
+    // Renamed: a publish to `studio` feeds `cam`.
+    let _studio = publish(&format!("rtmp://127.0.0.1:{port}/live/studio"), 30);
+    wait_until(
+        Duration::from_secs(15),
+        || "cam never went live through PUSH_REWRITE".to_owned(),
+        || fetch(server.addr, "/cam/index.m3u8", "").0 == 200,
+    );
+    assert_eq!(status(api, &token, "studio")["received_bytes"], 0);
+    let asked = std::fs::read_to_string(dir.0.join("asked")).unwrap();
+    assert!(
+        asked.contains(&format!(
+            "rtmp://127.0.0.1:{port}/live/studio 127.0.0.1 studio"
+        )),
+        "{asked}"
+    );
+    // max_pushes = 2: the publisher and one idle connection are open; a third connection is
+    // closed at once. The idle one is closed after 10 s without publishing; then one fits.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        std::io::Read::read(&mut third, &mut buf).unwrap_or(0),
+        0,
+        "the third connection was kept"
+    );
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(std::io::Read::read(&mut idle, &mut buf).unwrap_or(0), 0);
+    let held = started.elapsed();
+    assert!(
+        held > Duration::from_secs(8) && held < Duration::from_secs(12),
+        "closed after {held:?}"
+    );
+    let m = metrics(api, &token);
+    for line in [
+        "shardcast_rtmp_refused_total{reason=\"busy\"} 1",
+        "shardcast_rtmp_refused_total{reason=\"no_publish\"} 1",
+        "shardcast_rtmp_connections 1",
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
 }

@@ -85,15 +85,6 @@ fn via_srt_live_transmit(from: u16, to: &str, seconds: u32) -> (KillOnDrop, Kill
     (relay, feed)
 }
 
-fn metrics(api: std::net::SocketAddr, token: &str) -> String {
-    let (_, _, body) = fetch(
-        api,
-        "/metrics",
-        &format!("Authorization: Bearer {token}\r\n"),
-    );
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 fn live(server: &Server, stream: &str, within: Duration) {
     wait_until(
         within,
@@ -133,17 +124,7 @@ fn encoders_call_over_srt_and_viewers_stay_through_a_new_caller() {
         "HTTP-TS: ffmpeg said: {said}"
     );
     for stream in ["cam", "open"] {
-        let url = server.url(&format!("/{stream}/index.m3u8"));
-        let probe = probe_streams(&url);
-        assert!(
-            probe.contains("h264,640,360,") && probe.contains("aac"),
-            "{stream}: {probe}"
-        );
-        let (decoded, said) = decode(&url, 3);
-        assert!(
-            decoded && said.trim().is_empty(),
-            "{stream}: ffmpeg said: {said}"
-        );
+        plays_640x360_h264_and_aac(&server, stream);
     }
     let input = &status(api, &token, "cam")["input"];
     assert_eq!(
@@ -315,17 +296,7 @@ fn the_server_calls_encoders_that_listen() {
     );
     for stream in ["a", "b"] {
         live(&server, stream, Duration::from_secs(15));
-        let url = server.url(&format!("/{stream}/index.m3u8"));
-        let probe = probe_streams(&url);
-        assert!(
-            probe.contains("h264,640,360,") && probe.contains("aac"),
-            "{stream}: {probe}"
-        );
-        let (decoded, said) = decode(&url, 3);
-        assert!(
-            decoded && said.trim().is_empty(),
-            "{stream}: ffmpeg said: {said}"
-        );
+        plays_640x360_h264_and_aac(&server, stream);
         let input = &status(api, &token, stream)["input"];
         assert_eq!(
             (&input["kind"], &input["connected"]),
@@ -407,6 +378,38 @@ fn srt_recovers_what_a_lossy_path_loses_where_plain_udp_does_not() {
         udp_errors > 20,
         "plain UDP through the same path: {udp_errors} continuity errors"
     );
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn callers_past_max_pushes_are_refused_in_the_handshake() {
+    let port = free_udp_port();
+    let (server, api, token, _dir) = start_configured(
+        "srt-cap",
+        &format!(
+            "[server]\nmax_pushes = 1\n\n\
+             [[stream]]\nname = \"a\"\nsource = \"srt://127.0.0.1:{port}\"\nsegment_duration = 1\n\n\
+             [[stream]]\nname = \"b\"\nsource = \"srt://127.0.0.1:{port}\"\n"
+        ),
+    );
+    let _a = send(
+        &format!("srt://127.0.0.1:{port}?streamid=a&pkt_size=1316"),
+        20,
+        &[],
+    );
+    live(&server, "a", Duration::from_secs(15));
+    let (ok, said, took) = call_once(&format!("srt://127.0.0.1:{port}?streamid=b"), &[]);
+    assert!(!ok && !said.is_empty(), "a second caller got through");
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    let m = metrics(api, &token);
+    for line in [
+        "shardcast_srt_refused_total{reason=\"busy\"} 1",
+        "shardcast_srt_connections 1",
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    assert_eq!(status(api, &token, "a")["input"]["connected"], true);
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }

@@ -1444,3 +1444,38 @@ impl Drop for LossyPath {
         }
     }
 }
+
+/// Wait until something accepts TCP connections on `port` of 127.0.0.1 (a listener the server
+/// opens on its own thread after it starts).
+pub fn wait_listening(port: u16) {
+    wait_until(
+        Duration::from_secs(10),
+        || format!("nothing listens on port {port}"),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+/// The server's metrics page, read with the API token.
+pub fn metrics(api: SocketAddr, token: &str) -> String {
+    let (_, _, body) = fetch(
+        api,
+        "/metrics",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// `stream`'s HLS has 640x360 H.264 and AAC, and 3 s of it decode at `-v error` silently.
+pub fn plays_640x360_h264_and_aac(server: &Server, stream: &str) {
+    let url = server.url(&format!("/{stream}/index.m3u8"));
+    let probe = probe_streams(&url);
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{stream}: {probe}"
+    );
+    let (decoded, said) = decode(&url, 3);
+    assert!(
+        decoded && said.trim().is_empty(),
+        "{stream}: ffmpeg said: {said}"
+    );
+}
