@@ -12,7 +12,8 @@
 #
 # Usage: bench/scripts/ingest-cost.sh        Environment: BITRATE (default 20000000),
 #        SECONDS_MEASURED (default 20), REPS (default 3), IO (shardcast's backend, default auto),
-#        WAYS (default "udp tcp push srt rtmp").
+#        WAYS (default "udp tcp push srt rtmp"), SIZE (the generator's picture, default 1280x720;
+#        640x360 below about 14 Mbit/s).
 # One JSON line per run goes to bench/results/ingest-cost-DATE.jsonl; the medians and the
 # TCP/UDP ratios are printed, of the server's CPU and of the server's and the sender's together
 # (on loopback the sender's side does part of the receiving side's kernel work).
@@ -23,6 +24,7 @@ seconds=${SECONDS_MEASURED:-20}
 reps=${REPS:-3}
 io=${IO:-auto}
 read -r -a ways <<< "${WAYS:-udp tcp push srt rtmp}"
+size=${SIZE:-1280x720}
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
 server_bin=target/release/shardcast
@@ -81,8 +83,13 @@ TOML
         -c copy -f flv "rtmp://127.0.0.1:$rtmp/live/live" >/dev/null 2>&1 &
       relay=$!; pids+=("$relay"); to="127.0.0.1:$relay_in"
     fi
+    # The relay's UDP port is open before the sender starts (else its first datagram is
+    # refused, and so is the rest).
+    if [ -n "$relay" ]; then
+      until ss -lun "sport = :$relay_in" | grep -q ":$relay_in "; do sleep 0.1; done
+    fi
     taskset -c 1 "$bench" ingest --to "$to" $flag --seconds $((seconds + 8)) \
-      --bitrate "$bitrate" --width 1280 --height 720 >/dev/null 2>&1 &
+      --bitrate "$bitrate" --width "${size%x*}" --height "${size#*x}" >/dev/null 2>&1 &
     sender=$!; pids+=("$sender")
     sleep 4 # the stream settles: first segments sealed, buffers at their size
     senders() { local t; t=$(cpu_ticks "$sender"); [ -z "$relay" ] || t=$((t + $(cpu_ticks "$relay"))); echo "$t"; }
