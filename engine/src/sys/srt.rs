@@ -10,7 +10,7 @@
 //! this module run one thread per listener or caller that polls and reads
 //! (`source/srt.rs`).
 //!
-//! Why not the pure-Rust `srt-protocol`: three `unimplemented!()` in its listener's handshake
+//! Why not the pure-Rust `srt-protocol`: three "not implemented" panics in its listener's handshake
 //! are reached by what a caller sends (a passphrase where the listener has none, a key length
 //! other than the listener's); a panic there ends the listener task and every connection on
 //! its port.

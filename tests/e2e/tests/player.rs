@@ -639,7 +639,8 @@ fn browser_plays_streams_published_over_rtmp_and_srt_from_their_player_pages() {
              [[stream]]\nname = \"field\"\nsource = \"srt://127.0.0.1:{srt_port}?passphrase=correct-horse-battery\"\nsegment_duration = 1\n"
         ),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(rtmp_port);
+    wait_srt_listening(&server, srt_port);
     let encoder = |output: &[&str]| {
         KillOnDrop(
             std::process::Command::new("ffmpeg")

@@ -218,7 +218,11 @@ fn push_rewrite_and_the_connection_cap_decide_rtmp_publishers() {
     // max_pushes = 2: the publisher and one idle connection are open; a third connection is
     // closed at once. The idle one is closed after 10 s without publishing; then one fits.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(5),
+        || "the idle connection was not taken".to_owned(),
+        || metrics(api, &token).contains("shardcast_rtmp_connections 2"),
+    );
     let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(5)))

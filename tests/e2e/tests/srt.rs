@@ -76,7 +76,7 @@ fn via_srt_live_transmit(from: u16, to: &str, seconds: u32) -> (KillOnDrop, Kill
                 "srt-live-transmit must be installed (srt-tools; the test command installs it)",
             ),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_udp_bound(from);
     let feed = send(
         &format!("udp://127.0.0.1:{from}?pkt_size=1316"),
         seconds,
@@ -206,7 +206,7 @@ fn wrong_passphrases_unknown_streams_and_players_are_refused_in_the_handshake() 
              [[stream]]\nname = \"open\"\nsource = \"srt://127.0.0.1:{port}?allow=10.0.0.0/8\"\n"
         ),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_srt_listening(&server, port);
     let base = format!("srt://127.0.0.1:{port}");
     for (url, extra, what) in [
         (

@@ -1479,3 +1479,23 @@ pub fn plays_640x360_h264_and_aac(server: &Server, stream: &str) {
         "{stream}: ffmpeg said: {said}"
     );
 }
+
+/// Wait until `server` listens for SRT callers on `port` of 127.0.0.1 (its listener's thread
+/// says so in the log).
+pub fn wait_srt_listening(server: &Server, port: u16) {
+    let line = format!("listening for SRT callers on srt://127.0.0.1:{port} ");
+    wait_until(
+        Duration::from_secs(10),
+        || format!("no SRT listener on port {port}"),
+        || server.log().contains(&line),
+    );
+}
+
+/// Wait until some process has UDP `port` of 127.0.0.1 (or of every address) bound.
+pub fn wait_udp_bound(port: u16) {
+    wait_until(
+        Duration::from_secs(10),
+        || format!("nothing bound UDP port {port}"),
+        || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
+    );
+}
