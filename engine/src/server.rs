@@ -324,6 +324,11 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         Some(triggers.shared()),
         config.limits.max_pushes,
     );
+    let push_outs = crate::output::push_out::PushOuts::new(
+        sources.handle().clone(),
+        Some(triggers.shared()),
+        config.limits.max_push_outs,
+    );
     let state = start_control(
         &config,
         &store,
@@ -333,7 +338,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         &triggers,
         access,
         admission.clone(),
-        pushes.clone(),
+        (pushes.clone(), push_outs.clone()),
     )?;
     triggers.spawn(crate::control::watch::run(state.clone()));
     let api_tls = match &tls {
@@ -395,6 +400,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             ),
             source_tasks: sources.handle().clone(),
             pushes: pushes.clone(),
+            push_outs: push_outs.clone(),
             handoff: handoff.clone(),
             proxies: Some(proxies.clone()),
             fetcher: fetcher.clone(),
@@ -483,6 +489,8 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
         }
     }
     control.stop();
+    // Pushes out end first: their PUSH_END goes out with SYSTEM_STOP.
+    push_outs.stop_all();
     triggers.fire("SYSTEM_STOP", None, &["shutdown"]);
     triggers.drain(std::time::Duration::from_secs(2));
     let mut failed = false;
@@ -513,7 +521,10 @@ fn start_control(
     triggers: &Arc<crate::control::triggers::Triggers>,
     access: Arc<crate::control::access::Access>,
     admission: Arc<crate::shard::admission::Admission>,
-    pushes: Arc<crate::source::Pushes>,
+    pushes: (
+        Arc<crate::source::Pushes>,
+        Arc<crate::output::push_out::PushOuts>,
+    ),
 ) -> Result<Arc<crate::control::ControlState>, ServeError> {
     use crate::control::token;
     // Without the API there is nothing to protect: no token is made or read.

@@ -70,6 +70,19 @@ pub fn unwrap(datagram: &[u8]) -> Datagram<'_> {
     }
 }
 
+/// The 12-byte header (version 2, no padding, extension or CSRC, payload type 33) of a
+/// datagram of TS packets sent in RTP: its sequence number, its 90 kHz timestamp (when its
+/// first byte is due, RFC 2250) and its source's identifier.
+pub fn header(sequence: u16, timestamp: u32, ssrc: u32) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = 2 << 6;
+    h[1] = PAYLOAD_TYPE_MP2T;
+    h[2..4].copy_from_slice(&sequence.to_be_bytes());
+    h[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    h
+}
+
 /// What one sequence number says about the ones before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Arrival {
@@ -127,6 +140,19 @@ impl Sequence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_written_is_read_back() {
+        let mut datagram = header(65_535, 90_000, 7).to_vec();
+        datagram.extend_from_slice(&[SYNC_BYTE; PACKET_SIZE]);
+        assert_eq!(
+            unwrap(&datagram),
+            Datagram::Rtp {
+                sequence: 65_535,
+                payload: &datagram[12..],
+            }
+        );
+    }
 
     fn rtp(sequence: u16, payload_type: u8, packets: usize) -> Vec<u8> {
         let mut d = vec![0x80, payload_type];

@@ -54,6 +54,7 @@ pub(super) struct ServerSection {
     pub max_access_checks_per_address: Setting<usize>,
     pub wildcard_starts_per_minute: Setting<u32>,
     pub max_pushes: Setting<usize>,
+    pub max_push_outs: Setting<usize>,
     pub tls: Setting<TlsSection>,
     pub access_log_max_bytes: Setting<u64>,
     pub access_log_files: Setting<usize>,
@@ -100,6 +101,8 @@ pub(super) struct StreamSection {
     pub source_timeout: Setting<f64>,
     pub wildcard: Setting<WildcardSection>,
     pub required: Option<bool>,
+    #[serde(default)]
+    pub push: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,7 @@
 //! wildcard_starts_per_minute = 10 # wildcard instances one address may start per minute
 //! max_pushes = 32                 # HTTP push connections open at once (deciding or pushing),
 //!                                 # and as many RTMP connections
+//! max_push_outs = 64              # streams sent on at once (push = [...] and the API's)
 //! access_log_max_bytes = 104857600  # the access log is rotated past this size
 //! access_log_files = 5            # rotated access logs kept (access.log.1 …)
 //! proxy_any_url = false           # HLS proxy: serve /proxy/{base64 URL}.m3u8 at all
@@ -74,6 +75,9 @@
 //! access = { url = "http://127.0.0.1:9000/check", ttl = 60, timeout = 2, on_error = "deny" }
 //! public_cache = false            # a gated stream's media may be kept by shared caches
 //! required = false                # /readyz answers 503 while this stream is not live
+//! push = ["udp://239.2.2.2:5000?ttl=4&rtp=1", "tcp://10.0.0.9:9000",
+//!         "http://origin.example:8080/push/cam1?key=…"]  # sent on while the stream runs
+//!                                 # (udp: paced by its PCRs, delay= ms of room, 200 default)
 //! max_buffer = 33554432           # bytes held for progressive viewers (oldest dropped first)
 //! max_segment = 33554432          # bytes of one HLS segment (larger ones are dropped)
 //! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
@@ -213,6 +217,8 @@ pub struct ServerLimits {
     pub wildcard_starts_per_minute: u32,
     /// HTTP push connections open at once, being decided or pushing; past it: 503.
     pub max_pushes: usize,
+    /// Streams sent on at once (pushes out, re-emissions); past it a push does not start.
+    pub max_push_outs: usize,
     /// The access log is rotated when it would grow past this many bytes.
     pub access_log_max_bytes: u64,
     /// Rotated access logs kept.
@@ -232,6 +238,7 @@ impl Default for ServerLimits {
             max_access_checks_per_address: 8,
             wildcard_starts_per_minute: 10,
             max_pushes: 32,
+            max_push_outs: 64,
             access_log_max_bytes: 100 << 20,
             access_log_files: 5,
         }
@@ -484,6 +491,8 @@ pub struct StreamConfig {
     pub wildcard: Option<WildcardRule>,
     /// The server is ready (`/readyz`) only while this stream is live.
     pub required: bool,
+    /// Where it is sent on while it runs (push target URLs, checked).
+    pub push: Vec<String>,
 }
 
 /// A stream's `source`: one URL, or a failover list of them.
@@ -578,7 +587,7 @@ pub struct TriggerConfig {
 }
 
 /// Triggers shardcast fires, with MistServer's names: the blocking ones wait for an answer.
-pub const TRIGGERS: [(&str, bool); 22] = [
+pub const TRIGGERS: [(&str, bool); 24] = [
     ("USER_NEW", true),
     ("CONN_PLAY", true),
     ("STREAM_SOURCE", true),
@@ -602,6 +611,10 @@ pub const TRIGGERS: [(&str, bool); 22] = [
     ("SYSTEM_STOP", false),
     ("STREAM_UNLOAD", false),
     ("OUTPUT_END", false),
+    // A stream is about to be sent on (stream, target): the answer is the target to use.
+    ("PUSH_OUT_START", true),
+    // A push out ended (id, stream, target, target used, its last log lines, its status).
+    ("PUSH_END", false),
 ];
 
 /// In a source URL, replaced by the part after `+` of a wildcard instance's name.
@@ -666,6 +679,11 @@ impl StreamConfig {
             wildcard: None,
             // Made on demand: no load balancer waits for one.
             required: false,
+            push: self
+                .push
+                .iter()
+                .map(|p| p.replace(WILDCARD, wildcard))
+                .collect(),
             ..self.clone()
         })
     }

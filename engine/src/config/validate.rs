@@ -512,6 +512,12 @@ fn server_limits(s: &ServerSection) -> Result<ServerLimits, Refusal> {
             "max_access_checks_per_address",
         )?,
         max_pushes: within(s.max_pushes.clone(), 1..=10_000, d.max_pushes, "max_pushes")?,
+        max_push_outs: within(
+            s.max_push_outs.clone(),
+            1..=10_000,
+            d.max_push_outs,
+            "max_push_outs",
+        )?,
         wildcard_starts_per_minute: within(
             s.wildcard_starts_per_minute.clone(),
             1..=1_000_000,
@@ -751,6 +757,13 @@ fn stream(
             Some(rule)
         }
     };
+    let mut push = Vec::with_capacity(st.push.len());
+    for target in &st.push {
+        // A template's target may have $wildcard: checked as an instance's would be.
+        crate::output::push_out::PushTarget::parse(&target.get_ref().replace(WILDCARD, "1"))
+            .map_err(|e| Refusal::at(target.span(), format!("stream {name:?}: {e}")))?;
+        push.push(target.get_ref().clone());
+    }
     Ok(StreamConfig {
         name: name.clone(),
         source,
@@ -762,6 +775,7 @@ fn stream(
         limits,
         wildcard,
         required: st.required.unwrap_or(false),
+        push,
     })
 }
 

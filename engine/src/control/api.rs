@@ -50,6 +50,12 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/v1/tls/reload", axum::routing::post(tls_reload))
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/sessions/{id}", axum::routing::delete(stop_session))
+        .route("/api/v1/pushes", get(list_pushes))
+        .route("/api/v1/pushes/{id}", axum::routing::delete(stop_push))
+        .route(
+            "/api/v1/streams/{name}/pushes",
+            axum::routing::post(start_push),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut metrics = Router::new().route("/metrics", get(metrics_text));
     if state.metrics_need_token {
@@ -476,6 +482,65 @@ async fn stop_session(
         .links
         .broadcast(&crate::session::ShardCommand::Stop(key, block));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/pushes[?stream=NAME]`: the streams being sent on, with what each did.
+async fn list_pushes(
+    State(state): State<Shared>,
+    axum::extract::Query(filter): axum::extract::Query<SessionFilter>,
+) -> Json<Vec<serde_json::Value>> {
+    Json(
+        state
+            .push_outs
+            .list()
+            .iter()
+            .filter(|p| filter.stream.as_deref().is_none_or(|s| s == p.stream))
+            .map(|p| p.status())
+            .collect(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct PushRequest {
+    target: String,
+}
+
+/// `POST /api/v1/streams/{name}/pushes` with `{"target": URL}`: send the running stream on
+/// until it ends or the push is stopped; `201 {"id": N}`. `PUSH_OUT_START` is asked after the
+/// answer (the push is listed once it runs).
+async fn start_push(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(request): Json<PushRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let catalog = state.catalog();
+    let Some((_, info)) = catalog.find(&name).filter(|(_, i)| !i.config.is_template()) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stream named {name:?} is running"),
+        ));
+    };
+    use crate::output::push_out::{Origin, StartError};
+    match state
+        .push_outs
+        .start(&info.name, &info.taps, &request.target, Origin::Api)
+    {
+        Ok(id) => Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id })))),
+        Err(e @ StartError::Target(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// `DELETE /api/v1/pushes/{id}`: stop a push (`PUSH_END` fires).
+async fn stop_push(
+    State(state): State<Shared>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    if state.push_outs.stop(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no push {id}")))
+    }
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {

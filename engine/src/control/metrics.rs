@@ -197,6 +197,55 @@ const STREAM_FAMILIES: [(&str, &str, &str, Read); 28] = [
 ];
 
 /// The HELP and TYPE lines of a metric family.
+/// The streams being sent on: one series per push, labelled by stream, id and target (its
+/// secrets left out).
+fn push_out_metrics(out: &mut String, push_outs: &crate::output::push_out::PushOuts) {
+    let pushes = push_outs.list();
+    family(
+        out,
+        "shardcast_push_outs",
+        "gauge",
+        "Streams being sent on (pushes out and re-emissions), at most max_push_outs.",
+    );
+    let _ = writeln!(out, "shardcast_push_outs {}", pushes.len());
+    family(
+        out,
+        "shardcast_push_outs_refused_total",
+        "counter",
+        "Pushes out not started: max_push_outs ran, or PUSH_OUT_START refused.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_push_outs_refused_total {}",
+        push_outs.refused.load(Ordering::Relaxed)
+    );
+    type Read = fn(&crate::output::push_out::PushOut) -> u64;
+    let families: [(&str, &str, &str, Read); 9] = [
+        ("shardcast_push_out_bytes_total", "counter", "Bytes of TS a push sent (without RTP or HTTP framing).", |p| p.counters.bytes.load(Ordering::Relaxed)),
+        ("shardcast_push_out_datagrams_total", "counter", "Datagrams a UDP push sent.", |p| p.counters.datagrams.load(Ordering::Relaxed)),
+        ("shardcast_push_out_late_datagrams_total", "counter", "Datagrams a UDP push sent more than 5 ms after they were due.", |p| p.counters.late_datagrams.load(Ordering::Relaxed)),
+        ("shardcast_push_out_send_errors_total", "counter", "Datagrams a UDP push's socket refused (its buffer full, the host unreachable).", |p| p.counters.send_errors.load(Ordering::Relaxed)),
+        ("shardcast_push_out_resyncs_total", "counter", "Times a UDP push mapped the stream's clock again (its PCRs jumped, or data came late).", |p| p.counters.resyncs.load(Ordering::Relaxed)),
+        ("shardcast_push_out_reconnects_total", "counter", "Connections a TCP or HTTP push made after its first.", |p| p.counters.reconnects.load(Ordering::Relaxed)),
+        ("shardcast_push_out_failures_total", "counter", "Connection attempts of a TCP or HTTP push that failed.", |p| p.counters.failures.load(Ordering::Relaxed)),
+        ("shardcast_push_out_dropped_chunks_total", "counter", "Chunks a push lost because it fell behind (it resumes at the next access point).", |p| p.dropped_chunks()),
+        ("shardcast_push_out_connected", "gauge", "Whether a push is connected (UDP: always).", |p| u64::from(p.counters.connected.load(Ordering::Relaxed))),
+    ];
+    for (name, kind, help, read) in families {
+        family(out, name, kind, help);
+        for p in &pushes {
+            let _ = writeln!(
+                out,
+                "{name}{{stream=\"{}\",id=\"{}\",target=\"{}\"}} {}",
+                escape(&p.stream),
+                p.id,
+                escape(&crate::output::push_out::redacted(&p.actual)),
+                read(p)
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -484,6 +533,7 @@ pub(super) fn render(state: &ControlState) -> String {
             value.load(Ordering::Relaxed)
         );
     }
+    push_out_metrics(&mut out, &state.push_outs);
     if let Some(certs) = state.store.certificates() {
         tls_metrics(&mut out, certs);
     }

@@ -65,6 +65,8 @@ pub struct ControlState {
     pub admission: Arc<crate::shard::admission::Admission>,
     /// The push sources (for their counts).
     pub pushes: Arc<crate::source::Pushes>,
+    /// What sends streams on (started and stopped through the API).
+    pub push_outs: Arc<crate::output::push_out::PushOuts>,
 }
 
 impl ControlState {
@@ -82,13 +84,17 @@ impl ControlState {
         triggers: Arc<triggers::TriggerSet>,
         access: Arc<access::Access>,
         admission: Arc<crate::shard::admission::Admission>,
-        pushes: Arc<crate::source::Pushes>,
+        (pushes, push_outs): (
+            Arc<crate::source::Pushes>,
+            Arc<crate::output::push_out::PushOuts>,
+        ),
     ) -> Self {
         Self {
             triggers,
             access,
             admission,
             pushes,
+            push_outs,
             sessions: std::sync::Mutex::new(sessions),
             links,
             store,

@@ -72,6 +72,9 @@ pub struct StreamFields {
     /// Whether `/readyz` waits for this stream to be live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
+    /// Where it is sent on while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push: Vec<String>,
 }
 
 /// A template's `wildcard` table as the API takes and gives it.
@@ -131,6 +134,7 @@ impl StreamFields {
                 pattern: w.pattern.as_ref().map(|p| p.as_str().to_owned()),
             }),
             required: Some(config.required),
+            push: config.push.clone(),
         }
     }
 
@@ -191,6 +195,14 @@ impl StreamFields {
         }
         if let Some(v) = self.required {
             t["required"] = toml_edit::value(v);
+        }
+        if !self.push.is_empty() {
+            t["push"] = toml_edit::value(
+                self.push
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<toml_edit::Array>(),
+            );
         }
         if let Some(v) = self.max_buffer {
             t["max_buffer"] = int(v);

@@ -17,9 +17,13 @@
 //!
 //! The player's pages (`/{stream}.html`, `info.json`, `embed.js`) are not outputs: they are
 //! [`Target`]'s own.
+//!
+//! What sends a stream on rather than answering viewers (re-emission over UDP, pushes to other
+//! servers) is [`push_out`]: it reads the stream's taps off the shards.
 
 mod hls;
 mod progressive;
+pub mod push_out;
 mod target;
 
 pub use target::{push_stream, Target};

@@ -49,6 +49,9 @@ pub struct StreamInfo {
     pub hls_window: crate::hls::HlsSlot,
     /// Per shard, the queue its chunks reach that shard through (`None` for the home shard).
     pub queues: Vec<Option<Arc<ArrayQueue<Chunk>>>>,
+    /// What sends it on (re-emission, pushes out) reads its chunks through these
+    /// ([`crate::output::push_out`]); its home shard offers them every chunk.
+    pub taps: Arc<crate::stream::tap::TapSet>,
     /// Whether viewers need an access decision (token access control, or a `USER_NEW` or
     /// `CONN_PLAY` trigger applies); the control plane keeps it current.
     pub gated: std::sync::atomic::AtomicBool,
@@ -70,6 +73,7 @@ impl StreamInfo {
                 .map(|s| (s != home).then(|| Arc::new(ArrayQueue::new(super::QUEUE_CHUNKS))))
                 .collect(),
             home,
+            taps: Default::default(),
             gated: std::sync::atomic::AtomicBool::new(config.access.is_some()),
             config,
         }
@@ -473,6 +477,7 @@ mod tests {
             limits: Default::default(),
             wildcard: None,
             required: false,
+            push: Vec::new(),
         }
     }
 

@@ -115,6 +115,8 @@ pub struct ShardCore {
     tasks: Option<tokio::runtime::Handle>,
     /// Where push connections go, and streams fed by pushes register.
     pushes: Option<Arc<crate::source::Pushes>>,
+    /// What sends streams on.
+    push_outs: Option<Arc<crate::output::push_out::PushOuts>>,
     /// The proxy's fetcher (streams whose source is a configured proxy pull through it).
     fetcher: Option<Arc<crate::proxy::Fetcher>>,
     /// By connection key, the TLS session of a TLS connection.
@@ -176,6 +178,7 @@ impl ShardCore {
             admitted: Vec::new(),
             tasks: None,
             pushes: None,
+            push_outs: None,
             fetcher: None,
             tls: Vec::new(),
             tls_counters: None,
@@ -203,6 +206,11 @@ impl ShardCore {
     /// Where push connections go.
     pub fn set_pushes(&mut self, pushes: Arc<crate::source::Pushes>) {
         self.pushes = Some(pushes);
+    }
+
+    /// What sends streams on: the streams this shard is home to start and end their pushes.
+    pub fn set_push_outs(&mut self, push_outs: Arc<crate::output::push_out::PushOuts>) {
+        self.push_outs = Some(push_outs);
     }
 
     /// The proxy's fetcher, which streams whose source is a configured proxy pull through.
@@ -409,6 +417,9 @@ impl ShardCore {
             if had_socket {
                 changes.stop_sources.push(home);
             }
+            if let Some(push_outs) = &self.push_outs {
+                push_outs.stream_ended(&local.info.name, &local.info.taps);
+            }
             tracing::info!(stream = %local.info.name, shard = self.index, "stream ended");
         }
     }
@@ -533,6 +544,13 @@ impl ShardCore {
                 changes.start_sources.push((index, info.name.clone(), udp));
             }
             tracing::info!(stream = %info.name, shard = self.index, source = %crate::source::redacted(&info.source_url), "stream started");
+            if let Some(push_outs) = self
+                .push_outs
+                .as_ref()
+                .filter(|_| !info.config.is_template())
+            {
+                push_outs.stream_started(&info.name, &info.taps, &info.config.push);
+            }
         }
         self.locals[slot] = Some(Local {
             view: StreamView::new(info.window_ns, info.config.limits.max_buffer),
@@ -939,6 +957,9 @@ impl ShardCore {
             (chunk.data.len() / 188) as u64,
         );
         h.fanout.send(&chunk, &local.info.counters);
+        for tap in local.info.taps.load().iter() {
+            tap.offer(&chunk);
+        }
         local.take(chunk, self.clock.mono, now);
         local
             .info

@@ -221,6 +221,8 @@ pub struct ShardSetup {
     pub source_tasks: tokio::runtime::Handle,
     /// Where push connections are handed.
     pub pushes: Arc<crate::source::Pushes>,
+    /// What sends streams on (their configured pushes start with them).
+    pub push_outs: Arc<crate::output::push_out::PushOuts>,
     /// Sockets and windows for (and from) upgrades.
     pub handoff: Arc<crate::upgrade::Handoff>,
     /// The HLS proxy.
@@ -318,6 +320,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
     core.set_link(setup.link);
     core.set_source_tasks(setup.source_tasks);
     core.set_pushes(setup.pushes);
+    core.set_push_outs(setup.push_outs);
     core.set_handoff(setup.handoff);
     if let Some(proxies) = setup.proxies {
         core.set_proxies(proxies);

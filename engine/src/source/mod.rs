@@ -42,7 +42,7 @@ mod hls_pull;
 mod inlet;
 mod pull;
 mod push;
-mod retry;
+pub(crate) mod retry;
 mod rtmp;
 mod srt;
 mod tcp;

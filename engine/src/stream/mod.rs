@@ -15,9 +15,13 @@
 //! Each view is held to the stream's window and to `max_buffer` bytes, whatever the source
 //! sends (a source with no keyframe cannot grow it).
 //!
+//! The home shard also offers each chunk to the stream's taps ([`tap`]): what sends the stream
+//! on reads them off the shards.
+//!
 //! What it does not do: HLS segments and playlists ([`crate::hls`]), or decide who may watch.
 
 mod counters;
+pub mod tap;
 
 pub use counters::{LatencyHistogram, StreamCounters, StreamCountersSnapshot, LATENCY_BUCKETS_MS};
 

@@ -1,8 +1,10 @@
-//! Arbitrary bytes through packet sync, the demuxer and the segmenter: nothing may panic, and
-//! the demuxer must see the same thing whether the input comes whole or split in two.
+//! Arbitrary bytes through packet sync, the demuxer, the segmenter and the pacer: nothing may
+//! panic, the demuxer must see the same thing whether the input comes whole or split in two,
+//! and the pacer hands out every packet it keeps, within its bound.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shardcast_protocols::ts::pacer::{Pacer, PacerConfig};
 use shardcast_protocols::ts::{
     DemuxConfig, DemuxEvent, DemuxStats, Demuxer, PacketSync, Segmenter, SegmenterConfig,
     StreamStats,
@@ -54,4 +56,28 @@ fuzz_target!(|data: &[u8]| {
         sync.push(c, |p| segmenter.push_packet(p, &mut |_| events += 1));
     }
     segmenter.finish(&mut |_| events += 1);
+
+    // The pacer, fed what packet sync finds, arriving 1 ms apart per read.
+    let mut pacer = Pacer::new(PacerConfig {
+        delay_ns: 1_000_000 * u64::from(split),
+        max_packets: 64,
+    });
+    let mut sync = PacketSync::new();
+    let mut now = 0u64;
+    let mut out = 0u64;
+    for c in data.chunks(usize::from(split).max(1)) {
+        now += 1_000_000;
+        sync.push(c, |p| pacer.push(p, now));
+        assert!(pacer.held() <= 64);
+        while let Some(d) = pacer.poll(now) {
+            assert!(d.due_ns <= now);
+            out += d.packets as u64;
+        }
+    }
+    now += 60_000_000_000;
+    while let Some(d) = pacer.poll(now) {
+        out += d.packets as u64;
+    }
+    let stats = pacer.stats();
+    assert_eq!(out + stats.skipped + stats.overflowed, stats.packets_in);
 });

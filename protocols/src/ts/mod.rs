@@ -14,6 +14,7 @@ mod assemble;
 mod continuity;
 mod demux;
 pub mod mux;
+pub mod pacer;
 mod packet;
 pub mod pes;
 pub mod probe;

@@ -1,0 +1,550 @@
+//! Streams sent on ("pushes out", as MistServer calls them): re-emitted over UDP, multicast or
+//! unicast, raw TS or RTP, paced by the stream's PCRs; or pushed to another server over TCP
+//! (raw TS) or HTTP (a `PUT` with a chunked body that does not end).
+//!
+//! ```text
+//!  home shard: publish(chunk) ─► Tap per push (bounded) ─┬─ udp://   the emitter thread, one
+//!                                                        │          for all (Pacer, send)
+//!                                                        └─ tcp://, http://  a task each on the
+//!                                                                   sources' runtime
+//! ```
+//!
+//! A stream's `push = [...]` start with it and end with it; the API starts and stops others
+//! while it runs (`POST /api/v1/streams/{name}/pushes`, `DELETE /api/v1/pushes/{id}`).
+//! MistServer's `PUSH_OUT_START` is asked before each starts (its answer is the target to use;
+//! empty refuses), and `PUSH_END` fires when each ends, with its status.
+//!
+//! Every push starts at an access point (PAT, PMT, keyframe). A push that cannot keep up (a
+//! slow far end) loses what its tap cannot hold, counted, and resumes at the next access
+//! point; ingest and viewers never wait for it. A connection that fails is tried again with
+//! the sources' backoff (0.25 s doubling to 10 s), counted. At most `max_push_outs` run.
+//!
+//! What it does not do yet: SRT and RTMP targets, recording to files.
+
+mod connect;
+mod udp;
+
+use crate::control::triggers::{refuses, TriggerSet};
+use crate::stream::tap::{self, Tap, TapSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use udp::UdpTarget;
+
+/// Log lines each push keeps for `PUSH_END` and the API.
+const LOG_LINES: usize = 10;
+
+/// Where a stream is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushTarget {
+    /// Datagrams to a group or a host.
+    Udp(UdpTarget),
+    /// Raw TS over a TCP connection to `host:port`.
+    Tcp {
+        /// Host (a name or an address) and port.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// An HTTP `PUT` of a body that does not end (chunked), as encoders push.
+    Http {
+        /// Host (a name or an address).
+        host: String,
+        /// The port.
+        port: u16,
+        /// The path and query.
+        path: String,
+    },
+}
+
+/// Why a push target is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    /// Not a scheme a push goes to.
+    #[error("push target {0:?}: the scheme is not one of udp://, tcp://, http://")]
+    Scheme(String),
+    /// The address does not parse.
+    #[error("push target {0:?}: expected host:port")]
+    Address(String),
+    /// A parameter is unknown or its value out of range.
+    #[error("push target {0:?}: {1}")]
+    Parameter(String, String),
+}
+
+impl PushTarget {
+    /// Parse a push target URL.
+    pub fn parse(url: &str) -> Result<PushTarget, TargetError> {
+        if let Some(rest) = url.strip_prefix("udp://") {
+            return udp::parse(url, rest).map(PushTarget::Udp);
+        }
+        let (rest, http) = match (url.strip_prefix("tcp://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(TargetError::Scheme(url.to_owned())),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        let (host, port) = host_port(authority).ok_or(TargetError::Address(url.to_owned()))?;
+        if http {
+            let path = match path {
+                "" => "/".to_owned(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.to_owned(),
+            };
+            if path.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(TargetError::Parameter(
+                    url.to_owned(),
+                    "the path has spaces or control characters".into(),
+                ));
+            }
+            Ok(PushTarget::Http { host, port, path })
+        } else if !path.is_empty() && path != "/" {
+            Err(TargetError::Parameter(
+                url.to_owned(),
+                "a TCP target has no path or parameters".into(),
+            ))
+        } else {
+            Ok(PushTarget::Tcp { host, port })
+        }
+    }
+
+    /// Its scheme, for metrics.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            PushTarget::Udp(u) if u.rtp => "rtp",
+            PushTarget::Udp(_) => "udp",
+            PushTarget::Tcp { .. } => "tcp",
+            PushTarget::Http { .. } => "http",
+        }
+    }
+}
+
+/// `host:port` or `[v6]:port`.
+fn host_port(authority: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then(|| (host.to_owned(), port))
+}
+
+/// How a push was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// By the stream's configuration.
+    Config,
+    /// Through the API.
+    Api,
+}
+
+/// What one push did, for the API, the metrics and `PUSH_END`.
+#[derive(Debug, Default)]
+pub struct PushCounters {
+    /// Bytes sent (TS, without RTP or HTTP framing).
+    pub bytes: AtomicU64,
+    /// Datagrams sent (UDP).
+    pub datagrams: AtomicU64,
+    /// Datagrams sent more than [`LATE_NS`] after they were due (UDP).
+    pub late_datagrams: AtomicU64,
+    /// Datagrams the socket refused (UDP: its buffer full, or the host unreachable).
+    pub send_errors: AtomicU64,
+    /// Times the pacer mapped the stream's clock again (a jump in its PCRs) (UDP).
+    pub resyncs: AtomicU64,
+    /// Connections made after the first (TCP, HTTP).
+    pub reconnects: AtomicU64,
+    /// Connection attempts that failed (TCP, HTTP).
+    pub failures: AtomicU64,
+    /// Whether it is connected now (TCP, HTTP; UDP: always).
+    pub connected: AtomicBool,
+}
+
+/// Datagrams sent later than this after their due time are counted as late.
+pub const LATE_NS: u64 = 5_000_000;
+
+/// One push running.
+#[derive(Debug)]
+pub struct PushOut {
+    /// Its number, unique while the server runs.
+    pub id: u64,
+    /// The stream it sends.
+    pub stream: String,
+    /// Its target as configured or asked for.
+    pub target: String,
+    /// The target it sends to (`PUSH_OUT_START` may have rewritten it).
+    pub actual: String,
+    /// How it was started.
+    pub origin: Origin,
+    /// When it started, UNIX seconds.
+    pub started: u64,
+    /// What it did.
+    pub counters: PushCounters,
+    tap: Arc<Tap>,
+    taps: Arc<TapSet>,
+    stopped: AtomicBool,
+    log: Mutex<std::collections::VecDeque<String>>,
+}
+
+impl PushOut {
+    /// Whether it was told to stop.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Chunks its tap dropped because it fell behind.
+    pub fn dropped_chunks(&self) -> u64 {
+        self.tap.dropped()
+    }
+
+    /// The last few things it logged, oldest first.
+    pub fn log(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Note what happened (kept for `PUSH_END` and the API; logged by the caller).
+    fn note(&self, line: String) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+
+    /// Its status as `PUSH_END` and the API give it.
+    pub fn status(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "id": self.id,
+            "stream": self.stream,
+            "target": self.target,
+            "actual_target": self.actual,
+            "origin": self.origin,
+            "started": self.started,
+            "connected": c.connected.load(Ordering::Relaxed),
+            "bytes": n(&c.bytes),
+            "datagrams": n(&c.datagrams),
+            "late_datagrams": n(&c.late_datagrams),
+            "send_errors": n(&c.send_errors),
+            "resyncs": n(&c.resyncs),
+            "reconnects": n(&c.reconnects),
+            "failures": n(&c.failures),
+            "dropped_chunks": self.dropped_chunks(),
+            "log": self.log(),
+        })
+    }
+}
+
+/// Why a push does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The target does not parse.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// `max_push_outs` run already.
+    #[error("{0} pushes run already (max_push_outs)")]
+    Full(usize),
+    /// The stream ended before the push started.
+    #[error("the stream ended")]
+    Ended,
+    /// The UDP pushes' thread cannot start.
+    #[error("cannot start the UDP push thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Every push running, and how they run (see the module docs).
+#[derive(Debug)]
+pub struct PushOuts {
+    tasks: tokio::runtime::Handle,
+    triggers: Option<Arc<TriggerSet>>,
+    max: usize,
+    next_id: AtomicU64,
+    running: Mutex<Vec<Arc<PushOut>>>,
+    emitter: udp::Emitter,
+    /// Pushes `PUSH_OUT_START` refused, and pushes refused for `max_push_outs`.
+    pub refused: AtomicU64,
+}
+
+impl PushOuts {
+    /// Pushes whose connections run on `tasks`, asking and telling `triggers`; at most `max`.
+    pub fn new(
+        tasks: tokio::runtime::Handle,
+        triggers: Option<Arc<TriggerSet>>,
+        max: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tasks,
+            triggers,
+            max,
+            next_id: AtomicU64::new(1),
+            running: Mutex::new(Vec::new()),
+            emitter: udp::Emitter::default(),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// The pushes running.
+    pub fn list(&self) -> Vec<Arc<PushOut>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stream `stream` started (on its home shard): its configured pushes start, off the
+    /// shard (`PUSH_OUT_START` may take a while).
+    pub fn stream_started(self: &Arc<Self>, stream: &str, taps: &Arc<TapSet>, targets: &[String]) {
+        for target in targets {
+            if let Err(e) = self.start(stream, taps, target, Origin::Config) {
+                tracing::warn!(stream, "push to {target} not started: {e}");
+            }
+        }
+    }
+
+    /// Stream `stream`, whose taps are `taps`, ended: every push of it ends (and one still
+    /// asking `PUSH_OUT_START` does not start).
+    pub fn stream_ended(&self, stream: &str, taps: &TapSet) {
+        taps.end();
+        let ending: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|p| p.stream == stream && std::ptr::eq(&*p.taps, taps))
+            .collect();
+        for push in ending {
+            self.stop(push.id);
+        }
+    }
+
+    /// Start a push of stream `stream` (whose taps are `taps`) to `target`: checked here, then
+    /// `PUSH_OUT_START` is asked on the tasks' runtime; returns its id.
+    pub fn start(
+        self: &Arc<Self>,
+        stream: &str,
+        taps: &Arc<TapSet>,
+        target: &str,
+        origin: Origin,
+    ) -> Result<u64, StartError> {
+        PushTarget::parse(target)?;
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if running >= self.max {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StartError::Full(self.max));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        let (stream, taps, target) = (stream.to_owned(), taps.clone(), target.to_owned());
+        self.tasks.spawn(async move {
+            let (actual_url, actual) = match this.ask_start(&stream, &target).await {
+                Ok(actual) => actual,
+                Err(why) => {
+                    this.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(stream = %stream, "push to {target} not started: {why}");
+                    return;
+                }
+            };
+            if let Err(e) = this.run(id, &stream, &taps, (target, actual_url), actual, origin) {
+                tracing::warn!(stream = %stream, "push not started: {e}");
+            }
+        });
+        Ok(id)
+    }
+
+    /// What `PUSH_OUT_START` makes of a push of `stream` to `target`: the target to use.
+    async fn ask_start(&self, stream: &str, target: &str) -> Result<(String, PushTarget), String> {
+        let Some(triggers) = self
+            .triggers
+            .as_ref()
+            .filter(|t| t.wants("PUSH_OUT_START", Some(stream)))
+        else {
+            let parsed = PushTarget::parse(target).map_err(|e| e.to_string())?;
+            return Ok((target.to_owned(), parsed));
+        };
+        let answers = triggers
+            .ask("PUSH_OUT_START", Some(stream), &[stream, target])
+            .await
+            .unwrap_or_default();
+        if answers.iter().any(|a| refuses(a)) {
+            return Err("the PUSH_OUT_START trigger said no".into());
+        }
+        let answer = answers.first().map_or(target, |a| a.trim());
+        // A plain yes keeps the target.
+        let answer = match answer {
+            "1" | "true" | "yes" => target,
+            other => other,
+        };
+        let parsed = PushTarget::parse(answer)
+            .map_err(|e| format!("the PUSH_OUT_START trigger answered a bad target: {e}"))?;
+        Ok((answer.to_owned(), parsed))
+    }
+
+    fn run(
+        &self,
+        id: u64,
+        stream: &str,
+        taps: &Arc<TapSet>,
+        (target, actual_url): (String, String),
+        actual: PushTarget,
+        origin: Origin,
+    ) -> Result<(), StartError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if taps.ended() {
+            return Err(StartError::Ended);
+        }
+        if running.len() >= self.max {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StartError::Full(self.max));
+        }
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let wake = match actual {
+            PushTarget::Udp(_) => self.emitter.wake().map_err(StartError::Thread)?,
+            _ => tap::TapWake::Task(notify.clone()),
+        };
+        let tap = Arc::new(Tap::new(tap::TAP_CHUNKS, tap::TAP_BYTES, wake));
+        let push = Arc::new(PushOut {
+            id,
+            stream: stream.to_owned(),
+            actual: actual_url,
+            target,
+            origin,
+            started: unix_s(),
+            counters: PushCounters::default(),
+            tap: tap.clone(),
+            taps: taps.clone(),
+            stopped: AtomicBool::new(false),
+            log: Mutex::new(Default::default()),
+        });
+        running.push(push.clone());
+        drop(running);
+        taps.attach(&tap);
+        tracing::info!(stream, id, target = %redacted(&push.actual), "push started");
+        match actual {
+            PushTarget::Udp(udp) => {
+                if let Err(e) = self.emitter.add(push.clone(), udp) {
+                    push.note(format!("cannot send: {e}"));
+                    tracing::warn!(stream, id, "push cannot send: {e}");
+                    self.stop(id);
+                }
+            }
+            other => {
+                self.tasks.spawn(connect::run(push, other, notify));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop push `id`; false when there is none.
+    pub fn stop(&self, id: u64) -> bool {
+        let push = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(at) = running.iter().position(|p| p.id == id) else {
+                return false;
+            };
+            running.remove(at)
+        };
+        push.stopped.store(true, Ordering::Relaxed);
+        push.taps.detach(&push.tap);
+        // Its reader sees it stopped and ends.
+        push.tap.wake();
+        tracing::info!(stream = %push.stream, id, target = %redacted(&push.actual), "push ended");
+        if let Some(t) = &self.triggers {
+            let log = serde_json::to_string(&push.log()).unwrap_or_default();
+            let status = push.status().to_string();
+            t.fire(
+                "PUSH_END",
+                Some(&push.stream),
+                &[
+                    &id.to_string(),
+                    &push.stream,
+                    &push.target,
+                    &push.actual,
+                    &log,
+                    &status,
+                ],
+            );
+        }
+        true
+    }
+
+    /// Stop every push (the server stops): `PUSH_END` fires for each, and the emitter's
+    /// thread ends.
+    pub fn stop_all(&self) {
+        for push in self.list() {
+            self.stop(push.id);
+        }
+        self.emitter.shut_down();
+    }
+}
+
+/// `url` with the values of `key=`, `passphrase=` and `token=` left out (for logs).
+pub fn redacted(url: &str) -> String {
+    crate::source::redacted(url)
+}
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            PushTarget::parse("tcp://127.0.0.1:9000"),
+            Ok(PushTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9000
+            })
+        );
+        assert_eq!(
+            PushTarget::parse("http://origin.example:8080/push/cam?key=x"),
+            Ok(PushTarget::Http {
+                host: "origin.example".into(),
+                port: 8080,
+                path: "/push/cam?key=x".into()
+            })
+        );
+        assert_eq!(
+            PushTarget::parse("http://[::1]:80"),
+            Ok(PushTarget::Http {
+                host: "::1".into(),
+                port: 80,
+                path: "/".into()
+            })
+        );
+        let udp = PushTarget::parse("udp://239.1.2.3:5000?ttl=4&rtp=1&delay=300").unwrap();
+        assert_eq!(udp.scheme(), "rtp");
+        for bad in [
+            "ftp://x:1",
+            "tcp://x",
+            "tcp://x:0",
+            "tcp://x:1/path",
+            "http://x y:80/",
+            "http://x:80/a b",
+            "udp://239.1.2.3:5000?ttl=999",
+            "udp://239.1.2.3:5000?nope=1",
+            "udp://host:5000",
+            "udp://239.1.2.3:5000?delay=20000",
+        ] {
+            assert!(PushTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Re-emission over UDP: `udp://GROUP:PORT?ttl=&iface=&rtp=1&delay=` (or a unicast host).
+//!
+//! One thread (`push-udp`) sends every UDP push: it takes what each push's tap holds into its
+//! [`Pacer`], sends the datagrams that are due (7 packets each, in RTP when `rtp=1`), and
+//! sleeps until the next one is due or a tap wakes it. A thread of its own rather than a
+//! shard's turn: a shard busy with a thousand viewers must not make datagrams late.
+//!
+//! - `ttl=` (1 to 255, default 1 for a group, 64 otherwise): hops a datagram may take.
+//! - `iface=` (a name, an index or an IPv4 address): where datagrams to a group leave.
+//! - `rtp=1`: each datagram in RTP (payload type 33, a sequence number, a 90 kHz timestamp).
+//! - `delay=` (0 to 10,000 ms, default 200): how long after the data arrived it leaves, room
+//!   for the jitter of what comes in; it must cover the source's bursts.
+
+use super::{PushOut, TargetError, LATE_NS};
+use crate::stream::tap::{Accept, Follow, TapWake};
+use shardcast_protocols::rtp;
+use shardcast_protocols::ts::pacer::{Pacer, PacerConfig};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest the emitter sleeps with nothing due (it looks for stopped pushes then).
+const IDLE: Duration = Duration::from_millis(100);
+/// The send buffer of each push's socket.
+const SEND_BUFFER: usize = 1 << 20;
+
+/// Where and how a UDP push sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpTarget {
+    /// The group or host.
+    pub addr: SocketAddr,
+    /// Hops (`IP_TTL`, or `IP_MULTICAST_TTL` for a group).
+    pub ttl: u32,
+    /// The interface datagrams to a group leave by.
+    pub iface: Option<String>,
+    /// Datagrams in RTP.
+    pub rtp: bool,
+    /// How long after the data arrived it is sent.
+    pub delay: Duration,
+}
+
+/// `rest` is `url` after `udp://`.
+pub(super) fn parse(url: &str, rest: &str) -> Result<UdpTarget, TargetError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let addr: SocketAddr = authority
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| TargetError::Address(url.to_owned()))?;
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(TargetError::Address(url.to_owned()));
+    }
+    let mut target = UdpTarget {
+        addr,
+        ttl: if addr.ip().is_multicast() { 1 } else { 64 },
+        iface: None,
+        rtp: false,
+        delay: Duration::from_millis(200),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |why: &str| TargetError::Parameter(url.to_owned(), format!("{pair}: {why}"));
+        match key {
+            "ttl" => {
+                target.ttl = value
+                    .parse()
+                    .ok()
+                    .filter(|t| (1..=255).contains(t))
+                    .ok_or_else(|| bad("1 to 255"))?
+            }
+            "iface" if !value.is_empty() => target.iface = Some(value.to_owned()),
+            "rtp" => {
+                target.rtp = match value {
+                    "1" | "true" | "" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad("1 or 0")),
+                }
+            }
+            "delay" => {
+                let ms: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 10_000)
+                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
+                target.delay = Duration::from_millis(ms);
+            }
+            _ => return Err(bad("unknown parameter")),
+        }
+    }
+    Ok(target)
+}
+
+/// The socket a push sends through: connected to its target.
+fn open(target: &UdpTarget) -> std::io::Result<Socket> {
+    let domain = match target.addr {
+        SocketAddr::V4(_) => Domain::IPV4,
+        SocketAddr::V6(_) => Domain::IPV6,
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    match target.addr.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            socket.set_multicast_ttl_v4(target.ttl)?;
+            if let Some(iface) = &target.iface {
+                socket.set_multicast_if_v4(&interface_v4(iface)?)?;
+            }
+        }
+        IpAddr::V6(group) if group.is_multicast() => {
+            socket.set_multicast_hops_v6(target.ttl)?;
+            if let Some(iface) = &target.iface {
+                let index = match iface.parse::<u32>() {
+                    Ok(index) => index,
+                    Err(_) => nix::net::if_::if_nametoindex(iface.as_str())
+                        .map_err(|e| std::io::Error::other(format!("interface {iface}: {e}")))?,
+                };
+                socket.set_multicast_if_v6(index)?;
+            }
+        }
+        IpAddr::V4(_) => socket.set_ttl(target.ttl)?,
+        IpAddr::V6(_) => socket.set_unicast_hops_v6(target.ttl)?,
+    }
+    socket.set_nonblocking(true)?;
+    socket.connect(&target.addr.into())?;
+    Ok(socket)
+}
+
+/// An interface's IPv4 address, from its address or its name.
+fn interface_v4(iface: &str) -> std::io::Result<Ipv4Addr> {
+    if let Ok(addr) = iface.parse::<Ipv4Addr>() {
+        return Ok(addr);
+    }
+    nix::ifaddrs::getifaddrs()
+        .map_err(std::io::Error::from)?
+        .filter(|a| a.interface_name == iface)
+        .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
+        .ok_or_else(|| std::io::Error::other(format!("interface {iface} has no IPv4 address")))
+}
+
+/// One UDP push as the emitter runs it.
+struct Job {
+    push: Arc<PushOut>,
+    socket: Socket,
+    pacer: Pacer,
+    follow: Follow,
+    rtp: Option<RtpState>,
+    resyncs_seen: u64,
+}
+
+struct RtpState {
+    sequence: u16,
+    ssrc: u32,
+}
+
+/// The thread that sends every UDP push, started with the first.
+#[derive(Debug, Default)]
+pub(super) struct Emitter {
+    inner: Mutex<Option<EmitterThread>>,
+}
+
+#[derive(Debug)]
+struct EmitterThread {
+    jobs: mpsc::Sender<Job>,
+    handle: std::thread::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.push.id).finish()
+    }
+}
+
+impl Emitter {
+    /// How a UDP push's tap wakes the emitter (started here if it is not running).
+    pub(super) fn wake(&self) -> std::io::Result<TapWake> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.is_none() {
+            *inner = Some(start()?);
+        }
+        let thread = inner
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the UDP emitter has stopped"))?;
+        Ok(TapWake::Thread(thread.handle.thread().clone()))
+    }
+
+    /// Send `push` to `target` from now on.
+    pub(super) fn add(&self, push: Arc<PushOut>, target: UdpTarget) -> std::io::Result<()> {
+        let socket = open(&target)?;
+        let delay_ns = target.delay.as_nanos() as u64;
+        let rtp = target.rtp.then(|| RtpState {
+            sequence: 0,
+            ssrc: ssrc(push.id, &push.stream),
+        });
+        let job = Job {
+            push,
+            socket,
+            pacer: Pacer::new(PacerConfig {
+                delay_ns,
+                ..PacerConfig::default()
+            }),
+            follow: Follow::default(),
+            rtp,
+            resyncs_seen: 0,
+        };
+        job.push.counters.connected.store(true, Ordering::Relaxed);
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let thread = inner
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the UDP emitter has stopped"))?;
+        thread
+            .jobs
+            .send(job)
+            .map_err(|_| std::io::Error::other("the UDP emitter has stopped"))?;
+        thread.handle.thread().unpark();
+        Ok(())
+    }
+
+    /// Stop the thread (the server stops).
+    pub(super) fn shut_down(&self) {
+        let thread = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            t.stopping.store(true, Ordering::Relaxed);
+            t.handle.thread().unpark();
+            let _ = t.handle.join();
+        }
+    }
+}
+
+/// An RTP source identifier that differs between pushes.
+fn ssrc(id: u64, stream: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in stream.bytes().chain(id.to_le_bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn start() -> std::io::Result<EmitterThread> {
+    let (jobs, incoming) = mpsc::channel();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stopping.clone();
+    let handle = std::thread::Builder::new()
+        .name("push-udp".into())
+        .spawn(move || run(incoming, &stop))?;
+    Ok(EmitterThread {
+        jobs,
+        handle,
+        stopping,
+    })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn run(incoming: mpsc::Receiver<Job>, stopping: &AtomicBool) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut datagram = Vec::with_capacity(12 + 7 * 188);
+    while !stopping.load(Ordering::Relaxed) {
+        jobs.extend(incoming.try_iter());
+        jobs.retain(|j| !j.push.stopped());
+        let now = now_ns();
+        let mut next = now + IDLE.as_nanos() as u64;
+        for job in &mut jobs {
+            job.turn(now, &mut datagram);
+            if let Some(due) = job.pacer.next_due() {
+                next = next.min(due);
+            }
+        }
+        if next > now {
+            std::thread::park_timeout(Duration::from_nanos(next - now));
+        }
+    }
+}
+
+impl Job {
+    /// Take what the tap holds, send what is due by `now`.
+    fn turn(&mut self, now: u64, datagram: &mut Vec<u8>) {
+        while let Some(chunk) = self.push.tap.take() {
+            match self.follow.accept(&chunk) {
+                Accept::Skip => continue,
+                Accept::Restart => self.pacer.restart(now),
+                Accept::Next => {}
+            }
+            self.pacer.push(&chunk.data, chunk.received_ns);
+        }
+        let counters = &self.push.counters;
+        while let Some(due) = self.pacer.poll(now) {
+            datagram.clear();
+            if let Some(rtp) = &mut self.rtp {
+                let timestamp = (u128::from(due.due_ns) * 9 / 100_000) as u32;
+                datagram.extend_from_slice(&rtp::header(rtp.sequence, timestamp, rtp.ssrc));
+                rtp.sequence = rtp.sequence.wrapping_add(1);
+            }
+            let packets = self.pacer.datagram();
+            datagram.extend_from_slice(packets);
+            match self.socket.send(datagram) {
+                Ok(_) => {
+                    counters.datagrams.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes
+                        .fetch_add(packets.len() as u64, Ordering::Relaxed);
+                    if now > due.due_ns + LATE_NS {
+                        counters.late_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {
+                    counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let resyncs = self.pacer.stats().resyncs;
+        if resyncs != self.resyncs_seen {
+            counters
+                .resyncs
+                .fetch_add(resyncs - self.resyncs_seen, Ordering::Relaxed);
+            self.resyncs_seen = resyncs;
+        }
+    }
+}
