@@ -142,8 +142,8 @@ e2e=(cargo test -p shardcast-e2e --features e2e --locked)
 # HLS conformance run (held requests are released through the backend), not its 300 players;
 # the CMAF and DASH renditions (documents like any other, made at ingest) run once.
 # The HLS proxy's thousand players and a stream pulled through it (the sources' runtime) run
-# once too, and so do the pushes out (a thread and tasks of their own, fed by the shard's core
-# whichever backend drives it).
+# once too, and so do the pushes out and recordings (threads and tasks of their own, fed by the
+# shard's core whichever backend drives it).
 epoll_skips=(
   --skip browser_
   --skip the_package_
@@ -178,6 +178,8 @@ epoll_skips=(
   --skip the_server_calls_encoders_that_listen
   --skip a_stream_is_re_emitted_to_multicast
   --skip pushes_reach_a_second_server
+  --skip a_recording_is_cut_at_keyframes
+  --skip a_full_disk_stops_the_recording
 )
 # Test binaries light on CPU (their tests mostly wait on real-time media and small servers):
 # they run, with both backends, beside the browser tests (a third of the end-to-end time,

@@ -103,6 +103,7 @@ pub(super) struct StreamSection {
     pub required: Option<bool>,
     #[serde(default)]
     pub push: Vec<Spanned<String>>,
+    pub record: Setting<super::RecordConfig>,
 }
 
 #[derive(Deserialize)]

@@ -78,6 +78,9 @@
 //! push = ["udp://239.2.2.2:5000?ttl=4&rtp=1", "tcp://10.0.0.9:9000",
 //!         "http://origin.example:8080/push/cam1?key=…"]  # sent on while the stream runs
 //!                                 # (udp: paced by its PCRs, delay= ms of room, 200 default)
+//! record = { path = "/var/lib/shardcast/rec/{stream}/{start}.ts", rotate = 3600,
+//!            max_age = 604800, max_bytes = 10737418240, enabled = true }
+//!                                 # files cut at keyframes; rotate: seconds of media per file
 //! max_buffer = 33554432           # bytes held for progressive viewers (oldest dropped first)
 //! max_segment = 33554432          # bytes of one HLS segment (larger ones are dropped)
 //! max_hls_bytes = 134217728       # bytes of HLS segments held, listed and in grace
@@ -493,6 +496,8 @@ pub struct StreamConfig {
     pub required: bool,
     /// Where it is sent on while it runs (push target URLs, checked).
     pub push: Vec<String>,
+    /// How it is recorded.
+    pub record: Option<RecordConfig>,
 }
 
 /// A stream's `source`: one URL, or a failover list of them.
@@ -552,6 +557,64 @@ pub struct AccessConfig {
     pub on_error: OnError,
 }
 
+/// A stream's recording (`record = { … }`, see [`crate::output::push_out::record`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The path template: absolute, `{start}` in the file name.
+    pub path: String,
+    /// Seconds of media per file (0: one file for as long as it records).
+    #[serde(default = "default_rotate")]
+    pub rotate: f64,
+    /// Seconds a file is kept (none: for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<f64>,
+    /// Bytes the recording's files may hold; the oldest go first (none: no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Whether it records when the stream starts (else only once the API starts it).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_rotate() -> f64 {
+    3600.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl RecordConfig {
+    /// How the recording runs.
+    pub fn spec(&self) -> crate::output::push_target::RecordSpec {
+        crate::output::push_target::RecordSpec {
+            path: self.path.clone(),
+            rotate: std::time::Duration::from_secs_f64(self.rotate),
+            max_age: self.max_age.map(std::time::Duration::from_secs_f64),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Why it is refused, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        crate::output::push_target::check_template(&self.path)?;
+        if self.rotate != 0.0 && !(1.0..=86_400.0 * 7.0).contains(&self.rotate) {
+            return Err(format!(
+                "record rotate is {}: 0 (never) or 1 to 604800 seconds",
+                self.rotate
+            ));
+        }
+        if self.max_age.is_some_and(|a| !(60.0..=1e9).contains(&a)) {
+            return Err("record max_age must be 60 seconds or more".into());
+        }
+        if self.max_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err("record max_bytes must be 1 MiB (1048576) or more".into());
+        }
+        Ok(())
+    }
+}
+
 /// What an unanswered access check or blocking trigger decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -587,7 +650,7 @@ pub struct TriggerConfig {
 }
 
 /// Triggers shardcast fires, with MistServer's names: the blocking ones wait for an answer.
-pub const TRIGGERS: [(&str, bool); 24] = [
+pub const TRIGGERS: [(&str, bool); 25] = [
     ("USER_NEW", true),
     ("CONN_PLAY", true),
     ("STREAM_SOURCE", true),
@@ -615,6 +678,9 @@ pub const TRIGGERS: [(&str, bool); 24] = [
     ("PUSH_OUT_START", true),
     // A push out ended (id, stream, target, target used, its last log lines, its status).
     ("PUSH_END", false),
+    // A recording finished a file (stream, path, TS, bytes, seconds, start, end, media ms,
+    // first and last media time ms).
+    ("RECORDING_END", false),
 ];
 
 /// In a source URL, replaced by the part after `+` of a wildcard instance's name.

@@ -760,10 +760,20 @@ fn stream(
     let mut push = Vec::with_capacity(st.push.len());
     for target in &st.push {
         // A template's target may have $wildcard: checked as an instance's would be.
-        crate::output::push_out::PushTarget::parse(&target.get_ref().replace(WILDCARD, "1"))
+        crate::output::push_target::PushTarget::parse(&target.get_ref().replace(WILDCARD, "1"))
             .map_err(|e| Refusal::at(target.span(), format!("stream {name:?}: {e}")))?;
         push.push(target.get_ref().clone());
     }
+    let record = match st.record {
+        None => None,
+        Some(r) => {
+            let span = r.span();
+            let r = r.into_inner();
+            r.check()
+                .map_err(|e| Refusal::at(span, format!("stream {name:?}: {e}")))?;
+            Some(r)
+        }
+    };
     Ok(StreamConfig {
         name: name.clone(),
         source,
@@ -776,6 +786,7 @@ fn stream(
         wildcard,
         required: st.required.unwrap_or(false),
         push,
+        record,
     })
 }
 

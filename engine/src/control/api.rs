@@ -56,6 +56,11 @@ pub(super) fn router(state: Shared) -> Router {
             "/api/v1/streams/{name}/pushes",
             axum::routing::post(start_push),
         )
+        .route(
+            "/api/v1/streams/{name}/recording",
+            axum::routing::post(start_recording).delete(stop_recording),
+        )
+        .route("/api/v1/streams/{name}/recordings", get(list_recordings))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut metrics = Router::new().route("/metrics", get(metrics_text));
     if state.metrics_need_token {
@@ -541,6 +546,105 @@ async fn stop_push(
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no push {id}")))
     }
+}
+
+/// `POST /api/v1/streams/{name}/recording`, with the stream's `record` settings or a body of
+/// them (`{"path": …, "rotate": …}`): record the running stream until it ends or the
+/// recording is stopped; `201 {"id": N}`.
+async fn start_recording(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body: Option<crate::config::RecordConfig> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not record settings: {e}"),
+            )
+        })?)
+    };
+    let catalog = state.catalog();
+    let Some((_, info)) = catalog.find(&name).filter(|(_, i)| !i.config.is_template()) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stream named {name:?} is running"),
+        ));
+    };
+    let Some(record) = body.or_else(|| info.config.record.clone()) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("stream {name:?} has no record settings: send them ({{\"path\": …}})"),
+        ));
+    };
+    record
+        .check()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    use crate::output::push_out::{Origin, StartError};
+    match state
+        .push_outs
+        .start_recording(&info.name, &info.taps, record.spec(), Origin::Api)
+    {
+        Ok(id) => Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id })))),
+        Err(e @ StartError::Recording) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ StartError::Record(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// `DELETE /api/v1/streams/{name}/recording`: stop the stream's recording (its file ends
+/// whole and `RECORDING_END` fires).
+async fn stop_recording(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.push_outs.recording_of(&name) {
+        Some(push) => {
+            state.push_outs.stop(push.id);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("stream {name:?} is not being recorded"),
+        )),
+    }
+}
+
+/// `GET /api/v1/streams/{name}/recordings`: the finished files of the stream's recording (its
+/// configured path, or the running recording's), oldest first; none without a recording.
+async fn list_recordings(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let catalog = state.catalog();
+    let Some((_, info)) = catalog.find(&name) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stream named {name:?}"),
+        ));
+    };
+    let template = match state.push_outs.recording_of(&name) {
+        Some(push) => Some(push.target.clone()),
+        None => info.config.record.as_ref().map(|r| r.path.clone()),
+    };
+    let Some(template) = template else {
+        return Ok(Json(Vec::new()));
+    };
+    let files = tokio::task::spawn_blocking(move || {
+        crate::output::push_out::record::files(&template, &name)
+    })
+    .await
+    .unwrap_or_default();
+    Ok(Json(
+        files
+            .into_iter()
+            .map(|(file, bytes, modified)| {
+                serde_json::json!({ "file": file, "bytes": bytes, "modified": modified })
+            })
+            .collect(),
+    ))
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {

@@ -220,16 +220,17 @@ fn push_out_metrics(out: &mut String, push_outs: &crate::output::push_out::PushO
         push_outs.refused.load(Ordering::Relaxed)
     );
     type Read = fn(&crate::output::push_out::PushOut) -> u64;
-    let families: [(&str, &str, &str, Read); 9] = [
+    let families: [(&str, &str, &str, Read); 10] = [
         ("shardcast_push_out_bytes_total", "counter", "Bytes of TS a push sent (without RTP or HTTP framing).", |p| p.counters.bytes.load(Ordering::Relaxed)),
         ("shardcast_push_out_datagrams_total", "counter", "Datagrams a UDP push sent.", |p| p.counters.datagrams.load(Ordering::Relaxed)),
         ("shardcast_push_out_late_datagrams_total", "counter", "Datagrams a UDP push sent more than 5 ms after they were due.", |p| p.counters.late_datagrams.load(Ordering::Relaxed)),
         ("shardcast_push_out_send_errors_total", "counter", "Datagrams a UDP push's socket refused (its buffer full, the host unreachable).", |p| p.counters.send_errors.load(Ordering::Relaxed)),
         ("shardcast_push_out_resyncs_total", "counter", "Times a UDP push mapped the stream's clock again (its PCRs jumped, or data came late).", |p| p.counters.resyncs.load(Ordering::Relaxed)),
         ("shardcast_push_out_reconnects_total", "counter", "Connections a TCP or HTTP push made after its first.", |p| p.counters.reconnects.load(Ordering::Relaxed)),
-        ("shardcast_push_out_failures_total", "counter", "Connection attempts of a TCP or HTTP push that failed.", |p| p.counters.failures.load(Ordering::Relaxed)),
+        ("shardcast_push_out_failures_total", "counter", "Connection attempts of a TCP or HTTP push that failed; for a recording, files it could not open or write (a full disk).", |p| p.counters.failures.load(Ordering::Relaxed)),
+        ("shardcast_push_out_files_total", "counter", "Files a recording finished.", |p| p.counters.files.load(Ordering::Relaxed)),
         ("shardcast_push_out_dropped_chunks_total", "counter", "Chunks a push lost because it fell behind (it resumes at the next access point).", |p| p.dropped_chunks()),
-        ("shardcast_push_out_connected", "gauge", "Whether a push is connected (UDP: always).", |p| u64::from(p.counters.connected.load(Ordering::Relaxed))),
+        ("shardcast_push_out_connected", "gauge", "Whether a push is connected (UDP: always; a recording: writing).", |p| u64::from(p.counters.connected.load(Ordering::Relaxed))),
     ];
     for (name, kind, help, read) in families {
         family(out, name, kind, help);

@@ -75,6 +75,9 @@ pub struct StreamFields {
     /// Where it is sent on while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub push: Vec<String>,
+    /// How it is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::config::RecordConfig>,
 }
 
 /// A template's `wildcard` table as the API takes and gives it.
@@ -135,6 +138,7 @@ impl StreamFields {
             }),
             required: Some(config.required),
             push: config.push.clone(),
+            record: config.record.clone(),
         }
     }
 
@@ -195,6 +199,19 @@ impl StreamFields {
         }
         if let Some(v) = self.required {
             t["required"] = toml_edit::value(v);
+        }
+        if let Some(r) = &self.record {
+            let mut record = toml_edit::InlineTable::new();
+            record.insert("path", r.path.as_str().into());
+            record.insert("rotate", r.rotate.into());
+            if let Some(v) = r.max_age {
+                record.insert("max_age", v.into());
+            }
+            if let Some(v) = r.max_bytes {
+                record.insert("max_bytes", i64::try_from(v).unwrap_or(i64::MAX).into());
+            }
+            record.insert("enabled", r.enabled.into());
+            t["record"] = toml_edit::value(record);
         }
         if !self.push.is_empty() {
             t["push"] = toml_edit::value(

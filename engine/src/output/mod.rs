@@ -24,6 +24,7 @@
 mod hls;
 mod progressive;
 pub mod push_out;
+pub mod push_target;
 mod target;
 
 pub use target::{push_stream, Target};

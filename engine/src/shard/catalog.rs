@@ -478,6 +478,7 @@ mod tests {
             wildcard: None,
             required: false,
             push: Vec::new(),
+            record: None,
         }
     }
 

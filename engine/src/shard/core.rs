@@ -550,6 +550,16 @@ impl ShardCore {
                 .filter(|_| !info.config.is_template())
             {
                 push_outs.stream_started(&info.name, &info.taps, &info.config.push);
+                if let Some(record) = info.config.record.as_ref().filter(|r| r.enabled) {
+                    if let Err(e) = push_outs.start_recording(
+                        &info.name,
+                        &info.taps,
+                        record.spec(),
+                        crate::output::push_out::Origin::Config,
+                    ) {
+                        tracing::warn!(stream = %info.name, "recording not started: {e}");
+                    }
+                }
             }
         }
         self.locals[slot] = Some(Local {

@@ -132,7 +132,7 @@ fn the_api_needs_its_token_and_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 6);
+    assert_eq!(checked, 7);
     let (_, _, body) = request(rig.api, "GET", "/api/v1/streams/cam", Some(&token));
     let cam = json(&body);
     assert_eq!(cam["source"], format!("udp://127.0.0.1:{}", rig.udp_port));

@@ -1,6 +1,6 @@
 //! Streams sent on ("pushes out", as MistServer calls them): re-emitted over UDP, multicast or
-//! unicast, raw TS or RTP, paced by the stream's PCRs; or pushed to another server over TCP
-//! (raw TS) or HTTP (a `PUT` with a chunked body that does not end).
+//! unicast, raw TS or RTP, paced by the stream's PCRs; pushed to another server over TCP
+//! (raw TS) or HTTP (a `PUT` with a chunked body that does not end); or recorded to files.
 //!
 //! ```text
 //!  home shard: publish(chunk) ─► Tap per push (bounded) ─┬─ udp://   the emitter thread, one
@@ -19,123 +19,25 @@
 //! point; ingest and viewers never wait for it. A connection that fails is tried again with
 //! the sources' backoff (0.25 s doubling to 10 s), counted. At most `max_push_outs` run.
 //!
-//! What it does not do yet: SRT and RTMP targets, recording to files.
+//! Recordings ([`record`]) run the same way, a thread each: a stream's `record` table, or
+//! `POST /api/v1/streams/{name}/recording`; `RECORDING_END` fires for each file.
+//!
+//! What it does not do yet: SRT and RTMP targets, recordings played back as VOD HLS.
 
 mod connect;
+pub mod record;
 mod udp;
 
 use crate::control::triggers::{refuses, TriggerSet};
 use crate::stream::tap::{self, Tap, TapSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use udp::UdpTarget;
+pub use crate::output::push_target::{PushTarget, RecordSpec, TargetError, UdpTarget};
 
 /// Log lines each push keeps for `PUSH_END` and the API.
 const LOG_LINES: usize = 10;
-
-/// Where a stream is sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PushTarget {
-    /// Datagrams to a group or a host.
-    Udp(UdpTarget),
-    /// Raw TS over a TCP connection to `host:port`.
-    Tcp {
-        /// Host (a name or an address) and port.
-        host: String,
-        /// The port.
-        port: u16,
-    },
-    /// An HTTP `PUT` of a body that does not end (chunked), as encoders push.
-    Http {
-        /// Host (a name or an address).
-        host: String,
-        /// The port.
-        port: u16,
-        /// The path and query.
-        path: String,
-    },
-}
-
-/// Why a push target is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
-    /// Not a scheme a push goes to.
-    #[error("push target {0:?}: the scheme is not one of udp://, tcp://, http://")]
-    Scheme(String),
-    /// The address does not parse.
-    #[error("push target {0:?}: expected host:port")]
-    Address(String),
-    /// A parameter is unknown or its value out of range.
-    #[error("push target {0:?}: {1}")]
-    Parameter(String, String),
-}
-
-impl PushTarget {
-    /// Parse a push target URL.
-    pub fn parse(url: &str) -> Result<PushTarget, TargetError> {
-        if let Some(rest) = url.strip_prefix("udp://") {
-            return udp::parse(url, rest).map(PushTarget::Udp);
-        }
-        let (rest, http) = match (url.strip_prefix("tcp://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
-            _ => return Err(TargetError::Scheme(url.to_owned())),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        let (host, port) = host_port(authority).ok_or(TargetError::Address(url.to_owned()))?;
-        if http {
-            let path = match path {
-                "" => "/".to_owned(),
-                p if p.starts_with('?') => format!("/{p}"),
-                p => p.to_owned(),
-            };
-            if path.chars().any(|c| c.is_control() || c == ' ') {
-                return Err(TargetError::Parameter(
-                    url.to_owned(),
-                    "the path has spaces or control characters".into(),
-                ));
-            }
-            Ok(PushTarget::Http { host, port, path })
-        } else if !path.is_empty() && path != "/" {
-            Err(TargetError::Parameter(
-                url.to_owned(),
-                "a TCP target has no path or parameters".into(),
-            ))
-        } else {
-            Ok(PushTarget::Tcp { host, port })
-        }
-    }
-
-    /// Its scheme, for metrics.
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            PushTarget::Udp(u) if u.rtp => "rtp",
-            PushTarget::Udp(_) => "udp",
-            PushTarget::Tcp { .. } => "tcp",
-            PushTarget::Http { .. } => "http",
-        }
-    }
-}
-
-/// `host:port` or `[v6]:port`.
-fn host_port(authority: &str) -> Option<(String, u16)> {
-    if let Ok(addr) = authority.parse::<SocketAddr>() {
-        return Some((addr.ip().to_string(), addr.port()));
-    }
-    let (host, port) = authority.rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    let valid = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    valid.then(|| (host.to_owned(), port))
-}
 
 /// How a push was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -164,8 +66,10 @@ pub struct PushCounters {
     pub reconnects: AtomicU64,
     /// Connection attempts that failed (TCP, HTTP).
     pub failures: AtomicU64,
-    /// Whether it is connected now (TCP, HTTP; UDP: always).
+    /// Whether it is connected now (TCP, HTTP; UDP: always; a recording: writing).
     pub connected: AtomicBool,
+    /// Files finished (a recording).
+    pub files: AtomicU64,
 }
 
 /// Datagrams sent later than this after their due time are counted as late.
@@ -190,11 +94,17 @@ pub struct PushOut {
     pub counters: PushCounters,
     tap: Arc<Tap>,
     taps: Arc<TapSet>,
+    recording: bool,
     stopped: AtomicBool,
     log: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl PushOut {
+    /// Whether it records to files.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
     /// Whether it was told to stop.
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
@@ -244,6 +154,7 @@ impl PushOut {
             "reconnects": n(&c.reconnects),
             "failures": n(&c.failures),
             "dropped_chunks": self.dropped_chunks(),
+            "files": n(&c.files),
             "log": self.log(),
         })
     }
@@ -261,6 +172,15 @@ pub enum StartError {
     /// The stream ended before the push started.
     #[error("the stream ended")]
     Ended,
+    /// A recording's path template is refused.
+    #[error("{0}")]
+    Record(String),
+    /// The stream is being recorded already.
+    #[error("the stream is being recorded already")]
+    Recording,
+    /// A recording's thread cannot start.
+    #[error("cannot start the recording's thread: {0}")]
+    RecordThread(std::io::Error),
     /// The UDP pushes' thread cannot start.
     #[error("cannot start the UDP push thread: {0}")]
     Thread(std::io::Error),
@@ -275,6 +195,8 @@ pub struct PushOuts {
     next_id: AtomicU64,
     running: Mutex<Vec<Arc<PushOut>>>,
     emitter: udp::Emitter,
+    /// Recordings' threads (joined when the server stops: their files end whole).
+    recorders: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Pushes `PUSH_OUT_START` refused, and pushes refused for `max_push_outs`.
     pub refused: AtomicU64,
 }
@@ -293,6 +215,7 @@ impl PushOuts {
             next_id: AtomicU64::new(1),
             running: Mutex::new(Vec::new()),
             emitter: udp::Emitter::default(),
+            recorders: Mutex::new(Vec::new()),
             refused: AtomicU64::new(0),
         })
     }
@@ -363,6 +286,39 @@ impl PushOuts {
         Ok(id)
     }
 
+    /// Start recording stream `stream` (whose taps are `taps`) as `spec` says; one recording
+    /// per stream at a time. Returns its id.
+    pub fn start_recording(
+        &self,
+        stream: &str,
+        taps: &Arc<TapSet>,
+        spec: RecordSpec,
+        origin: Origin,
+    ) -> Result<u64, StartError> {
+        crate::output::push_target::check_template(&spec.path).map_err(StartError::Record)?;
+        if self.recording_of(stream).is_some() {
+            return Err(StartError::Recording);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let target = spec.path.clone();
+        self.run(
+            id,
+            stream,
+            taps,
+            (target.clone(), target),
+            PushTarget::Record(spec),
+            origin,
+        )?;
+        Ok(id)
+    }
+
+    /// The recording of `stream` that runs, if one does.
+    pub fn recording_of(&self, stream: &str) -> Option<Arc<PushOut>> {
+        self.list()
+            .into_iter()
+            .find(|p| p.stream == stream && p.is_recording())
+    }
+
     /// What `PUSH_OUT_START` makes of a push of `stream` to `target`: the target to use.
     async fn ask_start(&self, stream: &str, target: &str) -> Result<(String, PushTarget), String> {
         let Some(triggers) = self
@@ -409,8 +365,28 @@ impl PushOuts {
             return Err(StartError::Full(self.max));
         }
         let notify = Arc::new(tokio::sync::Notify::new());
-        let wake = match actual {
+        // A recording's thread first: its tap wakes it.
+        let mut recorder = None;
+        let wake = match &actual {
             PushTarget::Udp(_) => self.emitter.wake().map_err(StartError::Thread)?,
+            PushTarget::Record(spec) => {
+                let (give, take) = std::sync::mpsc::channel::<Arc<PushOut>>();
+                let (spec, triggers) = (spec.clone(), self.triggers.clone());
+                let thread = std::thread::Builder::new()
+                    .name("record".into())
+                    .spawn(move || {
+                        if let Ok(push) = take.recv() {
+                            record::run(push, spec, triggers);
+                        }
+                    })
+                    .map_err(StartError::RecordThread)?;
+                let wake = tap::TapWake::Thread(thread.thread().clone());
+                let mut recorders = self.recorders.lock().unwrap_or_else(|e| e.into_inner());
+                recorders.retain(|t| !t.is_finished());
+                recorders.push(thread);
+                recorder = Some(give);
+                wake
+            }
             _ => tap::TapWake::Task(notify.clone()),
         };
         let tap = Arc::new(Tap::new(tap::TAP_CHUNKS, tap::TAP_BYTES, wake));
@@ -424,6 +400,7 @@ impl PushOuts {
             counters: PushCounters::default(),
             tap: tap.clone(),
             taps: taps.clone(),
+            recording: recorder.is_some(),
             stopped: AtomicBool::new(false),
             log: Mutex::new(Default::default()),
         });
@@ -432,6 +409,11 @@ impl PushOuts {
         taps.attach(&tap);
         tracing::info!(stream, id, target = %redacted(&push.actual), "push started");
         match actual {
+            PushTarget::Record(_) => {
+                if let Some(give) = recorder {
+                    let _ = give.send(push);
+                }
+            }
             PushTarget::Udp(udp) => {
                 if let Err(e) = self.emitter.add(push.clone(), udp) {
                     push.note(format!("cannot send: {e}"));
@@ -460,7 +442,8 @@ impl PushOuts {
         // Its reader sees it stopped and ends.
         push.tap.wake();
         tracing::info!(stream = %push.stream, id, target = %redacted(&push.actual), "push ended");
-        if let Some(t) = &self.triggers {
+        // A recording's thread ends its file and leaves.
+        if let Some(t) = self.triggers.as_ref().filter(|_| !push.recording) {
             let log = serde_json::to_string(&push.log()).unwrap_or_default();
             let status = push.status().to_string();
             t.fire(
@@ -486,6 +469,11 @@ impl PushOuts {
             self.stop(push.id);
         }
         self.emitter.shut_down();
+        let recorders =
+            std::mem::take(&mut *self.recorders.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in recorders {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -499,52 +487,4 @@ fn unix_s() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_parse_and_bad_ones_are_refused() {
-        assert_eq!(
-            PushTarget::parse("tcp://127.0.0.1:9000"),
-            Ok(PushTarget::Tcp {
-                host: "127.0.0.1".into(),
-                port: 9000
-            })
-        );
-        assert_eq!(
-            PushTarget::parse("http://origin.example:8080/push/cam?key=x"),
-            Ok(PushTarget::Http {
-                host: "origin.example".into(),
-                port: 8080,
-                path: "/push/cam?key=x".into()
-            })
-        );
-        assert_eq!(
-            PushTarget::parse("http://[::1]:80"),
-            Ok(PushTarget::Http {
-                host: "::1".into(),
-                port: 80,
-                path: "/".into()
-            })
-        );
-        let udp = PushTarget::parse("udp://239.1.2.3:5000?ttl=4&rtp=1&delay=300").unwrap();
-        assert_eq!(udp.scheme(), "rtp");
-        for bad in [
-            "ftp://x:1",
-            "tcp://x",
-            "tcp://x:0",
-            "tcp://x:1/path",
-            "http://x y:80/",
-            "http://x:80/a b",
-            "udp://239.1.2.3:5000?ttl=999",
-            "udp://239.1.2.3:5000?nope=1",
-            "udp://host:5000",
-            "udp://239.1.2.3:5000?delay=20000",
-        ] {
-            assert!(PushTarget::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

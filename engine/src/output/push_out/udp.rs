@@ -11,7 +11,7 @@
 //! - `delay=` (0 to 10,000 ms, default 200): how long after the data arrived it leaves, room
 //!   for the jitter of what comes in; it must cover the source's bursts.
 
-use super::{PushOut, TargetError, LATE_NS};
+use super::{PushOut, UdpTarget, LATE_NS};
 use crate::stream::tap::{Accept, Follow, TapWake};
 use shardcast_protocols::rtp;
 use shardcast_protocols::ts::pacer::{Pacer, PacerConfig};
@@ -25,71 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const IDLE: Duration = Duration::from_millis(100);
 /// The send buffer of each push's socket.
 const SEND_BUFFER: usize = 1 << 20;
-
-/// Where and how a UDP push sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UdpTarget {
-    /// The group or host.
-    pub addr: SocketAddr,
-    /// Hops (`IP_TTL`, or `IP_MULTICAST_TTL` for a group).
-    pub ttl: u32,
-    /// The interface datagrams to a group leave by.
-    pub iface: Option<String>,
-    /// Datagrams in RTP.
-    pub rtp: bool,
-    /// How long after the data arrived it is sent.
-    pub delay: Duration,
-}
-
-/// `rest` is `url` after `udp://`.
-pub(super) fn parse(url: &str, rest: &str) -> Result<UdpTarget, TargetError> {
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let addr: SocketAddr = authority
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| TargetError::Address(url.to_owned()))?;
-    if addr.port() == 0 || addr.ip().is_unspecified() {
-        return Err(TargetError::Address(url.to_owned()));
-    }
-    let mut target = UdpTarget {
-        addr,
-        ttl: if addr.ip().is_multicast() { 1 } else { 64 },
-        iface: None,
-        rtp: false,
-        delay: Duration::from_millis(200),
-    };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = |why: &str| TargetError::Parameter(url.to_owned(), format!("{pair}: {why}"));
-        match key {
-            "ttl" => {
-                target.ttl = value
-                    .parse()
-                    .ok()
-                    .filter(|t| (1..=255).contains(t))
-                    .ok_or_else(|| bad("1 to 255"))?
-            }
-            "iface" if !value.is_empty() => target.iface = Some(value.to_owned()),
-            "rtp" => {
-                target.rtp = match value {
-                    "1" | "true" | "" => true,
-                    "0" | "false" => false,
-                    _ => return Err(bad("1 or 0")),
-                }
-            }
-            "delay" => {
-                let ms: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|d| *d <= 10_000)
-                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
-                target.delay = Duration::from_millis(ms);
-            }
-            _ => return Err(bad("unknown parameter")),
-        }
-    }
-    Ok(target)
-}
 
 /// The socket a push sends through: connected to its target.
 fn open(target: &UdpTarget) -> std::io::Result<Socket> {

@@ -1,0 +1,333 @@
+//! Where a stream is sent on, as configured: the push target URLs (`udp://`, `tcp://`,
+//! `http://`) and the recording settings' path templates. Parsing and checking only; sending
+//! is [`crate::output::push_out`]'s. Apart from it so that the configuration can check targets
+//! without depending on what sends.
+
+use shardcast_protocols::hls::DateTime;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a stream is recorded (see [`crate::output::push_out::record`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordSpec {
+    /// The path template (`{stream}`, `{start}`, `{start:FORMAT}`).
+    pub path: String,
+    /// Media time per file before the next access point starts another (zero: never).
+    pub rotate: Duration,
+    /// Files older than this are removed.
+    pub max_age: Option<Duration>,
+    /// The oldest files are removed while the recording's files hold more than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// Where a stream is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushTarget {
+    /// To files ([`crate::output::push_out::record`]).
+    Record(RecordSpec),
+    /// Datagrams to a group or a host.
+    Udp(UdpTarget),
+    /// Raw TS over a TCP connection to `host:port`.
+    Tcp {
+        /// Host (a name or an address) and port.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// An HTTP `PUT` of a body that does not end (chunked), as encoders push.
+    Http {
+        /// Host (a name or an address).
+        host: String,
+        /// The port.
+        port: u16,
+        /// The path and query.
+        path: String,
+    },
+}
+
+/// Why a push target is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    /// Not a scheme a push goes to.
+    #[error("push target {0:?}: the scheme is not one of udp://, tcp://, http://")]
+    Scheme(String),
+    /// The address does not parse.
+    #[error("push target {0:?}: expected host:port")]
+    Address(String),
+    /// A parameter is unknown or its value out of range.
+    #[error("push target {0:?}: {1}")]
+    Parameter(String, String),
+}
+
+impl PushTarget {
+    /// Parse a push target URL.
+    pub fn parse(url: &str) -> Result<PushTarget, TargetError> {
+        if let Some(rest) = url.strip_prefix("udp://") {
+            return parse_udp(url, rest).map(PushTarget::Udp);
+        }
+        let (rest, http) = match (url.strip_prefix("tcp://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(TargetError::Scheme(url.to_owned())),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        let (host, port) = host_port(authority).ok_or(TargetError::Address(url.to_owned()))?;
+        if http {
+            let path = match path {
+                "" => "/".to_owned(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.to_owned(),
+            };
+            if path.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(TargetError::Parameter(
+                    url.to_owned(),
+                    "the path has spaces or control characters".into(),
+                ));
+            }
+            Ok(PushTarget::Http { host, port, path })
+        } else if !path.is_empty() && path != "/" {
+            Err(TargetError::Parameter(
+                url.to_owned(),
+                "a TCP target has no path or parameters".into(),
+            ))
+        } else {
+            Ok(PushTarget::Tcp { host, port })
+        }
+    }
+
+    /// Its scheme, for metrics.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            PushTarget::Udp(u) if u.rtp => "rtp",
+            PushTarget::Udp(_) => "udp",
+            PushTarget::Tcp { .. } => "tcp",
+            PushTarget::Http { .. } => "http",
+            PushTarget::Record(_) => "file",
+        }
+    }
+}
+
+/// `host:port` or `[v6]:port`.
+fn host_port(authority: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then(|| (host.to_owned(), port))
+}
+
+/// Where and how a UDP push sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpTarget {
+    /// The group or host.
+    pub addr: SocketAddr,
+    /// Hops (`IP_TTL`, or `IP_MULTICAST_TTL` for a group).
+    pub ttl: u32,
+    /// The interface datagrams to a group leave by.
+    pub iface: Option<String>,
+    /// Datagrams in RTP.
+    pub rtp: bool,
+    /// How long after the data arrived it is sent.
+    pub delay: Duration,
+}
+
+/// `rest` is `url` after `udp://`.
+fn parse_udp(url: &str, rest: &str) -> Result<UdpTarget, TargetError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let addr: SocketAddr = authority
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| TargetError::Address(url.to_owned()))?;
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(TargetError::Address(url.to_owned()));
+    }
+    let mut target = UdpTarget {
+        addr,
+        ttl: if addr.ip().is_multicast() { 1 } else { 64 },
+        iface: None,
+        rtp: false,
+        delay: Duration::from_millis(200),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |why: &str| TargetError::Parameter(url.to_owned(), format!("{pair}: {why}"));
+        match key {
+            "ttl" => {
+                target.ttl = value
+                    .parse()
+                    .ok()
+                    .filter(|t| (1..=255).contains(t))
+                    .ok_or_else(|| bad("1 to 255"))?
+            }
+            "iface" if !value.is_empty() => target.iface = Some(value.to_owned()),
+            "rtp" => {
+                target.rtp = match value {
+                    "1" | "true" | "" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad("1 or 0")),
+                }
+            }
+            "delay" => {
+                let ms: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 10_000)
+                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
+                target.delay = Duration::from_millis(ms);
+            }
+            _ => return Err(bad("unknown parameter")),
+        }
+    }
+    Ok(target)
+}
+
+/// The path `template` names for `stream` starting at `unix_ms`.
+pub fn render(template: &str, stream: &str, unix_ms: i64) -> String {
+    let date = DateTime::from_unix_millis(unix_ms).to_string();
+    let field = |r: std::ops::Range<usize>| date.get(r).unwrap_or("00").to_owned();
+    let (y, mo, d) = (field(0..4), field(5..7), field(8..10));
+    let (h, mi, s) = (field(11..13), field(14..16), field(17..19));
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let token = &after[..close];
+        match token {
+            "stream" => out.push_str(stream),
+            "start" => out.push_str(&format!("{y}{mo}{d}-{h}{mi}{s}")),
+            t if t.starts_with("start:") => {
+                let mut chars = t["start:".len()..].chars();
+                while let Some(c) = chars.next() {
+                    if c != '%' {
+                        out.push(c);
+                        continue;
+                    }
+                    match chars.next() {
+                        Some('Y') => out.push_str(&y),
+                        Some('m') => out.push_str(&mo),
+                        Some('d') => out.push_str(&d),
+                        Some('H') => out.push_str(&h),
+                        Some('M') => out.push_str(&mi),
+                        Some('S') => out.push_str(&s),
+                        Some('s') => out.push_str(&(unix_ms / 1000).to_string()),
+                        Some('%') => out.push('%'),
+                        Some(other) => {
+                            out.push('%');
+                            out.push(other);
+                        }
+                        None => out.push('%'),
+                    }
+                }
+            }
+            other => {
+                out.push('{');
+                out.push_str(other);
+                out.push('}');
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Why a path template is refused.
+pub fn check_template(template: &str) -> Result<(), String> {
+    if !template.starts_with('/') {
+        return Err(format!("record path {template:?} is not absolute"));
+    }
+    let file = template.rsplit('/').next().unwrap_or("");
+    if !file.contains("{start") {
+        return Err(format!(
+            "record path {template:?}: its file name needs {{start}} (or {{start:FORMAT}}), or every file would have one name"
+        ));
+    }
+    if template.split('/').any(|part| part == "..") {
+        return Err(format!("record path {template:?} has .."));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            PushTarget::parse("tcp://127.0.0.1:9000"),
+            Ok(PushTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9000
+            })
+        );
+        assert_eq!(
+            PushTarget::parse("http://origin.example:8080/push/cam?key=x"),
+            Ok(PushTarget::Http {
+                host: "origin.example".into(),
+                port: 8080,
+                path: "/push/cam?key=x".into()
+            })
+        );
+        assert_eq!(
+            PushTarget::parse("http://[::1]:80"),
+            Ok(PushTarget::Http {
+                host: "::1".into(),
+                port: 80,
+                path: "/".into()
+            })
+        );
+        let udp = PushTarget::parse("udp://239.1.2.3:5000?ttl=4&rtp=1&delay=300").unwrap();
+        assert_eq!(udp.scheme(), "rtp");
+        for bad in [
+            "ftp://x:1",
+            "tcp://x",
+            "tcp://x:0",
+            "tcp://x:1/path",
+            "http://x y:80/",
+            "http://x:80/a b",
+            "udp://239.1.2.3:5000?ttl=999",
+            "udp://239.1.2.3:5000?nope=1",
+            "udp://host:5000",
+            "udp://239.1.2.3:5000?delay=20000",
+        ] {
+            assert!(PushTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn templates_render() {
+        // 2026-11-30T22:40:10.123Z
+        let ms = 1_796_078_410_123;
+        assert_eq!(
+            render("/rec/{stream}/{start}.ts", "cam", ms),
+            "/rec/cam/20261130-224010.ts"
+        );
+        assert_eq!(
+            render("/rec/{stream}/{start:%Y/%m-%d_%H%M%S_%s%%}.ts", "cam", ms),
+            "/rec/cam/2026/11-30_224010_1796078410%.ts"
+        );
+        assert_eq!(
+            render("/rec/{other}/{start", "c", ms),
+            "/rec/{other}/{start"
+        );
+        assert!(check_template("/rec/{stream}/{start}.ts").is_ok());
+        assert!(check_template("rec/{start}.ts").is_err());
+        assert!(check_template("/rec/{stream}.ts").is_err());
+        assert!(check_template("/rec/../{start}.ts").is_err());
+    }
+}
