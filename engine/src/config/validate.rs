@@ -760,8 +760,13 @@ fn stream(
     let mut push = Vec::with_capacity(st.push.len());
     for target in &st.push {
         // A template's target may have $wildcard: checked as an instance's would be.
-        crate::output::push_target::PushTarget::parse(&target.get_ref().replace(WILDCARD, "1"))
-            .map_err(|e| Refusal::at(target.span(), format!("stream {name:?}: {e}")))?;
+        let parsed =
+            crate::output::push_target::PushTarget::parse(&target.get_ref().replace(WILDCARD, "1"))
+                .map_err(|e| Refusal::at(target.span(), format!("stream {name:?}: {e}")))?;
+        if matches!(parsed, crate::output::push_target::PushTarget::Srt(_)) {
+            crate::sys::srt::srt()
+                .map_err(|e| Refusal::at(target.span(), format!("stream {name:?}: {e}")))?;
+        }
         push.push(target.get_ref().clone());
     }
     let record = match st.record {

@@ -27,6 +27,8 @@ pub enum PushTarget {
     Record(RecordSpec),
     /// Datagrams to a group or a host.
     Udp(UdpTarget),
+    /// An SRT caller to a listener (live mode), paced as UDP is.
+    Srt(SrtTarget),
     /// Raw TS over a TCP connection to `host:port`.
     Tcp {
         /// Host (a name or an address) and port.
@@ -49,7 +51,7 @@ pub enum PushTarget {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
     /// Not a scheme a push goes to.
-    #[error("push target {0:?}: the scheme is not one of udp://, tcp://, http://")]
+    #[error("push target {0:?}: the scheme is not one of udp://, srt://, tcp://, http://")]
     Scheme(String),
     /// The address does not parse.
     #[error("push target {0:?}: expected host:port")]
@@ -64,6 +66,9 @@ impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget, TargetError> {
         if let Some(rest) = url.strip_prefix("udp://") {
             return parse_udp(url, rest).map(PushTarget::Udp);
+        }
+        if let Some(rest) = url.strip_prefix("srt://") {
+            return parse_srt(url, rest).map(PushTarget::Srt);
         }
         let (rest, http) = match (url.strip_prefix("tcp://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (rest, false),
@@ -106,6 +111,7 @@ impl PushTarget {
             PushTarget::Tcp { .. } => "tcp",
             PushTarget::Http { .. } => "http",
             PushTarget::Record(_) => "file",
+            PushTarget::Srt(_) => "srt",
         }
     }
 }
@@ -174,6 +180,79 @@ fn parse_udp(url: &str, rest: &str) -> Result<UdpTarget, TargetError> {
                     "0" | "false" => false,
                     _ => return Err(bad("1 or 0")),
                 }
+            }
+            "delay" => {
+                let ms: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 10_000)
+                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
+                target.delay = Duration::from_millis(ms);
+            }
+            _ => return Err(bad("unknown parameter")),
+        }
+    }
+    Ok(target)
+}
+
+/// Where and how an SRT push calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrtTarget {
+    /// Host (a name or an address) and port.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The stream id sent (`#!::r=NAME,m=publish`, or a plain name).
+    pub stream_id: Option<String>,
+    /// The passphrase, when encrypted (10 to 79 characters).
+    pub passphrase: Option<String>,
+    /// The key length when encrypting (16, 24 or 32).
+    pub key_length: Option<u8>,
+    /// The latency asked of the listener, ms.
+    pub latency_ms: u32,
+    /// How long after the data arrived it is sent (the pacer's room), as for UDP.
+    pub delay: Duration,
+}
+
+/// `rest` is `url` after `srt://`: `HOST:PORT?streamid=&passphrase=&pbkeylen=&latency=&delay=`.
+fn parse_srt(url: &str, rest: &str) -> Result<SrtTarget, TargetError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (host, port) = host_port(authority.trim_end_matches('/'))
+        .ok_or_else(|| TargetError::Address(url.to_owned()))?;
+    let mut target = SrtTarget {
+        host,
+        port,
+        stream_id: None,
+        passphrase: None,
+        key_length: None,
+        latency_ms: 120,
+        delay: Duration::from_millis(200),
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let bad = |why: &str| TargetError::Parameter(url.to_owned(), format!("{key}: {why}"));
+        match &*key {
+            "streamid" if !value.is_empty() && value.len() <= 512 => {
+                target.stream_id = Some(value.into_owned())
+            }
+            "passphrase" if (10..=79).contains(&value.len()) => {
+                target.passphrase = Some(value.into_owned())
+            }
+            "passphrase" => return Err(bad("10 to 79 characters")),
+            "pbkeylen" => {
+                target.key_length = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| [16, 24, 32].contains(n))
+                        .ok_or_else(|| bad("16, 24 or 32"))?,
+                )
+            }
+            "latency" => {
+                target.latency_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| (20..=10_000).contains(ms))
+                    .ok_or_else(|| bad("20 to 10000 (ms)"))?
             }
             "delay" => {
                 let ms: u64 = value
@@ -293,6 +372,13 @@ mod tests {
         );
         let udp = PushTarget::parse("udp://239.1.2.3:5000?ttl=4&rtp=1&delay=300").unwrap();
         assert_eq!(udp.scheme(), "rtp");
+        let Ok(PushTarget::Srt(srt)) = PushTarget::parse(
+            "srt://far.example:9000?streamid=%23!::r=cam,m=publish&passphrase=0123456789&latency=200",
+        ) else {
+            panic!("srt:// does not parse");
+        };
+        assert_eq!(srt.stream_id.as_deref(), Some("#!::r=cam,m=publish"));
+        assert_eq!((srt.port, srt.latency_ms), (9000, 200));
         for bad in [
             "ftp://x:1",
             "tcp://x",
@@ -304,6 +390,9 @@ mod tests {
             "udp://239.1.2.3:5000?nope=1",
             "udp://host:5000",
             "udp://239.1.2.3:5000?delay=20000",
+            "srt://x:9000?passphrase=short",
+            "srt://x:9000?mode=listener",
+            "srt://x",
         ] {
             assert!(PushTarget::parse(bad).is_err(), "{bad}");
         }

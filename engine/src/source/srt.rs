@@ -25,8 +25,8 @@
 //! receive buffer) are sampled once a second into the stream's counters, for the API and
 //! metrics.
 //!
-//! What it does not do: rendezvous mode, SRT output, playing over SRT (`m=request`),
-//! `PUSH_REWRITE` or the token backend deciding callers, bonding.
+//! What it does not do: rendezvous mode, playing over SRT (`m=request`; sending on is
+//! [`crate::output::push_out`]'s), `PUSH_REWRITE` or the token backend deciding callers, bonding.
 
 use super::inlet::{Delivery, Inlet, READ_PACE};
 use super::{SourceContext, SourceDriver, SourceError, SourceSpec};

@@ -48,6 +48,8 @@ const EPOLL_IN: c_int = 0x1;
 const EPOLL_ERR: c_int = 0x8;
 /// `SRT_EASYNCRCV`: nothing to read, or no connection to accept, now.
 const EASYNCRCV: c_int = 6002;
+/// `SRT_EASYNCSND`: no room in the send buffer now.
+const EASYNCSND: c_int = 6001;
 /// `SRT_REJC_PREDEFINED` plus an HTTP-like code: the rejections a listener's hook sends.
 const REJECT_BASE: c_int = 1000;
 /// Longest stream id SRT carries.
@@ -84,6 +86,7 @@ struct Api {
     setsockflag: unsafe extern "C" fn(c_int, c_int, *const c_void, c_int) -> c_int,
     getsockflag: unsafe extern "C" fn(c_int, c_int, *mut c_void, *mut c_int) -> c_int,
     recvmsg: unsafe extern "C" fn(c_int, *mut c_char, c_int) -> c_int,
+    sendmsg: unsafe extern "C" fn(c_int, *const c_char, c_int, c_int, c_int) -> c_int,
     getlasterror: unsafe extern "C" fn(*mut c_int) -> c_int,
     strerror: unsafe extern "C" fn(c_int, c_int) -> *const c_char,
     bstats: unsafe extern "C" fn(c_int, *mut PerfMon, c_int) -> c_int,
@@ -271,6 +274,7 @@ fn open() -> Result<Api, String> {
         setsockflag: function!("srt_setsockflag"),
         getsockflag: function!("srt_getsockflag"),
         recvmsg: function!("srt_recvmsg"),
+        sendmsg: function!("srt_sendmsg"),
         getlasterror: function!("srt_getlasterror"),
         strerror: function!("srt_strerror"),
         bstats: function!("srt_bstats"),
@@ -781,6 +785,22 @@ impl Socket {
             return Err(SrtError::Call(last_error(self.raw.api)));
         }
         Ok(Received::Message(n as usize))
+    }
+
+    /// Send one message (a live-mode packet's payload, at most 1456 bytes) without waiting:
+    /// false when the send buffer has no room now.
+    pub fn send(&self, message: &[u8]) -> Result<bool, SrtError> {
+        let len = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
+        // SAFETY: `message` is readable for `len` bytes; libsrt copies them. A TTL of -1 (none)
+        // and in-order delivery off are live mode's defaults.
+        let n = unsafe { (self.raw.api.sendmsg)(self.raw.id, message.as_ptr().cast(), len, -1, 0) };
+        if n < 0 {
+            if last_code(self.raw.api) == EASYNCSND {
+                return Ok(false);
+            }
+            return Err(SrtError::Call(last_error(self.raw.api)));
+        }
+        Ok(true)
     }
 
     /// The stream id the caller sent (on an accepted socket).

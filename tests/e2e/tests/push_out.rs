@@ -1,6 +1,7 @@
 //! Streams sent on: re-emitted to a multicast group and to a unicast RTP receiver (paced by
 //! their PCRs, counters continuous, decoded by ffmpeg), and pushed to a second shardcast over
-//! TCP and HTTP, through its restart, with `PUSH_OUT_START` and `PUSH_END`, and the API.
+//! TCP, HTTP and SRT (encrypted), through its restart, with `PUSH_OUT_START` and `PUSH_END`,
+//! and the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -245,10 +246,11 @@ fn calls(dir: &TempDir) -> String {
 
 #[test]
 fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
-    let (input, far_port, far_tcp) = (free_port(), free_port(), free_port());
+    let (input, far_port, far_tcp, far_srt) = (free_port(), free_port(), free_port(), free_port());
     let far_config = format!(
         "[[stream]]\nname = \"overtcp\"\nsource = \"tcp://127.0.0.1:{far_tcp}\"\nsegment_duration = 1\n\n\
-         [[stream]]\nname = \"overhttp\"\nsource = \"push://?key=s3cret\"\nsegment_duration = 1\n"
+         [[stream]]\nname = \"overhttp\"\nsource = \"push://?key=s3cret\"\nsegment_duration = 1\n\n\
+         [[stream]]\nname = \"oversrt\"\nsource = \"srt://127.0.0.1:{far_srt}?passphrase=0123456789abc\"\nsegment_duration = 1\n"
     );
     let far_dir = TempDir::new("push-out-far");
     let far_path = far_dir.0.join("shardcast.toml");
@@ -272,7 +274,7 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
     let script = handler(&dir, &format!("tcp://127.0.0.1:{far_tcp}"));
     let config = format!(
         "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
-         push = [\"tcp://rewrite.invalid:9\", \"http://127.0.0.1:{far_port}/push/overhttp?key=s3cret\", \"tcp://127.0.0.1:9/refuse\"]\n\n\
+         push = [\"tcp://rewrite.invalid:9\", \"http://127.0.0.1:{far_port}/push/overhttp?key=s3cret\", \"tcp://127.0.0.1:9/refuse\", \"srt://127.0.0.1:{far_srt}?streamid=oversrt&passphrase=0123456789abc\"]\n\n\
          [[trigger]]\non = \"PUSH_OUT_START\"\nhandler = \"{0}\"\n\n\
          [[trigger]]\non = \"PUSH_END\"\nhandler = \"{0}\"\n",
         script.display()
@@ -299,7 +301,7 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
         || {
             pushes()
                 .as_array()
-                .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["failures"].as_u64() > Some(0)))
+                .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["failures"].as_u64() > Some(0)))
         },
     );
     let asked = calls(&dir);
@@ -330,7 +332,7 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
 
     // The far server comes: both pushes connect, and it plays what they bring.
     let far = start_far();
-    for stream in ["overtcp", "overhttp"] {
+    for stream in ["overtcp", "overhttp", "oversrt"] {
         wait_until(
             Duration::from_secs(20),
             || {
@@ -360,7 +362,7 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
             })
         },
     );
-    for stream in ["overtcp", "overhttp"] {
+    for stream in ["overtcp", "overhttp", "oversrt"] {
         wait_until(
             Duration::from_secs(20),
             || format!("{stream} never played again: {}", far.log()),
@@ -427,6 +429,6 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
     let (status, log) = near.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{log}");
     let ended = calls(&dir);
-    assert_eq!(ended.matches("PUSH_END ").count(), 3, "{ended}");
+    assert_eq!(ended.matches("PUSH_END ").count(), 4, "{ended}");
     drop(far);
 }

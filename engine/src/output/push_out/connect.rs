@@ -31,7 +31,7 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
         PushTarget::Tcp { host, port } | PushTarget::Http { host, port, .. } => {
             (host.clone(), *port)
         }
-        PushTarget::Udp(_) | PushTarget::Record(_) => return,
+        PushTarget::Udp(_) | PushTarget::Record(_) | PushTarget::Srt(_) => return,
     };
     let counters = &push.counters;
     let mut retry = Retry::new();

@@ -1,10 +1,12 @@
 //! Streams sent on ("pushes out", as MistServer calls them): re-emitted over UDP, multicast or
-//! unicast, raw TS or RTP, paced by the stream's PCRs; pushed to another server over TCP
-//! (raw TS) or HTTP (a `PUT` with a chunked body that does not end); or recorded to files.
+//! unicast, raw TS or RTP, paced by the stream's PCRs; pushed to another server over SRT (a
+//! caller, paced the same way), TCP (raw TS) or HTTP (a `PUT` with a chunked body that does
+//! not end); or recorded to files.
 //!
 //! ```text
 //!  home shard: publish(chunk) ─► Tap per push (bounded) ─┬─ udp://   the emitter thread, one
 //!                                                        │          for all (Pacer, send)
+//!                                                        ├─ srt://   a thread each (Pacer, libsrt)
 //!                                                        └─ tcp://, http://  a task each on the
 //!                                                                   sources' runtime
 //! ```
@@ -22,10 +24,11 @@
 //! Recordings ([`record`]) run the same way, a thread each: a stream's `record` table, or
 //! `POST /api/v1/streams/{name}/recording`; `RECORDING_END` fires for each file.
 //!
-//! What it does not do yet: SRT and RTMP targets, recordings played back as VOD HLS.
+//! What it does not do yet: RTMP targets, recordings played back as VOD HLS.
 
 mod connect;
 pub mod record;
+mod srt;
 mod udp;
 
 use crate::control::triggers::{refuses, TriggerSet};
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::output::push_target::{PushTarget, RecordSpec, TargetError, UdpTarget};
+pub use crate::output::push_target::{PushTarget, RecordSpec, SrtTarget, TargetError, UdpTarget};
 
 /// Log lines each push keeps for `PUSH_END` and the API.
 const LOG_LINES: usize = 10;
@@ -178,8 +181,8 @@ pub enum StartError {
     /// The stream is being recorded already.
     #[error("the stream is being recorded already")]
     Recording,
-    /// A recording's thread cannot start.
-    #[error("cannot start the recording's thread: {0}")]
+    /// A recording's (or an SRT push's) thread cannot start.
+    #[error("cannot start the push's thread: {0}")]
     RecordThread(std::io::Error),
     /// The UDP pushes' thread cannot start.
     #[error("cannot start the UDP push thread: {0}")]
@@ -195,7 +198,8 @@ pub struct PushOuts {
     next_id: AtomicU64,
     running: Mutex<Vec<Arc<PushOut>>>,
     emitter: udp::Emitter,
-    /// Recordings' threads (joined when the server stops: their files end whole).
+    /// Recordings' and SRT pushes' threads (joined when the server stops: files end whole,
+    /// and no thread is inside libsrt when the process exits).
     recorders: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Pushes `PUSH_OUT_START` refused, and pushes refused for `max_push_outs`.
     pub refused: AtomicU64,
@@ -369,14 +373,21 @@ impl PushOuts {
         let mut recorder = None;
         let wake = match &actual {
             PushTarget::Udp(_) => self.emitter.wake().map_err(StartError::Thread)?,
-            PushTarget::Record(spec) => {
+            PushTarget::Record(_) | PushTarget::Srt(_) => {
                 let (give, take) = std::sync::mpsc::channel::<Arc<PushOut>>();
-                let (spec, triggers) = (spec.clone(), self.triggers.clone());
+                let (target, triggers) = (actual.clone(), self.triggers.clone());
+                let name = match target {
+                    PushTarget::Srt(_) => "push-srt",
+                    _ => "record",
+                };
                 let thread = std::thread::Builder::new()
-                    .name("record".into())
+                    .name(name.into())
                     .spawn(move || {
-                        if let Ok(push) = take.recv() {
-                            record::run(push, spec, triggers);
+                        let Ok(push) = take.recv() else { return };
+                        match target {
+                            PushTarget::Record(spec) => record::run(push, spec, triggers),
+                            PushTarget::Srt(srt) => srt::run(push, srt),
+                            _ => {}
                         }
                     })
                     .map_err(StartError::RecordThread)?;
@@ -400,7 +411,7 @@ impl PushOuts {
             counters: PushCounters::default(),
             tap: tap.clone(),
             taps: taps.clone(),
-            recording: recorder.is_some(),
+            recording: matches!(actual, PushTarget::Record(_)),
             stopped: AtomicBool::new(false),
             log: Mutex::new(Default::default()),
         });
@@ -409,7 +420,7 @@ impl PushOuts {
         taps.attach(&tap);
         tracing::info!(stream, id, target = %redacted(&push.actual), "push started");
         match actual {
-            PushTarget::Record(_) => {
+            PushTarget::Record(_) | PushTarget::Srt(_) => {
                 if let Some(give) = recorder {
                     let _ = give.send(push);
                 }
