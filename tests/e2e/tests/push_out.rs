@@ -432,3 +432,124 @@ fn pushes_reach_a_second_server_over_tcp_and_http_through_its_restart() {
     assert_eq!(ended.matches("PUSH_END ").count(), 4, "{ended}");
     drop(far);
 }
+
+#[test]
+fn a_far_end_that_takes_nothing_costs_only_its_push_and_max_push_outs_holds() {
+    let input = free_port();
+    // A far end that takes connections and reads nothing, with the smallest receive buffer.
+    let sink = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    sink.set_recv_buffer_size(4096).unwrap();
+    sink.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    sink.listen(8).unwrap();
+    let sink: std::net::TcpListener = sink.into();
+    let sink_port = sink.local_addr().unwrap().port();
+    sink.set_nonblocking(true).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((conn, _)) = sink.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            held.len()
+        })
+    };
+    let (server, api, token, _dir) = start_configured(
+        "push-out-stalled",
+        &format!(
+            "[server]\nmax_push_outs = 2\n\n\
+             [[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
+             push = [\"tcp://127.0.0.1:{sink_port}\"]\n"
+        ),
+    );
+    let _ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{input}?pkt_size=1316"),
+        40,
+        "640x360",
+        "2M",
+        25,
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || server.log(),
+        || fetch(server.addr, "/cam/index.m3u8", "").0 == 200,
+    );
+    // A second push fits; a third does not.
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let body = format!(
+        "{{\"target\": \"udp://{}\"}}",
+        receiver.local_addr().unwrap()
+    );
+    let (code, _) = api_call(
+        api,
+        "POST",
+        "/api/v1/streams/cam/pushes",
+        &token,
+        Some(&body),
+    );
+    assert_eq!(code, 201);
+    wait_until(
+        Duration::from_secs(5),
+        || "the second push never ran".into(),
+        || {
+            api_call(api, "GET", "/api/v1/pushes", &token, None)
+                .1
+                .as_array()
+                .is_some_and(|p| p.len() == 2)
+        },
+    );
+    let (code, refused) = api_call(
+        api,
+        "POST",
+        "/api/v1/streams/cam/pushes",
+        &token,
+        Some(&body),
+    );
+    assert_eq!(code, 503, "{refused}");
+    assert!(metrics(api, &token).contains("shardcast_push_outs_refused_total 1"));
+    // Meanwhile a progressive viewer gets every packet, in time.
+    let seen = capture(server.addr, "/cam.ts", 14.0);
+    assert_eq!(continuity_breaks(&seen), []);
+    assert!(
+        pictures(&seen) >= 300,
+        "{} pictures in 14 s",
+        pictures(&seen)
+    );
+    // The stalled push gives up on its connection (nothing taken for 10 s) and makes another.
+    let tcp = || {
+        api_call(api, "GET", "/api/v1/pushes?stream=cam", &token, None)
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["target"].as_str().unwrap().starts_with("tcp://"))
+            .cloned()
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        || format!("{}", tcp()),
+        || tcp()["reconnects"].as_u64() >= Some(1),
+    );
+    let push = tcp();
+    assert!(
+        push["log"].to_string().contains("took nothing for 10 s"),
+        "{push}"
+    );
+    // The UDP push went on all along.
+    let got = receive(&receiver, 1);
+    assert!(got.len() > 50, "{} datagrams", got.len());
+    drop(server);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(holder.join().unwrap() >= 2);
+}

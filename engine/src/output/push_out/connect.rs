@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the far end may take nothing before the connection is given up.
 const STALL: Duration = Duration::from_secs(10);
+/// The send buffer of a push's connection.
+const SEND_BUFFER: u32 = 256 * 1024;
 /// How often a push with nothing to send looks whether it was stopped.
 const LOOK: Duration = Duration::from_secs(1);
 
@@ -37,12 +39,7 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
     let mut retry = Retry::new();
     let mut connections = 0u64;
     while !push.stopped() {
-        let why = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        {
+        let why = match tokio::time::timeout(CONNECT_TIMEOUT, connect_to(&host, port)).await {
             Ok(Ok(stream)) => {
                 connections += 1;
                 if connections > 1 {
@@ -86,6 +83,26 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
         }
     }
     counters.connected.store(false, Ordering::Relaxed);
+}
+
+/// A connection to `host:port` (each of its addresses in turn) whose send buffer is
+/// [`SEND_BUFFER`]: a far end that reads nothing holds that much of the kernel's memory, not
+/// what autotuning would give it.
+async fn connect_to(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other(format!("{host} has no address"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_send_buffer_size(SEND_BUFFER)?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Send the stream over one connection until it fails or the push stops: why it ended.
