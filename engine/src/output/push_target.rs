@@ -181,18 +181,17 @@ fn parse_udp(url: &str, rest: &str) -> Result<UdpTarget, TargetError> {
                     _ => return Err(bad("1 or 0")),
                 }
             }
-            "delay" => {
-                let ms: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|d| *d <= 10_000)
-                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
-                target.delay = Duration::from_millis(ms);
-            }
+            "delay" => target.delay = delay(value).ok_or_else(|| bad("0 to 10000 (ms)"))?,
             _ => return Err(bad("unknown parameter")),
         }
     }
     Ok(target)
+}
+
+/// A pacer's `delay=`: 0 to 10,000 ms.
+fn delay(value: &str) -> Option<Duration> {
+    let ms: u64 = value.parse().ok().filter(|d| *d <= 10_000)?;
+    Some(Duration::from_millis(ms))
 }
 
 /// Where and how an SRT push calls.
@@ -254,14 +253,7 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtTarget, TargetError> {
                     .filter(|ms| (20..=10_000).contains(ms))
                     .ok_or_else(|| bad("20 to 10000 (ms)"))?
             }
-            "delay" => {
-                let ms: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|d| *d <= 10_000)
-                    .ok_or_else(|| bad("0 to 10000 (ms)"))?;
-                target.delay = Duration::from_millis(ms);
-            }
+            "delay" => target.delay = delay(&value).ok_or_else(|| bad("0 to 10000 (ms)"))?,
             _ => return Err(bad("unknown parameter")),
         }
     }

@@ -30,6 +30,35 @@ fn ended(dir: &TempDir) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A server in `dir` recording stream `cam` (ffmpeg's 640x360 at 1 Mbit/s, a keyframe a
+/// second, into UDP port `input` for 60 s) as `record` says, `handler` its `RECORDING_END`.
+fn start(
+    dir: &TempDir,
+    input: u16,
+    record: &str,
+    handler: &std::path::Path,
+) -> (Server, std::net::SocketAddr, String, KillOnDrop) {
+    let config = format!(
+        "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
+         record = {record}\n\n\
+         [[trigger]]\non = \"RECORDING_END\"\nhandler = \"{}\"\n",
+        handler.display()
+    );
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let api = free_api_addr();
+    let server = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    let ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{input}?pkt_size=1316"),
+        60,
+        "640x360",
+        "1M",
+        25,
+    );
+    (server, api, token, ffmpeg)
+}
+
 /// ffprobe's duration of a file, seconds.
 fn duration(path: &str) -> f64 {
     let (ok, out) = run(
@@ -56,25 +85,11 @@ fn a_recording_is_cut_at_keyframes_kept_within_its_bytes_and_reported() {
     let dir = TempDir::new("recording");
     let script = handler(&dir);
     let rec = dir.0.join("rec");
-    let config = format!(
-        "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
-         record = {{ path = \"{}/{{stream}}/{{start:%H%M%S}}.ts\", rotate = 4, max_bytes = 2097152 }}\n\n\
-         [[trigger]]\non = \"RECORDING_END\"\nhandler = \"{}\"\n",
-        rec.display(),
-        script.display()
+    let record = format!(
+        "{{ path = \"{}/{{stream}}/{{start:%H%M%S}}.ts\", rotate = 4, max_bytes = 2097152 }}",
+        rec.display()
     );
-    let path = dir.0.join("shardcast.toml");
-    std::fs::write(&path, config).unwrap();
-    let api = free_api_addr();
-    let server = start_with_api(&path, &dir.0, api);
-    let token = api_token(&dir.0);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{input}?pkt_size=1316"),
-        60,
-        "640x360",
-        "1M",
-        25,
-    );
+    let (server, api, token, _ffmpeg) = start(&dir, input, &record, &script);
     // Five files end (about 4 s each), then the recording is stopped: the sixth ends too.
     wait_until(
         Duration::from_secs(40),
@@ -199,25 +214,11 @@ fn a_full_disk_stops_the_recording_without_disturbing_viewers_and_it_resumes() {
     let dir = TempDir::new("recording-full");
     let script = handler(&dir);
     let disk = SmallDisk::mount(dir.0.join("small"), "1m");
-    let config = format!(
-        "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
-         record = {{ path = \"{}/{{start}}.ts\", rotate = 0 }}\n\n\
-         [[trigger]]\non = \"RECORDING_END\"\nhandler = \"{}\"\n",
-        disk.0.display(),
-        script.display()
+    let record = format!(
+        "{{ path = \"{}/{{start}}.ts\", rotate = 0 }}",
+        disk.0.display()
     );
-    let path = dir.0.join("shardcast.toml");
-    std::fs::write(&path, config).unwrap();
-    let api = free_api_addr();
-    let server = start_with_api(&path, &dir.0, api);
-    let token = api_token(&dir.0);
-    let _ffmpeg = ffmpeg_source(
-        &format!("udp://127.0.0.1:{input}?pkt_size=1316"),
-        60,
-        "640x360",
-        "1M",
-        25,
-    );
+    let (server, api, token, _ffmpeg) = start(&dir, input, &record, &script);
     wait_until(
         Duration::from_secs(10),
         || server.log(),
