@@ -46,7 +46,7 @@ pub(crate) mod retry;
 mod rtmp;
 mod srt;
 mod tcp;
-mod udp;
+pub(crate) mod udp;
 
 pub use demo::DemoSource;
 pub use driver::{SourceContext, SourceDriver};

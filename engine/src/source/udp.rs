@@ -345,17 +345,34 @@ fn join_v6(socket: &Socket, spec: &UdpSpec, group: Ipv6Addr) -> io::Result<()> {
     socket.bind(&SocketAddrV6::new(group, spec.addr.port(), 0, 0).into())?;
     let index = match spec.iface.as_deref() {
         None => 0,
-        Some(iface) => match iface.parse::<u32>() {
-            Ok(index) => index,
-            Err(_) => nix::net::if_::if_nametoindex(iface).map_err(|e| {
-                io::Error::new(io::ErrorKind::NotFound, format!("interface {iface}: {e}"))
-            })?,
-        },
+        Some(iface) => interface_index(iface)?,
     };
     match spec.source {
         Some(IpAddr::V6(source)) => crate::sys::join_source_group_v6(socket, index, group, source),
         Some(IpAddr::V4(_)) => Err(io::Error::other("an IPv4 source for an IPv6 group")),
         None => socket.join_multicast_v6(&group, index),
+    }
+}
+
+/// An interface's index, given as an index or a name (for IPv6 groups).
+pub(crate) fn interface_index(iface: &str) -> io::Result<u32> {
+    match iface.parse::<u32>() {
+        Ok(index) => Ok(index),
+        Err(_) => nix::net::if_::if_nametoindex(iface).map_err(|e| {
+            io::Error::new(io::ErrorKind::NotFound, format!("interface {iface}: {e}"))
+        }),
+    }
+}
+
+/// An interface's IPv4 address, given as the address or the interface's name (for IPv4
+/// groups sent to).
+pub(crate) fn interface_v4(iface: &str) -> io::Result<Ipv4Addr> {
+    match resolve_interface(Some(iface))? {
+        Interface::Address(addr) => Ok(addr),
+        Interface::Index(_, addr) if !addr.is_unspecified() => Ok(addr),
+        _ => Err(io::Error::other(format!(
+            "interface {iface} has no IPv4 address"
+        ))),
     }
 }
 

@@ -12,17 +12,8 @@ use support::*;
 
 /// The PCR of a TS packet (27 MHz ticks), if it has one.
 fn pcr(p: &[u8]) -> Option<u64> {
-    if p[3] & 0x20 == 0 || p[4] < 7 || p[5] & 0x10 == 0 {
-        return None;
-    }
-    let b = &p[6..12];
-    let base = (u64::from(b[0]) << 25)
-        | (u64::from(b[1]) << 17)
-        | (u64::from(b[2]) << 9)
-        | (u64::from(b[3]) << 1)
-        | (u64::from(b[4]) >> 7);
-    let ext = (u64::from(b[4] & 1) << 8) | u64::from(b[5]);
-    Some(base * 300 + ext)
+    let packet = shardcast_protocols::ts::Packet::new(p.try_into().ok()?).ok()?;
+    Some(packet.pcr()?.ticks_27mhz())
 }
 
 /// Datagrams received on `socket` for `seconds`, with when each came (ns from the start).

@@ -24,6 +24,7 @@ use super::{PushOut, RecordSpec};
 use crate::control::triggers::TriggerSet;
 use crate::output::push_target::render;
 use crate::stream::tap::{Accept, Follow};
+use shardcast_protocols::ts::Packet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -183,16 +184,8 @@ fn open(spec: &RecordSpec, stream: &str) -> std::io::Result<Current> {
 
 /// A packet's PID and PCR (ms), if it has one.
 fn pcr_of(p: &[u8]) -> Option<(u16, u64)> {
-    if p.len() < 12 || p[3] & 0x20 == 0 || p[4] < 7 || p[5] & 0x10 == 0 {
-        return None;
-    }
-    let pid = (u16::from(p[1] & 0x1F) << 8) | u16::from(p[2]);
-    let base = (u64::from(p[6]) << 25)
-        | (u64::from(p[7]) << 17)
-        | (u64::from(p[8]) << 9)
-        | (u64::from(p[9]) << 1)
-        | (u64::from(p[10]) >> 7);
-    Some((pid, base / 90))
+    let packet = Packet::new(p.try_into().ok()?).ok()?;
+    Some((packet.pid().value(), packet.pcr()?.base / 90))
 }
 
 /// The first PCR (ms) in `data` on `pid` (or any PID when none is known yet).

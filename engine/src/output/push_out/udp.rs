@@ -16,7 +16,7 @@ use crate::stream::tap::{Accept, Follow, TapWake};
 use shardcast_protocols::rtp;
 use shardcast_protocols::ts::pacer::{Pacer, PacerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,18 +38,13 @@ fn open(target: &UdpTarget) -> std::io::Result<Socket> {
         IpAddr::V4(group) if group.is_multicast() => {
             socket.set_multicast_ttl_v4(target.ttl)?;
             if let Some(iface) = &target.iface {
-                socket.set_multicast_if_v4(&interface_v4(iface)?)?;
+                socket.set_multicast_if_v4(&crate::source::udp::interface_v4(iface)?)?;
             }
         }
         IpAddr::V6(group) if group.is_multicast() => {
             socket.set_multicast_hops_v6(target.ttl)?;
             if let Some(iface) = &target.iface {
-                let index = match iface.parse::<u32>() {
-                    Ok(index) => index,
-                    Err(_) => nix::net::if_::if_nametoindex(iface.as_str())
-                        .map_err(|e| std::io::Error::other(format!("interface {iface}: {e}")))?,
-                };
-                socket.set_multicast_if_v6(index)?;
+                socket.set_multicast_if_v6(crate::source::udp::interface_index(iface)?)?;
             }
         }
         IpAddr::V4(_) => socket.set_ttl(target.ttl)?,
@@ -58,18 +53,6 @@ fn open(target: &UdpTarget) -> std::io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.connect(&target.addr.into())?;
     Ok(socket)
-}
-
-/// An interface's IPv4 address, from its address or its name.
-fn interface_v4(iface: &str) -> std::io::Result<Ipv4Addr> {
-    if let Ok(addr) = iface.parse::<Ipv4Addr>() {
-        return Ok(addr);
-    }
-    nix::ifaddrs::getifaddrs()
-        .map_err(std::io::Error::from)?
-        .filter(|a| a.interface_name == iface)
-        .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
-        .ok_or_else(|| std::io::Error::other(format!("interface {iface} has no IPv4 address")))
 }
 
 /// One UDP push as the emitter runs it.
