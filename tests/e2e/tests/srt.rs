@@ -314,11 +314,12 @@ fn srt_recovers_what_a_lossy_path_loses_where_plain_udp_does_not() {
     let (server, api, token, _dir) = start_configured(
         "srt-loss",
         &format!(
-            "[[stream]]\nname = \"srt\"\nsource = \"srt://127.0.0.1:{srt_port}?latency=300\"\nsegment_duration = 1\n\n\
+            "[[stream]]\nname = \"srt\"\nsource = \"srt://127.0.0.1:{srt_port}?latency=1000\"\nsegment_duration = 1\n\n\
              [[stream]]\nname = \"udp\"\nsource = \"udp://127.0.0.1:{udp_port}\"\nsegment_duration = 1\n"
         ),
     );
-    // The same path for both: 2% lost each way, 20 ms each way, seeded.
+    // The same path for both: 2% lost each way, 20 ms each way, seeded. SRT's latency is 1 s,
+    // about 23 round trips: at 300 ms a retransmission lost twice over was dropped, in one run.
     let delay = Duration::from_millis(20);
     let srt_path = LossyPath::start(
         format!("127.0.0.1:{srt_port}").parse().unwrap(),
@@ -335,7 +336,7 @@ fn srt_recovers_what_a_lossy_path_loses_where_plain_udp_does_not() {
     let seconds = 14;
     let _srt = send(
         &format!(
-            "srt://127.0.0.1:{}?streamid=srt&latency=300000&pkt_size=1316",
+            "srt://127.0.0.1:{}?streamid=srt&latency=1000000&pkt_size=1316",
             srt_path.port
         ),
         seconds,
