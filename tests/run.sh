@@ -143,7 +143,8 @@ e2e=(cargo test -p shardcast-e2e --features e2e --locked)
 # the CMAF and DASH renditions (documents like any other, made at ingest) run once.
 # The HLS proxy's thousand players and a stream pulled through it (the sources' runtime) run
 # once too, and so do the pushes out and recordings (threads and tasks of their own, fed by the
-# shard's core whichever backend drives it).
+# shard's core whichever backend drives it); a recording played back runs twice (its requests
+# are held and released through the backend).
 epoll_skips=(
   --skip browser_
   --skip the_package_

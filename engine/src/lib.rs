@@ -52,4 +52,5 @@ pub mod tls;
 pub mod tune;
 pub mod upgrade;
 pub mod upstream;
+pub mod vod;
 pub mod wake;

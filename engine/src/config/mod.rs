@@ -1088,6 +1088,15 @@ mod tests {
         assert_eq!(e.line, Some(1), "{e}");
         let e = Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\n[[stream]]\nname = \"a\"\nsource = \"demo:\"\n").unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
+        // The server's own paths are not streams' names.
+        for taken in ["proxy", "vod"] {
+            let e = Config::parse(&format!(
+                "[[stream]]\nname = \"{taken}\"\nsource = \"demo:\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.to_string().contains("is taken"), "{e}");
+        }
         let e =
             Config::parse("[[stream]]\nname = \"a\"\nsource = \"demo:\"\nsegment_duration = 0.1\n")
                 .unwrap_err();

@@ -563,10 +563,10 @@ fn stream(
             format!("stream {name:?} is defined twice"),
         ));
     }
-    if name == "proxy" {
+    if name == "proxy" || name == "vod" {
         return Err(Refusal::at(
             st.name.span(),
-            "stream name \"proxy\" is taken: /proxy/ is the HLS proxy's",
+            format!("stream name {name:?} is taken: /{name}/ is the server's own (the HLS proxy, recordings)"),
         ));
     }
     // A template (`$wildcard` in the source) is checked with a stand-in value; its instances

@@ -61,6 +61,10 @@ pub(super) fn router(state: Shared) -> Router {
             axum::routing::post(start_recording).delete(stop_recording),
         )
         .route("/api/v1/streams/{name}/recordings", get(list_recordings))
+        .route(
+            "/api/v1/streams/{name}/recordings/{file}",
+            get(download_recording),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut metrics = Router::new().route("/metrics", get(metrics_text));
     if state.metrics_need_token {
@@ -618,22 +622,19 @@ async fn list_recordings(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let catalog = state.catalog();
-    let Some((_, info)) = catalog.find(&name) else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no stream named {name:?}"),
-        ));
-    };
-    let template = match state.push_outs.recording_of(&name) {
-        Some(push) => Some(push.target.clone()),
-        None => info.config.record.as_ref().map(|r| r.path.clone()),
-    };
-    let Some(template) = template else {
+    let Some(template) = recording_template(&state, &name)? else {
         return Ok(Json(Vec::new()));
     };
+    // Viewers are served the files of the configured path (a recording started by the API
+    // with a path of its own is downloaded, not played).
+    let played = state
+        .catalog()
+        .find(&name)
+        .and_then(|(_, info)| info.config.record.as_ref().map(|r| r.path == template))
+        .unwrap_or(false);
+    let stream = name.clone();
     let files = tokio::task::spawn_blocking(move || {
-        crate::output::push_out::record::files(&template, &name)
+        crate::output::push_out::record::files(&template, &stream)
     })
     .await
     .unwrap_or_default();
@@ -641,10 +642,108 @@ async fn list_recordings(
         files
             .into_iter()
             .map(|(file, bytes, modified)| {
-                serde_json::json!({ "file": file, "bytes": bytes, "modified": modified })
+                let mut entry = serde_json::json!({
+                    "file": file,
+                    "bytes": bytes,
+                    "modified": modified,
+                    "download": format!("/api/v1/streams/{name}/recordings/{file}"),
+                });
+                if played {
+                    entry["vod"] = format!("/vod/{name}/{file}/index.m3u8").into();
+                    entry["player"] = format!("/vod/{name}/{file}.html").into();
+                }
+                entry
             })
             .collect(),
     ))
+}
+
+/// The path template of `name`'s recording: the running recording's, else its configured
+/// one; `None` when it has neither; 404 for no such stream.
+fn recording_template(state: &Shared, name: &str) -> Result<Option<String>, ApiError> {
+    let catalog = state.catalog();
+    let Some((_, info)) = catalog.find(name) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stream named {name:?}"),
+        ));
+    };
+    Ok(match state.push_outs.recording_of(name) {
+        Some(push) => Some(push.target.clone()),
+        None => info.config.record.as_ref().map(|r| r.path.clone()),
+    })
+}
+
+/// `GET /api/v1/streams/{name}/recordings/{file}`: a finished file of the stream's recording,
+/// whole or one byte range (`Range: bytes=…`), streamed from the disk.
+async fn download_recording(
+    State(state): State<Shared>,
+    Path((name, file)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let missing = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no recording {file:?} of {name:?}"),
+        )
+    };
+    let path = recording_template(&state, &name)?
+        .filter(|_| crate::vod::plausible_file(&file))
+        .and_then(|t| crate::output::push_out::record::file_path(&t, &name, &file))
+        .ok_or_else(missing)?;
+    let mut opened = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot open the recording: {e}"),
+            ))
+        }
+    };
+    let len = opened
+        .metadata()
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match crate::http::byte_range(range, len as usize) {
+        crate::http::ByteRange::Full => (StatusCode::OK, 0, len),
+        crate::http::ByteRange::Part { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start as u64, end as u64)
+        }
+        crate::http::ByteRange::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response())
+        }
+    };
+    opened
+        .seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        opened.take(end - start),
+        256 * 1024,
+    ));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {

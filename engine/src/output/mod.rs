@@ -20,6 +20,8 @@
 //!
 //! What sends a stream on rather than answering viewers (re-emission over UDP, pushes to other
 //! servers) is [`push_out`]: it reads the stream's taps off the shards.
+//!
+//! Recordings played back (`/vod/…`) are not an output of a live stream: see [`crate::vod`].
 
 mod hls;
 mod progressive;

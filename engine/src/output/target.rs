@@ -12,6 +12,8 @@
 //!  /{stream}/info.json            Info
 //!  /{stream}/embed.js             Embed
 //!  /{stream}.ts, /{stream}/…      Media (an output's: see the table in `output`)
+//!  /proxy/…                       Proxy (the HLS proxy's)
+//!  /vod/{stream}/{file}/…         Vod (a recording's: see `crate::vod`)
 //! ```
 //!
 //! Anything else is [`Target::Unknown`]. Whether the stream exists is not decided here.
@@ -45,6 +47,8 @@ pub enum Target<'a> {
     Media(MediaRequest<'a>),
     /// `/proxy/…`: the HLS proxy's (the path under `/proxy/`).
     Proxy(&'a str),
+    /// `/vod/…`: a recording of a stream.
+    Vod(crate::vod::VodPath<'a>),
     /// Nothing this server serves.
     Unknown,
 }
@@ -63,6 +67,9 @@ impl<'a> Target<'a> {
         };
         if let Some(proxied) = crate::proxy::paths::under_proxy(path) {
             return Target::Proxy(proxied);
+        }
+        if let Some(vod) = rest.strip_prefix("vod/").and_then(crate::vod::parse) {
+            return Target::Vod(vod);
         }
         // `player/hls-VERSION.min.js`, compared in place: this runs for every request.
         let script = rest
@@ -102,6 +109,10 @@ impl<'a> Target<'a> {
     pub fn media(&self) -> Option<(&'a str, Protocol)> {
         match self {
             Target::Media(request) => Some((request.stream, request.output.protocol())),
+            // A recording's viewers are HLS sessions of its stream; its page is nobody's.
+            Target::Vod(vod) if vod.part != crate::vod::Part::Page => {
+                Some((vod.stream, Protocol::Hls))
+            }
             _ => None,
         }
     }
@@ -111,6 +122,7 @@ impl<'a> Target<'a> {
         match *self {
             Target::PlayerPage(s) | Target::Info(s) | Target::Embed(s) => Some(s),
             Target::Media(request) => Some(request.stream),
+            Target::Vod(vod) => Some(vod.stream),
             Target::Index
             | Target::PlayerScript
             | Target::DashScript

@@ -61,6 +61,17 @@ pub fn proxy_page(name: &str) -> String {
         .replace("__PATHS__", r#"{ ts: ".m3u8" }"#)
 }
 
+/// The player page of recording `file` of a stream, at `/vod/{stream}/{file}.html`: its VOD
+/// playlist in hls.js or the browser's own HLS, from the start; its state (`recorded`) from
+/// `/vod/{stream}/{file}/info.json`.
+pub fn recording_page(file: &str) -> String {
+    include_str!("page.html")
+        .replace("__STREAM__", file)
+        .replace("__HLSJS__", &format!("../../{}", hlsjs_path()))
+        .replace("__DASHJS__", &format!("../../{}", dashjs_path()))
+        .replace("__PATHS__", r#"{ ts: "/index.m3u8" }"#)
+}
+
 /// What a proxied stream's player page asks about it (`/proxy/{name}/info.json`), from its
 /// top playlist as the proxy last fetched it (`status` 200 with the playlist, or the error
 /// viewers get): live when the upstream answered a playlist, waiting (with the reason)

@@ -256,6 +256,15 @@ impl Fetcher {
 
     /// What `key` is upstream, as viewers are to get it.
     async fn load(self: &Arc<Self>, key: &str) -> Arc<Object> {
+        if crate::vod::is_key(key) {
+            // A recording's part: read from the disk on a thread that may wait for it.
+            let (proxies, key) = (self.proxies.clone(), key.to_owned());
+            return Arc::new(
+                tokio::task::spawn_blocking(move || crate::vod::load(&key, &proxies.cache))
+                    .await
+                    .unwrap_or_else(|_| Object::error(500, "reading the recording failed")),
+            );
+        }
         let Some(resource) = Resource::from_key(key) else {
             return error(400, "not a proxied resource");
         };

@@ -377,8 +377,8 @@ fn refused(code: u16, text: &'static str) -> Route {
     })
 }
 
-/// A viewer's answer from `object`, to a request with `query`.
-fn answer(object: &Object, query: &str) -> Route {
+/// A viewer's answer from `object`, to a request with `query` (a recording's too).
+pub(crate) fn answer(object: &Object, query: &str) -> Route {
     if object.status != 200 {
         return Route::Status(Status {
             code: object.status,

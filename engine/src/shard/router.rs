@@ -166,7 +166,40 @@ impl StreamsRouter<'_> {
                 Some(proxies) => self.proxied(proxies, head, rest),
                 None => Route::NotFound,
             },
+            Target::Vod(vod) => self.recording(head, vod),
             Target::Unknown => Route::NotFound,
+        }
+    }
+
+    /// `/vod/…`: a recording's page here; its playlist, segments and state from the disk,
+    /// through the proxy's fetcher and cache (read off the shard, see [`crate::vod`]).
+    fn recording(&self, head: &RequestHead, vod: &crate::vod::VodPath<'_>) -> Route {
+        let Some(info) = self.stream(vod.stream) else {
+            return Route::NotFound;
+        };
+        if vod.part == crate::vod::Part::Page {
+            return Route::Document(Document {
+                body: Body::Bytes(Bytes::from(player::recording_page(vod.file))),
+                ..Document::new("text/html; charset=utf-8", "no-cache")
+            });
+        }
+        let Some(path) = info.config.record.as_ref().and_then(|record| {
+            crate::output::push_out::record::file_path(&record.path, &info.name, vod.file)
+        }) else {
+            return Route::NotFound;
+        };
+        let Some(proxies) = self.proxies else {
+            return Route::NotFound;
+        };
+        let key = crate::vod::key(&path, vod.part);
+        if let Some((_, object)) = self.fetched.filter(|(k, _)| *k == key) {
+            return crate::proxy::answer(object, &head.query);
+        }
+        match proxies.cache.get(&key, self.clock.mono) {
+            crate::proxy::cache::Lookup::Fresh(object) => {
+                crate::proxy::answer(&object, &head.query)
+            }
+            crate::proxy::cache::Lookup::Miss => Route::Fetch { key: key.into() },
         }
     }
 }

@@ -13,6 +13,7 @@
 mod assemble;
 mod continuity;
 mod demux;
+pub mod index;
 pub mod mux;
 pub mod pacer;
 mod packet;

@@ -588,6 +588,62 @@ fn browser_plays_a_proxied_stream_through_hlsjs_from_its_player_page() {
     assert!(status.success(), "{log}");
 }
 
+#[test]
+fn browser_plays_a_recording_through_hlsjs_from_its_player_page() {
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("browser-vod");
+    let rec = dir.0.join("rec");
+    let (server, port) = server_with_udp_stream_configured(
+        &dir.0,
+        "",
+        &format!(
+            "record = {{ path = \"{}/{{stream}}/{{start}}.ts\", rotate = 14 }}\n",
+            rec.display()
+        ),
+    );
+    let _source = source(port, 40);
+    let finished = || {
+        std::fs::read_dir(rec.join("cam"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(".ts"))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        || server.log(),
+        || finished().is_some(),
+    );
+    let file = finished().unwrap();
+    let mut browser = Browser::open(
+        &server.url(&format!("/vod/cam/{file}.html?engine=hlsjs")),
+        16,
+        None,
+    );
+    let started = browser
+        .watch(Duration::from_secs(20), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    let samples = browser.finish();
+    let last = samples.last().unwrap();
+    eprintln!("a recording in hls.js: started {started:?}, last {last:?}");
+    // A recording of 14 s plays from its start at the speed of the clock, to its end.
+    assert!(
+        last.current_time - started.current_time >= ((last.t - started.t) * 0.8).min(12.0),
+        "playback did not keep up: {samples:?}"
+    );
+    assert!(last.frames > 150, "{samples:?}");
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    assert_eq!(
+        (last.state.as_str(), last.engine.as_str()),
+        ("recorded", "hlsjs")
+    );
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
 /// The player page of `stream` plays in hls.js for `seconds`: it starts, keeps up within
 /// 80%, and reports no media error.
 fn player_page_plays(server: &Server, stream: &str, seconds: u32) {

@@ -1,6 +1,8 @@
 //! Recording: files cut at keyframes with ffprobe's durations what `RECORDING_END` says,
-//! retention by bytes, the API's start and stop; and a disk that fills (a small tmpfs) stops
-//! the recording without disturbing 100 progressive viewers, and it resumes once there is room.
+//! retention by bytes, the API's start and stop; a disk that fills (a small tmpfs) stops
+//! the recording without disturbing 100 progressive viewers, and it resumes once there is room;
+//! and recordings played back as VOD HLS (ffmpeg decodes them silently, with or without
+//! their index) and downloaded whole or in part from the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -178,6 +180,148 @@ fn a_recording_is_cut_at_keyframes_kept_within_its_bytes_and_reported() {
         Some("{\"path\": \"relative/{start}.ts\"}"),
     );
     assert_eq!(code, 400, "{body}");
+}
+
+#[test]
+fn a_recording_plays_back_as_vod_hls_and_downloads_from_the_api() {
+    use shardcast_protocols::hls::{parse, Playlist, PlaylistType};
+    let input = free_port();
+    let dir = TempDir::new("recording-vod");
+    let script = handler(&dir);
+    let rec = dir.0.join("rec");
+    let record = format!(
+        "{{ path = \"{}/{{stream}}/{{start}}.ts\", rotate = 8 }}",
+        rec.display()
+    );
+    let (server, api, token, _ffmpeg) = start(&dir, input, &record, &script);
+    wait_until(
+        Duration::from_secs(30),
+        || format!("{:?}\n{}", ended(&dir), server.log()),
+        || ended(&dir).len() >= 2,
+    );
+    let files = ended(&dir);
+    let name = |f: &Vec<String>| f[1].rsplit('/').next().unwrap().to_owned();
+    // The second file is played without its index (made by reading the file).
+    std::fs::remove_file(format!("{}.idx", files[1][1])).unwrap();
+    for (f, indexed) in [(&files[0], true), (&files[1], false)] {
+        let file = name(f);
+        let media_s = f[7].parse::<f64>().unwrap() / 1000.0;
+        let started_ms = f[5].parse::<i64>().unwrap() * 1000;
+        let playlist_url = format!("/vod/cam/{file}/index.m3u8");
+        let (code, head, body) = fetch(server.addr, &playlist_url, "");
+        assert_eq!(code, 200, "{head}");
+        assert_eq!(
+            header(&head, "content-type"),
+            Some("application/vnd.apple.mpegurl")
+        );
+        let Ok(Playlist::Media(playlist)) = parse(&body) else {
+            panic!("{}", String::from_utf8_lossy(&body));
+        };
+        assert_eq!(playlist.playlist_type, Some(PlaylistType::Vod));
+        assert!(playlist.end_list);
+        assert!(playlist.segments.len() >= 2, "{playlist:?}");
+        let listed: f64 = playlist
+            .segments
+            .iter()
+            .map(|s| s.duration.as_secs_f64())
+            .sum();
+        assert!(
+            (listed - media_s).abs() <= 0.3,
+            "{file}: listed {listed} s, RECORDING_END {media_s} s"
+        );
+        // Cut at keyframes about 6 s apart; each segment begins with the PAT and a keyframe.
+        assert!(
+            (5.9..6.5).contains(&playlist.segments[0].duration.as_secs_f64()),
+            "{playlist:?}"
+        );
+        for (n, _) in playlist.segments.iter().enumerate() {
+            let (code, _, segment) = fetch(server.addr, &format!("/vod/cam/{file}/{n}.ts"), "");
+            assert_eq!(code, 200);
+            assert_eq!((segment[0], segment[1] & 0x1F, segment[2]), (0x47, 0, 0));
+            assert!(first_picture_is_keyframe(&segment), "{file} {n}");
+        }
+        let (code, _, _) = fetch(
+            server.addr,
+            &format!("/vod/cam/{file}/{}.ts", playlist.segments.len()),
+            "",
+        );
+        assert_eq!(code, 404);
+        // PROGRAM-DATE-TIME is when ingest received it (the index has it; a file read
+        // without one has none).
+        let pdt = playlist.segments[0].program_date_time;
+        if indexed {
+            let pdt = pdt.expect("PROGRAM-DATE-TIME").unix_millis;
+            assert!(
+                (pdt - started_ms).abs() <= 2_000,
+                "PROGRAM-DATE-TIME {pdt}, file started {started_ms}"
+            );
+        } else {
+            assert_eq!(pdt, None);
+        }
+        // ffmpeg plays it through silently, and ffprobe's duration agrees.
+        let (ok, said) = decode(&server.url(&playlist_url), 60);
+        assert!(ok && said.trim().is_empty(), "{file}: {said}");
+        let probed = duration(&server.url(&playlist_url));
+        assert!(
+            (probed - media_s).abs() <= 0.5,
+            "{file}: ffprobe {probed} s, RECORDING_END {media_s} s"
+        );
+        let (code, _, info) = fetch(server.addr, &format!("/vod/cam/{file}/info.json"), "");
+        assert_eq!(code, 200);
+        assert_eq!(json(&info)["state"], "recorded");
+        let (code, _, page) = fetch(server.addr, &format!("/vod/cam/{file}.html"), "");
+        assert_eq!(code, 200);
+        assert!(String::from_utf8_lossy(&page).contains("index.m3u8"));
+    }
+    // What is not a finished recording of a stream with one is not found.
+    let file = name(&files[0]);
+    for path in [
+        format!("/vod/cam/{file}.part/index.m3u8"),
+        format!("/vod/cam/{file}.idx/0.ts"),
+        "/vod/cam/..%2Fshardcast.toml/index.m3u8".to_owned(),
+        "/vod/cam/19700101-000000.ts/index.m3u8".to_owned(),
+        format!("/vod/nope/{file}/index.m3u8"),
+    ] {
+        assert_eq!(fetch(server.addr, &path, "").0, 404, "{path}");
+    }
+    // The API lists each file with where to play and download it.
+    let (code, listed) = api_call(api, "GET", "/api/v1/streams/cam/recordings", &token, None);
+    assert_eq!(code, 200);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["file"] == file.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(entry["vod"], format!("/vod/cam/{file}/index.m3u8"));
+    assert_eq!(entry["player"], format!("/vod/cam/{file}.html"));
+    // Downloaded whole, and in part.
+    let download = entry["download"].as_str().unwrap();
+    let on_disk = std::fs::read(&files[0][1]).unwrap();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (code, head, body) = fetch(api, download, &auth);
+    assert_eq!(code, 200, "{head}");
+    assert!(body == on_disk, "the download differs from the file");
+    assert_eq!(header(&head, "content-type"), Some("video/mp2t"));
+    let (code, head, body) = fetch(api, download, &format!("{auth}Range: bytes=188-375\r\n"));
+    assert_eq!(code, 206, "{head}");
+    assert_eq!(body, &on_disk[188..376]);
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(format!("bytes 188-375/{}", on_disk.len()).as_str())
+    );
+    let (code, _, _) = fetch(api, download, &format!("{auth}Range: bytes=999999999-\r\n"));
+    assert_eq!(code, 416);
+    let (code, _, _) = fetch(api, download, "");
+    assert_eq!(code, 401);
+    let (code, _, _) = fetch(
+        api,
+        "/api/v1/streams/cam/recordings/..%2Fshardcast.toml",
+        &auth,
+    );
+    assert_eq!(code, 404);
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
 }
 
 /// A tmpfs of `size` mounted at `dir` for the test.

@@ -5,8 +5,10 @@
 //! of its own (a slow or full disk blocks only it) that reads the stream's tap:
 //!
 //! - a file starts at an access point (PAT, PMT, keyframe) and is written as `NAME.part`; once
-//!   it ends (rotation, stop, the stream's end, a write error) it is flushed, synced and
-//!   renamed to `NAME`, and `RECORDING_END` fires for it;
+//!   it ends (rotation, stop, the stream's end, a write error) it is flushed, synced, its
+//!   index is written beside it (`NAME.idx`: its access points, media and wall-clock times,
+//!   for playing it back as VOD HLS, see [`crate::vod`]), it is renamed to `NAME`, and
+//!   `RECORDING_END` fires for it;
 //! - rotation: at the first access point once the file holds `rotate` seconds of media
 //!   (measured by its PCRs; 0: never);
 //! - a source that restarts goes on in the same file (a discontinuity inside it);
@@ -15,7 +17,7 @@
 //!   [`RETRY`] at the next access point, so the recording resumes when space returns;
 //! - retention, after each file and at the start: in the directory of the path, the files
 //!   the template names (the same text before and after `{start…}`) older than `max_age`, then
-//!   the oldest while they hold more than `max_bytes`, are removed.
+//!   the oldest while they hold more than `max_bytes`, are removed (with their indexes).
 //!
 //! Path templates: `{stream}`, `{start}` (UTC, `20261130-224010`), `{start:%Y-%m-%d_%H%M%S}`
 //! (`%Y %m %d %H %M %S %s %%`).
@@ -24,7 +26,7 @@ use super::{PushOut, RecordSpec};
 use crate::control::triggers::TriggerSet;
 use crate::output::push_target::render;
 use crate::stream::tap::{Accept, Follow};
-use shardcast_protocols::ts::Packet;
+use shardcast_protocols::ts::index::IndexBuilder;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -35,8 +37,6 @@ use std::time::Duration;
 pub const RETRY: Duration = Duration::from_secs(5);
 /// Bytes buffered before a write.
 const BUFFER: usize = 256 * 1024;
-/// A PCR step larger than this (or backwards) is a new source, not media time.
-const PCR_JUMP_MS: u64 = 1_000;
 
 /// The files of a recording's directory its template names: the same text before and after
 /// `{start…}` in the file name.
@@ -53,6 +53,24 @@ fn ours(template_file: &str, stream: &str, name: &str) -> bool {
         && name.starts_with(&prefix)
         && name.ends_with(&suffix)
         && !name.ends_with(".part")
+        && !name.ends_with(".idx")
+}
+
+/// Where file `name` of `stream`'s recording with path `template` is, when it is one the
+/// template names (and so one of its finished files, if it exists).
+pub fn file_path(template: &str, stream: &str, name: &str) -> Option<PathBuf> {
+    let template_file = template.rsplit('/').next().unwrap_or("");
+    if name.contains('/') || !ours(template_file, stream, name) {
+        return None;
+    }
+    Some(render_dir(template, stream).parent()?.join(name))
+}
+
+/// Where the index of recording `path` is.
+pub fn index_path(path: &std::path::Path) -> PathBuf {
+    let mut idx = path.as_os_str().to_owned();
+    idx.push(".idx");
+    PathBuf::from(idx)
 }
 
 /// One recorded file: what `RECORDING_END` and the API say of it.
@@ -79,7 +97,8 @@ struct Current {
     record: FileRecord,
     part: PathBuf,
     writer: std::io::BufWriter<std::fs::File>,
-    pcr_pid: Option<u16>,
+    /// Its access points and media time, as written.
+    index: IndexBuilder,
 }
 
 /// Run the recording `push` until it stops (on its own thread).
@@ -102,8 +121,7 @@ pub(super) fn run(push: Arc<PushOut>, spec: RecordSpec, triggers: Option<Arc<Tri
             // The media time at this chunk's start: a keyframe's PCR comes with it.
             let rotate = current.as_ref().is_some_and(|c| {
                 !spec.rotate.is_zero()
-                    && c.record.media_ms + c.step_to(first_pcr(&chunk.data, c.pcr_pid))
-                        >= spec.rotate.as_millis() as u64
+                    && c.index.media_ms_at(&chunk.data) >= spec.rotate.as_millis() as u64
             });
             if current.is_none() || rotate {
                 if !chunk.access_point {
@@ -113,7 +131,7 @@ pub(super) fn run(push: Arc<PushOut>, spec: RecordSpec, triggers: Option<Arc<Tri
                 } else {
                     if let Some(mut c) = current.take() {
                         // It covers the media up to this keyframe.
-                        c.record.media_ms += c.step_to(first_pcr(&chunk.data, c.pcr_pid));
+                        c.record.media_ms = c.index.media_ms_at(&chunk.data);
                         finish(c, &push, &spec, triggers.as_deref());
                     }
                     match open(&spec, &push.stream) {
@@ -143,7 +161,11 @@ pub(super) fn run(push: Arc<PushOut>, spec: RecordSpec, triggers: Option<Arc<Tri
             push.counters
                 .bytes
                 .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-            measure(c, &chunk.data);
+            let wall_ms = (chunk.received_ns / 1_000_000) as i64;
+            c.index
+                .chunk(&chunk.data, chunk.access_point, Some(wall_ms));
+            c.record.media_ms = c.index.media_ms();
+            (c.record.first_pcr_ms, c.record.last_pcr_ms) = c.index.pcr_range_ms();
         }
         std::thread::park_timeout(Duration::from_millis(500));
     }
@@ -178,44 +200,8 @@ fn open(spec: &RecordSpec, stream: &str) -> std::io::Result<Current> {
         },
         part,
         writer: std::io::BufWriter::with_capacity(BUFFER, file),
-        pcr_pid: None,
+        index: IndexBuilder::default(),
     })
-}
-
-/// A packet's PID and PCR (ms), if it has one.
-fn pcr_of(p: &[u8]) -> Option<(u16, u64)> {
-    let packet = Packet::new(p.try_into().ok()?).ok()?;
-    Some((packet.pid().value(), packet.pcr()?.base / 90))
-}
-
-/// The first PCR (ms) in `data` on `pid` (or any PID when none is known yet).
-fn first_pcr(data: &[u8], pid: Option<u16>) -> Option<u64> {
-    data.chunks_exact(188)
-        .filter_map(pcr_of)
-        .find(|(p, _)| pid.is_none_or(|want| want == *p))
-        .map(|(_, ms)| ms)
-}
-
-impl Current {
-    /// Media time from the last PCR written to `pcr` (0 across a jump: a new source).
-    fn step_to(&self, pcr: Option<u64>) -> u64 {
-        match (self.record.last_pcr_ms, pcr) {
-            (Some(last), Some(ms)) if ms > last && ms - last <= PCR_JUMP_MS => ms - last,
-            _ => 0,
-        }
-    }
-}
-
-/// Follow the media time of what was written by its PCRs (the first PID seen with one).
-fn measure(c: &mut Current, data: &[u8]) {
-    for (pid, ms) in data.chunks_exact(188).filter_map(pcr_of) {
-        if *c.pcr_pid.get_or_insert(pid) != pid {
-            continue;
-        }
-        c.record.media_ms += c.step_to(Some(ms));
-        c.record.first_pcr_ms.get_or_insert(ms);
-        c.record.last_pcr_ms = Some(ms);
-    }
 }
 
 /// End a file: flush, sync, rename, `RECORDING_END`, retention.
@@ -224,7 +210,7 @@ fn finish(c: Current, push: &PushOut, spec: &RecordSpec, triggers: Option<&Trigg
         mut record,
         part,
         writer,
-        ..
+        index,
     } = c;
     record.ended_ms = (crate::sys::unix_ns() / 1_000_000) as i64;
     // A full disk may refuse the last of the buffer: the file keeps what it took.
@@ -242,6 +228,15 @@ fn finish(c: Current, push: &PushOut, spec: &RecordSpec, triggers: Option<&Trigg
     if record.bytes == 0 {
         let _ = std::fs::remove_file(&part);
         return;
+    }
+    // The index before the name: a file listed has its index (or none, when this failed:
+    // it is then made by reading the file).
+    let mut index = index.finish(record.bytes);
+    index.media_ms = index.media_ms.max(record.media_ms);
+    if let Err(e) =
+        crate::files::write_atomically(&index_path(&record.path), index.to_text().as_bytes())
+    {
+        tracing::warn!(stream = %push.stream, "recording: cannot write the index of {}: {e}", record.path.display());
     }
     if let Err(e) = std::fs::rename(&part, &record.path) {
         tracing::warn!(stream = %push.stream, "recording: cannot rename {}: {e}", part.display());
@@ -315,6 +310,7 @@ fn retain(spec: &RecordSpec, stream: &str) {
         }
         match std::fs::remove_file(&path) {
             Ok(()) => {
+                let _ = std::fs::remove_file(index_path(&path));
                 total -= len;
                 tracing::info!(stream, "recording: removed {} (retention)", path.display());
             }
