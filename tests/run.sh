@@ -180,6 +180,7 @@ epoll_skips=(
   --skip a_stream_is_re_emitted_to_multicast
   --skip pushes_reach_a_second_server
   --skip a_far_end_that_takes_nothing
+  --skip a_stream_is_published_over_rtmp
   --skip a_recording_is_cut_at_keyframes
   --skip a_full_disk_stops_the_recording
 )

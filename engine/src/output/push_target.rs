@@ -1,5 +1,5 @@
-//! Where a stream is sent on, as configured: the push target URLs (`udp://`, `tcp://`,
-//! `http://`) and the recording settings' path templates. Parsing and checking only; sending
+//! Where a stream is sent on, as configured: the push target URLs (`udp://`, `srt://`,
+//! `tcp://`, `http://`, `rtmp://`) and the recording settings' path templates. Parsing and checking only; sending
 //! is [`crate::output::push_out`]'s. Apart from it so that the configuration can check targets
 //! without depending on what sends.
 
@@ -36,6 +36,8 @@ pub enum PushTarget {
         /// The port.
         port: u16,
     },
+    /// An RTMP publisher: FLV remuxed from the TS, to `rtmp://host[:port]/app/key`.
+    Rtmp(RtmpTarget),
     /// An HTTP `PUT` of a body that does not end (chunked), as encoders push.
     Http {
         /// Host (a name or an address).
@@ -51,7 +53,9 @@ pub enum PushTarget {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
     /// Not a scheme a push goes to.
-    #[error("push target {0:?}: the scheme is not one of udp://, srt://, tcp://, http://")]
+    #[error(
+        "push target {0:?}: the scheme is not one of udp://, srt://, tcp://, http://, rtmp://"
+    )]
     Scheme(String),
     /// The address does not parse.
     #[error("push target {0:?}: expected host:port")]
@@ -69,6 +73,9 @@ impl PushTarget {
         }
         if let Some(rest) = url.strip_prefix("srt://") {
             return parse_srt(url, rest).map(PushTarget::Srt);
+        }
+        if let Some(rest) = url.strip_prefix("rtmp://") {
+            return parse_rtmp(url, rest).map(PushTarget::Rtmp);
         }
         let (rest, http) = match (url.strip_prefix("tcp://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (rest, false),
@@ -112,8 +119,73 @@ impl PushTarget {
             PushTarget::Http { .. } => "http",
             PushTarget::Record(_) => "file",
             PushTarget::Srt(_) => "srt",
+            PushTarget::Rtmp(_) => "rtmp",
         }
     }
+}
+
+/// Where an RTMP push publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtmpTarget {
+    /// Host (a name or an address).
+    pub host: String,
+    /// The port (1935 unless given).
+    pub port: u16,
+    /// The application (`live2`, `app`).
+    pub app: String,
+    /// The stream key (the publishing name, with its query: `cam1?key=SECRET`).
+    pub key: String,
+}
+
+impl RtmpTarget {
+    /// The URL of the application (`tcUrl`).
+    pub fn tc_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("rtmp://{host}:{}/{}", self.port, self.app)
+    }
+}
+
+/// `rtmp://HOST[:PORT]/APP/KEY`.
+fn parse_rtmp(url: &str, rest: &str) -> Result<RtmpTarget, TargetError> {
+    let bad = |why: &str| TargetError::Parameter(url.to_owned(), why.to_owned());
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("expected rtmp://HOST[:PORT]/APP/KEY"))?;
+    let (host, port) = if authority.ends_with(']') || !authority.contains(':') {
+        let host = authority.trim_start_matches('[').trim_end_matches(']');
+        (host.to_owned(), 1935)
+    } else {
+        host_port(authority).ok_or(TargetError::Address(url.to_owned()))?
+    };
+    let valid_host = !host.is_empty()
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    if !valid_host {
+        return Err(TargetError::Address(url.to_owned()));
+    }
+    let (app, key) = path
+        .split_once('/')
+        .ok_or_else(|| bad("expected rtmp://HOST[:PORT]/APP/KEY"))?;
+    if app.is_empty() || key.is_empty() {
+        return Err(bad("the application and the stream key must not be empty"));
+    }
+    if path.chars().any(|c| c.is_control() || c == ' ') || app.len() > 256 || key.len() > 1024 {
+        return Err(bad(
+            "the application or key has spaces or control characters, or is too long",
+        ));
+    }
+    Ok(RtmpTarget {
+        host,
+        port,
+        app: app.to_owned(),
+        key: key.to_owned(),
+    })
 }
 
 /// `host:port` or `[v6]:port`.
@@ -371,7 +443,37 @@ mod tests {
         };
         assert_eq!(srt.stream_id.as_deref(), Some("#!::r=cam,m=publish"));
         assert_eq!((srt.port, srt.latency_ms), (9000, 200));
+        let Ok(PushTarget::Rtmp(rtmp)) =
+            PushTarget::parse("rtmp://a.rtmp.youtube.com/live2/abcd-efgh")
+        else {
+            panic!("rtmp:// does not parse");
+        };
+        assert_eq!(
+            (
+                rtmp.host.as_str(),
+                rtmp.port,
+                rtmp.app.as_str(),
+                rtmp.key.as_str()
+            ),
+            ("a.rtmp.youtube.com", 1935, "live2", "abcd-efgh")
+        );
+        assert_eq!(rtmp.tc_url(), "rtmp://a.rtmp.youtube.com:1935/live2");
+        let Ok(PushTarget::Rtmp(rtmp)) = PushTarget::parse("rtmp://[::1]:1936/live/cam1?key=s/x")
+        else {
+            panic!("rtmp:// with a port does not parse");
+        };
+        assert_eq!(
+            (rtmp.host.as_str(), rtmp.port, rtmp.key.as_str()),
+            ("::1", 1936, "cam1?key=s/x")
+        );
         for bad in [
+            "rtmp://host",
+            "rtmp://host/app",
+            "rtmp://host/app/",
+            "rtmp://host//key",
+            "rtmp://host:0/app/key",
+            "rtmp://ho st/app/key",
+            "rtmp://host/app/a key",
             "ftp://x:1",
             "tcp://x",
             "tcp://x:0",

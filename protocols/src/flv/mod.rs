@@ -13,8 +13,9 @@
 //! publisher's mistake is reported rather than silently dropped.
 //!
 //! What it does not do: script data (onMetaData) beyond passing it by, multitrack Enhanced
-//! RTMP, AV1, VP9, Opus, MP3, or writing FLV.
+//! RTMP, AV1, VP9, Opus, MP3. Writing: [`mux`] turns MPEG-TS into tags (H.264 and AAC).
 
+pub mod mux;
 pub mod remux;
 
 use crate::es::params::Bits;

@@ -229,6 +229,45 @@ fn visual_entry(w: &mut BoxWriter, kind: &[u8; 4], t: &Track) {
     w.u16(0xFFFF); // pre_defined -1
 }
 
+/// An AVCDecoderConfigurationRecord (ISO/IEC 14496-15): `first` the SPS the profile and
+/// level come from; the lists checked by the caller (at most 31 SPS, 255 PPS, each under 64 KiB).
+fn avc_config_record(w: &mut BoxWriter, first: &[u8], sps: &[Vec<u8>], pps: &[Vec<u8>]) {
+    w.u8(1); // configurationVersion
+    w.u8(first[1]); // AVCProfileIndication
+    w.u8(first[2]); // profile_compatibility
+    w.u8(first[3]); // AVCLevelIndication
+    w.u8(0xFF); // lengthSizeMinusOne = 3
+    w.u8(0xE0 | sps.len() as u8);
+    for s in sps {
+        w.u16(s.len() as u16);
+        w.bytes(s);
+    }
+    w.u8(pps.len() as u8);
+    for p in pps {
+        w.u16(p.len() as u16);
+        w.bytes(p);
+    }
+}
+
+/// The AVCDecoderConfigurationRecord of H.264 parameter sets (as an `avcC` box holds it, and
+/// an FLV sequence header), or `None` when they cannot make one.
+pub fn avc_decoder_config(sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let first = sps.first().filter(|s| s.len() >= 4)?;
+    if pps.is_empty()
+        || sps.len() > 31
+        || pps.len() > 255
+        || sps
+            .iter()
+            .chain(pps)
+            .any(|p| p.len() > usize::from(u16::MAX))
+    {
+        return None;
+    }
+    let mut w = BoxWriter::new();
+    avc_config_record(&mut w, first, sps, pps);
+    Some(w.finish())
+}
+
 fn sample_entry(w: &mut BoxWriter, t: &Track) -> Result<(), Mp4Error> {
     let too_large = |b: &[u8]| b.len() > usize::from(u16::MAX);
     match &t.codec {
@@ -246,21 +285,7 @@ fn sample_entry(w: &mut BoxWriter, t: &Track) -> Result<(), Mp4Error> {
             }
             visual_entry(w, b"avc1", t);
             w.start(b"avcC");
-            w.u8(1); // configurationVersion
-            w.u8(first[1]); // AVCProfileIndication
-            w.u8(first[2]); // profile_compatibility
-            w.u8(first[3]); // AVCLevelIndication
-            w.u8(0xFF); // lengthSizeMinusOne = 3
-            w.u8(0xE0 | sps.len() as u8);
-            for s in sps {
-                w.u16(s.len() as u16);
-                w.bytes(s);
-            }
-            w.u8(pps.len() as u8);
-            for p in pps {
-                w.u16(p.len() as u16);
-                w.bytes(p);
-            }
+            avc_config_record(w, first, sps, pps);
             w.end();
             w.end();
         }

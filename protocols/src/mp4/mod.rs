@@ -19,7 +19,7 @@ pub mod annexb;
 mod boxes;
 mod remux;
 
-pub use boxes::BoxWriter;
+pub use boxes::{avc_decoder_config, BoxWriter};
 pub use remux::{Cut, RemuxStats, Remuxer, AUDIO_TRACK, VIDEO_TRACK};
 
 /// What a track carries and how its decoder is configured.

@@ -239,6 +239,41 @@ impl Remuxer {
     /// track. `None` when there is none yet, or no init segment can be made yet (no keyframe
     /// with its parameter sets).
     pub fn cut(&mut self) -> Option<Cut> {
+        let mut out = Cut::default();
+        let mut sequence = self.sequence;
+        self.cut_tracks(false, |_, run| {
+            sequence = sequence.wrapping_add(1).max(1);
+            let Ok(bytes) = fragment(sequence, std::slice::from_ref(run)) else {
+                return;
+            };
+            match run.track_id {
+                VIDEO_TRACK => out.video = Some(bytes),
+                _ => {
+                    out.audio = Some(bytes);
+                    out.audio_samples = run.samples.len() as u32;
+                    out.audio_start = run.base_decode_time;
+                }
+            }
+        });
+        self.sequence = sequence;
+        let out = (out.video.is_some() || out.audio.is_some()).then_some(out);
+        self.stats.fragments += out.as_ref().map_or(0, |c| {
+            u64::from(c.video.is_some()) + u64::from(c.audio.is_some())
+        });
+        out
+    }
+
+    /// Cut here as [`Remuxer::cut`] does, handing each track's run (with its track) to `each`
+    /// instead of writing fragments: for another container (FLV), where audio whose
+    /// configuration came after the init segment was made is carried too. Returns whether
+    /// there was any.
+    pub fn cut_runs(&mut self, each: impl FnMut(&Track, &Run<'_>)) -> bool {
+        self.cut_tracks(true, each)
+    }
+
+    /// [`Remuxer::cut_runs`]; `late_audio`: audio is carried once its configuration is known,
+    /// whether or not the init segment has it.
+    fn cut_tracks(&mut self, late_audio: bool, mut each: impl FnMut(&Track, &Run<'_>)) -> bool {
         let stats = &mut self.stats;
         // The access unit in progress is complete: the next one has not started.
         if let Some(v) = &mut self.video {
@@ -273,9 +308,27 @@ impl Remuxer {
                 self.stats.dropped_samples += pending.samples.len() as u64;
                 pending.clear();
             }
-            return None;
+            return false;
         };
-        let has_audio = tracks.iter().any(|t| t.id == AUDIO_TRACK);
+        let audio_track = match (late_audio, self.audio.as_ref()) {
+            (true, Some(a)) => a
+                .frames
+                .config
+                .as_ref()
+                .map(|(config, channels, rate)| Track {
+                    id: AUDIO_TRACK,
+                    timescale: *rate,
+                    width: 0,
+                    height: 0,
+                    codec: Codec::Aac {
+                        config: config.clone(),
+                        channels: *channels,
+                        sample_rate: *rate,
+                    },
+                }),
+            _ => tracks.iter().find(|t| t.id == AUDIO_TRACK).cloned(),
+        };
+        let has_audio = audio_track.is_some();
         if let Some(v) = &mut self.video {
             let last_duration = v.units.last_duration.max(1);
             if let Some(last) = v.units.pending.samples.last_mut() {
@@ -310,7 +363,7 @@ impl Remuxer {
             });
         }
         if runs.is_empty() {
-            return None;
+            return false;
         }
         // Its earliest presentation time: the video's (a sync sample comes first, but the
         // earliest may be a reordered one after it), else the audio's.
@@ -330,22 +383,15 @@ impl Remuxer {
                 r.base_decode_time as i64 * CLOCK_90KHZ as i64 / i64::from(rate.max(1))
             }),
         };
-        let mut out = Cut::default();
         for run in &runs {
-            self.sequence = self.sequence.wrapping_add(1).max(1);
-            let Ok(bytes) = fragment(self.sequence, std::slice::from_ref(run)) else {
-                continue;
+            let track = match run.track_id {
+                AUDIO_TRACK => audio_track.as_ref(),
+                id => tracks.iter().find(|t| t.id == id),
             };
-            match run.track_id {
-                VIDEO_TRACK => out.video = Some(bytes),
-                _ => {
-                    out.audio = Some(bytes);
-                    out.audio_samples = run.samples.len() as u32;
-                    out.audio_start = run.base_decode_time;
-                }
+            if let Some(track) = track {
+                each(track, run);
             }
         }
-        let out = (out.video.is_some() || out.audio.is_some()).then_some(out);
         if let Some(v) = &mut self.video {
             v.units.pending.clear();
         }
@@ -355,10 +401,7 @@ impl Remuxer {
             }
             a.frames.pending.clear();
         }
-        self.stats.fragments += out.as_ref().map_or(0, |c| {
-            u64::from(c.video.is_some()) + u64::from(c.audio.is_some())
-        });
-        out
+        true
     }
 
     /// The end of the input: the audio PES in progress is complete too; the last fragments.

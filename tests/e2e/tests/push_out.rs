@@ -544,3 +544,174 @@ fn a_far_end_that_takes_nothing_costs_only_its_push_and_max_push_outs_holds() {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(holder.join().unwrap() >= 2);
 }
+
+#[test]
+fn a_stream_is_published_over_rtmp_to_ffmpeg_and_to_a_second_server() {
+    let (input, ffmpeg_rtmp, far_rtmp) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("push-out-rtmp");
+    // An independent RTMP server: ffmpeg listening, keeping 8 s of what is published.
+    let received = dir.0.join("received.flv");
+    let listener = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-listen",
+            "1",
+            "-i",
+        ])
+        .arg(format!("rtmp://127.0.0.1:{ffmpeg_rtmp}/live/x"))
+        .args(["-t", "8", "-c", "copy", "-y"])
+        .arg(&received)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut listener = KillOnDrop(listener);
+    // A second shardcast taking RTMP publishers with a key.
+    let far_dir = TempDir::new("push-out-rtmp-far");
+    let far_path = far_dir.0.join("shardcast.toml");
+    std::fs::write(
+        &far_path,
+        format!(
+            "[[stream]]\nname = \"cam2\"\nsource = \"rtmp://127.0.0.1:{far_rtmp}/live?key=s3cret\"\nsegment_duration = 1\n"
+        ),
+    )
+    .unwrap();
+    let far = Server::start(&[
+        "--config",
+        far_path.to_str().unwrap(),
+        "--state-dir",
+        far_dir.0.to_str().unwrap(),
+    ]);
+    wait_listening(far_rtmp);
+    let config = format!(
+        "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
+         push = [\"rtmp://127.0.0.1:{ffmpeg_rtmp}/live/x\", \"rtmp://127.0.0.1:{far_rtmp}/live/cam2?key=s3cret\"]\n"
+    );
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, &config).unwrap();
+    let api = free_api_addr();
+    let near = start_with_api(&path, &dir.0, api);
+    let token = api_token(&dir.0);
+    // H.264 with B-frames (composition times in FLV) and AAC.
+    let _ffmpeg = ffmpeg_source(
+        &format!("udp://127.0.0.1:{input}?pkt_size=1316"),
+        60,
+        "640x360",
+        "1M",
+        25,
+    );
+    // ffmpeg took 8 s of it, and decodes what it took without a word.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = listener.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ffmpeg's RTMP server never finished\n{}",
+            near.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut said = String::new();
+    use std::io::Read;
+    listener
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(
+        status.success() && said.trim().is_empty(),
+        "ffmpeg's RTMP server said: {said}"
+    );
+    let url = received.to_str().unwrap();
+    let probe = probe_streams(url);
+    assert!(
+        probe.contains("h264,640,360,") && probe.contains("aac"),
+        "{probe}"
+    );
+    let (ok, said) = run(
+        "ffmpeg",
+        &["-nostdin", "-v", "error", "-i", url, "-f", "null", "-"],
+    );
+    assert!(
+        ok && said.trim().is_empty(),
+        "decoding what ffmpeg received: {said}"
+    );
+    // The second server has the stream, published with its key; it decodes silently.
+    wait_until(
+        Duration::from_secs(10),
+        || far.log(),
+        || fetch(far.addr, "/cam2/index.m3u8", "").0 == 200,
+    );
+    let (ok, said) = decode(&far.url("/cam2/index.m3u8"), 6);
+    assert!(
+        ok && said.trim().is_empty(),
+        "the second server's stream: {said}"
+    );
+    assert!(
+        probe_streams(&far.url("/cam2/index.m3u8")).contains("h264,640,360,"),
+        "{}",
+        far.log()
+    );
+    // ffmpeg's server is gone: that push fails and tries again; the other goes on.
+    let pushes = || api_call(api, "GET", "/api/v1/pushes", &token, None).1;
+    wait_until(
+        Duration::from_secs(10),
+        || format!("{}", pushes()),
+        || {
+            pushes().as_array().is_some_and(|p| {
+                p.iter().any(|p| {
+                    p["actual_target"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&ffmpeg_rtmp.to_string())
+                        && p["failures"].as_u64() >= Some(1)
+                })
+            })
+        },
+    );
+    // A wrong key: the far server refuses the publish, and the push says so.
+    let (code, body) = api_call(
+        api,
+        "POST",
+        "/api/v1/streams/cam/pushes",
+        &token,
+        Some(&format!(
+            "{{\"target\": \"rtmp://127.0.0.1:{far_rtmp}/live/cam2?key=wrong\"}}"
+        )),
+    );
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_u64().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        || format!("{}", pushes()),
+        || {
+            pushes().as_array().is_some_and(|p| {
+                p.iter().any(|p| {
+                    p["id"].as_u64() == Some(id)
+                        && p["failures"].as_u64() >= Some(1)
+                        && p["log"].to_string().contains("refused the publish")
+                })
+            })
+        },
+    );
+    // The key is a secret: neither the metrics nor the log show it.
+    let metrics_text = metrics(api, &token);
+    assert!(
+        metrics_text.contains(&format!(
+            "shardcast_push_out_bytes_total{{stream=\"cam\",id=\"2\",target=\"rtmp://127.0.0.1:{far_rtmp}/live/…\"}}"
+        )),
+        "{metrics_text}"
+    );
+    assert!(!metrics_text.contains("s3cret"), "{metrics_text}");
+    assert!(!near.log().contains("s3cret"), "{}", near.log());
+    let (status, log) = near.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    let (status, log) = far.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}

@@ -19,13 +19,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// How long a connection may take to be made.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the far end may take nothing before the connection is given up.
-const STALL: Duration = Duration::from_secs(10);
+pub(super) const STALL: Duration = Duration::from_secs(10);
 /// The send buffer of a push's connection.
 const SEND_BUFFER: u32 = 256 * 1024;
 /// How often a push with nothing to send looks whether it was stopped.
-const LOOK: Duration = Duration::from_secs(1);
+pub(super) const LOOK: Duration = Duration::from_secs(1);
 
 /// Run `push` to `target` until it is stopped.
 pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Notify>) {
@@ -33,7 +33,9 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
         PushTarget::Tcp { host, port } | PushTarget::Http { host, port, .. } => {
             (host.clone(), *port)
         }
-        PushTarget::Udp(_) | PushTarget::Record(_) | PushTarget::Srt(_) => return,
+        PushTarget::Udp(_) | PushTarget::Record(_) | PushTarget::Srt(_) | PushTarget::Rtmp(_) => {
+            return
+        }
     };
     let counters = &push.counters;
     let mut retry = Retry::new();
@@ -88,7 +90,7 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
 /// A connection to `host:port` (each of its addresses in turn) whose send buffer is
 /// [`SEND_BUFFER`]: a far end that reads nothing holds that much of the kernel's memory, not
 /// what autotuning would give it.
-async fn connect_to(host: &str, port: u16) -> std::io::Result<TcpStream> {
+pub(super) async fn connect_to(host: &str, port: u16) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other(format!("{host} has no address"));
     for addr in tokio::net::lookup_host((host, port)).await? {
         let socket = if addr.is_ipv4() {

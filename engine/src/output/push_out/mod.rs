@@ -1,14 +1,15 @@
 //! Streams sent on ("pushes out", as MistServer calls them): re-emitted over UDP, multicast or
 //! unicast, raw TS or RTP, paced by the stream's PCRs; pushed to another server over SRT (a
 //! caller, paced the same way), TCP (raw TS) or HTTP (a `PUT` with a chunked body that does
-//! not end); or recorded to files.
+//! not end); published over RTMP (FLV remuxed from the TS: YouTube, Twitch, RTMP servers); or
+//! recorded to files.
 //!
 //! ```text
 //!  home shard: publish(chunk) ─► Tap per push (bounded) ─┬─ udp://   the emitter thread, one
 //!                                                        │          for all (Pacer, send)
 //!                                                        ├─ srt://   a thread each (Pacer, libsrt)
-//!                                                        └─ tcp://, http://  a task each on the
-//!                                                                   sources' runtime
+//!                                                        └─ tcp://, http://, rtmp://  a task
+//!                                                                   each on the sources' runtime
 //! ```
 //!
 //! A stream's `push = [...]` start with it and end with it; the API starts and stops others
@@ -24,10 +25,13 @@
 //! Recordings ([`record`]) run the same way, a thread each: a stream's `record` table, or
 //! `POST /api/v1/streams/{name}/recording`; `RECORDING_END` fires for each file.
 //!
-//! What it does not do yet: RTMP targets, recordings played back as VOD HLS.
+//! Recordings are played back by [`crate::vod`].
+//!
+//! What it does not do yet: RTMPS targets, H.265 over RTMP (Enhanced RTMP).
 
 mod connect;
 pub mod record;
+mod rtmp;
 mod srt;
 mod udp;
 
@@ -37,7 +41,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::output::push_target::{PushTarget, RecordSpec, SrtTarget, TargetError, UdpTarget};
+pub use crate::output::push_target::{
+    PushTarget, RecordSpec, RtmpTarget, SrtTarget, TargetError, UdpTarget,
+};
 
 /// Log lines each push keeps for `PUSH_END` and the API.
 const LOG_LINES: usize = 10;
@@ -432,6 +438,9 @@ impl PushOuts {
                     self.stop(id);
                 }
             }
+            PushTarget::Rtmp(rtmp) => {
+                self.tasks.spawn(rtmp::run(push, rtmp, notify));
+            }
             other => {
                 self.tasks.spawn(connect::run(push, other, notify));
             }
@@ -488,8 +497,16 @@ impl PushOuts {
     }
 }
 
-/// `url` with the values of `key=`, `passphrase=` and `token=` left out (for logs).
+/// `url` with the values of `key=`, `passphrase=` and `token=` left out, and an RTMP
+/// target's stream key (for logs and metrics).
 pub fn redacted(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("rtmp://") {
+        // rtmp://HOST/APP/KEY: the key is a secret.
+        let mut parts = rest.splitn(3, '/');
+        if let (Some(authority), Some(app), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            return format!("rtmp://{authority}/{app}/…");
+        }
+    }
     crate::source::redacted(url)
 }
 
