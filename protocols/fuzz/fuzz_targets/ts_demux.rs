@@ -1,9 +1,14 @@
-//! Arbitrary bytes through packet sync, the demuxer, the segmenter and the pacer: nothing may
-//! panic, the demuxer must see the same thing whether the input comes whole or split in two,
-//! and the pacer hands out every packet it keeps, within its bound.
+//! Arbitrary bytes through packet sync, the demuxer, the segmenter, the pacer, a recording's
+//! index and the FLV muxer: nothing may panic, the demuxer must see the same thing whether the
+//! input comes whole or split in two, the pacer hands out every packet it keeps, within its
+//! bound, a recording's segments cover the file in order and its index reads back as written,
+//! and every FLV tag is a video or audio tag of the codecs it writes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shardcast_protocols::flv::mux::TsToFlv;
+use shardcast_protocols::flv::{TAG_AUDIO, TAG_VIDEO};
+use shardcast_protocols::ts::index::{scan, Index};
 use shardcast_protocols::ts::pacer::{Pacer, PacerConfig};
 use shardcast_protocols::ts::{
     DemuxConfig, DemuxEvent, DemuxStats, Demuxer, PacketSync, Segmenter, SegmenterConfig,
@@ -80,4 +85,31 @@ fuzz_target!(|data: &[u8]| {
     }
     let stats = pacer.stats();
     assert_eq!(out + stats.skipped + stats.overflowed, stats.packets_in);
+
+    // A recording of these bytes: its index, its segments.
+    let index = scan(data, data.len() as u64).unwrap();
+    assert_eq!(Index::parse(&index.to_text()), Ok(index.clone()));
+    let segments = index.segments(u64::from(split) * 40);
+    let mut at = 0;
+    for s in &segments {
+        assert_eq!(s.range.start, at);
+        assert!(s.range.end > s.range.start);
+        at = s.range.end;
+    }
+    assert_eq!(at, data.len() as u64);
+    let listed: u64 = segments.iter().map(|s| s.duration_ms).sum();
+    assert!(listed <= index.media_ms);
+
+    // Published over RTMP: FLV tags.
+    let mut mux = TsToFlv::new();
+    let mut sync = PacketSync::new();
+    let mut check = |t: shardcast_protocols::flv::mux::FlvTag| match t.kind {
+        TAG_VIDEO => assert!(matches!(t.body[0], 0x17 | 0x27) && t.body.len() >= 5),
+        TAG_AUDIO => assert!(t.body[0] == 0xAF && t.body.len() >= 2),
+        _ => panic!("tag type {}", t.kind),
+    };
+    for c in data.chunks(usize::from(split).max(1)) {
+        sync.push(c, |p| mux.push(p, &mut check));
+    }
+    mux.finish(&mut check);
 });
