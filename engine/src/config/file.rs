@@ -91,6 +91,7 @@ pub(super) struct StreamSection {
     pub segment_duration: Setting<f64>,
     pub playlist_segments: Setting<usize>,
     pub segment_grace: Setting<f64>,
+    pub dvr: Setting<f64>,
     pub part_duration: Setting<f64>,
     pub cmaf: Option<bool>,
     pub access: Setting<AccessConfig>,

@@ -69,6 +69,9 @@
 //! segment_duration = 2            # HLS: cut at the first keyframe this many seconds in
 //! playlist_segments = 6           # HLS: segments listed in the live playlist
 //! segment_grace = 10              # HLS: seconds a segment stays fetchable once unlisted
+//! dvr = 0                         # HLS: seconds kept for time-shifted playlists
+//!                                 # (/{name}/index.m3u8?start=-300 or ?start=ISO-TIME), in
+//!                                 # memory within max_hls_bytes (1 GiB unless set, with dvr)
 //! part_duration = 0.333           # low-latency HLS: parts of at most this long (default 0: off)
 //! cmaf = false                    # also CMAF (fMP4): HLS at /{name}/cmaf/index.m3u8, DASH at
 //!                                 # /{name}/manifest.mpd (H.264, H.265, AAC)

@@ -686,7 +686,12 @@ fn stream(
         ));
     }
     let window_s = within(st.window.clone(), 1.0..=3600.0, 10.0, "window (seconds)")?;
-    let limits = stream_limits(&st)?;
+    let mut limits = stream_limits(&st)?;
+    let dvr_s = within(st.dvr.clone(), 0.0..=86_400.0, 0.0, "dvr (seconds)")?;
+    if dvr_s > 0.0 && st.max_hls_bytes.is_none() {
+        // A DVR window's segments are held in memory: a larger default than the live window's.
+        limits.max_hls_bytes = limits.max_hls_bytes.max(DVR_HLS_BYTES);
+    }
     let defaults = HlsSettings::default();
     let hls = HlsSettings {
         segment_duration_s: within(
@@ -707,6 +712,7 @@ fn stream(
             defaults.segment_grace_s,
             "segment_grace (seconds)",
         )?,
+        dvr_s,
         part_duration_s: None,
         cmaf: st.cmaf.unwrap_or(false),
     };
@@ -818,6 +824,9 @@ fn failover_times(
     let back_after = (back > 0.0).then(|| std::time::Duration::from_secs_f64(back));
     Ok((std::time::Duration::from_secs_f64(dry), back_after))
 }
+
+/// `max_hls_bytes` of a stream with a DVR window, unless set.
+const DVR_HLS_BYTES: usize = 1 << 30;
 
 fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
     let d = StreamLimits::default();

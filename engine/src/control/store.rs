@@ -42,6 +42,9 @@ pub struct StreamFields {
     /// Seconds an unlisted segment stays fetchable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_grace: Option<f64>,
+    /// DVR: seconds kept for time-shifted playlists (0 or absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvr: Option<f64>,
     /// Low-latency HLS part duration, seconds (0: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_duration: Option<f64>,
@@ -123,6 +126,7 @@ impl StreamFields {
             segment_duration: Some(config.hls.segment_duration_s),
             playlist_segments: Some(config.hls.playlist_segments as u64),
             segment_grace: Some(config.hls.segment_grace_s),
+            dvr: (config.hls.dvr_s > 0.0).then_some(config.hls.dvr_s),
             part_duration: config.hls.part_duration_s,
             cmaf: config.hls.cmaf.then_some(true),
             access: config.access.clone(),
@@ -174,6 +178,9 @@ impl StreamFields {
         }
         if let Some(v) = self.segment_grace {
             t["segment_grace"] = toml_edit::value(v);
+        }
+        if let Some(v) = self.dvr {
+            t["dvr"] = toml_edit::value(v);
         }
         if let Some(v) = self.part_duration {
             t["part_duration"] = toml_edit::value(v);

@@ -12,9 +12,13 @@
 //! snapshot (segments, media playlist bytes, multivariant playlist bytes) with one atomic
 //! store; shards load the newest snapshot when a request comes, with no lock and no copy.
 //!
-//! Bounded: one segment at most `max_segment` bytes, as many in grace as are listed, all held
-//! within `max_hls_bytes`, and no more than twice as many sealed as real time allows (a
-//! source whose timestamps race ahead).
+//! Bounded: one segment at most `max_segment` bytes, as many in grace as are listed (with a
+//! DVR window, `dvr`: those received within it), all held within `max_hls_bytes`, and no more
+//! than twice as many sealed as real time allows (a source whose timestamps race ahead).
+//!
+//! Time-shifted playlists (`?start=`, [`HlsWindow::shifted`]) are made per request from the
+//! segments the window holds, with the live playlist's names, times and discontinuity
+//! sequence.
 //!
 //! With `cmaf` set, the same segments and parts are also remuxed into fragmented MP4
 //! ([`shardcast_protocols::mp4::Remuxer`], cut where the segmenter cuts): each segment and
@@ -224,6 +228,117 @@ impl HlsWindow {
             .binary_search_by_key(&(sequence, index), |p| (p.sequence, p.index))
             .ok()?;
         self.parts.get(i)
+    }
+
+    /// The time-shifted media playlist (MPEG-TS segments) `shift` asks for at `now_ms` (UNIX
+    /// ms), from the segments kept (a DVR window, or only the grace period without one):
+    ///
+    /// - [`TimeShift::Back`]: the live playlist as it was that long ago (as many segments,
+    ///   the newest the last one complete then), sliding on with the clock, so a player plays
+    ///   that far behind live;
+    /// - [`TimeShift::From`]: every segment from the one that holds that moment to the newest,
+    ///   with `EXT-X-START` at its first, so a player starts there and plays on.
+    ///
+    /// Sequence numbers, PROGRAM-DATE-TIME and the discontinuity sequence are the live
+    /// playlist's own: a segment has the same name and time in both.
+    pub fn shifted(&self, shift: TimeShift, now_ms: i64) -> String {
+        let segments = &self.segments;
+        let count = segments.len();
+        let listed = self.listed.clamp(1, count.max(1));
+        let first_listed = count.saturating_sub(self.listed);
+        let (first, last) = match shift {
+            TimeShift::Back(back_ms) => {
+                let then = now_ms - back_ms as i64;
+                // The newest segment complete at that time.
+                let done = segments.partition_point(|s| {
+                    s.program_date_time_ms + s.duration().as_millis() as i64 <= then
+                });
+                let last = done.max(listed.min(count));
+                (last.saturating_sub(listed), last)
+            }
+            TimeShift::From(at_ms) => {
+                let holding = segments
+                    .partition_point(|s| s.program_date_time_ms <= at_ms)
+                    .saturating_sub(1);
+                (holding, count)
+            }
+        };
+        let chosen = segments.get(first..last).unwrap_or_default();
+        // Discontinuities between the first listed here and the live playlist's first.
+        let between = |range: std::ops::Range<usize>| {
+            segments
+                .get(range)
+                .unwrap_or_default()
+                .iter()
+                .filter(|s| s.discontinuity)
+                .count() as u64
+        };
+        let discontinuity_sequence = if first <= first_listed {
+            self.discontinuity_sequence
+                .saturating_sub(between(first..first_listed))
+        } else {
+            self.discontinuity_sequence + between(first_listed..first)
+        };
+        let playlist = MediaPlaylist {
+            version: 3,
+            target_duration: self.target_duration,
+            media_sequence: chosen.first().map_or(0, |s| s.sequence),
+            discontinuity_sequence,
+            independent_segments: chosen.iter().all(|s| s.independent),
+            segments: chosen
+                .iter()
+                .map(|s| MediaSegment {
+                    uri: format!("{}.ts", s.sequence),
+                    duration: s.duration(),
+                    discontinuity: s.discontinuity,
+                    program_date_time: Some(DateTime::from_unix_millis(s.program_date_time_ms)),
+                    ..MediaSegment::default()
+                })
+                .collect(),
+            ..MediaPlaylist::default()
+        };
+        let mut text = playlist.to_string();
+        if let TimeShift::From(_) = shift {
+            // Players start at the first segment, not three from the newest.
+            if let Some(at) = text.find("#EXT-X-MEDIA-SEQUENCE") {
+                text.insert_str(at, "#EXT-X-START:TIME-OFFSET=0,PRECISE=YES\n");
+            }
+        }
+        text
+    }
+}
+
+/// Where a time-shifted playlist starts (`?start=` on a media playlist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeShift {
+    /// This many ms behind live (`start=-300`, `-300s`, `-5m`, `-2h`).
+    Back(u64),
+    /// At this moment, UNIX ms (`start=2026-12-01T10:00:00Z`).
+    From(i64),
+}
+
+impl TimeShift {
+    /// Read a `start=` value; `None` when it is neither.
+    pub fn parse(value: &str) -> Option<TimeShift> {
+        if let Some(back) = value.strip_prefix('-') {
+            let (number, unit) = match back.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((at, _)) => back.split_at(at),
+                None => (back, "s"),
+            };
+            let scale = match unit {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return None,
+            };
+            let seconds: f64 = number
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
+            let ms = seconds * scale * 1000.0;
+            return (ms <= 1e12).then_some(TimeShift::Back(ms as u64));
+        }
+        DateTime::parse(value).map(|t| TimeShift::From(t.unix_millis))
     }
 }
 
@@ -543,14 +658,26 @@ impl Packager {
             }
         }
         let grace_ns = (self.settings.segment_grace_s * 1e9) as u64;
-        // In grace: for its time, at most as many as are listed, within the byte cap.
-        while self
-            .grace
-            .front()
-            .is_some_and(|(_, left)| now_ns.saturating_sub(*left) > grace_ns)
-            || self.grace.len() > self.settings.playlist_segments
-        {
-            self.grace.pop_front();
+        if self.settings.dvr_s > 0.0 {
+            // A DVR window: kept while they were received within it (by the ingest clock,
+            // what PROGRAM-DATE-TIME says), within the byte cap below.
+            let newest = self.listed.back().map_or(0, |s| s.program_date_time_ms);
+            let keep_ms = (self.settings.dvr_s * 1000.0) as i64;
+            while self.grace.front().is_some_and(|(s, left)| {
+                newest - s.program_date_time_ms > keep_ms && now_ns.saturating_sub(*left) > grace_ns
+            }) {
+                self.grace.pop_front();
+            }
+        } else {
+            // In grace: for its time, at most as many as are listed, within the byte cap.
+            while self
+                .grace
+                .front()
+                .is_some_and(|(_, left)| now_ns.saturating_sub(*left) > grace_ns)
+                || self.grace.len() > self.settings.playlist_segments
+            {
+                self.grace.pop_front();
+            }
         }
         let mut held: usize = self.listed.iter().map(|s| s.len()).sum::<usize>()
             + self.grace.iter().map(|(s, _)| s.len()).sum::<usize>();

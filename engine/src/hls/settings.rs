@@ -12,6 +12,9 @@ pub struct HlsSettings {
     pub playlist_segments: usize,
     /// Seconds a segment stays fetchable after it left the playlist.
     pub segment_grace_s: f64,
+    /// DVR: seconds of segments kept (in memory, within `max_hls_bytes`) for time-shifted
+    /// playlists (`?start=`); 0: none beyond the grace period.
+    pub dvr_s: f64,
     /// Low-latency HLS: segments are also cut into parts of at most this many seconds.
     pub part_duration_s: Option<f64>,
     /// Segments and parts are also remuxed into CMAF (fragmented MP4).
@@ -24,6 +27,7 @@ impl Default for HlsSettings {
             segment_duration_s: 2.0,
             playlist_segments: 6,
             segment_grace_s: 10.0,
+            dvr_s: 0.0,
             part_duration_s: None,
             cmaf: false,
         }

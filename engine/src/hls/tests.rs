@@ -500,3 +500,90 @@ fn the_cmaf_rendition_has_the_same_segments_and_parts_as_fragments() {
         "{said}"
     );
 }
+
+#[test]
+fn a_dvr_window_keeps_its_seconds_and_time_shifted_playlists_come_from_it() {
+    let settings = HlsSettings {
+        segment_duration_s: 2.0,
+        playlist_segments: 3,
+        segment_grace_s: 4.0,
+        dvr_s: 20.0,
+        ..HlsSettings::default()
+    };
+    let (slot, _) = package(settings, SegmentSend::Copy, 40);
+    let w = slot.load_full().expect("published");
+    let kept = w.segments();
+    let newest = kept.last().unwrap();
+    let oldest = kept.first().unwrap();
+    // 20 s kept (and what the grace period holds on to), more than the live window.
+    let span = newest.program_date_time_ms - oldest.program_date_time_ms;
+    assert!((18_000..=24_000).contains(&span), "{span} ms kept");
+    assert!(kept.len() > 3 + 2, "{}", kept.len());
+    let now = newest.program_date_time_ms + newest.duration().as_millis() as i64;
+    let shifted = |shift| match parse(w.shifted(shift, now).as_bytes()).unwrap() {
+        Playlist::Media(m) => m,
+        other => panic!("{other:?}"),
+    };
+    // Ten seconds back: the live window as it was then.
+    let back = shifted(TimeShift::Back(10_000));
+    assert_eq!(back.segments.len(), 3);
+    let last = back.segments.last().unwrap();
+    let last_end = last.program_date_time.unwrap().unix_millis + last.duration.as_millis() as i64;
+    assert!(
+        (now - 10_000 - 2_100..=now - 10_000).contains(&last_end),
+        "ends at {last_end}, now {now}"
+    );
+    let first_sequence: u64 = back.segments[0]
+        .uri
+        .trim_end_matches(".ts")
+        .parse()
+        .unwrap();
+    assert_eq!(back.media_sequence, first_sequence);
+    assert!(back.end_list.eq(&false));
+    // Further back than kept: the oldest window there is.
+    let oldest_window = shifted(TimeShift::Back(3_600_000));
+    assert_eq!(oldest_window.media_sequence, oldest.sequence);
+    // From a moment: every segment from the one holding it to the newest, starting there.
+    let at = newest.program_date_time_ms - 15_000;
+    let text = w.shifted(TimeShift::From(at), now);
+    assert!(
+        text.contains("#EXT-X-START:TIME-OFFSET=0,PRECISE=YES\n"),
+        "{text}"
+    );
+    let from = shifted(TimeShift::From(at));
+    let first = &from.segments[0];
+    let start = first.program_date_time.unwrap().unix_millis;
+    assert!(start <= at && at < start + first.duration.as_millis() as i64);
+    assert_eq!(
+        from.segments.last().unwrap().uri,
+        format!("{}.ts", newest.sequence)
+    );
+    // None back: the live playlist's segments.
+    let live = shifted(TimeShift::Back(0));
+    assert_eq!(live.media_sequence, media(&w).media_sequence);
+}
+
+#[test]
+fn start_is_how_far_back_or_a_moment() {
+    assert_eq!(TimeShift::parse("-300"), Some(TimeShift::Back(300_000)));
+    assert_eq!(TimeShift::parse("-300s"), Some(TimeShift::Back(300_000)));
+    assert_eq!(TimeShift::parse("-5m"), Some(TimeShift::Back(300_000)));
+    assert_eq!(TimeShift::parse("-1.5h"), Some(TimeShift::Back(5_400_000)));
+    assert_eq!(
+        TimeShift::parse("2026-12-01T10:00:00Z"),
+        Some(TimeShift::From(1_796_119_200_000))
+    );
+    for bad in [
+        "",
+        "-",
+        "-5d",
+        "-x",
+        "300",
+        "--5",
+        "-1e300h",
+        "yesterday",
+        "-NaN",
+    ] {
+        assert_eq!(TimeShift::parse(bad), None, "{bad}");
+    }
+}

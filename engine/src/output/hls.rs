@@ -99,6 +99,9 @@ impl Output for Hls {
             };
         };
         match file {
+            MediaFile::Playlist(which) if time_shift(&head.query).is_some() => {
+                shifted(stream, &w, which, head)
+            }
             MediaFile::Playlist(which) => {
                 let playlists = Playlists {
                     media: &w.playlist,
@@ -131,6 +134,45 @@ impl Output for Hls {
             MediaFile::Live => Route::NotFound,
         }
     }
+}
+
+/// The `start=` field of a query, as it came (still URL-encoded).
+fn time_shift(query: &str) -> Option<&str> {
+    query.split('&').find(|f| f.starts_with("start="))
+}
+
+/// A time-shifted playlist (`?start=`, see [`HlsWindow::shifted`]): the multivariant
+/// playlist passes `start=` on to its media playlist; the media playlist is made for the
+/// request from the segments kept (the stream's `dvr` window).
+fn shifted(stream: &Published<'_>, w: &HlsWindow, which: Playlist, head: &RequestHead) -> Route {
+    let pair = time_shift(&head.query).unwrap_or_default();
+    let value = form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let Some(shift) = crate::hls::TimeShift::parse(&value) else {
+        return Route::Status(Status {
+            code: 400,
+            text: Cow::Borrowed(
+                "start= is how far back (-300, -300s, -5m, -2h) or an ISO 8601 time (2026-12-01T10:00:00Z)\n",
+            ),
+            headers: "Cache-Control: no-store\r\n".into(),
+        });
+    };
+    let body = match which {
+        Playlist::Master => crate::hls::with_query(&w.master, pair),
+        Playlist::Media => Bytes::from(w.shifted(shift, stream.unix_ms)),
+    };
+    let (body, personal) = match crate::http::token_pair(&head.query) {
+        Some(token) => (crate::hls::with_query(&body, token), true),
+        None => (body, false),
+    };
+    Route::Document(Document {
+        body: Body::Bytes(body),
+        etag: None,
+        personal,
+        ..Document::new(PLAYLIST_TYPE, w.playlist_cache_control)
+    })
 }
 
 /// A request of the CMAF rendition.

@@ -589,6 +589,75 @@ fn browser_plays_a_proxied_stream_through_hlsjs_from_its_player_page() {
 }
 
 #[test]
+fn browser_plays_five_minutes_back_in_a_dvr_window() {
+    let dir = TempDir::new("browser-dvr");
+    let config = dir.0.join("shardcast.toml");
+    std::fs::write(
+        &config,
+        "[[stream]]\nname = \"cam\"\nsource = \"demo:\"\ndvr = 420\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    // Five minutes of the stream, then a bit (waiting without the browser: the other browser
+    // tests go on meanwhile).
+    std::thread::sleep(Duration::from_secs(5 * 60 + 15));
+    let _one = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut browser = Browser::open(&server.url("/cam.html?engine=hlsjs&start=-5m"), 20, None);
+    let started = browser
+        .watch(Duration::from_secs(20), |s| s.current_time > 0.5)
+        .unwrap_or_else(|| panic!("playback never started: {:?}", browser.seen.last()));
+    let samples = browser.finish();
+    let mut behind: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.t > started.t)
+        .filter_map(|s| s.behind)
+        .collect();
+    behind.sort_by(f64::total_cmp);
+    let median = *behind
+        .get(behind.len() / 2)
+        .unwrap_or_else(|| panic!("hls.js reported no PROGRAM-DATE-TIME: {samples:?}"));
+    eprintln!("five minutes back in hls.js: the playhead's PROGRAM-DATE-TIME is {median:.1} s behind the clock");
+    // Five minutes, and what a live player keeps from the edge (three segments and so on).
+    assert!(
+        (300.0..=320.0).contains(&median),
+        "{median} s behind: {samples:?}"
+    );
+    let last = samples.last().unwrap();
+    assert!(
+        last.current_time - started.current_time >= 10.0,
+        "{samples:?}"
+    );
+    assert!(samples.iter().all(|s| s.media_errors == 0), "{samples:?}");
+    // From a moment four minutes ago: every segment from the one holding it, starting there.
+    use shardcast_protocols::hls::{parse, DateTime, Playlist};
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = now_ms - 240_000;
+    let iso = DateTime::from_unix_millis(at).to_string();
+    let (code, _, body) = fetch(server.addr, &format!("/cam/index.m3u8?start={iso}"), "");
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(text.contains("#EXT-X-START:TIME-OFFSET=0"), "{text}");
+    let Ok(Playlist::Media(from)) = parse(&body) else {
+        panic!("{text}");
+    };
+    let first = from.segments[0].program_date_time.unwrap().unix_millis;
+    assert!(
+        first <= at && at - first < 5_000,
+        "first {first}, asked {at}"
+    );
+    assert!(from.segments.len() >= 100, "{}", from.segments.len());
+    let (code, _, _) = fetch(server.addr, "/cam/index.m3u8?start=soon", "");
+    assert_eq!(code, 400);
+    let (status, log) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
 fn browser_plays_a_recording_through_hlsjs_from_its_player_page() {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
