@@ -311,21 +311,7 @@ impl Remuxer {
             return false;
         };
         let audio_track = match (late_audio, self.audio.as_ref()) {
-            (true, Some(a)) => a
-                .frames
-                .config
-                .as_ref()
-                .map(|(config, channels, rate)| Track {
-                    id: AUDIO_TRACK,
-                    timescale: *rate,
-                    width: 0,
-                    height: 0,
-                    codec: Codec::Aac {
-                        config: config.clone(),
-                        channels: *channels,
-                        sample_rate: *rate,
-                    },
-                }),
+            (true, Some(a)) => a.frames.config.as_ref().map(aac_track),
             _ => tracks.iter().find(|t| t.id == AUDIO_TRACK).cloned(),
         };
         let has_audio = audio_track.is_some();
@@ -481,17 +467,7 @@ impl Remuxer {
         }
         let audio_known = self.audio.as_ref().and_then(|a| a.frames.config.as_ref());
         match (audio_known, &self.init) {
-            (Some((config, channels, rate)), _) => tracks.push(Track {
-                id: AUDIO_TRACK,
-                timescale: *rate,
-                width: 0,
-                height: 0,
-                codec: Codec::Aac {
-                    config: config.clone(),
-                    channels: *channels,
-                    sample_rate: *rate,
-                },
-            }),
+            (Some(known), _) => tracks.push(aac_track(known)),
             // Audio is waited for a while (for ever while there is no video to go on with).
             (None, None) if self.audio.is_some() && self.awaited < AUDIO_WAIT_CUTS => {
                 self.awaited += 1;
@@ -542,6 +518,21 @@ impl Cut {
         out.extend_from_slice(v.unwrap_or_default());
         out.extend_from_slice(a.unwrap_or_default());
         out
+    }
+}
+
+/// The audio track of an AAC configuration (AudioSpecificConfig, channels, sampling rate).
+fn aac_track((config, channels, rate): &(Vec<u8>, u16, u32)) -> Track {
+    Track {
+        id: AUDIO_TRACK,
+        timescale: *rate,
+        width: 0,
+        height: 0,
+        codec: Codec::Aac {
+            config: config.clone(),
+            channels: *channels,
+            sample_rate: *rate,
+        },
     }
 }
 

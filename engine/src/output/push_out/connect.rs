@@ -59,32 +59,47 @@ pub(super) async fn run(push: Arc<PushOut>, target: PushTarget, notify: Arc<Noti
                 }
                 why
             }
-            Ok(Err(e)) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                format!("cannot connect to {host}:{port}: {e}")
-            }
-            Err(_) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                format!(
-                    "no connection to {host}:{port} within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            }
+            Ok(Err(e)) => not_connected(&push, &host, port, Some(e)),
+            Err(_) => not_connected(&push, &host, port, None),
         };
-        let wait = retry.down(Instant::now());
-        tracing::warn!(stream = %push.stream, id = push.id, "push: {why}; trying again in {:.2} s", wait.as_secs_f64());
-        push.note(why);
-        // Wait, emptying the tap: nothing is sent while there is no connection.
-        let until = tokio::time::Instant::now() + wait;
-        while !push.stopped() && tokio::time::Instant::now() < until {
-            while push.tap.take().is_some() {}
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = notify.notified() => {}
-            }
-        }
+        back_off(&push, &mut retry, why, &notify).await;
     }
     counters.connected.store(false, Ordering::Relaxed);
+}
+
+/// Why a connection to `host:port` was not made (`None`: not within [`CONNECT_TIMEOUT`]),
+/// counted as a failure.
+pub(super) fn not_connected(
+    push: &PushOut,
+    host: &str,
+    port: u16,
+    error: Option<std::io::Error>,
+) -> String {
+    push.counters.failures.fetch_add(1, Ordering::Relaxed);
+    match error {
+        Some(e) => format!("cannot connect to {host}:{port}: {e}"),
+        None => format!(
+            "no connection to {host}:{port} within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// A connection ended or was not made (`why`): logged, noted, and waited out with the
+/// sources' backoff, emptying the tap meanwhile (nothing is sent while there is no
+/// connection); returns early when the push stops.
+pub(super) async fn back_off(push: &PushOut, retry: &mut Retry, why: String, notify: &Notify) {
+    let wait = retry.down(Instant::now());
+    tracing::warn!(stream = %push.stream, id = push.id, "push: {why}; trying again in {:.2} s", wait.as_secs_f64());
+    push.note(why);
+    let until = tokio::time::Instant::now() + wait;
+    while !push.stopped() && tokio::time::Instant::now() < until {
+        while push.tap.take().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = notify.notified() => {}
+        }
+    }
 }
 
 /// A connection to `host:port` (each of its addresses in turn) whose send buffer is

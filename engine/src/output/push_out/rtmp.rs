@@ -11,7 +11,7 @@
 //! the connection; it is made again with the sources' backoff, as for TCP pushes, and nothing
 //! is queued meanwhile.
 
-use super::connect::{connect_to, CONNECT_TIMEOUT, LOOK, STALL};
+use super::connect::{back_off, connect_to, not_connected, CONNECT_TIMEOUT, LOOK, STALL};
 use super::{PushOut, RtmpTarget};
 use crate::source::retry::Retry;
 use crate::stream::tap::{Accept, Follow};
@@ -83,29 +83,10 @@ pub(super) async fn run(push: Arc<PushOut>, target: RtmpTarget, notify: Arc<Noti
                     }
                 }
             }
-            Ok(Err(e)) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                format!("cannot connect to {host}:{port}: {e}")
-            }
-            Err(_) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                format!(
-                    "no connection to {host}:{port} within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            }
+            Ok(Err(e)) => not_connected(&push, &host, port, Some(e)),
+            Err(_) => not_connected(&push, &host, port, None),
         };
-        let wait = retry.down(Instant::now());
-        tracing::warn!(stream = %push.stream, id = push.id, "push: {why}; trying again in {:.2} s", wait.as_secs_f64());
-        push.note(why);
-        let until = tokio::time::Instant::now() + wait;
-        while !push.stopped() && tokio::time::Instant::now() < until {
-            while push.tap.take().is_some() {}
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = notify.notified() => {}
-            }
-        }
+        back_off(&push, &mut retry, why, &notify).await;
     }
     counters.connected.store(false, Ordering::Relaxed);
 }
