@@ -665,6 +665,7 @@ pub fn take_over(channel: Channel, handoff: &Handoff) -> Result<Inherited, Upgra
             // segment on.
             segments.push(Arc::new(Segment {
                 cmaf: None,
+                entry: Default::default(),
                 sequence: s.sequence,
                 start_pts: shardcast_protocols::ts::pes::Timestamp::new(s.start_pts),
                 duration: s.duration,

@@ -102,6 +102,8 @@ pub struct Segment {
     pub last_modified: String,
     /// Its CMAF rendition (fMP4 fragments), when the stream has one.
     pub cmaf: Option<cmaf::CmafSegment>,
+    /// Its lines in a time-shifted playlist, written on first use ([`Segment::entry`]).
+    pub entry: std::sync::OnceLock<Box<str>>,
 }
 
 /// How a rendition's segments and parts are named and carried.
@@ -124,6 +126,22 @@ impl Container {
 }
 
 impl Segment {
+    /// Its lines in a time-shifted playlist (DISCONTINUITY, PROGRAM-DATE-TIME, EXTINF, URI),
+    /// written once: a long playlist is then copied together, not formatted per request.
+    pub fn entry(&self) -> &str {
+        self.entry.get_or_init(|| {
+            MediaSegment {
+                uri: format!("{}.ts", self.sequence),
+                duration: self.duration(),
+                discontinuity: self.discontinuity,
+                program_date_time: Some(DateTime::from_unix_millis(self.program_date_time_ms)),
+                ..MediaSegment::default()
+            }
+            .to_string()
+            .into()
+        })
+    }
+
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         match &self.body {
@@ -237,11 +255,17 @@ impl HlsWindow {
     ///   the newest the last one complete then), sliding on with the clock, so a player plays
     ///   that far behind live;
     /// - [`TimeShift::From`]: every segment from the one that holds that moment to the newest,
-    ///   with `EXT-X-START` at its first, so a player starts there and plays on.
+    ///   with `EXT-X-START` at its first, so a player starts there and plays on; at most
+    ///   [`MAX_SHIFTED_SEGMENTS`], the newest.
     ///
     /// Sequence numbers, PROGRAM-DATE-TIME and the discontinuity sequence are the live
     /// playlist's own: a segment has the same name and time in both.
     pub fn shifted(&self, shift: TimeShift, now_ms: i64) -> String {
+        self.shifted_within(shift, now_ms, MAX_SHIFTED_SEGMENTS)
+    }
+
+    /// [`HlsWindow::shifted`], listing at most `most` segments from a moment.
+    fn shifted_within(&self, shift: TimeShift, now_ms: i64, most: usize) -> String {
         let segments = &self.segments;
         let count = segments.len();
         let listed = self.listed.clamp(1, count.max(1));
@@ -260,7 +284,9 @@ impl HlsWindow {
                 let holding = segments
                     .partition_point(|s| s.program_date_time_ms <= at_ms)
                     .saturating_sub(1);
-                (holding, count)
+                // At most `most`: further back starts later than asked, and a list that grew
+                // past it slides on (a player keeps its distance from live, so it stays in).
+                (holding.max(count.saturating_sub(most.max(1))), count)
             }
         };
         let chosen = segments.get(first..last).unwrap_or_default();
@@ -279,34 +305,34 @@ impl HlsWindow {
         } else {
             self.discontinuity_sequence + between(first_listed..first)
         };
-        let playlist = MediaPlaylist {
+        // The head is written per request; each segment's lines were written once.
+        let head = MediaPlaylist {
             version: 3,
             target_duration: self.target_duration,
             media_sequence: chosen.first().map_or(0, |s| s.sequence),
             discontinuity_sequence,
             independent_segments: chosen.iter().all(|s| s.independent),
-            segments: chosen
-                .iter()
-                .map(|s| MediaSegment {
-                    uri: format!("{}.ts", s.sequence),
-                    duration: s.duration(),
-                    discontinuity: s.discontinuity,
-                    program_date_time: Some(DateTime::from_unix_millis(s.program_date_time_ms)),
-                    ..MediaSegment::default()
-                })
-                .collect(),
             ..MediaPlaylist::default()
         };
-        let mut text = playlist.to_string();
+        let mut text = head.to_string();
         if let TimeShift::From(_) = shift {
             // Players start at the first segment, not three from the newest.
             if let Some(at) = text.find("#EXT-X-MEDIA-SEQUENCE") {
                 text.insert_str(at, "#EXT-X-START:TIME-OFFSET=0,PRECISE=YES\n");
             }
         }
+        text.reserve(chosen.iter().map(|s| s.entry().len()).sum());
+        for s in chosen {
+            text.push_str(s.entry());
+        }
         text
     }
 }
+
+/// The most segments a `?start=ISO-TIME` playlist lists (an hour of 2 s segments, about
+/// 200 KB). Players reload the whole list every target duration, so an unbounded one (24 h of
+/// DVR is 43,200 segments, 4.7 MB) would cost each of them more than the video.
+pub const MAX_SHIFTED_SEGMENTS: usize = 1800;
 
 /// Where a time-shifted playlist starts (`?start=` on a media playlist).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -647,6 +673,7 @@ impl Packager {
             last_modified: httpdate::fmt_http_date(sealed),
             body,
             cmaf,
+            entry: Default::default(),
         });
         self.listed.push_back(segment);
         while self.listed.len() > self.settings.playlist_segments {

@@ -561,6 +561,21 @@ fn a_dvr_window_keeps_its_seconds_and_time_shifted_playlists_come_from_it() {
     // None back: the live playlist's segments.
     let live = shifted(TimeShift::Back(0));
     assert_eq!(live.media_sequence, media(&w).media_sequence);
+    // A moment further back than a playlist may list: the newest that many, still starting
+    // at its first, and written as the unbounded one writes them.
+    let bounded = w.shifted_within(TimeShift::From(at), now, 4);
+    let Playlist::Media(bounded) = parse(bounded.as_bytes()).unwrap() else {
+        panic!("{bounded}")
+    };
+    assert_eq!(bounded.segments.len(), 4);
+    assert_eq!(
+        bounded.segments[..],
+        from.segments[from.segments.len() - 4..]
+    );
+    assert_eq!(
+        bounded.media_sequence,
+        from.media_sequence + from.segments.len() as u64 - 4
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Playlist writer: `Display` for both playlist kinds.
 
 use super::{
-    ByteRange, MediaPlaylist, MediaType, MultivariantPlaylist, PartialSegment, PlaylistType,
-    PreloadHintType,
+    ByteRange, MediaPlaylist, MediaSegment, MediaType, MultivariantPlaylist, PartialSegment,
+    PlaylistType, PreloadHintType,
 };
 use std::fmt::{self, Display, Formatter};
 use std::time::Duration;
@@ -54,6 +54,36 @@ fn write_part(f: &mut Formatter<'_>, part: &PartialSegment) -> fmt::Result {
     f.write_str("\n")
 }
 
+/// A segment's lines in a media playlist: its tags, then its URI.
+impl Display for MediaSegment {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if let Some(map) = &self.map {
+            write!(f, "#EXT-X-MAP:URI=\"{}\"", map.uri)?;
+            if let Some(r) = map.byte_range {
+                write!(f, ",BYTERANGE=\"{r}\"")?;
+            }
+            f.write_str("\n")?;
+        }
+        if self.discontinuity {
+            writeln!(f, "#EXT-X-DISCONTINUITY")?;
+        }
+        if let Some(t) = self.program_date_time {
+            writeln!(f, "#EXT-X-PROGRAM-DATE-TIME:{t}")?;
+        }
+        for part in &self.parts {
+            write_part(f, part)?;
+        }
+        if self.gap {
+            writeln!(f, "#EXT-X-GAP")?;
+        }
+        if let Some(r) = self.byte_range {
+            writeln!(f, "#EXT-X-BYTERANGE:{r}")?;
+        }
+        writeln!(f, "#EXTINF:{},{}", Seconds(self.duration), self.title)?;
+        writeln!(f, "{}", self.uri)
+    }
+}
+
 impl Display for MediaPlaylist {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "#EXTM3U")?;
@@ -99,30 +129,7 @@ impl Display for MediaPlaylist {
             writeln!(f, "#EXT-X-SKIP:SKIPPED-SEGMENTS={n}")?;
         }
         for s in &self.segments {
-            if let Some(map) = &s.map {
-                write!(f, "#EXT-X-MAP:URI=\"{}\"", map.uri)?;
-                if let Some(r) = map.byte_range {
-                    write!(f, ",BYTERANGE=\"{r}\"")?;
-                }
-                f.write_str("\n")?;
-            }
-            if s.discontinuity {
-                writeln!(f, "#EXT-X-DISCONTINUITY")?;
-            }
-            if let Some(t) = s.program_date_time {
-                writeln!(f, "#EXT-X-PROGRAM-DATE-TIME:{t}")?;
-            }
-            for part in &s.parts {
-                write_part(f, part)?;
-            }
-            if s.gap {
-                writeln!(f, "#EXT-X-GAP")?;
-            }
-            if let Some(r) = s.byte_range {
-                writeln!(f, "#EXT-X-BYTERANGE:{r}")?;
-            }
-            writeln!(f, "#EXTINF:{},{}", Seconds(s.duration), s.title)?;
-            writeln!(f, "{}", s.uri)?;
+            write!(f, "{s}")?;
         }
         for part in &self.trailing_parts {
             write_part(f, part)?;

@@ -754,8 +754,16 @@ fn an_encoder_pushes_over_http_and_its_viewers_stay_through_a_new_push() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut rest = Vec::new();
+    // Closed either way: a FIN, or a reset when the server closes with some of the older
+    // push's bytes still unread in its receive buffer (the kernel then sends RST).
     let closed = std::io::Read::read_to_end(&mut older, &mut rest);
-    assert!(closed.is_ok(), "the older push was not closed: {closed:?}");
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the older push was not closed: {closed:?}"
+    );
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
     assert!(log.contains("a push from 127.0.0.1 started"), "{log}");
