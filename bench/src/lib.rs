@@ -8,6 +8,7 @@
 //!           └─ per viewer: bytes, continuity gaps, stamps → latency histogram (hdrhistogram)
 //!  hls:     N HLS viewers on one thread, each a player: playlist, live edge, every segment
 //!           once, re-poll per target duration → fetch times, missed, late, 4xx/5xx
+//!  sink:    the floor of UDP ingest: every channel read and dropped, nothing else
 //!  cpu:     utime+stime of any process from /proc, over the measured window
 //! ```
 //!
@@ -23,4 +24,5 @@ pub mod hls;
 pub mod ingest;
 pub mod load;
 pub mod net;
+pub mod sink;
 pub mod ts;

@@ -34,6 +34,27 @@ enum Command {
     Ts(TsArgs),
     /// Run N HLS viewers that behave like players and report what they saw.
     Hls(TsArgs),
+    /// Receive UDP channels and drop every datagram: the floor of UDP ingest.
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SinkArgs {
+    /// The first channel (e.g. 239.1.1.1:5000).
+    #[arg(long)]
+    first: std::net::SocketAddrV4,
+    /// Channels, as `ingest --streams` sends them.
+    #[arg(long, default_value_t = 1)]
+    channels: u16,
+    /// One multicast group per channel, as `ingest --groups` sends them.
+    #[arg(long)]
+    groups: bool,
+    /// The interface address to join the groups on.
+    #[arg(long, default_value = "127.0.0.1")]
+    interface: std::net::Ipv4Addr,
+    /// Seconds to receive.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,6 +65,10 @@ struct IngestArgs {
     /// Streams to send at once, to consecutive ports from --to's.
     #[arg(long, default_value_t = 1)]
     streams: u16,
+    /// One multicast group per stream instead, the last octet counting up from --to's, all on
+    /// its port (as IPTV channels are laid out).
+    #[arg(long)]
+    groups: bool,
     /// Send this transport stream file, looped, instead of the generator's stream (at
     /// --bitrate; frames carry no latency stamps).
     #[arg(long)]
@@ -162,6 +187,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(&args),
         Command::Ts(args) => ts(&args),
         Command::Hls(args) => hls(&args),
+        Command::Sink(args) => sink(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,14 +230,6 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
     if args.streams == 0 {
         return Err("--streams must be at least 1".into());
     }
-    let last_port = u32::from(args.to.port()) + u32::from(args.streams) - 1;
-    if last_port > u32::from(u16::MAX) {
-        return Err(format!(
-            "--streams {} from port {} runs past port 65535",
-            args.streams,
-            args.to.port()
-        ));
-    }
     let content = match &args.file {
         Some(path) => Content::File {
             packets: std::sync::Arc::new(
@@ -221,9 +239,28 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
         },
         None => Content::Generator(args.stream.generator()),
     };
-    let destinations: Vec<std::net::SocketAddr> = (0..args.streams)
-        .map(|i| std::net::SocketAddr::new(args.to.ip(), args.to.port() + i))
-        .collect();
+    let destinations: Vec<std::net::SocketAddr> = match args.to {
+        std::net::SocketAddr::V4(first) => {
+            shardcast_bench::sink::channels(first, args.streams, args.groups)?
+                .into_iter()
+                .map(std::net::SocketAddr::V4)
+                .collect()
+        }
+        std::net::SocketAddr::V6(_) if args.groups => {
+            return Err("--groups counts IPv4 groups only".into())
+        }
+        std::net::SocketAddr::V6(first) => (0..args.streams)
+            .map(|i| {
+                let port = first.port().checked_add(i).ok_or_else(|| {
+                    format!(
+                        "--streams {} from {first} runs past port 65535",
+                        args.streams
+                    )
+                })?;
+                Ok(std::net::SocketAddr::new(args.to.ip(), port))
+            })
+            .collect::<Result<_, String>>()?,
+    };
     let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
     let over = match (&args.push, args.tcp) {
         (Some(path), _) => Over::Push(path.clone()),
@@ -237,6 +274,21 @@ fn ingest(args: &IngestArgs) -> Result<(), String> {
         sent.iter().sum::<u64>(),
         destinations.len(),
         args.to
+    );
+    Ok(())
+}
+
+fn sink(args: &SinkArgs) -> Result<(), String> {
+    let channels = shardcast_bench::sink::channels(args.first, args.channels, args.groups)?;
+    let got = shardcast_bench::sink::run(
+        &channels,
+        args.interface,
+        std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
+    )
+    .map_err(|e| format!("when receiving on {}: {e}", args.first))?;
+    println!(
+        "{{\"datagrams\":{},\"bytes\":{},\"wakeups\":{}}}",
+        got.datagrams, got.bytes, got.wakeups
     );
     Ok(())
 }

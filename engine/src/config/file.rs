@@ -36,6 +36,7 @@ pub(super) struct ServerSection {
     pub idle_timeout: Setting<f64>,
     pub max_lag: Setting<usize>,
     pub flush_interval: Setting<f64>,
+    pub gather: Setting<f64>,
     pub send_buffer: Setting<usize>,
     pub segment_send: Option<SegmentSend>,
     pub state_dir: Option<String>,

@@ -10,6 +10,8 @@
 //! idle_timeout = 30               # seconds without progress before a connection is closed
 //! max_lag = 4194304               # bytes a viewer may fall behind before it skips
 //! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
+//! gather = 1                      # ms a shard's wait lets events gather once one is in
+//!                                 # (fewer wake-ups under many ingest datagrams; 0: none)
 //! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
 //! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
@@ -147,6 +149,10 @@ pub struct Config {
     /// Milliseconds new data may wait before viewers are written to (0: at once).
     #[serde(rename = "flush_interval")]
     pub flush_interval_ms: f64,
+    /// Milliseconds a shard's wait lets events gather once the first is in, so a burst of
+    /// ingest datagrams and requests is one wake-up, not one each (0: wake for each).
+    #[serde(rename = "gather")]
+    pub gather_ms: f64,
     /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
     pub send_buffer: usize,
     /// How sealed HLS segments are sent.
@@ -875,6 +881,22 @@ mod tests {
         assert_eq!(c.streams.len(), 1);
         assert_eq!(c.streams[0].source, SourceSpec::Demo);
         assert!(!c.cpus.is_empty());
+    }
+
+    #[test]
+    fn gather_is_a_millisecond_unless_set_within_ten() {
+        assert_eq!(Config::embedded().gather_ms, 1.0);
+        let off = Config::parse("[server]\ngather = 0\n").unwrap();
+        assert_eq!(off.gather_ms, 0.0);
+        for (bad, why) in [
+            ("gather = 11", "gather (ms)"),
+            ("gather = -1", "gather (ms)"),
+            ("gather = \"soon\"", "expected f64"),
+        ] {
+            let e = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
     }
 
     #[test]

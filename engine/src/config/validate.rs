@@ -94,6 +94,7 @@ fn config(file: File) -> Result<Config, Refusal> {
         "session_timeout (seconds)",
     )?;
     let flush_interval_ms = within(s.flush_interval, 0.0..=1000.0, 20.0, "flush_interval (ms)")?;
+    let gather_ms = within(s.gather, 0.0..=10.0, DEFAULT_GATHER_MS, "gather (ms)")?;
     let max_lag_bytes = within(s.max_lag, 0..=1 << 40, 4 << 20, "max_lag (bytes)")?;
     let send_buffer = within(s.send_buffer, 0..=1 << 30, 0, "send_buffer (bytes)")?;
     let (api_listen, api_token) = api_settings(&api)?;
@@ -146,6 +147,7 @@ fn config(file: File) -> Result<Config, Refusal> {
         idle_timeout_s,
         max_lag_bytes,
         flush_interval_ms,
+        gather_ms,
         send_buffer,
         segment_send: s.segment_send.unwrap_or_default(),
         streams,
@@ -827,6 +829,11 @@ fn failover_times(
 
 /// `max_hls_bytes` of a stream with a DVR window, unless set.
 const DVR_HLS_BYTES: usize = 1 << 30;
+
+/// `gather`'s default: a millisecond. Against a ring that wakes per event it cut an IPTV
+/// host's 100 channels from one wake-up per datagram (about 24,000 a second) to at most one a
+/// millisecond, and it adds at most that to any event's handling (bench/RESULTS.md, issue 22).
+pub(super) const DEFAULT_GATHER_MS: f64 = 1.0;
 
 fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
     let d = StreamLimits::default();

@@ -17,6 +17,8 @@ const LISTENER: Token = Token(0);
 const TLS_LISTENER: Token = Token(2);
 const INGEST_BASE: usize = 3;
 const CONN_BASE: usize = 1 << 20;
+/// A wake-up with fewer events than this waits `gather` for more before it is handled.
+const GATHER_BELOW: usize = 32;
 
 /// A viewer's socket, and whether it may have bytes not read yet (readiness is
 /// edge-triggered: reading stops early only while the connection does not want to read).
@@ -43,6 +45,8 @@ pub struct EpollShard {
     accept_again_at: Option<Instant>,
     accept_backoff: Backoff,
     accepting: bool,
+    /// How long a wake-up with few events waits for more (zero: none).
+    gather: Duration,
 }
 
 impl EpollShard {
@@ -76,6 +80,7 @@ impl EpollShard {
             accept_again_at: None,
             accept_backoff: Backoff::default(),
             accepting: true,
+            gather: p.gather,
         };
         shard.follow_catalog();
         Ok(shard)
@@ -123,6 +128,14 @@ impl EpollShard {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+            let few = events.iter().take(GATHER_BELOW).count();
+            if !self.gather.is_zero() && few > 0 && few < GATHER_BELOW {
+                // A few events: let more come before handling them (what comes meanwhile
+                // on these sockets is read with them, on others it is the next turn's, at
+                // once). While the thread sleeps, arrivals wake nobody: a burst of datagrams
+                // on many channels costs one wake-up, not one each.
+                std::thread::sleep(self.gather);
             }
             let clock = Clock::now();
             let now = clock.mono;

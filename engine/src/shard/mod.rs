@@ -207,6 +207,8 @@ pub struct ShardSetup {
     pub run: Arc<RunState>,
     /// Viewers of a stream are written to at most this often (new data waits up to this long).
     pub flush_interval: Duration,
+    /// How long a wait lets events gather once the first is in (zero: none).
+    pub gather: Duration,
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
@@ -291,6 +293,8 @@ pub struct Prepared {
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
     pub segment_send: crate::hls::SegmentSend,
+    /// How long a wait lets events gather once the first is in (zero: none).
+    pub gather: Duration,
     /// Stop flag.
     pub run: Arc<RunState>,
 }
@@ -335,6 +339,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         max_connections: setup.max_connections,
         send_buffer: setup.send_buffer,
         segment_send: setup.segment_send,
+        gather: setup.gather,
         run: setup.run,
     }
 }

@@ -88,6 +88,9 @@ pub struct StreamView {
     trimmed_past_access_point: bool,
     /// Chunks dropped because of the byte cap, since the view began.
     trimmed: u64,
+    /// The newest access point held (kept as chunks come and go, not searched for: a stream
+    /// of small chunks has hundreds between two keyframes).
+    access_point: Option<u64>,
 }
 
 impl StreamView {
@@ -101,6 +104,7 @@ impl StreamView {
             gap_since_access_point: false,
             trimmed_past_access_point: false,
             trimmed: 0,
+            access_point: None,
         }
     }
 
@@ -115,6 +119,7 @@ impl StreamView {
             self.chunks.clear();
             self.bytes = 0;
             self.trimmed_past_access_point = false;
+            self.access_point = None;
         }
         if chunk.access_point {
             self.gap_since_access_point = false;
@@ -124,6 +129,9 @@ impl StreamView {
         }
         self.bytes += chunk.data.len();
         let newest = chunk.received_ns;
+        if chunk.access_point {
+            self.access_point = Some(chunk.seq);
+        }
         self.chunks.push_back(chunk);
         self.evict(newest);
         continuous
@@ -145,8 +153,10 @@ impl StreamView {
             };
             self.bytes -= front.data.len();
             self.trimmed += 1;
-            if keep_from == Some(front.seq) {
-                // That was the newest access point: none is held any more.
+            if self.access_point == Some(front.seq) {
+                // That was the newest access point: none is held any more (the older ones
+                // went before it).
+                self.access_point = None;
                 self.trimmed_past_access_point = true;
             }
         }
@@ -184,11 +194,7 @@ impl StreamView {
         if self.gap_since_access_point {
             return None;
         }
-        self.chunks
-            .iter()
-            .rev()
-            .find(|c| c.access_point)
-            .map(|c| c.seq)
+        self.access_point
     }
 
     /// Bytes held.

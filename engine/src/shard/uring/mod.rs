@@ -57,6 +57,8 @@ const RECV_BUFFER: usize = 4096;
 /// Completion queue entries (the kernel clamps to its maximum).
 const CQ_ENTRIES: u32 = 65_536;
 const MAX_IOVECS: usize = 64;
+/// With `gather`, a wait returns early once this many completions are in.
+const GATHER_COMPLETIONS: usize = 256;
 /// The listeners, as the key of their accepts' user data.
 const LISTEN_PLAIN: usize = 0;
 const LISTEN_TLS: usize = 1;
@@ -155,22 +157,61 @@ pub struct UringParts {
     pub ring: IoUring,
     /// Its wake-up eventfd (other shards hold it too).
     pub waker: Arc<EventWaker>,
+    /// The ring is made disabled, single-issuer with deferred task work: the shard's thread
+    /// enables it, and is then the only one to submit to it.
+    deferred_task_work: bool,
 }
 
 impl UringParts {
     /// A ring with room for `entries` submissions.
+    ///
+    /// Its completions' task work is deferred (`DEFER_TASKRUN`, Linux 6.1) where the kernel
+    /// has it: a datagram received or a send completed then waits for the shard's next wait
+    /// instead of interrupting it, and a wait woken by one completion can gather more
+    /// (`gather`). Without it every completion interrupts the shard: on an IPTV host that is
+    /// tens of thousands of interruptions a second.
     pub fn new(entries: u32) -> io::Result<Self> {
+        // The completion queue as large as the kernel allows (16 bytes an entry): every
+        // connection may have a receive and a send completing in the same turn, and the
+        // multishot operations post without being asked.
+        let deferred = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_clamp()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build(entries);
+        let (ring, deferred_task_work) = match deferred {
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!("this kernel's io_uring cannot defer task work (Linux 6.1): completions interrupt the shard");
+                let ring = IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .setup_clamp()
+                    .build(entries)?;
+                (ring, false)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Self {
-            // The completion queue as large as the kernel allows (16 bytes an entry): every
-            // connection may have a receive and a send completing in the same turn, and the
-            // multishot operations post without being asked.
-            ring: IoUring::builder()
-                .setup_cqsize(CQ_ENTRIES)
-                .setup_clamp()
-                .build(entries)?,
+            ring,
             waker: Arc::new(EventWaker::new()?),
+            deferred_task_work,
         })
     }
+}
+
+/// `gather` in microseconds as the ring's minimum wait, or 0 when the kernel has no minimum
+/// wait (before Linux 6.12): then every completion wakes the shard.
+fn gather_us(ring: &IoUring, gather: Duration) -> u32 {
+    if gather.is_zero() {
+        return 0;
+    }
+    if !ring.params().is_feature_min_timeout() {
+        tracing::info!("this kernel's io_uring has no minimum wait (Linux 6.12): gather is off");
+        return 0;
+    }
+    u32::try_from(gather.as_micros()).unwrap_or(u32::MAX).max(1)
 }
 
 /// A `SENDMSG` or `SENDMSG_ZC` in flight and the memory it points into.
@@ -231,6 +272,8 @@ pub struct UringShard {
     /// Operations submitted whose last completion has not been reaped.
     in_flight: usize,
     segment_send: SegmentSend,
+    /// `gather` as the ring's minimum wait in microseconds (0: wake for each completion).
+    gather_us: u32,
     /// Whether the fall-back from zero-copy has been logged.
     zc_fallback_logged: bool,
     /// Whether a multishot accept is armed (by listener: plain, TLS), and when to arm them
@@ -251,6 +294,11 @@ impl UringShard {
     pub fn new(setup: ShardSetup, parts: UringParts) -> io::Result<UringShard> {
         let p = prepare(setup);
         let core = p.core;
+        if parts.deferred_task_work {
+            // Single issuer: this thread, from here on.
+            parts.ring.submitter().register_enable_rings()?;
+        }
+        let gather_us = gather_us(&parts.ring, p.gather);
         let mut shard = UringShard {
             core,
             ring: parts.ring,
@@ -268,6 +316,7 @@ impl UringShard {
             scratch: Vec::with_capacity(MAX_IOVECS),
             in_flight: 0,
             segment_send: p.segment_send,
+            gather_us,
             zc_fallback_logged: false,
             accept_armed: [false; 2],
             accept_again_at: None,
@@ -602,8 +651,17 @@ impl UringShard {
             let ts = types::Timespec::new()
                 .sec(wait.as_secs())
                 .nsec(wait.subsec_nanos());
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let wait_for = if self.deferred.is_empty() { 1 } else { 0 };
+            let mut args = types::SubmitArgs::new().timespec(&ts);
+            let wait_for = if !self.deferred.is_empty() {
+                0
+            } else if self.gather_us > 0 {
+                // Wait for the first completion, then up to `gather` for more (or this many):
+                // a burst of datagrams on many channels is one wake-up.
+                args = args.min_wait_usec(self.gather_us);
+                GATHER_COMPLETIONS
+            } else {
+                1
+            };
             match self.ring.submitter().submit_with_args(wait_for, &args) {
                 Ok(_) => self.submit_failures = 0,
                 Err(e)
