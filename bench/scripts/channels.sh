@@ -20,7 +20,8 @@
 #
 # Usage: bench/scripts/channels.sh    Environment: CHANNELS (100), VIEWED (50), BITRATE
 #        (2500000), SECONDS_MEASURED (20), REPS (3), IO (auto), PROFILE (general),
-#        SHARDCAST_EXTRA (lines added to [server], e.g. 'completion_wait_us = 0').
+#        SHARDCAST_EXTRA (lines added to [server], e.g. "gather = 0"), SERVER_BIN (another
+#        shardcast binary to measure, e.g. a build of an earlier commit).
 # One JSON line per run goes to bench/results/channels-DATE.jsonl; medians are printed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +33,7 @@ reps=${REPS:-3}
 profile=${PROFILE:-general}
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
-server_bin=target/release/shardcast
+server_bin=${SERVER_BIN:-target/release/shardcast}
 port=18701; group=239.1.1.1; mport=15701
 work=$(mktemp -d /tmp/shardcast-channels.XXXXXX)
 out="bench/results/channels-$(date -u +%Y%m%d-%H%M).jsonl"
