@@ -3,7 +3,8 @@
 # one group per channel (239.1.1.1, .2, ... on one port, over loopback), and one HLS player on
 # each of the first VIEWED channels; the rest have no viewer. Side by side in the same run with
 # the floor: `shardcast-bench sink` joins the same groups and reads and drops every datagram
-# (one epoll_wait per wake-up, one recvfrom per datagram), nothing else.
+# (one epoll_wait per wake-up, one recvfrom per datagram), nothing else; once reading at each
+# wake-up, once waiting a millisecond after it first (as shardcast's `gather` does).
 #
 #   CPU 0: the server (shardcast with one shard, or the sink)
 #   CPU 1: `shardcast-bench ingest --groups` (every channel from one thread, spread evenly over
@@ -18,10 +19,13 @@
 # PROFILE=off|general: with `general`, the tuning profile's UDP settings (net.core.rmem_max,
 # netdev_max_backlog) are set for the run and put back after it.
 #
+# VARIANTS: the shardcast contenders, one per line, `LABEL|BINARY|EXTRA` (EXTRA: a line added to
+# [server]); each repetition runs the sink and then each of them, interleaved. Default: the
+# build of this tree, `shardcast|target/release/shardcast|`. For before and after, add a line
+# with a build of an earlier commit; for a setting, the same binary with `gather = 0`.
+#
 # Usage: bench/scripts/channels.sh    Environment: CHANNELS (100), VIEWED (50), BITRATE
-#        (2500000), SECONDS_MEASURED (20), REPS (3), IO (auto), PROFILE (general),
-#        SHARDCAST_EXTRA (lines added to [server], e.g. "gather = 0"), SERVER_BIN (another
-#        shardcast binary to measure, e.g. a build of an earlier commit).
+#        (2500000), SECONDS_MEASURED (20), REPS (3), IO (auto), PROFILE (general), VARIANTS.
 # One JSON line per run goes to bench/results/channels-DATE.jsonl; medians are printed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +37,7 @@ reps=${REPS:-3}
 profile=${PROFILE:-general}
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
-server_bin=${SERVER_BIN:-target/release/shardcast}
+variants=${VARIANTS:-shardcast|target/release/shardcast|}
 port=18701; group=239.1.1.1; mport=15701
 work=$(mktemp -d /tmp/shardcast-channels.XXXXXX)
 out="bench/results/channels-$(date -u +%Y%m%d-%H%M).jsonl"
@@ -52,6 +56,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 udp_drops() { awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp; }
@@ -74,13 +79,14 @@ fi
 
 # The channels' content: a 480x272 stream (H.264 + AAC) at BITRATE, 60 s, looped by the sender.
 "$bench" generate --seconds 60 --width 480 --height 272 --bitrate "$bitrate" -o "$work/channel.ts"
-{
-  printf '[server]\nlisten = "127.0.0.1:%s"\ncpus = [0]\nio = "%s"\n%s\n' \
-    "$port" "${IO:-auto}" "${SHARDCAST_EXTRA:-}"
+config() { # config EXTRA-LINE > FILE (an EXTRA of `io = ...` replaces IO)
+  local io="io = \"${IO:-auto}\"" extra=$1
+  case "$extra" in io*) io=$extra; extra="" ;; esac
+  printf '[server]\nlisten = "127.0.0.1:%s"\ncpus = [0]\n%s\n%s\n' "$port" "$io" "$extra"
   for i in $(seq 1 "$channels"); do
     printf '\n[[stream]]\nname = "ch%d"\nsource = "udp://239.1.1.%d:%d?iface=127.0.0.1"\n' "$i" "$i" "$mport"
   done
-} > "$work/shardcast.toml"
+}
 taskset -c 1 "$bench" ingest --to "$group:$mport" --groups --streams "$channels" --from 127.0.0.1:0 \
   --file "$work/channel.ts" --bitrate "$bitrate" --seconds 100000 2>"$work/ingest.err" &
 sender=$!; pids+=("$sender")
@@ -95,24 +101,20 @@ measure() { # measure PID CONTENDER REP
   echo "$contender $rep $before $after $start $end $rss $((udp1 - udp0)) $((backlog1 - backlog0))"
 }
 
-for rep in $(seq "$reps"); do
-  # The floor.
-  taskset -c 0 "$bench" sink --first "$group:$mport" --groups --channels "$channels" \
-    --seconds $((seconds + 6)) > "$work/sink.json" &
-  sink=$!; pids+=("$sink")
-  sleep 3
-  read -r -a floor <<< "$(measure "$sink" sink "$rep")"
-  wait "$sink"
-  # shardcast, the players on the first VIEWED channels.
-  taskset -c 0 "$server_bin" serve --api-listen off --config "$work/shardcast.toml" 2>"$work/shardcast.log" &
+serve() { # serve LABEL BINARY EXTRA REP: one run of a shardcast variant, its line to $out
+  local label=$1 binary=$2 extra=$3 rep=$4
+  config "$extra" > "$work/shardcast.toml"
+  taskset -c 0 "$binary" serve --api-listen off --config "$work/shardcast.toml" 2>"$work/shardcast.log" &
   server=$!; pids+=("$server")
-  until curl -fs -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
-  until curl -fs -o /dev/null "http://127.0.0.1:$port/ch$channels/index.m3u8"; do sleep 0.5; done
+  until curl -fs -o /dev/null "http://127.0.0.1:$port/ch$channels/index.m3u8"; do
+    kill -0 "$server" 2>/dev/null || { echo "shardcast ($label) stopped:" >&2; tail -n 3 "$work/shardcast.log" >&2; exit 1; }
+    sleep 0.5
+  done
   # The players start a tenth of a second apart (50 processes starting at once on the sender's
   # CPU would hold it up for longer than the sender may fall behind), and each measures from
   # before the server's window to after it. The window starts once every stream's view is
   # full (10 s of chunks by default): before that, memory is still being taken.
-  players=()
+  local players=() i p
   for i in $(seq 1 "$viewed"); do
     taskset -c 1 "$bench" hls --url "http://127.0.0.1:$port/ch$i/index.m3u8" --viewers 1 --ramp 1 \
       --settle 1 --seconds $((seconds + 18)) --json > "$work/player$i.json" 2>/dev/null &
@@ -120,49 +122,82 @@ for rep in $(seq "$reps"); do
     sleep 0.1
   done
   sleep 10
-  read -r -a served <<< "$(measure "$server" shardcast "$rep")"
+  local served
+  served=$(measure "$server" "$label" "$rep")
   for p in "${players[@]}"; do wait "$p" || true; done
   kill "$server"; wait "$server" 2>/dev/null || true
-  python3 - "$out" "$ticks" "$channels" "$viewed" "$bitrate" "$work" "${floor[*]}" "${served[*]}" <<'PY'
-import glob, json, os, sys
-out, ticks, channels, viewed, bitrate, work, floor, served = sys.argv[1:]
-players = []
-for path in glob.glob(os.path.join(work, "player*.json")):
-    try:
-        players.append(json.loads(open(path).read().strip().splitlines()[-1]))
-    except (ValueError, IndexError):
-        players.append(None)
-for line in (floor, served):
-    contender, rep, before, after, start, end, rss, udp, backlog = line.split()
-    wall = float(end) - float(start)
-    cpu_ms = (int(after) - int(before)) * 1000 / int(ticks) / wall
-    run = {"contender": contender, "rep": int(rep), "channels": int(channels), "bitrate": int(bitrate),
-           "seconds": round(wall, 2), "cpu_ms_per_s": round(cpu_ms, 2), "rss_kib": int(rss),
-           "udp_drops": int(udp), "backlog_drops": int(backlog)}
-    if contender == "shardcast":
-        run["viewed"] = int(viewed)
-        run["players_reported"] = sum(p is not None for p in players)
-        run["missed"] = sum(p.get("missed", 0) for p in players if p)
-        run["segments"] = sum(p.get("segments", 0) for p in players if p)
-        run["fetch_p99_ms_max"] = max((p["fetch_us"]["p99"] / 1000 for p in players if p), default=None)
-    print(json.dumps(run))
-    open(out, "a").write(json.dumps(run) + "\n")
-PY
+  record "$served" "$extra"
   rm -f "$work"/player*.json
+}
+
+record() { # record "MEASURE-LINE" [EXTRA]: the run as JSON, with the players' counts if any
+  python3 - "$out" "$ticks" "$channels" "$viewed" "$bitrate" "$work" "$1" "${2:-}" <<'PY'
+import glob, json, os, sys
+out, ticks, channels, viewed, bitrate, work, line, extra = sys.argv[1:]
+contender, rep, before, after, start, end, rss, udp, backlog = line.split()
+wall = float(end) - float(start)
+cpu_ms = (int(after) - int(before)) * 1000 / int(ticks) / wall
+run = {"contender": contender, "rep": int(rep), "channels": int(channels), "bitrate": int(bitrate),
+       "seconds": round(wall, 2), "cpu_ms_per_s": round(cpu_ms, 2), "rss_kib": int(rss),
+       "udp_drops": int(udp), "backlog_drops": int(backlog)}
+paths = glob.glob(os.path.join(work, "player*.json"))
+if paths:
+    players = []
+    for path in paths:
+        try:
+            players.append(json.loads(open(path).read().strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            players.append(None)
+    run["extra"] = extra
+    run["viewed"] = int(viewed)
+    run["players_reported"] = sum(p is not None for p in players)
+    run["missed"] = sum(p.get("missed", 0) for p in players if p)
+    run["segments"] = sum(p.get("segments", 0) for p in players if p)
+    run["fetch_p99_ms_max"] = max((p["fetch_us"]["p99"] / 1000 for p in players if p), default=None)
+print(json.dumps(run))
+open(out, "a").write(json.dumps(run) + "\n")
+PY
+}
+
+for rep in $(seq "$reps"); do
+  # The floor: reading as each datagram comes, and gathering for a millisecond per wake-up
+  # (as shardcast's default `gather`).
+  for gather in 0 1; do
+    label=sink; [ "$gather" = 0 ] || label=sink-gather$gather
+    taskset -c 0 "$bench" sink --first "$group:$mport" --groups --channels "$channels" \
+      --gather-ms "$gather" --seconds $((seconds + 6)) > "$work/sink.json" &
+    sink=$!; pids+=("$sink")
+    sleep 3
+    floor=$(measure "$sink" "$label" "$rep")
+    wait "$sink"
+    record "$floor"
+  done
+  # Each shardcast variant, the players on the first VIEWED channels.
+  while IFS='|' read -r label binary extra; do
+    [ -n "$label" ] || continue
+    serve "$label" "$binary" "$extra" "$rep"
+  done <<< "$variants"
 done
 grep -q . "$work/ingest.err" && { echo "the sender said:" >&2; cat "$work/ingest.err" >&2; }
 python3 - "$out" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-med = lambda c, k: statistics.median(r[k] for r in runs if r["contender"] == c)
 n = runs[0]["channels"]
 print(f"results: {sys.argv[1]}")
-for c in ("sink", "shardcast"):
-    vals = [r["cpu_ms_per_s"] for r in runs if r["contender"] == c]
-    print(f"{c}: {med(c, 'cpu_ms_per_s'):.1f} ms CPU per second (median; {min(vals):.1f}-{max(vals):.1f}), "
-          f"RSS {med(c, 'rss_kib') / 1024:.1f} MiB, UDP drops {sum(r['udp_drops'] for r in runs if r['contender'] == c)}, "
-          f"backlog drops {sum(r['backlog_drops'] for r in runs if r['contender'] == c)}")
-s, f = med("shardcast", "cpu_ms_per_s"), med("sink", "cpu_ms_per_s")
-print(f"shardcast / sink: {s / f:.2f}x; per channel: shardcast {s / n:.2f} ms/s, sink {f / n:.2f} ms/s, "
-      f"shardcast above the sink {(s - f) / n:.2f} ms/s")
+contenders = list(dict.fromkeys(r["contender"] for r in runs))
+med = {}
+for c in contenders:
+    mine = [r for r in runs if r["contender"] == c]
+    vals = [r["cpu_ms_per_s"] for r in mine]
+    med[c] = statistics.median(vals)
+    line = (f"{c}: {med[c]:.1f} ms CPU per second (median; {min(vals):.1f}-{max(vals):.1f}), "
+            f"{med[c] / n:.2f} per channel, RSS {statistics.median(r['rss_kib'] for r in mine) / 1024:.1f} MiB, "
+            f"UDP drops {sum(r['udp_drops'] for r in mine)}, backlog drops {sum(r['backlog_drops'] for r in mine)}")
+    if not c.startswith("sink"):
+        line += f", missed {sum(r['missed'] for r in mine)} of {sum(r['segments'] for r in mine)} segments"
+        for floor in ("sink", "sink-gather1"):
+            if floor in med:
+                line += (f"; {med[c] / med[floor]:.2f}x {floor}, "
+                         f"{(med[c] - med[floor]) / n:.2f} ms/s per channel above it")
+    print(line)
 PY

@@ -55,6 +55,10 @@ struct SinkArgs {
     /// Seconds to receive.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
+    /// Milliseconds a wake-up waits before reading, so more arrive with it (shardcast's
+    /// `gather`); 0 reads at once.
+    #[arg(long, default_value_t = 0.0)]
+    gather_ms: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -284,6 +288,7 @@ fn sink(args: &SinkArgs) -> Result<(), String> {
         &channels,
         args.interface,
         std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
+        std::time::Duration::from_secs_f64(args.gather_ms.clamp(0.0, 1000.0) / 1000.0),
     )
     .map_err(|e| format!("when receiving on {}: {e}", args.first))?;
     println!(

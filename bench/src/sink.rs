@@ -1,7 +1,9 @@
 //! `sink`: the floor of UDP ingest. One thread joins every channel's group and reads each
 //! datagram and drops it (mio: one `epoll_wait` per wake-up, one `recvfrom` per datagram until
-//! the socket is empty). What a server does beyond this (demux, segmenting, packaging) is its
-//! own cost; what this costs is the kernel's and the least a reader pays.
+//! the socket is empty). With `gather`, a wake-up waits that long before it reads, as
+//! shardcast's shards do, so a burst on many channels is one wake-up. What a server does
+//! beyond this (demux, segmenting, packaging) is its own cost; what this costs is the kernel's
+//! and the least a reader pays.
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -20,11 +22,12 @@ pub struct Received {
 }
 
 /// Receive on every address of `channels` (multicast groups are joined on `interface`) for
-/// `duration`.
+/// `duration`, waiting `gather` after each wake-up before reading.
 pub fn run(
     channels: &[SocketAddrV4],
     interface: Ipv4Addr,
     duration: Duration,
+    gather: Duration,
 ) -> std::io::Result<Received> {
     let mut poll = Poll::new()?;
     let mut sockets = Vec::with_capacity(channels.len());
@@ -49,6 +52,11 @@ pub fn run(
         poll.poll(&mut events, Some(end - now))?;
         if !events.is_empty() {
             received.wakeups += 1;
+            if !gather.is_zero() {
+                // What comes meanwhile on these sockets is read with the rest; on others,
+                // the next poll returns it at once.
+                std::thread::sleep(gather);
+            }
         }
         for event in &events {
             let Some(socket) = sockets.get(event.token().0) else {
@@ -133,7 +141,13 @@ mod tests {
                 s.send_to(&[0x47; 1316], at).unwrap();
             }
         });
-        let got = run(&[at], Ipv4Addr::LOCALHOST, Duration::from_millis(400)).unwrap();
+        let got = run(
+            &[at],
+            Ipv4Addr::LOCALHOST,
+            Duration::from_millis(400),
+            Duration::from_millis(1),
+        )
+        .unwrap();
         sender.join().unwrap();
         assert_eq!(got.datagrams, 10);
         assert_eq!(got.bytes, 13_160);

@@ -90,9 +90,11 @@ pub mod measured {
     pub const HLS_S_PER_GIB: f64 = 0.410;
     /// Server CPU seconds per GiB delivered to HTTP-TS viewers (`flush_interval = 20`).
     pub const TS_S_PER_GIB: f64 = 1.499;
-    /// CPU of one stream's ingest and segmenting with no viewer: 12 ms per second at
-    /// 1.9 Mbit/s ("HLS: segment send modes"), scaled by bitrate.
-    pub const INGEST_MS_PER_S_PER_MBIT: f64 = 12.0 / 1.9;
+    /// CPU of a stream's ingest and segmenting: 2.03 ms per second for each of 100 channels
+    /// of 2.5 Mbit/s on one shard, every channel counted as idle though half served a player
+    /// ("An IPTV host", 2026-12-01), scaled by bitrate. A lone stream on an idle shard costs
+    /// more per Mbit/s (its wake-ups are not shared with other channels').
+    pub const INGEST_MS_PER_S_PER_MBIT: f64 = 2.03 / 2.5;
     /// Resident memory per HLS player ("Memory").
     pub const HLS_KIB_PER_VIEWER: f64 = 4.7;
     /// Resident memory per HTTP-TS viewer ("Memory").
@@ -337,8 +339,12 @@ mod tests {
         assert!((p.egress_bps - 40e9).abs() < 1.0);
         // 10000 x 500000 B/s = 5e9 B/s = 4.6566 GiB/s; x 0.410 s/GiB = 1.909 cores.
         assert!((p.viewer_cores - 1.9092).abs() < 1e-3, "{}", p.viewer_cores);
-        // 12 / 1.9 x 4 = 25.26 ms/s = 0.0253 cores.
-        assert!((p.ingest_cores - 0.02526).abs() < 1e-4);
+        // 2.03 / 2.5 x 4 = 3.248 ms/s = 0.00325 cores.
+        assert!(
+            (p.ingest_cores - 0.003248).abs() < 1e-6,
+            "{}",
+            p.ingest_cores
+        );
         // (6 + 1) x 2 + 10 + 10 = 34 s of 500000 B/s = 17 MB.
         assert!((p.stream_buffer_bytes - 17e6).abs() < 1.0);
         assert!((p.mist_passmark - 34_000.0).abs() < 1e-6);
