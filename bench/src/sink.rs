@@ -99,7 +99,7 @@ pub fn channels(
                 let port = first
                     .port()
                     .checked_add(i)
-                    .ok_or_else(|| format!("{count} ports from {first} run past 65535"))?;
+                    .ok_or_else(|| format!("{count} ports from {first} run past port 65535"))?;
                 Ok(SocketAddrV4::new(*first.ip(), port))
             }
         })
