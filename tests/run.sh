@@ -183,6 +183,7 @@ epoll_skips=(
   --skip a_stream_is_published_over_rtmp
   --skip a_recording_is_cut_at_keyframes
   --skip a_full_disk_stops_the_recording
+  --skip a_minute_is_recorded_whole
 )
 # Test binaries light on CPU (their tests mostly wait on real-time media and small servers):
 # they run, with both backends, beside the browser tests (a third of the end-to-end time,

@@ -18,13 +18,23 @@
 # SVG plots of bench/RESULTS.md.
 #
 # Usage: bench/scripts/compare.sh [N ...]      Environment: SECONDS_MEASURED (default 20),
-#        REPS (default 3), PROTOCOLS (default "hls ts"), IO (shardcast's backend, default auto).
+#        REPS (default 3), PROTOCOLS (default "hls ts"), IO (shardcast's backend, default auto),
+#        PATTERN (HLS players' requests: keep-alive, the default, one connection per player;
+#        or per-request, a new connection for each request with `Connection: close`),
+#        BEFORE_BIN (an earlier build of shardcast, measured as `shardcast-before` beside the
+#        current one, on its own copy of the stream, each repetition interleaved).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(100 1000 5000)
 seconds=${SECONDS_MEASURED:-20}
 reps=${REPS:-3}
 protocols=(${PROTOCOLS:-hls ts})
+pattern=${PATTERN:-keep-alive}
+case $pattern in
+  keep-alive) hls_pattern=() ;;
+  per-request) hls_pattern=(--connection-per-request) ;;
+  *) echo "PATTERN is keep-alive or per-request, not $pattern" >&2; exit 1 ;;
+esac
 command -v ffmpeg >/dev/null && [ -x /usr/sbin/nginx ] || {
   echo "compare needs ffmpeg and nginx (apt-get install ffmpeg nginx)" >&2; exit 1; }
 cargo build --release -q -p shardcast -p shardcast-bench
@@ -39,7 +49,9 @@ trap stop_all EXIT
 
 # The stream: 480x272 I_PCM keyframes every second + AAC, 2.6 Mbit/s mux (1.9 carried).
 rate=2600000
-taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams 2 --from 127.0.0.1:0 \
+before_bin=${BEFORE_BIN:-}
+streams=2; [ -z "$before_bin" ] || streams=3
+taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams "$streams" --from 127.0.0.1:0 \
   --seconds 100000 --width 480 --height 272 --bitrate "$rate" 2>/dev/null & pids+=($!)
 
 # shardcast: one shard on CPU 0.
@@ -48,12 +60,22 @@ cat > "$work/shardcast.toml" <<TOML
 listen = "127.0.0.1:$sc_port"
 cpus = [0]
 io = "${IO:-auto}"
+# Every viewer comes from 127.0.0.1: no cap per address (its default, 4096, would refuse
+# viewers past it at N = 5000).
+max_connections_per_address = 0
 
 [[stream]]
 name = "live"
 source = "udp://127.0.0.1:$udp_port"
 TOML
 taskset -c 0 target/release/shardcast serve --api-listen off --config "$work/shardcast.toml" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
+if [ -n "$before_bin" ]; then
+  mkdir -p "$work/before"
+  sed -e "s/:$sc_port\"/:$((sc_port + 2))\"/" -e "s/:$udp_port\"/:$((udp_port + 2))\"/" \
+    "$work/shardcast.toml" > "$work/before/shardcast.toml"
+  taskset -c 0 "$before_bin" serve --api-listen off --config "$work/before/shardcast.toml" \
+    --state-dir "$work/before" 2>"$work/before/shardcast.log" & sc_before=$!; pids+=($sc_before)
+fi
 
 # ffmpeg's HLS muxer onto tmpfs for nginx, from the identical stream.
 taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo_size=1000000&overrun_nonfatal=1" \
@@ -89,7 +111,7 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
 PY
 )
-echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps}" > "$out"
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\"}" > "$out"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 run() {  # protocol contender n rep -- bench args
@@ -113,11 +135,13 @@ for protocol in "${protocols[@]}"; do
   for n in "${counts[@]}"; do
     for rep in $(seq 1 "$reps"); do
       if [ "$protocol" = hls ]; then
-        run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc"
-        run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker"
+        run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}"
+        run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}"
+        [ -z "$before_bin" ] || run hls shardcast-before "$n" "$rep" hls --url "http://127.0.0.1:$((sc_port + 2))/live/index.m3u8" --server-pid "$sc_before" "${hls_pattern[@]}"
       else
         run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc"
         run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker"
+        [ -z "$before_bin" ] || run ts shardcast-before "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 2))/live.ts" --server-pid "$sc_before"
       fi
     done
   done

@@ -87,7 +87,7 @@ def ts_table(runs):
     for n, contender, rs in groups(runs, "ts"):
         f = [figures(r) for r in rs]
         lat = "n/a (static file)"
-        if contender == "shardcast":
+        if contender.startswith("shardcast"):
             q = {k: med(r["run"]["latency_us"][k] for r in rs) / 1000 for k in ("p50", "p99", "p999", "max")}
             lat = f"{q['p50']:.1f} / {q['p99']:.1f} / {q['p999']:.1f} / {q['max']:.1f}"
         gaps = sum(r["run"]["gaps"] for r in rs)
@@ -224,14 +224,21 @@ def main():
     if head:
         m = head["machine"]
         print(f"machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']}; date {head['date']}")
+        if "pattern" in head:
+            print(f"HLS players' requests: {head['pattern']}")
     hls_table(runs)
     ratios(runs, "hls", "shardcast", "nginx")
+    # compare.sh with BEFORE_BIN: an earlier build beside.
+    ratios(runs, "hls", "shardcast-before", "nginx")
+    ratios(runs, "hls", "shardcast", "shardcast-before")
     # bench/scripts/tls.sh: the same over TLS, and what TLS adds to each.
     ratios(runs, "hls", "shardcast-tls", "nginx-tls")
     ratios(runs, "hls", "shardcast-tls", "shardcast")
     ratios(runs, "hls", "nginx-tls", "nginx")
     ts_table(runs)
     ratios(runs, "ts", "shardcast", "nginx-static")
+    ratios(runs, "ts", "shardcast-before", "nginx-static")
+    ratios(runs, "ts", "shardcast", "shardcast-before")
     memory(runs)
     segmenting(runs)
     for e in errors:

@@ -14,6 +14,10 @@
 //! reloads the playlist with a blocking request for the hinted part (`_HLS_msn`,
 //! `_HLS_part`) as soon as it has nothing else to fetch; segments counts parts then, and the
 //! time each blocking reload was held is recorded.
+//!
+//! With `connection_per_request` every request goes on a connection of its own, asking
+//! `Connection: close`, and the viewer closes it once the response is in: the pattern of
+//! players and probes that do not keep connections alive.
 
 use crate::cpu::{WindowCost, WindowStart};
 use crate::load::Load;
@@ -169,6 +173,8 @@ struct Viewer {
     /// Low-latency: the newest part fetched or queued, and the part the playlist hinted.
     last_part: Option<(u64, u32)>,
     hint: Option<(u64, u32)>,
+    /// The response is in and this connection was for it alone: close it.
+    finished_with_connection: bool,
 }
 
 impl Viewer {
@@ -190,6 +196,7 @@ impl Viewer {
             started: false,
             last_part: None,
             hint: None,
+            finished_with_connection: false,
         }
     }
 
@@ -345,8 +352,13 @@ impl Run<'_> {
                 }
             }
         };
+        let connection = if self.load.connection_per_request {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
         v.pending = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardcast-bench\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardcast-bench\r\n{connection}\r\n",
             self.load.addr
         )
         .into_bytes();
@@ -364,6 +376,10 @@ impl Run<'_> {
             return;
         };
         match self.exchange(v, &mut socket) {
+            Ok(()) if v.finished_with_connection => {
+                v.finished_with_connection = false;
+                let _ = self.poll.registry().deregister(socket.tcp());
+            }
             Ok(()) => v.socket = Some(socket),
             Err(()) => {
                 let _ = self.poll.registry().deregister(socket.tcp());
@@ -428,6 +444,9 @@ impl Run<'_> {
             };
             if v.response.is_some() {
                 self.body(v, asked, &buf[..n])?;
+                if v.finished_with_connection {
+                    return Ok(());
+                }
                 continue;
             }
             v.head.extend_from_slice(&buf[..n]);
@@ -444,6 +463,9 @@ impl Run<'_> {
             v.head.clear();
             // What followed the head (possibly nothing, possibly a whole empty body).
             self.body(v, asked, &rest)?;
+            if v.finished_with_connection {
+                return Ok(());
+            }
         }
     }
 
@@ -492,6 +514,7 @@ impl Run<'_> {
             return;
         };
         let now = Instant::now();
+        v.finished_with_connection = self.load.connection_per_request;
         match asked {
             Asked::Playlist { blocking } => {
                 if status == 200 {

@@ -29,6 +29,9 @@ pub struct Load {
     pub tls: Option<crate::net::TlsClient>,
     /// `hls` only: viewers are low-latency HLS players (parts, blocking reloads).
     pub low_latency: bool,
+    /// `hls` only: each request goes on a new connection (`Connection: close`), as some
+    /// set-top boxes and probes ask, instead of one keep-alive connection per viewer.
+    pub connection_per_request: bool,
 }
 
 impl Load {

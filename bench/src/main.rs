@@ -164,6 +164,10 @@ struct TsArgs {
     /// `hls` only: viewers are low-latency HLS players (every part, blocking reloads).
     #[arg(long)]
     low_latency: bool,
+    /// `hls` only: each request on a new connection (`Connection: close`) instead of one
+    /// keep-alive connection per viewer.
+    #[arg(long)]
+    connection_per_request: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -421,6 +425,7 @@ fn load_from(args: &TsArgs) -> Result<shardcast_bench::load::Load, String> {
         pace_bps: args.pace,
         tls,
         low_latency: args.low_latency,
+        connection_per_request: args.connection_per_request,
     })
 }
 

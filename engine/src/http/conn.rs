@@ -1043,6 +1043,17 @@ impl Conn {
         n
     }
 
+    /// Whether a range of a segment's memfd follows the memory buffers at the front (a
+    /// response's head before its body): those buffers are best sent with `MSG_MORE`, so the
+    /// head goes out in the body's first packet rather than in one of its own.
+    pub fn file_follows(&self) -> bool {
+        matches!(self.out.front(), Some(Out::Bytes(_)))
+            && self
+                .out
+                .iter()
+                .any(|b| matches!(b, Out::File { segment, .. } if segment.file().is_some()))
+    }
+
     /// When the next thing to send is a range of a segment's memfd: the memfd, the offset and
     /// the length to send from it.
     pub fn front_file(&self) -> Option<(BorrowedFd<'_>, u64, usize)> {

@@ -310,7 +310,11 @@ impl EpollShard {
             } else {
                 let mut slices = [IoSlice::new(&[]); 64];
                 let n = conn.write_slices(&mut slices);
-                socket.write_vectored(&slices[..n])
+                if conn.file_follows() {
+                    crate::sys::send_more(socket.as_fd(), &slices[..n])
+                } else {
+                    socket.write_vectored(&slices[..n])
+                }
             };
             match result {
                 Ok(0) => return false,

@@ -271,6 +271,26 @@ pub fn send_file(
     }
 }
 
+/// `sendmsg(2)` of `slices` with `MSG_MORE` (non-blocking: a full socket gives
+/// `WouldBlock`): what is sent waits in the socket for what the caller sends next (a
+/// response's body after its head) and leaves in the same packets, not a small one of its own.
+pub fn send_more(
+    socket: std::os::fd::BorrowedFd<'_>,
+    slices: &[std::io::IoSlice<'_>],
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{sendmsg, MsgFlags};
+    use std::os::fd::AsRawFd;
+    // nix names no MSG_MORE.
+    let flags =
+        MsgFlags::from_bits_retain(libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    loop {
+        match sendmsg::<()>(socket.as_raw_fd(), slices, &[], flags, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
+}
+
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec): the upgrade channel.
 pub fn seqpacket_pair() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};

@@ -70,6 +70,7 @@ fn a_dead_multicast_primary_hands_over_to_a_pulled_backup_and_nobody_stops_watch
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let (hls, ts) = (load("/cam/index.m3u8"), load("/cam.ts"));
     let players = std::thread::spawn(move || shardcast_bench::hls::run(&hls).unwrap());

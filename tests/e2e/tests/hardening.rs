@@ -624,6 +624,7 @@ fn slowloris_beside_a_thousand_viewers() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let quiet = shardcast_bench::ts::run(&load(10)).unwrap();
     eprint!("without attackers: {}", quiet.summary());

@@ -1,6 +1,6 @@
 //! HLS end to end: an ffmpeg multicast source read back through the playlist by ffprobe and
 //! ffmpeg, the segments' raw bytes checked, every segment send mode, and a thousand viewers
-//! behaving like players for a minute.
+//! behaving like players for a minute (and two hundred asking a connection per request).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -201,6 +201,7 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     })
     .unwrap();
     let summary = report.summary();
@@ -215,6 +216,40 @@ fn a_thousand_players_for_a_minute_miss_nothing() {
     );
     // 60 s of 2 s segments: about 30 per player.
     assert!(report.segments >= 1000 * 28, "{summary}");
+}
+
+#[test]
+fn players_asking_a_connection_per_request_miss_nothing() {
+    // Each request on a connection of its own (`Connection: close`): every response whole,
+    // its head sent ahead of the segment's memfd, and the connection closed after it.
+    let server = Server::start(&[]);
+    wait_for_segments(&server, "demo", 3, Duration::from_secs(10));
+    let report = shardcast_bench::hls::run(&shardcast_bench::load::Load {
+        addr: server.addr,
+        path: "/demo/index.m3u8".into(),
+        viewers: 200,
+        ramp: Duration::from_secs(2),
+        settle: Duration::from_secs(2),
+        measure: Duration::from_secs(10),
+        server_pid: Some(server.child.id()),
+        progress: false,
+        pace_bps: 0,
+        tls: None,
+        low_latency: false,
+        connection_per_request: true,
+    })
+    .unwrap();
+    let summary = report.summary();
+    assert_eq!(report.started, 200, "{summary}");
+    assert_eq!((report.reconnects, report.missed), (0, 0), "{summary}");
+    assert_eq!(
+        report.status_4xx + report.status_5xx + report.bad_playlists,
+        0,
+        "{summary}"
+    );
+    // 10 s of 2 s segments: about 5 per player, each on a new connection.
+    assert!(report.segments >= 200 * 4, "{summary}");
+    assert!(report.playlists >= 200 * 4, "{summary}");
 }
 
 #[test]

@@ -545,6 +545,7 @@ fn a_thousand_players_through_the_proxy_cost_the_origin_one_request_per_segment(
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     })
     .unwrap();
     eprint!("{}", report.summary());

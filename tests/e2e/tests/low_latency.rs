@@ -376,6 +376,7 @@ fn three_hundred_players_held_at_once_are_all_answered_every_part() {
         pace_bps: 0,
         tls: None,
         low_latency: true,
+        connection_per_request: false,
     })
     .unwrap();
     eprintln!("{}", report.summary());

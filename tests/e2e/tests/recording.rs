@@ -1,5 +1,6 @@
 //! Recording: files cut at keyframes with ffprobe's durations what `RECORDING_END` says,
-//! retention by bytes, the API's start and stop; a disk that fills (a small tmpfs) stops
+//! retention by bytes, the API's start and stop; a minute recorded whole (every frame decodes,
+//! ffprobe agrees within 0.5 s); a disk that fills (a small tmpfs) stops
 //! the recording without disturbing 100 progressive viewers, and it resumes once there is room;
 //! and recordings played back as VOD HLS (ffmpeg decodes them silently, with or without
 //! their index) and downloaded whole or in part from the API.
@@ -180,6 +181,88 @@ fn a_recording_is_cut_at_keyframes_kept_within_its_bytes_and_reported() {
         Some("{\"path\": \"relative/{start}.ts\"}"),
     );
     assert_eq!(code, 400, "{body}");
+}
+
+/// The decoded video frames of a file, by ffprobe.
+fn video_frames(path: &str) -> u64 {
+    let (ok, out) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            path,
+        ],
+    );
+    assert!(ok, "{out}");
+    // One line for the stream (ffprobe may print it again for its program).
+    out.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{path}: {out}"))
+}
+
+#[test]
+fn a_minute_is_recorded_whole() {
+    // A minute of media, sent five times faster than real time: rotation counts media time.
+    let input = free_port();
+    let dir = TempDir::new("recording-minute");
+    let script = handler(&dir);
+    let rec = dir.0.join("rec");
+    let config = format!(
+        "[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{input}\"\nsegment_duration = 1\n\
+         record = {{ path = \"{}/{{stream}}/{{start}}.ts\", rotate = 60 }}\n\n\
+         [[trigger]]\non = \"RECORDING_END\"\nhandler = \"{}\"\n",
+        rec.display(),
+        script.display()
+    );
+    let path = dir.0.join("shardcast.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--state-dir",
+        dir.0.to_str().unwrap(),
+    ]);
+    let _ffmpeg = ffmpeg_source_at(&format!("udp://127.0.0.1:{input}?pkt_size=1316"), 75, 5);
+    wait_until(
+        Duration::from_secs(60),
+        || format!("{:?}\n{}", ended(&dir), server.log()),
+        || !ended(&dir).is_empty(),
+    );
+    let file = &ended(&dir)[0];
+    assert_eq!(file.len(), 10, "{file:?}");
+    let path = file[1].as_str();
+    let media_s = file[7].parse::<f64>().unwrap() / 1000.0;
+    // Cut at the keyframe where the minute is reached (one a second).
+    assert!((59.9..60.3).contains(&media_s), "{path}: {media_s} s");
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.len().to_string(), file[3], "{path}");
+    assert_eq!(bytes[1] & 0x1F, 0, "{path}: the PAT first");
+    assert!(first_picture_is_keyframe(&bytes), "{path}");
+    let probed = duration(path);
+    assert!(
+        (probed - media_s).abs() <= 0.5,
+        "{path}: ffprobe {probed} s, RECORDING_END {media_s} s"
+    );
+    // Every frame of the minute decodes, silently: 25 a second.
+    let (ok, said) = run(
+        "ffmpeg",
+        &["-nostdin", "-v", "error", "-i", path, "-f", "null", "-"],
+    );
+    assert!(ok && said.trim().is_empty(), "{path}: {said}");
+    let frames = video_frames(path);
+    let expected = (media_s * 25.0).round() as u64;
+    assert!(
+        frames.abs_diff(expected) <= 1,
+        "{path}: {frames} frames decoded in {media_s} s"
+    );
 }
 
 #[test]
@@ -381,6 +464,7 @@ fn a_full_disk_stops_the_recording_without_disturbing_viewers_and_it_resumes() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let viewers = std::thread::spawn(move || shardcast_bench::ts::run(&load).unwrap());
     let recording = || {

@@ -182,6 +182,7 @@ fn viewers_watch_over_https_with_curl_ffmpeg_and_the_load_generator() {
         pace_bps: 0,
         tls: Some(tls.clone()),
         low_latency: false,
+        connection_per_request: false,
     };
     let hls_load = load("/demo/index.m3u8", 40);
     let ts_load = load("/demo.ts", 40);
@@ -349,6 +350,7 @@ fn certificates_are_replaced_by_sighup_and_the_api_while_100_viewers_watch() {
         pace_bps: 0,
         tls: Some(tls),
         low_latency: false,
+        connection_per_request: false,
     };
     let viewers = std::thread::spawn(move || shardcast_bench::ts::run(&load).unwrap());
     std::thread::sleep(Duration::from_secs(3));

@@ -168,6 +168,7 @@ fn an_upgrade_under_1000_players_and_100_progressive_viewers_drops_no_viewer() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let hls_load = load("/live/index.m3u8", 1000, 4);
     let ts_load = load("/live.ts", 100, 1);

@@ -46,6 +46,7 @@ fn a_thousand_viewers_get_the_whole_stream_for_30_seconds() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let r = run_viewers(&load).unwrap();
     eprint!("{}", r.summary());
@@ -93,6 +94,7 @@ fn a_slow_reader_is_skipped_or_closed_and_nobody_else_notices() {
         pace_bps: 0,
         tls: None,
         low_latency: false,
+        connection_per_request: false,
     };
     let r = run_viewers(&load).unwrap();
     assert_eq!(

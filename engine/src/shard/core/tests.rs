@@ -19,6 +19,10 @@ fn at(ms: u64) -> Clock {
 }
 
 fn core(flush_ms: u64) -> ShardCore {
+    core_sending(flush_ms, SegmentSend::Copy)
+}
+
+fn core_sending(flush_ms: u64, segment_send: SegmentSend) -> ShardCore {
     let config = crate::config::Config::embedded().streams;
     let table = super::super::catalog::Streams::new(&config, Vec::new());
     let mut core = ShardCore::new(
@@ -27,7 +31,7 @@ fn core(flush_ms: u64) -> ShardCore {
         Vec::new(),
         ConnLimits::default(),
         Duration::from_millis(flush_ms),
-        SegmentSend::Copy,
+        segment_send,
         start(),
     );
     let changes = core.follow_catalog().expect("a first table");
@@ -96,4 +100,46 @@ fn writes_wait_for_the_flush_interval() {
     core.begin_turn(at(230));
     core.feed_due(|_| fed += 1);
     assert_eq!(fed, 1);
+}
+
+#[test]
+fn a_segments_head_is_queued_to_go_with_its_body_from_the_memfd() {
+    let mut core = core_sending(0, SegmentSend::Sendfile);
+    // Seven seconds of the demo: segments in sealed memfds.
+    for ms in (5..=7000).step_by(5) {
+        core.begin_turn(at(ms));
+        core.poll_sources();
+        core.feed_due(|_| {});
+    }
+    let key = core.open(usize::MAX, None).unwrap();
+    core.on_read(key, b"GET /demo/index.m3u8 HTTP/1.1\r\n\r\n");
+    let conn = core.conn(key).unwrap();
+    assert!(
+        conn.wants_write() && !conn.file_follows(),
+        "a playlist is memory only"
+    );
+    let playlist = String::from_utf8(drain(&mut core, key)).unwrap();
+    let segment = playlist
+        .lines()
+        .rfind(|l| l.ends_with(".ts"))
+        .unwrap_or_else(|| panic!("{playlist}"));
+    core.on_read(
+        key,
+        format!("GET /demo/{segment} HTTP/1.1\r\n\r\n").as_bytes(),
+    );
+    let conn = core.conn(key).unwrap();
+    // The head first, in memory, with the body's memfd behind it.
+    assert!(conn.front_file().is_none() && conn.file_follows());
+    let mut slices = [IoSlice::new(&[]); 8];
+    let n = conn.write_slices(&mut slices);
+    let head: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+    assert!(head.starts_with(b"HTTP/1.1 200 OK") && head.ends_with(b"\r\n\r\n"));
+    core.wrote(key, head.len());
+    let conn = core.conn(key).unwrap();
+    let (_, offset, len) = conn.front_file().expect("the body from its memfd");
+    assert!(offset == 0 && len > 188, "{offset} {len}");
+    assert!(
+        !conn.file_follows(),
+        "nothing in memory waits for a file now"
+    );
 }

@@ -36,7 +36,7 @@ use crate::wake::Wake;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -575,6 +575,29 @@ impl UringShard {
                     }
                 }
             }
+            // A response's head before its body: sent here and now with MSG_MORE, so it
+            // leaves in the body's first packet and the body's sendfile follows at once,
+            // without waiting for a completion.
+            let more = conn.file_follows();
+            if more {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = conn.write_slices(&mut slices);
+                match sys::send_more(c.fd.as_fd(), &slices[..n]) {
+                    Ok(n) if n > 0 => {
+                        if self.core.wrote(key, n) {
+                            self.close(key);
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    // No room: the ring sends it once there is.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        self.close(key);
+                        return Ok(());
+                    }
+                }
+            }
             conn.begin_write(MAX_IOVECS, &mut self.scratch);
             let hold = std::mem::take(&mut self.scratch);
             let bytes: usize = hold.iter().map(Bytes::len).sum();
@@ -600,6 +623,7 @@ impl UringShard {
                     .user_data(zc_user_data(key, c.zc_generation))
             } else {
                 opcode::SendMsg::new(fd, &*msg)
+                    .flags(if more { libc::MSG_MORE as u32 } else { 0 })
                     .build()
                     .user_data(user_data(SEND, key))
             };

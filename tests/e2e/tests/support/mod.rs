@@ -496,7 +496,34 @@ pub fn ffmpeg_source_as(
     bitrate: &str,
     gop: u32,
 ) -> KillOnDrop {
-    ffmpeg_run(&["ffmpeg"], format, url, seconds, size, bitrate, gop, &[])
+    ffmpeg_run(
+        &["ffmpeg"],
+        format,
+        url,
+        seconds,
+        size,
+        bitrate,
+        gop,
+        &[],
+        1,
+    )
+}
+
+/// Like [`ffmpeg_source`] at 640x360 and 1 Mbit/s, a keyframe a second, sent `speed` times
+/// faster than real time (`-readrate`): minutes of media in a test's seconds, for what counts
+/// media time (recordings), not wall time.
+pub fn ffmpeg_source_at(url: &str, seconds: u32, speed: u32) -> KillOnDrop {
+    ffmpeg_run(
+        &["ffmpeg"],
+        "mpegts",
+        url,
+        seconds,
+        "640x360",
+        "1M",
+        25,
+        &[],
+        speed,
+    )
 }
 
 /// ffmpeg pushing 640x360 at 1 Mbit/s (one keyframe a second) over HTTP with `method` (PUT or
@@ -511,6 +538,7 @@ pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
         "1M",
         25,
         &["-method", method],
+        1,
     )
 }
 
@@ -518,11 +546,21 @@ pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
 /// run inside network namespace `netns`.
 pub fn ffmpeg_source_in(netns: &str, url: &str, seconds: u32) -> KillOnDrop {
     let program = ["ip", "netns", "exec", netns, "ffmpeg"];
-    ffmpeg_run(&program, "mpegts", url, seconds, "640x360", "1M", 25, &[])
+    ffmpeg_run(
+        &program,
+        "mpegts",
+        url,
+        seconds,
+        "640x360",
+        "1M",
+        25,
+        &[],
+        1,
+    )
 }
 
 /// ffmpeg (the command line `program` starts with: ffmpeg, or a wrapper running it) encoding
-/// a test pattern and a tone.
+/// a test pattern and a tone, `speed` times real time.
 #[allow(clippy::too_many_arguments)] // the encoder's few knobs, spelled out at each caller
 fn ffmpeg_run(
     program: &[&str],
@@ -533,6 +571,7 @@ fn ffmpeg_run(
     bitrate: &str,
     gop: u32,
     output: &[&str],
+    speed: u32,
 ) -> KillOnDrop {
     KillOnDrop(
         Command::new(program[0])
@@ -541,7 +580,8 @@ fn ffmpeg_run(
                 "-nostdin",
                 "-v",
                 "error",
-                "-re",
+                "-readrate",
+                &speed.to_string(),
                 "-f",
                 "lavfi",
                 "-i",
