@@ -84,10 +84,12 @@ pub fn parse_bitrate(text: &str) -> Result<f64, BitrateError> {
 pub mod measured {
     /// Where the figures come from.
     pub const SOURCE: &str =
-        "bench/RESULTS.md, \"Side by side with nginx\" (2026-11-21; 2 vCPU AMD EPYC, \
-         Linux 6.18, loopback, one shard on io_uring, 1000 viewers of a 1.9 Mbit/s stream)";
-    /// Server CPU seconds per GiB delivered to HLS players (includes one stream's ingest).
-    pub const HLS_S_PER_GIB: f64 = 0.410;
+        "bench/RESULTS.md, \"HLS against nginx, a head with its body\" (HLS, 2026-12-01) and \
+         \"Side by side with nginx\" (HTTP-TS, 2026-11-21); 2 vCPU AMD EPYC, Linux 6.18, \
+         loopback, one shard on io_uring, 1000 viewers of a 1.9 Mbit/s stream";
+    /// Server CPU seconds per GiB delivered to HLS players (includes one stream's ingest),
+    /// keep-alive players.
+    pub const HLS_S_PER_GIB: f64 = 0.397;
     /// Server CPU seconds per GiB delivered to HTTP-TS viewers (`flush_interval = 20`).
     pub const TS_S_PER_GIB: f64 = 1.499;
     /// CPU of a stream's ingest and segmenting: 2.03 ms per second for each of 100 channels
@@ -337,8 +339,8 @@ mod tests {
         // 10000 players of one 4 Mbit/s stream.
         let p = plan(&inputs(10_000, 1, 4e6, Protocol::Hls));
         assert!((p.egress_bps - 40e9).abs() < 1.0);
-        // 10000 x 500000 B/s = 5e9 B/s = 4.6566 GiB/s; x 0.410 s/GiB = 1.909 cores.
-        assert!((p.viewer_cores - 1.9092).abs() < 1e-3, "{}", p.viewer_cores);
+        // 10000 x 500000 B/s = 5e9 B/s = 4.6566 GiB/s; x 0.397 s/GiB = 1.849 cores.
+        assert!((p.viewer_cores - 1.8487).abs() < 1e-3, "{}", p.viewer_cores);
         // 2.03 / 2.5 x 4 = 3.248 ms/s = 0.00325 cores.
         assert!(
             (p.ingest_cores - 0.003248).abs() < 1e-6,

@@ -365,8 +365,8 @@ fn capacity_matches_hand_calculations() {
         "{out}"
     );
     assert!(out.contains("a 100 Gbit/s (42% load) link"), "{out}");
-    // Viewers: 10000 x 0.5 MB/s = 4.6566 GiB/s x 0.410 s/GiB = 1.909 cores.
-    assert_eq!(figure(&out, "viewers:"), 1.91);
+    // Viewers: 10000 x 0.5 MB/s = 4.6566 GiB/s x 0.397 s/GiB = 1.849 cores.
+    assert_eq!(figure(&out, "viewers:"), 1.85);
     // Ingest: 2.03 ms/s per 2.5 Mbit/s channel, at 4 Mbit/s: 3.25 ms/s = 0.003 cores.
     assert_eq!(figure(&out, "ingest + segmenting:"), 0.00);
     assert!(out.contains("(3.2 ms per second per stream)"), "{out}");
