@@ -513,49 +513,33 @@ pub fn ffmpeg_source_as(
 /// faster than real time (`-readrate`): minutes of media in a test's seconds, for what counts
 /// media time (recordings), not wall time.
 pub fn ffmpeg_source_at(url: &str, seconds: u32, speed: u32) -> KillOnDrop {
-    ffmpeg_run(
-        &["ffmpeg"],
-        "mpegts",
-        url,
-        seconds,
-        "640x360",
-        "1M",
-        25,
-        &[],
-        speed,
-    )
+    ffmpeg_360p(&["ffmpeg"], url, seconds, &[], speed)
 }
 
 /// ffmpeg pushing 640x360 at 1 Mbit/s (one keyframe a second) over HTTP with `method` (PUT or
 /// POST; ffmpeg sends the body chunked) to `url`, for `seconds`.
 pub fn ffmpeg_push(url: &str, seconds: u32, method: &str) -> KillOnDrop {
-    ffmpeg_run(
-        &["ffmpeg"],
-        "mpegts",
-        url,
-        seconds,
-        "640x360",
-        "1M",
-        25,
-        &["-method", method],
-        1,
-    )
+    ffmpeg_360p(&["ffmpeg"], url, seconds, &["-method", method], 1)
 }
 
 /// ffmpeg sending 640x360 at 1 Mbit/s (one keyframe a second) as TS to `url` for `seconds`,
 /// run inside network namespace `netns`.
 pub fn ffmpeg_source_in(netns: &str, url: &str, seconds: u32) -> KillOnDrop {
     let program = ["ip", "netns", "exec", netns, "ffmpeg"];
+    ffmpeg_360p(&program, url, seconds, &[], 1)
+}
+
+/// ffmpeg (`program`) sending TS of 640x360 at 1 Mbit/s, a keyframe a second, to `url` with
+/// the `output` options, `speed` times real time.
+fn ffmpeg_360p(
+    program: &[&str],
+    url: &str,
+    seconds: u32,
+    output: &[&str],
+    speed: u32,
+) -> KillOnDrop {
     ffmpeg_run(
-        &program,
-        "mpegts",
-        url,
-        seconds,
-        "640x360",
-        "1M",
-        25,
-        &[],
-        1,
+        program, "mpegts", url, seconds, "640x360", "1M", 25, output, speed,
     )
 }
 
