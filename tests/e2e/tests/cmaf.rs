@@ -524,12 +524,33 @@ fn a_live_dash_manifest_of_the_cmaf_segments_plays_in_ffmpeg() {
         "{probe}"
     );
     let (_, _, mpd_now) = fetch(addr, "/cam/manifest.mpd", "");
-    let (ok, said) = run(
-        "ffmpeg",
-        &[
-            "-nostdin", "-v", "verbose", "-i", &url, "-t", "5", "-f", "null", "-",
-        ],
-    );
+    let read = || {
+        run(
+            "ffmpeg",
+            &[
+                "-nostdin", "-v", "verbose", "-i", &url, "-t", "5", "-f", "null", "-",
+            ],
+        )
+    };
+    let (mut ok, mut said) = read();
+    // ffmpeg's DASH demuxer (Debian's 5.1) reloads the manifest before each fragment, and
+    // on a reload after the timeline slid it can take its index in the timeline for a
+    // segment number: it logs "old fragment: cur[4] min[1796122458]" (a position below the
+    // first number listed), starts again from the oldest segment and decodes one twice.
+    // About one read in five here, also with the segment head sent as before this session. That
+    // read, and only that one, is made again once.
+    if !ok || said.contains("non mono") {
+        let lost_its_place = said.lines().any(|l| {
+            let number = |key: &str| {
+                let at = l.find(key)? + key.len();
+                l[at..].split(']').next()?.parse::<u64>().ok()
+            };
+            matches!((number("cur["), number("min[")), (Some(cur), Some(min)) if cur < min)
+        });
+        if lost_its_place {
+            (ok, said) = read();
+        }
+    }
     let said: Vec<&str> = said
         .lines()
         .filter(|l| {
