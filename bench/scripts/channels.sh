@@ -4,7 +4,9 @@
 # each of the first VIEWED channels; the rest have no viewer. Side by side in the same run with
 # the floor: `shardcast-bench sink` joins the same groups and reads and drops every datagram
 # (one epoll_wait per wake-up, one recvfrom per datagram), nothing else; once reading at each
-# wake-up, once waiting a millisecond after it first (as shardcast's `gather` does).
+# wake-up, once waiting a millisecond after it first (as shardcast's `gather` does); SINK_GATHERS
+# lists the waits in ms (default "0 1"; add 20 for the floor of reading on a 20 ms tick, as
+# shardcast's `ingest_interval` does for streams only HLS players watch).
 #
 #   CPU 0: the server (shardcast with one shard, or the sink)
 #   CPU 1: `shardcast-bench ingest --groups` (every channel from one thread, spread evenly over
@@ -25,7 +27,8 @@
 # with a build of an earlier commit; for a setting, the same binary with `gather = 0`.
 #
 # Usage: bench/scripts/channels.sh    Environment: CHANNELS (100), VIEWED (50), BITRATE
-#        (2500000), SECONDS_MEASURED (20), REPS (3), IO (auto), PROFILE (general), VARIANTS.
+#        (2500000), SECONDS_MEASURED (20), REPS (3), IO (auto), PROFILE (general), VARIANTS,
+#        SINK_GATHERS.
 # One JSON line per run goes to bench/results/channels-DATE.jsonl; medians are printed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -162,7 +165,7 @@ PY
 for rep in $(seq "$reps"); do
   # The floor: reading as each datagram comes, and gathering for a millisecond per wake-up
   # (as shardcast's default `gather`).
-  for gather in 0 1; do
+  for gather in ${SINK_GATHERS:-0 1}; do
     label=sink; [ "$gather" = 0 ] || label=sink-gather$gather
     taskset -c 0 "$bench" sink --first "$group:$mport" --groups --channels "$channels" \
       --gather-ms "$gather" --seconds $((seconds + 6)) > "$work/sink.json" &
@@ -195,7 +198,7 @@ for c in contenders:
             f"UDP drops {sum(r['udp_drops'] for r in mine)}, backlog drops {sum(r['backlog_drops'] for r in mine)}")
     if not c.startswith("sink"):
         line += f", missed {sum(r['missed'] for r in mine)} of {sum(r['segments'] for r in mine)} segments"
-        for floor in ("sink", "sink-gather1"):
+        for floor in (f for f in contenders if f.startswith("sink")):
             if floor in med:
                 line += (f"; {med[c] / med[floor]:.2f}x {floor}, "
                          f"{(med[c] - med[floor]) / n:.2f} ms/s per channel above it")

@@ -391,6 +391,7 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
             run: run.clone(),
             flush_interval: std::time::Duration::from_secs_f64(config.flush_interval_ms / 1000.0),
             gather: std::time::Duration::from_secs_f64(config.gather_ms / 1000.0),
+            ingest_interval: std::time::Duration::from_secs_f64(config.ingest_interval_ms / 1000.0),
             send_buffer: config.send_buffer,
             segment_send,
             site: site.clone(),

@@ -37,6 +37,7 @@ pub(super) struct ServerSection {
     pub max_lag: Setting<usize>,
     pub flush_interval: Setting<f64>,
     pub gather: Setting<f64>,
+    pub ingest_interval: Setting<f64>,
     pub send_buffer: Setting<usize>,
     pub segment_send: Option<SegmentSend>,
     pub state_dir: Option<String>,

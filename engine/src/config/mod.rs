@@ -12,6 +12,8 @@
 //! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
 //! gather = 1                      # ms a shard's wait lets events gather once one is in
 //!                                 # (fewer wake-ups under many ingest datagrams; 0: none)
+//! ingest_interval = 20            # ms between reads of a UDP stream no progressive viewer,
+//!                                 # push or recording waits on (0: read each datagram as it comes)
 //! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
 //! state_dir = "/var/lib/shardcast" # default: $STATE_DIRECTORY, /var/lib/shardcast as root,
@@ -153,6 +155,11 @@ pub struct Config {
     /// ingest datagrams and requests is one wake-up, not one each (0: wake for each).
     #[serde(rename = "gather")]
     pub gather_ms: f64,
+    /// Milliseconds between reads of a UDP source's socket while nothing waits on its stream
+    /// byte by byte (no progressive viewer, push or recording): one wake-up per interval
+    /// instead of one per datagram (0: every datagram as it comes).
+    #[serde(rename = "ingest_interval")]
+    pub ingest_interval_ms: f64,
     /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
     pub send_buffer: usize,
     /// How sealed HLS segments are sent.
@@ -895,6 +902,18 @@ mod tests {
         ] {
             let e = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_ingest_interval_is_twenty_milliseconds_unless_set_within_a_hundred() {
+        assert_eq!(Config::embedded().ingest_interval_ms, 20.0);
+        let off = Config::parse("[server]\ningest_interval = 0\n").unwrap();
+        assert_eq!(off.ingest_interval_ms, 0.0);
+        for bad in ["ingest_interval = 101", "ingest_interval = -1"] {
+            let e = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("ingest_interval (ms)"), "{bad}: {e}");
             assert_eq!(e.line, Some(2), "{bad}: {e}");
         }
     }

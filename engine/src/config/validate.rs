@@ -95,6 +95,12 @@ fn config(file: File) -> Result<Config, Refusal> {
     )?;
     let flush_interval_ms = within(s.flush_interval, 0.0..=1000.0, 20.0, "flush_interval (ms)")?;
     let gather_ms = within(s.gather, 0.0..=10.0, DEFAULT_GATHER_MS, "gather (ms)")?;
+    let ingest_interval_ms = within(
+        s.ingest_interval,
+        0.0..=100.0,
+        DEFAULT_INGEST_INTERVAL_MS,
+        "ingest_interval (ms)",
+    )?;
     let max_lag_bytes = within(s.max_lag, 0..=1 << 40, 4 << 20, "max_lag (bytes)")?;
     let send_buffer = within(s.send_buffer, 0..=1 << 30, 0, "send_buffer (bytes)")?;
     let (api_listen, api_token) = api_settings(&api)?;
@@ -148,6 +154,7 @@ fn config(file: File) -> Result<Config, Refusal> {
         max_lag_bytes,
         flush_interval_ms,
         gather_ms,
+        ingest_interval_ms,
         send_buffer,
         segment_send: s.segment_send.unwrap_or_default(),
         streams,
@@ -834,6 +841,11 @@ const DVR_HLS_BYTES: usize = 1 << 30;
 /// host's 100 channels from one wake-up per datagram (about 24,000 a second) to at most one a
 /// millisecond, and it adds at most that to any event's handling (bench/RESULTS.md, issue 22).
 pub(super) const DEFAULT_GATHER_MS: f64 = 1.0;
+
+/// `ingest_interval`'s default: an unhurried UDP stream (HLS players only, segments of seconds)
+/// is read every 20 ms; streams with low-latency parts are read promptly (bench/RESULTS.md,
+/// issue 22).
+pub(super) const DEFAULT_INGEST_INTERVAL_MS: f64 = 20.0;
 
 fn stream_limits(st: &StreamSection) -> Result<StreamLimits, Refusal> {
     let d = StreamLimits::default();

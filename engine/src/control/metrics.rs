@@ -342,6 +342,11 @@ pub(super) fn render(state: &ControlState) -> String {
             "Sessions the shard forgot early to stay within max_sessions.",
         ),
         (
+            "shardcast_shard_ingest_ticked",
+            "gauge",
+            "UDP ingest sockets the shard reads every ingest_interval rather than as each datagram comes.",
+        ),
+        (
             "shardcast_shard_completions_lost_total",
             "counter",
             "io_uring completions the kernel dropped (completion queue overflow).",
@@ -360,6 +365,7 @@ pub(super) fn render(state: &ControlState) -> String {
                 "shardcast_shard_loop_turns_total" => count(&s.turns),
                 "shardcast_shard_sessions" => count(&s.sessions),
                 "shardcast_shard_sessions_evicted_total" => count(&s.sessions_evicted),
+                "shardcast_shard_ingest_ticked" => count(&s.ingest_ticked),
                 "shardcast_shard_completions_lost_total" => count(&s.completions_lost),
                 "shardcast_shard_submit_errors_total" => count(&s.submit_errors),
                 _ => format!("{:.6}", s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),

@@ -895,16 +895,39 @@ impl ShardCore {
             .map_or("?", |l| l.info.name.as_str())
     }
 
-    /// Read every datagram waiting on home stream `home`'s socket and publish them.
-    pub fn read_ingest(&mut self, home: usize, socket: &mut UdpIngest) {
+    /// Read every datagram waiting on home stream `home`'s socket and publish them; returns
+    /// the bytes read.
+    pub fn read_ingest(&mut self, home: usize, socket: &mut UdpIngest) -> usize {
         let received = self.clock.unix_ns;
-        match socket.read_all(|datagram| self.ingest(home, datagram, received)) {
+        let mut bytes = 0;
+        let pass = socket.read_all(|datagram| {
+            bytes += datagram.len();
+            self.ingest(home, datagram, received)
+        });
+        match pass {
             Ok(pass) => self.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
             Err(e) => {
                 self.ingest_done(home, 0, 0, received);
                 tracing::warn!(stream = %self.home_name(home), "when reading the ingest socket: {e}");
             }
         }
+        bytes
+    }
+
+    /// Whether something waits on home stream `home` byte by byte, so that its socket is read
+    /// as each datagram comes ([`super::pace`]): a progressive viewer on any shard, a push or
+    /// a recording taking its chunks, or low-latency HLS parts.
+    pub fn awaited(&self, home: usize) -> bool {
+        let Some(Some(h)) = self.homes.get(home) else {
+            return false;
+        };
+        let Some(Some(local)) = self.locals.get(h.slot) else {
+            return false;
+        };
+        let info = &local.info;
+        info.counters.viewers.load(Ordering::Relaxed) > 0
+            || !info.taps.load().is_empty()
+            || info.config.hls.part_duration_s.is_some()
     }
 
     /// Ask the sources that make their own bytes (the demo, a file) for what is due, once a

@@ -4,12 +4,14 @@
 use super::admission::{self, Backoff};
 use super::core::{ShardCore, ShardTls};
 use super::housekeeping::{Backend, Housekeeping};
+use super::pace::{IngestPace, IngestTicks};
 use super::{prepare, Clock, RunState, ShardSetup, WAKER};
 use crate::source::UdpIngest;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,15 @@ const INGEST_BASE: usize = 3;
 const CONN_BASE: usize = 1 << 20;
 /// A wake-up with fewer events than this waits `gather` for more before it is handled.
 const GATHER_BELOW: usize = 32;
+
+/// A UDP ingest socket, how it is read ([`IngestPace`]), and whether it is registered with
+/// the poller (only while it is read promptly).
+struct Ingest {
+    home: usize,
+    socket: UdpIngest,
+    pace: IngestPace,
+    polled: bool,
+}
 
 /// A viewer's socket, and whether it may have bytes not read yet (readiness is
 /// edge-triggered: reading stops early only while the connection does not want to read).
@@ -36,7 +47,8 @@ pub struct EpollShard {
     /// The TLS listener and what its connections are accepted with.
     tls: Option<(TcpListener, ShardTls)>,
     sockets: Vec<Option<Client>>,
-    ingest: Vec<(usize, UdpIngest)>,
+    ingest: Vec<Ingest>,
+    ticks: IngestTicks,
     read_buf: Vec<u8>,
     max_connections: usize,
     send_buffer: usize,
@@ -73,6 +85,7 @@ impl EpollShard {
             tls,
             sockets: Vec::new(),
             ingest: Vec::new(),
+            ticks: IngestTicks::new(p.ingest_interval, Instant::now()),
             read_buf: vec![0; 16 * 1024],
             max_connections: p.max_connections,
             send_buffer: p.send_buffer,
@@ -93,9 +106,11 @@ impl EpollShard {
             return;
         };
         for home in changes.stop_sources {
-            if let Some(pos) = self.ingest.iter().position(|(h, _)| *h == home) {
-                let (_, mut socket) = self.ingest.swap_remove(pos);
-                let _ = self.poll.registry().deregister(socket.socket());
+            if let Some(pos) = self.ingest.iter().position(|g| g.home == home) {
+                let mut gone = self.ingest.swap_remove(pos);
+                if gone.polled {
+                    let _ = self.poll.registry().deregister(gone.socket.socket());
+                }
             }
         }
         for (home, name, udp) in changes.start_sources {
@@ -107,7 +122,12 @@ impl EpollShard {
                 Token(INGEST_BASE + home),
                 Interest::READABLE,
             ) {
-                Ok(()) => self.ingest.push((home, socket)),
+                Ok(()) => self.ingest.push(Ingest {
+                    home,
+                    pace: IngestPace::new(socket.receive_buffer(), Instant::now()),
+                    socket,
+                    polled: true,
+                }),
                 Err(e) => tracing::error!(stream = %name, "cannot poll the ingest socket: {e}"),
             }
         }
@@ -123,7 +143,12 @@ impl EpollShard {
         let mut written = Vec::new();
         let run = self.run.clone();
         loop {
-            let timeout = self.core.next_timer().min(Duration::from_millis(100));
+            let ticking = self.ingest.iter().any(|g| !g.polled);
+            let timeout = self
+                .core
+                .next_timer()
+                .min(Duration::from_millis(100))
+                .min(self.ticks.wait(Instant::now(), ticking));
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -150,6 +175,7 @@ impl EpollShard {
                     Token(t) => self.read_ingest(t - INGEST_BASE),
                 }
             }
+            self.pace_ingest(now);
             if self.accepting && self.accept_again_at.is_some_and(|at| now >= at) {
                 // The backlog may hold connections no new readiness event will announce.
                 self.accept_again_at = None;
@@ -373,8 +399,48 @@ impl EpollShard {
     }
 
     fn read_ingest(&mut self, home: usize) {
-        if let Some((_, socket)) = self.ingest.iter_mut().find(|(h, _)| *h == home) {
-            self.core.read_ingest(home, socket);
+        if let Some(g) = self.ingest.iter_mut().find(|g| g.home == home) {
+            let bytes = self.core.read_ingest(home, &mut g.socket);
+            g.pace.received(bytes);
+        }
+    }
+
+    /// Read the sockets read on the tick when it is due, and look at every socket's pace now
+    /// and then: one read promptly is registered with the poller, one read on the tick is
+    /// not (its datagrams wake nobody).
+    fn pace_ingest(&mut self, now: Instant) {
+        if self.ticks.tick(now) {
+            for g in self.ingest.iter_mut().filter(|g| !g.polled) {
+                let bytes = self.core.read_ingest(g.home, &mut g.socket);
+                g.pace.received(bytes);
+            }
+        }
+        if !self.ticks.review(now) {
+            return;
+        }
+        let interval = self.ticks.interval();
+        for g in &mut self.ingest {
+            let awaited = self.core.awaited(g.home);
+            if !g.pace.review(now, interval, awaited) {
+                continue;
+            }
+            let registry = self.poll.registry();
+            let socket = g.socket.socket();
+            let result = if g.pace.promptly() {
+                registry.register(socket, Token(INGEST_BASE + g.home), Interest::READABLE)
+            } else {
+                registry.deregister(socket)
+            };
+            match result {
+                Ok(()) => g.polled = g.pace.promptly(),
+                Err(e) => {
+                    tracing::warn!(stream = %self.core.home_name(g.home), "cannot change how the ingest socket is read: {e}")
+                }
+            }
+        }
+        let ticked = self.ingest.iter().filter(|g| !g.polled).count();
+        if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
+            stats.ingest_ticked.store(ticked as u64, Ordering::Relaxed);
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod core;
 pub mod epoll;
 mod fanout;
 pub mod housekeeping;
+pub mod pace;
 mod router;
 pub mod uring;
 
@@ -180,6 +181,8 @@ pub struct ShardStats {
     pub sessions: AtomicU64,
     /// Sessions it forgot early to stay within `max_sessions`.
     pub sessions_evicted: AtomicU64,
+    /// UDP ingest sockets it reads on its ingest tick now, not as each datagram comes.
+    pub ingest_ticked: AtomicU64,
 }
 
 /// Everything a shard is started with.
@@ -209,6 +212,9 @@ pub struct ShardSetup {
     pub flush_interval: Duration,
     /// How long a wait lets events gather once the first is in (zero: none).
     pub gather: Duration,
+    /// How often UDP sources nothing waits on promptly are read (zero: every datagram as it
+    /// comes; [`pace`]).
+    pub ingest_interval: Duration,
     /// SO_SNDBUF for accepted sockets (0: kernel autotuning).
     pub send_buffer: usize,
     /// How HLS segments are sent (resolved: never `Auto`).
@@ -295,6 +301,8 @@ pub struct Prepared {
     pub segment_send: crate::hls::SegmentSend,
     /// How long a wait lets events gather once the first is in (zero: none).
     pub gather: Duration,
+    /// How often UDP sources nothing waits on promptly are read (zero: promptly, always).
+    pub ingest_interval: Duration,
     /// Stop flag.
     pub run: Arc<RunState>,
 }
@@ -340,6 +348,7 @@ pub fn prepare(setup: ShardSetup) -> Prepared {
         send_buffer: setup.send_buffer,
         segment_send: setup.segment_send,
         gather: setup.gather,
+        ingest_interval: setup.ingest_interval,
         run: setup.run,
     }
 }

@@ -258,9 +258,25 @@ impl UdpIngest {
         Ok((tokio::net::UdpSocket::from_std(std_socket)?, self.reader))
     }
 
+    /// Bytes of datagrams its receive buffer holds (what the kernel granted; a datagram
+    /// takes about twice its size of it).
+    pub fn receive_buffer(&self) -> usize {
+        socket2::SockRef::from(&self.socket)
+            .recv_buffer_size()
+            .map_or(0, |b| b / 2)
+    }
+
     /// The socket, to register with the shard's poller.
     pub fn socket(&mut self) -> &mut mio::net::UdpSocket {
         &mut self.socket
+    }
+
+    /// The kernel's drops since last seen, given its count `total` (SO_RXQ_OVFL) read some
+    /// other way than [`UdpIngest::read_all`] (io_uring's receives).
+    pub fn drops_until(&mut self, total: u32) -> u64 {
+        let drops = total.wrapping_sub(self.reader.drops_seen);
+        self.reader.drops_seen = total;
+        u64::from(drops)
     }
 
     /// Read every datagram waiting, handing each to `datagram`.

@@ -211,6 +211,14 @@ fn a_stream_is_re_emitted_to_multicast_and_rtp_paced_by_its_pcrs() {
         "shardcast_push_out_datagrams_total{{stream=\"cam\",id=\"2\",target=\"udp://{group}:{group_port}?ttl=1\"}}"
     )), "{metrics}");
     assert!(metrics.contains("shardcast_push_outs 2"), "{metrics}");
+    // A pushed stream is read as each datagram comes, never on the ingest tick, or the pacing
+    // would follow the tick.
+    let ticked: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("shardcast_shard_ingest_ticked{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(ticked, 0, "{metrics}");
     drop(server);
 }
 

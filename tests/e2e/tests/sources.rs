@@ -5,7 +5,8 @@
 //! from other shardcasts (two edges through their origin's restart, an origin answering 404)
 //! and of ffmpeg's HLS served by nginx; IPv6 unicast, and IPv6 multicast from a network
 //! namespace. Read back as HTTP-TS and HLS, checked with ffprobe, decoded by ffmpeg at
-//! `-v error`, and through the API.
+//! `-v error`, and through the API. A UDP source read on the ingest tick while nothing waits
+//! on it byte by byte, and as each datagram comes once a progressive viewer does.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod support;
@@ -898,6 +899,114 @@ fn ipv6_multicast_any_source_and_source_specific_from_another_namespace() {
     // Source-specific: the same group and port from a source nobody sends from is silent.
     let other = status(api, &token, "other");
     assert_eq!(other["received_bytes"], 0, "{other}");
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+/// The shards' `shardcast_shard_ingest_ticked` summed: UDP sockets read on the ingest tick.
+fn ticked(api: std::net::SocketAddr, token: &str) -> u64 {
+    metrics(api, token)
+        .lines()
+        .filter(|l| l.starts_with("shardcast_shard_ingest_ticked{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The newest segment of `stream`'s HLS playlist.
+fn newest_segment(server: &Server, stream: &str) -> Vec<u8> {
+    let (status, _, playlist) = fetch(server.addr, &format!("/{stream}/index.m3u8"), "");
+    assert_eq!(status, 200);
+    let playlist = String::from_utf8(playlist).unwrap();
+    let uri = playlist
+        .lines()
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("no segment in\n{playlist}"));
+    let (status, _, segment) = fetch(server.addr, &format!("/{stream}/{uri}"), "");
+    assert_eq!(status, 200, "{uri}");
+    segment
+}
+
+#[test]
+fn a_udp_stream_only_hls_players_watch_is_read_on_the_tick_until_a_progressive_viewer_comes() {
+    let port = free_port();
+    let (server, api, token, _dir) = start_configured(
+        "sources-tick",
+        &format!("[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n"),
+    );
+    let sender = std::thread::spawn(move || send_generated(port, 16));
+    // Its rate known after a second, nothing waiting on it byte by byte: on the tick.
+    wait_until(
+        Duration::from_secs(5),
+        || format!("ticked: {}", ticked(api, &token)),
+        || ticked(api, &token) == 1,
+    );
+    wait_until(
+        Duration::from_secs(8),
+        || "no HLS".into(),
+        || fetch(server.addr, "/cam/index.m3u8", "").0 == 200,
+    );
+    // What HLS players get is whole.
+    let segment = newest_segment(&server, "cam");
+    assert!(segment.len() > 100 * 188, "{} bytes", segment.len());
+    assert_eq!(continuity_breaks(&segment), vec![]);
+
+    // Progressive viewers: read as each datagram comes while they watch, and they miss nothing.
+    let load = shardcast_bench::load::Load {
+        addr: server.addr,
+        path: "/cam.ts".into(),
+        viewers: 3,
+        ramp: Duration::from_millis(300),
+        settle: Duration::from_secs(1),
+        measure: Duration::from_secs(4),
+        server_pid: None,
+        progress: false,
+        pace_bps: 0,
+        tls: None,
+        low_latency: false,
+        connection_per_request: false,
+    };
+    let viewers = std::thread::spawn(move || shardcast_bench::ts::run(&load).unwrap());
+    wait_until(
+        Duration::from_secs(3),
+        || format!("ticked: {}", ticked(api, &token)),
+        || ticked(api, &token) == 0,
+    );
+    let r = viewers.join().unwrap();
+    assert_eq!((r.connected, r.disconnected), (3, 0), "{}", r.summary());
+    assert_eq!((r.gaps, r.viewers_with_gaps), (0, 0), "{}", r.summary());
+    assert!(r.latency_us.len() > 3 * 3 * 25, "{}", r.summary());
+
+    // They left: on the tick again.
+    wait_until(
+        Duration::from_secs(3),
+        || format!("ticked: {}", ticked(api, &token)),
+        || ticked(api, &token) == 1,
+    );
+    assert!(sender.join().unwrap() > 0);
+    let (status, log) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("dropped datagrams"), "{log}");
+}
+
+#[test]
+fn an_ingest_interval_of_zero_reads_every_udp_stream_as_each_datagram_comes() {
+    let port = free_port();
+    let (server, api, token, _dir) = start_configured(
+        "sources-tick-off",
+        &format!(
+            "[server]\ningest_interval = 0\n[[stream]]\nname = \"cam\"\nsource = \"udp://127.0.0.1:{port}\"\n"
+        ),
+    );
+    let sender = std::thread::spawn(move || send_generated(port, 4));
+    wait_until(
+        Duration::from_secs(8),
+        || "no HLS".into(),
+        || fetch(server.addr, "/cam/index.m3u8", "").0 == 200,
+    );
+    // Past the second its rate takes to be known, and the reviews after it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ticked(api, &token), 0);
+    assert!(sender.join().unwrap() > 0);
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
 }

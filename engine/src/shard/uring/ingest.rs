@@ -1,10 +1,14 @@
-//! UDP ingest on io_uring: one multishot `RECVMSG` per socket into a ring of provided buffers
-//! (`IORING_REGISTER_PBUF_RING`), so datagrams arrive with no syscall of their own. The
-//! kernel's drop counter (SO_RXQ_OVFL) comes back in each message's control data.
+//! UDP ingest on io_uring. A socket read promptly has one multishot `RECVMSG` into a ring of
+//! provided buffers (`IORING_REGISTER_PBUF_RING`), so datagrams arrive with no syscall of
+//! their own; the kernel's drop counter (SO_RXQ_OVFL) comes back in each message's control
+//! data. A socket read on the shard's ingest tick ([`crate::shard::pace`]) has no receive
+//! armed: the tick reads it with `recvmsg`. Its buffer ring is made the first time it is read
+//! promptly, and kept.
 //!
 //! The buffer ring's memory is registered with the kernel; it is unregistered before it is
 //! freed ([`BufRing::release`]), and only after every operation that may use it has completed.
 
+use crate::shard::pace::IngestPace;
 use crate::source::UdpIngest;
 use io_uring::{opcode, squeue, types, IoUring};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -120,59 +124,97 @@ pub(super) struct RingIngest {
     /// cancelled.
     pub(super) home: Option<usize>,
     pub(super) socket: UdpIngest,
-    pub(super) buffers: BufRing,
+    /// The provided buffers, once the socket has been read promptly.
+    pub(super) buffers: Option<BufRing>,
+    group: u16,
     /// Template for the multishot receive: only the name and control sizes matter.
     pub(super) msghdr: Box<libc::msghdr>,
-    drops_seen: u32,
+    /// How the socket is read.
+    pub(super) pace: IngestPace,
+    /// A multishot receive is armed (its last completion has not come).
+    pub(super) armed: bool,
+    /// Its cancellation was asked for (the socket goes to the tick).
+    pub(super) cancelling: bool,
+    /// That its buffer ring could not be made was logged.
+    pub(super) no_ring_logged: bool,
 }
 
 /// Room for one SO_RXQ_OVFL control message (cmsghdr + u32, aligned).
 const CONTROL: usize = 24;
 
 impl RingIngest {
-    pub(super) fn new(
-        uring: &IoUring,
-        home: usize,
-        socket: UdpIngest,
-        group: u16,
-    ) -> std::io::Result<Self> {
+    /// Socket `socket` of home stream `home`, opened at `now`, its buffers (when it has them)
+    /// to be buffer group `group`.
+    pub(super) fn new(home: usize, socket: UdpIngest, group: u16, now: std::time::Instant) -> Self {
         // SAFETY: msghdr is plain old data; all zeroes is a valid (empty) value.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_controllen = CONTROL as _;
-        Ok(Self {
+        Self {
             home: Some(home),
-            buffers: BufRing::new(uring, group)?,
+            buffers: None,
+            group,
+            pace: IngestPace::new(socket.receive_buffer(), now),
             socket,
             msghdr,
-            drops_seen: 0,
-        })
+            armed: false,
+            cancelling: false,
+            no_ring_logged: false,
+        }
     }
 
-    /// The multishot receive to submit (again, whenever a completion says it ended).
-    pub(super) fn receive(&mut self, user_data: u64) -> squeue::Entry {
+    /// The multishot receive to submit (again, whenever a completion says it ended), its
+    /// buffer ring made and registered first if it has none yet.
+    pub(super) fn receive(
+        &mut self,
+        uring: &IoUring,
+        user_data: u64,
+    ) -> std::io::Result<squeue::Entry> {
+        if self.buffers.is_none() {
+            self.buffers = Some(BufRing::new(uring, self.group)?);
+        }
         let fd = self.socket.socket().as_raw_fd();
-        opcode::RecvMsgMulti::new(types::Fd(fd), &*self.msghdr, self.buffers.group)
-            .build()
-            .user_data(user_data)
+        Ok(
+            opcode::RecvMsgMulti::new(types::Fd(fd), &*self.msghdr, self.group)
+                .build()
+                .user_data(user_data),
+        )
+    }
+
+    /// Put buffer `id` back (visible to the kernel at the next `publish`).
+    pub(super) fn give_back(&mut self, id: u16) {
+        if let Some(b) = self.buffers.as_mut() {
+            b.give_back(id);
+        }
+    }
+
+    /// Make the buffers given back visible to the kernel.
+    pub(super) fn publish(&self) {
+        if let Some(b) = self.buffers.as_ref() {
+            b.publish();
+        }
+    }
+
+    /// Unregister its buffer ring: after this the socket and its memory may go.
+    pub(super) fn release(&mut self, uring: &IoUring) {
+        if let Some(b) = self.buffers.as_mut() {
+            b.release(uring);
+        }
     }
 
     /// The datagram in buffer `id` and the drops the kernel reported since the last one.
     pub(super) fn datagram(&mut self, id: u16) -> Result<(&[u8], u64), &'static str> {
-        let msg = types::RecvMsgOut::parse(self.buffers.buffer(id), &self.msghdr)
+        let buffers = self.buffers.as_ref().ok_or("no receive buffers")?;
+        let msg = types::RecvMsgOut::parse(buffers.buffer(id), &self.msghdr)
             .map_err(|()| "malformed receive buffer")?;
         if msg.is_payload_truncated() {
             return Err("datagram larger than the receive buffer");
         }
-        let mut drops = 0;
-        if let Some(total) = rxq_ovfl(msg.control_data()) {
-            drops = u64::from(total.wrapping_sub(self.drops_seen));
-            self.drops_seen = total;
-        }
+        let drops = rxq_ovfl(msg.control_data()).map_or(0, |total| self.socket.drops_until(total));
         // The payload as a slice of the buffer itself (the parsed view borrows a local).
         let payload = msg.payload_data();
-        let start = payload.as_ptr() as usize - self.buffers.buffer(id).as_ptr() as usize;
+        let start = payload.as_ptr() as usize - buffers.buffer(id).as_ptr() as usize;
         let len = payload.len();
-        Ok((&self.buffers.buffer(id)[start..start + len], drops))
+        Ok((&buffers.buffer(id)[start..start + len], drops))
     }
 }
 

@@ -29,6 +29,7 @@ mod ingest;
 use super::admission::{self, Backoff};
 use super::core::{ShardCore, ShardTls};
 use super::housekeeping::{Backend, Housekeeping};
+use super::pace::IngestTicks;
 use super::{prepare, Clock, RunState, ShardSetup};
 use crate::hls::SegmentSend;
 use crate::sys;
@@ -264,6 +265,8 @@ pub struct UringShard {
     ingest: Vec<Option<ingest::RingIngest>>,
     /// Per ingest slot: datagrams and kernel drops since the last publish.
     ingest_batch: Vec<(u64, u64)>,
+    /// The ingest tick, for sockets read on it.
+    ticks: IngestTicks,
     max_connections: usize,
     send_buffer: usize,
     run: Arc<RunState>,
@@ -309,6 +312,7 @@ impl UringShard {
             clients: Vec::new(),
             ingest_batch: Vec::new(),
             ingest: Vec::new(),
+            ticks: IngestTicks::new(p.ingest_interval, Instant::now()),
             max_connections: p.max_connections,
             send_buffer: p.send_buffer,
             run: p.run,
@@ -348,13 +352,19 @@ impl UringShard {
             else {
                 continue;
             };
-            if let Some(g) = self.ingest[i].as_mut() {
+            let Some(g) = self.ingest[i].as_mut() else {
+                continue;
+            };
+            g.home = None;
+            if !g.armed {
+                // Read on the tick: nothing of the kernel's refers to it.
+                if let Some(mut gone) = self.ingest[i].take() {
+                    gone.release(&self.ring);
+                }
+            } else if !g.cancelling {
                 // Its receive ends with ECANCELED; the slot is freed then (on_ingest).
-                g.home = None;
-                let cancel = opcode::AsyncCancel::new(user_data(INGEST, i))
-                    .build()
-                    .user_data(user_data(CANCEL, 0));
-                self.push(&cancel)?;
+                g.cancelling = true;
+                self.cancel_ingest(i)?;
             }
         }
         for (home, name, udp) in changes.start_sources {
@@ -373,16 +383,9 @@ impl UringShard {
                 tracing::error!(stream = %name, "too many ingest sockets on one shard: the stream stays offline");
                 continue;
             };
-            match ingest::RingIngest::new(&self.ring, home, socket, group) {
-                Ok(g) => {
-                    self.ingest[i] = Some(g);
-                    self.ingest_batch[i] = (0, 0);
-                    self.arm_ingest(i)?;
-                }
-                Err(e) => {
-                    tracing::error!(stream = %name, "cannot receive on io_uring: {e}; the stream stays offline")
-                }
-            }
+            self.ingest[i] = Some(ingest::RingIngest::new(home, socket, group, Instant::now()));
+            self.ingest_batch[i] = (0, 0);
+            self.arm_ingest(i)?;
         }
         for key in changes.ended {
             self.send(key)?;
@@ -501,12 +504,82 @@ impl UringShard {
         self.push(&e)
     }
 
+    /// Arm ingest socket `i`'s multishot receive. Without the memory for its buffers, it is
+    /// read on the tick instead (logged once).
     fn arm_ingest(&mut self, i: usize) -> io::Result<()> {
         let Some(Some(ingest)) = self.ingest.get_mut(i) else {
             return Ok(());
         };
-        let entry = ingest.receive(user_data(INGEST, i));
-        self.push(&entry)
+        match ingest.receive(&self.ring, user_data(INGEST, i)) {
+            Ok(entry) => {
+                ingest.armed = true;
+                self.push(&entry)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut ingest.no_ring_logged, true) {
+                    let home = ingest.home;
+                    tracing::warn!(stream = %home.map_or("?", |h| self.core.home_name(h)), "cannot receive on io_uring ({e}): the socket is read every ingest interval");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn cancel_ingest(&mut self, i: usize) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel::new(user_data(INGEST, i))
+            .build()
+            .user_data(user_data(CANCEL, 0));
+        self.push(&cancel)
+    }
+
+    /// Read the sockets with no receive armed when the tick is due, and look at every
+    /// socket's pace now and then: a socket read promptly has its multishot receive, one read
+    /// on the tick has it cancelled (its datagrams then wake nobody).
+    fn pace_ingest(&mut self, now: Instant) -> io::Result<()> {
+        if self.ticks.tick(now) {
+            for g in self.ingest.iter_mut().flatten() {
+                let Some(home) = g.home.filter(|_| !g.armed) else {
+                    continue;
+                };
+                let bytes = self.core.read_ingest(home, &mut g.socket);
+                g.pace.received(bytes);
+            }
+        }
+        if !self.ticks.review(now) {
+            return Ok(());
+        }
+        let interval = self.ticks.interval();
+        for i in 0..self.ingest.len() {
+            let Some(g) = self.ingest[i].as_mut() else {
+                continue;
+            };
+            let Some(home) = g.home else { continue };
+            let awaited = self.core.awaited(home);
+            if !g.pace.review(now, interval, awaited) {
+                continue;
+            }
+            if g.pace.promptly() {
+                // A cancellation on its way ends with the receive armed again (on_ingest).
+                if !g.armed {
+                    self.arm_ingest(i)?;
+                }
+            } else if g.armed && !g.cancelling {
+                g.cancelling = true;
+                self.cancel_ingest(i)?;
+            }
+        }
+        let ticked = self
+            .ingest
+            .iter()
+            .flatten()
+            .filter(|g| g.home.is_some() && !g.pace.promptly())
+            .count();
+        if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
+            stats
+                .ingest_ticked
+                .store(ticked as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn arm_recv(&mut self, key: usize) -> io::Result<()> {
@@ -671,7 +744,16 @@ impl UringShard {
         let mut written = Vec::new();
         let run = self.run.clone();
         loop {
-            let wait = self.core.next_timer().min(Duration::from_millis(100));
+            let ticking = self
+                .ingest
+                .iter()
+                .flatten()
+                .any(|g| g.home.is_some() && !g.armed);
+            let wait = self
+                .core
+                .next_timer()
+                .min(Duration::from_millis(100))
+                .min(self.ticks.wait(Instant::now(), ticking));
             let ts = types::Timespec::new()
                 .sec(wait.as_secs())
                 .nsec(wait.subsec_nanos());
@@ -750,6 +832,7 @@ impl UringShard {
                 }
             }
             self.flush_ingest(received);
+            self.pace_ingest(now)?;
             if self.accept_again_at.is_some_and(|at| now >= at) {
                 self.accept_again_at = None;
                 self.rearm_accepts()?;
@@ -856,7 +939,9 @@ impl UringShard {
         if let Some(id) = cqueue::buffer_select(flags) {
             match (ingest.datagram(id), home) {
                 (Ok((payload, drops)), Some(home)) => {
+                    let len = payload.len();
                     self.core.ingest(home, payload, received);
+                    ingest.pace.received(len);
                     self.ingest_batch[i].0 += 1;
                     self.ingest_batch[i].1 += drops;
                 }
@@ -866,7 +951,7 @@ impl UringShard {
                     tracing::warn!(stream = %home.map_or("?", |h| self.core.home_name(h)), "ingest datagram dropped: {why}")
                 }
             }
-            ingest.buffers.give_back(id);
+            ingest.give_back(id);
         } else if result < 0 && result != -libc::ENOBUFS && result != -libc::ECANCELED {
             tracing::warn!(
                 "ingest receive failed: {}",
@@ -874,13 +959,18 @@ impl UringShard {
             );
         }
         if !cqueue::more(flags) {
-            ingest.buffers.publish();
-            if home.is_some() {
-                // Ended (buffers ran out, or an error): start again.
-                self.arm_ingest(i)?;
-            } else if let Some(mut gone) = self.ingest[i].take() {
+            ingest.publish();
+            ingest.armed = false;
+            ingest.cancelling = false;
+            if home.is_none() {
                 // Its stream has gone and the kernel is done with its buffers.
-                gone.buffers.release(&self.ring);
+                if let Some(mut gone) = self.ingest[i].take() {
+                    gone.release(&self.ring);
+                }
+            } else if ingest.pace.promptly() {
+                // Ended (buffers ran out, or an error), or cancelled and wanted again: start
+                // again. Otherwise it was cancelled for the tick, which reads it from now on.
+                self.arm_ingest(i)?;
             }
         }
         Ok(())
@@ -893,7 +983,7 @@ impl UringShard {
             let Some(ingest) = ingest else { continue };
             let (datagrams, drops) = std::mem::take(&mut self.ingest_batch[i]);
             if datagrams > 0 {
-                ingest.buffers.publish();
+                ingest.publish();
                 if let Some(home) = ingest.home {
                     self.core.ingest_done(home, datagrams, drops, received);
                 }
@@ -1165,7 +1255,7 @@ impl Drop for UringShard {
         }
         if self.in_flight == 0 {
             for ingest in self.ingest.iter_mut().flatten() {
-                ingest.buffers.release(&self.ring);
+                ingest.release(&self.ring);
             }
         } else {
             tracing::warn!(
