@@ -197,7 +197,7 @@ for c in contenders:
             f"{med[c] / n:.2f} per channel, RSS {statistics.median(r['rss_kib'] for r in mine) / 1024:.1f} MiB, "
             f"UDP drops {sum(r['udp_drops'] for r in mine)}, backlog drops {sum(r['backlog_drops'] for r in mine)}")
     if not c.startswith("sink"):
-        line += f", missed {sum(r['missed'] for r in mine)} of {sum(r['segments'] for r in mine)} segments"
+        line += f", missed {sum(r.get('missed', 0) for r in mine)} of {sum(r.get('segments', 0) for r in mine)} segments"
         for floor in (f for f in contenders if f.startswith("sink")):
             if floor in med:
                 line += (f"; {med[c] / med[floor]:.2f}x {floor}, "

@@ -2,8 +2,9 @@
 //! provided buffers (`IORING_REGISTER_PBUF_RING`), so datagrams arrive with no syscall of
 //! their own; the kernel's drop counter (SO_RXQ_OVFL) comes back in each message's control
 //! data. A socket read on the shard's ingest tick ([`crate::shard::pace`]) has no receive
-//! armed: the tick reads it with `recvmsg`. Its buffer ring is made the first time it is read
-//! promptly, and kept.
+//! armed: the tick reads it with `recvmsg`. Its buffer ring (2.5 MiB) is made when its receive
+//! is armed and freed once the receive has ended for the tick, so a host of channels that only
+//! HLS players watch holds none.
 //!
 //! The buffer ring's memory is registered with the kernel; it is unregistered before it is
 //! freed ([`BufRing::release`]), and only after every operation that may use it has completed.
@@ -124,7 +125,7 @@ pub(super) struct RingIngest {
     /// cancelled.
     pub(super) home: Option<usize>,
     pub(super) socket: UdpIngest,
-    /// The provided buffers, once the socket has been read promptly.
+    /// The provided buffers, while its receive is armed (or ending).
     pub(super) buffers: Option<BufRing>,
     group: u16,
     /// Template for the multishot receive: only the name and control sizes matter.
@@ -198,6 +199,17 @@ impl RingIngest {
     pub(super) fn release(&mut self, uring: &IoUring) {
         if let Some(b) = self.buffers.as_mut() {
             b.release(uring);
+        }
+    }
+
+    /// Free its buffer ring, its receive having ended for the tick (the kernel holds none of
+    /// its buffers): made again when it is next armed. Kept if the kernel would not let it go.
+    pub(super) fn shed_buffers(&mut self, uring: &IoUring) {
+        if let Some(mut b) = self.buffers.take() {
+            b.release(uring);
+            if b.registered {
+                self.buffers = Some(b);
+            }
         }
     }
 

@@ -969,8 +969,12 @@ impl UringShard {
                 }
             } else if ingest.pace.promptly() {
                 // Ended (buffers ran out, or an error), or cancelled and wanted again: start
-                // again. Otherwise it was cancelled for the tick, which reads it from now on.
+                // again.
                 self.arm_ingest(i)?;
+            } else {
+                // Cancelled for the tick, which reads it from now on: its buffers are not
+                // needed until it is armed again.
+                ingest.shed_buffers(&self.ring);
             }
         }
         Ok(())
