@@ -84,7 +84,8 @@ pub fn parse_bitrate(text: &str) -> Result<f64, BitrateError> {
 pub mod measured {
     /// Where the figures come from.
     pub const SOURCE: &str =
-        "bench/RESULTS.md, \"HLS against nginx, a head with its body\" (HLS, 2026-12-01) and \
+        "bench/RESULTS.md, \"HLS against nginx, a head with its body\" (HLS, 2026-12-01), \
+         \"UDP ingest on the tick\" (ingest, 2026-12-01) and \
          \"Side by side with nginx\" (HTTP-TS, 2026-11-21); 2 vCPU AMD EPYC, Linux 6.18, \
          loopback, one shard on io_uring, 1000 viewers of a 1.9 Mbit/s stream";
     /// Server CPU seconds per GiB delivered to HLS players (includes one stream's ingest),
@@ -92,11 +93,14 @@ pub mod measured {
     pub const HLS_S_PER_GIB: f64 = 0.397;
     /// Server CPU seconds per GiB delivered to HTTP-TS viewers (`flush_interval = 20`).
     pub const TS_S_PER_GIB: f64 = 1.499;
-    /// CPU of a stream's ingest and segmenting: 2.03 ms per second for each of 100 channels
-    /// of 2.5 Mbit/s on one shard, every channel counted as idle though half served a player
-    /// ("An IPTV host", 2026-12-01), scaled by bitrate. A lone stream on an idle shard costs
-    /// more per Mbit/s (its wake-ups are not shared with other channels').
-    pub const INGEST_MS_PER_S_PER_MBIT: f64 = 2.03 / 2.5;
+    /// CPU of a stream's ingest and segmenting: 1.35 ms per second for each of 100 channels
+    /// of 2.5 Mbit/s on one shard, read on the ingest tick, every channel counted as idle
+    /// though half served a player ("UDP ingest on the tick", 2026-12-01), scaled by bitrate.
+    /// A stream read as each datagram comes costs more: [`INGEST_PROMPT_MS_PER_S_PER_MBIT`].
+    pub const INGEST_MS_PER_S_PER_MBIT: f64 = 1.35 / 2.5;
+    /// The same for a stream read as each datagram comes, as one with progressive viewers
+    /// is: 1.65 ms per second per channel in the same run, with `ingest_interval = 0`.
+    pub const INGEST_PROMPT_MS_PER_S_PER_MBIT: f64 = 1.65 / 2.5;
     /// Resident memory per HLS player ("Memory").
     pub const HLS_KIB_PER_VIEWER: f64 = 4.7;
     /// Resident memory per HTTP-TS viewer ("Memory").
@@ -149,6 +153,15 @@ pub struct Plan {
     pub mist_buffer_bytes: f64,
 }
 
+/// A stream's ingest cost for viewers of `protocol`: HLS players leave it to the ingest tick,
+/// progressive viewers have it read as each datagram comes.
+fn ingest_ms_per_s_per_mbit(protocol: Protocol) -> f64 {
+    match protocol {
+        Protocol::Hls => measured::INGEST_MS_PER_S_PER_MBIT,
+        Protocol::Ts => measured::INGEST_PROMPT_MS_PER_S_PER_MBIT,
+    }
+}
+
 /// Work the plan out.
 pub fn plan(i: &Inputs) -> Plan {
     let viewers = i.viewers as f64;
@@ -160,7 +173,7 @@ pub fn plan(i: &Inputs) -> Plan {
         Protocol::Ts => measured::TS_S_PER_GIB,
     };
     let viewer_cores = viewers * byte_rate / f64::from(1u32 << 30) * s_per_gib;
-    let ingest_cores = streams * measured::INGEST_MS_PER_S_PER_MBIT * (i.bitrate / 1e6) / 1000.0;
+    let ingest_cores = streams * ingest_ms_per_s_per_mbit(i.protocol) * (i.bitrate / 1e6) / 1000.0;
     // Held per stream: the listed segments, those in their grace time, the one being cut;
     // and the progressive window.
     let segment_seconds =
@@ -250,7 +263,7 @@ pub fn render(i: &Inputs) -> String {
         out,
         "  ingest + segmenting: {:.2} cores ({:.1} ms per second per stream)",
         p.ingest_cores,
-        measured::INGEST_MS_PER_S_PER_MBIT * i.bitrate / 1e6
+        ingest_ms_per_s_per_mbit(i.protocol) * i.bitrate / 1e6
     );
     let _ = writeln!(
         out,
@@ -341,9 +354,9 @@ mod tests {
         assert!((p.egress_bps - 40e9).abs() < 1.0);
         // 10000 x 500000 B/s = 5e9 B/s = 4.6566 GiB/s; x 0.397 s/GiB = 1.849 cores.
         assert!((p.viewer_cores - 1.8487).abs() < 1e-3, "{}", p.viewer_cores);
-        // 2.03 / 2.5 x 4 = 3.248 ms/s = 0.00325 cores.
+        // 1.35 / 2.5 x 4 = 2.16 ms/s = 0.00216 cores.
         assert!(
-            (p.ingest_cores - 0.003248).abs() < 1e-6,
+            (p.ingest_cores - 0.00216).abs() < 1e-6,
             "{}",
             p.ingest_cores
         );
