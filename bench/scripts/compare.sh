@@ -10,7 +10,10 @@
 # ffmpeg's playlist and segments from tmpfs with sendfile on.
 # HTTP-TS: viewers of shardcast's /live.ts, and, as the floor nginx has no live equivalent
 # for, the same number of viewers reading a static file of the same stream (null packets
-# removed, as shardcast removes them) from nginx at the stream's rate (`ts --pace`).
+# removed, as shardcast removes them) from nginx at the stream's rate (`ts --pace`). Beside
+# them, the write floor (`write-floor`, io_uring and epoll): the same live stream, on its own
+# copy, written to the same number of viewers at the same write rate (the same flush rule and
+# `flush_interval`), with nothing else done (issue 22, part 2).
 #
 # N = 100, 1000, 5000 (or the arguments); three repetitions; the server restarted for none of
 # them (each contender runs its whole series). One JSON line per run goes to
@@ -22,7 +25,9 @@
 #        PATTERN (HLS players' requests: keep-alive, the default, one connection per player;
 #        or per-request, a new connection for each request with `Connection: close`),
 #        BEFORE_BIN (an earlier build of shardcast, measured as `shardcast-before` beside the
-#        current one, on its own copy of the stream, each repetition interleaved).
+#        current one, on its own copy of the stream, each repetition interleaved),
+#        FLUSH_MS (shardcast's `flush_interval` and the write floor's, default 20),
+#        TS_CONTENDERS (default "shardcast nginx-static floor-uring floor-epoll").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(100 1000 5000)
@@ -37,6 +42,8 @@ case $pattern in
 esac
 command -v ffmpeg >/dev/null && [ -x /usr/sbin/nginx ] || {
   echo "compare needs ffmpeg and nginx (apt-get install ffmpeg nginx)" >&2; exit 1; }
+flush_ms=${FLUSH_MS:-20}
+ts_contenders=" ${TS_CONTENDERS:-shardcast nginx-static floor-uring floor-epoll} "
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
 sc_port=18301; ng_port=18302; udp_port=15301
@@ -50,7 +57,9 @@ trap stop_all EXIT
 # The stream: 480x272 I_PCM keyframes every second + AAC, 2.6 Mbit/s mux (1.9 carried).
 rate=2600000
 before_bin=${BEFORE_BIN:-}
-streams=2; [ -z "$before_bin" ] || streams=3
+# Copies of the stream, to consecutive ports: shardcast, ffmpeg, shardcast-before, and the
+# two write floors.
+streams=5
 taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams "$streams" --from 127.0.0.1:0 \
   --seconds 100000 --width 480 --height 272 --bitrate "$rate" 2>/dev/null & pids+=($!)
 
@@ -60,6 +69,7 @@ cat > "$work/shardcast.toml" <<TOML
 listen = "127.0.0.1:$sc_port"
 cpus = [0]
 io = "${IO:-auto}"
+flush_interval = $flush_ms
 # Every viewer comes from 127.0.0.1: no cap per address (its default, 4096, would refuse
 # viewers past it at N = 5000).
 max_connections_per_address = 0
@@ -76,6 +86,13 @@ if [ -n "$before_bin" ]; then
   taskset -c 0 "$before_bin" serve --api-listen off --config "$work/before/shardcast.toml" \
     --state-dir "$work/before" 2>"$work/before/shardcast.log" & sc_before=$!; pids+=($sc_before)
 fi
+
+# The write floors, on CPU 0 like the servers (each idle but for its own stream when not
+# measured, as shardcast is).
+taskset -c 0 target/release/write-floor --io uring --listen "127.0.0.1:$((sc_port + 3))" \
+  --udp "127.0.0.1:$((udp_port + 3))" --flush-ms "$flush_ms" 2>"$work/floor-uring.log" & floor_uring=$!; pids+=($floor_uring)
+taskset -c 0 target/release/write-floor --io epoll --listen "127.0.0.1:$((sc_port + 4))" \
+  --udp "127.0.0.1:$((udp_port + 4))" --flush-ms "$flush_ms" 2>"$work/floor-epoll.log" & floor_epoll=$!; pids+=($floor_epoll)
 
 # ffmpeg's HLS muxer onto tmpfs for nginx, from the identical stream.
 taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo_size=1000000&overrun_nonfatal=1" \
@@ -111,7 +128,7 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
 PY
 )
-echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\"}" > "$out"
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms}" > "$out"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 run() {  # protocol contender n rep -- bench args
@@ -139,8 +156,10 @@ for protocol in "${protocols[@]}"; do
         run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}"
         [ -z "$before_bin" ] || run hls shardcast-before "$n" "$rep" hls --url "http://127.0.0.1:$((sc_port + 2))/live/index.m3u8" --server-pid "$sc_before" "${hls_pattern[@]}"
       else
-        run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc"
-        run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker"
+        [[ $ts_contenders != *" shardcast "* ]] || run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc"
+        [[ $ts_contenders != *" nginx-static "* ]] || run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker"
+        [[ $ts_contenders != *" floor-uring "* ]] || run ts floor-uring "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 3))/live.ts" --server-pid "$floor_uring"
+        [[ $ts_contenders != *" floor-epoll "* ]] || run ts floor-epoll "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 4))/live.ts" --server-pid "$floor_epoll"
         [ -z "$before_bin" ] || run ts shardcast-before "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 2))/live.ts" --server-pid "$sc_before"
       fi
     done

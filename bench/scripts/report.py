@@ -87,7 +87,7 @@ def ts_table(runs):
     for n, contender, rs in groups(runs, "ts"):
         f = [figures(r) for r in rs]
         lat = "n/a (static file)"
-        if contender.startswith("shardcast"):
+        if not contender.startswith("nginx"):
             q = {k: med(r["run"]["latency_us"][k] for r in rs) / 1000 for k in ("p50", "p99", "p999", "max")}
             lat = f"{q['p50']:.1f} / {q['p99']:.1f} / {q['p999']:.1f} / {q['max']:.1f}"
         gaps = sum(r["run"]["gaps"] for r in rs)
@@ -132,7 +132,8 @@ def memory(runs):
 
 # --- SVG -----------------------------------------------------------------------------------
 
-COLORS = {"hls shardcast": "#1f77b4", "hls nginx": "#ff7f0e", "ts shardcast": "#2ca02c", "ts nginx-static": "#d62728"}
+COLORS = {"hls shardcast": "#1f77b4", "hls nginx": "#ff7f0e", "ts shardcast": "#2ca02c", "ts nginx-static": "#d62728",
+          "ts floor-uring": "#9467bd", "ts floor-epoll": "#8c564b"}
 
 
 def svg_lines(series, title, ylabel, path):
@@ -226,6 +227,8 @@ def main():
         print(f"machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']}; date {head['date']}")
         if "pattern" in head:
             print(f"HLS players' requests: {head['pattern']}")
+        if "flush_ms" in head:
+            print(f"flush_interval (shardcast and the write floors): {head['flush_ms']} ms")
     hls_table(runs)
     ratios(runs, "hls", "shardcast", "nginx")
     # compare.sh with BEFORE_BIN: an earlier build beside.
@@ -239,6 +242,10 @@ def main():
     ratios(runs, "ts", "shardcast", "nginx-static")
     ratios(runs, "ts", "shardcast-before", "nginx-static")
     ratios(runs, "ts", "shardcast", "shardcast-before")
+    # The write floor (issue 22, part 2): the same stream written at the same rate, nothing else.
+    ratios(runs, "ts", "shardcast", "floor-uring")
+    ratios(runs, "ts", "shardcast", "floor-epoll")
+    ratios(runs, "ts", "floor-uring", "floor-epoll")
     memory(runs)
     segmenting(runs)
     for e in errors:
