@@ -1,7 +1,7 @@
 //! The epoll floor (mio): one `write(2)` per viewer per flush; a viewer the kernel took only
 //! part from keeps the rest as a backlog, written when its socket says it has room.
 
-use super::{Counts, Pending, Settings, Stats, HEAD};
+use super::{drain, Counts, Pending, Settings, Stats, HEAD};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -78,17 +78,13 @@ pub(super) fn run(settings: &Settings) -> io::Result<()> {
                         }
                     }
                 },
-                UDP => loop {
-                    match udp.recv(&mut datagram) {
-                        Ok(n) => {
-                            counts.datagrams += 1;
-                            pending.take_datagram(&datagram[..n], now);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    }
-                },
+                UDP => drain(
+                    |b| udp.recv(b),
+                    &mut datagram,
+                    &mut pending,
+                    &mut counts,
+                    now,
+                )?,
                 Token(key) => {
                     // Room again: the backlog goes first.
                     let Some(v) = viewers.get_mut(key) else {

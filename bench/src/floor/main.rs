@@ -112,6 +112,27 @@ impl Pending {
     }
 }
 
+/// Read every datagram waiting (`recv` is the socket's, mio's or std's) into `pending`.
+fn drain(
+    mut recv: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+    datagram: &mut [u8],
+    pending: &mut Pending,
+    counts: &mut Counts,
+    now: Instant,
+) -> std::io::Result<()> {
+    loop {
+        match recv(datagram) {
+            Ok(n) => {
+                counts.datagrams += 1;
+                pending.take_datagram(&datagram[..n], now);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// What the floor did, for the statistics line.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {

@@ -8,7 +8,7 @@
 //! an `Rc` the viewer holds until then, and a viewer is freed only with no send in flight.
 #![allow(unsafe_code)]
 
-use super::{Counts, Pending, Settings, Stats, HEAD};
+use super::{drain, Counts, Pending, Settings, Stats, HEAD};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use std::io::{self, Write};
@@ -132,17 +132,13 @@ pub(super) fn run(settings: &Settings) -> io::Result<()> {
                     if user_data == LISTENER {
                         accept_all(&listener, &mut viewers, &mut counts);
                     } else {
-                        loop {
-                            match udp.recv(&mut datagram) {
-                                Ok(n) => {
-                                    counts.datagrams += 1;
-                                    pending.take_datagram(&datagram[..n], now);
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                                Err(e) => return Err(e),
-                            }
-                        }
+                        drain(
+                            |b| udp.recv(b),
+                            &mut datagram,
+                            &mut pending,
+                            &mut counts,
+                            now,
+                        )?;
                     }
                 }
                 key => {
