@@ -215,18 +215,61 @@ fn gather_us(ring: &IoUring, gather: Duration) -> u32 {
     u32::try_from(gather.as_micros()).unwrap_or(u32::MAX).max(1)
 }
 
-/// A `SENDMSG` or `SENDMSG_ZC` in flight and the memory it points into.
+/// A `SENDMSG` or `SENDMSG_ZC` in flight: its header, its iovecs and the memory they point
+/// into. Boxed so that the addresses the kernel reads stay put, and reused through
+/// [`UringShard::spare_sends`] so that a send allocates nothing.
 struct MessageSend {
-    _msg: Box<libc::msghdr>,
-    _iovecs: Box<[libc::iovec]>,
+    msg: libc::msghdr,
+    iovecs: [libc::iovec; MAX_IOVECS],
     /// Keeps the memory the iovecs point into alive until the completion (for zero-copy,
     /// until the notification).
-    _hold: Vec<Bytes>,
+    hold: Vec<Bytes>,
 }
+
+impl MessageSend {
+    fn new() -> Box<MessageSend> {
+        Box::new(MessageSend {
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            msg: unsafe { std::mem::zeroed() },
+            iovecs: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOVECS],
+            hold: Vec::with_capacity(MAX_IOVECS),
+        })
+    }
+
+    /// Point the header and iovecs at `hold`; returns the bytes it holds. The header points
+    /// into this box, so it is valid for as long as the box lives and `hold` is not changed.
+    fn aim(&mut self) -> usize {
+        let mut bytes = 0;
+        for (iov, b) in self.iovecs.iter_mut().zip(&self.hold) {
+            iov.iov_base = b.as_ptr() as *mut libc::c_void;
+            iov.iov_len = b.len();
+            bytes += b.len();
+        }
+        self.msg.msg_iov = self.iovecs.as_mut_ptr();
+        self.msg.msg_iovlen = self.hold.len().min(MAX_IOVECS);
+        bytes
+    }
+}
+
+/// Keep `send` for the next message send, its memory let go, unless enough are kept.
+#[allow(clippy::vec_box)] // boxed: the kernel reads the header where it was aimed
+fn recycle(spare: &mut Vec<Box<MessageSend>>, mut send: Box<MessageSend>) {
+    if spare.len() < MAX_SPARE_SENDS {
+        send.hold.clear();
+        spare.push(send);
+    }
+}
+
+/// Spare [`MessageSend`]s a shard keeps at most: enough for every viewer of a busy shard to
+/// have a send in flight at once without allocating, about 1 KiB each.
+const MAX_SPARE_SENDS: usize = 16_384;
 
 enum Sending {
     Message {
-        send: MessageSend,
+        send: Box<MessageSend>,
         zero_copy: bool,
     },
     /// A TLS connection's ciphertext: `SEND` from its link's output buffer, which the link
@@ -242,7 +285,7 @@ struct Client {
     recv_in_flight: bool,
     send: Option<Sending>,
     /// Zero-copy sends whose notification has not come: (generation, memory).
-    zc_pending: Vec<(u32, MessageSend)>,
+    zc_pending: Vec<(u32, Box<MessageSend>)>,
     zc_generation: u32,
     /// The kernel reported copying this connection's zero-copy sends: copy instead.
     zc_copied: bool,
@@ -271,7 +314,9 @@ pub struct UringShard {
     send_buffer: usize,
     run: Arc<RunState>,
     accepting: bool,
-    scratch: Vec<Bytes>,
+    /// Message sends done with, for the next (at most [`MAX_SPARE_SENDS`]).
+    #[allow(clippy::vec_box)] // boxed: the kernel reads the header where it was aimed
+    spare_sends: Vec<Box<MessageSend>>,
     /// Operations submitted whose last completion has not been reaped.
     in_flight: usize,
     segment_send: SegmentSend,
@@ -317,7 +362,7 @@ impl UringShard {
             send_buffer: p.send_buffer,
             run: p.run,
             accepting: true,
-            scratch: Vec::with_capacity(MAX_IOVECS),
+            spare_sends: Vec::new(),
             in_flight: 0,
             segment_send: p.segment_send,
             gather_us,
@@ -671,43 +716,25 @@ impl UringShard {
                     }
                 }
             }
-            conn.begin_write(MAX_IOVECS, &mut self.scratch);
-            let hold = std::mem::take(&mut self.scratch);
-            let bytes: usize = hold.iter().map(Bytes::len).sum();
-            let mut iovecs: Box<[libc::iovec]> = hold
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-            msg.msg_iov = iovecs.as_mut_ptr();
-            msg.msg_iovlen = iovecs.len();
+            let mut send = self.spare_sends.pop().unwrap_or_else(MessageSend::new);
+            conn.begin_write(MAX_IOVECS, &mut send.hold);
+            let bytes = send.aim();
             let zero_copy =
                 self.segment_send == SegmentSend::Zerocopy && !c.zc_copied && bytes >= ZC_MIN_BYTES;
             let fd = types::Fd(c.fd.as_raw_fd());
             let e = if zero_copy {
                 c.zc_generation = c.zc_generation.wrapping_add(1) & 0xFF_FFFF;
-                opcode::SendMsgZc::new(fd, &*msg)
+                opcode::SendMsgZc::new(fd, &send.msg)
                     .ioprio(ZC_REPORT_USAGE)
                     .build()
                     .user_data(zc_user_data(key, c.zc_generation))
             } else {
-                opcode::SendMsg::new(fd, &*msg)
+                opcode::SendMsg::new(fd, &send.msg)
                     .flags(if more { libc::MSG_MORE as u32 } else { 0 })
                     .build()
                     .user_data(user_data(SEND, key))
             };
-            c.send = Some(Sending::Message {
-                send: MessageSend {
-                    _msg: msg,
-                    _iovecs: iovecs,
-                    _hold: hold,
-                },
-                zero_copy,
-            });
+            c.send = Some(Sending::Message { send, zero_copy });
             return self.push(&e);
         }
     }
@@ -1033,6 +1060,10 @@ impl UringShard {
                 c.zc_pending.push((generation, send));
                 false
             }
+            Some(Sending::Message { send, .. }) => {
+                recycle(&mut self.spare_sends, send);
+                false
+            }
             _ => false,
         };
         if c.closing {
@@ -1093,7 +1124,8 @@ impl UringShard {
             return;
         };
         if let Some(i) = c.zc_pending.iter().position(|(g, _)| *g == generation) {
-            c.zc_pending.swap_remove(i);
+            let (_, send) = c.zc_pending.swap_remove(i);
+            recycle(&mut self.spare_sends, send);
         }
         if result & ZC_COPIED != 0 && !c.zc_copied {
             c.zc_copied = true;
