@@ -27,7 +27,14 @@
 #        BEFORE_BIN (an earlier build of shardcast, measured as `shardcast-before` beside the
 #        current one, on its own copy of the stream, each repetition interleaved),
 #        FLUSH_MS (shardcast's `flush_interval` and the write floor's, default 20),
-#        TS_CONTENDERS (default "shardcast nginx-static floor-uring floor-epoll").
+#        TS_CONTENDERS (default "shardcast nginx-static floor-uring floor-epoll"),
+#        RATE (the stream's mux rate in bit/s, default 2600000), WIDTH and HEIGHT (its picture,
+#        default 480x272: 1.9 Mbit/s carried, null packets aside; 512x272 carries 2.0, 320x180
+#        1.0 and needs 1.4 Mbit/s of mux rate).
+#
+# Each run records the server's resident memory just before its viewers come
+# (`server_rss_idle`) beside the one at the end of the window, so that memory per viewer can be
+# told from a single N.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(100 1000 5000)
@@ -54,14 +61,16 @@ pids=()
 source bench/scripts/common.sh
 trap stop_all EXIT
 
-# The stream: 480x272 I_PCM keyframes every second + AAC, 2.6 Mbit/s mux (1.9 carried).
-rate=2600000
+# The stream: I_PCM keyframes every second + AAC, by default 480x272 at 2.6 Mbit/s mux (1.9
+# carried).
+rate=${RATE:-2600000}
+picture=(--width "${WIDTH:-480}" --height "${HEIGHT:-272}")
 before_bin=${BEFORE_BIN:-}
 # Copies of the stream, to consecutive ports: shardcast, ffmpeg, shardcast-before, and the
 # two write floors.
 streams=5
 taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams "$streams" --from 127.0.0.1:0 \
-  --seconds 100000 --width 480 --height 272 --bitrate "$rate" 2>/dev/null & pids+=($!)
+  --seconds 100000 "${picture[@]}" --bitrate "$rate" 2>/dev/null & pids+=($!)
 
 # shardcast: one shard on CPU 0.
 cat > "$work/shardcast.toml" <<TOML
@@ -100,7 +109,7 @@ taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo
   -hls_segment_filename "$work/hls/seg%d.ts" "$work/hls/index.m3u8" 2>"$work/ffmpeg.log" & ff=$!; pids+=($ff)
 
 # The static file for the HTTP-TS floor: 120 s of the same stream without null packets.
-"$bench" generate --seconds 120 --width 480 --height 272 --bitrate "$rate" -o "$work/full.ts"
+"$bench" generate --seconds 120 "${picture[@]}" --bitrate "$rate" -o "$work/full.ts"
 static_bps=$(python3 - "$work/full.ts" "$work/static.ts" <<'PY'
 import sys
 data = open(sys.argv[1], "rb").read()
@@ -128,20 +137,23 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
 PY
 )
-echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms}" > "$out"
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"rate\":$rate,\"picture\":\"${WIDTH:-480}x${HEIGHT:-272}\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms}" > "$out"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 run() {  # protocol contender n rep -- bench args
   local protocol=$1 contender=$2 n=$3 rep=$4; shift 4
   local ramp=$(( n >= 5000 ? 10 : 4 ))
-  local line ff0 ff1 t0 t1
+  local line ff0 ff1 t0 t1 pid="" idle=null a
+  # The server's pid follows --server-pid in the bench arguments.
+  for a in "$@"; do [ "$pid" != next ] || pid=$a; [ "$a" != --server-pid ] || pid=next; done
+  idle=$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status" 2>/dev/null || echo null)
   # ffmpeg does nginx's segmenting; its CPU is recorded beside, never added to nginx's.
   ff0=$(ticks "$ff"); t0=$(date +%s.%N)
   if line=$(taskset -c 1 "$bench" "$@" --viewers "$n" --ramp "$ramp" --settle 4 --seconds "$seconds" --json 2>"$work/bench.err"); then
     ff1=$(ticks "$ff"); t1=$(date +%s.%N)
     local seg_ms
     seg_ms=$(python3 -c "import sys; print(round(($ff1 - $ff0) / $(getconf CLK_TCK) * 1000 / ($t1 - $t0), 2))")
-    echo "{\"protocol\":\"$protocol\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"ffmpeg_ms_per_s\":$seg_ms,\"run\":$line}" | tee -a "$out"
+    echo "{\"protocol\":\"$protocol\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"ffmpeg_ms_per_s\":$seg_ms,\"server_rss_idle\":${idle:-null},\"run\":$line}" | tee -a "$out"
   else
     echo "{\"protocol\":\"$protocol\",\"contender\":\"$contender\",\"n\":$n,\"rep\":$rep,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip()))' "$work/bench.err")}" | tee -a "$out"
   fi

@@ -118,6 +118,15 @@ def segmenting(runs):
 
 
 def memory(runs):
+    idle = [r for r in runs if r.get("server_rss_idle") and r["run"]["server_rss"]]
+    if idle:
+        print("\nResident memory per viewer (the server's RSS at the end of the window less its RSS just "
+              "before the viewers came, over the viewers; median of runs):")
+        for key in sorted({(r["protocol"], r["contender"], r["n"]) for r in idle}):
+            rs = [r for r in idle if (r["protocol"], r["contender"], r["n"]) == key]
+            per = med((r["run"]["server_rss"] - r["server_rss_idle"]) / r["n"] / 1024 for r in rs)
+            print(f"- {key[0]} {key[1]}, {key[2]} viewers: {per:.1f} KiB per viewer "
+                  f"({med(r['run']['server_rss'] for r in rs) / 2**20:.1f} MiB in all)")
     print("\nResident memory per viewer (shardcast, from the RSS at the smallest and largest N):")
     for protocol in ("hls", "ts"):
         pts = {}
@@ -227,6 +236,8 @@ def main():
         print(f"machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']}; date {head['date']}")
         if "pattern" in head:
             print(f"HLS players' requests: {head['pattern']}")
+        if "rate" in head:
+            print(f"stream: {head['rate'] / 1e6:.2f} Mbit/s mux")
         if "flush_ms" in head:
             print(f"flush_interval (shardcast and the write floors): {head['flush_ms']} ms")
     hls_table(runs)

@@ -17,7 +17,7 @@
 
 use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
 use crate::hls::Segment;
-use crate::stream::StreamView;
+use crate::stream::{Batch, StreamView};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -944,8 +944,9 @@ impl Conn {
         self.response_ends.push_back(self.queued_total);
     }
 
-    /// Queue what `view` holds past this viewer's position, handling lag.
-    pub fn feed(&mut self, view: &StreamView, now_ns: u64) -> Feed {
+    /// Queue what `view` holds past this viewer's position, handling lag; `batch`, when the
+    /// viewer is at its first chunk, goes as one buffer in place of its chunks.
+    pub fn feed(&mut self, view: &StreamView, batch: Option<&Batch>, now_ns: u64) -> Feed {
         self.clock_ns = now_ns;
         if !matches!(self.state, ConnState::Streaming { .. }) {
             return Feed::Ok;
@@ -972,6 +973,10 @@ impl Conn {
         }
         if self.next_seq.is_none() {
             self.next_seq = view.start_point();
+        }
+        if let Some(b) = batch.filter(|b| self.next_seq == Some(b.first)) {
+            self.queue(Out::Bytes(b.data.clone()));
+            self.next_seq = Some(b.next);
         }
         while let Some(seq) = self.next_seq {
             let Some(chunk) = view.get(seq) else { break };

@@ -55,6 +55,8 @@ struct Local {
     pending_since: Option<Instant>,
     /// When ingest received the oldest data waiting to be fed (UNIX ns).
     pending_received_ns: Option<u64>,
+    /// The first chunk waiting to be fed (when `pending_since` is set).
+    pending_first: u64,
     inbox: Option<Arc<ArrayQueue<Chunk>>>,
     /// When the latest chunk arrived (shard clock, ns), if one has.
     last_data_ns: Option<u64>,
@@ -567,6 +569,7 @@ impl ShardCore {
             viewers: Vec::new(),
             pending_since: None,
             pending_received_ns: None,
+            pending_first: 0,
             inbox: info.queues.get(self.index).cloned().flatten(),
             last_data_ns: None,
             silent: false,
@@ -806,7 +809,7 @@ impl ShardCore {
             if let Some(Some(local)) = self.locals.get_mut(stream) {
                 local.viewers.push(key);
                 StreamCounters::add(&local.info.counters.viewers, 1);
-                conn.feed(&local.view, now);
+                conn.feed(&local.view, None, now);
             }
         }
     }
@@ -1075,11 +1078,13 @@ impl ShardCore {
                     .send_latency
                     .record(self.clock.unix_ns.saturating_sub(received_ns));
             }
+            // What came since the last flush, as one buffer for the viewers that had the rest.
+            let batch = local.view.join(local.pending_first);
             for &key in &local.viewers {
                 let Some(conn) = self.conns.get_mut(key) else {
                     continue;
                 };
-                match conn.feed(&local.view, now) {
+                match conn.feed(&local.view, batch.as_ref(), now) {
                     Feed::Ok => {}
                     Feed::Skipped => {
                         StreamCounters::add(&info.counters.lag_skips, 1);
@@ -1187,6 +1192,7 @@ impl Local {
     /// fed.
     fn take(&mut self, chunk: Chunk, now: Instant, now_ns: u64) {
         let received_ns = chunk.received_ns;
+        let seq = chunk.seq;
         let trimmed = self.view.trimmed();
         self.view.push(chunk);
         if self.home && self.view.trimmed() > trimmed {
@@ -1198,6 +1204,9 @@ impl Local {
         self.last_data_ns = Some(now_ns);
         self.silent = false;
         if !self.viewers.is_empty() {
+            if self.pending_since.is_none() {
+                self.pending_first = seq;
+            }
             self.pending_since.get_or_insert(now);
             self.pending_received_ns.get_or_insert(received_ns);
         }

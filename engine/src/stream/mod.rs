@@ -68,6 +68,19 @@ pub struct Chunk {
     pub received_ns: u64,
 }
 
+/// Consecutive chunks joined into one buffer: what a flush feeds the viewers that had
+/// everything before it ([`StreamView::join`]), so that each gets one write of one buffer
+/// instead of one per chunk.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The first chunk joined.
+    pub first: u64,
+    /// The chunk after the last one joined.
+    pub next: u64,
+    /// Their packets, in order.
+    pub data: Bytes,
+}
+
 /// One shard's view of a stream: the recent chunks, oldest first, within a time window, and
 /// back to the newest access point; never more than its byte cap, whatever the source sends.
 ///
@@ -187,6 +200,26 @@ impl StreamView {
         let first = self.chunks.front()?.seq;
         let index = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.chunks.get(index)
+    }
+
+    /// The chunks from `first` to the newest joined into one buffer, when there are two or
+    /// more and all are still held (one copy, shared by every viewer the flush feeds).
+    pub fn join(&self, first: u64) -> Option<Batch> {
+        let next = self.next_seq();
+        if next.checked_sub(first)? < 2 {
+            return None;
+        }
+        let from = usize::try_from(first.checked_sub(self.chunks.front()?.seq)?).ok()?;
+        let joined = self.chunks.range(from..);
+        let mut data = bytes::BytesMut::with_capacity(joined.clone().map(|c| c.data.len()).sum());
+        for c in joined {
+            data.extend_from_slice(&c.data);
+        }
+        Some(Batch {
+            first,
+            next,
+            data: data.freeze(),
+        })
     }
 
     /// The newest chunk a viewer may start at.

@@ -220,11 +220,46 @@ fn a_viewer_starts_at_the_newest_access_point_and_follows() {
         head.contains("Content-Type: video/mp2t")
             && head.contains("Access-Control-Allow-Origin: *")
     );
-    assert_eq!(c.feed(&view, 0), Feed::Ok);
+    assert_eq!(c.feed(&view, None, 0), Feed::Ok);
     assert_eq!(c.queued_bytes(), 376 + 188);
     view.push(chunk(4, false, 188));
-    c.feed(&view, 0);
+    c.feed(&view, None, 0);
     assert_eq!(c.queued_bytes(), 376 + 188 + 188);
+}
+
+#[test]
+fn a_flush_goes_as_one_buffer_to_the_viewers_it_follows() {
+    let mut view = StreamView::new(u64::MAX, usize::MAX);
+    let viewer = || {
+        let mut c = Conn::new(ConnLimits::default(), 0);
+        c.on_read(b"GET /demo.ts HTTP/1.1\r\n\r\n", 0, &Streams);
+        drain(&mut c);
+        c
+    };
+    let (mut caught_up, mut joined_late) = (viewer(), viewer());
+    view.push(chunk(0, true, 188));
+    caught_up.feed(&view, None, 0);
+    drain(&mut caught_up);
+    for seq in 1..4 {
+        view.push(chunk(seq, false, 188));
+    }
+    assert!(view.join(3).is_none(), "one chunk is not joined");
+    let batch = view.join(1).expect("three chunks joined");
+    assert_eq!((batch.first, batch.next, batch.data.len()), (1, 4, 3 * 188));
+    caught_up.feed(&view, Some(&batch), 0);
+    let mut slices = [IoSlice::new(&[]); 8];
+    assert_eq!(caught_up.write_slices(&mut slices), 1);
+    assert_eq!(caught_up.queued_bytes(), 3 * 188);
+    // A viewer not at the batch's first chunk gets the chunks themselves, all of them.
+    joined_late.feed(&view, Some(&batch), 0);
+    assert_eq!(joined_late.write_slices(&mut slices), 4);
+    assert_eq!(joined_late.queued_bytes(), 4 * 188);
+    // Chunks the view no longer holds are not joined.
+    let mut short = StreamView::new(u64::MAX, 2 * 188);
+    for seq in 0..4 {
+        short.push(chunk(seq, seq == 0, 188));
+    }
+    assert!(short.join(0).is_none());
 }
 
 #[test]
@@ -239,7 +274,7 @@ fn a_lagging_viewer_skips_then_is_closed() {
     c.on_read(b"GET /demo.ts HTTP/1.1\r\n\r\n", 0, &Streams);
     drain(&mut c);
     view.push(chunk(0, true, 188));
-    c.feed(&view, 0);
+    c.feed(&view, None, 0);
     // Part of the first chunk goes out, then the viewer stops reading.
     c.wrote(100, 0);
     let mut seq = 1;
@@ -249,7 +284,7 @@ fn a_lagging_viewer_skips_then_is_closed() {
             view.push(chunk(seq, seq % 3 == 0, 188));
             seq += 1;
         }
-        match c.feed(&view, 0) {
+        match c.feed(&view, None, 0) {
             Feed::Ok => {}
             other => outcomes.push(other),
         }

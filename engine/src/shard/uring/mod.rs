@@ -215,7 +215,7 @@ fn gather_us(ring: &IoUring, gather: Duration) -> u32 {
     u32::try_from(gather.as_micros()).unwrap_or(u32::MAX).max(1)
 }
 
-/// A `SENDMSG` or `SENDMSG_ZC` in flight: its header, its iovecs and the memory they point
+/// A `SEND`, `SENDMSG` or `SENDMSG_ZC` in flight: its header, its iovecs and the memory they point
 /// into. Boxed so that the addresses the kernel reads stay put, and reused through
 /// [`UringShard::spare_sends`] so that a send allocates nothing.
 struct MessageSend {
@@ -728,6 +728,17 @@ impl UringShard {
                     .ioprio(ZC_REPORT_USAGE)
                     .build()
                     .user_data(zc_user_data(key, c.zc_generation))
+            } else if let [one] = &send.hold[..] {
+                // One buffer (a progressive viewer's flush, most often): a plain `SEND`,
+                // without a header and iovecs for the kernel to copy in.
+                opcode::Send::new(
+                    fd,
+                    one.as_ptr(),
+                    u32::try_from(one.len()).unwrap_or(u32::MAX),
+                )
+                .flags(if more { libc::MSG_MORE } else { 0 })
+                .build()
+                .user_data(user_data(SEND, key))
             } else {
                 opcode::SendMsg::new(fd, &send.msg)
                     .flags(if more { libc::MSG_MORE as u32 } else { 0 })
