@@ -119,14 +119,21 @@ def segmenting(runs):
 
 def memory(runs):
     idle = [r for r in runs if r.get("server_rss_idle") and r["run"]["server_rss"]]
+    # Before each contender's first run: the server had had no viewer yet (allocators keep
+    # what viewers freed, so the RSS before later runs is not idle).
+    fresh = {}
+    for r in idle:
+        fresh.setdefault((r["protocol"], r["contender"]), r["server_rss_idle"])
     if idle:
-        print("\nResident memory per viewer (the server's RSS at the end of the window less its RSS just "
-              "before the viewers came, over the viewers; median of runs):")
+        print("\nResident memory per viewer: the server's RSS at the end of the window less its RSS just "
+              "before the viewers came, over the viewers (median of runs; an allocator keeps some of what "
+              "earlier viewers freed), and less its RSS before the contender's first run:")
         for key in sorted({(r["protocol"], r["contender"], r["n"]) for r in idle}):
             rs = [r for r in idle if (r["protocol"], r["contender"], r["n"]) == key]
             per = med((r["run"]["server_rss"] - r["server_rss_idle"]) / r["n"] / 1024 for r in rs)
-            print(f"- {key[0]} {key[1]}, {key[2]} viewers: {per:.1f} KiB per viewer "
-                  f"({med(r['run']['server_rss'] for r in rs) / 2**20:.1f} MiB in all)")
+            first = med((r["run"]["server_rss"] - fresh[key[:2]]) / r["n"] / 1024 for r in rs)
+            print(f"- {key[0]} {key[1]}, {key[2]} viewers: {per:.1f} KiB per viewer, {first:.1f} against the "
+                  f"first idle RSS ({med(r['run']['server_rss'] for r in rs) / 2**20:.1f} MiB in all)")
     print("\nResident memory per viewer (shardcast, from the RSS at the smallest and largest N):")
     for protocol in ("hls", "ts"):
         pts = {}

@@ -220,7 +220,8 @@ fn gather_us(ring: &IoUring, gather: Duration) -> u32 {
 /// [`UringShard::spare_sends`] so that a send allocates nothing.
 struct MessageSend {
     msg: libc::msghdr,
-    iovecs: [libc::iovec; MAX_IOVECS],
+    /// Grown to the most buffers a send has had, then reused.
+    iovecs: Vec<libc::iovec>,
     /// Keeps the memory the iovecs point into alive until the completion (for zero-copy,
     /// until the notification).
     hold: Vec<Bytes>,
@@ -231,26 +232,23 @@ impl MessageSend {
         Box::new(MessageSend {
             // SAFETY: msghdr is plain data; all-zero is a valid empty header.
             msg: unsafe { std::mem::zeroed() },
-            iovecs: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOVECS],
-            hold: Vec::with_capacity(MAX_IOVECS),
+            iovecs: Vec::new(),
+            hold: Vec::new(),
         })
     }
 
     /// Point the header and iovecs at `hold`; returns the bytes it holds. The header points
-    /// into this box, so it is valid for as long as the box lives and `hold` is not changed.
+    /// into this box's iovecs, so it is valid for as long as the box lives and neither they
+    /// nor `hold` change.
     fn aim(&mut self) -> usize {
-        let mut bytes = 0;
-        for (iov, b) in self.iovecs.iter_mut().zip(&self.hold) {
-            iov.iov_base = b.as_ptr() as *mut libc::c_void;
-            iov.iov_len = b.len();
-            bytes += b.len();
-        }
+        self.iovecs.clear();
+        self.iovecs.extend(self.hold.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
         self.msg.msg_iov = self.iovecs.as_mut_ptr();
-        self.msg.msg_iovlen = self.hold.len().min(MAX_IOVECS);
-        bytes
+        self.msg.msg_iovlen = self.iovecs.len();
+        self.hold.iter().map(Bytes::len).sum()
     }
 }
 
@@ -264,7 +262,8 @@ fn recycle(spare: &mut Vec<Box<MessageSend>>, mut send: Box<MessageSend>) {
 }
 
 /// Spare [`MessageSend`]s a shard keeps at most: enough for every viewer of a busy shard to
-/// have a send in flight at once without allocating, about 1 KiB each.
+/// have a send in flight at once without allocating (about 100 bytes each for a send of one
+/// buffer, up to 3 KiB for one of 64).
 const MAX_SPARE_SENDS: usize = 16_384;
 
 enum Sending {
