@@ -85,14 +85,16 @@ pub mod measured {
     /// Where the figures come from.
     pub const SOURCE: &str =
         "bench/RESULTS.md, \"HLS against nginx, a head with its body\" (HLS, 2026-12-01), \
-         \"UDP ingest on the tick\" (ingest, 2026-12-01) and \
-         \"Side by side with nginx\" (HTTP-TS, 2026-11-21); 2 vCPU AMD EPYC, Linux 6.18, \
-         loopback, one shard on io_uring, 1000 viewers of a 1.9 Mbit/s stream";
+         \"UDP ingest on the tick\" (ingest, 2026-12-01), \
+         \"Progressive HTTP-TS, one buffer per flush\" (HTTP-TS, 2026-12-02) and \
+         \"10,000 viewers on one shard\" (memory, 2026-12-02); 2 vCPU AMD EPYC, Linux 6.18, \
+         loopback, one shard on io_uring, 1000 viewers of a 1.9 Mbit/s stream (memory: \
+         10,000 viewers of 2.0 and 1.0 Mbit/s streams)";
     /// Server CPU seconds per GiB delivered to HLS players (includes one stream's ingest),
     /// keep-alive players.
     pub const HLS_S_PER_GIB: f64 = 0.397;
     /// Server CPU seconds per GiB delivered to HTTP-TS viewers (`flush_interval = 20`).
-    pub const TS_S_PER_GIB: f64 = 1.499;
+    pub const TS_S_PER_GIB: f64 = 0.933;
     /// CPU of a stream's ingest and segmenting: 1.35 ms per second for each of 100 channels
     /// of 2.5 Mbit/s on one shard, read on the ingest tick, every channel counted as idle
     /// though half served a player ("UDP ingest on the tick", 2026-12-01), scaled by bitrate.
@@ -101,10 +103,11 @@ pub mod measured {
     /// The same for a stream read as each datagram comes, as one with progressive viewers
     /// is: 1.65 ms per second per channel in the same run, with `ingest_interval = 0`.
     pub const INGEST_PROMPT_MS_PER_S_PER_MBIT: f64 = 1.65 / 2.5;
-    /// Resident memory per HLS player ("Memory").
-    pub const HLS_KIB_PER_VIEWER: f64 = 4.7;
-    /// Resident memory per HTTP-TS viewer ("Memory").
-    pub const TS_KIB_PER_VIEWER: f64 = 7.0;
+    /// Resident memory per HLS player: the server's RSS with 10,000 players less its RSS
+    /// before the first came ("10,000 viewers on one shard").
+    pub const HLS_KIB_PER_VIEWER: f64 = 5.7;
+    /// Resident memory per HTTP-TS viewer, the same way.
+    pub const TS_KIB_PER_VIEWER: f64 = 9.3;
     /// Resident memory of a server with one stream and 100 players, less the players.
     pub const BASE_MIB: f64 = 30.0;
 }
