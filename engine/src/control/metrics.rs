@@ -347,6 +347,11 @@ pub(super) fn render(state: &ControlState) -> String {
             "UDP ingest sockets the shard reads every ingest_interval rather than as each datagram comes.",
         ),
         (
+            "shardcast_shard_receive_waits_total",
+            "counter",
+            "io_uring receives that found all of the shard's shared receive buffers taken and waited a loop turn.",
+        ),
+        (
             "shardcast_shard_completions_lost_total",
             "counter",
             "io_uring completions the kernel dropped (completion queue overflow).",
@@ -367,6 +372,7 @@ pub(super) fn render(state: &ControlState) -> String {
                 "shardcast_shard_sessions_evicted_total" => count(&s.sessions_evicted),
                 "shardcast_shard_ingest_ticked" => count(&s.ingest_ticked),
                 "shardcast_shard_completions_lost_total" => count(&s.completions_lost),
+                "shardcast_shard_receive_waits_total" => count(&s.receive_waits),
                 "shardcast_shard_submit_errors_total" => count(&s.submit_errors),
                 _ => format!("{:.6}", s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),
             };

@@ -183,6 +183,8 @@ pub struct ShardStats {
     pub sessions_evicted: AtomicU64,
     /// UDP ingest sockets it reads on its ingest tick now, not as each datagram comes.
     pub ingest_ticked: AtomicU64,
+    /// io_uring receives that found every shared receive buffer taken and waited a turn.
+    pub receive_waits: AtomicU64,
 }
 
 /// Everything a shard is started with.

@@ -846,3 +846,37 @@ fn read_response(r: &mut impl std::io::BufRead) -> (u16, Vec<u8>) {
     r.read_exact(&mut body).unwrap();
     (status, body)
 }
+
+#[test]
+fn a_burst_of_requests_past_the_shared_receive_buffers_is_answered_whole() {
+    let (server, api, token, _dir) = start_configured(
+        "hardening-receive-burst",
+        "[server]\ncpus = [0]\nmax_connections_per_address = 0\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
+    );
+    // 1000 connections, then a request on each, written as fast as they go and none read
+    // before all are sent: far more requests arriving at once than the shard has receive
+    // buffers (256 on io_uring), one in ten with a head over a buffer's 4 KiB.
+    let mut conns: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let cookie = format!("Cookie: {}\r\n", "c".repeat(6000));
+    for (i, s) in conns.iter_mut().enumerate() {
+        let extra = if i % 10 == 0 { cookie.as_str() } else { "" };
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes())
+            .unwrap();
+    }
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        assert_eq!(read_response(&mut reader).0, 200);
+    }
+    // The burst is counted, whether or not it outran the buffers this time.
+    let text = metrics(api, &token);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shardcast_shard_receive_waits_total{shard=\"0\"")),
+        "{text}"
+    );
+    drop(conns);
+    stop_cleanly(server);
+}

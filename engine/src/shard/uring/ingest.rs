@@ -23,22 +23,41 @@ const BUFFER: usize = 10 * 1024;
 /// Size of one `struct io_uring_buf` in the ring.
 const SLOT: usize = 16;
 
-/// A provided-buffer ring: `ENTRIES` slots the kernel takes buffers from, and the buffers.
+/// A provided-buffer ring: `entries` slots (a power of two) the kernel takes buffers from,
+/// and the buffers, `size` bytes each.
 pub(super) struct BufRing {
     ring: *mut u8,
     layout: Layout,
     buffers: Vec<u8>,
+    entries: u16,
+    size: usize,
     tail: u16,
     group: u16,
     registered: bool,
 }
 
 impl BufRing {
-    /// Allocate, fill with every buffer, and register as buffer group `group`.
+    /// An ingest socket's ring: `ENTRIES` buffers of `BUFFER` bytes, as buffer group `group`.
     pub(super) fn new(uring: &IoUring, group: u16) -> std::io::Result<Self> {
-        let layout = Layout::from_size_align(usize::from(ENTRIES) * SLOT, 4096)
+        Self::with_size(uring, group, ENTRIES, BUFFER)
+    }
+
+    /// Allocate `entries` buffers of `size` bytes, fill the ring with every one, and register
+    /// it as buffer group `group`.
+    pub(super) fn with_size(
+        uring: &IoUring,
+        group: u16,
+        entries: u16,
+        size: usize,
+    ) -> std::io::Result<Self> {
+        if !entries.is_power_of_two() || u32::try_from(size).is_err() {
+            return Err(std::io::Error::other(
+                "a buffer ring has a power of two of entries of at most 4 GiB",
+            ));
+        }
+        let layout = Layout::from_size_align(usize::from(entries) * SLOT, 4096)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: the layout has a non-zero size (entries is a power of two, so at least 1).
         let ring = unsafe { alloc_zeroed(layout) };
         if ring.is_null() {
             return Err(std::io::Error::other("cannot allocate the buffer ring"));
@@ -46,21 +65,23 @@ impl BufRing {
         let mut r = BufRing {
             ring,
             layout,
-            buffers: vec![0; usize::from(ENTRIES) * BUFFER],
+            buffers: vec![0; usize::from(entries) * size],
+            entries,
+            size,
             tail: 0,
             group,
             registered: false,
         };
-        for id in 0..ENTRIES {
+        for id in 0..entries {
             r.give_back(id);
         }
         r.publish();
-        // SAFETY: `ring` holds ENTRIES slots, page aligned, and stays allocated until `release`
-        // has unregistered it (Drop never frees a ring that is still registered).
+        // SAFETY: `ring` holds `entries` slots, page aligned, and stays allocated until
+        // `release` has unregistered it (Drop never frees a ring that is still registered).
         unsafe {
             uring
                 .submitter()
-                .register_buf_ring_with_flags(r.ring as u64, ENTRIES, group, 0)?
+                .register_buf_ring_with_flags(r.ring as u64, entries, group, 0)?
         };
         r.registered = true;
         Ok(r)
@@ -68,23 +89,25 @@ impl BufRing {
 
     /// The buffer with id `id`.
     pub(super) fn buffer(&self, id: u16) -> &[u8] {
-        let start = usize::from(id % ENTRIES) * BUFFER;
-        &self.buffers[start..start + BUFFER]
+        let start = usize::from(id % self.entries) * self.size;
+        &self.buffers[start..start + self.size]
     }
 
     /// Put buffer `id` back in the ring (visible to the kernel at the next `publish`).
     pub(super) fn give_back(&mut self, id: u16) {
-        let slot = usize::from(self.tail & (ENTRIES - 1)) * SLOT;
-        let addr = self.buffers.as_ptr() as u64 + (usize::from(id % ENTRIES) * BUFFER) as u64;
-        // SAFETY: `slot` is below ENTRIES * SLOT, inside the ring allocation; the fields of
+        let id = id % self.entries;
+        let slot = usize::from(self.tail & (self.entries - 1)) * SLOT;
+        let addr = self.buffers.as_ptr() as u64 + (usize::from(id) * self.size) as u64;
+        // SAFETY: `slot` is below entries * SLOT, inside the ring allocation; the fields of
         // `struct io_uring_buf` are addr (u64, offset 0), len (u32, 8) and bid (u16, 12). The
-        // tail (u16, 14 of slot 0) is only written through `publish`.
+        // tail (u16, 14 of slot 0) is only written through `publish`. `size` fits in a u32
+        // (checked in `with_size`).
         unsafe {
             self.ring.add(slot).cast::<u64>().write_unaligned(addr);
             self.ring
                 .add(slot + 8)
                 .cast::<u32>()
-                .write_unaligned(BUFFER as u32);
+                .write_unaligned(self.size as u32);
             self.ring.add(slot + 12).cast::<u16>().write_unaligned(id);
         }
         self.tail = self.tail.wrapping_add(1);

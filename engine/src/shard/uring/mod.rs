@@ -1,6 +1,12 @@
-//! The io_uring backend: multishot accept, recv and `SENDMSG` submitted to the shard's own ring,
-//! multishot `RECVMSG` into a provided-buffer ring for ingest sockets (`uring/ingest.rs`), and an
-//! eventfd read for wake-ups from other shards. Every decision is the core's.
+//! The io_uring backend: multishot accept, recv and `SEND`/`SENDMSG` submitted to the shard's own
+//! ring, multishot `RECVMSG` into a provided-buffer ring for ingest sockets (`uring/ingest.rs`),
+//! and an eventfd read for wake-ups from other shards. Every decision is the core's.
+//!
+//! Connections receive into one provided-buffer ring the shard's connections share (256
+//! buffers of 4 KiB): a receive takes a buffer only when bytes arrive and gives it back as
+//! soon as the core has parsed them, so an idle viewer holds no receive buffer. A receive
+//! that finds every buffer taken (`ENOBUFS`, a burst of more requests in one wake-up than
+//! there are buffers) is armed again at the next turn, its bytes waiting in the socket.
 //!
 //! HLS segments go out one of three ways (`segment_send`): `SENDMSG` (the kernel copies),
 //! `SENDMSG_ZC` for large sends (pages are referenced, and the buffers are held until the
@@ -9,9 +15,9 @@
 //! segment's memfd, called directly on the non-blocking socket with a `POLL_ADD` to wait for
 //! room (io_uring's `SPLICE` would need a pipe per viewer and an io-wq thread per stalled one).
 //!
-//! Memory handed to the kernel stays put until its completion arrives: receive buffers,
-//! message headers and iovec arrays are boxed per connection, an in-flight send keeps its
-//! own handles on the `Bytes` it points into, and a TLS connection's `SEND` points into its
+//! Memory handed to the kernel stays put until its completion arrives: the receive ring is
+//! unregistered before it is freed, message headers and iovec arrays are boxed per send (and
+//! reused), an in-flight send keeps its own handles on the `Bytes` it points into, and a TLS connection's `SEND` points into its
 //! link's output buffer, which stays in place until the completion is reported to the core. A connection is freed only once neither its
 //! receive nor a send nor a zero-copy notification is pending (closing shuts the socket down
 //! first, which completes them).
@@ -54,7 +60,14 @@ const ZC_REPORT_USAGE: u16 = 8;
 const ZC_COPIED: i32 = i32::MIN;
 /// Sends smaller than this are copied even in zero-copy mode (pinning pages costs more).
 const ZC_MIN_BYTES: usize = 16 * 1024;
+/// Bytes of one receive buffer (a request larger than this arrives over several receives).
 const RECV_BUFFER: usize = 4096;
+/// Receive buffers of the shard's connections, shared: a connection's receive takes one only
+/// when bytes arrive, and gives it back once they are parsed, so ten thousand idle viewers
+/// hold none.
+const RECV_BUFFERS: u16 = 256;
+/// The buffer group of the connections' receives (ingest sockets number theirs from 0).
+const RECV_GROUP: u16 = u16::MAX;
 /// Completion queue entries (the kernel clamps to its maximum).
 const CQ_ENTRIES: u32 = 65_536;
 const MAX_IOVECS: usize = 64;
@@ -280,7 +293,6 @@ enum Sending {
 
 struct Client {
     fd: OwnedFd,
-    recv_buf: Box<[u8; RECV_BUFFER]>,
     recv_in_flight: bool,
     send: Option<Sending>,
     /// Zero-copy sends whose notification has not come: (generation, memory).
@@ -302,6 +314,11 @@ pub struct UringShard {
     /// The TLS listener and what its connections are accepted with.
     tls: Option<(std::net::TcpListener, ShardTls)>,
     clients: Vec<Option<Client>>,
+    /// The connections' receive buffers ([`RECV_BUFFERS`] of [`RECV_BUFFER`] bytes).
+    recv_ring: ingest::BufRing,
+    /// Connections whose receive found no buffer free: armed again next turn, once the
+    /// buffers taken this turn are back.
+    recv_starved: Vec<usize>,
     /// Ingest sockets, by the slot their receives and buffer group are numbered with (a slot
     /// is reused only once its socket's last completion has arrived).
     ingest: Vec<Option<ingest::RingIngest>>,
@@ -346,6 +363,8 @@ impl UringShard {
             parts.ring.submitter().register_enable_rings()?;
         }
         let gather_us = gather_us(&parts.ring, p.gather);
+        let recv_ring =
+            ingest::BufRing::with_size(&parts.ring, RECV_GROUP, RECV_BUFFERS, RECV_BUFFER)?;
         let mut shard = UringShard {
             core,
             ring: parts.ring,
@@ -354,6 +373,8 @@ impl UringShard {
             listener: p.listener,
             tls: p.tls,
             clients: Vec::new(),
+            recv_ring,
+            recv_starved: Vec::new(),
             ingest_batch: Vec::new(),
             ingest: Vec::new(),
             ticks: IngestTicks::new(p.ingest_interval, Instant::now()),
@@ -423,7 +444,7 @@ impl UringShard {
                     self.ingest.len() - 1
                 }
             };
-            let Ok(group) = u16::try_from(i) else {
+            let Some(group) = u16::try_from(i).ok().filter(|&g| g != RECV_GROUP) else {
                 tracing::error!(stream = %name, "too many ingest sockets on one shard: the stream stays offline");
                 continue;
             };
@@ -639,13 +660,12 @@ impl UringShard {
             return Ok(());
         }
         c.recv_in_flight = true;
-        let e = opcode::Recv::new(
-            types::Fd(c.fd.as_raw_fd()),
-            c.recv_buf.as_mut_ptr(),
-            RECV_BUFFER as u32,
-        )
-        .build()
-        .user_data(user_data(RECV, key));
+        // A buffer from the shared ring, taken when bytes arrive.
+        let e = opcode::Recv::new(types::Fd(c.fd.as_raw_fd()), std::ptr::null_mut(), 0)
+            .buf_group(RECV_GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(user_data(RECV, key));
         self.push(&e)
     }
 
@@ -860,13 +880,17 @@ impl UringShard {
                     ACCEPT => self.on_accept(key, result, flags)?,
                     WAKE => self.arm_wake()?,
                     INGEST => self.on_ingest(key, result, flags, received)?,
-                    RECV => self.on_recv(key, result)?,
+                    RECV => self.on_recv(key, result, flags)?,
                     SEND if cqueue::notif(flags) => {
                         self.on_zc_notification(key, generation, result)
                     }
                     SEND => self.on_send(key, generation, result, flags)?,
                     _ => {}
                 }
+            }
+            // Every buffer taken this turn is back: receives that found none try again.
+            for key in std::mem::take(&mut self.recv_starved) {
+                self.arm_recv(key)?;
             }
             self.flush_ingest(received);
             self.pace_ingest(now)?;
@@ -957,7 +981,6 @@ impl UringShard {
         }
         self.clients[key] = Some(Client {
             fd,
-            recv_buf: Box::new([0; RECV_BUFFER]),
             recv_in_flight: false,
             send: None,
             zc_pending: Vec::new(),
@@ -1032,24 +1055,52 @@ impl UringShard {
         }
     }
 
-    fn on_recv(&mut self, key: usize, result: i32) -> io::Result<()> {
+    fn on_recv(&mut self, key: usize, result: i32, flags: u32) -> io::Result<()> {
+        let buffer = cqueue::buffer_select(flags);
         let Some(Some(c)) = self.clients.get_mut(key) else {
+            self.give_back_recv(buffer);
             return Ok(());
         };
         c.recv_in_flight = false;
+        if result == -libc::ENOBUFS && !c.closing {
+            // Every buffer was taken when its bytes came: they wait in the socket.
+            self.recv_starved.push(key);
+            if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
+                stats
+                    .receive_waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Ok(());
+        }
         if c.closing || result <= 0 {
-            if result < 0 && (result == -libc::EAGAIN || result == -libc::EINTR) && !c.closing {
+            let again =
+                result < 0 && (result == -libc::EAGAIN || result == -libc::EINTR) && !c.closing;
+            self.give_back_recv(buffer);
+            if again {
                 return self.arm_recv(key);
             }
             self.close(key);
             return Ok(());
         }
-        let n = result as usize;
-        let data: [u8; RECV_BUFFER] = *c.recv_buf;
-        self.core.on_read(key, &data[..n]);
+        let Some(id) = buffer else {
+            // Bytes without a buffer cannot happen; end the connection rather than guess.
+            self.close(key);
+            return Ok(());
+        };
+        let n = (result as usize).min(RECV_BUFFER);
+        self.core.on_read(key, &self.recv_ring.buffer(id)[..n]);
+        self.give_back_recv(Some(id));
         self.send(key)?;
         self.close_if_finished(key);
         self.arm_recv(key)
+    }
+
+    /// Return a receive buffer to the shared ring.
+    fn give_back_recv(&mut self, buffer: Option<u16>) {
+        if let Some(id) = buffer {
+            self.recv_ring.give_back(id);
+            self.recv_ring.publish();
+        }
     }
 
     fn on_send(&mut self, key: usize, generation: u32, result: i32, flags: u32) -> io::Result<()> {
@@ -1303,15 +1354,17 @@ impl Drop for UringShard {
             for ingest in self.ingest.iter_mut().flatten() {
                 ingest.release(&self.ring);
             }
+            self.recv_ring.release(&self.ring);
         } else {
             tracing::warn!(
                 shard = self.core.index(),
                 operations = self.in_flight,
                 "io_uring operations still in flight at exit: their buffers are left allocated"
             );
-            // Everything the kernel may still write into: connections' receive buffers and
-            // message headers, the wake-up buffer, and the ingest sockets' buffer rings,
-            // datagram buffers and message headers.
+            // Everything the kernel may still write into: connections' message headers, the
+            // wake-up buffer, and the ingest sockets' buffer rings, datagram buffers and
+            // message headers. (The connections' receive ring stays registered, and a
+            // registered ring is never freed: see `BufRing`'s Drop.)
             std::mem::forget(std::mem::take(&mut self.clients));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
             std::mem::forget(std::mem::take(&mut self.ingest));
