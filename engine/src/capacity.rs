@@ -104,10 +104,10 @@ pub mod measured {
     /// is: 1.65 ms per second per channel in the same run, with `ingest_interval = 0`.
     pub const INGEST_PROMPT_MS_PER_S_PER_MBIT: f64 = 1.65 / 2.5;
     /// Resident memory per HLS player: the server's RSS with 10,000 players less its RSS
-    /// before the first came ("10,000 viewers on one shard").
-    pub const HLS_KIB_PER_VIEWER: f64 = 5.7;
+    /// before the first came, receive buffers shared ("10,000 viewers on one shard").
+    pub const HLS_KIB_PER_VIEWER: f64 = 1.5;
     /// Resident memory per HTTP-TS viewer, the same way.
-    pub const TS_KIB_PER_VIEWER: f64 = 9.3;
+    pub const TS_KIB_PER_VIEWER: f64 = 5.7;
     /// Resident memory of a server with one stream and 100 players, less the players.
     pub const BASE_MIB: f64 = 30.0;
 }

@@ -373,8 +373,8 @@ fn capacity_matches_hand_calculations() {
     assert!(out.contains("(2.2 ms per second per stream)"), "{out}");
     // Buffers: (6 + 1) x 2 s + 10 s grace + 10 s window = 34 s x 0.5 MB/s = 17 MB = 16.2 MiB.
     assert_eq!(figure(&out, "stream buffers:"), 16.2);
-    // Viewers: 10000 x 5.7 KiB = 55.66 MiB; total 30 + 16.21 + 55.66 = 101.9 MiB.
-    assert!(out.contains("total resident:      101.9 MiB"), "{out}");
+    // Viewers: 10000 x 1.5 KiB = 14.65 MiB; total 30 + 16.21 + 14.65 = 60.9 MiB.
+    assert!(out.contains("total resident:      60.9 MiB"), "{out}");
     // MistServer: 3.4 points per viewer = 34000; 50 s x 0.5 MB/s = 25 MB = 23.8 MiB.
     assert!(out.contains("34000 PassMark"), "{out}");
     assert!(out.contains("23.8 MiB (50 s default live buffer"), "{out}");
@@ -410,10 +410,10 @@ fn capacity_matches_hand_calculations() {
     // = 13.2 ms/s = 0.013 cores.
     assert_eq!(figure(&out, "ingest + segmenting:"), 0.01);
     assert!(out.contains("(1.6 ms per second per stream)"), "{out}");
-    // Buffers: 8 x 34 s x 312500 B/s = 85 MB = 81.06 MiB; viewers 2000 x 9.3 KiB = 18.16 MiB;
-    // total 30 + 81.06 + 18.16 = 129.2 MiB.
+    // Buffers: 8 x 34 s x 312500 B/s = 85 MB = 81.06 MiB; viewers 2000 x 5.7 KiB = 11.13 MiB;
+    // total 30 + 81.06 + 11.13 = 122.2 MiB.
     assert_eq!(figure(&out, "stream buffers:"), 81.1);
-    assert!(out.contains("total resident:      129.2 MiB"), "{out}");
+    assert!(out.contains("total resident:      122.2 MiB"), "{out}");
     // Storage: 8 x 312500 B/s x 86400 s = 216 GB = 201.17 GiB.
     assert_eq!(figure(&out, "recordings:"), 201.17);
     assert!(out.contains("6800 PassMark"), "{out}");
