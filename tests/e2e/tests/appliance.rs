@@ -313,21 +313,27 @@ fn sighup_rereads_the_configuration_and_refuses_a_bad_one() {
     std::fs::write(&path, good).unwrap();
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
-    let hup_and_wait = || {
+    // Each SIGHUP is answered in the log before the file changes again: two signals that
+    // come before the server's signal loop runs (it starts after the listener) are one.
+    let hup_and_wait = |answer: &str| {
         nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        wait_until(
+            std::time::Duration::from_secs(10),
+            || format!("no {answer:?} in the log:\n{}", server.log()),
+            || server.log().contains(answer),
+        );
         let (status, _, _) = fetch(server.addr, "/", "");
         assert_eq!(status, 200, "the server must keep serving across SIGHUP");
     };
-    hup_and_wait();
+    hup_and_wait("re-read, unchanged");
     std::fs::write(
         &path,
         "[[stream]]\nname = \"demo\"\nsource = \"rtsp://x\"\n",
     )
     .unwrap();
-    hup_and_wait();
+    hup_and_wait("refused (line 3");
     std::fs::write(&path, format!("{good}window = 20\n")).unwrap();
-    hup_and_wait();
+    hup_and_wait("stream demo changed");
     let (status, log) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
     let unchanged = log.find("re-read, unchanged").expect(&log);
