@@ -24,16 +24,25 @@ pub struct Tracks {
     pub audio: Option<String>,
 }
 
+/// Packets handed to the demuxer at a time while it looks for the PMT.
+const PMT_SEARCH_STEP: usize = 16 * PACKET_SIZE;
+
 /// Probe `data` (whole packets, starting anywhere; best at a segment start, where PAT, PMT
-/// and a keyframe with its parameter sets come first).
+/// and a keyframe with its parameter sets come first). It reads no further than it needs: to
+/// the first PMT, then to the first video SPS and the first audio frame header.
 pub fn probe_tracks(data: &[u8]) -> Tracks {
     let mut demuxer = Demuxer::new(DemuxConfig::default());
     let mut pmt: Option<Pmt> = None;
-    demuxer.push(data, |e| {
-        if let DemuxEvent::Pmt(p) = e {
-            pmt.get_or_insert_with(|| p.clone());
+    for step in data.chunks(PMT_SEARCH_STEP) {
+        demuxer.push(step, |e| {
+            if let DemuxEvent::Pmt(p) = e {
+                pmt.get_or_insert_with(|| p.clone());
+            }
+        });
+        if pmt.is_some() {
+            break;
         }
-    });
+    }
     let Some(pmt) = pmt else {
         return Tracks::default();
     };
@@ -47,10 +56,13 @@ pub fn probe_tracks(data: &[u8]) -> Tracks {
             Codec::AacAdts | Codec::MpegAudio | Codec::Ac3 | Codec::Eac3
         )
     });
-    let mut video_payload = Vec::new();
+    let mut sps = video.map(|v| SpsSearch::new(v.codec));
     let mut audio_start: Option<Vec<u8>> = None;
-    let mut video_started = false;
     for bytes in data.chunks_exact(PACKET_SIZE) {
+        let searching_video = sps.as_ref().is_some_and(SpsSearch::searching);
+        if !searching_video && (audio.is_none() || audio_start.is_some()) {
+            break;
+        }
         let Ok(bytes) = <&[u8; PACKET_SIZE]>::try_from(bytes) else {
             continue;
         };
@@ -58,14 +70,8 @@ pub fn probe_tracks(data: &[u8]) -> Tracks {
             continue;
         };
         let pid = packet.pid();
-        if video.is_some_and(|v| v.pid == pid) && video_payload.len() < VIDEO_SEARCH {
-            let payload = packet.payload();
-            if packet.payload_unit_start() {
-                video_started = true;
-                video_payload.extend_from_slice(pes_payload(payload).unwrap_or(&[]));
-            } else if video_started {
-                video_payload.extend_from_slice(payload);
-            }
+        if let Some(search) = sps.as_mut().filter(|_| video.is_some_and(|v| v.pid == pid)) {
+            search.packet(&packet);
         }
         if audio_start.is_none()
             && audio.is_some_and(|a| a.pid == pid)
@@ -75,10 +81,72 @@ pub fn probe_tracks(data: &[u8]) -> Tracks {
         }
     }
     Tracks {
-        video: video.and_then(|v| find_sps(v.codec, &video_payload)),
+        video: sps.and_then(SpsSearch::finish),
         audio: audio
             .zip(audio_start)
             .and_then(|(a, frame)| audio_codec(a.codec, &frame)),
+    }
+}
+
+/// The search for a video stream's first SPS in its elementary stream, gathered from the
+/// stream's packets up to [`VIDEO_SEARCH`] bytes and looked at each time a PES packet ends,
+/// from where the last look stopped.
+struct SpsSearch {
+    codec: Codec,
+    payload: Vec<u8>,
+    started: bool,
+    /// Where the next look starts: the start code of a NAL unit not yet seen whole.
+    from: usize,
+    found: Option<VideoParams>,
+    /// Found, or gathered as much as it may.
+    done: bool,
+}
+
+impl SpsSearch {
+    fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            payload: Vec::new(),
+            started: false,
+            from: 0,
+            found: None,
+            done: false,
+        }
+    }
+
+    fn searching(&self) -> bool {
+        !self.done
+    }
+
+    fn packet(&mut self, packet: &Packet<'_>) {
+        if self.done {
+            return;
+        }
+        let payload = packet.payload();
+        if packet.payload_unit_start() {
+            if self.started {
+                // A PES packet ended: what it brought is whole.
+                self.found = find_sps(self.codec, &self.payload, &mut self.from, false);
+                if self.found.is_some() {
+                    self.done = true;
+                    return;
+                }
+            }
+            self.started = true;
+            self.payload
+                .extend_from_slice(pes_payload(payload).unwrap_or(&[]));
+        } else if self.started {
+            self.payload.extend_from_slice(payload);
+        }
+        self.done = self.payload.len() >= VIDEO_SEARCH;
+    }
+
+    /// The SPS found, looking at what is left as whole when none was before.
+    fn finish(mut self) -> Option<VideoParams> {
+        if self.found.is_none() {
+            self.found = find_sps(self.codec, &self.payload, &mut self.from, true);
+        }
+        self.found
     }
 }
 
@@ -89,12 +157,18 @@ fn pes_payload(data: &[u8]) -> Option<&[u8]> {
 }
 
 /// The first sequence parameter set in an Annex B byte stream, read.
-fn find_sps(codec: Codec, stream: &[u8]) -> Option<VideoParams> {
-    let mut at = 0;
+/// The first SPS in `stream` from `*from`. A NAL unit running to the end of `stream` is taken
+/// only when `whole` (nothing follows it); otherwise `*from` is left at its start code, to be
+/// looked at again once more has come.
+fn find_sps(codec: Codec, stream: &[u8], from: &mut usize, whole: bool) -> Option<VideoParams> {
+    let mut at = (*from).min(stream.len());
     while let Some(found) = memchr::memmem::find(&stream[at..], &[0, 0, 1]) {
         let start = at + found + 3;
-        let end =
-            memchr::memmem::find(&stream[start..], &[0, 0, 1]).map_or(stream.len(), |n| start + n);
+        let next = memchr::memmem::find(&stream[start..], &[0, 0, 1]).map(|n| start + n);
+        let Some(end) = next.or(whole.then_some(stream.len())) else {
+            *from = at + found;
+            return None;
+        };
         let nal = &stream[start..end];
         let parsed = match codec {
             Codec::H264 if nal.first().is_some_and(|h| h & 0x1F == 7) => h264_sps(nal),
@@ -106,5 +180,119 @@ fn find_sps(codec: Codec, stream: &[u8]) -> Option<VideoParams> {
         }
         at = start;
     }
+    // No start code from `at` on, but the last two bytes may begin one.
+    *from = stream.len().saturating_sub(2).max(at);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ts::mux::{MuxConfig, MuxStream, Muxer};
+    use crate::ts::types::{Pid, StreamType};
+
+    /// An H.264 SPS (baseline 3.0, 1920x16) as a NAL unit, with its start code.
+    fn sps() -> Vec<u8> {
+        let mut bits = Vec::new();
+        let mut put = |n: u32, v: u64| {
+            for i in (0..n).rev() {
+                bits.push(v >> i & 1 == 1);
+            }
+        };
+        // NAL header, profile, constraints, level; then ue(v) fields as bit strings: ids 0,
+        // log2_max_frame_num 0, poc type 0, log2_max_poc 0, one reference frame, gaps 0,
+        // width 119 (+1 macroblocks), height 0 (+1), frame_mbs_only, direct_8x8, no cropping,
+        // no VUI.
+        put(32, 0x6742_001E);
+        put(4, 0b1111);
+        put(3, 0b010);
+        put(1, 0);
+        put(13, 0b0000001111000);
+        put(1, 1);
+        put(2, 0b11);
+        put(1, 0);
+        put(1, 0);
+        let mut out = vec![0, 0, 0, 1];
+        out.extend(bits.chunks(8).map(|byte| {
+            byte.iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &bit)| b | u8::from(bit) << (7 - i))
+        }));
+        out.push(0x80);
+        out
+    }
+
+    /// A NAL unit of `len` bytes that is not a parameter set (a slice), start code first.
+    fn slice(len: usize) -> Vec<u8> {
+        let mut out = vec![0, 0, 1, 0x41];
+        out.extend((0..len).map(|i| (i % 251) as u8 | 0x10));
+        out
+    }
+
+    fn stream(units: &[(Vec<u8>, bool)]) -> Vec<u8> {
+        let mut muxer = Muxer::new(MuxConfig {
+            program_number: 1,
+            pmt_pid: Pid::from_bits(0x1000),
+            streams: vec![
+                MuxStream {
+                    pid: Pid::from_bits(0x100),
+                    stream_type: StreamType::H264,
+                    stream_id: 0xE0,
+                },
+                MuxStream {
+                    pid: Pid::from_bits(0x101),
+                    stream_type: StreamType::AAC_ADTS,
+                    stream_id: 0xC0,
+                },
+            ],
+        });
+        let mut out = Vec::new();
+        for (i, (unit, audio)) in units.iter().enumerate() {
+            let pts = 90_000 + i as u64 * 3600;
+            muxer.write(usize::from(*audio), pts, None, i == 0, unit, &mut out);
+        }
+        out
+    }
+
+    fn adts() -> Vec<u8> {
+        let mut frame = vec![0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC];
+        frame.resize(16, 0);
+        frame
+    }
+
+    #[test]
+    fn an_sps_in_a_later_access_unit_split_over_packets_is_found() {
+        // The first access unit has none; the second has it straddling a packet boundary.
+        let mut second = slice(150);
+        second.extend(sps());
+        second.extend(slice(3000));
+        let data = stream(&[
+            (slice(5000), false),
+            (adts(), true),
+            (second, false),
+            (slice(400), false),
+        ]);
+        let tracks = probe_tracks(&data);
+        let video = tracks.video.expect("the SPS");
+        assert_eq!((video.width, video.height), (1920, 16));
+        assert_eq!(tracks.audio.as_deref(), Some("mp4a.40.2"));
+    }
+
+    #[test]
+    fn an_sps_ending_the_data_is_found() {
+        let mut last = slice(100);
+        last.extend(sps());
+        let data = stream(&[(slice(1000), false), (last, false)]);
+        let video = probe_tracks(&data).video.expect("the SPS");
+        assert_eq!((video.width, video.height), (1920, 16));
+        assert_eq!(probe_tracks(&data).audio, None);
+    }
+
+    #[test]
+    fn a_stream_without_an_sps_has_no_video_params() {
+        let data = stream(&[(slice(1000), false), (slice(20_000), false), (adts(), true)]);
+        let tracks = probe_tracks(&data);
+        assert_eq!(tracks.video, None);
+        assert_eq!(tracks.audio.as_deref(), Some("mp4a.40.2"));
+    }
 }
