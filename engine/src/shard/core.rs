@@ -126,6 +126,9 @@ pub struct ShardCore {
     tls_counters: Option<Arc<crate::tls::TlsCounters>>,
     /// Request bytes decrypted in the current read (reused).
     plaintext: Vec<u8>,
+    /// Where UDP ingest sockets read on the tick (or polled) take their datagrams, a batch a
+    /// system call (reused, shared by this shard's sockets).
+    datagram_buffers: crate::source::DatagramBuffers,
     /// Sockets and windows handed over by an upgrade, or kept to hand over; the ingest pause.
     handoff: Arc<crate::upgrade::Handoff>,
     /// This shard has let go of its ingest sockets for an upgrade: what its sources make is
@@ -185,6 +188,7 @@ impl ShardCore {
             tls: Vec::new(),
             tls_counters: None,
             plaintext: Vec::new(),
+            datagram_buffers: Default::default(),
             handoff: Arc::new(crate::upgrade::Handoff::default()),
             ingest_paused: false,
         }
@@ -903,10 +907,12 @@ impl ShardCore {
     pub fn read_ingest(&mut self, home: usize, socket: &mut UdpIngest) -> usize {
         let received = self.clock.unix_ns;
         let mut bytes = 0;
-        let pass = socket.read_all(|datagram| {
+        let mut buffers = std::mem::take(&mut self.datagram_buffers);
+        let pass = socket.read_all(&mut buffers, |datagram| {
             bytes += datagram.len();
             self.ingest(home, datagram, received)
         });
+        self.datagram_buffers = buffers;
         match pass {
             Ok(pass) => self.ingest_done(home, pass.datagrams, pass.kernel_drops, received),
             Err(e) => {

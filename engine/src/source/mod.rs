@@ -61,7 +61,7 @@ pub use retry::Retry;
 pub use rtmp::{RtmpCounts, RtmpSpec};
 pub use srt::{stop_srt_threads, SrtCounts, SrtMode, SrtSpec};
 pub use tcp::{TcpMode, TcpSpec};
-pub use udp::{UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
+pub use udp::{DatagramBuffers, UdpDriver, UdpIngest, UdpSpec, DEFAULT_RCVBUF};
 
 /// Where a stream comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

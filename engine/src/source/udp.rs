@@ -1,17 +1,15 @@
-//! MPEG-TS over UDP: the socket (socket2 for the options, nix for recvmsg with the kernel's
-//! drop counter): unicast or multicast, any-source or source-specific, IPv4 or IPv6
+//! MPEG-TS over UDP: the socket (socket2 for the options; `recvmmsg` for up to
+//! [`crate::sys::DATAGRAM_BATCH`] datagrams a call, with the kernel's drop counter): unicast or multicast, any-source or source-specific, IPv4 or IPv6
 //! (`udp://[::]:5000`, `udp://[ff3e::1]:5000?iface=eth1`, `udp://[2001:db8::7]@[ff3e::1]:5000`).
 //! An IPv6 group is joined on the interface `iface=` names (a name or an index); without it,
 //! on the one the kernel picks by its routes.
 
 use super::{SourceDriver, SourceError, SourceSpec};
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
-};
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 /// A UDP source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +118,7 @@ pub(super) fn start_task(
         let Ok((socket, mut reader)) = socket.into_tokio() else {
             return;
         };
+        let mut buffers = DatagramBuffers::default();
         let mut rtp = Sequence::new();
         let mut batch = bytes::BytesMut::new();
         loop {
@@ -127,10 +126,10 @@ pub(super) fn start_task(
                 return;
             }
             // Everything waiting is read, to EAGAIN: tokio is then told the socket is drained.
-            let fd = socket.as_raw_fd();
+            let fd = socket.as_fd();
             let mut pass = Ok(ReadPass::default());
             let _ = socket.try_io(tokio::io::Interest::READABLE, || {
-                pass = reader.read_all(fd, |datagram| {
+                pass = reader.read_all(fd, &mut buffers, |datagram| {
                     let payload = match unwrap(datagram) {
                         Datagram::Raw(raw) => raw,
                         Datagram::Rtp { sequence, payload } => {
@@ -174,13 +173,26 @@ pub struct UdpIngest {
     reader: Reader,
 }
 
-/// What reading datagrams needs besides the socket: the buffers, and the kernel's drop count
-/// as last seen.
+/// What reading a socket's datagrams keeps besides the socket: the kernel's drop count as
+/// last seen.
 #[derive(Debug)]
 struct Reader {
-    buf: Vec<u8>,
-    cmsg: Vec<u8>,
     drops_seen: u32,
+}
+
+/// Room for a batch of datagrams ([`crate::sys::DATAGRAM_BATCH`] of up to [`MAX_DATAGRAM`]
+/// bytes each, 1 MiB of address space of which only what datagrams touch is ever resident),
+/// shared by the sockets one thread reads. Taken on first use: the default holds none.
+#[derive(Debug, Default)]
+pub struct DatagramBuffers(Vec<u8>);
+
+impl DatagramBuffers {
+    fn slots(&mut self) -> &mut [u8] {
+        if self.0.is_empty() {
+            self.0 = vec![0; crate::sys::DATAGRAM_BATCH * MAX_DATAGRAM];
+        }
+        &mut self.0
+    }
 }
 
 /// What one read pass found.
@@ -230,11 +242,7 @@ impl UdpIngest {
     fn from_socket(std_socket: std::net::UdpSocket) -> Self {
         Self {
             socket: mio::net::UdpSocket::from_std(std_socket),
-            reader: Reader {
-                buf: vec![0; MAX_DATAGRAM],
-                cmsg: nix::cmsg_space!(u32),
-                drops_seen: 0,
-            },
+            reader: Reader { drops_seen: 0 },
         }
     }
 
@@ -279,50 +287,46 @@ impl UdpIngest {
         u64::from(drops)
     }
 
-    /// Read every datagram waiting, handing each to `datagram`.
-    pub fn read_all(&mut self, datagram: impl FnMut(&[u8])) -> io::Result<ReadPass> {
-        self.reader.read_all(self.socket.as_raw_fd(), datagram)
+    /// Read every datagram waiting into `buffers`, a batch a call, handing each to `datagram`.
+    pub fn read_all(
+        &mut self,
+        buffers: &mut DatagramBuffers,
+        datagram: impl FnMut(&[u8]),
+    ) -> io::Result<ReadPass> {
+        self.reader.read_all(self.socket.as_fd(), buffers, datagram)
     }
 }
 
 impl Reader {
-    /// Read every datagram waiting on `fd`, handing each to `datagram`.
+    /// Read every datagram waiting on `socket` into `buffers`, a batch a call, handing each to
+    /// `datagram`: until a call finds fewer than a batch waiting (the socket is empty then).
     fn read_all(
         &mut self,
-        fd: std::os::fd::RawFd,
+        socket: std::os::fd::BorrowedFd<'_>,
+        buffers: &mut DatagramBuffers,
         mut datagram: impl FnMut(&[u8]),
     ) -> io::Result<ReadPass> {
+        use crate::sys::{receive_datagrams, DATAGRAM_BATCH};
         let mut pass = ReadPass::default();
         loop {
-            let (len, drops) = {
-                let mut iov = [IoSliceMut::new(&mut self.buf)];
-                let msg = match recvmsg::<SockaddrStorage>(
-                    fd,
-                    &mut iov,
-                    Some(&mut self.cmsg),
-                    MsgFlags::empty(),
-                ) {
-                    Ok(m) => m,
-                    Err(nix::errno::Errno::EAGAIN) => break,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let mut drops = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::RxqOvfl(n) = c {
-                            drops = Some(n);
-                        }
-                    }
-                }
-                (msg.bytes, drops)
+            let slots = buffers.slots();
+            let got = match receive_datagrams(socket, slots, MAX_DATAGRAM) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            if let Some(total) = drops {
+            if let Some(total) = got.kernel_drops {
                 pass.kernel_drops += u64::from(total.wrapping_sub(self.drops_seen));
                 self.drops_seen = total;
             }
-            pass.datagrams += 1;
-            datagram(&self.buf[..len]);
+            for (slot, &len) in slots.chunks_exact(MAX_DATAGRAM).zip(&got.lens[..got.count]) {
+                datagram(&slot[..len]);
+            }
+            pass.datagrams += got.count as u64;
+            if got.count < DATAGRAM_BATCH {
+                break;
+            }
         }
         Ok(pass)
     }
@@ -415,4 +419,76 @@ fn resolve_interface(iface: Option<&str>) -> io::Result<Interface> {
         .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
     Ok(Interface::Index(index, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(rcvbuf: usize) -> (UdpIngest, std::net::UdpSocket) {
+        let spec = UdpSpec {
+            addr: "127.0.0.1:0".parse().expect("an address"),
+            source: None,
+            iface: None,
+            program: None,
+            rcvbuf,
+        };
+        let mut ingest = UdpIngest::open(&spec, |_| {}).expect("the ingest socket");
+        let to = ingest.socket().local_addr().expect("its address");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("a sender");
+        sender.connect(to).expect("connected");
+        (ingest, sender)
+    }
+
+    #[test]
+    fn every_datagram_waiting_is_read_whole_and_in_order_over_several_batches() {
+        let (mut ingest, sender) = open(DEFAULT_RCVBUF);
+        // Over two batches and a part, the largest datagram IPv4 carries among them.
+        let sizes: Vec<usize> = (0..40)
+            .map(|i| match i {
+                7 => 65_507,
+                _ => 1 + i * 97,
+            })
+            .collect();
+        for (i, &size) in sizes.iter().enumerate() {
+            let datagram: Vec<u8> = (0..size).map(|b| (b + i) as u8).collect();
+            sender.send(&datagram).expect("sent");
+        }
+        let mut buffers = DatagramBuffers::default();
+        let mut got = Vec::new();
+        let pass = ingest
+            .read_all(&mut buffers, |d| got.push(d.to_vec()))
+            .expect("read");
+        assert_eq!(pass.datagrams, 40);
+        assert_eq!(pass.kernel_drops, 0);
+        for (i, (d, &size)) in got.iter().zip(&sizes).enumerate() {
+            assert_eq!(d.len(), size, "datagram {i}");
+            assert!(d.iter().enumerate().all(|(b, &v)| v == (b + i) as u8));
+        }
+        // Nothing more waits: a second pass reads nothing.
+        let again = ingest.read_all(&mut buffers, |_| {}).expect("read");
+        assert_eq!(again.datagrams, 0);
+    }
+
+    #[test]
+    fn what_the_kernel_dropped_for_a_full_buffer_is_counted() {
+        let (mut ingest, sender) = open(4096);
+        let datagram = [0x47u8; 1316];
+        for _ in 0..200 {
+            sender.send(&datagram).expect("sent");
+        }
+        let mut buffers = DatagramBuffers::default();
+        let first = ingest.read_all(&mut buffers, |_| {}).expect("read");
+        // A datagram carries the drop count as it was when it was queued: those queued before
+        // the drops say none, the next one after them says how many.
+        sender.send(&datagram).expect("sent");
+        let next = ingest.read_all(&mut buffers, |_| {}).expect("read");
+        assert!(first.datagrams < 200, "{first:?}");
+        assert_eq!(next.datagrams, 1);
+        assert_eq!(
+            first.datagrams + first.kernel_drops + next.kernel_drops,
+            200,
+            "{first:?} {next:?}"
+        );
+    }
 }

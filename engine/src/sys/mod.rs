@@ -1,9 +1,10 @@
 //! The few system facts and calls the engine needs beyond its libraries: CPU affinity, the
-//! wall clock, sealed memfds and `sendfile(2)` for HLS segments, and a child process that
-//! dies with the server.
+//! wall clock, sealed memfds and `sendfile(2)` for HLS segments, a batch of datagrams per
+//! system call for UDP ingest, and a child process that dies with the server.
 //!
-//! All of it goes through nix's safe wrappers but four: the hook run in a forked child before
-//! it executes its program ([`die_with_server`]), two socket options nix does not wrap:
+//! All of it goes through nix's safe wrappers but these: the hook run in a forked child before
+//! it executes its program ([`die_with_server`]), `recvmmsg(2)` into buffers kept from call to
+//! call ([`receive_datagrams`]), two socket options nix does not wrap:
 //! `SO_RCVLOWAT` ([`set_receive_low_water`]) and IPv6 source-specific multicast
 //! ([`join_source_group_v6`]), the read-only mapping of a sealed segment memfd that TLS
 //! encrypts from ([`SealedMapping`]), and taking ownership of descriptors another process
@@ -176,6 +177,108 @@ impl Drop for SealedMapping {
             }
         }
     }
+}
+
+/// Datagrams taken at most by one [`receive_datagrams`].
+pub const DATAGRAM_BATCH: usize = 16;
+
+/// What one [`receive_datagrams`] took.
+#[derive(Clone, Copy, Debug)]
+pub struct DatagramsReceived {
+    /// Datagrams taken; datagram `i` is in slot `i`.
+    pub count: usize,
+    /// Each datagram's length.
+    pub lens: [usize; DATAGRAM_BATCH],
+    /// The socket's drop count (`SO_RXQ_OVFL`) as the last datagram carried it, if enabled.
+    pub kernel_drops: Option<u32>,
+}
+
+/// Take up to [`DATAGRAM_BATCH`] datagrams waiting on the non-blocking UDP `socket` with one
+/// `recvmmsg(2)` (which nix wraps only with per-call allocations), into `buffers` cut into
+/// slots of `slot` bytes. A slot must hold the largest datagram: one longer is cut short and
+/// refused as an error. Nothing waiting gives `WouldBlock`.
+#[allow(unsafe_code)]
+pub fn receive_datagrams(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buffers: &mut [u8],
+    slot: usize,
+) -> std::io::Result<DatagramsReceived> {
+    use std::os::fd::AsRawFd;
+    /// Control data for one `u32` (`CMSG_SPACE(4)`: a 16-byte header and 8 of data), as u64s
+    /// for the header's alignment.
+    type Control = [u64; 3];
+    let slot = slot.max(1);
+    let slots = (buffers.len() / slot).min(DATAGRAM_BATCH);
+    let mut received = DatagramsReceived {
+        count: 0,
+        lens: [0; DATAGRAM_BATCH],
+        kernel_drops: None,
+    };
+    if slots == 0 {
+        return Ok(received);
+    }
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; DATAGRAM_BATCH];
+    for (iov, buffer) in iovs.iter_mut().zip(buffers.chunks_exact_mut(slot)) {
+        iov.iov_base = buffer.as_mut_ptr().cast();
+        iov.iov_len = slot;
+    }
+    let mut controls: [Control; DATAGRAM_BATCH] = [[0; 3]; DATAGRAM_BATCH];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid value (null pointers, zero lengths).
+    let mut headers: [libc::mmsghdr; DATAGRAM_BATCH] = unsafe { std::mem::zeroed() };
+    for ((header, iov), control) in headers.iter_mut().zip(&mut iovs).zip(&mut controls) {
+        header.msg_hdr.msg_iov = iov;
+        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_control = control.as_mut_ptr().cast();
+        header.msg_hdr.msg_controllen = std::mem::size_of::<Control>();
+    }
+    // SAFETY: the descriptor is borrowed, so open for the call. The first `slots` headers
+    // point to iovecs and control buffers on this stack frame and the iovecs to disjoint
+    // `slot`-byte ranges of `buffers`, which is borrowed mutably for the call; every length
+    // given is the exact size of what it describes. MSG_DONTWAIT and a null timeout make the
+    // call return at once, and no path keeps a pointer past it.
+    let taken = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            slots as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let Ok(taken) = usize::try_from(taken) else {
+        return Err(std::io::Error::last_os_error());
+    };
+    for (i, header) in headers.iter().enumerate().take(taken.min(slots)) {
+        if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(std::io::Error::other(format!(
+                "a datagram over {slot} bytes was cut short"
+            )));
+        }
+        received.lens[i] = header.msg_len as usize;
+        // SAFETY: the kernel set msg_controllen to the control data it wrote into this
+        // header's buffer, which is still alive and unmoved; CMSG_FIRSTHDR and CMSG_NXTHDR
+        // stay within it and return null past its end, and a SO_RXQ_OVFL message carries a
+        // u32, read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                    && (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+                {
+                    received.kernel_drops = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(&header.msg_hdr, cmsg);
+            }
+        }
+        received.count = i + 1;
+    }
+    Ok(received)
 }
 
 /// `SO_RCVLOWAT`: a TCP socket is reported readable (and its reader woken) only once `bytes`

@@ -89,13 +89,13 @@ pub fn probe_tracks(data: &[u8]) -> Tracks {
 }
 
 /// The search for a video stream's first SPS in its elementary stream, gathered from the
-/// stream's packets up to [`VIDEO_SEARCH`] bytes and looked at each time a PES packet ends,
-/// from where the last look stopped.
+/// stream's packets up to [`VIDEO_SEARCH`] bytes and looked at as each packet comes, from
+/// where the last look stopped (at a keyframe the SPS comes first: nothing more is copied).
 struct SpsSearch {
     codec: Codec,
     payload: Vec<u8>,
     started: bool,
-    /// Where the next look starts: the start code of a NAL unit not yet seen whole.
+    /// Where the next look starts.
     from: usize,
     found: Option<VideoParams>,
     /// Found, or gathered as much as it may.
@@ -124,24 +124,20 @@ impl SpsSearch {
         }
         let payload = packet.payload();
         if packet.payload_unit_start() {
-            if self.started {
-                // A PES packet ended: what it brought is whole.
-                self.found = find_sps(self.codec, &self.payload, &mut self.from, false);
-                if self.found.is_some() {
-                    self.done = true;
-                    return;
-                }
-            }
             self.started = true;
             self.payload
                 .extend_from_slice(pes_payload(payload).unwrap_or(&[]));
         } else if self.started {
             self.payload.extend_from_slice(payload);
+        } else {
+            return;
         }
-        self.done = self.payload.len() >= VIDEO_SEARCH;
+        self.found = find_sps(self.codec, &self.payload, &mut self.from, false);
+        self.done = self.found.is_some() || self.payload.len() >= VIDEO_SEARCH;
     }
 
-    /// The SPS found, looking at what is left as whole when none was before.
+    /// The SPS found, taking an SPS that runs to the end of what was gathered as whole when
+    /// none was found before.
     fn finish(mut self) -> Option<VideoParams> {
         if self.found.is_none() {
             self.found = find_sps(self.codec, &self.payload, &mut self.from, true);
@@ -157,32 +153,44 @@ fn pes_payload(data: &[u8]) -> Option<&[u8]> {
 }
 
 /// The first sequence parameter set in an Annex B byte stream, read.
-/// The first SPS in `stream` from `*from`. A NAL unit running to the end of `stream` is taken
-/// only when `whole` (nothing follows it); otherwise `*from` is left at its start code, to be
-/// looked at again once more has come.
+/// The first SPS in `stream` from `*from`. An SPS running to the end of `stream` is taken only
+/// when `whole` (nothing follows it); otherwise `*from` is left where the next look is to
+/// start: at that SPS's start code, or where a start code may begin.
 fn find_sps(codec: Codec, stream: &[u8], from: &mut usize, whole: bool) -> Option<VideoParams> {
     let mut at = (*from).min(stream.len());
-    while let Some(found) = memchr::memmem::find(&stream[at..], &[0, 0, 1]) {
+    loop {
+        let Some(found) = memchr::memmem::find(&stream[at..], &[0, 0, 1]) else {
+            // The last two bytes may begin a start code.
+            *from = stream.len().saturating_sub(2).max(at);
+            return None;
+        };
         let start = at + found + 3;
-        let next = memchr::memmem::find(&stream[start..], &[0, 0, 1]).map(|n| start + n);
-        let Some(end) = next.or(whole.then_some(stream.len())) else {
+        let Some(&header) = stream.get(start) else {
             *from = at + found;
             return None;
         };
-        let nal = &stream[start..end];
-        let parsed = match codec {
-            Codec::H264 if nal.first().is_some_and(|h| h & 0x1F == 7) => h264_sps(nal),
-            Codec::H265 if nal.first().is_some_and(|h| (h >> 1) & 0x3F == 33) => h265_sps(nal),
-            _ => None,
+        let sps = match codec {
+            Codec::H264 => header & 0x1F == 7,
+            Codec::H265 => (header >> 1) & 0x3F == 33,
+            _ => false,
         };
-        if parsed.is_some() {
-            return parsed;
+        if sps {
+            let next = memchr::memmem::find(&stream[start..], &[0, 0, 1]).map(|n| start + n);
+            let Some(end) = next.or(whole.then_some(stream.len())) else {
+                *from = at + found;
+                return None;
+            };
+            let nal = &stream[start..end];
+            let parsed = match codec {
+                Codec::H264 => h264_sps(nal),
+                _ => h265_sps(nal),
+            };
+            if parsed.is_some() {
+                return parsed;
+            }
         }
         at = start;
     }
-    // No start code from `at` on, but the last two bytes may begin one.
-    *from = stream.len().saturating_sub(2).max(at);
-    None
 }
 
 #[cfg(test)]
