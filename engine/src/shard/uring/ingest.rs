@@ -2,7 +2,7 @@
 //! provided buffers (`IORING_REGISTER_PBUF_RING`), so datagrams arrive with no syscall of
 //! their own; the kernel's drop counter (SO_RXQ_OVFL) comes back in each message's control
 //! data. A socket read on the shard's ingest tick ([`crate::shard::pace`]) has no receive
-//! armed: the tick reads it with `recvmsg`. Its buffer ring (2.5 MiB) is made when its receive
+//! armed: the tick reads it with `recvmmsg`. Its buffer ring (2.5 MiB) is made when its receive
 //! is armed and freed once the receive has ended for the tick, so a host of channels that only
 //! HLS players watch holds none.
 //!
