@@ -744,15 +744,12 @@ fn wait_for_signal(
     let watcher_run = run.clone();
     let watcher_wakers: Vec<_> = wakers.to_vec();
     // A shard that fails stops the others and must end the wait too.
-    std::thread::spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if watcher_run.stopping() {
-            for w in &watcher_wakers {
-                w.wake();
-            }
-            handle.close();
-            return;
+    std::thread::spawn(move || {
+        watcher_run.wait_stopping();
+        for w in &watcher_wakers {
+            w.wake();
         }
+        handle.close();
     });
     for signal in signals.forever() {
         match signal {

@@ -68,6 +68,9 @@ pub struct RunState {
     /// Per shard: milliseconds since `since` at its last loop turn.
     heartbeats: Box<[AtomicU64]>,
     since: Option<Instant>,
+    /// Notified when a stop is asked for, for a thread with nothing else to wait on
+    /// ([`RunState::wait_stopping`]).
+    stop_asked: (std::sync::Mutex<()>, std::sync::Condvar),
 }
 
 impl RunState {
@@ -78,6 +81,7 @@ impl RunState {
             heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             stats: (0..shards).map(|_| ShardStats::default()).collect(),
             since: Some(Instant::now()),
+            stop_asked: Default::default(),
         }
     }
 
@@ -142,11 +146,29 @@ impl RunState {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+        self.notify_stop();
     }
 
     /// Ask for an immediate stop (SIGINT).
     pub fn stop_now(&self) {
         self.state.store(Self::FAST, Ordering::Release);
+        self.notify_stop();
+    }
+
+    fn notify_stop(&self) {
+        let (lock, asked) = &self.stop_asked;
+        // Taken so that a waiter between its look at the state and its wait cannot miss it.
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        asked.notify_all();
+    }
+
+    /// Block until a stop is asked for.
+    pub fn wait_stopping(&self) {
+        let (lock, asked) = &self.stop_asked;
+        let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.stopping() {
+            held = asked.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn get(&self) -> u8 {
