@@ -101,7 +101,7 @@ impl CpuMeter {
 pub struct WindowCost {
     /// Length of the window.
     pub window: Duration,
-    /// Server CPU over the window (utime + stime, all threads), when its pid is known.
+    /// Server CPU over the window (its CPU-time clock: all threads), when its pid is known.
     pub server_cpu: Option<Duration>,
     /// Server resident memory at the end of the window.
     pub server_rss: Option<u64>,

@@ -9,7 +9,7 @@
 //!  hls:     N HLS viewers on one thread, each a player: playlist, live edge, every segment
 //!           once, re-poll per target duration → fetch times, missed, late, 4xx/5xx
 //!  sink:    the floor of UDP ingest: every channel read and dropped, nothing else
-//!  cpu:     utime+stime of any process from /proc, over the measured window
+//!  cpu:     CPU time of any process (its CPU-time clock, all threads), over the measured window
 //! ```
 //!
 //! The side-by-side runs against nginx are `bench/scripts/compare.sh` (servers, pinning,
