@@ -276,28 +276,35 @@ fn pes_header(stream_id: u8, pts: u64, dts: u64, payload: usize) -> Vec<u8> {
     h
 }
 
+/// For tests: program 1 of H.264 on PID 0x100 (the PCR stream) and AAC on 0x101, its PMT on
+/// 0x1000.
+#[cfg(test)]
+pub(crate) fn h264_aac() -> MuxConfig {
+    MuxConfig {
+        program_number: 1,
+        pmt_pid: Pid::from_bits(0x1000),
+        streams: vec![
+            MuxStream {
+                pid: Pid::from_bits(0x100),
+                stream_type: StreamType::H264,
+                stream_id: 0xE0,
+            },
+            MuxStream {
+                pid: Pid::from_bits(0x101),
+                stream_type: StreamType::AAC_ADTS,
+                stream_id: 0xC0,
+            },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ts::{DemuxConfig, DemuxEvent, Demuxer};
 
     fn muxer() -> Muxer {
-        Muxer::new(MuxConfig {
-            program_number: 1,
-            pmt_pid: Pid::from_bits(0x1000),
-            streams: vec![
-                MuxStream {
-                    pid: Pid::from_bits(0x100),
-                    stream_type: StreamType::H264,
-                    stream_id: 0xE0,
-                },
-                MuxStream {
-                    pid: Pid::from_bits(0x101),
-                    stream_type: StreamType::AAC_ADTS,
-                    stream_id: 0xC0,
-                },
-            ],
-        })
+        Muxer::new(h264_aac())
     }
 
     /// Every size of access unit around the packet boundaries comes back whole, with its

@@ -196,8 +196,7 @@ fn find_sps(codec: Codec, stream: &[u8], from: &mut usize, whole: bool) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ts::mux::{MuxConfig, MuxStream, Muxer};
-    use crate::ts::types::{Pid, StreamType};
+    use crate::ts::mux::{h264_aac, Muxer};
 
     /// An H.264 SPS (baseline 3.0, 1920x16) as a NAL unit, with its start code.
     fn sps() -> Vec<u8> {
@@ -238,22 +237,7 @@ mod tests {
     }
 
     fn stream(units: &[(Vec<u8>, bool)]) -> Vec<u8> {
-        let mut muxer = Muxer::new(MuxConfig {
-            program_number: 1,
-            pmt_pid: Pid::from_bits(0x1000),
-            streams: vec![
-                MuxStream {
-                    pid: Pid::from_bits(0x100),
-                    stream_type: StreamType::H264,
-                    stream_id: 0xE0,
-                },
-                MuxStream {
-                    pid: Pid::from_bits(0x101),
-                    stream_type: StreamType::AAC_ADTS,
-                    stream_id: 0xC0,
-                },
-            ],
-        });
+        let mut muxer = Muxer::new(h264_aac());
         let mut out = Vec::new();
         for (i, (unit, audio)) in units.iter().enumerate() {
             let pts = 90_000 + i as u64 * 3600;
