@@ -1,6 +1,7 @@
 //! MPEG-TS over UDP: the socket (socket2 for the options; `recvmmsg` for up to
-//! [`crate::sys::DATAGRAM_BATCH`] datagrams a call, with the kernel's drop counter): unicast or multicast, any-source or source-specific, IPv4 or IPv6
-//! (`udp://[::]:5000`, `udp://[ff3e::1]:5000?iface=eth1`, `udp://[2001:db8::7]@[ff3e::1]:5000`).
+//! [`crate::sys::DATAGRAM_BATCH`] datagrams a call, with the kernel's drop counter): unicast or
+//! multicast, any-source or source-specific, IPv4 or IPv6 (`udp://[::]:5000`,
+//! `udp://[ff3e::1]:5000?iface=eth1`, `udp://[2001:db8::7]@[ff3e::1]:5000`).
 //! An IPv6 group is joined on the interface `iface=` names (a name or an index); without it,
 //! on the one the kernel picks by its routes.
 
@@ -125,7 +126,8 @@ pub(super) fn start_task(
             if socket.readable().await.is_err() {
                 return;
             }
-            // Everything waiting is read, to EAGAIN: tokio is then told the socket is drained.
+            // Everything waiting is read (until a call finds less than a batch): tokio is then
+            // told the socket is drained.
             let fd = socket.as_fd();
             let mut pass = Ok(ReadPass::default());
             let _ = socket.try_io(tokio::io::Interest::READABLE, || {
@@ -282,9 +284,7 @@ impl UdpIngest {
     /// The kernel's drops since last seen, given its count `total` (SO_RXQ_OVFL) read some
     /// other way than [`UdpIngest::read_all`] (io_uring's receives).
     pub fn drops_until(&mut self, total: u32) -> u64 {
-        let drops = total.wrapping_sub(self.reader.drops_seen);
-        self.reader.drops_seen = total;
-        u64::from(drops)
+        self.reader.drops_until(total)
     }
 
     /// Read every datagram waiting into `buffers`, a batch a call, handing each to `datagram`.
@@ -298,6 +298,13 @@ impl UdpIngest {
 }
 
 impl Reader {
+    /// The drops since last seen, given the kernel's count `total`.
+    fn drops_until(&mut self, total: u32) -> u64 {
+        let drops = total.wrapping_sub(self.drops_seen);
+        self.drops_seen = total;
+        u64::from(drops)
+    }
+
     /// Read every datagram waiting on `socket` into `buffers`, a batch a call, handing each to
     /// `datagram`: until a call finds fewer than a batch waiting (the socket is empty then).
     fn read_all(
@@ -317,8 +324,7 @@ impl Reader {
                 Err(e) => return Err(e),
             };
             if let Some(total) = got.kernel_drops {
-                pass.kernel_drops += u64::from(total.wrapping_sub(self.drops_seen));
-                self.drops_seen = total;
+                pass.kernel_drops += self.drops_until(total);
             }
             for (slot, &len) in slots.chunks_exact(MAX_DATAGRAM).zip(&got.lens[..got.count]) {
                 datagram(&slot[..len]);
