@@ -16,6 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// The slowloris test compares viewers' latency with and without attackers, so it holds this
+/// for writing and runs alone; every other test here holds it for reading and may run beside
+/// another. Beside a second test, the quiet run's p99 was already 167 ms where alone it is
+/// under 40, and the comparison measured the neighbour rather than the attack.
+static LATENCY_MEASURED: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shares the CPUs with other tests of this file (not with the slowloris test).
+fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    LATENCY_MEASURED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Resident memory of process `pid`, bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -125,6 +138,7 @@ fn metric(api: SocketAddr, sample: &str) -> f64 {
 
 #[test]
 fn wildcard_names_of_an_ordinary_stream_start_nothing() {
+    let _shared = beside_others();
     // The packaged default: the demo stream, which is no template.
     let server = Server::start(&[]);
     let pid = server.child.id();
@@ -146,6 +160,7 @@ fn wildcard_names_of_an_ordinary_stream_start_nothing() {
 
 #[test]
 fn templates_start_instances_only_when_allowed_and_within_bounds() {
+    let _shared = beside_others();
     let backend = Backend::start(|r| {
         let allowed = r.body.contains("\"token\":\"good\"");
         let status = if allowed { 200 } else { 403 };
@@ -214,6 +229,7 @@ fn templates_start_instances_only_when_allowed_and_within_bounds() {
 
 #[test]
 fn pipelining_without_reading_is_paused_then_closed() {
+    let _shared = beside_others();
     let (_dir, path) = config(
         "hardening-pipelining",
         "[server]\nidle_timeout = 5\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
@@ -264,6 +280,7 @@ fn pipelining_without_reading_is_paused_then_closed() {
 
 #[test]
 fn a_source_without_keyframes_is_held_to_its_caps() {
+    let _shared = beside_others();
     let port = free_port();
     let (dir, path) = config(
         "hardening-keyframes",
@@ -322,6 +339,7 @@ fn a_source_without_keyframes_is_held_to_its_caps() {
 
 #[test]
 fn a_silent_source_ends_its_progressive_viewers() {
+    let _shared = beside_others();
     let port = free_port();
     let (_dir, path) = config(
         "hardening-silent",
@@ -353,6 +371,7 @@ fn a_silent_source_ends_its_progressive_viewers() {
 
 #[test]
 fn too_many_connections_from_one_address_are_refused() {
+    let _shared = beside_others();
     let (_dir, path) = config(
         "hardening-per-address",
         "[server]\nmax_connections_per_address = 50\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
@@ -395,6 +414,7 @@ fn too_many_connections_from_one_address_are_refused() {
 
 #[test]
 fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    let _shared = beside_others();
     // 128 descriptors: a couple of hundred connections exhaust them.
     let server = Server::start_under(&["prlimit", "--nofile=128:128", "--"], &[]);
     let mut held = Vec::new();
@@ -425,6 +445,7 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
 
 #[test]
 fn a_trickling_reader_is_closed_at_the_minimum_rate() {
+    let _shared = beside_others();
     // An idle timeout far away: what closes the reader is its rate.
     let (_dir, path) = config(
         "hardening-trickle",
@@ -469,6 +490,7 @@ fn a_trickling_reader_is_closed_at_the_minimum_rate() {
 
 #[test]
 fn pipelined_segment_requests_past_the_bounds_are_all_answered_in_order() {
+    let _shared = beside_others();
     for send in ["sendfile", "copy"] {
         let (_dir, path) = config(
             &format!("hardening-pipelined-{send}"),
@@ -606,6 +628,9 @@ fn raise_file_limit() {
 
 #[test]
 fn slowloris_beside_a_thousand_viewers() {
+    let _alone = LATENCY_MEASURED
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     raise_file_limit();
     let (_dir, path) = config(
         "hardening-slowloris",
@@ -662,6 +687,7 @@ fn slowloris_beside_a_thousand_viewers() {
 
 #[test]
 fn a_flood_of_unknown_tokens_leaves_room_for_a_valid_one() {
+    let _shared = beside_others();
     raise_file_limit();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -849,6 +875,7 @@ fn read_response(r: &mut impl std::io::BufRead) -> (u16, Vec<u8>) {
 
 #[test]
 fn a_burst_of_requests_past_the_shared_receive_buffers_is_answered_whole() {
+    let _shared = beside_others();
     let (server, api, token, _dir) = start_configured(
         "hardening-receive-burst",
         "[server]\ncpus = [0]\nmax_connections_per_address = 0\n\n[[stream]]\nname = \"demo\"\nsource = \"demo:\"\n",
