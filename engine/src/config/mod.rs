@@ -12,7 +12,7 @@
 //! flush_interval = 20             # ms new data may wait so viewers get fewer, larger writes
 //! gather = 1                      # ms a shard's wait lets events gather once one is in
 //!                                 # (fewer wake-ups under many ingest datagrams; 0: none)
-//! ingest_interval = 20            # ms between reads of a UDP stream no progressive viewer,
+//! ingest_interval = 100           # ms between reads of a UDP stream no progressive viewer,
 //!                                 # push or recording waits on (0: read each datagram as it comes)
 //! send_buffer = 0                 # SO_SNDBUF per viewer in bytes (0: kernel autotuning)
 //! segment_send = "auto"           # how HLS segments go out: auto | copy | sendfile | zerocopy
@@ -157,7 +157,8 @@ pub struct Config {
     pub gather_ms: f64,
     /// Milliseconds between reads of a UDP source's socket while nothing waits on its stream
     /// byte by byte (no progressive viewer, push or recording): one wake-up per interval
-    /// instead of one per datagram (0: every datagram as it comes).
+    /// instead of one per datagram, or more often while the socket's receive buffer needs it
+    /// (0: every datagram as it comes).
     #[serde(rename = "ingest_interval")]
     pub ingest_interval_ms: f64,
     /// SO_SNDBUF for viewer sockets (0: leave it to the kernel's autotuning).
@@ -907,11 +908,11 @@ mod tests {
     }
 
     #[test]
-    fn the_ingest_interval_is_twenty_milliseconds_unless_set_within_a_hundred() {
-        assert_eq!(Config::embedded().ingest_interval_ms, 20.0);
+    fn the_ingest_interval_is_a_hundred_milliseconds_unless_set_within_a_second() {
+        assert_eq!(Config::embedded().ingest_interval_ms, 100.0);
         let off = Config::parse("[server]\ningest_interval = 0\n").unwrap();
         assert_eq!(off.ingest_interval_ms, 0.0);
-        for bad in ["ingest_interval = 101", "ingest_interval = -1"] {
+        for bad in ["ingest_interval = 1001", "ingest_interval = -1"] {
             let e = Config::parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(e.to_string().contains("ingest_interval (ms)"), "{bad}: {e}");
             assert_eq!(e.line, Some(2), "{bad}: {e}");

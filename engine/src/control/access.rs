@@ -224,13 +224,13 @@ impl Access {
         *self.maker.lock().unwrap_or_else(|e| e.into_inner()) = Some(maker);
     }
 
-    /// Take the shards' questions whenever one is asked, until the runtime ends.
+    /// Take the shards' questions whenever one is asked, until the runtime ends. A shard
+    /// notifies after it queues a question, and a notification with nobody waiting is kept
+    /// for the next wait, so nothing is missed without a timer (which would wake an idle
+    /// server five times a second).
     pub async fn run(self: Arc<Self>, asked: Arc<tokio::sync::Notify>) {
         loop {
-            tokio::select! {
-                _ = asked.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+            asked.notified().await;
             for link in &self.links.shards {
                 while let Some(query) = link.asks.pop() {
                     self.clone().take(query);

@@ -439,6 +439,14 @@ impl EpollShard {
             }
         }
         let ticked = self.ingest.iter().filter(|g| !g.polled).count();
+        let shortest = self
+            .ingest
+            .iter()
+            .filter(|g| !g.polled)
+            .filter_map(|g| g.pace.tolerance())
+            .min()
+            .unwrap_or(Duration::MAX);
+        self.ticks.set_period(now, shortest);
         if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
             stats.ingest_ticked.store(ticked as u64, Ordering::Relaxed);
         }

@@ -1,14 +1,18 @@
 //! When a shard reads its UDP ingest sockets: as each datagram comes (*promptly*), or on the
-//! shard's ingest tick, every `ingest_interval`, a whole interval's datagrams per read.
+//! shard's ingest tick, a whole tick's datagrams per read.
 //!
 //! A stream that only HLS players watch (or nobody) loses nothing by being read on the tick:
-//! its segments are seconds long, and a read every 20 ms adds at most that to a segment's
-//! cut. What it saves is the wake-ups: a lone 2 Mbit/s stream sends a datagram every 4 ms,
-//! and a shard woken for each one spends most of that wake-up waking. A stream is read
-//! promptly while something waits on it byte by byte (a progressive viewer on any shard, a
-//! push or a recording taking its chunks), while its rate is not yet known, and while its
-//! rate would fill more than a quarter of the socket's receive buffer in an interval (a
-//! datagram takes about twice its size of that buffer).
+//! its segments are seconds long, and a read every 100 ms (`ingest_interval`) adds at most
+//! that to a segment's cut. What it saves is the wake-ups: a lone 2 Mbit/s stream sends a
+//! datagram every 4 ms, and a shard woken for each one spends most of that wake-up waking.
+//! A stream is read promptly while something waits on it byte by byte (a progressive viewer
+//! on any shard, a push or a recording taking its chunks, low-latency parts), and while its
+//! rate is not yet known. The tick comes every `ingest_interval` unless a socket read on it
+//! would fill more than a quarter of its receive buffer in that time (a datagram takes about
+//! twice its size of that buffer): then it comes as often as that socket needs, and a socket
+//! that would need it more often than every [`SHORTEST_TICK`] is read promptly instead.
+//! The reviews of the sockets' pace ride on the ticks, so a shard whose streams are all read
+//! on the tick wakes once per tick.
 //!
 //! Sans-IO: the backends own the sockets and pass the time in.
 
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// How often every socket's pace is looked at again.
 const REVIEW_EVERY: Duration = Duration::from_millis(100);
+/// The shortest tick a socket's buffer may ask for: one that would need the tick more often
+/// is read promptly (unless `ingest_interval` itself is shorter).
+pub const SHORTEST_TICK: Duration = Duration::from_millis(20);
 
 /// One ingest socket's pace: its measured rate and how it is read now.
 #[derive(Debug)]
@@ -54,6 +61,20 @@ impl IngestPace {
         self.promptly
     }
 
+    /// How long the socket may go unread at its measured rate before its datagrams fill a
+    /// quarter of its receive buffer (`None` until the rate is known; `Duration::MAX` for a
+    /// socket that receives nothing).
+    pub fn tolerance(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        if rate == 0 {
+            return Some(Duration::MAX);
+        }
+        let micros = (self.room / 4) as u128 * 1_000_000 / rate as u128;
+        Some(Duration::from_micros(
+            u64::try_from(micros).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// Decide at `now` how the socket is read, given the ingest interval and whether something
     /// waits on the stream byte by byte; returns whether that changed.
     pub fn review(&mut self, now: Instant, interval: Duration, awaited: bool) -> bool {
@@ -66,9 +87,9 @@ impl IngestPace {
         }
         let promptly = interval.is_zero()
             || awaited
-            || self.rate.is_none_or(|rate| {
-                rate as u128 * interval.as_micros() / 1_000_000 > (self.room / 4) as u128
-            });
+            || self
+                .tolerance()
+                .is_none_or(|lasts| lasts < interval.min(SHORTEST_TICK));
         let changed = promptly != self.promptly;
         self.promptly = promptly;
         changed
@@ -79,6 +100,8 @@ impl IngestPace {
 #[derive(Debug)]
 pub struct IngestTicks {
     interval: Duration,
+    /// The time between ticks now: `interval`, or less while a socket's buffer needs it.
+    period: Duration,
     next_tick: Instant,
     next_review: Instant,
 }
@@ -88,6 +111,7 @@ impl IngestTicks {
     pub fn new(interval: Duration, now: Instant) -> Self {
         Self {
             interval,
+            period: interval,
             next_tick: now + interval,
             next_review: now,
         }
@@ -98,20 +122,30 @@ impl IngestTicks {
         self.interval
     }
 
+    /// The time between ticks from `now` on: the interval, unless a socket read on the tick
+    /// lasts only `shortest` before a quarter of its buffer fills (kept within
+    /// [`SHORTEST_TICK`] and the interval).
+    pub fn set_period(&mut self, now: Instant, shortest: Duration) {
+        self.period = shortest.max(SHORTEST_TICK).min(self.interval);
+        self.next_tick = self.next_tick.min(now + self.period);
+    }
+
     /// Whether the sockets read on the tick are due a read at `now`. A shard awake anyway
-    /// reads them once half an interval has passed, so a busy shard seldom wakes for the
-    /// tick alone.
+    /// reads them once half a period has passed, so a busy shard seldom wakes for the tick
+    /// alone.
     pub fn tick(&mut self, now: Instant) -> bool {
-        if self.interval.is_zero() || now + self.interval / 2 < self.next_tick {
+        if self.interval.is_zero() || now + self.period / 2 < self.next_tick {
             return false;
         }
-        self.next_tick = now + self.interval;
+        self.next_tick = now + self.period;
         true
     }
 
-    /// Whether the sockets' pace is due a look at `now`.
+    /// Whether the sockets' pace is due a look at `now`: every [`REVIEW_EVERY`], or up to
+    /// half a period early, so that the review rides on a tick rather than waking the shard
+    /// between two.
     pub fn review(&mut self, now: Instant) -> bool {
-        if self.interval.is_zero() || now < self.next_review {
+        if self.interval.is_zero() || now + self.period.min(REVIEW_EVERY) / 2 < self.next_review {
             return false;
         }
         self.next_review = now + REVIEW_EVERY;
@@ -179,13 +213,60 @@ mod tests {
         fast.received(2_700_000);
         fast.review(t0 + 1000 * MS, 20 * MS, false);
         assert!(fast.promptly());
-        // The same stream with a longer interval, or a shorter one.
+        // A longer interval leaves the slow one on the tick (which comes as often as its
+        // buffer needs: every 20.48 ms); a shorter one puts the fast one on it too.
         slow.received(2_600_000);
-        slow.review(t0 + 2000 * MS, 40 * MS, false);
-        assert!(slow.promptly());
+        slow.review(t0 + 2000 * MS, 100 * MS, false);
+        assert!(!slow.promptly());
+        assert_eq!(slow.tolerance(), Some(Duration::from_micros(20_480)));
         fast.received(2_700_000);
         fast.review(t0 + 2000 * MS, 10 * MS, false);
         assert!(!fast.promptly());
+    }
+
+    #[test]
+    fn the_tick_comes_as_often_as_the_neediest_buffer_needs_within_the_interval() {
+        let t0 = Instant::now();
+        let mut ticks = IngestTicks::new(100 * MS, t0);
+        assert!(ticks.review(t0));
+        assert_eq!(ticks.wait(t0, true), 100 * MS);
+        // A socket whose quarter buffer lasts 30 ms: the next tick is pulled in.
+        ticks.set_period(t0 + 10 * MS, 30 * MS);
+        assert_eq!(ticks.wait(t0 + 10 * MS, true), 30 * MS);
+        assert!(ticks.tick(t0 + 40 * MS));
+        assert_eq!(ticks.wait(t0 + 40 * MS, true), 30 * MS);
+        // Never shorter than SHORTEST_TICK, never longer than the interval.
+        ticks.set_period(t0 + 40 * MS, MS);
+        assert!(ticks.tick(t0 + 60 * MS));
+        assert_eq!(ticks.wait(t0 + 60 * MS, true), SHORTEST_TICK);
+        ticks.set_period(t0 + 60 * MS, Duration::MAX);
+        assert!(ticks.tick(t0 + 80 * MS));
+        assert_eq!(ticks.wait(t0 + 80 * MS, true), 20 * MS); // the review, at 100 ms
+    }
+
+    #[test]
+    fn reviews_ride_on_the_ticks_so_a_ticked_shard_wakes_once_a_tick() {
+        // The first review 60 ms before the first tick: more than half a tick, so the tick is
+        // not taken early then. Waking whenever either is due, the shard settles on one
+        // wake-up per 100 ms for both.
+        let t0 = Instant::now();
+        let mut ticks = IngestTicks::new(100 * MS, t0);
+        let mut now = t0 + 40 * MS;
+        assert!(ticks.review(now));
+        assert!(!ticks.tick(now));
+        let mut wakes = Vec::new();
+        while now < t0 + 2000 * MS {
+            now += ticks.wait(now, true);
+            let (ticked, reviewed) = (ticks.tick(now), ticks.review(now));
+            assert!(ticked || reviewed, "woken for nothing at {:?}", now - t0);
+            wakes.push((now - t0, ticked, reviewed));
+        }
+        let settled: Vec<_> = wakes
+            .iter()
+            .filter(|w| (1000 * MS..2000 * MS).contains(&w.0))
+            .collect();
+        assert_eq!(settled.len(), 10, "{wakes:?}");
+        assert!(settled.iter().all(|w| w.1 && w.2), "{wakes:?}");
     }
 
     #[test]
@@ -214,7 +295,8 @@ mod tests {
         assert!(!ticks.tick(t0 + 19 * MS));
         assert_eq!(ticks.wait(t0 + 19 * MS, true), 11 * MS);
         assert!(ticks.tick(t0 + 31 * MS));
-        assert!(!ticks.review(t0 + 99 * MS));
-        assert!(ticks.review(t0 + 100 * MS));
+        // Reviews come every 100 ms, up to half a tick early.
+        assert!(!ticks.review(t0 + 89 * MS));
+        assert!(ticks.review(t0 + 90 * MS));
     }
 }

@@ -633,12 +633,18 @@ impl UringShard {
                 self.cancel_ingest(i)?;
             }
         }
-        let ticked = self
-            .ingest
-            .iter()
-            .flatten()
-            .filter(|g| g.home.is_some() && !g.pace.promptly())
-            .count();
+        let on_tick = || {
+            self.ingest
+                .iter()
+                .flatten()
+                .filter(|g| g.home.is_some() && !g.pace.promptly())
+        };
+        let ticked = on_tick().count();
+        let shortest = on_tick()
+            .filter_map(|g| g.pace.tolerance())
+            .min()
+            .unwrap_or(Duration::MAX);
+        self.ticks.set_period(now, shortest);
         if let Some(stats) = self.run.shard_stats().get(self.core.index()) {
             stats
                 .ingest_ticked
