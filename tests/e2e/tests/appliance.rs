@@ -373,10 +373,10 @@ fn capacity_matches_hand_calculations() {
     assert!(out.contains("a 100 Gbit/s (42% load) link"), "{out}");
     // Viewers: 10000 x 0.5 MB/s = 4.6566 GiB/s x 0.397 s/GiB = 1.849 cores.
     assert_eq!(figure(&out, "viewers:"), 1.85);
-    // Ingest (on the tick, HLS players only): 1.03 ms/s per 2.5 Mbit/s channel, at 4 Mbit/s:
-    // 1.648 ms/s = 0.002 cores.
+    // Ingest (on the tick, HLS players only): 0.76 ms/s per 2.5 Mbit/s channel, at 4 Mbit/s:
+    // 1.216 ms/s = 0.001 cores.
     assert_eq!(figure(&out, "ingest + segmenting:"), 0.00);
-    assert!(out.contains("(1.6 ms per second per stream)"), "{out}");
+    assert!(out.contains("(1.2 ms per second per stream)"), "{out}");
     // Buffers: (6 + 1) x 2 s + 10 s grace + 10 s window = 34 s x 0.5 MB/s = 17 MB = 16.2 MiB.
     assert_eq!(figure(&out, "stream buffers:"), 16.2);
     // Viewers: 10000 x 1.5 KiB = 14.65 MiB; total 30 + 16.21 + 14.65 = 60.9 MiB.
