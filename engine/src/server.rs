@@ -228,10 +228,13 @@ pub fn serve(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     }
     let asked = Arc::new(tokio::sync::Notify::new());
     let fetch_asked = Arc::new(tokio::sync::Notify::new());
+    let reported = Arc::new(tokio::sync::Notify::new());
     let links = crate::session::Links {
         shards: (0..shards)
             .map(|_| crate::session::ShardLink {
                 fetch_asked: fetch_asked.clone(),
+                reported: reported.clone(),
+                news: streams.news(),
                 ..crate::session::ShardLink::with(asked.clone())
             })
             .collect(),

@@ -157,8 +157,14 @@ pub struct ShardLink {
     pub asked: Arc<tokio::sync::Notify>,
     /// Commands from the control plane.
     pub commands: Arc<ArrayQueue<ShardCommand>>,
+    /// Wakes the control plane's session collector when reports were queued (shared by
+    /// every shard).
+    pub reported: Arc<tokio::sync::Notify>,
     /// Inputs that failed (stream, why), for `INPUT_ABORT`.
     pub aborted: Arc<ArrayQueue<(String, String)>>,
+    /// Wakes the control plane's stream watcher: an input failed, or a stream sealed a
+    /// segment (shared by every shard, and by the stream table).
+    pub news: Arc<tokio::sync::Notify>,
     /// Resources the HLS proxy is asked to fetch (their keys).
     pub fetches: Arc<ArrayQueue<Arc<str>>>,
     /// Wakes the proxy's fetcher (shared by every shard).
@@ -173,7 +179,9 @@ impl ShardLink {
             asks: Arc::new(ArrayQueue::new(ASK_QUEUE)),
             asked,
             commands: Arc::new(ArrayQueue::new(COMMAND_QUEUE)),
+            reported: Arc::new(tokio::sync::Notify::new()),
             aborted: Arc::new(ArrayQueue::new(256)),
+            news: Arc::new(tokio::sync::Notify::new()),
             fetches: Arc::new(ArrayQueue::new(FETCH_QUEUE)),
             fetch_asked: Arc::new(tokio::sync::Notify::new()),
         }
@@ -462,8 +470,10 @@ impl LocalSessions {
         }
     }
 
-    /// Push what happened since the last report to `queue`, and forget sessions long quiet.
-    pub fn report(&mut self, queue: &ArrayQueue<SessionReport>, now: Instant) {
+    /// Push what happened since the last report to `queue`, and forget sessions long quiet;
+    /// returns how many reports were queued.
+    pub fn report(&mut self, queue: &ArrayQueue<SessionReport>, now: Instant) -> usize {
+        let mut queued = 0;
         let mut forget = Vec::new();
         for (id, s) in self.table.iter_mut() {
             if s.bytes > 0 || s.requests > 0 || s.opened != 0 {
@@ -479,6 +489,7 @@ impl LocalSessions {
                     },
                 };
                 if queue.push(report).is_ok() {
+                    queued += 1;
                     s.user_agent_sent = true;
                     s.bytes = 0;
                     s.requests = 0;
@@ -495,6 +506,7 @@ impl LocalSessions {
         }
         self.stopped.retain(|_, until| *until > now);
         self.verdicts.retain(|_, (_, until)| *until > now);
+        queued
     }
 }
 

@@ -310,7 +310,7 @@ async fn list_streams(State(state): State<Shared>) -> Json<Vec<StreamSummary>> {
                     name: info.name.clone(),
                     source: info.source_url.clone(),
                     state: player::state(window.as_deref(), now),
-                    input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
+                    input_bitrate: info.counters.input_rate.at(crate::sys::unix_ns()),
                     viewers: Viewers::of(&state, info),
                 }
             })
@@ -335,7 +335,7 @@ async fn stream_status(
         name: info.name.clone(),
         source: info.source_url.clone(),
         state: player::state(window.as_deref(), now_ms()),
-        input_bitrate: info.counters.input_bits_per_second.load(Ordering::Relaxed),
+        input_bitrate: info.counters.input_rate.at(crate::sys::unix_ns()),
         tracks: player::tracks(window.as_deref()),
         received_bytes: c.bytes_in,
         sent_bytes: c.bytes_out,

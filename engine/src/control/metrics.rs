@@ -294,13 +294,13 @@ pub(super) fn render(state: &ControlState) -> String {
         &mut out,
         "shardcast_stream_input_bytes_per_second",
         "gauge",
-        "Bytes received from the source over the last second.",
+        "Bytes received from the source per second, over the last second or more (0 once the source is silent).",
     );
     for (info, name) in streams.iter().zip(&names) {
         let _ = writeln!(
             out,
             "shardcast_stream_input_bytes_per_second{{stream=\"{name}\"}} {}",
-            info.counters.input_bits_per_second.load(Ordering::Relaxed) / 8
+            info.counters.input_rate.at(crate::sys::unix_ns()) / 8
         );
     }
     let latency = "shardcast_stream_send_latency_seconds";

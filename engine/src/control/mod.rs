@@ -6,7 +6,7 @@
 //!  control thread: tokio (one thread) ─ axum ─┬─ /api/v1/server, /api/v1/streams[/{name}]
 //!                                             └─ /metrics
 //!        reads: StreamInfo counters and HLS windows (atomics and ArcSwap loads, no locks
-//!        shared with shards); samples input bitrates once a second
+//!        shared with shards; the input bitrate is the ingest pipeline's own measure)
 //!        writes: stream edits through the ConfigStore (file first, then a new stream table
 //!        the shards follow), on a blocking thread so fsync never stalls the API
 //! ```
@@ -30,7 +30,6 @@ pub mod triggers;
 pub mod watch;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -128,26 +127,30 @@ impl ControlState {
     pub fn catalog(&self) -> Arc<crate::shard::Catalog> {
         self.store.streams().load()
     }
+}
 
-    /// Take a sample of every stream's received bytes and set its input bitrate; called about
-    /// once a second.
-    pub fn sample_rates(&self) {
-        let now = Instant::now();
-        for (_, info) in self.catalog().streams() {
-            let c = &info.counters;
-            let bytes = c.bytes_in.load(Ordering::Relaxed);
-            let mut sample = c.input_sample.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(at) = sample.0 {
-                let dt = now.duration_since(at).as_secs_f64();
-                if dt > 0.0 {
-                    c.input_bits_per_second.store(
-                        (bytes.saturating_sub(sample.1) as f64 * 8.0 / dt) as u64,
-                        Ordering::Relaxed,
-                    );
+/// Collect the shards' session reports when they tell of some, and end quiet sessions when
+/// the first of them is due: a server with no viewer never wakes for it.
+async fn collect(state: Arc<ControlState>) {
+    let Some(reported) = state.links.shards.first().map(|l| l.reported.clone()) else {
+        return;
+    };
+    loop {
+        let told = reported.notified();
+        // (The table's lock is not held while waiting.)
+        let next_end = state.sessions().next_end();
+        match next_end {
+            // A millisecond past it: the session is then quiet for longer than the timeout.
+            Some(due) => {
+                let due = due + std::time::Duration::from_millis(1);
+                tokio::select! {
+                    _ = told => {}
+                    _ = tokio::time::sleep_until(due.into()) => {}
                 }
             }
-            *sample = (Some(now), bytes);
+            None => told.await,
         }
+        state.collect_sessions();
     }
 }
 
@@ -186,7 +189,7 @@ impl ControlPlane {
         std::net::TcpListener::bind(addr).map_err(listen_error)
     }
 
-    /// Start the control thread: sessions collected four times a second, and the API served
+    /// Start the control thread: sessions collected as the shards report them, and the API served
     /// on `listener` when there is one (made by [`ControlPlane::bind`], or handed over by an
     /// upgrade).
     pub fn start(
@@ -216,22 +219,7 @@ impl ControlPlane {
             .name("control".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let sampler = state.clone();
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                        loop {
-                            tick.tick().await;
-                            sampler.sample_rates();
-                        }
-                    });
-                    let collector = state.clone();
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-                        loop {
-                            tick.tick().await;
-                            collector.collect_sessions();
-                        }
-                    });
+                    tokio::spawn(collect(state.clone()));
                     match listener.map(tokio::net::TcpListener::from_std) {
                         None => {
                             let _ = stopped.await;

@@ -300,6 +300,16 @@ impl SessionTable {
         session.last = Some(Instant::now());
     }
 
+    /// When the first session ends if nothing more is heard of it (none while every session
+    /// has a connection open).
+    pub fn next_end(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter(|s| s.connections <= 0)
+            .map(|s| s.last.map_or_else(Instant::now, |l| l + self.timeout))
+            .min()
+    }
+
     /// End the sessions quiet for the timeout (logged); returns how many ended.
     pub fn sweep(&mut self) -> usize {
         let timeout = self.timeout;
@@ -450,6 +460,26 @@ mod tests {
         assert_eq!(lines[1]["bytes"], 15);
         assert_eq!(lines[1]["user_agent"], "test");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_next_end_is_the_first_quiet_session_s() {
+        let mut t = SessionTable::new(Duration::from_secs(30), None, None);
+        assert_eq!(t.next_end(), None, "no session: nothing to wake for");
+        t.absorb(report("open", 1, 10));
+        assert_eq!(
+            t.next_end(),
+            None,
+            "an open connection never ends by itself"
+        );
+        let before = Instant::now();
+        t.absorb(report("a", 0, 10));
+        let after = Instant::now();
+        let due = t.next_end().unwrap();
+        assert!(due >= before + Duration::from_secs(30) && due <= after + Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+        t.absorb(report("b", 0, 10));
+        assert_eq!(t.next_end(), Some(due), "the earlier of the two");
     }
 
     #[test]

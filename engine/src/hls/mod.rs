@@ -449,6 +449,8 @@ pub struct Packager {
     /// DASH: availabilityStartTime (UNIX ms, fixed once known), and the current period.
     dash_start_ms: Option<i64>,
     dash_period: Option<cmaf::DashPeriod>,
+    /// Told when a segment is sealed (the control plane's stream watcher).
+    news: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for Packager {
@@ -496,6 +498,20 @@ impl Packager {
             dash_start_ms: None,
             dash_period: None,
             remux_reported: (0, 0),
+            news: None,
+        }
+    }
+
+    /// Tell `news` whenever a segment is sealed or a window restored (a window of parts
+    /// alone tells nobody).
+    pub fn with_news(mut self, news: Arc<tokio::sync::Notify>) -> Self {
+        self.news = Some(news);
+        self
+    }
+
+    fn tell(&self) {
+        if let Some(news) = &self.news {
+            news.notify_one();
         }
     }
 
@@ -727,6 +743,7 @@ impl Packager {
         }
         self.counters.segments.fetch_add(1, Ordering::Relaxed);
         self.publish();
+        self.tell();
     }
 
     /// Whether the segment just built may be sealed: a source whose timestamps race ahead of
@@ -1190,6 +1207,7 @@ impl Packager {
         }
         self.dropped = true;
         self.publish();
+        self.tell();
     }
 }
 

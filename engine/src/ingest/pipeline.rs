@@ -3,7 +3,7 @@
 //! at access points, and the segments' bytes to the stream's [`Packager`].
 
 use crate::hls::Packager;
-use crate::stream::{Chunk, StreamCounters};
+use crate::stream::{Chunk, RateWindow, StreamCounters};
 use bytes::BytesMut;
 use shardcast_protocols::ts::pes::CLOCK_90KHZ;
 use shardcast_protocols::ts::{
@@ -33,6 +33,7 @@ pub struct Pipeline {
     counters: Arc<StreamCounters>,
     reported: (u64, u64, u64),
     packager: Option<Packager>,
+    rate: RateWindow,
 }
 
 impl Pipeline {
@@ -61,6 +62,7 @@ impl Pipeline {
             counters,
             reported: (0, 0, 0),
             packager,
+            rate: RateWindow::default(),
         }
     }
 
@@ -99,6 +101,8 @@ impl Pipeline {
     /// Feed the bytes of one datagram or read; finished chunks go to `publish`.
     pub fn push(&mut self, data: &[u8], received_ns: u64, publish: &mut impl FnMut(Chunk)) {
         StreamCounters::add(&self.counters.bytes_in, data.len() as u64);
+        self.rate
+            .add(data.len() as u64, received_ns, &self.counters.input_rate);
         let Self {
             sync,
             segmenter,

@@ -135,18 +135,19 @@ fn silent_after_ms(window: &HlsWindow) -> i64 {
 
 /// The state of a stream from its newest window, at `now_ms` (UNIX ms).
 pub fn state(window: Option<&HlsWindow>, now_ms: i64) -> StreamState {
-    let Some(w) = window else {
-        return StreamState::Waiting;
-    };
-    let Some(newest) = w.segments().last() else {
-        return StreamState::Waiting;
-    };
-    let ended_ms = newest.program_date_time_ms + newest.duration().as_millis() as i64;
-    if now_ms - ended_ms > silent_after_ms(w) {
-        StreamState::Waiting
-    } else {
-        StreamState::Live
+    match live_until_ms(window) {
+        Some(until) if now_ms <= until => StreamState::Live,
+        _ => StreamState::Waiting,
     }
+}
+
+/// Until when (UNIX ms) the stream counts as live if no segment comes after this window;
+/// `None` before its first segment.
+pub fn live_until_ms(window: Option<&HlsWindow>) -> Option<i64> {
+    let w = window?;
+    let newest = w.segments().last()?;
+    let ended_ms = newest.program_date_time_ms + newest.duration().as_millis() as i64;
+    Some(ended_ms + silent_after_ms(w))
 }
 
 /// How many of the listed segments are from the newest discontinuity on.

@@ -185,6 +185,8 @@ pub struct Streams {
     instance_names: ArcSwap<Vec<String>>,
     /// What was last applied, for readers that must not wait for the writer.
     applied: ArcSwap<Applied>,
+    /// Told of every change (the control plane's stream watcher).
+    news: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -220,9 +222,16 @@ impl Streams {
             writer: Mutex::new(Applied::default()),
             instance_names: ArcSwap::from_pointee(Vec::new()),
             applied: ArcSwap::from_pointee(Applied::default()),
+            news: Arc::new(tokio::sync::Notify::new()),
         };
         streams.apply(configs);
         streams
+    }
+
+    /// What is told of every change to the table (shards tell it of their streams' news
+    /// too: [`crate::session::ShardLink::news`]).
+    pub fn news(&self) -> Arc<tokio::sync::Notify> {
+        self.news.clone()
     }
 
     /// Where shards follow the table.
@@ -456,6 +465,7 @@ impl Streams {
         for w in &self.wakers {
             w.wake();
         }
+        self.news.notify_one();
         changes
     }
 }

@@ -260,11 +260,15 @@ impl ShardCore {
     /// Stream `name`'s input failed: tell the control plane (`INPUT_ABORT`).
     pub fn input_aborted(&self, name: &str, why: &str) {
         let _ = self.link.aborted.push((name.to_owned(), why.to_owned()));
+        self.link.news.notify_one();
     }
 
-    /// Report session activity to the control plane (about once a second).
+    /// Report session activity to the control plane (about once a second), waking its
+    /// collector when there was any.
     pub fn report_sessions(&mut self) {
-        self.sessions.report(&self.link.reports, self.clock.mono);
+        if self.sessions.report(&self.link.reports, self.clock.mono) > 0 {
+            self.link.reported.notify_one();
+        }
     }
 
     /// Carry out the control plane's commands; returns the connections to close and those
@@ -487,7 +491,8 @@ impl ShardCore {
                 info.hls_window.clone(),
                 info.counters.clone(),
             )
-            .with_limits(&info.config.limits);
+            .with_limits(&info.config.limits)
+            .with_news(self.link.news.clone());
             // An upgrade handed this stream's window over: it goes on from there.
             let mut first_sequence = crate::hls::first_sequence();
             if let Some(window) = self.handoff.take_window(&info.name) {

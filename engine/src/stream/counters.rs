@@ -81,11 +81,71 @@ pub struct StreamCounters {
     pub srt: std::sync::Mutex<Option<crate::sys::srt::Stats>>,
     /// How long data waited between ingest and the write to progressive viewers.
     pub send_latency: LatencyHistogram,
-    /// Input bitrate over the last sample period (a gauge the control plane sets about once
-    /// a second from `bytes_in`).
-    pub input_bits_per_second: AtomicU64,
-    /// The control plane's last sample of `bytes_in`: when, and how many.
-    pub input_sample: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    /// The input bitrate, as the ingest pipeline measures it.
+    pub input_rate: InputRate,
+}
+
+/// A stream's input bitrate: set by the ingest pipeline each time a window of at least
+/// [`RATE_WINDOW_NS`] closes ([`RateWindow`]), read by anyone. A rate holds until twice its
+/// window (at least [`RATE_HOLD_NS`]) has passed with no newer one; after that the input is
+/// silent and the rate is 0.
+#[derive(Debug, Default)]
+pub struct InputRate {
+    bits_per_second: AtomicU64,
+    /// UNIX ns after which the rate no longer holds (0: never measured).
+    until_ns: AtomicU64,
+}
+
+/// The shortest window a rate is measured over.
+pub(crate) const RATE_WINDOW_NS: u64 = 1_000_000_000;
+/// How long a rate holds at least with no newer one.
+pub(crate) const RATE_HOLD_NS: u64 = 3_000_000_000;
+
+impl InputRate {
+    /// The rate at `now_ns` (UNIX), bits per second.
+    pub fn at(&self, now_ns: u64) -> u64 {
+        if now_ns > self.until_ns.load(Relaxed) {
+            0
+        } else {
+            self.bits_per_second.load(Relaxed)
+        }
+    }
+
+    fn set(&self, bits_per_second: u64, until_ns: u64) {
+        self.bits_per_second.store(bits_per_second, Relaxed);
+        self.until_ns.store(until_ns, Relaxed);
+    }
+}
+
+/// The window the ingest pipeline counts bytes in (owned by the home shard).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateWindow {
+    start_ns: u64,
+    bytes: u64,
+}
+
+impl RateWindow {
+    /// `bytes` arrived at `at_ns` (UNIX); a window of a second or more closes and sets `rate`.
+    pub fn add(&mut self, bytes: u64, at_ns: u64, rate: &InputRate) {
+        if self.start_ns == 0 || at_ns < self.start_ns {
+            // The first bytes, or the clock stepped back: a window starts here.
+            *self = Self {
+                start_ns: at_ns,
+                bytes: 0,
+            };
+            return;
+        }
+        self.bytes += bytes;
+        let length = at_ns - self.start_ns;
+        if length >= RATE_WINDOW_NS {
+            let bits = (self.bytes as u128 * 8 * 1_000_000_000 / length as u128) as u64;
+            rate.set(bits, at_ns + (2 * length).max(RATE_HOLD_NS));
+            *self = Self {
+                start_ns: at_ns,
+                bytes: 0,
+            };
+        }
+    }
 }
 
 /// Upper bounds of the ingest-to-send latency buckets, milliseconds (and +Inf after them).
@@ -202,5 +262,55 @@ impl StreamCounters {
             rtp_late: self.rtp_late.load(Relaxed),
             source_switches: self.source_switches.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_rate_is_the_bytes_of_a_closed_window_and_fades_when_the_input_stops() {
+        let rate = InputRate::default();
+        let mut window = RateWindow::default();
+        let t0 = 1_700_000_000 * S;
+        assert_eq!(rate.at(t0), 0, "never measured");
+        // 2.5 Mbit/s: 125 datagrams of 2,500 bytes a second, one every 8 ms.
+        for i in 0..=250 {
+            window.add(2_500, t0 + i * 8_000_000, &rate);
+        }
+        let last = t0 + 250 * 8_000_000;
+        assert_eq!(rate.at(last), 2_500_000);
+        // Silent: the rate holds for three seconds, then the input counts as stopped.
+        assert_eq!(rate.at(last + 3 * S), 2_500_000);
+        assert_eq!(rate.at(last + 3 * S + 1), 0);
+    }
+
+    #[test]
+    fn sparse_bursts_hold_their_rate_for_twice_their_window() {
+        let rate = InputRate::default();
+        let mut window = RateWindow::default();
+        let t0 = 1_700_000_000 * S;
+        // A pulled source: a 6 s segment of 1.5 MB at once, every 6 s.
+        for k in 0..4 {
+            window.add(1_500_000, t0 + k * 6 * S, &rate);
+        }
+        let last = t0 + 18 * S;
+        assert_eq!(rate.at(last), 2_000_000);
+        assert_eq!(rate.at(last + 11 * S), 2_000_000);
+        assert_eq!(rate.at(last + 13 * S), 0);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_starts_a_new_window() {
+        let rate = InputRate::default();
+        let mut window = RateWindow::default();
+        let t0 = 1_700_000_000 * S;
+        window.add(1_000, t0, &rate);
+        window.add(1_000, t0 - 3_600 * S, &rate);
+        window.add(125_000, t0 - 3_599 * S, &rate);
+        assert_eq!(rate.at(t0 - 3_599 * S), 1_000_000);
     }
 }

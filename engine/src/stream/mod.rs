@@ -23,7 +23,10 @@
 mod counters;
 pub mod tap;
 
-pub use counters::{LatencyHistogram, StreamCounters, StreamCountersSnapshot, LATENCY_BUCKETS_MS};
+pub use counters::{
+    InputRate, LatencyHistogram, RateWindow, StreamCounters, StreamCountersSnapshot,
+    LATENCY_BUCKETS_MS,
+};
 
 use bytes::Bytes;
 use std::collections::VecDeque;
