@@ -10,8 +10,9 @@
 
 use std::process::ExitCode;
 
-// The system allocator instead under `--features system-allocator`: AddressSanitizer sees the
-// heap only through malloc (tests/asan.sh).
+// mimalloc, without transparent huge pages (the workspace's Cargo.toml says why). The system
+// allocator instead under `--features system-allocator`: AddressSanitizer sees the heap only
+// through malloc (tests/asan.sh).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
