@@ -13,8 +13,9 @@
 //!
 //! It looks when it is told ([`crate::session::ShardLink::news`]: a segment sealed, an input
 //! failed, the stream table changed) and when a live stream would turn silent if nothing came,
-//! never more often than every [`SPACING`]: an idle server never wakes it, and a hundred
-//! streams wake it no more than one does.
+//! never more often than every [`SPACING`]: a server with no live stream never wakes it, one
+//! stream of 2 s segments about once per segment, and a hundred streams at most four times a
+//! second.
 //!
 //! Wildcard instances nobody has watched for [`INSTANCE_IDLE`] are ended here too (while
 //! there are any, it also looks once a second).
