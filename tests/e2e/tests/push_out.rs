@@ -16,18 +16,41 @@ fn pcr(p: &[u8]) -> Option<u64> {
     Some(packet.pcr()?.ticks_27mhz())
 }
 
-/// Datagrams received on `socket` for `seconds`, with when each came (ns from the start).
+/// Datagrams received on `socket` for `seconds`, with when each came (ns from the first), as
+/// the kernel stamped it on arrival: the pacing measured is the server's, not this thread's
+/// turn on a busy machine.
 fn receive(socket: &UdpSocket, seconds: u64) -> Vec<(u64, Vec<u8>)> {
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    setsockopt(socket, sockopt::ReceiveTimestampns, &true).unwrap();
     let start = Instant::now();
+    let mut first = None;
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
+    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
     while start.elapsed() < Duration::from_secs(seconds) {
-        if let Ok(n) = socket.recv(&mut buf) {
-            got.push((start.elapsed().as_nanos() as u64, buf[..n].to_vec()));
-        }
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(message) = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        ) else {
+            continue;
+        };
+        let n = message.bytes;
+        let stamp = message.cmsgs().unwrap().find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(t) => {
+                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            }
+            _ => None,
+        });
+        let at = stamp.expect("a receive timestamp");
+        let first = *first.get_or_insert(at);
+        got.push((at.saturating_sub(first), buf[..n].to_vec()));
     }
     got
 }
@@ -182,7 +205,15 @@ fn a_stream_is_re_emitted_to_multicast_and_rtp_paced_by_its_pcrs() {
     assert_eq!(continuity_breaks(&payload), []);
     write_and_decode(&dir, "rtp.ts", &payload);
     let (errors, _) = pacing_errors(&timed);
-    assert!(errors[errors.len() * 99 / 100] <= 5_000_000);
+    let (p99, max) = (errors[errors.len() * 99 / 100], errors[errors.len() - 1]);
+    eprintln!(
+        "RTP: {} datagrams: lateness from one to the next p50 {} µs, p99 {} µs, max {} µs",
+        got_rtp.len(),
+        errors[errors.len() / 2] / 1000,
+        p99 / 1000,
+        max / 1000
+    );
+    assert!(p99 <= 5_000_000, "pacing error p99 {p99} ns (max {max} ns)");
 
     // Listed with what they did, and counted.
     let (code, pushes) = api_call(api, "GET", "/api/v1/pushes", &token, None);
