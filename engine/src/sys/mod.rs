@@ -3,7 +3,8 @@
 //! system call for UDP ingest, and a child process that dies with the server.
 //!
 //! All of it goes through nix's safe wrappers but these: the hook run in a forked child before
-//! it executes its program ([`die_with_server`]), `recvmmsg(2)` into buffers kept from call to
+//! it executes its program ([`die_with_server`]), the real-time policy for the thread that
+//! paces UDP pushes ([`run_realtime`]), `recvmmsg(2)` into buffers kept from call to
 //! call ([`receive_datagrams`]), two socket options nix does not wrap:
 //! `SO_RCVLOWAT` ([`set_receive_low_water`]) and IPv6 source-specific multicast
 //! ([`join_source_group_v6`]), the read-only mapping of a sealed segment memfd that TLS
@@ -499,4 +500,27 @@ pub fn receive_with_fds(
         .collect();
     buf.truncate(len);
     Ok(Some((buf, owned)))
+}
+
+/// Move the calling thread to the real-time scheduling policy `SCHED_FIFO` at `priority` (1 is
+/// the lowest), so that it runs as soon as it wakes, ahead of every thread that only computes,
+/// however busy the machine; children it would start go back to the normal policy
+/// (`SCHED_RESET_ON_FORK`). Allowed to root, to a process with `CAP_SYS_NICE`, or up to the
+/// process's `RLIMIT_RTPRIO` (systemd's `LimitRTPRIO=`); refused with `EPERM` otherwise. The
+/// kernel still keeps a share of every second for normal threads (`sched_rt_runtime_us`).
+#[allow(unsafe_code)]
+pub fn run_realtime(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is an initialised `sched_param`, alive for the call, which only reads
+    // it; pid 0 is the calling thread. Nothing stays borrowed after the call returns.
+    let done = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
