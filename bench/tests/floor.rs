@@ -35,31 +35,43 @@ impl Drop for Floor {
     }
 }
 
-fn floor(io: &str, listen: SocketAddr, udp: SocketAddr) -> Floor {
-    let child = Command::new(env!("CARGO_BIN_EXE_write-floor"))
-        .args(["--io", io, "--flush-ms", "20"])
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--udp")
-        .arg(udp.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "write-floor never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+/// A floor listening for viewers and for the stream, on ports free when asked: another test
+/// may take one before the floor binds it (then the floor ends, and it starts again on others).
+fn floor(io: &str) -> (Floor, SocketAddr, SocketAddr) {
+    for _ in 0..5 {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let udp = free_udp();
+        let child = Command::new(env!("CARGO_BIN_EXE_write-floor"))
+            .args(["--io", io, "--flush-ms", "20"])
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--udp")
+            .arg(udp.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut floor = Floor(child);
+        let started = Instant::now();
+        // (It binds the stream's socket before it listens.)
+        loop {
+            if TcpStream::connect(listen).is_ok() {
+                return (floor, listen, udp);
+            }
+            if let Ok(Some(_)) = floor.0.try_wait() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "write-floor never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Floor(child)
+    panic!("write-floor never started: five times, a port it was given was taken");
 }
 
 fn viewers_get_the_whole_stream(io: &str) {
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let udp = free_udp();
-    let floor = floor(io, listen, udp);
+    let (floor, listen, udp) = floor(io);
     let sender = std::thread::spawn(move || {
         let config = GeneratorConfig {
             bitrate: 2_000_000,

@@ -31,8 +31,9 @@ fn write_some(socket: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
 
 pub(super) fn run(settings: &Settings) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(settings.listen)?;
+    // The stream's socket first: once viewers can connect, it is there.
     let mut udp = UdpSocket::bind(settings.udp)?;
+    let mut listener = TcpListener::bind(settings.listen)?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     poll.registry()

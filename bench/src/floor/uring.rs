@@ -78,10 +78,11 @@ fn poll_in(fd: i32, user_data: u64) -> squeue::Entry {
 }
 
 pub(super) fn run(settings: &Settings) -> io::Result<()> {
-    let listener = TcpListener::bind(settings.listen)?;
-    listener.set_nonblocking(true)?;
+    // The stream's socket first: once viewers can connect, it is there.
     let udp = UdpSocket::bind(settings.udp)?;
     udp.set_nonblocking(true)?;
+    let listener = TcpListener::bind(settings.listen)?;
+    listener.set_nonblocking(true)?;
     // Declared before the ring, so dropped after it: no buffer goes while the ring is open.
     let mut viewers: Slab<Viewer> = Slab::new();
     let mut ring: IoUring = IoUring::builder().setup_cqsize(65_536).build(ENTRIES)?;
