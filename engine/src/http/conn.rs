@@ -15,7 +15,9 @@
 //! requests, the output queue and its bounds, the feeds) whose invariants span every method;
 //! its tests are in `conn/tests.rs`.
 
-use super::{byte_range, parse_head, response_head, ByteRange, HttpError, Method, RequestHead};
+use super::{
+    byte_range, parse_head, write_response_head, ByteRange, HttpError, Method, RequestHead,
+};
 use crate::hls::Segment;
 use crate::stream::{Batch, StreamView};
 use bytes::Bytes;
@@ -520,16 +522,17 @@ impl Conn {
         keep_alive: bool,
         extra: &str,
     ) -> String {
-        match &self.grant {
-            Some(grant) => response_head(
-                status,
-                content_type,
-                length,
-                keep_alive,
-                &format!("{extra}{grant}"),
-            ),
-            None => response_head(status, content_type, length, keep_alive, extra),
-        }
+        let grant = self.grant.as_deref().unwrap_or_default();
+        let mut head = String::new();
+        write_response_head(
+            &mut head,
+            status,
+            content_type,
+            length,
+            keep_alive,
+            &[extra, grant],
+        );
+        head
     }
 
     /// The state.
@@ -818,19 +821,25 @@ impl Conn {
     /// it serves them, the range asked for (206, or 416 when out of it).
     fn answer_document(&mut self, head: &RequestHead, head_only: bool, document: Document) {
         let keep = head.keep_alive;
-        let mut extra = if document.personal || self.private {
-            format!(
-                "Cache-Control: {}\r\n",
-                private_cache_control(document.cache_control)
-            )
+        // The document's own header lines, in one buffer (this runs for every segment and
+        // playlist request).
+        let mut extra = String::with_capacity(128);
+        extra.push_str("Cache-Control: ");
+        if document.personal || self.private {
+            extra.push_str(&private_cache_control(document.cache_control));
         } else {
-            format!("Cache-Control: {}\r\n", document.cache_control)
-        };
+            extra.push_str(document.cache_control);
+        }
+        extra.push_str("\r\n");
         if let Some(etag) = &document.etag {
-            extra.push_str(&format!("ETag: {etag}\r\n"));
+            extra.push_str("ETag: ");
+            extra.push_str(etag);
+            extra.push_str("\r\n");
         }
         if let Some(date) = &document.last_modified {
-            extra.push_str(&format!("Last-Modified: {date}\r\n"));
+            extra.push_str("Last-Modified: ");
+            extra.push_str(date);
+            extra.push_str("\r\n");
         }
         if document.ranges {
             extra.push_str("Accept-Ranges: bytes\r\n");

@@ -475,18 +475,47 @@ pub fn response_head(
     keep_alive: bool,
     extra: &str,
 ) -> String {
-    let mut h = format!(
-        "HTTP/1.1 {status} {}\r\nServer: shardcast\r\n",
-        reason(status)
+    let mut h = String::new();
+    write_response_head(
+        &mut h,
+        status,
+        content_type,
+        content_length,
+        keep_alive,
+        &[extra],
     );
-    h.push_str("Access-Control-Allow-Origin: *\r\n");
+    h
+}
+
+/// [`response_head`] written into `h`, with the `extra` header lines in order: one
+/// allocation at most for the whole head (it is made for every response).
+pub fn write_response_head(
+    h: &mut String,
+    status: u16,
+    content_type: &str,
+    content_length: Option<usize>,
+    keep_alive: bool,
+    extra: &[&str],
+) {
+    h.reserve(160 + content_type.len() + extra.iter().map(|e| e.len()).sum::<usize>());
+    h.push_str("HTTP/1.1 ");
+    h.push_str(itoa::Buffer::new().format(status));
+    h.push(' ');
+    h.push_str(reason(status));
+    h.push_str("\r\nServer: shardcast\r\nAccess-Control-Allow-Origin: *\r\n");
     if !content_type.is_empty() {
-        h.push_str(&format!("Content-Type: {content_type}\r\n"));
+        h.push_str("Content-Type: ");
+        h.push_str(content_type);
+        h.push_str("\r\n");
     }
     if let Some(len) = content_length {
-        h.push_str(&format!("Content-Length: {len}\r\n"));
+        h.push_str("Content-Length: ");
+        h.push_str(itoa::Buffer::new().format(len));
+        h.push_str("\r\n");
     }
-    h.push_str(extra);
+    for e in extra {
+        h.push_str(e);
+    }
     // 204 and 304 never have a body, so they need no length to keep the connection.
     let delimited = content_length.is_some() || matches!(status, 204 | 304);
     h.push_str(if keep_alive && delimited {
@@ -494,7 +523,6 @@ pub fn response_head(
     } else {
         "Connection: close\r\n\r\n"
     });
-    h
 }
 
 #[cfg(test)]
