@@ -9,6 +9,8 @@ stop_all() {
   sleep 1
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # A tmpfs a script mounted inside its directory (compare.sh's NGINX_TMPFS_HUGE).
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | xargs -r umount
   rm -rf "$work"
 }
 

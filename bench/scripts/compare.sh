@@ -15,8 +15,8 @@
 # copy, written to the same number of viewers at the same write rate (the same flush rule and
 # `flush_interval`), with nothing else done (issue 22, part 2).
 #
-# N = 100, 1000, 5000 (or the arguments); three repetitions; the server restarted for none of
-# them (each contender runs its whole series). One JSON line per run goes to
+# N = 100, 1000, 5000 (or the arguments); three repetitions, each running every contender once,
+# in an order that turns by one place per repetition; the server restarted for none of them. One JSON line per run goes to
 # bench/results/compare-DATE.jsonl; bench/scripts/report.py turns it into the tables and the
 # SVG plots of bench/RESULTS.md.
 #
@@ -28,6 +28,10 @@
 #        current one, on its own copy of the stream, each repetition interleaved),
 #        FLUSH_MS (shardcast's `flush_interval` and the write floor's, default 20),
 #        TS_CONTENDERS (default "shardcast nginx-static floor-uring floor-epoll"),
+#        SHMEM (the kernel's shmem_enabled for the run: within_size gives shardcast's segment
+#        memfds large folios; put back afterwards), FOLIOS_AB (=1: shardcast measured also as
+#        `shardcast-folios`, with within_size, in each repetition), NGINX_TMPFS_HUGE (nginx's files on a tmpfs
+#        mounted with this huge= option, e.g. within_size; default: /dev/shm as it is),
 #        RATE (the stream's mux rate in bit/s, default 2600000), WIDTH and HEIGHT (its picture,
 #        default 480x272: 1.9 Mbit/s carried, null packets aside; 512x272 carries 2.0, 320x180
 #        1.0 and needs 1.4 Mbit/s of mux rate).
@@ -56,10 +60,23 @@ bench=target/release/shardcast-bench
 sc_port=18301; ng_port=18302; udp_port=15301
 work=$(mktemp -d /dev/shm/shardcast-compare.XXXXXX)
 mkdir -p "$work/hls" bench/results
+if [ -n "${NGINX_TMPFS_HUGE:-}" ]; then
+  mount -t tmpfs -o "size=1g,huge=$NGINX_TMPFS_HUGE" shardcast-compare "$work/hls"
+fi
 out="bench/results/compare-$(date -u +%Y%m%d-%H%M).jsonl"
 pids=()
 source bench/scripts/common.sh
-trap stop_all EXIT
+# Large folios for segments in memory (issue 22): SHMEM sets the kernel's shmem_enabled
+# (memfds, so shardcast's segments) for the run and puts it back after; NGINX_TMPFS_HUGE
+# mounts nginx's directory (ffmpeg's segments) as a tmpfs with that huge= option.
+thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+shmem_before=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp" 2>/dev/null || echo "")
+finish() {
+  stop_all
+  [ -z "${SHMEM:-}${FOLIOS_AB:-}" ] || [ -z "$shmem_before" ] || echo "$shmem_before" > "$thp"
+}
+trap finish EXIT
+if [ -n "${SHMEM:-}" ]; then echo "$SHMEM" > "$thp"; fi
 
 # The stream: I_PCM keyframes every second + AAC, by default 480x272 at 2.6 Mbit/s mux (1.9
 # carried).
@@ -87,7 +104,10 @@ max_connections_per_address = 0
 name = "live"
 source = "udp://127.0.0.1:$udp_port"
 TOML
-taskset -c 0 target/release/shardcast serve --api-listen off --config "$work/shardcast.toml" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
+# Each shardcast keeps its state in its own directory, so that neither touches the host's.
+mkdir -p "$work/main"
+taskset -c 0 target/release/shardcast serve --api-listen off --config "$work/shardcast.toml" \
+  --state-dir "$work/main" 2>"$work/shardcast.log" & sc=$!; pids+=($sc)
 if [ -n "$before_bin" ]; then
   mkdir -p "$work/before"
   sed -e "s/:$sc_port\"/:$((sc_port + 2))\"/" -e "s/:$udp_port\"/:$((udp_port + 2))\"/" \
@@ -137,7 +157,7 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
 PY
 )
-echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"rate\":$rate,\"picture\":\"${WIDTH:-480}x${HEIGHT:-272}\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms}" > "$out"
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"rate\":$rate,\"picture\":\"${WIDTH:-480}x${HEIGHT:-272}\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms,\"shmem_enabled\":\"$(sed 's/.*\[\(.*\)\].*/\1/' "$thp" 2>/dev/null)\",\"nginx_tmpfs_huge\":\"${NGINX_TMPFS_HUGE:-never}\"}" > "$out"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 run() {  # protocol contender n rep -- bench args
@@ -160,20 +180,57 @@ run() {  # protocol contender n rep -- bench args
   sleep 2
 }
 
+# FOLIOS_AB: the same shardcast measured twice per repetition, as `shardcast` with
+# shmem_enabled as SHMEM leaves it and as `shardcast-folios` with within_size; before each
+# run the setting is switched if it must be, then the segments in the window are left to turn
+# over (a segment's memfd takes its folios when it is written).
+folios_for() {
+  local want=${shmem_run:-never}
+  [ "$1" != shardcast-folios ] || want=within_size
+  if [ "$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")" != "$want" ]; then
+    echo "$want" > "$thp"
+    sleep 16
+  fi
+}
+shmem_run=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")
+
+# One repetition runs every contender once; the order turns by one place each repetition, so
+# that no contender always comes first (just after the pause) or last.
+rotate() {  # rep contender... -> the contenders, starting at (rep - 1) mod count
+  local rep=$1; shift
+  local k=$(( (rep - 1) % $# )) i
+  for i in $(seq 0 $(( $# - 1 ))); do
+    local j=$(( (i + k) % $# + 1 ))
+    echo "${!j}"
+  done
+}
 for protocol in "${protocols[@]}"; do
+  if [ "$protocol" = hls ]; then
+    contenders=(shardcast nginx); [ -z "$before_bin" ] || contenders+=(shardcast-before)
+    [ -z "${FOLIOS_AB:-}" ] || contenders+=(shardcast-folios)
+  else
+    contenders=()
+    for c in shardcast nginx-static floor-uring floor-epoll; do
+      [[ $ts_contenders != *" $c "* ]] || contenders+=("$c")
+    done
+    [ -z "$before_bin" ] || contenders+=(shardcast-before)
+  fi
   for n in "${counts[@]}"; do
     for rep in $(seq 1 "$reps"); do
-      if [ "$protocol" = hls ]; then
-        run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}"
-        run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}"
-        [ -z "$before_bin" ] || run hls shardcast-before "$n" "$rep" hls --url "http://127.0.0.1:$((sc_port + 2))/live/index.m3u8" --server-pid "$sc_before" "${hls_pattern[@]}"
-      else
-        [[ $ts_contenders != *" shardcast "* ]] || run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc"
-        [[ $ts_contenders != *" nginx-static "* ]] || run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker"
-        [[ $ts_contenders != *" floor-uring "* ]] || run ts floor-uring "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 3))/live.ts" --server-pid "$floor_uring"
-        [[ $ts_contenders != *" floor-epoll "* ]] || run ts floor-epoll "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 4))/live.ts" --server-pid "$floor_epoll"
-        [ -z "$before_bin" ] || run ts shardcast-before "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 2))/live.ts" --server-pid "$sc_before"
-      fi
+      for contender in $(rotate "$rep" "${contenders[@]}"); do
+        [ -z "${FOLIOS_AB:-}" ] || folios_for "$contender"
+        case $protocol/$contender in
+          hls/shardcast) run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}" ;;
+          hls/nginx) run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}" ;;
+          hls/shardcast-folios) run hls shardcast-folios "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}" ;;
+          hls/shardcast-before) run hls shardcast-before "$n" "$rep" hls --url "http://127.0.0.1:$((sc_port + 2))/live/index.m3u8" --server-pid "$sc_before" "${hls_pattern[@]}" ;;
+          ts/shardcast) run ts shardcast "$n" "$rep" ts --url "http://127.0.0.1:$sc_port/live.ts" --server-pid "$sc" ;;
+          ts/nginx-static) run ts nginx-static "$n" "$rep" ts --url "http://127.0.0.1:$ng_port/static.ts" --pace "$static_bps" --server-pid "$ng_worker" ;;
+          ts/floor-uring) run ts floor-uring "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 3))/live.ts" --server-pid "$floor_uring" ;;
+          ts/floor-epoll) run ts floor-epoll "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 4))/live.ts" --server-pid "$floor_epoll" ;;
+          ts/shardcast-before) run ts shardcast-before "$n" "$rep" ts --url "http://127.0.0.1:$((sc_port + 2))/live.ts" --server-pid "$sc_before" ;;
+        esac
+      done
     done
   done
 done

@@ -105,8 +105,23 @@ def ratios(runs, protocol, ours, theirs):
     for n in sorted({r["n"] for r in runs if r["protocol"] == protocol}):
         a = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n and r["contender"] == ours]
         b = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n and r["contender"] == theirs]
-        if a and b:
-            print(f"- {n} viewers: {med(a) / med(b):.2f}x")
+        if not (a and b):
+            continue
+        # The same repetition's runs are minutes apart at most: their ratio leaves out whatever
+        # the machine did between repetitions.
+        paired = []
+        for rep in sorted({r.get("rep") for r in runs if r["protocol"] == protocol and r["n"] == n}):
+            x = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n
+                 and r["contender"] == ours and r.get("rep") == rep]
+            y = [figures(r)["srv_ms"] for r in runs if r["protocol"] == protocol and r["n"] == n
+                 and r["contender"] == theirs and r.get("rep") == rep]
+            if x and y and y[0] > 0:
+                paired.append(x[0] / y[0])
+        line = f"- {n} viewers: {med(a) / med(b):.2f}x"
+        if len(paired) > 1:
+            line += (f"; repetition by repetition {med(paired):.2f}x (median of {len(paired)}, "
+                     f"{min(paired):.2f}-{max(paired):.2f})")
+        print(line)
 
 
 def segmenting(runs):
@@ -243,6 +258,9 @@ def main():
         print(f"machine: nproc {m['nproc']}, {m['cpu']}, Linux {m['kernel']}; date {head['date']}")
         if "pattern" in head:
             print(f"HLS players' requests: {head['pattern']}")
+        if "shmem_enabled" in head:
+            print(f"shmem_enabled (shardcast's segment memfds): {head['shmem_enabled']}; "
+                  f"nginx's tmpfs huge=: {head['nginx_tmpfs_huge']}")
         if "rate" in head:
             print(f"stream: {head['rate'] / 1e6:.2f} Mbit/s mux")
         if "flush_ms" in head:
@@ -252,6 +270,8 @@ def main():
     # compare.sh with BEFORE_BIN: an earlier build beside.
     ratios(runs, "hls", "shardcast-before", "nginx")
     ratios(runs, "hls", "shardcast", "shardcast-before")
+    ratios(runs, "hls", "shardcast-folios", "nginx")
+    ratios(runs, "hls", "shardcast-folios", "shardcast")
     # bench/scripts/tls.sh: the same over TLS, and what TLS adds to each.
     ratios(runs, "hls", "shardcast-tls", "nginx-tls")
     ratios(runs, "hls", "shardcast-tls", "shardcast")
