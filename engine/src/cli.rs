@@ -64,7 +64,8 @@ enum TuneAction {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Write the profile to /etc/sysctl.d/60-shardcast.conf and apply it (needs root).
+    /// Write the profile to /etc/sysctl.d/60-shardcast.conf (its /sys settings to
+    /// /etc/tmpfiles.d/60-shardcast.conf) and apply it (needs root).
     Apply {
         /// Profile: general or many-viewers.
         #[arg(long, default_value = "general")]

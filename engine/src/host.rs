@@ -1,4 +1,5 @@
-//! What this host is, as far as serving streams cares: kernel settings (`/proc/sys`), network
+//! What this host is, as far as serving streams cares: kernel settings (`/proc/sys`, and the
+//! few that live in `/sys`, such as huge pages for shared memory), network
 //! interfaces and where their interrupts land (`/sys/class/net`, `/proc/irq`), and which CPUs
 //! share a core.
 //!
@@ -20,6 +21,23 @@ pub fn sysctl_path(root: &Path, key: &str) -> PathBuf {
 pub fn sysctl(root: &Path, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(sysctl_path(root, key)).ok()?;
     Some(normalise(&text))
+}
+
+/// A file under `/sys` (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`) under `root`.
+pub fn sysfs_path(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// The live value of a sysfs setting: the word in brackets where the kernel lists the choices
+/// (`always within_size advise [never] deny force` → `never`), else the whole value,
+/// whitespace normalised.
+pub fn sysfs(root: &Path, path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(sysfs_path(root, path)).ok()?;
+    let chosen = text
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(word, _)| word);
+    Some(normalise(chosen.unwrap_or(&text)))
 }
 
 /// Collapse runs of whitespace to one space and trim.

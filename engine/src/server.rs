@@ -814,6 +814,10 @@ fn unix_seconds() -> i64 {
 /// general tuning profile's value.
 const RMEM_MAX_WANTED: u64 = 16 << 20;
 
+/// The kernel's choice of folio sizes for its shared memory (memfds): the tuning profile sets
+/// `within_size`.
+const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
 /// One log line for each thing about this host that will hurt the configured service.
 fn startup_checks(config: &Config, root: &Path) {
     let receives_udp = config
@@ -832,6 +836,15 @@ fn startup_checks(config: &Config, root: &Path) {
                 );
             }
         }
+    }
+    // Segments live in memfds, which take their folio sizes from this one setting.
+    let shmem = crate::host::sysfs(root, SHMEM_ENABLED);
+    if !config.streams.is_empty() && shmem.as_deref() == Some("never") {
+        tracing::warn!(
+            shmem_enabled = "never",
+            profile = "within_size",
+            "HLS segments are kept in 4 KiB pages: every viewer's sendfile looks up each page (shardcast tune check)"
+        );
     }
     let nics = crate::host::nics(root);
     for overlap in crate::host::irq_overlaps(root, &nics, &config.cpus) {

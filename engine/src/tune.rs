@@ -6,8 +6,12 @@
 //! (IRQ affinity against the shard CPUs, offloads, MTU, rings); `tune apply` writes the
 //! profile to `/etc/sysctl.d/` atomically and applies it to the running kernel.
 //!
+//! A profile's keys are sysctls (`net.core.rmem_max`), or files under `/sys` for the kernel
+//! settings sysctl.d cannot hold (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`): those
+//! `tune apply` writes to a tmpfiles.d file instead, which systemd applies at boot.
+//!
 //! What it does not do: tune NICs (rings, IRQ affinity, offloads are reported, not changed,
-//! since the right values depend on the rest of the host), or persist anything but sysctls.
+//! since the right values depend on the rest of the host).
 
 use crate::host;
 use std::fmt::Write as _;
@@ -22,8 +26,12 @@ pub const PROFILES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Where `tune apply` writes the profile, under the root.
+/// Where `tune apply` writes the profile's sysctls, under the root.
 pub const SYSCTL_FILE: &str = "etc/sysctl.d/60-shardcast.conf";
+
+/// Where `tune apply` writes the profile's `/sys` settings, under the root: systemd-tmpfiles
+/// writes each at boot (`w` lines).
+pub const TMPFILES_FILE: &str = "etc/tmpfiles.d/60-shardcast.conf";
 
 /// One setting of a profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +42,35 @@ pub struct Setting {
     pub value: String,
     /// The comment above it: why it is there.
     pub why: String,
+}
+
+impl Setting {
+    /// A file under `/sys`, not a sysctl.
+    pub fn is_sysfs(&self) -> bool {
+        is_sysfs(&self.key)
+    }
+
+    /// The running kernel's value under `root`; `None` when the kernel has no such setting.
+    pub fn live(&self, root: &Path) -> Option<String> {
+        if self.is_sysfs() {
+            host::sysfs(root, &self.key)
+        } else {
+            host::sysctl(root, &self.key)
+        }
+    }
+
+    /// The file that holds the setting under `root`.
+    fn path(&self, root: &Path) -> PathBuf {
+        if self.is_sysfs() {
+            host::sysfs_path(root, &self.key)
+        } else {
+            host::sysctl_path(root, &self.key)
+        }
+    }
+}
+
+fn is_sysfs(key: &str) -> bool {
+    key.starts_with("/sys/")
 }
 
 /// Why a profile was not checked or applied.
@@ -48,6 +85,12 @@ pub enum TuneError {
     /// A line of a profile is not `key = value`.
     #[error("line {0}: expected `key = value`")]
     Syntax(usize),
+    /// A key is neither a sysctl nor a plain path under `/sys`.
+    #[error("line {0}: a key is a sysctl (net.core.rmem_max) or a path under /sys/ without `..`")]
+    Key(usize),
+    /// A paragraph of a profile mixes sysctls and `/sys` settings, which go to different files.
+    #[error("line {0}: a paragraph holds sysctls or /sys settings, not both")]
+    Mixed(usize),
     /// Applying to the running system needs root.
     #[error("tune apply writes /etc/sysctl.d/ and the running kernel's settings: it needs root (sudo shardcast tune apply)")]
     NotRoot,
@@ -76,6 +119,8 @@ pub fn profile(name: &str) -> Result<&'static str, TuneError> {
 pub fn parse(text: &str) -> Result<Vec<Setting>, TuneError> {
     let mut out = Vec::new();
     let mut why = Vec::new();
+    // Whether the paragraph so far holds `/sys` settings (`None`: no setting yet).
+    let mut paragraph_sysfs = None;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if let Some(comment) = line.strip_prefix('#') {
@@ -87,12 +132,23 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, TuneError> {
         }
         if line.is_empty() {
             why.clear();
+            paragraph_sysfs = None;
             continue;
         }
         let (key, value) = line.split_once('=').ok_or(TuneError::Syntax(n + 1))?;
         let (key, value) = (key.trim(), host::normalise(value));
         if key.is_empty() || value.is_empty() {
             return Err(TuneError::Syntax(n + 1));
+        }
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
+        if !key.chars().all(plain)
+            || (key.contains('/') && !is_sysfs(key))
+            || key.split('/').any(|part| part == "..")
+        {
+            return Err(TuneError::Key(n + 1));
+        }
+        if *paragraph_sysfs.get_or_insert(is_sysfs(key)) != is_sysfs(key) {
+            return Err(TuneError::Mixed(n + 1));
         }
         out.push(Setting {
             key: key.to_string(),
@@ -167,7 +223,7 @@ pub fn check(
     );
     let mut all_ok = true;
     for s in &settings {
-        let live = host::sysctl(root, &s.key);
+        let live = s.live(root);
         let status = compare(s, live.as_deref());
         all_ok &= status == Status::Ok;
         let mut note = String::new();
@@ -304,8 +360,47 @@ pub fn nic_report(root: &Path, shard_cpus: &[usize]) -> String {
     out
 }
 
-/// Write a profile under `root` (`root/etc/sysctl.d/60-shardcast.conf`) atomically and, when
-/// `root` is `/`, apply it to the running kernel. Returns a report, one line per setting.
+/// A profile's text as the two files `tune apply` writes: the paragraphs of sysctls (for
+/// sysctl.d, verbatim) and those of `/sys` settings, as tmpfiles.d `w` lines under their
+/// comments. [`parse`] has refused paragraphs that mix the two.
+pub fn split(text: &str) -> (String, String) {
+    let paragraphs: Vec<&str> = text.split("\n\n").collect();
+    // Whether a paragraph's settings are `/sys` ones; `None` for one without settings (a
+    // section's heading), which goes where the next paragraph with settings goes.
+    let kind = |p: &str| {
+        p.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(is_sysfs)
+    };
+    let (mut sysctl, mut tmpfiles) = (String::new(), String::new());
+    for (i, paragraph) in paragraphs.iter().enumerate() {
+        let sysfs = paragraphs[i..]
+            .iter()
+            .find_map(|p| kind(p))
+            .unwrap_or(false);
+        let out = if sysfs { &mut tmpfiles } else { &mut sysctl };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for line in paragraph.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once('=') {
+                Some((key, value)) if sysfs && !line.starts_with('#') => {
+                    let _ = writeln!(out, "w {} - - - - {}", key.trim(), host::normalise(value));
+                }
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    (sysctl, tmpfiles)
+}
+
+/// Write a profile under `root` atomically (its sysctls to `root/etc/sysctl.d/60-shardcast.conf`,
+/// its `/sys` settings to `root/etc/tmpfiles.d/60-shardcast.conf`) and, when `root` is `/`,
+/// apply it to the running kernel. Returns a report, one line per setting.
 pub fn apply(root: &Path, profile_name: &str) -> Result<String, TuneError> {
     let text = profile(profile_name)?;
     let settings = parse(text)?;
@@ -313,27 +408,36 @@ pub fn apply(root: &Path, profile_name: &str) -> Result<String, TuneError> {
     if live_system && !nix::unistd::geteuid().is_root() {
         return Err(TuneError::NotRoot);
     }
-    let path: PathBuf = root.join(SYSCTL_FILE);
-    let mut content = format!(
-        "# Written by `shardcast tune apply --profile {profile_name}` (shardcast {}).\n\
-         # Remove this file and reboot, or run `sysctl --system`, to return to the defaults.\n\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    content.push_str(text);
-    crate::files::write_atomically(&path, content.as_bytes()).map_err(|source| {
-        TuneError::Write {
-            path: path.clone(),
-            source,
+    let (sysctl, tmpfiles) = split(text);
+    let mut report = String::new();
+    for (file, body, undo) in [
+        (SYSCTL_FILE, sysctl, "run `sysctl --system`"),
+        (TMPFILES_FILE, tmpfiles, "write the kernel's default back"),
+    ] {
+        let path: PathBuf = root.join(file);
+        if body.is_empty() {
+            continue;
         }
-    })?;
-    let mut report = format!("wrote {}\n", path.display());
+        let content = format!(
+            "# Written by `shardcast tune apply --profile {profile_name}` (shardcast {}).\n\
+             # Remove this file and reboot, or {undo}, to return to the defaults.\n\n{body}",
+            env!("CARGO_PKG_VERSION")
+        );
+        crate::files::write_atomically(&path, content.as_bytes()).map_err(|source| {
+            TuneError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let _ = writeln!(report, "wrote {}", path.display());
+    }
     if !live_system {
         report.push_str("not applied to the running kernel (a root other than / was given)\n");
         return Ok(report);
     }
     let mut failures = 0;
     for s in &settings {
-        match std::fs::write(host::sysctl_path(root, &s.key), &s.value) {
+        match std::fs::write(s.path(root), &s.value) {
             Ok(()) => {
                 let _ = writeln!(report, "{} = {}", s.key, s.value);
             }
@@ -401,6 +505,60 @@ mod tests {
         assert_eq!(compare(&cc, Some("cubic")), Status::Differs);
         let wmem = s("net.ipv4.tcp_wmem", "4096 65536 16777216");
         assert_eq!(compare(&wmem, Some("4096 65536 16777216")), Status::Ok);
+    }
+
+    #[test]
+    fn sys_settings_are_read_as_the_kernels_choice_and_go_to_tmpfiles() {
+        let root = std::env::temp_dir().join(format!("shardcast-sysfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let thp = root.join("sys/kernel/mm/transparent_hugepage/shmem_enabled");
+        std::fs::create_dir_all(thp.parent().unwrap()).unwrap();
+        std::fs::write(&thp, "always within_size advise [never] deny force\n").unwrap();
+        let text = "# --- net ---\n\n# why a\nnet.core.rmem_max = 16777216\n\n# --- memory ---\n\n\
+                    # why b\n/sys/kernel/mm/transparent_hugepage/shmem_enabled =  within_size\n";
+        let settings = parse(text).unwrap();
+        assert!(!settings[0].is_sysfs() && settings[1].is_sysfs());
+        assert_eq!(settings[1].why, "why b");
+        assert_eq!(settings[1].live(&root).as_deref(), Some("never"));
+        assert_eq!(compare(&settings[1], Some("never")), Status::Differs);
+        assert_eq!(compare(&settings[1], Some("within_size")), Status::Ok);
+        let (sysctl, tmpfiles) = split(text);
+        assert_eq!(
+            sysctl,
+            "# --- net ---\n\n# why a\nnet.core.rmem_max = 16777216\n"
+        );
+        assert_eq!(
+            tmpfiles,
+            "# --- memory ---\n\n# why b\n\
+             w /sys/kernel/mm/transparent_hugepage/shmem_enabled - - - - within_size\n"
+        );
+
+        // Into a root other than /: both files, nothing applied.
+        let report = apply(&root, "general").unwrap();
+        assert!(report.contains("not applied"), "{report}");
+        let written = std::fs::read_to_string(root.join(TMPFILES_FILE)).unwrap();
+        assert!(written.starts_with("# Written by `shardcast tune apply --profile general`"));
+        assert!(written.contains(
+            "\nw /sys/kernel/mm/transparent_hugepage/shmem_enabled - - - - within_size\n"
+        ));
+        let sysctls = std::fs::read_to_string(root.join(SYSCTL_FILE)).unwrap();
+        assert!(sysctls.contains("\nnet.core.rmem_max = 16777216\n"));
+        assert!(!sysctls.contains("/sys/"), "{sysctls}");
+        assert_eq!(
+            host::sysfs(&root, "/sys/kernel/mm/transparent_hugepage/shmem_enabled").as_deref(),
+            Some("never")
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn keys_outside_sys_and_mixed_paragraphs_are_refused() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("a.b = 1\n/sys/x = 2\n").starts_with("line 2: a paragraph holds"));
+        assert!(err("/proc/sys/x = 1\n").starts_with("line 1: a key is"));
+        assert!(err("/sys/../etc/passwd = 1\n").starts_with("line 1: a key is"));
+        assert!(err("net.core x = 1\n").starts_with("line 1: a key is"));
+        assert!(parse("a.b = 1\n\n/sys/x = 2\n").is_ok());
     }
 
     #[test]

@@ -213,7 +213,22 @@ fn tune_check_reports_what_sysctl_reports() {
             .collect();
         assert_eq!(rows.len(), keys.len(), "{stdout}");
         for (key, status, live) in &rows {
-            let (ok, sysctl, _) = output("sysctl", &["-n", key]);
+            let (ok, sysctl, _) = if key.starts_with("/sys/") {
+                // The kernel lists the choices with the chosen one in brackets.
+                match std::fs::read_to_string(key) {
+                    Ok(text) => {
+                        let chosen = text
+                            .split_once('[')
+                            .and_then(|(_, rest)| rest.split_once(']'))
+                            .map_or(text.as_str(), |(word, _)| word)
+                            .to_string();
+                        (true, chosen, String::new())
+                    }
+                    Err(_) => (false, String::new(), String::new()),
+                }
+            } else {
+                output("sysctl", &["-n", key])
+            };
             if !ok {
                 assert_eq!(status, "missing", "{key}");
                 continue;
@@ -275,7 +290,60 @@ fn tune_apply_into_a_root_writes_the_profile() {
     let written = std::fs::read_to_string(root.0.join("etc/sysctl.d/60-shardcast.conf")).unwrap();
     let profile = std::fs::read_to_string(workspace().join("tuning/many-viewers.conf")).unwrap();
     assert!(written.starts_with("# Written by `shardcast tune apply --profile many-viewers`"));
-    assert!(written.ends_with(&profile));
+    // The profile's settings, in order: sysctls in sysctl.d, those under /sys in tmpfiles.d
+    // (systemd writes them at boot).
+    let settings = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_string(),
+                    v.split_whitespace().collect::<Vec<_>>().join(" "),
+                )
+            })
+            .collect()
+    };
+    let (sys, sysctls): (Vec<_>, Vec<_>) = settings(&profile)
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("/sys/"));
+    assert_eq!(settings(&written), sysctls);
+    assert!(!sys.is_empty());
+    let tmpfiles =
+        std::fs::read_to_string(root.0.join("etc/tmpfiles.d/60-shardcast.conf")).unwrap();
+    let lines: Vec<&str> = tmpfiles
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), sys.len(), "{tmpfiles}");
+    for ((path, value), line) in sys.iter().zip(&lines) {
+        assert_eq!(*line, format!("w {path} - - - - {value}"));
+        assert!(std::path::Path::new(path).exists(), "{path}");
+    }
+    // systemd-tmpfiles reads the file as written and writes each value (into a root of
+    // stand-in files: `w` writes a file that exists, as under /sys).
+    if output("systemd-tmpfiles", &["--help"]).0 {
+        let stand_in = TempDir::new("tmpfiles-root");
+        for (path, _) in &sys {
+            let file = stand_in.0.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, "").unwrap();
+        }
+        let conf = root.0.join("etc/tmpfiles.d/60-shardcast.conf");
+        let (ok, _, stderr) = output(
+            "systemd-tmpfiles",
+            &[
+                "--create",
+                &format!("--root={}", stand_in.0.display()),
+                conf.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{stderr}");
+        for (path, value) in &sys {
+            let file = stand_in.0.join(path.trim_start_matches('/'));
+            assert_eq!(std::fs::read_to_string(file).unwrap().trim(), value);
+        }
+    }
     // Every key names a setting this kernel has.
     for line in written
         .lines()
@@ -432,7 +500,7 @@ fn capacity_matches_hand_calculations() {
 }
 
 #[test]
-fn startup_names_a_socket_receive_limit_below_the_profile() {
+fn startup_names_host_settings_below_the_profile() {
     let dir = TempDir::new("startup");
     let path = dir.0.join("shardcast.toml");
     let port = free_port();
@@ -450,4 +518,13 @@ fn startup_names_a_socket_receive_limit_below_the_profile() {
         .unwrap();
     let warned = log.contains("net.core.rmem_max is below the tuning profile's");
     assert_eq!(warned, rmem < 16 << 20, "rmem_max {rmem}: {log}");
+    // Segments in 4 KiB pages are named too, as the kernel's setting says.
+    let shmem = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    let warned = log.contains("HLS segments are kept in 4 KiB pages");
+    assert_eq!(
+        warned,
+        shmem.contains("[never]"),
+        "shmem_enabled {shmem}: {log}"
+    );
 }
