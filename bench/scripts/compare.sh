@@ -32,6 +32,8 @@
 #        memfds large folios; put back afterwards), FOLIOS_AB (=1: shardcast measured also as
 #        `shardcast-folios`, with within_size, in each repetition), NGINX_TMPFS_HUGE (nginx's files on a tmpfs
 #        mounted with this huge= option, e.g. within_size; default: /dev/shm as it is),
+#        NGINX_HUGE_AB (=1: nginx measured also as `nginx-huge`, serving a second ffmpeg's
+#        segments from a tmpfs with huge=within_size, in each repetition),
 #        RATE (the stream's mux rate in bit/s, default 2600000), WIDTH and HEIGHT (its picture,
 #        default 480x272: 1.9 Mbit/s carried, null packets aside; 512x272 carries 2.0, 320x180
 #        1.0 and needs 1.4 Mbit/s of mux rate).
@@ -85,7 +87,7 @@ picture=(--width "${WIDTH:-480}" --height "${HEIGHT:-272}")
 before_bin=${BEFORE_BIN:-}
 # Copies of the stream, to consecutive ports: shardcast, ffmpeg, shardcast-before, and the
 # two write floors.
-streams=5
+streams=5; [ -z "${NGINX_HUGE_AB:-}" ] || streams=6
 taskset -c 1 "$bench" ingest --to "127.0.0.1:$udp_port" --streams "$streams" --from 127.0.0.1:0 \
   --seconds 100000 "${picture[@]}" --bitrate "$rate" 2>/dev/null & pids+=($!)
 
@@ -127,6 +129,16 @@ taskset -c 0 target/release/write-floor --io epoll --listen "127.0.0.1:$((sc_por
 taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 1))?fifo_size=1000000&overrun_nonfatal=1" \
   -c copy -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
   -hls_segment_filename "$work/hls/seg%d.ts" "$work/hls/index.m3u8" 2>"$work/ffmpeg.log" & ff=$!; pids+=($ff)
+
+# NGINX_HUGE_AB: a second ffmpeg, from a sixth copy of the stream, onto a tmpfs mounted with
+# huge=within_size, which the same nginx serves as `nginx-huge` (/hls-huge/).
+if [ -n "${NGINX_HUGE_AB:-}" ]; then
+  mkdir -p "$work/hls-huge"
+  mount -t tmpfs -o size=1g,huge=within_size shardcast-compare-huge "$work/hls-huge"
+  taskset -c 1 ffmpeg -nostdin -v error -i "udp://127.0.0.1:$((udp_port + 5))?fifo_size=1000000&overrun_nonfatal=1" \
+    -c copy -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
+    -hls_segment_filename "$work/hls-huge/seg%d.ts" "$work/hls-huge/index.m3u8" 2>"$work/ffmpeg-huge.log" & pids+=($!)
+fi
 
 # The static file for the HTTP-TS floor: 120 s of the same stream without null packets.
 "$bench" generate --seconds 120 "${picture[@]}" --bitrate "$rate" -o "$work/full.ts"
@@ -208,6 +220,7 @@ for protocol in "${protocols[@]}"; do
   if [ "$protocol" = hls ]; then
     contenders=(shardcast nginx); [ -z "$before_bin" ] || contenders+=(shardcast-before)
     [ -z "${FOLIOS_AB:-}" ] || contenders+=(shardcast-folios)
+    [ -z "${NGINX_HUGE_AB:-}" ] || contenders+=(nginx-huge)
   else
     contenders=()
     for c in shardcast nginx-static floor-uring floor-epoll; do
@@ -221,6 +234,7 @@ for protocol in "${protocols[@]}"; do
         [ -z "${FOLIOS_AB:-}" ] || folios_for "$contender"
         case $protocol/$contender in
           hls/shardcast) run hls shardcast "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}" ;;
+          hls/nginx-huge) run hls nginx-huge "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls-huge/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}" ;;
           hls/nginx) run hls nginx "$n" "$rep" hls --url "http://127.0.0.1:$ng_port/hls/index.m3u8" --server-pid "$ng_worker" "${hls_pattern[@]}" ;;
           hls/shardcast-folios) run hls shardcast-folios "$n" "$rep" hls --url "http://127.0.0.1:$sc_port/live/index.m3u8" --server-pid "$sc" "${hls_pattern[@]}" ;;
           hls/shardcast-before) run hls shardcast-before "$n" "$rep" hls --url "http://127.0.0.1:$((sc_port + 2))/live/index.m3u8" --server-pid "$sc_before" "${hls_pattern[@]}" ;;

@@ -272,6 +272,8 @@ def main():
     ratios(runs, "hls", "shardcast", "shardcast-before")
     ratios(runs, "hls", "shardcast-folios", "nginx")
     ratios(runs, "hls", "shardcast-folios", "shardcast")
+    ratios(runs, "hls", "nginx-huge", "nginx")
+    ratios(runs, "hls", "shardcast-folios", "nginx-huge")
     # bench/scripts/tls.sh: the same over TLS, and what TLS adds to each.
     ratios(runs, "hls", "shardcast-tls", "nginx-tls")
     ratios(runs, "hls", "shardcast-tls", "shardcast")
