@@ -14,6 +14,11 @@ stop_all() {
   rm -rf "$work"
 }
 
+# The kernel's shmem_enabled (the folio sizes of memfds, so of shardcast's segments): the word
+# it lists in brackets, or nothing without transparent huge pages.
+thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+shmem_now() { sed 's/.*\[\(.*\)\].*/\1/' "$thp" 2>/dev/null || true; }
+
 # Print an nginx configuration serving `$work` (ffmpeg's HLS under hls/, static files) with one
 # worker on CPU 0, sendfile, keep-alive, and no access log; $1 is the listen directives (and
 # any other server-level lines), $2 any other http-level lines (TLS certificates).

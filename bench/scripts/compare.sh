@@ -15,9 +15,9 @@
 # copy, written to the same number of viewers at the same write rate (the same flush rule and
 # `flush_interval`), with nothing else done (issue 22, part 2).
 #
-# N = 100, 1000, 5000 (or the arguments); three repetitions, each running every contender once,
-# in an order that turns by one place per repetition; the server restarted for none of them. One JSON line per run goes to
-# bench/results/compare-DATE.jsonl; bench/scripts/report.py turns it into the tables and the
+# N = 100, 1000, 5000 (or the arguments); three repetitions, each running every contender
+# once, in an order that turns by one place per repetition; the server restarted for none of
+# them. One JSON line per run goes to bench/results/compare-DATE.jsonl; bench/scripts/report.py turns it into the tables and the
 # SVG plots of bench/RESULTS.md.
 #
 # Usage: bench/scripts/compare.sh [N ...]      Environment: SECONDS_MEASURED (default 20),
@@ -30,8 +30,9 @@
 #        TS_CONTENDERS (default "shardcast nginx-static floor-uring floor-epoll"),
 #        SHMEM (the kernel's shmem_enabled for the run: within_size gives shardcast's segment
 #        memfds large folios; put back afterwards), FOLIOS_AB (=1: shardcast measured also as
-#        `shardcast-folios`, with within_size, in each repetition), NGINX_TMPFS_HUGE (nginx's files on a tmpfs
-#        mounted with this huge= option, e.g. within_size; default: /dev/shm as it is),
+#        `shardcast-folios`, with within_size, in each repetition), NGINX_TMPFS_HUGE (nginx's
+#        files on a tmpfs mounted with this huge= option, e.g. within_size; default: /dev/shm
+#        as it is),
 #        NGINX_HUGE_AB (=1: nginx measured also as `nginx-huge`, serving a second ffmpeg's
 #        segments from a tmpfs with huge=within_size, in each repetition),
 #        RATE (the stream's mux rate in bit/s, default 2600000), WIDTH and HEIGHT (its picture,
@@ -71,8 +72,7 @@ source bench/scripts/common.sh
 # Large folios for segments in memory (issue 22): SHMEM sets the kernel's shmem_enabled
 # (memfds, so shardcast's segments) for the run and puts it back after; NGINX_TMPFS_HUGE
 # mounts nginx's directory (ffmpeg's segments) as a tmpfs with that huge= option.
-thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
-shmem_before=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp" 2>/dev/null || echo "")
+shmem_before=$(shmem_now)
 finish() {
   stop_all
   [ -z "${SHMEM:-}${FOLIOS_AB:-}" ] || [ -z "$shmem_before" ] || echo "$shmem_before" > "$thp"
@@ -169,7 +169,7 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 print(json.dumps({"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}))
 PY
 )
-echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"rate\":$rate,\"picture\":\"${WIDTH:-480}x${HEIGHT:-272}\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms,\"shmem_enabled\":\"$(sed 's/.*\[\(.*\)\].*/\1/' "$thp" 2>/dev/null)\",\"nginx_tmpfs_huge\":\"${NGINX_TMPFS_HUGE:-never}\"}" > "$out"
+echo "{\"machine\":$machine,\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"rate\":$rate,\"picture\":\"${WIDTH:-480}x${HEIGHT:-272}\",\"static_bps\":$static_bps,\"pattern\":\"$pattern\",\"flush_ms\":$flush_ms,\"shmem_enabled\":\"$(shmem_now)\",\"nginx_tmpfs_huge\":\"${NGINX_TMPFS_HUGE:-never}\"}" > "$out"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 run() {  # protocol contender n rep -- bench args
@@ -199,12 +199,12 @@ run() {  # protocol contender n rep -- bench args
 folios_for() {
   local want=${shmem_run:-never}
   [ "$1" != shardcast-folios ] || want=within_size
-  if [ "$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")" != "$want" ]; then
+  if [ "$(shmem_now)" != "$want" ]; then
     echo "$want" > "$thp"
     sleep 16
   fi
 }
-shmem_run=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")
+shmem_run=$(shmem_now)
 
 # One repetition runs every contender once; the order turns by one place each repetition, so
 # that no contender always comes first (just after the pause) or last.

@@ -13,12 +13,11 @@ cd "$(dirname "$0")/../.."
 n=${1:-100}; blocks=${BLOCKS:-3}; seconds=${SECONDS_MEASURED:-20}
 cargo build --release -q -p shardcast -p shardcast-bench
 bench=target/release/shardcast-bench
-thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
-before=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp")
 work=$(mktemp -d /dev/shm/shardcast-folios.XXXXXX)
 out="bench/results/folios-ab-$(date -u +%Y%m%d-%H%M).jsonl"
 pids=()
 source bench/scripts/common.sh
+before=$(shmem_now)
 finish() { stop_all; echo "$before" > "$thp"; }
 trap finish EXIT
 cat > "$work/shardcast.toml" <<TOML
