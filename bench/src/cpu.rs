@@ -55,6 +55,32 @@ mod tests {
         assert!(used >= Duration::from_millis(150), "{used:?}");
         assert!(rss_bytes(None).unwrap() > 1 << 20);
     }
+
+    #[test]
+    fn a_window_without_viewers_has_no_figure_per_viewer() {
+        let cost = WindowCost {
+            window: Duration::from_secs(20),
+            server_cpu: Some(Duration::from_millis(80)),
+            server_rss: Some(26 << 20),
+            client_cpu: Duration::from_millis(140),
+        };
+        assert_eq!(cost.server_ms_per_viewer_second(0), None);
+        assert_eq!(
+            cost.summary(0),
+            "server cpu 0.08 s, rss 26.0 MiB; client cpu 0.14 s\n"
+        );
+        assert!(cost
+            .json_fields(0)
+            .contains("\"server_ms_per_viewer_s\":null"));
+        let per = cost.server_ms_per_viewer_second(100).unwrap();
+        assert!((per - 0.04).abs() < 1e-9, "{per}");
+        assert!(cost.summary(100).contains("(0.0400 ms per viewer-second)"));
+        let empty = WindowCost {
+            window: Duration::ZERO,
+            ..cost
+        };
+        assert_eq!(empty.server_ms_per_viewer_second(100), None);
+    }
 }
 
 /// CPU use of the server and of this process since the previous sample, for progress lines.
@@ -110,11 +136,15 @@ pub struct WindowCost {
 }
 
 impl WindowCost {
-    /// Server CPU milliseconds per viewer-second, for `viewers`.
+    /// Server CPU milliseconds per viewer-second, for `viewers`; none without a viewer-second
+    /// (no viewer, or an empty window).
     pub fn server_ms_per_viewer_second(&self, viewers: usize) -> Option<f64> {
         let viewer_seconds = viewers as f64 * self.window.as_secs_f64();
+        if viewer_seconds <= 0.0 {
+            return None;
+        }
         self.server_cpu
-            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds.max(1e-9))
+            .map(|c| c.as_secs_f64() * 1000.0 / viewer_seconds)
     }
 
     /// `bytes` over the window in Gbit/s.
@@ -122,18 +152,22 @@ impl WindowCost {
         bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9) / 1e9
     }
 
-    /// The summary line about CPU and memory (empty without the server's pid).
+    /// The summary line about CPU and memory (empty without the server's pid; without the
+    /// figure per viewer-second when nobody watched).
     pub fn summary(&self, viewers: usize) -> String {
-        match (self.server_cpu, self.server_ms_per_viewer_second(viewers)) {
-            (Some(cpu), Some(per)) => format!(
-                "server cpu {:.2} s ({:.4} ms per viewer-second), rss {:.1} MiB; client cpu {:.2} s\n",
-                cpu.as_secs_f64(),
-                per,
-                self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
-                self.client_cpu.as_secs_f64()
-            ),
-            _ => String::new(),
-        }
+        let Some(cpu) = self.server_cpu else {
+            return String::new();
+        };
+        let per = match self.server_ms_per_viewer_second(viewers) {
+            Some(per) => format!(" ({per:.4} ms per viewer-second)"),
+            None => String::new(),
+        };
+        format!(
+            "server cpu {:.2} s{per}, rss {:.1} MiB; client cpu {:.2} s\n",
+            cpu.as_secs_f64(),
+            self.server_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
+            self.client_cpu.as_secs_f64()
+        )
     }
 
     /// The JSON fields about CPU and memory, without braces.

@@ -361,8 +361,9 @@ pub fn nic_report(root: &Path, shard_cpus: &[usize]) -> String {
 }
 
 /// A profile's text as the two files `tune apply` writes: the paragraphs of sysctls (for
-/// sysctl.d, verbatim) and those of `/sys` settings, as tmpfiles.d `w` lines under their
-/// comments. [`parse`] has refused paragraphs that mix the two.
+/// sysctl.d, each line trimmed and blank lines inside a paragraph dropped) and those of `/sys`
+/// settings, as tmpfiles.d `w` lines under their comments. [`parse`] has refused paragraphs
+/// that mix the two.
 pub fn split(text: &str) -> (String, String) {
     let paragraphs: Vec<&str> = text.split("\n\n").collect();
     // Whether a paragraph's settings are `/sys` ones; `None` for one without settings (a
